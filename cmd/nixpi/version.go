@@ -1,0 +1,15 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/nixpi/nixpi/assets"
+)
+
+func runVersion(c *cli, args []string) int {
+	if len(args) != 0 {
+		return c.fail(usagef("version takes no arguments"))
+	}
+	fmt.Fprintln(c.stdout, "nixpi", assets.Version)
+	return exitOK
+}

@@ -1,0 +1,85 @@
+// Package engine runs the device service's ordered steps, records every event
+// in the journal on the card's FAT partition, and resumes after reboots and
+// power cuts: a step that started and never finished is redone from its start;
+// a step that failed stops the service until a person acts.
+package engine
+
+import (
+	"context"
+	"path/filepath"
+
+	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/system"
+)
+
+// Step is one named stage of the install. Steps live one per file in
+// firstboot/steps.
+type Step interface {
+	// Name is the step's name on the command line and in the journal.
+	Name() string
+	// Needs names the steps that must be done before this one may run
+	// (checked by --only).
+	Needs() []string
+	// Probe reports, without changing anything, whether the step's effect is
+	// already in place; why says what was found ("already formatted").
+	Probe(ctx context.Context, env *Env) (done bool, why string, err error)
+	// Run makes the effect. It must be safe to run again from its start
+	// after an interruption at any point.
+	Run(ctx context.Context, env *Env) error
+}
+
+// Env is everything a step may touch. Nothing in a step reaches the machine
+// except through Env, so steps run against a temp root and a recording runner.
+type Env struct {
+	Config *config.Config
+	// Root prefixes every file path ("/" on the device, t.TempDir() in tests).
+	Root string
+	// BootDir is the FAT partition's mount point as seen on the device
+	// ("/boot/firmware"); the journal lives in BootDir/nixpi.
+	BootDir string
+	Run     system.Runner
+	Machine system.Machine
+	Tools   system.Tools
+	// Progress receives human-readable lines for the console and the log.
+	Progress func(format string, args ...any)
+	// State carries facts from earlier steps (the target disk's identity) and
+	// is saved in the journal with every event.
+	State *State
+	// CrashPoint is called at named points inside destructive steps; tests set
+	// it to simulate a power cut there. Nil on the device.
+	CrashPoint func(point string)
+}
+
+// Path maps a device path under Root.
+func (e *Env) Path(p string) string { return filepath.Join(e.Root, p) }
+
+// Crash calls CrashPoint when set.
+func (e *Env) Crash(point string) {
+	if e.CrashPoint != nil {
+		e.CrashPoint(point)
+	}
+}
+
+// Logf reports progress.
+func (e *Env) Logf(format string, args ...any) {
+	if e.Progress != nil {
+		e.Progress(format, args...)
+	}
+}
+
+// Disk is the identity of the target disk as recorded in the journal; resume
+// requires all of it to match the disk found on a later boot.
+type Disk struct {
+	Dev     string `json:"dev"`                // /dev/sda at the time
+	ByID    string `json:"by_id,omitempty"`    // /dev/disk/by-id/usb-...
+	Serial  string `json:"serial,omitempty"`   // ID_SERIAL_SHORT
+	Size    int64  `json:"size"`               // bytes
+	GPTGUID string `json:"gpt_guid,omitempty"` // disk GUID this installation wrote
+}
+
+// State is what steps learn and later steps need, persisted across boots.
+type State struct {
+	Target *Disk `json:"target,omitempty"`
+	// RAMBytes is the machine's memory as preflight read it (swap = "ram").
+	RAMBytes int64 `json:"ram_bytes,omitempty"`
+}

@@ -1,0 +1,75 @@
+// Package system is the device service's one door to the outside: external
+// commands (through Runner, which logs the quoted argv and puts stdout and
+// stderr into the error), tool paths (Tools, in one place), and machine
+// actions that a test must never perform for real (Machine: reboot).
+package system
+
+import "context"
+
+// Runner runs external commands. Implementations log the quoted argv before
+// running and return an error that carries the exit status and stderr.
+type Runner interface {
+	// Output runs argv[0] with argv[1:] and returns its stdout.
+	Output(ctx context.Context, argv ...string) ([]byte, error)
+}
+
+// Machine is what happens to the whole machine. On the device it reboots for
+// real; in tests it records.
+type Machine interface {
+	// Reboot asks the init system to reboot. It returns once the request is
+	// made; the caller should then exit.
+	Reboot(ctx context.Context) error
+}
+
+// Tools holds the path of every external tool the service runs, so a missing
+// tool is named in one place and tests can point at their own.
+type Tools struct {
+	AptGet      string
+	Blkid       string
+	Blockdev    string
+	BtrfsTool   string
+	Lsblk       string
+	MkfsBtrfs   string
+	MkfsExt4    string
+	MkfsFAT     string
+	Mkswap      string
+	Mount       string
+	Partprobe   string
+	Sgdisk      string
+	Sfdisk      string
+	Swapon      string
+	Udevadm     string
+	Umount      string
+	Vcgencmd    string
+	Wipefs      string
+	Systemctl   string
+	Uname       string
+	Timedatectl string
+}
+
+// DefaultTools are the paths on Raspberry Pi OS / Debian.
+func DefaultTools() Tools {
+	return Tools{
+		AptGet:      "/usr/bin/apt-get",
+		Blkid:       "/usr/sbin/blkid",
+		Blockdev:    "/usr/sbin/blockdev",
+		BtrfsTool:   "/usr/bin/btrfs",
+		Lsblk:       "/usr/bin/lsblk",
+		MkfsBtrfs:   "/usr/sbin/mkfs.btrfs",
+		MkfsExt4:    "/usr/sbin/mkfs.ext4",
+		MkfsFAT:     "/usr/sbin/mkfs.fat",
+		Mkswap:      "/usr/sbin/mkswap",
+		Mount:       "/usr/bin/mount",
+		Partprobe:   "/usr/sbin/partprobe",
+		Sgdisk:      "/usr/sbin/sgdisk",
+		Sfdisk:      "/usr/sbin/sfdisk",
+		Swapon:      "/usr/sbin/swapon",
+		Udevadm:     "/usr/bin/udevadm",
+		Umount:      "/usr/bin/umount",
+		Vcgencmd:    "/usr/bin/vcgencmd",
+		Wipefs:      "/usr/sbin/wipefs",
+		Systemctl:   "/usr/bin/systemctl",
+		Uname:       "/usr/bin/uname",
+		Timedatectl: "/usr/bin/timedatectl",
+	}
+}
