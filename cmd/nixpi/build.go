@@ -1,7 +1,95 @@
 package main
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nixpi/nixpi/assets"
+	"github.com/nixpi/nixpi/builder"
+	"github.com/nixpi/nixpi/builder/source"
+)
 
 func runBuild(c *cli, args []string) int {
-	return c.fail(errors.New("build: not implemented yet"))
+	flags := pflag.NewFlagSet("build", pflag.ContinueOnError)
+	flags.SetOutput(c.stderr)
+	var opts builder.Options
+	var quiet bool
+	flags.StringVar(&opts.Base, "base", "", "Raspberry Pi OS image: path or http(s) URL; raw, .xz, .gz, .zst or .zip")
+	flags.StringVar(&opts.Config, "config", "", "install config (nixpi.toml); `nixpi config init` writes an example")
+	flags.StringVar(&opts.Out, "out", "", "card image to write")
+	flags.StringVar(&opts.SHA256, "sha256", "", "expected sha256 of --base (default: the sidecar BASE.sha256 when present)")
+	flags.BoolVar(&opts.Force, "force", false, "replace --out if it exists")
+	flags.BoolVarP(&quiet, "quiet", "q", false, "print only the result")
+	flags.Usage = func() {
+		fmt.Fprintln(c.stderr, "usage: nixpi build --base SRC --config nixpi.toml --out OUT [--sha256 HEX] [--force] [--quiet]")
+		fmt.Fprintln(c.stderr, "\nWrites OUT, a copy of the Raspberry Pi OS image SRC whose boot partition installs NixOS")
+		fmt.Fprintln(c.stderr, "onto the Pi's USB SSD on first boot.")
+		fmt.Fprintln(c.stderr, "\nenvironment:")
+		fmt.Fprintln(c.stderr, "  SOURCE_DATE_EPOCH      time of every file written (default: the newest file time on the base's boot partition)")
+		fmt.Fprintln(c.stderr, "  NIXPI_DEVICE_BINARIES  directory with nixpi-firstboot-linux-arm64 and -arm to use instead of the embedded ones")
+		fmt.Fprintln(c.stderr, "\nflags:")
+		flags.PrintDefaults()
+	}
+	if err := flags.Parse(args); err != nil {
+		if err == pflag.ErrHelp {
+			return exitOK
+		}
+		return c.fail(usagef("build: %v", err))
+	}
+	if flags.NArg() != 0 {
+		return c.fail(usagef("build: unexpected argument %q: pass the base image with --base", flags.Arg(0)))
+	}
+	for _, req := range []struct{ name, value string }{{"base", opts.Base}, {"config", opts.Config}, {"out", opts.Out}} {
+		if req.value == "" {
+			return c.fail(usagef("build: --%s is required (see nixpi build --help)", req.name))
+		}
+	}
+	if s := c.getenv("SOURCE_DATE_EPOCH"); s != "" {
+		secs, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || secs < 0 {
+			return c.fail(fmt.Errorf("build: SOURCE_DATE_EPOCH=%q is not a whole number of seconds since 1970; unset it or fix it", s))
+		}
+		epoch := time.Unix(secs, 0).UTC()
+		opts.Epoch = &epoch
+	}
+	if dir := c.getenv("NIXPI_DEVICE_BINARIES"); dir != "" {
+		opts.DeviceBinary = deviceBinariesFrom(dir)
+	}
+	if !quiet {
+		opts.Log = func(msg string) { fmt.Fprintln(c.stderr, "nixpi build:", msg) }
+		if f, ok := c.stderr.(*os.File); ok {
+			opts.Progress = source.TerminalProgress(f, "decompressing base")
+		}
+	}
+	res, err := builder.Build(c.ctx, opts)
+	if errors.Is(err, context.Canceled) && c.ctx.Err() != nil {
+		return c.fail(fmt.Errorf("build: interrupted: %s was not written and no temporary file is left", opts.Out))
+	}
+	if err != nil {
+		return c.fail(fmt.Errorf("build: %w", err))
+	}
+	fmt.Fprintf(c.stdout, "%s  %s\n", res.SHA256, res.Out)
+	if !quiet {
+		fmt.Fprintf(c.stderr, "nixpi build: wrote %s and %s.sha256: flash it to an SD card, put it in the Pi with the USB SSD attached, and power on\n", res.Out, res.Out)
+	}
+	return exitOK
+}
+
+// deviceBinariesFrom serves device binaries from dir instead of the ones
+// embedded at build time (for testing a freshly built nixpi-firstboot).
+func deviceBinariesFrom(dir string) func(goarch string) ([]byte, error) {
+	return func(goarch string) ([]byte, error) {
+		b, err := os.ReadFile(filepath.Join(dir, assets.DeviceBinaryName(goarch)))
+		if err != nil {
+			return nil, fmt.Errorf("NIXPI_DEVICE_BINARIES: %w", err)
+		}
+		return b, nil
+	}
 }

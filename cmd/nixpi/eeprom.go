@@ -1,7 +1,222 @@
 package main
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/google/renameio/v2"
+	"github.com/spf13/pflag"
+
+	"github.com/nixpi/nixpi/firstboot/eeprom"
+)
+
+const eepromUsage = `usage: nixpi eeprom config IMAGE [--out FILE]
+       nixpi eeprom config IMAGE --config FILE [--digest SIGFILE] [--pubkey PEM] --out OUT
+       nixpi eeprom config IMAGE --set KEY=VALUE [--set ...] [--config FILE] --out OUT
+       nixpi eeprom digest IMAGE --out SIG [--timestamp N]
+
+Reads or changes a Raspberry Pi 4 bootloader EEPROM image (pieeprom-*.bin).
+Images written are byte-identical to what rpi-eeprom-config writes.
+
+config   print bootconf.txt (or write it to --out); with --config and/or --set,
+         write a copy of IMAGE to OUT with the config replaced. --set replaces
+         the first KEY= line, else adds it to the [all] section; BOOT_ORDER
+         values are checked (e.g. 0xf41: SD, then USB, then restart).
+         --digest/--pubkey (signed boot) store the .sig made by
+         rpi-eeprom-digest -k for the --config file and the RSA public key.
+digest   write the .sig for a staged update: sha256 and "ts: N", N from
+         --timestamp, else SOURCE_DATE_EPOCH, else now.
+`
 
 func runEeprom(c *cli, args []string) int {
-	return c.fail(errors.New("eeprom: not implemented yet"))
+	if len(args) == 0 {
+		return c.eepromUsage("eeprom needs a subcommand: config or digest")
+	}
+	switch sub, rest := args[0], args[1:]; sub {
+	case "config":
+		return c.eepromConfig(rest)
+	case "digest":
+		return c.eepromDigest(rest)
+	case "-h", "--help", "help":
+		fmt.Fprint(c.stdout, eepromUsage)
+		return exitOK
+	default:
+		return c.eepromUsage(fmt.Sprintf("unknown eeprom subcommand %q", sub))
+	}
+}
+
+func (c *cli) eepromUsage(msg string) int {
+	fmt.Fprintf(c.stderr, "nixpi: %s\n%s", msg, eepromUsage)
+	return exitUsage
+}
+
+// parseEepromFlags parses flags; done is set when the caller should return
+// code right away (help, or a usage error already printed).
+func (c *cli) parseEepromFlags(flags *pflag.FlagSet, args []string) (image string, code int, done bool) {
+	flags.SetOutput(io.Discard)
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(c.stdout, eepromUsage)
+			return "", exitOK, true
+		}
+		return "", c.eepromUsage(fmt.Sprintf("eeprom %s: %v", flags.Name(), err)), true
+	}
+	if flags.NArg() != 1 {
+		return "", c.eepromUsage(fmt.Sprintf("eeprom %s needs exactly one IMAGE, got %d arguments", flags.Name(), flags.NArg())), true
+	}
+	return flags.Arg(0), 0, false
+}
+
+func (c *cli) eepromConfig(args []string) int {
+	flags := pflag.NewFlagSet("config", pflag.ContinueOnError)
+	configFile := flags.StringP("config", "c", "", "bootloader config to put into the image")
+	out := flags.StringP("out", "o", "", "output file (the new image, or the config when only reading)")
+	digestFile := flags.StringP("digest", "d", "", "signed boot: bootconf.sig made by rpi-eeprom-digest -k for --config")
+	pubkeyFile := flags.StringP("pubkey", "p", "", "signed boot: the RSA-2048 public key (PEM) to store")
+	sets := flags.StringArray("set", nil, "KEY=VALUE to set in the config (repeatable)")
+	imagePath, code, done := c.parseEepromFlags(flags, args)
+	if done {
+		return code
+	}
+
+	var settings []eeprom.Setting
+	for _, kv := range *sets {
+		s, err := eeprom.ParseSetting(kv)
+		if err != nil {
+			return c.fail(usagef("eeprom config --set: %w", err))
+		}
+		settings = append(settings, s)
+	}
+	signing := *digestFile != "" || *pubkeyFile != ""
+	writing := *configFile != "" || len(settings) > 0
+	switch {
+	case signing && *configFile == "":
+		return c.eepromUsage("eeprom config: --digest and --pubkey need --config, the config they sign")
+	case signing && len(settings) > 0:
+		return c.eepromUsage("eeprom config: --set would change the config --digest signs; sign the final config and pass it with --config")
+	case writing && *out == "":
+		return c.eepromUsage("eeprom config: writing an image needs --out OUT")
+	}
+
+	im, err := loadImage(imagePath)
+	if err != nil {
+		return c.fail(err)
+	}
+	if !writing {
+		if *out != "" {
+			if sameFile(*out, imagePath) {
+				return c.fail(fmt.Errorf("eeprom config: --out %q is IMAGE itself and would be replaced by its config: to change the image, pass --config or --set too", *out))
+			}
+			return c.writeOut(*out, im.Config())
+		}
+		if _, err := c.stdout.Write(im.Config()); err != nil {
+			return c.fail(fmt.Errorf("eeprom config: %w", err))
+		}
+		return exitOK
+	}
+
+	cfg := im.Config()
+	if *configFile != "" {
+		if cfg, err = os.ReadFile(*configFile); err != nil {
+			return c.fail(fmt.Errorf("eeprom config: %w", err))
+		}
+	}
+	if cfg, err = eeprom.SetKeys(cfg, settings...); err != nil {
+		return c.fail(fmt.Errorf("eeprom config: %w", err))
+	}
+	if err := im.SetConfig(cfg); err != nil {
+		return c.fail(fmt.Errorf("eeprom config: %q: %w", imagePath, err))
+	}
+	if *digestFile != "" {
+		sig, err := os.ReadFile(*digestFile)
+		if err != nil {
+			return c.fail(fmt.Errorf("eeprom config: %w", err))
+		}
+		if err := im.SetFile(eeprom.BootconfSig, sig); err != nil {
+			return c.fail(fmt.Errorf("eeprom config: %q: %w", imagePath, err))
+		}
+	}
+	if *pubkeyFile != "" {
+		pem, err := os.ReadFile(*pubkeyFile)
+		if err != nil {
+			return c.fail(fmt.Errorf("eeprom config: %w", err))
+		}
+		key, err := eeprom.PublicKeyBin(pem)
+		if err != nil {
+			return c.fail(fmt.Errorf("eeprom config: %q: %w", *pubkeyFile, err))
+		}
+		if err := im.SetFile(eeprom.PubkeyBin, key); err != nil {
+			return c.fail(fmt.Errorf("eeprom config: %q: %w", imagePath, err))
+		}
+	}
+	// Read the result back before it leaves this process.
+	result := im.Bytes()
+	back, err := eeprom.Parse(result)
+	if err != nil || string(back.Config()) != string(cfg) {
+		return c.fail(fmt.Errorf("eeprom config: the new image does not read back as written (%v); nothing written", err))
+	}
+	return c.writeOut(*out, result)
+}
+
+func (c *cli) eepromDigest(args []string) int {
+	flags := pflag.NewFlagSet("digest", pflag.ContinueOnError)
+	out := flags.StringP("out", "o", "", "the .sig file to write (pieeprom.sig)")
+	timestamp := flags.String("timestamp", "", "update timestamp, Unix seconds (default SOURCE_DATE_EPOCH, else now)")
+	imagePath, code, done := c.parseEepromFlags(flags, args)
+	if done {
+		return code
+	}
+	if *out == "" {
+		return c.eepromUsage("eeprom digest needs --out SIG")
+	}
+	ts := time.Now().Unix()
+	if *timestamp != "" {
+		n, err := strconv.ParseInt(*timestamp, 10, 64)
+		if err != nil || n < 0 {
+			return c.fail(usagef("eeprom digest: --timestamp %q is not a number of seconds since 1970", *timestamp))
+		}
+		ts = n
+	} else if env := c.getenv("SOURCE_DATE_EPOCH"); env != "" {
+		n, err := strconv.ParseInt(env, 10, 64)
+		if err != nil || n < 0 {
+			return c.fail(fmt.Errorf("eeprom digest: SOURCE_DATE_EPOCH=%q is not a number of seconds since 1970: fix or unset it", env))
+		}
+		ts = n
+	}
+	im, err := loadImage(imagePath)
+	if err != nil {
+		return c.fail(err)
+	}
+	return c.writeOut(*out, eeprom.Digest(im.Bytes(), ts))
+}
+
+func sameFile(a, b string) bool {
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(fa, fb)
+}
+
+func loadImage(path string) (*eeprom.Image, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("eeprom: %w", err)
+	}
+	im, err := eeprom.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("eeprom: %q: %w", path, err)
+	}
+	return im, nil
+}
+
+// writeOut replaces path atomically, so an interrupted run leaves the old
+// file or the new one, never half of one.
+func (c *cli) writeOut(path string, data []byte) int {
+	if err := renameio.WriteFile(path, data, 0o644); err != nil {
+		return c.fail(fmt.Errorf("eeprom: write %q: %w", path, err))
+	}
+	return exitOK
 }

@@ -14,7 +14,7 @@ type Config struct {
 	Layout Layout       `toml:"layout"`
 	NixOS  NixOS        `toml:"nixos"`
 	System System       `toml:"system"`
-	Users  []User       `toml:"users"`
+	Users  []User       `toml:"users,omitempty"`
 	WLAN   *WLAN        `toml:"wlan"`
 	Boot   Boot         `toml:"boot"`
 	Status StatusServer `toml:"status"`
@@ -25,7 +25,7 @@ type Target struct {
 	// Disk is "auto" (exactly one USB disk), a /dev/disk/by-id/ path, or
 	// empty when Serial is set.
 	Disk    string `toml:"disk"`
-	Serial  string `toml:"serial"`
+	Serial  string `toml:"serial,omitempty"`
 	Wipe    bool   `toml:"wipe"`
 	MinSize Size   `toml:"min_size"`
 }
@@ -36,7 +36,7 @@ type Layout struct {
 	BootSize   Size     `toml:"boot_size"` // default 500MiB
 	SwapSize   SwapSize `toml:"swap_size"` // "ram" (default), "0" for none, or a size
 	RootFS     string   `toml:"root_fs"`   // "btrfs" (default) or "ext4"
-	Subvolumes []string `toml:"subvolumes"`
+	Subvolumes []string `toml:"subvolumes,omitempty"`
 	BootLabel  string   `toml:"boot_label"`
 	SwapLabel  string   `toml:"swap_label"`
 	RootLabel  string   `toml:"root_label"`
@@ -44,10 +44,10 @@ type Layout struct {
 
 // NixOS is what gets installed (used by the later install steps).
 type NixOS struct {
-	Release       string `toml:"release"`        // e.g. "26.05"
-	NixpkgsRev    string `toml:"nixpkgs_rev"`    // 40 hex digits
-	NixpkgsSHA256 string `toml:"nixpkgs_sha256"` // sha256 of the nixpkgs tarball
-	ExtraModule   string `toml:"extra_module"`   // Nix expression appended to imports
+	Release       string `toml:"release"`                  // e.g. "26.05"
+	NixpkgsRev    string `toml:"nixpkgs_rev,omitempty"`    // 40 hex digits
+	NixpkgsSHA256 string `toml:"nixpkgs_sha256,omitempty"` // sha256 of the nixpkgs tarball
+	ExtraModule   string `toml:"extra_module,omitempty"`   // Nix expression appended to imports
 }
 
 // System is host-wide settings of the installed NixOS.
@@ -61,8 +61,8 @@ type System struct {
 // User is one login on the installed system.
 type User struct {
 	Name         string   `toml:"name"`
-	PasswordHash Secret   `toml:"password_hash"`
-	SSHKeys      []string `toml:"ssh_keys"`
+	PasswordHash Secret   `toml:"password_hash,omitempty"`
+	SSHKeys      []string `toml:"ssh_keys,omitempty"`
 }
 
 // WLAN is the wireless network, used on the Pi when there is no wired link.

@@ -7,8 +7,10 @@ package engine
 import (
 	"context"
 	"path/filepath"
+	"time"
 
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/progress"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -48,6 +50,50 @@ type Env struct {
 	// CrashPoint is called at named points inside destructive steps; tests set
 	// it to simulate a power cut there. Nil on the device.
 	CrashPoint func(point string)
+	// TargetOverride is --target: a device path that replaces discovery and
+	// the USB-transport rule only (every other safety check still applies).
+	TargetOverride string
+	// Now and Sleep default to the real clock; tests set them.
+	Now   func() time.Time
+	Sleep func(ctx context.Context, d time.Duration) error
+	// LED sets the activity LED (waiting for network); nil does nothing.
+	LED func(p progress.Pattern)
+
+	rebootWhy string
+}
+
+// RequestReboot tells the engine that the step's effect needs a reboot: once
+// Run returns nil the engine records it, reboots through Machine and exits.
+func (e *Env) RequestReboot(why string) { e.rebootWhy = why }
+
+// Clock returns the current time from Now, or the real clock.
+func (e *Env) Clock() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+// Wait sleeps for d or until ctx is done, through Sleep when set.
+func (e *Env) Wait(ctx context.Context, d time.Duration) error {
+	if e.Sleep != nil {
+		return e.Sleep(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// SetLED sets the activity LED when the engine provided one.
+func (e *Env) SetLED(p progress.Pattern) {
+	if e.LED != nil {
+		e.LED(p)
+	}
 }
 
 // Path maps a device path under Root.

@@ -24,17 +24,20 @@ type Machine interface {
 // Tools holds the path of every external tool the service runs, so a missing
 // tool is named in one place and tests can point at their own.
 type Tools struct {
-	AptGet      string
-	Blkid       string
-	Blockdev    string
-	BtrfsTool   string
-	Lsblk       string
-	MkfsBtrfs   string
-	MkfsExt4    string
-	MkfsFAT     string
-	Mkswap      string
-	Mount       string
-	Partprobe   string
+	AptGet    string
+	Blkid     string
+	Blockdev  string
+	BtrfsTool string
+	Lsblk     string
+	MkfsBtrfs string
+	MkfsExt4  string
+	MkfsFAT   string
+	Mkswap    string
+	Mount     string
+	Partprobe string
+	// Partx tells the kernel about a new partition table (works on loop
+	// devices too, where BLKRRPART may not).
+	Partx       string
 	Sgdisk      string
 	Sfdisk      string
 	Swapon      string
@@ -45,6 +48,15 @@ type Tools struct {
 	Systemctl   string
 	Uname       string
 	Timedatectl string
+	// Network: Wi-Fi through the image's own stack (NetworkManager on
+	// Bookworm+, wpa_supplicant with dhcpcd before).
+	Nmcli         string
+	WpaSupplicant string
+	Dhcpcd        string
+	Iw            string
+	Rfkill        string
+	// Env runs a command with extra environment (DEBIAN_FRONTEND for apt-get).
+	Env string
 }
 
 // DefaultTools are the paths on Raspberry Pi OS / Debian.
@@ -61,6 +73,7 @@ func DefaultTools() Tools {
 		Mkswap:      "/usr/sbin/mkswap",
 		Mount:       "/usr/bin/mount",
 		Partprobe:   "/usr/sbin/partprobe",
+		Partx:       "/usr/bin/partx",
 		Sgdisk:      "/usr/sbin/sgdisk",
 		Sfdisk:      "/usr/sbin/sfdisk",
 		Swapon:      "/usr/sbin/swapon",
@@ -71,5 +84,12 @@ func DefaultTools() Tools {
 		Systemctl:   "/usr/bin/systemctl",
 		Uname:       "/usr/bin/uname",
 		Timedatectl: "/usr/bin/timedatectl",
+
+		Nmcli:         "/usr/bin/nmcli",
+		WpaSupplicant: "/usr/sbin/wpa_supplicant",
+		Dhcpcd:        "/usr/sbin/dhcpcd",
+		Iw:            "/usr/sbin/iw",
+		Rfkill:        "/usr/sbin/rfkill",
+		Env:           "/usr/bin/env",
 	}
 }

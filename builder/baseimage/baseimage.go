@@ -1,0 +1,79 @@
+// Package baseimage validates and identifies a base image before nixpi
+// writes anything: an MBR table, partition 1 FAT32 with the Pi 4 boot files,
+// partition 2 a Linux ext4 root (read, never written) with systemd, and the
+// userland architecture. It identifies images by structure, not branding, so
+// Raspberry Pi OS and other Debian-family Raspberry Pi images pass.
+package baseimage
+
+import (
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Errors a caller can test with errors.Is. The wrapped message always says
+// what was found.
+var (
+	ErrNoPartitionTable = errors.New("no partition table")
+	ErrGPT              = errors.New("GPT partition table: nixpi expects a Raspberry Pi OS image with an MBR table")
+	ErrTruncated        = errors.New("image is truncated")
+	ErrNoFAT            = errors.New("partition 1 is not a FAT32 boot partition")
+	ErrMissingBootFile  = errors.New("boot file missing")
+	ErrPi5Only          = errors.New("Pi 5-only image?")
+	ErrNoKernel         = errors.New("no kernel on the boot partition")
+	ErrNotLinuxRoot     = errors.New("partition 2 is not a Linux root filesystem")
+	ErrNoSystemd        = errors.New("no systemd in the root filesystem")
+	ErrUnsupportedArch  = errors.New("unsupported userland architecture")
+	ErrNotDebian        = errors.New("not a Debian-family root filesystem")
+)
+
+// Partition is one MBR partition, in bytes from the start of the image.
+type Partition struct {
+	Index int   // 1-based
+	Start int64 // bytes
+	Size  int64 // bytes
+	Type  byte  // MBR partition type
+}
+
+// End is the first byte after the partition.
+func (p Partition) End() int64 { return p.Start + p.Size }
+
+// Base is what nixpi knows about a validated base image.
+type Base struct {
+	DiskID uint32 // MBR disk signature; PARTUUIDs are <%08x>-01, -02
+	Boot   Partition
+	Root   Partition
+
+	FATLabel  string // volume label of partition 1, e.g. "bootfs"
+	FATMount  string // where /etc/fstab mounts it: "/boot/firmware" or "/boot"
+	Kernel    string // the kernel file a Pi 4 boots, e.g. "kernel8.img"
+	Cmdline   string // cmdline.txt as found
+	ConfigTxt string // config.txt as found
+
+	OSRelease  map[string]string // /etc/os-release
+	PrettyName string            // PRETTY_NAME, or NAME VERSION
+	Arch       string            // userland architecture: "arm64" or "armhf"
+	ArchSource string            // where Arch came from, e.g. "/var/lib/dpkg/status"
+	Systemd    string            // path of the systemd binary found
+}
+
+// PartUUID is the PARTUUID Linux gives partition n of the image.
+func (b *Base) PartUUID(n int) string { return fmt.Sprintf("%08x-%02d", b.DiskID, n) }
+
+// Inspect validates the image of the given size read through r and says what
+// it is. It only reads. Every failure wraps one of the Err values and says
+// what was found and, where there is one, how to fix it.
+func Inspect(r io.ReaderAt, size int64) (*Base, error) {
+	boot, root, diskID, err := readTable(r, size)
+	if err != nil {
+		return nil, fmt.Errorf("base image: %w", err)
+	}
+	b := &Base{DiskID: diskID, Boot: boot, Root: root}
+	if err := inspectBoot(r, b); err != nil {
+		return nil, fmt.Errorf("base image: boot partition: %w", err)
+	}
+	if err := inspectRoot(r, b); err != nil {
+		return nil, fmt.Errorf("base image: root partition: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,148 @@
+// Package builder turns a Raspberry Pi OS image into a nixpi card image: it
+// copies the base (builder/source), checks it is a Raspberry Pi OS-shaped
+// image (builder/baseimage), and writes the first-boot hook, the device
+// binary, its payload, the validated config and a manifest into the FAT
+// partition (builder/fatfs). Partition 2 is never written. One file per
+// phase: output.go (where OUT goes), payload.go, manifest.go, device.go,
+// fat.go (the FAT edits), epoch.go; inspect.go reads a card back.
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nixpi/nixpi/assets"
+	"github.com/nixpi/nixpi/firstboot/config"
+)
+
+// Options is one build.
+type Options struct {
+	// Base is the Raspberry Pi OS image: a path or an http(s) URL, raw or
+	// compressed (xz, gzip, zstd, zip holding one .img).
+	Base string
+	// SHA256 is the base's expected sha256 in hex. When empty, a sidecar
+	// Base+".sha256" is used if there is one.
+	SHA256 string
+	// Config is the path of the install config (nixpi.toml).
+	Config string
+	// Out is the card image to write. It must not exist unless Force.
+	Out   string
+	Force bool
+	// Epoch is the time of every file nixpi writes (SOURCE_DATE_EPOCH).
+	// Nil derives it from the base, never from the clock.
+	Epoch *time.Time
+	// DeviceBinary returns nixpi-firstboot for linux/GOARCH ("arm64", "arm").
+	// Nil means assets.DeviceBinary, the binaries embedded by `make build`.
+	DeviceBinary func(goarch string) ([]byte, error)
+	// Progress, when set, is called as the base is read with the input
+	// bytes consumed and the input size (-1 when unknown).
+	Progress func(done, total int64)
+	// Log, when set, receives one line per phase.
+	Log func(msg string)
+}
+
+// Result is a finished build.
+type Result struct {
+	Out      string
+	SHA256   string // of Out, hex
+	Manifest *Manifest
+}
+
+// Build writes opts.Out. On any error, or when ctx is cancelled, nothing is
+// left behind: no Out, no temporary file.
+func Build(ctx context.Context, opts Options) (*Result, error) {
+	if opts.Base == "" {
+		return nil, fmt.Errorf("no base image: pass --base with a Raspberry Pi OS image path or URL")
+	}
+	if opts.Config == "" {
+		return nil, fmt.Errorf("no install config: pass --config nixpi.toml (`nixpi config init > nixpi.toml` writes an example)")
+	}
+	if err := checkOutput(opts.Out, opts.Base, opts.Force); err != nil {
+		return nil, err
+	}
+	if opts.DeviceBinary == nil {
+		opts.DeviceBinary = assets.DeviceBinary
+	}
+	logf := func(format string, args ...any) {
+		if opts.Log != nil {
+			opts.Log(fmt.Sprintf(format, args...))
+		}
+	}
+
+	// The config is checked first: it is the cheapest input to get wrong.
+	cfgRaw, err := os.ReadFile(opts.Config)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read config: %w (`nixpi config init > nixpi.toml` writes an example to start from)", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := config.Parse(opts.Config, cfgRaw)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfgCanonical, err := config.Encode(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("config: encode: %w", err)
+	}
+
+	m := &Manifest{
+		NixpiVersion: assets.Version,
+		Config:       ManifestInput{Name: filepath.Base(opts.Config), SHA256: sha256Hex(cfgRaw)},
+	}
+
+	out, err := createPending(opts.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Discard()
+
+	logf("copying base image %s", opts.Base)
+	base, err := copyBase(ctx, opts, out.file)
+	if err != nil {
+		return nil, err
+	}
+	m.Base = ManifestBase{Name: base.Name, SHA256: base.SHA256, Format: base.Format}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	facts, err := identifyBase(ctx, out.file)
+	if err != nil {
+		return nil, err
+	}
+	m.Base.OS, m.Base.Arch, m.Base.BootDir = facts.PrettyName, facts.Arch, facts.FATMount
+	logf("base: %s, %s userland, boot partition mounted at %s", facts.PrettyName, facts.Arch, facts.FATMount)
+
+	binary, err := deviceBinary(opts.DeviceBinary, facts.Arch)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	if err := writeCard(ctx, out.file, facts, cardFiles{
+		epoch:    opts.Epoch,
+		binary:   binary,
+		config:   cfgCanonical,
+		manifest: m,
+	}); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	logf("writing %s", opts.Out)
+	sum, err := out.Commit(opts.Force)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Out: opts.Out, SHA256: sum, Manifest: m}, nil
+}

@@ -1,0 +1,212 @@
+package builder
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixpi/nixpi/builder/buildertest"
+	"github.com/nixpi/nixpi/builder/fixture"
+	"github.com/nixpi/nixpi/firstboot/config"
+)
+
+// testConfig is a config with secrets, so tests can check they stay on the
+// card only.
+const testConfig = `schema = 1
+
+[target]
+disk = "auto"
+wipe = true
+
+[system]
+hostname = "nixpi-test"
+
+[[users]]
+name = "pi"
+password_hash = "$6$nixpitestsalt$Ox3xYwg3145wMsgZFHZgixeRVLgOmF0QLp0v9eluE20LSrGE5LcTX1aJ3wa5xuTwj9FE93qAQ5HzS4F420yot1"
+
+[wlan]
+ssid = "home"
+psk = "SECRET-PSK-do-not-print"
+country = "DE"
+`
+
+func writeConfig(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "nixpi.toml")
+	if err := os.WriteFile(p, []byte(testConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func testOptions(t *testing.T, base, out string) Options {
+	return Options{
+		Base:         base,
+		Config:       writeConfig(t, filepath.Dir(out)),
+		Out:          out,
+		DeviceBinary: buildertest.DeviceBinaries(t),
+	}
+}
+
+func TestBuildLayouts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		layout  fixture.Layout
+		arch    fixture.Arch
+		bootDir string
+	}{
+		{fixture.LayoutTrixie, fixture.ArchArm64, "/boot/firmware"},
+		{fixture.LayoutBookworm, fixture.ArchArmhf, "/boot/firmware"},
+		{fixture.LayoutBullseye, fixture.ArchArm64, "/boot"},
+	} {
+		t.Run(string(tc.layout)+"-"+string(tc.arch), func(t *testing.T) {
+			t.Parallel()
+			img := writeFixture(t, fixture.Options{Layout: tc.layout, Arch: tc.arch})
+			out := filepath.Join(t.TempDir(), "card.img")
+			res, err := Build(context.Background(), testOptions(t, img.Path, out))
+			if err != nil {
+				t.Fatal(err)
+			}
+			card := buildertest.CheckCard(t, img.Path, out)
+			if card.Base.FATMount != tc.bootDir || res.Manifest.Base.BootDir != tc.bootDir {
+				t.Errorf("boot dir %s (manifest %s), want %s", card.Base.FATMount, res.Manifest.Base.BootDir, tc.bootDir)
+			}
+			// The epoch comes from the base's boot files, not the clock.
+			if res.Manifest.SourceDateEpoch != fixture.DefaultEpoch.Unix() || res.Manifest.EpochFrom != epochFromBase {
+				t.Errorf("epoch %d from %q, want the fixture's file time %d", res.Manifest.SourceDateEpoch, res.Manifest.EpochFrom, fixture.DefaultEpoch.Unix())
+			}
+			cfg, err := config.Parse("test", []byte(testConfig))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if card.Config.WLAN == nil || card.Config.WLAN.PSK != cfg.WLAN.PSK || card.Config.Users[0].PasswordHash != cfg.Users[0].PasswordHash {
+				t.Errorf("the card's config lost its secrets (the device needs them)")
+			}
+			assertOnly(t, filepath.Dir(out), "card.img", "card.img.sha256", "nixpi.toml")
+		})
+	}
+}
+
+func TestBuildReproducible(t *testing.T) {
+	t.Parallel()
+	img := writeFixture(t, fixture.Options{Layout: fixture.LayoutTrixie, Arch: fixture.ArchArmhf, FATSize: fixture.MinFATSize})
+	dir := t.TempDir()
+	// build returns OUT's sha256 as Build computed it; CheckCard checks
+	// that digest against the file on the first build.
+	build := func(name string, epoch *time.Time) string {
+		t.Helper()
+		opts := testOptions(t, img.Path, filepath.Join(dir, name))
+		opts.Epoch = epoch
+		res, err := Build(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.SHA256
+	}
+	first := build("a.img", nil)
+	buildertest.CheckCard(t, img.Path, filepath.Join(dir, "a.img"))
+	second := build("b.img", nil)
+	if first != second {
+		t.Fatalf("two builds from the same inputs differ: %s vs %s", first, second)
+	}
+	assertSameFile(t, filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img"))
+	epoch := time.Unix(1760000000, 0)
+	withEpoch := build("c.img", &epoch)
+	if first == withEpoch {
+		t.Fatal("SOURCE_DATE_EPOCH did not change the output")
+	}
+	if again := build("d.img", &epoch); withEpoch != again {
+		t.Fatal("two builds with the same SOURCE_DATE_EPOCH differ")
+	}
+	in, err := Inspect(filepath.Join(dir, "c.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := in.FAT.Manifest; m == nil || m.SourceDateEpoch != epoch.Unix() || m.EpochFrom != epochFromEnv {
+		t.Errorf("manifest %+v does not record SOURCE_DATE_EPOCH %d", m, epoch.Unix())
+	}
+}
+
+func TestBuildCompressedBaseWithSidecar(t *testing.T) {
+	t.Parallel()
+	img := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArm64, FATSize: fixture.MinFATSize})
+	if out, err := exec.Command("xz", "-T2", "-0", "--block-size=8MiB", "-k", img.Path).CombinedOutput(); err != nil {
+		t.Fatalf("xz: %v\n%s", err, out)
+	}
+	xzPath := img.Path + ".xz"
+	cmd := exec.Command("sha256sum", filepath.Base(xzPath))
+	cmd.Dir = filepath.Dir(xzPath)
+	sum, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(xzPath+".sha256", sum, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "card.img")
+	res, err := Build(context.Background(), testOptions(t, xzPath, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buildertest.CheckCard(t, img.Path, out)
+	if res.Manifest.Base.Format != "xz" || res.Manifest.Base.SHA256 != strings.Fields(string(sum))[0] || res.Manifest.Base.Name != "base.img.xz" {
+		t.Errorf("manifest base %+v, want xz with sha256 %s", res.Manifest.Base, sum)
+	}
+}
+
+func TestBuildCancelledLeavesNothing(t *testing.T) {
+	t.Parallel()
+	img := writeFixture(t, fixture.Options{FATSize: fixture.MinFATSize})
+	out := filepath.Join(t.TempDir(), "card.img")
+	ctx, cancel := context.WithCancel(context.Background())
+	opts := testOptions(t, img.Path, out)
+	get := opts.DeviceBinary
+	// Cancel in the middle of the pipeline, as Ctrl-C would: after the
+	// base is copied, when the device binary is fetched.
+	opts.DeviceBinary = func(goarch string) ([]byte, error) {
+		cancel()
+		return get(goarch)
+	}
+	_, err := Build(ctx, opts)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Build after cancel: %v, want context.Canceled", err)
+	}
+	assertOnly(t, filepath.Dir(out), "nixpi.toml")
+}
+
+// assertSameFile compares two files byte for byte, a block at a time.
+func assertSameFile(t *testing.T, a, b string) {
+	t.Helper()
+	fa, err := os.Open(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fa.Close()
+	fb, err := os.Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	bufA, bufB := make([]byte, 1<<20), make([]byte, 1<<20)
+	for off := int64(0); ; off += int64(len(bufA)) {
+		na, errA := io.ReadFull(fa, bufA)
+		nb, errB := io.ReadFull(fb, bufB)
+		if !bytes.Equal(bufA[:na], bufB[:nb]) {
+			t.Fatalf("%s and %s differ in the MiB at byte %d", a, b, off)
+		}
+		if errA != nil || errB != nil {
+			if (errA == nil) != (errB == nil) {
+				t.Fatalf("%s and %s differ in length", a, b)
+			}
+			return
+		}
+	}
+}

@@ -1,0 +1,252 @@
+package builder
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/nixpi/nixpi/builder/fatfs"
+	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/journal"
+)
+
+// Paths on the card's FAT partition.
+const (
+	nixpiDir       = "nixpi"
+	fatBinaryPath  = "nixpi/nixpi-firstboot"
+	fatPayloadPath = "nixpi/payload.cpio"
+	fatConfigPath  = "nixpi/nixpi.toml"
+	fatJournalPath = "nixpi/" + journal.JournalFile
+	cmdlinePath    = "cmdline.txt"
+	configTxtPath  = "config.txt"
+)
+
+// Inspection is what `nixpi inspect` shows of an image or card. Nothing in
+// it carries a secret: the config is the redacted one.
+type Inspection struct {
+	Path       string         `json:"path"`
+	Size       int64          `json:"size"`
+	Table      string         `json:"partition_table"`
+	DiskID     string         `json:"disk_id,omitempty"`
+	Partitions []PartitionRow `json:"partitions"`
+	FAT        *FATReport     `json:"fat,omitempty"`
+	// Problems are things inspect could not read; the rest is still shown.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// PartitionRow is one partition table entry.
+type PartitionRow struct {
+	Index    int    `json:"index"`
+	Type     string `json:"type"` // "0x0c"
+	TypeName string `json:"type_name"`
+	Bootable bool   `json:"bootable"`
+	Start    int64  `json:"start"`
+	Size     int64  `json:"size"`
+}
+
+// FATReport is the boot partition and what nixpi put there.
+type FATReport struct {
+	Label     string   `json:"label"`
+	Size      int64    `json:"size"`
+	Free      int64    `json:"free"`
+	BootFiles []string `json:"boot_files"`
+	Cmdline   string   `json:"cmdline,omitempty"`
+	// HookPresent says whether cmdline.txt carries nixpi's first-boot hook.
+	HookPresent bool `json:"hook_present"`
+	// Arm64 is config.txt's effective arm_64bit for a Pi 4, set on line
+	// Arm64Line (0: not set).
+	Arm64       bool            `json:"arm_64bit"`
+	Arm64Line   int             `json:"arm_64bit_line,omitempty"`
+	NixpiFiles  []string        `json:"nixpi_files,omitempty"`
+	Config      string          `json:"config,omitempty"` // redacted TOML
+	ConfigError string          `json:"config_error,omitempty"`
+	Manifest    *Manifest       `json:"manifest,omitempty"`
+	Journal     *JournalSummary `json:"journal,omitempty"`
+}
+
+// JournalSummary is the device's install journal in short.
+type JournalSummary struct {
+	Entries int `json:"entries"`
+	Skipped int `json:"skipped_lines"`
+	Boots   int `json:"boots"`
+	// Steps is each step's latest event, in the order steps first appear.
+	Steps []StepStatus `json:"steps"`
+	// Last is the most recent entry, formatted for people.
+	Last string `json:"last,omitempty"`
+}
+
+// StepStatus is one step's latest journal event.
+type StepStatus struct {
+	Step  string `json:"step"`
+	Event string `json:"event"`
+	Msg   string `json:"msg,omitempty"`
+	Hint  string `json:"hint,omitempty"`
+}
+
+// Inspect reads an image or card read-only. It fails only when the file
+// cannot be read at all; what it cannot make sense of goes into Problems.
+func Inspect(imagePath string) (*Inspection, error) {
+	f, err := os.Open(imagePath)
+	if err != nil {
+		return nil, fmt.Errorf("open image: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return nil, fmt.Errorf("%q is a directory, not an image", imagePath)
+	}
+	size := st.Size()
+	if !st.Mode().IsRegular() {
+		if size, err = f.Seek(0, 2); err != nil {
+			return nil, fmt.Errorf("size of %q: %w", imagePath, err)
+		}
+	}
+	in := &Inspection{Path: imagePath, Size: size}
+	table, err := readMBR(f)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w (is it a compressed image? decompress it first)", imagePath, err)
+	}
+	in.Table, in.DiskID = table.Kind, table.DiskID
+	for _, p := range table.Partitions {
+		in.Partitions = append(in.Partitions, PartitionRow{p.Index, fmt.Sprintf("0x%02x", p.Type), partitionTypeName(p.Type), p.Bootable, p.Start, p.Size})
+	}
+	if table.Kind != "mbr" {
+		in.Problems = append(in.Problems, "GPT partition table: Raspberry Pi OS images use MBR; the FAT partition is not examined")
+		return in, nil
+	}
+	p1, ok := table.partition(1)
+	if !ok || !isFATType(p1.Type) {
+		in.Problems = append(in.Problems, "partition 1 is not a FAT partition (type 0x0b, 0x0c or 0xef)")
+		return in, nil
+	}
+	if p1.Start+p1.Size > size {
+		in.Problems = append(in.Problems, fmt.Sprintf("partition 1 ends at byte %d, past the end of the image (%d bytes): the image is truncated", p1.Start+p1.Size, size))
+		return in, nil
+	}
+	in.FAT, err = inspectFAT(f, p1)
+	if err != nil {
+		in.Problems = append(in.Problems, err.Error())
+	}
+	return in, nil
+}
+
+func isFATType(t byte) bool { return t == 0x0b || t == 0x0c || t == 0xef }
+
+func inspectFAT(f *os.File, p1 mbrPartition) (*FATReport, error) {
+	fsys, err := fatfs.OpenReadOnly(f, p1.Start, p1.Size)
+	if err != nil {
+		return nil, fmt.Errorf("partition 1: %w", err)
+	}
+	free, err := fsys.FreeBytes()
+	if err != nil {
+		return nil, fmt.Errorf("partition 1: %w", err)
+	}
+	r := &FATReport{Label: fsys.Label(), Size: p1.Size, Free: free}
+	var problems []string
+	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
+	root, err := fsys.List(".")
+	if err != nil {
+		return nil, fmt.Errorf("partition 1: %w", err)
+	}
+	for _, e := range root {
+		name := e.Name
+		if e.IsDir {
+			name += "/"
+		}
+		r.BootFiles = append(r.BootFiles, name)
+	}
+
+	readFile := func(p string) ([]byte, bool) {
+		if !fsys.Exists(p) {
+			return nil, false
+		}
+		b, err := fsys.ReadFile(p)
+		if err != nil {
+			problem("%v", err)
+			return nil, false
+		}
+		return b, true
+	}
+	if b, ok := readFile(cmdlinePath); ok {
+		r.Cmdline = strings.TrimRight(string(b), "\r\n")
+		r.HookPresent = cmdlineHasHook(r.Cmdline)
+	} else {
+		problem("no cmdline.txt on the FAT partition")
+	}
+	if b, ok := readFile(configTxtPath); ok {
+		r.Arm64, r.Arm64Line = arm64Effective(string(b))
+	} else {
+		problem("no config.txt on the FAT partition")
+	}
+
+	if entries, err := fsys.List(nixpiDir); err == nil {
+		for _, e := range entries {
+			r.NixpiFiles = append(r.NixpiFiles, path.Join(nixpiDir, e.Name))
+		}
+	}
+	if b, ok := readFile(fatConfigPath); ok {
+		r.Config, r.ConfigError = redactedConfig(b)
+	}
+	if b, ok := readFile(ManifestPath); ok {
+		if m, err := ParseManifest(b); err != nil {
+			problem("%s: %v", ManifestPath, err)
+		} else {
+			r.Manifest = m
+		}
+	}
+	if b, ok := readFile(fatJournalPath); ok {
+		j, err := journal.Read(bytes.NewReader(b))
+		if err != nil {
+			problem("%s: %v", fatJournalPath, err)
+		} else {
+			r.Journal = summarizeJournal(j)
+		}
+	}
+	if len(problems) > 0 {
+		return r, errors.New(strings.Join(problems, "; "))
+	}
+	return r, nil
+}
+
+// redactedConfig parses the card's nixpi.toml and renders it without
+// secrets. A file that does not parse is not shown (it may hold secrets in a
+// shape the redaction does not know); its error is.
+func redactedConfig(data []byte) (shown, problem string) {
+	cfg, err := config.Parse(fatConfigPath, data)
+	if err != nil {
+		return "", err.Error()
+	}
+	out, err := config.Encode(cfg.Redacted())
+	if err != nil {
+		return "", err.Error()
+	}
+	return string(out), ""
+}
+
+func summarizeJournal(j *journal.Journal) *JournalSummary {
+	s := &JournalSummary{Entries: len(j.Entries), Skipped: j.Skipped}
+	seen := map[string]int{}
+	boots := map[int]bool{}
+	for _, e := range j.Entries {
+		boots[e.Boot] = true
+		st := StepStatus{Step: e.Step, Event: string(e.Event), Msg: e.Msg, Hint: e.Hint}
+		if i, ok := seen[e.Step]; ok {
+			s.Steps[i] = st
+			continue
+		}
+		seen[e.Step] = len(s.Steps)
+		s.Steps = append(s.Steps, st)
+	}
+	s.Boots = len(boots)
+	if n := len(j.Entries); n > 0 {
+		s.Last = journal.FormatEntry(j.Entries[n-1])
+	}
+	return s
+}

@@ -1,0 +1,81 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/nixpi/nixpi/builder/buildertest"
+	"github.com/nixpi/nixpi/builder/fixture"
+)
+
+func writeFixture(t *testing.T, opts fixture.Options) *fixture.Image {
+	t.Helper()
+	img, err := fixture.WriteContext(context.Background(), filepath.Join(t.TempDir(), "base.img"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func TestInspectStockImage(t *testing.T) {
+	t.Parallel()
+	img := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArmhf})
+	in, err := Inspect(img.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Table != "mbr" || in.DiskID != fmt.Sprintf("%08x", img.DiskID) {
+		t.Errorf("table %s disk id %s, want mbr %08x", in.Table, in.DiskID, img.DiskID)
+	}
+	if len(in.Partitions) != 2 || in.Partitions[0].Start != img.BootPart.Start || in.Partitions[0].Size != img.BootPart.Size ||
+		in.Partitions[1].Start != img.RootPart.Start || in.Partitions[1].Type != "0x83" {
+		t.Errorf("partitions %+v, want boot %+v root %+v", in.Partitions, img.BootPart, img.RootPart)
+	}
+	f := in.FAT
+	if f == nil {
+		t.Fatalf("no FAT report; problems: %v", in.Problems)
+	}
+	if f.Label != img.FATLabel || f.Cmdline != img.Cmdline || f.HookPresent {
+		t.Errorf("label %q cmdline %q hook %v, want %q %q false", f.Label, f.Cmdline, f.HookPresent, img.FATLabel, img.Cmdline)
+	}
+	for _, want := range []string{"cmdline.txt", "config.txt", "start4.elf", "overlays/"} {
+		if !slices.Contains(f.BootFiles, want) {
+			t.Errorf("boot files %v lack %s", f.BootFiles, want)
+		}
+	}
+	if f.Config != "" || f.Manifest != nil || f.Journal != nil || len(f.NixpiFiles) != 0 {
+		t.Errorf("a stock image shows nixpi content: %+v", f)
+	}
+	assertFATUsageMatchesFsck(t, img.Path, img.BootPart, f)
+}
+
+var (
+	fsckClusters    = regexp.MustCompile(`(\d+)/(\d+) clusters`)
+	fsckClusterSize = regexp.MustCompile(`(\d+) bytes per cluster`)
+)
+
+// assertFATUsageMatchesFsck compares inspect's free space with what
+// fsck.fat counts on a copy of the FAT partition.
+func assertFATUsageMatchesFsck(t *testing.T, image string, p fixture.Partition, f *FATReport) {
+	t.Helper()
+	out := buildertest.FsckFAT(t, image, p.Start, p.Size)
+	m := fsckClusters.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no cluster count in fsck.fat output:\n%s", out)
+	}
+	used, _ := strconv.ParseInt(m[1], 10, 64)
+	total, _ := strconv.ParseInt(m[2], 10, 64)
+	cm := fsckClusterSize.FindStringSubmatch(out)
+	if cm == nil {
+		t.Fatalf("no cluster size in fsck.fat output:\n%s", out)
+	}
+	clusterSize, _ := strconv.ParseInt(cm[1], 10, 64)
+	if f.Size != p.Size || f.Free != (total-used)*clusterSize {
+		t.Errorf("inspect: size %d free %d; fsck.fat: %d/%d clusters of %d bytes", f.Size, f.Free, used, total, clusterSize)
+	}
+}

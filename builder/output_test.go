@@ -1,0 +1,152 @@
+package builder
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCheckOutput(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.img")
+	existing := filepath.Join(dir, "out.img")
+	for _, p := range []string{base, existing} {
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hardlink := filepath.Join(dir, "hard.img")
+	if err := os.Link(base, hardlink); err != nil {
+		t.Fatal(err)
+	}
+	symlink := filepath.Join(dir, "sym.img")
+	if err := os.Symlink(base, symlink); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, out, base string
+		force           bool
+		wantErr         string
+	}{
+		{"new file", filepath.Join(dir, "new.img"), base, false, ""},
+		{"exists", existing, base, false, "pass --force"},
+		{"exists with force", existing, base, true, ""},
+		{"same path", base, base, true, "is the base image"},
+		{"same path spelled differently", filepath.Join(dir, ".", "base.img"), base, true, "is the base image"},
+		{"hard link to base", hardlink, base, true, "is the base image"},
+		{"symlink to base", symlink, base, true, "is the base image"},
+		{"directory", dir, base, true, "is a directory"},
+		{"missing directory", filepath.Join(dir, "nope", "out.img"), base, false, "create it first"},
+		{"url base", existing, "https://example.org/base.img.xz", true, ""},
+		{"empty", "", base, false, "--out"},
+	} {
+		err := checkOutput(tc.out, tc.base, tc.force)
+		if tc.wantErr == "" && err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: error = %v, want %q", tc.name, err, tc.wantErr)
+		}
+	}
+}
+
+func TestPendingOutputCommit(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "card.img")
+	p, err := createPending(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Discard()
+	if _, err := p.file.WriteString("image bytes"); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := p.Commit(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256([]byte("image bytes"))
+	if sum != hex.EncodeToString(want[:]) {
+		t.Errorf("sha256 = %s, want %x", sum, want)
+	}
+	side, err := os.ReadFile(out + ".sha256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(side) != sum+"  card.img\n" {
+		t.Errorf("card.img.sha256 = %q", side)
+	}
+	p.Discard() // must not remove the committed file
+	if b, err := os.ReadFile(out); err != nil || string(b) != "image bytes" {
+		t.Errorf("OUT after commit: %q, %v", b, err)
+	}
+	assertOnly(t, dir, "card.img", "card.img.sha256")
+}
+
+func TestPendingOutputCommitDoesNotReplaceWithoutForce(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "card.img")
+	p, err := createPending(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Discard()
+	// Someone else writes OUT while the build runs.
+	if err := os.WriteFile(out, []byte("theirs"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Commit(false); err == nil || !strings.Contains(err.Error(), "pass --force") {
+		t.Fatalf("Commit over a new OUT: %v", err)
+	}
+	p.Discard()
+	if b, _ := os.ReadFile(out); string(b) != "theirs" {
+		t.Errorf("OUT replaced: %q", b)
+	}
+	assertOnly(t, dir, "card.img")
+
+	p, err = createPending(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Discard()
+	if _, err := p.Commit(true); err != nil {
+		t.Fatalf("Commit with force: %v", err)
+	}
+	assertOnly(t, dir, "card.img", "card.img.sha256")
+}
+
+func TestPendingOutputDiscard(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p, err := createPending(filepath.Join(dir, "card.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.file.WriteString("half"); err != nil {
+		t.Fatal(err)
+	}
+	p.Discard()
+	assertOnly(t, dir)
+}
+
+// assertOnly fails unless dir holds exactly the named entries.
+func assertOnly(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	if strings.Join(got, ",") != strings.Join(names, ",") {
+		t.Errorf("%s holds %v, want %v", dir, got, names)
+	}
+}

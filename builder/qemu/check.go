@@ -1,0 +1,347 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
+	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/journal"
+)
+
+// Problems are expectations that did not hold; none means the check passed.
+type Problems []string
+
+func (p *Problems) addf(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+// GPT partition type GUIDs (sgdisk's EF00, 8200, 8300).
+const (
+	typeESP   = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+	typeSwap  = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
+	typeLinux = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+)
+
+// The systemd.run= hook runs as this transient unit.
+var hookUnit = regexp.MustCompile(`kernel-command-line\.service`)
+
+// CheckHookBoot checks the first boot: the hook ran (systemd started the
+// command from the kernel command line), removed exactly its words from
+// cmdline.txt, installed the service into the root filesystem, and the
+// service itself did not run yet.
+func (h *Harness) CheckHookBoot(ctx context.Context, hb *HookBoot, rootFiles func(ctx context.Context, card string, paths []string) (map[string]os.FileMode, error)) Problems {
+	var p Problems
+	words := bootfiles.HookWords(h.BootDir)
+	if !bootfiles.HasHook(hb.CmdlineBefore, words) {
+		p.addf("the built card's cmdline.txt has no hook (%q): %q", strings.Join(words, " "), hb.CmdlineBefore)
+	}
+	if bootfiles.HasHook(hb.CmdlineAfter, words) || strings.Contains(hb.CmdlineAfter, "systemd.run=") {
+		p.addf("cmdline.txt still carries the hook after the first boot: %q", hb.CmdlineAfter)
+	}
+	if want := bootfiles.RemoveHook(hb.CmdlineBefore, words); hb.CmdlineAfter != want {
+		p.addf("cmdline.txt after the hook is %q, want exactly the hook's words removed: %q", hb.CmdlineAfter, want)
+	}
+	console, err := os.ReadFile(hb.Boot.Console)
+	if err != nil {
+		p.addf("read the hook boot's console: %v", err)
+		return p
+	}
+	if !hookUnit.Match(console) {
+		p.addf("the console of the first boot (%s) never mentions kernel-command-line.service: the hook did not run", hb.Boot.Console)
+	}
+	if stepHeader.Match(console) {
+		p.addf("the service ran its steps in the hook boot already (%s); it must start on the next boot", hb.Boot.Console)
+	}
+	if rootFiles != nil {
+		want := map[string]os.FileMode{
+			"/usr/local/sbin/nixpi-firstboot":                                     0o755,
+			"/etc/systemd/system/nixpi-firstboot.service":                         0o644,
+			"/etc/systemd/system/multi-user.target.wants/nixpi-firstboot.service": os.ModeSymlink,
+		}
+		paths := make([]string, 0, len(want))
+		for path := range want {
+			paths = append(paths, path)
+		}
+		slices.Sort(paths)
+		got, err := rootFiles(ctx, hb.Card, paths)
+		if err != nil {
+			p.addf("read the card's root filesystem: %v", err)
+		}
+		for _, path := range paths {
+			mode, ok := got[path]
+			switch {
+			case err != nil:
+			case !ok:
+				p.addf("the hook did not install %s on the root filesystem", path)
+			case want[path] == os.ModeSymlink && mode&os.ModeSymlink == 0:
+				p.addf("%s is %v, want a symlink (the unit enabled)", path, mode)
+			case want[path] != os.ModeSymlink && mode.Perm() != want[path]:
+				p.addf("%s has mode %v, want %v", path, mode.Perm(), want[path])
+			}
+		}
+	}
+	return p
+}
+
+// CheckInstall checks a finished run from its journal and consoles: every
+// step done, in order within each boot, the service running in every boot
+// after the hook, and no step done or skipped ever started again (the
+// read-only preflight checks run on every boot by design).
+func (h *Harness) CheckInstall(in *Install, cut *Cut) Problems {
+	var p Problems
+	if !in.Finished {
+		p.addf("%s: the service did not report all steps done", in.Name)
+	}
+	if in.Journal == nil {
+		p.addf("%s: no journal on the card", in.Name)
+		return p
+	}
+	j := in.Journal
+	if j.Skipped > 0 {
+		p.addf("%s: the journal has %d unreadable lines", in.Name, j.Skipped)
+	}
+	index := map[string]int{}
+	for i, s := range h.Steps {
+		index[s] = i
+	}
+	finished := map[string]int{} // step -> boot in which it was done/skipped
+	lastIndex, lastBoot := -1, 0
+	for _, e := range j.Entries {
+		i, known := index[e.Step]
+		if !known {
+			p.addf("%s: journal names unknown step %q", in.Name, e.Step)
+			continue
+		}
+		if e.Boot != lastBoot {
+			lastIndex, lastBoot = -1, e.Boot
+		}
+		if i < lastIndex {
+			p.addf("%s: boot %d: step %s ran after step %s", in.Name, e.Boot, e.Step, h.Steps[lastIndex])
+		}
+		lastIndex = i
+		switch e.Event {
+		case journal.Start:
+			if b, ok := finished[e.Step]; ok && e.Step != "preflight" {
+				p.addf("%s: step %s was started again in boot %d although it finished in boot %d", in.Name, e.Step, e.Boot, b)
+			}
+		case journal.Done, journal.Skip:
+			if _, ok := finished[e.Step]; !ok {
+				finished[e.Step] = e.Boot
+			}
+		case journal.Fail:
+			p.addf("%s: step %s failed in boot %d: %s", in.Name, e.Step, e.Boot, e.Msg)
+		}
+	}
+	for _, s := range h.Steps {
+		last, ok := j.Last(s)
+		if !ok || (last.Event != journal.Done && last.Event != journal.Skip) {
+			p.addf("%s: step %s did not finish (last event %q)", in.Name, s, last.Event)
+		}
+	}
+	// The hook ran once, in the hook boot: never again.
+	for _, b := range in.Boots {
+		if console, err := os.ReadFile(b.Console); err == nil && hookUnit.Match(console) {
+			p.addf("%s: boot %d ran the hook again (%s mentions kernel-command-line.service)", in.Name, b.N, b.Console)
+		}
+	}
+	// Each boot is a journal boot: the service ran in every one.
+	if n := j.BootNumber(""); len(in.Boots) != n-1 {
+		p.addf("%s: %d boots, but the journal saw the service in %d", in.Name, len(in.Boots), n-1)
+	}
+	if cut != nil {
+		p = append(p, checkCut(in, cut)...)
+	}
+	return p
+}
+
+// checkCut checks that the power cut landed inside the step (it started in
+// the cut boot and did not finish there) and that a later boot redid it.
+func checkCut(in *Install, cut *Cut) Problems {
+	var p Problems
+	if in.CutBoot == 0 {
+		p.addf("%s: the power was never cut", in.Name)
+		return p
+	}
+	var startedInCut, doneInCut, redone bool
+	cutJournalBoot := 0
+	for _, e := range in.Journal.Entries {
+		if e.Step != cut.Step {
+			continue
+		}
+		switch {
+		case e.Event == journal.Start && cutJournalBoot == 0:
+			startedInCut, cutJournalBoot = true, e.Boot
+		case e.Event == journal.Done && e.Boot == cutJournalBoot:
+			doneInCut = true
+		case e.Event == journal.Done && e.Boot > cutJournalBoot:
+			redone = true
+		}
+	}
+	if !startedInCut {
+		p.addf("%s: the journal has no start of step %s before the cut", in.Name, cut.Step)
+	}
+	if doneInCut {
+		p.addf("%s: step %s finished in the boot that was cut: the cut missed the step", in.Name, cut.Step)
+	}
+	if !redone {
+		p.addf("%s: step %s was not finished in a later boot", in.Name, cut.Step)
+	}
+	consoles, err := in.Consoles()
+	if err == nil && !strings.Contains(consoles, cut.Step+" was interrupted") {
+		p.addf("%s: no console says step %s was interrupted and redone", in.Name, cut.Step)
+	}
+	return p
+}
+
+// CheckSSD checks the SSD against what the config asks for: the table,
+// sizes, types, names and labels, the filesystems, the btrfs subvolumes and
+// a clean FAT.
+func CheckSSD(spec *DiskSpec, cfg *config.Config, swapBytes int64) Problems {
+	var p Problems
+	l := cfg.Layout
+	if l.Table != "gpt" {
+		p.addf("the e2e check knows only GPT layouts, the config asks for %q", l.Table)
+		return p
+	}
+	type want struct {
+		typ, fs, label string
+		size           int64 // 0: the rest of the disk
+	}
+	wants := []want{{typeESP, "vfat", l.BootLabel, int64(l.BootSize)}}
+	if swapBytes > 0 {
+		wants = append(wants, want{typeSwap, "swap", l.SwapLabel, swapBytes})
+	}
+	wants = append(wants, want{typeLinux, l.RootFS, l.RootLabel, 0})
+	if len(spec.Partitions) != len(wants) {
+		p.addf("the SSD has %d partitions, want %d:\n%s", len(spec.Partitions), len(wants), spec)
+		return p
+	}
+	for i, w := range wants {
+		got := spec.Partitions[i]
+		if got.Number != i+1 {
+			p.addf("partition %d is numbered %d", i+1, got.Number)
+		}
+		if !strings.EqualFold(got.TypeGUID, w.typ) {
+			p.addf("partition %d has type %s, want %s", got.Number, got.TypeGUID, w.typ)
+		}
+		if got.FSType != w.fs {
+			p.addf("partition %d holds %q, want %s", got.Number, got.FSType, w.fs)
+		}
+		if got.Label != w.label {
+			p.addf("partition %d is labelled %q, want %q", got.Number, got.Label, w.label)
+		}
+		if w.size != 0 && got.Bytes() != w.size {
+			p.addf("partition %d has %d bytes, want %d", got.Number, got.Bytes(), w.size)
+		}
+		if got.UUID == "" {
+			p.addf("partition %d's filesystem has no UUID", got.Number)
+		}
+	}
+	if l.RootFS == "btrfs" {
+		wantSubs := slices.Clone(l.Subvolumes)
+		slices.Sort(wantSubs)
+		if !slices.Equal(spec.Subvolumes, wantSubs) {
+			p.addf("btrfs subvolumes %v, want %v", spec.Subvolumes, wantSubs)
+		}
+	}
+	if spec.FATCheck != "clean" {
+		p.addf("fsck.fat -n on the boot partition: %s", spec.FATCheck)
+	}
+	return p
+}
+
+// CompareSpecs reports how got differs from want (the uninterrupted run).
+func CompareSpecs(name string, got, want *DiskSpec) Problems {
+	var p Problems
+	if g, w := got.String(), want.String(); g != w {
+		p.addf("%s: the SSD differs from the uninterrupted run's:\n got: %s\nwant: %s", name, g, w)
+	}
+	return p
+}
+
+// CheckRefusal checks a run against an SSD the config does not allow
+// wiping: the service failed in the target step, saying which disk and why,
+// on the console and in the journal, and the disk is byte-identical.
+func CheckRefusal(in *Install, sumBefore, sumAfter, serial string) Problems {
+	var p Problems
+	if sumBefore != sumAfter {
+		p.addf("%s: the SSD changed: sha256 %s before, %s after", in.Name, sumBefore, sumAfter)
+	}
+	if !in.Failed || in.Journal == nil || len(in.Journal.Entries) == 0 {
+		p.addf("%s: the service did not record a refusal", in.Name)
+		return p
+	}
+	last := in.Journal.Entries[len(in.Journal.Entries)-1]
+	if last.Event != journal.Fail || last.Step != "target" {
+		p.addf("%s: the journal ends with %s %s, want a failure of step target", in.Name, last.Step, last.Event)
+	}
+	names := []string{"/dev/sda", serial}
+	mentions := func(s string) bool {
+		for _, n := range names {
+			if strings.Contains(s, n) {
+				return true
+			}
+		}
+		return false
+	}
+	if !mentions(last.Msg) || !strings.Contains(last.Msg, "ext4") {
+		p.addf("%s: the journal's refusal %q does not name the disk (%s) and what it holds (ext4)", in.Name, last.Msg, strings.Join(names, " or "))
+	}
+	if !strings.Contains(last.Msg+last.Hint, "wipe") {
+		p.addf("%s: the refusal does not say how to allow it (wipe): %q, hint %q", in.Name, last.Msg, last.Hint)
+	}
+	consoles, err := in.Consoles()
+	if err != nil {
+		p.addf("%s: %v", in.Name, err)
+		return p
+	}
+	found := false
+	for _, line := range strings.Split(consoles, "\n") {
+		if mentions(line) && strings.Contains(line, "ext4") {
+			found = true
+			break
+		}
+	}
+	if !found {
+		p.addf("%s: no console line names the disk and the ext4 it holds", in.Name)
+	}
+	return p
+}
+
+// RootFiles returns, for each path that exists on the card's root
+// filesystem (partition 2, mounted read-only through a loop device), its
+// mode. It needs root.
+func (in *Inspector) RootFiles(ctx context.Context, card string, paths []string) (map[string]os.FileMode, error) {
+	t := in.Tools
+	out, err := run(ctx, in.Run, t.Losetup, "--find", "--show", "--read-only", "--partscan", card)
+	if err != nil {
+		return nil, err
+	}
+	loop := strings.TrimSpace(out)
+	defer run(context.WithoutCancel(ctx), in.Run, t.Losetup, "--detach", loop)
+	dev := loop + "p2"
+	if err := waitForNode(ctx, in, loop, dev); err != nil {
+		return nil, err
+	}
+	mnt, err := os.MkdirTemp(in.TempDir, "root-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(mnt)
+	// noload: never replay the journal of a card under test.
+	if _, err := run(ctx, in.Run, t.Mount, "-t", "ext4", "-o", "ro,noload", dev, mnt); err != nil {
+		return nil, err
+	}
+	defer run(context.WithoutCancel(ctx), in.Run, t.Umount, mnt)
+	modes := map[string]os.FileMode{}
+	for _, p := range paths {
+		if info, err := os.Lstat(filepath.Join(mnt, p)); err == nil {
+			modes[p] = info.Mode()
+		}
+	}
+	return modes, nil
+}

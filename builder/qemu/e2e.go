@@ -1,0 +1,265 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nixpi/nixpi/builder"
+	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/steps"
+	"github.com/nixpi/nixpi/firstboot/system"
+)
+
+// Options configures an end-to-end run.
+type Options struct {
+	// Base is the base image; empty builds (or reuses) the cached
+	// Debian-made one in CacheDir.
+	Base     string
+	CacheDir string
+	// Config is the install config written to the card.
+	Config string
+	// Dir is the work directory: card copies, SSDs, console logs.
+	Dir string
+	// DeviceBinary is passed to builder.Build (nil: the embedded binaries).
+	DeviceBinary func(goarch string) ([]byte, error)
+	Log          func(format string, args ...any)
+	// CommandLog receives every host command the harness runs (quoted argv).
+	CommandLog func(line string)
+}
+
+// E2E is a prepared run: a built card, and the harness to boot it.
+type E2E struct {
+	Harness
+	Inspector *Inspector
+	Config    *config.Config
+	Card      string
+	// BaseCmdline is the base image's cmdline.txt.
+	BaseCmdline string
+	// Timings are the phases run so far and how long each took.
+	Timings []Timing
+}
+
+// Timing is one phase's duration.
+type Timing struct {
+	Phase    string
+	Duration time.Duration
+	Err      error
+}
+
+// Phase runs fn, logging and recording its duration.
+func (e *E2E) Phase(name string, fn func() error) error {
+	start := time.Now()
+	err := phase(e.logf, name, fn)
+	e.Timings = append(e.Timings, Timing{Phase: name, Duration: time.Since(start), Err: err})
+	return err
+}
+
+// Summary renders the timings as a table.
+func (e *E2E) Summary() string {
+	var b strings.Builder
+	var total time.Duration
+	for _, t := range e.Timings {
+		status := "ok"
+		if t.Err != nil {
+			status = "FAILED"
+		}
+		fmt.Fprintf(&b, "  %-32s %9s  %s\n", t.Phase, t.Duration.Round(time.Second), status)
+		total += t.Duration
+	}
+	fmt.Fprintf(&b, "  %-32s %9s\n", "total", total.Round(time.Second))
+	return b.String()
+}
+
+// Prepare checks the host, gets the base image, and builds the card.
+func Prepare(ctx context.Context, opts Options) (*E2E, error) {
+	logf := func(format string, args ...any) {
+		if opts.Log != nil {
+			opts.Log(format, args...)
+		}
+	}
+	runner := system.ExecRunner{Log: opts.CommandLog}
+	tools := DefaultTools()
+	if err := Check(tools.QemuSystem, tools.Mcopy, tools.Mtype, tools.Sgdisk, tools.Blkid, tools.Btrfs, tools.FsckFAT, tools.Losetup, tools.Mount); err != nil {
+		return nil, err
+	}
+	cfg, err := config.Load(opts.Config)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	e := &E2E{
+		Harness: Harness{
+			Dir: opts.Dir, Run: runner, Tools: tools, Log: logf,
+			BootTimeout: 6 * time.Minute,
+			MaxBoots:    5,
+			SSDSize:     16 << 30,
+			SSDSerial:   "NIXPIE2ESSD0001",
+			MemoryMiB:   2048,
+			CPUs:        2,
+		},
+		Inspector: &Inspector{Run: runner, Tools: tools, TempDir: opts.Dir},
+		Config:    cfg,
+		Card:      filepath.Join(opts.Dir, "card.img"),
+	}
+	for _, s := range steps.All() {
+		e.Steps = append(e.Steps, s.Name())
+	}
+	base := opts.Base
+	if base == "" {
+		b := &BaseBuilder{Recipe: DefaultBaseRecipe(), CacheDir: opts.CacheDir, Run: runner, Tools: tools, Log: logf}
+		err := e.Phase("base image", func() error {
+			var err error
+			base, _, err = b.Ensure(ctx)
+			return err
+		})
+		if err != nil {
+			return e, err
+		}
+	}
+	baseCard, err := OpenCard(base, runner, tools)
+	if err != nil {
+		return e, err
+	}
+	baseCmdline, err := baseCard.ReadFile(ctx, "cmdline.txt")
+	if err != nil {
+		return e, err
+	}
+	e.BaseCmdline = string(baseCmdline)
+	os.Remove(e.Card)
+	os.Remove(e.Card + ".sha256")
+	err = e.Phase("nixpi build", func() error {
+		res, err := builder.Build(ctx, builder.Options{
+			Base: base, Config: opts.Config, Out: e.Card, DeviceBinary: opts.DeviceBinary,
+			Log: func(msg string) { logf("  %s", msg) },
+		})
+		if err != nil {
+			return err
+		}
+		e.BootDir = res.Manifest.Base.BootDir
+		return nil
+	})
+	if err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// BlankSSD makes a new, empty SSD.
+func (e *E2E) BlankSSD(path string) error { return NewBlankDisk(path, e.SSDSize) }
+
+// SwapBytes is the swap size the config asks for on the guest.
+func (e *E2E) SwapBytes() int64 {
+	return int64(e.Config.Layout.SwapSize.Resolve(int64(e.MemoryMiB) << 20))
+}
+
+// Uninterrupted runs the install without interruption and checks the SSD
+// against the config.
+func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*DiskSpec, Problems, error) {
+	var in *Install
+	err := e.Phase("scenario uninterrupted", func() error {
+		var err error
+		in, err = e.RunInstall(ctx, "uninterrupted", hookedCard, e.BlankSSD, nil)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	p := e.CheckInstall(in, nil)
+	spec, err := e.Inspector.Inspect(ctx, in.SSD)
+	if err != nil {
+		return nil, p, err
+	}
+	p = append(p, CheckSSD(spec, e.Config, e.SwapBytes())...)
+	e.logf("uninterrupted: SSD:\n%s", spec)
+	return spec, p, nil
+}
+
+// PowerCut runs the install with one power cut and compares the SSD with
+// the uninterrupted run's.
+func (e *E2E) PowerCut(ctx context.Context, hookedCard string, cut *Cut, reference *DiskSpec) (Problems, error) {
+	name := "power-cut-" + cut.Step
+	var in *Install
+	err := e.Phase("scenario "+name, func() error {
+		var err error
+		in, err = e.RunInstall(ctx, name, hookedCard, e.BlankSSD, cut)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := e.CheckInstall(in, cut)
+	spec, err := e.Inspector.Inspect(ctx, in.SSD)
+	if err != nil {
+		return p, err
+	}
+	p = append(p, CheckSSD(spec, e.Config, e.SwapBytes())...)
+	if reference != nil {
+		p = append(p, CompareSpecs(name, spec, reference)...)
+	}
+	return p, nil
+}
+
+// Refusal attaches an SSD that carries an ext4 filesystem with data; the
+// config does not allow wiping, so the service must refuse and leave it
+// byte-identical.
+func (e *E2E) Refusal(ctx context.Context, hookedCard string) (Problems, error) {
+	if e.Config.Target.Wipe {
+		return nil, fmt.Errorf("refusal scenario: the config allows wiping (target.wipe = true); use a config with wipe = false")
+	}
+	var before string
+	makeSSD := func(path string) error {
+		if err := e.BlankSSD(path); err != nil {
+			return err
+		}
+		data := filepath.Join(e.Dir, "refusal-data")
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			return err
+		}
+		defer os.RemoveAll(data)
+		if err := os.WriteFile(filepath.Join(data, "photos.txt"), []byte("someone's data that must survive\n"), 0o644); err != nil {
+			return err
+		}
+		if _, err := run(ctx, e.Run, e.Tools.MkfsExt4, "-q", "-F", "-L", "data", "-d", data, path); err != nil {
+			return err
+		}
+		var err error
+		before, err = SHA256File(path)
+		return err
+	}
+	var in *Install
+	err := e.Phase("scenario refusal", func() error {
+		var err error
+		in, err = e.RunInstall(ctx, "refusal", hookedCard, makeSSD, nil)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	after, err := SHA256File(in.SSD)
+	if err != nil {
+		return nil, err
+	}
+	return CheckRefusal(in, before, after, e.SSDSerial), nil
+}
+
+// BuildDeviceBinary cross-compiles cmd/nixpi-firstboot from the module at
+// moduleDir for linux/goarch, for tests that must run the tree's code.
+func BuildDeviceBinary(ctx context.Context, moduleDir, goarch, out string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-o", out, "./cmd/nixpi-firstboot")
+	cmd.Dir = moduleDir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
+	if goarch == "arm" {
+		cmd.Env = append(cmd.Env, "GOARM=7")
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build nixpi-firstboot for %s: %v: %s", goarch, err, out)
+	}
+	return os.ReadFile(out)
+}

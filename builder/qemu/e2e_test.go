@@ -1,0 +1,112 @@
+package qemu
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestE2E builds a card from the Debian-made base image and boots it in
+// qemu-system-aarch64 through every scenario: the hook boot, an
+// uninterrupted install, power cuts inside the partition and format steps,
+// and the refusal of a disk with data. It takes many minutes, so it only
+// runs when asked: `make e2e` (NIXPI_E2E=1, as root).
+func TestE2E(t *testing.T) {
+	if os.Getenv("NIXPI_E2E") != "1" {
+		t.Skip("end-to-end QEMU test not requested: run `make e2e` (sets NIXPI_E2E=1; needs root, qemu-system-arm, mmdebstrap, qemu-user-static; 20+ minutes)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("end-to-end QEMU test needs root (loop devices, mounting the SSD's btrfs, building the base image with mmdebstrap)")
+	}
+	ctx := context.Background()
+	if deadline, ok := t.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-30*time.Second))
+		defer cancel()
+	}
+	dir := os.Getenv("NIXPI_E2E_DIR") // keep consoles and disks for CI artifacts
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	cacheDir := os.Getenv("NIXPI_CACHE_DIR")
+	if cacheDir == "" {
+		cacheDir = "/var/cache/nixpi"
+	}
+	logf := func(format string, args ...any) { t.Logf(format, args...) }
+
+	var e *E2E
+	defer func() {
+		if e != nil {
+			t.Logf("phase durations:\n%s", e.Summary())
+		}
+	}()
+	binPath := filepath.Join(dir, "nixpi-firstboot-linux-arm64")
+	device := func(goarch string) ([]byte, error) {
+		return BuildDeviceBinary(ctx, "../..", goarch, binPath+"-"+goarch)
+	}
+	e, err := Prepare(ctx, Options{
+		// NIXPI_E2E_BASE: a prebuilt base image instead of the cached one.
+		Base:     os.Getenv("NIXPI_E2E_BASE"),
+		CacheDir: cacheDir, Config: "../../testdata/e2e/nixpi.toml", Dir: dir,
+		DeviceBinary: device, Log: logf,
+		CommandLog: func(line string) { appendLine(filepath.Join(dir, "commands.log"), line) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var hb *HookBoot
+	err = e.Phase("hook boot", func() error {
+		var err error
+		hb, err = e.RunHookBoot(ctx, e.Card)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := e.CheckHookBoot(ctx, hb, e.Inspector.RootFiles); len(p) > 0 {
+		report(t, p)
+		t.FailNow()
+	}
+
+	reference, p, err := e.Uninterrupted(ctx, hb.Card)
+	report(t, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cut := range []*Cut{
+		// While sgdisk writes the new table (wipefs already ran).
+		{Step: "partition", At: "run: /usr/sbin/sgdisk --clear"},
+		// While mkfs.btrfs runs, after the FAT and the swap were made.
+		{Step: "format", At: "run: /usr/sbin/mkfs.btrfs"},
+	} {
+		p, err := e.PowerCut(ctx, hb.Card, cut, reference)
+		report(t, p)
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	p, err = e.Refusal(ctx, hb.Card)
+	report(t, p)
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+func report(t *testing.T, p Problems) {
+	t.Helper()
+	for _, s := range p {
+		t.Error(s)
+	}
+}
+
+func appendLine(path, line string) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	f.WriteString(line + "\n")
+}

@@ -1,0 +1,330 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nixpi/nixpi/firstboot/system"
+)
+
+// VM is an emulated Raspberry Pi 4 with its SD card and a USB SSD. The
+// virt machine has no Pi firmware, so Boot does the firmware's job: read
+// config.txt and cmdline.txt from the card's FAT and load the kernel and
+// initramfs they name.
+type VM struct {
+	Card string // card image (raw)
+	SSD  string // USB disk image (raw)
+	// SSDSerial is the USB serial number; it makes the disk's
+	// /dev/disk/by-id name and identity stable across boots and scenarios.
+	SSDSerial string
+	MemoryMiB int
+	CPUs      int
+	// Dir receives the console log of each boot (console-N.log) and the
+	// kernel files taken from the card.
+	Dir   string
+	Run   system.Runner
+	Tools Tools
+	Log   func(format string, args ...any)
+}
+
+// Action is what a watcher wants done with the running machine.
+type Action int
+
+const (
+	Continue Action = iota
+	// PowerCut kills QEMU at once: the guest gets no chance to flush.
+	PowerCut
+	// PowerOff asks the guest to shut down cleanly (the power button).
+	PowerOff
+)
+
+// Watcher sees every console line as it arrives, and is asked every poll
+// interval (line == "" then) so it can act on the card's journal.
+type Watcher func(line string) Action
+
+// End is how a boot ended.
+type End string
+
+const (
+	EndReboot   End = "reboot"    // the guest rebooted (-no-reboot turns that into an exit)
+	EndPowerOff End = "power off" // the guest powered off
+	EndCut      End = "power cut" // killed on a watcher's request
+	EndTimeout  End = "timeout"   // killed after the boot's time limit
+)
+
+// BootResult describes one boot.
+type BootResult struct {
+	N        int
+	End      End
+	Console  string // path of the captured serial console
+	Duration time.Duration
+}
+
+func (v *VM) logf(format string, args ...any) {
+	if v.Log != nil {
+		v.Log(format, args...)
+	}
+}
+
+// kernelFiles copies the kernel and initramfs the card's config.txt names,
+// and returns them with the guest command line.
+func (v *VM) kernelFiles(ctx context.Context, n int) (kernel, initrd, cmdline string, err error) {
+	card, err := OpenCard(v.Card, v.Run, v.Tools)
+	if err != nil {
+		return "", "", "", err
+	}
+	configTxt, err := card.ReadFile(ctx, "config.txt")
+	if err != nil {
+		return "", "", "", err
+	}
+	cmdlineTxt, err := card.ReadFile(ctx, "cmdline.txt")
+	if err != nil {
+		return "", "", "", err
+	}
+	if cmdline, err = GuestCmdline(string(cmdlineTxt)); err != nil {
+		return "", "", "", err
+	}
+	files := ParseConfigTxt(string(configTxt))
+	kernel = filepath.Join(v.Dir, fmt.Sprintf("boot-%d-kernel", n))
+	if err := card.CopyOut(ctx, files.Kernel, kernel); err != nil {
+		return "", "", "", fmt.Errorf("the kernel config.txt names: %w", err)
+	}
+	if files.Initrd != "" {
+		initrd = filepath.Join(v.Dir, fmt.Sprintf("boot-%d-initrd", n))
+		if err := card.CopyOut(ctx, files.Initrd, initrd); err != nil {
+			return "", "", "", fmt.Errorf("the initramfs config.txt names: %w", err)
+		}
+	}
+	return kernel, initrd, cmdline, nil
+}
+
+// Argv is the qemu-system-aarch64 command line for one boot.
+func (v *VM) Argv(kernel, initrd, cmdline, qmpSocket string) []string {
+	argv := []string{v.Tools.QemuSystem,
+		"-M", "virt", "-cpu", "cortex-a72",
+		"-smp", strconv.Itoa(v.CPUs), "-m", strconv.Itoa(v.MemoryMiB),
+		"-no-reboot", "-nographic", "-serial", "stdio", "-monitor", "none",
+		"-qmp", "unix:" + qmpSocket + ",server=on,wait=off",
+		"-kernel", kernel,
+	}
+	if initrd != "" {
+		argv = append(argv, "-initrd", initrd)
+	}
+	argv = append(argv, "-append", cmdline,
+		"-drive", "if=none,id=card,format=raw,file="+v.Card,
+		"-device", "virtio-blk-pci,drive=card",
+		"-drive", "if=none,id=ssd,format=raw,file="+v.SSD,
+		"-device", "qemu-xhci,id=xhci",
+		"-device", "usb-storage,bus=xhci.0,drive=ssd,serial="+v.SSDSerial,
+		// No network: nothing may leave this machine, and the disk steps
+		// must not need it.
+		"-nic", "none",
+	)
+	return argv
+}
+
+// powerButtonGrace is how long a clean shutdown may take after the power
+// button before the power is cut.
+const powerButtonGrace = 90 * time.Second
+
+// Boot powers the machine on once and runs it until the guest reboots or
+// powers off, the watcher cuts the power, or timeout passes.
+func (v *VM) Boot(ctx context.Context, n int, timeout time.Duration, watch Watcher) (*BootResult, error) {
+	start := time.Now()
+	kernel, initrd, cmdline, err := v.kernelFiles(ctx, n)
+	if err != nil {
+		return nil, fmt.Errorf("boot %d: %w", n, err)
+	}
+	defer os.Remove(kernel)
+	if initrd != "" {
+		defer os.Remove(initrd)
+	}
+	res := &BootResult{N: n, Console: filepath.Join(v.Dir, fmt.Sprintf("console-%d.log", n))}
+	logFile, err := os.Create(res.Console)
+	if err != nil {
+		return nil, fmt.Errorf("boot %d: %w", n, err)
+	}
+	defer logFile.Close()
+	qmp := filepath.Join(v.Dir, "qmp.sock")
+	os.Remove(qmp)
+
+	argv := v.Argv(kernel, initrd, cmdline, qmp)
+	v.logf("boot %d: %s", n, system.QuoteArgv(argv))
+	cmd := exec.Command(argv[0], argv[1:]...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("boot %d: start %s: %w", n, argv[0], err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan string, 256)
+	var tail tailBuffer
+	go func() {
+		sc := bufio.NewScanner(io.TeeReader(stdout, logFile))
+		sc.Buffer(make([]byte, 64*1024), 1<<20)
+		for sc.Scan() {
+			line := strings.TrimRight(sc.Text(), "\r")
+			tail.add(line)
+			lines <- line
+		}
+		close(lines)
+	}()
+
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	poll := time.NewTicker(2 * time.Second)
+	defer poll.Stop()
+	kill := func() {
+		if cmd.Process != nil {
+			cmd.Process.Kill()
+		}
+	}
+	var poweroffSent time.Time
+	act := func(a Action) {
+		switch {
+		case a == PowerCut && res.End == "":
+			res.End = EndCut
+			kill()
+		case a == PowerOff && poweroffSent.IsZero() && res.End == "":
+			poweroffSent = time.Now()
+			if err := qmpCommand(qmp, "system_powerdown"); err != nil {
+				v.logf("boot %d: power button: %v; cutting the power instead", n, err)
+				res.End = EndCut
+				kill()
+			}
+		}
+	}
+	ctxDone := ctx.Done()
+	waitDone := false
+	for !waitDone {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				lines = nil
+				exitErr := cmd.Wait()
+				exited <- exitErr
+				waitDone = true
+				break
+			}
+			if watch != nil {
+				act(watch(line))
+			}
+		case <-poll.C:
+			if watch != nil {
+				act(watch(""))
+			}
+			if !poweroffSent.IsZero() && time.Since(poweroffSent) > powerButtonGrace && res.End == "" {
+				v.logf("boot %d: no shutdown %s after the power button; cutting the power", n, powerButtonGrace)
+				res.End = EndCut
+				kill()
+			}
+		case <-deadline.C:
+			if res.End == "" {
+				res.End = EndTimeout
+			}
+			kill()
+		case <-ctxDone:
+			kill()
+			ctxDone = nil
+		}
+	}
+	exitErr := <-exited
+	res.Duration = time.Since(start)
+	if ctx.Err() != nil {
+		return res, ctx.Err()
+	}
+	if res.End == "" {
+		if exitErr != nil {
+			return res, fmt.Errorf("boot %d: %s exited: %v; console %s ends:\n%s", n, argv[0], exitErr, res.Console, tail.String())
+		}
+		res.End = EndReboot
+		if tail.contains("reboot: Power down") {
+			res.End = EndPowerOff
+		}
+	}
+	v.logf("boot %d: %s after %s (console: %s)", n, res.End, res.Duration.Round(100*time.Millisecond), res.Console)
+	if res.End == EndTimeout {
+		return res, fmt.Errorf("boot %d: no reboot or power-off within %s; console %s ends:\n%s", n, timeout, res.Console, tail.String())
+	}
+	return res, nil
+}
+
+// tailBuffer keeps the last console lines for error messages.
+type tailBuffer struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (t *tailBuffer) add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lines = append(t.lines, line)
+	if len(t.lines) > 30 {
+		t.lines = t.lines[len(t.lines)-30:]
+	}
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, "\n")
+}
+
+func (t *tailBuffer) contains(s string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, l := range t.lines {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// qmpCommand sends one command over QEMU's machine protocol socket.
+func qmpCommand(socket, command string) error {
+	conn, err := net.DialTimeout("unix", socket, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("qmp: %w", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	dec := json.NewDecoder(conn)
+	var greeting map[string]any
+	if err := dec.Decode(&greeting); err != nil {
+		return fmt.Errorf("qmp greeting: %w", err)
+	}
+	for _, c := range []string{"qmp_capabilities", command} {
+		if _, err := fmt.Fprintf(conn, "{\"execute\":%q}\n", c); err != nil {
+			return fmt.Errorf("qmp %s: %w", c, err)
+		}
+		for {
+			var reply map[string]any
+			if err := dec.Decode(&reply); err != nil {
+				return fmt.Errorf("qmp %s: %w", c, err)
+			}
+			if e, ok := reply["error"]; ok {
+				return fmt.Errorf("qmp %s: %v", c, e)
+			}
+			if _, ok := reply["return"]; ok {
+				break
+			}
+			// An asynchronous event; the reply comes after it.
+		}
+	}
+	return nil
+}

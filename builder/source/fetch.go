@@ -1,0 +1,85 @@
+package source
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+)
+
+// maxSidecar bounds how much of a .sha256 file is read.
+const maxSidecar = 64 << 10
+
+func (s *Source) openURL(ctx context.Context) error {
+	if s.Checksum == "" {
+		if err := s.fetchSidecar(ctx); err != nil {
+			return err
+		}
+	}
+	resp, err := s.get(ctx, s.Name)
+	if err != nil {
+		return fmt.Errorf("download base image: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return fmt.Errorf("download base image %q: HTTP %s: check the URL", s.Name, resp.Status)
+	}
+	s.body = resp.Body
+	s.Size = resp.ContentLength // -1 when unknown
+	br := bufio.NewReaderSize(resp.Body, 256<<10)
+	s.head, err = br.Peek(sniffLen)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("download base image %q: %w", s.Name, err)
+	}
+	if len(s.head) == 0 {
+		return fmt.Errorf("base image %q is empty", s.Name)
+	}
+	s.head = append([]byte(nil), s.head...)
+	s.input = br
+	return nil
+}
+
+// fetchSidecar looks for URL+".sha256"; 404 or 410 means there is none.
+func (s *Source) fetchSidecar(ctx context.Context) error {
+	u, err := url.Parse(s.Name)
+	if err != nil {
+		return fmt.Errorf("base image URL %q: %w", s.Name, err)
+	}
+	u.Path += ".sha256"
+	if u.RawPath != "" {
+		u.RawPath += ".sha256"
+	}
+	sidecar := u.String()
+	resp, err := s.get(ctx, sidecar)
+	if err != nil {
+		return fmt.Errorf("download checksum file: %w", err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound, http.StatusGone:
+		return nil
+	default:
+		return fmt.Errorf("download checksum file %q: HTTP %s (pass --sha256 to give the checksum yourself)", sidecar, resp.Status)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxSidecar))
+	if err != nil {
+		return fmt.Errorf("download checksum file %q: %w", sidecar, err)
+	}
+	if s.Checksum, err = parseSidecar(data, s.Name); err != nil {
+		return fmt.Errorf("checksum file %q: %w", sidecar, err)
+	}
+	s.ChecksumOrigin = sidecar
+	return nil
+}
+
+func (s *Source) get(ctx context.Context, rawURL string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	return s.opts.HTTPClient.Do(req)
+}

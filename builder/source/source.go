@@ -1,0 +1,184 @@
+// Package source opens the Raspberry Pi OS base image a build starts from: a
+// local path or an http(s) URL, raw or compressed (xz, gzip, zstd, or a zip
+// holding one .img), checksum-verified, and streams the decompressed image
+// into a sparse output file.
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+)
+
+// Options tune Open. The zero value works: sidecar checksum if present,
+// http.DefaultClient, xz-utils when installed, one xz worker per CPU.
+type Options struct {
+	// SHA256 is the expected hex digest of the input as given (the
+	// compressed file, as downloaded). It takes precedence over a sidecar.
+	SHA256 string
+	// SHA256Origin names where SHA256 came from in error messages;
+	// "--sha256" when empty.
+	SHA256Origin string
+	// HTTPClient fetches URLs; http.DefaultClient when nil.
+	HTTPClient *http.Client
+	// Progress, when set, is called with the number of input (compressed)
+	// bytes consumed so far and the input size (-1 when unknown). Calls are
+	// serialised.
+	Progress func(done, total int64)
+	// HashImage also computes the sha256 of the decompressed image
+	// (Stats.ImageSHA256). It costs a little CPU, and on the xz-utils path
+	// it routes xz's output through this process instead of letting xz
+	// write the file directly.
+	HashImage bool
+	// DisableExternalXZ decodes xz in Go (ulikunitz/xz) even when xz-utils
+	// is installed.
+	DisableExternalXZ bool
+	// XZPath is the xz-utils binary; looked up as "xz" in PATH when empty.
+	XZPath string
+	// Workers is the number of goroutines decoding xz blocks in parallel
+	// on the Go path; GOMAXPROCS when 0.
+	Workers int
+	// TempDir receives a zip archive downloaded from a URL (zip needs
+	// random access); os.TempDir() when empty.
+	TempDir string
+	// Log, when set, receives one line per external command (quoted argv).
+	Log func(line string)
+}
+
+// Source is an opened base image. Close it when done.
+type Source struct {
+	Name   string // the path or URL as given
+	Format Format
+	// Size is the input (compressed) size in bytes, -1 when unknown.
+	Size int64
+	// Checksum is the expected input sha256 (lowercase hex), "" if none.
+	Checksum string
+	// ChecksumOrigin says where Checksum came from: SHA256Origin or the
+	// sidecar's path or URL.
+	ChecksumOrigin string
+
+	opts    Options
+	file    *os.File      // local input (or the downloaded zip), seekable
+	body    io.ReadCloser // URL input
+	head    []byte        // the first bytes of the input, for sniffing
+	input   io.Reader     // the input from byte 0, whatever kind
+	tempZip string        // downloaded zip to remove on Close
+	used    bool
+}
+
+// Stats describe a finished WriteTo.
+type Stats struct {
+	Format  Format
+	Decoder string // what decompressed it, e.g. "xz-utils", "parallel xz (72 blocks, 2 workers)"
+	// InputSize and InputSHA256 describe the input as given (compressed).
+	InputSize   int64
+	InputSHA256 string
+	// Verified is true when the input matched an expected checksum.
+	Verified       bool
+	ChecksumOrigin string
+	ImageSize      int64
+	// ImageSHA256 is the decompressed image's digest; only with HashImage.
+	ImageSHA256 string
+}
+
+// IsURL reports whether src names an http(s) URL rather than a path.
+func IsURL(src string) bool {
+	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://")
+}
+
+// Open opens src, finds its checksum (Options.SHA256, else a sidecar
+// src+".sha256") and detects its format from its first bytes. Nothing is
+// decompressed yet.
+func Open(ctx context.Context, src string, opts Options) (*Source, error) {
+	if opts.SHA256Origin == "" {
+		opts.SHA256Origin = "--sha256"
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = http.DefaultClient
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	s := &Source{Name: src, opts: opts, Size: -1}
+	if opts.SHA256 != "" {
+		sum, err := parseHex(opts.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", opts.SHA256Origin, err)
+		}
+		s.Checksum, s.ChecksumOrigin = sum, opts.SHA256Origin
+	}
+	var err error
+	if IsURL(src) {
+		err = s.openURL(ctx)
+	} else {
+		err = s.openFile()
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if s.Format, err = sniff(s.head); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	return s, nil
+}
+
+func (s *Source) openFile() error {
+	f, err := os.Open(s.Name)
+	if err != nil {
+		return fmt.Errorf("open base image: %w", err)
+	}
+	s.file = f
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("open base image: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("base image %q is not a regular file", s.Name)
+	}
+	s.Size = st.Size()
+	if s.Size == 0 {
+		return fmt.Errorf("base image %q is empty", s.Name)
+	}
+	s.head = make([]byte, min(int64(sniffLen), s.Size))
+	if _, err := f.ReadAt(s.head, 0); err != nil {
+		return fmt.Errorf("read base image %q: %w", s.Name, err)
+	}
+	s.input = f
+	if s.Checksum == "" {
+		sidecar := s.Name + ".sha256"
+		data, err := os.ReadFile(sidecar)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("read checksum file: %w", err)
+		default:
+			if s.Checksum, err = parseSidecar(data, s.Name); err != nil {
+				return fmt.Errorf("checksum file %q: %w", sidecar, err)
+			}
+			s.ChecksumOrigin = sidecar
+		}
+	}
+	return nil
+}
+
+// Close releases the input and removes any temporary download.
+func (s *Source) Close() error {
+	var errs []error
+	if s.file != nil {
+		errs = append(errs, s.file.Close())
+	}
+	if s.body != nil {
+		errs = append(errs, s.body.Close())
+	}
+	if s.tempZip != "" {
+		errs = append(errs, os.Remove(s.tempZip))
+	}
+	return errors.Join(errs...)
+}

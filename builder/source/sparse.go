@@ -1,0 +1,101 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+)
+
+const (
+	// pageSize is the hole granularity: all-zero 4 KiB pages (aligned to
+	// the file offset) are skipped, which every Linux filesystem turns
+	// into holes.
+	pageSize = 4096
+	// copyChunk is the unit read from decompressors; a multiple of pageSize.
+	copyChunk = 1 << 20
+)
+
+var zeroPage = make([]byte, pageSize)
+
+// writeSparse writes p at off in f, which must read as zeros there (a fresh
+// or truncated file): zero pages are skipped rather than written, and
+// runs of data pages go out in one write.
+func writeSparse(f *os.File, off int64, p []byte) error {
+	run := -1 // start of the pending run of data pages in p
+	flush := func(end int) error {
+		if run < 0 {
+			return nil
+		}
+		_, err := f.WriteAt(p[run:end], off+int64(run))
+		run = -1
+		return err
+	}
+	for i := 0; i < len(p); {
+		// Pages are aligned to the file offset, not to p.
+		end := i + pageSize - int((off+int64(i))%pageSize)
+		end = min(end, len(p))
+		if bytes.Equal(p[i:end], zeroPage[:end-i]) {
+			if err := flush(i); err != nil {
+				return writeError{fmt.Errorf("write %q: %w", f.Name(), err)}
+			}
+		} else if run < 0 {
+			run = i
+		}
+		i = end
+	}
+	if err := flush(len(p)); err != nil {
+		return writeError{fmt.Errorf("write %q: %w", f.Name(), err)}
+	}
+	return nil
+}
+
+// copySparse streams r into f from offset 0, sparsely, then sets f's size
+// to the number of bytes copied (a trailing hole still counts). image, when
+// not nil, receives every byte.
+func copySparse(ctx context.Context, f *os.File, r io.Reader, image hash.Hash) (int64, error) {
+	buf := make([]byte, copyChunk)
+	var off int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return off, err
+		}
+		n, err := fill(r, buf)
+		if n > 0 {
+			if image != nil {
+				image.Write(buf[:n])
+			}
+			if werr := writeSparse(f, off, buf[:n]); werr != nil {
+				return off, werr
+			}
+			off += int64(n)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return off, err
+		}
+	}
+	if err := f.Truncate(off); err != nil {
+		return off, writeError{fmt.Errorf("set size of %q: %w", f.Name(), err)}
+	}
+	return off, nil
+}
+
+// fill reads until buf is full or r fails; unlike io.ReadFull it passes a
+// clean io.EOF through, so it stays distinct from truncated input
+// (io.ErrUnexpectedEOF from a decompressor).
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,174 @@
+package source
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"sync"
+)
+
+// DecodeError is input that does not decompress: truncated or corrupt.
+type DecodeError struct {
+	Format    Format
+	Truncated bool
+	Err       error
+}
+
+func (e *DecodeError) Error() string {
+	noun := "stream"
+	if e.Format == Zip {
+		noun = "archive"
+	}
+	if e.Truncated {
+		return fmt.Sprintf("%s %s is truncated: the download may be incomplete; download it again", e.Format, noun)
+	}
+	return fmt.Sprintf("%s %s is corrupt (%v): download it again", e.Format, noun, e.Err)
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// writeError marks a failure to write the output, so it is not mistaken
+// for damaged input.
+type writeError struct{ err error }
+
+func (e writeError) Error() string { return e.err.Error() }
+func (e writeError) Unwrap() error { return e.err }
+
+// decodeError classifies an error from a decompressor.
+func decodeError(f Format, err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var we writeError
+	if errors.As(err, &we) {
+		return we.err
+	}
+	var de *DecodeError
+	if errors.As(err, &de) {
+		return err
+	}
+	return &DecodeError{Format: f, Truncated: errors.Is(err, io.ErrUnexpectedEOF), Err: err}
+}
+
+// progress serialises calls to Options.Progress.
+type progress struct {
+	mu          sync.Mutex
+	fn          func(done, total int64)
+	done, total int64
+}
+
+func (p *progress) add(n int64) {
+	if p == nil || p.fn == nil || n == 0 {
+		return
+	}
+	p.mu.Lock()
+	p.done += n
+	p.fn(p.done, p.total)
+	p.mu.Unlock()
+}
+
+// inputReader hashes and counts the input as it is consumed.
+type inputReader struct {
+	r        io.Reader
+	sha      hash.Hash
+	n        int64
+	progress *progress // nil while another party reports progress
+}
+
+func (in *inputReader) Read(p []byte) (int, error) {
+	n, err := in.r.Read(p)
+	in.sha.Write(p[:n])
+	in.n += int64(n)
+	in.progress.add(int64(n))
+	return n, err
+}
+
+// WriteTo decompresses the image into dst, sparsely, and verifies the input
+// checksum when one is known. dst is truncated first and must be a regular
+// file. On any error, including a checksum mismatch found only at the end,
+// dst holds garbage: the caller must delete it. A Source can be written once.
+func (s *Source) WriteTo(ctx context.Context, dst *os.File) (Stats, error) {
+	st := Stats{Format: s.Format, ChecksumOrigin: s.ChecksumOrigin}
+	if s.used {
+		return st, errors.New("base image was already read: open it again")
+	}
+	s.used = true
+	if err := dst.Truncate(0); err != nil {
+		return st, fmt.Errorf("truncate %q: %w", dst.Name(), err)
+	}
+	if _, err := dst.Seek(0, io.SeekStart); err != nil {
+		return st, fmt.Errorf("seek %q: %w", dst.Name(), err)
+	}
+	prog := &progress{fn: s.opts.Progress, total: s.Size}
+	in := &inputReader{r: s.input, sha: sha256.New(), progress: prog}
+	var image hash.Hash
+	if s.opts.HashImage {
+		image = sha256.New()
+	}
+
+	var err error
+	switch s.Format {
+	case Raw:
+		st.Decoder = "raw"
+		st.ImageSize, err = copySparse(ctx, dst, in, image)
+		err = decodeError(Raw, err)
+	case Gzip:
+		st.Decoder = "gzip"
+		st.ImageSize, err = s.writeGzip(ctx, dst, in, image)
+	case Zstd:
+		st.Decoder = "zstd"
+		st.ImageSize, err = s.writeZstd(ctx, dst, in, image)
+	case XZ:
+		st.Decoder, st.ImageSize, err = s.writeXZ(ctx, dst, in, image, prog)
+	case Zip:
+		st.Decoder = "zip"
+		st.ImageSize, err = s.writeZip(ctx, dst, in, image)
+	default:
+		err = fmt.Errorf("unknown format %v", s.Format)
+	}
+	if ctx.Err() != nil {
+		return st, ctx.Err()
+	}
+	// Hash whatever the decompressor left unread so the digest covers the
+	// whole input. After a decode error that is worth it only with a
+	// checksum to compare: a mismatch explains a truncated or corrupt
+	// archive better than the decoder can.
+	if err == nil || s.Checksum != "" {
+		if _, derr := io.Copy(io.Discard, contextReader{ctx, in}); derr != nil && err == nil {
+			err = fmt.Errorf("read base image: %w", derr)
+		}
+	}
+	st.InputSize = in.n
+	st.InputSHA256 = hex.EncodeToString(in.sha.Sum(nil))
+	if s.Checksum != "" {
+		if st.InputSHA256 != s.Checksum {
+			return st, &ChecksumError{Name: s.Name, Expected: s.Checksum, Origin: s.ChecksumOrigin, Got: st.InputSHA256}
+		}
+		st.Verified = true
+	}
+	if err != nil {
+		return st, err
+	}
+	if image != nil {
+		st.ImageSHA256 = hex.EncodeToString(image.Sum(nil))
+	}
+	return st, nil
+}
+
+// verifyEarly hashes the whole input before decoding; used where the
+// format needs the complete file anyway (zip).
+func (s *Source) verifyEarly(in *inputReader) error {
+	if s.Checksum == "" {
+		return nil
+	}
+	got := hex.EncodeToString(in.sha.Sum(nil))
+	if got != s.Checksum {
+		return &ChecksumError{Name: s.Name, Expected: s.Checksum, Origin: s.ChecksumOrigin, Got: got}
+	}
+	return nil
+}

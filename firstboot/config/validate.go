@@ -1,0 +1,378 @@
+package config
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Limits the layout must respect.
+const (
+	// MinBootSize leaves room for the Pi firmware, U-Boot and a few kernel
+	// generations; FAT32 itself needs about 33 MiB.
+	MinBootSize = 64 * MiB
+	// MinSwapSize is the smallest swap worth having (0 turns swap off).
+	MinSwapSize = 16 * MiB
+)
+
+// Validate checks every value and the rules between them. The error is an
+// Errors whose entries name the key they concern; Parse adds file and line.
+func (c *Config) Validate() error {
+	v := &validator{}
+	if c.Schema != SchemaVersion {
+		v.add("schema", "schema = %d is not supported: this nixpi reads schema %d", c.Schema, SchemaVersion)
+	}
+	v.target(&c.Target)
+	v.layout(&c.Layout)
+	v.nixos(&c.NixOS)
+	v.system(&c.System)
+	v.users(c.Users)
+	if c.WLAN != nil {
+		v.wlan(c.WLAN)
+	}
+	v.boot(&c.Boot)
+	v.status(&c.Status)
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return v.errs
+}
+
+type validator struct{ errs Errors }
+
+func (v *validator) add(key, format string, args ...any) {
+	v.errs = append(v.errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) target(t *Target) {
+	switch {
+	case t.Disk != "" && t.Serial != "":
+		v.add("target.serial", "target.disk and target.serial are both set; keep one: serial picks the USB disk with that serial number, disk = \"auto\" the only USB disk")
+	case t.Disk == "" && t.Serial == "":
+		v.add("target", "no target disk: set target.disk = \"auto\" (exactly one USB disk), a /dev/disk/by-id/ path, or target.serial")
+	case t.Disk == DiskAuto || t.Disk == "":
+	case strings.HasPrefix(t.Disk, DiskByID):
+		if name := strings.TrimPrefix(t.Disk, DiskByID); name == "" || strings.ContainsAny(name, "/ \t\n") {
+			v.add("target.disk", "target.disk = %q is not a disk in /dev/disk/by-id/; copy a name from `ls /dev/disk/by-id/` on the Pi", t.Disk)
+		}
+	default:
+		v.add("target.disk", "target.disk = %q: use \"auto\" (exactly one USB disk) or a stable /dev/disk/by-id/ path, since names like /dev/sda change between boots; or set target.serial", t.Disk)
+	}
+	if t.Serial != "" && !printableNoSpace(t.Serial) {
+		v.add("target.serial", "target.serial = %q has spaces or control characters; use the serial as `lsblk -o NAME,SERIAL` shows it", t.Serial)
+	}
+	if t.MinSize < 0 {
+		v.add("target.min_size", "target.min_size must not be negative")
+	}
+}
+
+var (
+	labelRE     = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	subvolumeRE = regexp.MustCompile(`^@[a-z0-9_.-]*$`)
+)
+
+func (v *validator) layout(l *Layout) {
+	switch l.Table {
+	case TableGPT, TableMBR:
+	default:
+		v.add("layout.table", "layout.table = %q: use \"gpt\" (default) or \"mbr\"", l.Table)
+	}
+	switch {
+	case l.BootSize < MinBootSize:
+		v.add("layout.boot_size", "layout.boot_size = %q is too small: the boot partition needs at least %s for the firmware and kernels; the recipe uses \"500MiB\"", l.BootSize, MinBootSize)
+	case l.BootSize%MiB != 0:
+		v.add("layout.boot_size", "layout.boot_size = %q is not a whole number of MiB; partitions are MiB-aligned, e.g. \"500MiB\"", l.BootSize)
+	}
+	if !l.SwapSize.RAM {
+		switch s := l.SwapSize.Bytes; {
+		case s == 0:
+		case s < MinSwapSize:
+			v.add("layout.swap_size", "layout.swap_size = %q is too small to help; use \"ram\" (default), at least %s, or \"0\" for no swap", s, MinSwapSize)
+		case s%MiB != 0:
+			v.add("layout.swap_size", "layout.swap_size = %q is not a whole number of MiB; partitions are MiB-aligned, e.g. \"2GiB\"", s)
+		}
+	}
+	switch l.RootFS {
+	case FSBtrfs:
+		v.subvolumes(l.Subvolumes)
+	case FSExt4:
+		if len(l.Subvolumes) > 0 {
+			v.add("layout.subvolumes", "layout.subvolumes are btrfs subvolumes but layout.root_fs = \"ext4\"; remove subvolumes or use root_fs = \"btrfs\"")
+		}
+	default:
+		v.add("layout.root_fs", "layout.root_fs = %q: use \"btrfs\" (default) or \"ext4\"", l.RootFS)
+	}
+	labels := []struct {
+		key, value string
+		max        int
+		what       string
+	}{
+		{"layout.boot_label", l.BootLabel, 11, "FAT"},
+		{"layout.swap_label", l.SwapLabel, 15, "swap"},
+		{"layout.root_label", l.RootLabel, 16, l.RootFS},
+	}
+	seen := map[string]string{}
+	for _, lb := range labels {
+		switch {
+		case lb.value == "":
+			v.add(lb.key, "%s is empty; give the partition a label", lb.key)
+			continue
+		case !labelRE.MatchString(lb.value) || len(lb.value) > lb.max:
+			v.add(lb.key, "%s = %q: a %s label is 1 to %d letters, digits, '_' or '-'", lb.key, lb.value, lb.what, lb.max)
+		case lb.value == "bootfs" || lb.value == "rootfs":
+			v.add(lb.key, "%s = %q is the SD card's own label; pick another so the Pi can tell the disks apart", lb.key, lb.value)
+		}
+		if other, dup := seen[strings.ToLower(lb.value)]; dup {
+			v.add(lb.key, "%s = %q is the same as %s; labels must differ", lb.key, lb.value, other)
+		}
+		seen[strings.ToLower(lb.value)] = lb.key
+	}
+}
+
+func (v *validator) subvolumes(subvols []string) {
+	if !slices.Contains(subvols, RootSubvol) {
+		v.add("layout.subvolumes", "layout.subvolumes must include %q, the subvolume mounted at /; the recipe uses [\"@\", \"@nix\", \"@home\"]", RootSubvol)
+	}
+	seen := map[string]bool{}
+	for _, s := range subvols {
+		if !subvolumeRE.MatchString(s) {
+			v.add("layout.subvolumes", "subvolume %q: names are \"@\" followed by lowercase letters, digits, '_', '-' or '.'; \"@name\" is mounted at /name", s)
+		}
+		if seen[s] {
+			v.add("layout.subvolumes", "subvolume %q is listed twice", s)
+		}
+		seen[s] = true
+	}
+}
+
+var (
+	releaseRE    = regexp.MustCompile(`^[0-9]{2}\.(05|11)$`)
+	hex40RE      = regexp.MustCompile(`^[0-9a-f]{40}$`)
+	nixBase32RE  = regexp.MustCompile(`^[0-9abcdfghijklmnpqrsvwxyz]{52}$`)
+	sha256HexRE  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	hostnameRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	timezoneRE   = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$`)
+	keymapRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	localeRE     = regexp.MustCompile(`^([a-z]{2,3}(_[A-Z]{2})?|C)(\.[A-Za-z0-9-]+)?(@[a-z]+)?$`)
+	unixNameRE   = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	bootOrderRE  = regexp.MustCompile(`^0x[0-9a-fA-F]{1,8}$`)
+	countryRE    = regexp.MustCompile(`^[A-Z]{2}$`)
+	sha256SRIlen = len("sha256-") + base64.StdEncoding.EncodedLen(32)
+)
+
+func (v *validator) nixos(n *NixOS) {
+	if !releaseRE.MatchString(n.Release) {
+		v.add("nixos.release", "nixos.release = %q: use a NixOS release like \"26.05\" (YY.05 or YY.11)", n.Release)
+	}
+	if n.NixpkgsRev != "" && !hex40RE.MatchString(n.NixpkgsRev) {
+		v.add("nixos.nixpkgs_rev", "nixos.nixpkgs_rev = %q: use a full nixpkgs commit, 40 lowercase hex digits", n.NixpkgsRev)
+	}
+	if n.NixpkgsSHA256 != "" && !validNixSHA256(n.NixpkgsSHA256) {
+		v.add("nixos.nixpkgs_sha256", "nixos.nixpkgs_sha256 = %q: use the hash `nix-prefetch-url --unpack https://github.com/NixOS/nixpkgs/archive/REV.tar.gz` prints (52 characters), an SRI hash \"sha256-...\" or 64 hex digits", n.NixpkgsSHA256)
+	}
+	switch {
+	case n.NixpkgsRev != "" && n.NixpkgsSHA256 == "":
+		v.add("nixos.nixpkgs_rev", "nixos.nixpkgs_rev is set without nixos.nixpkgs_sha256, so the download cannot be verified; add the hash `nix-prefetch-url --unpack https://github.com/NixOS/nixpkgs/archive/%s.tar.gz` prints", n.NixpkgsRev)
+	case n.NixpkgsRev == "" && n.NixpkgsSHA256 != "":
+		v.add("nixos.nixpkgs_sha256", "nixos.nixpkgs_sha256 is set without nixos.nixpkgs_rev; add the commit it belongs to or remove the hash")
+	}
+}
+
+func validNixSHA256(s string) bool {
+	if nixBase32RE.MatchString(s) || sha256HexRE.MatchString(s) {
+		return true
+	}
+	if b64, ok := strings.CutPrefix(s, "sha256-"); ok && len(s) == sha256SRIlen {
+		raw, err := base64.StdEncoding.DecodeString(b64)
+		return err == nil && len(raw) == 32
+	}
+	return false
+}
+
+func (v *validator) system(s *System) {
+	if !hostnameRE.MatchString(s.Hostname) {
+		v.add("system.hostname", "system.hostname = %q: a host name is 1 to 63 letters, digits or '-', not starting or ending with '-' (no dots)", s.Hostname)
+	}
+	if !timezoneRE.MatchString(s.Timezone) || strings.Contains(s.Timezone, "..") {
+		v.add("system.timezone", "system.timezone = %q: use a tz database name like \"UTC\" or \"Europe/Berlin\"", s.Timezone)
+	}
+	if !keymapRE.MatchString(s.Keymap) {
+		v.add("system.keymap", "system.keymap = %q: use a console keymap name like \"us\" or \"de-latin1\"", s.Keymap)
+	}
+	if !localeRE.MatchString(s.Locale) {
+		v.add("system.locale", "system.locale = %q: use a locale like \"en_US.UTF-8\"", s.Locale)
+	}
+}
+
+func (v *validator) users(users []User) {
+	seen := map[string]bool{}
+	for i, u := range users {
+		key := fmt.Sprintf("users[%d]", i)
+		who := fmt.Sprintf("user %q", u.Name)
+		switch {
+		case u.Name == "":
+			v.add(key+".name", "a [[users]] entry has no name; add name = \"...\"")
+			who = fmt.Sprintf("user #%d", i+1)
+		case u.Name == "root":
+			v.add(key+".name", "user \"root\" cannot be declared here; add your own user (NixOS gives it sudo through the wheel group)")
+		case !unixNameRE.MatchString(u.Name):
+			v.add(key+".name", "user name %q: use 1 to 32 lowercase letters, digits, '_' or '-', starting with a letter or '_'", u.Name)
+		case seen[u.Name]:
+			v.add(key+".name", "user %q is declared twice", u.Name)
+		}
+		seen[u.Name] = true
+		if u.PasswordHash != "" {
+			if msg := checkPasswordHash(u.PasswordHash.Reveal()); msg != "" {
+				v.add(key+".password_hash", "password_hash of %s %s", who, msg)
+			}
+		}
+		for j, k := range u.SSHKeys {
+			if msg := checkSSHKey(k); msg != "" {
+				v.add(fmt.Sprintf("%s.ssh_keys", key), "ssh_keys entry %d of %s %s", j+1, who, msg)
+			}
+		}
+		if u.PasswordHash == "" && len(u.SSHKeys) == 0 {
+			v.add(key, "%s has neither password_hash nor ssh_keys and could never log in; add one", who)
+		}
+	}
+}
+
+// cryptHash is a crypt(3) hash: $id$[params$]salt$hash, for the schemes
+// NixOS's libxcrypt accepts and mkpasswd/openssl produce.
+var cryptHashRE = regexp.MustCompile(`^\$(y|gy|7|2[abxy]|6|5|sha1|md5|1)\$[./0-9A-Za-z$=,]+$`)
+
+// checkPasswordHash says what is wrong with a password_hash, never quoting it.
+func checkPasswordHash(h string) string {
+	if !strings.HasPrefix(h, "$") {
+		return "is not a crypt hash (it looks like a plain password, which must never be in this file); put the output of `mkpasswd -m yescrypt` or `openssl passwd -6` there"
+	}
+	if !cryptHashRE.MatchString(h) {
+		return "is not a crypt hash of a known kind ($y$ yescrypt, $6$ sha512crypt, $5$, $2b$ bcrypt); make one with `mkpasswd -m yescrypt` or `openssl passwd -6`"
+	}
+	parts := strings.Split(h, "$")
+	switch id := parts[1]; {
+	case id == "1" || id == "md5" || id == "sha1":
+		return "uses a weak hash scheme; make a new one with `mkpasswd -m yescrypt` or `openssl passwd -6`"
+	case id == "6" || id == "5":
+		// $6$[rounds=N$]salt$hash; the hash is 86 (sha512) or 43 (sha256) characters.
+		want := map[string]int{"6": 86, "5": 43}[id]
+		if len(parts) < 4 || len(parts[len(parts)-1]) != want {
+			return "is cut short or damaged (wrong length); paste the whole output of `openssl passwd -6`"
+		}
+	case strings.HasPrefix(id, "2"):
+		if len(parts) != 4 || len(parts[3]) != 53 {
+			return "is cut short or damaged (a bcrypt hash is $2b$NN$ and 53 characters); paste the whole hash"
+		}
+	case id == "y" || id == "gy" || id == "7":
+		if len(parts) < 5 || parts[len(parts)-1] == "" {
+			return "is cut short or damaged; paste the whole output of `mkpasswd -m yescrypt`"
+		}
+	}
+	return ""
+}
+
+var sshKeyTypes = []string{
+	"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+	"sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+}
+
+// checkSSHKey checks an authorized_keys line "TYPE BASE64 [comment]": the
+// base64 blob must decode and start with the same TYPE.
+func checkSSHKey(k string) string {
+	const how = "; paste one public key line (the .pub file, e.g. ~/.ssh/id_ed25519.pub) per entry"
+	if strings.Contains(k, "PRIVATE KEY") {
+		return "is a PRIVATE key: never put it in this file; use the matching .pub file" + how
+	}
+	fields := strings.Fields(k)
+	if len(fields) < 2 || strings.ContainsAny(k, "\n\r") {
+		return "is not an ssh public key" + how
+	}
+	if !slices.Contains(sshKeyTypes, fields[0]) {
+		return fmt.Sprintf("has unknown key type %q (want one of %s)%s", fields[0], strings.Join(sshKeyTypes, ", "), how)
+	}
+	blob, err := base64.StdEncoding.DecodeString(fields[1])
+	if err != nil || len(blob) < 4 {
+		return "has a damaged key (not base64)" + how
+	}
+	n := binary.BigEndian.Uint32(blob)
+	if uint64(n) > uint64(len(blob)-4) || !bytes.Equal(blob[4:4+n], []byte(fields[0])) {
+		return fmt.Sprintf("has a damaged key (its data is not a %s key)%s", fields[0], how)
+	}
+	return ""
+}
+
+func (v *validator) wlan(w *WLAN) {
+	if n := len(w.SSID); n < 1 || n > 32 {
+		v.add("wlan.ssid", "wlan.ssid is %d bytes; a Wi-Fi network name is 1 to 32 bytes", n)
+	}
+	psk := w.PSK.Reveal()
+	switch {
+	case psk == "":
+		// An open network.
+	case len(psk) == 64:
+		if _, err := hex.DecodeString(psk); err != nil {
+			v.add("wlan.psk", "wlan.psk is 64 characters but not hex; a passphrase is 8 to 63 characters, a raw key 64 hex digits")
+		}
+	case utf8.RuneCountInString(psk) < 8 || len(psk) > 63:
+		v.add("wlan.psk", "wlan.psk is %d characters; a WPA passphrase is 8 to 63 characters (or 64 hex digits)", utf8.RuneCountInString(psk))
+	case !printableASCII(psk):
+		v.add("wlan.psk", "wlan.psk has characters outside printable ASCII; WPA passphrases are printable ASCII")
+	}
+	if !countryRE.MatchString(w.Country) {
+		v.add("wlan.country", "wlan.country = %q: the Wi-Fi regulatory country is two capital letters (ISO 3166-1), e.g. \"DE\" or \"US\"; the radio stays off without it", w.Country)
+	}
+}
+
+// BootModes are the Pi 4 bootloader's BOOT_ORDER nibbles.
+var BootModes = map[rune]string{
+	'0': "SD card detect", '1': "SD card", '2': "network", '3': "RPIBOOT", '4': "USB mass storage",
+	'5': "BCM-USB-MSD", '6': "NVMe", '7': "HTTP", 'e': "stop", 'f': "restart",
+}
+
+func (v *validator) boot(b *Boot) {
+	if !bootOrderRE.MatchString(b.BootOrder) {
+		v.add("boot.boot_order", "boot.boot_order = %q: write hex like \"0xf41\" (at most 8 digits, read right to left: 1 SD, 4 USB, f restart)", b.BootOrder)
+		return
+	}
+	modes := strings.ToLower(strings.TrimPrefix(b.BootOrder, "0x"))
+	for _, m := range modes {
+		if _, ok := BootModes[m]; !ok {
+			v.add("boot.boot_order", "boot.boot_order = %q: digit %c is not a Pi 4 boot mode (0-7, e stop, f restart)", b.BootOrder, m)
+			return
+		}
+	}
+	if !strings.ContainsAny(modes, "45") {
+		v.add("boot.boot_order", "boot.boot_order = %q has no USB mode (4), so the Pi would never boot the SSD; use \"0xf41\"", b.BootOrder)
+	}
+}
+
+func (v *validator) status(s *StatusServer) {
+	if !s.Enable && s.Listen == "" {
+		return
+	}
+	_, port, err := net.SplitHostPort(s.Listen)
+	if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 1 || p > 65535 {
+		v.add("status.listen", "status.listen = %q: use HOST:PORT or :PORT, e.g. \":80\"", s.Listen)
+	}
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func printableNoSpace(s string) bool {
+	return printableASCII(s) && !strings.Contains(s, " ")
+}

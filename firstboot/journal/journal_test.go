@@ -1,0 +1,178 @@
+package journal
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 25, 2, 0, 0, 0, time.UTC)
+
+func TestAppendReadRoundTrip(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	w, err := Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := []Entry{
+		{Step: "preflight", Event: Start, Time: t0, Boot: 1, BootID: "a"},
+		{Step: "preflight", Event: Done, Time: t0.Add(time.Second), Boot: 1, BootID: "a", State: json.RawMessage(`{"ram_bytes":1024}`)},
+		{Step: "format", Event: Fail, Time: t0.Add(2 * time.Second), Boot: 1, BootID: "a", Msg: "boom", Hint: "fix it", ConfigSHA256: "abc"},
+	}
+	for _, e := range entries {
+		if err := w.Append(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j, err := ReadFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Entries) != 3 || j.Skipped != 0 {
+		t.Fatalf("got %d entries, %d skipped; want 3, 0", len(j.Entries), j.Skipped)
+	}
+	for i, e := range j.Entries {
+		if e.V != Version || e.Step != entries[i].Step || e.Event != entries[i].Event || !e.Time.Equal(entries[i].Time) {
+			t.Errorf("entry %d = %+v, want %+v", i, e, entries[i])
+		}
+	}
+	if got := string(j.LastState()); got != `{"ram_bytes":1024}` {
+		t.Errorf("LastState = %s", got)
+	}
+	if last, ok := j.Last("format"); !ok || last.Msg != "boom" || last.ConfigSHA256 != "abc" {
+		t.Errorf("Last(format) = %+v, %v", last, ok)
+	}
+	// install.log has one readable line per event.
+	_, lp := Paths(dir)
+	log, err := os.ReadFile(lp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(log)), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[2], "format") || !strings.Contains(lines[2], "fail") || !strings.Contains(lines[2], "(hint: fix it)") {
+		t.Errorf("install.log:\n%s", log)
+	}
+}
+
+func TestTornLastLine(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	w, err := Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Append(Entry{Step: "target", Event: Start, Time: t0, Boot: 1, BootID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	// A power cut in the middle of the next write.
+	jp, _ := Paths(dir)
+	f, err := os.OpenFile(jp, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"v":1,"step":"target","event":"do`)
+	f.Close()
+
+	j, err := ReadFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Entries) != 1 || j.Skipped != 1 {
+		t.Fatalf("torn journal: %d entries, %d skipped; want 1, 1", len(j.Entries), j.Skipped)
+	}
+
+	// The next boot appends after the torn line, on a line of its own.
+	w, err = Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Append(Entry{Step: "target", Event: Start, Time: t0, Boot: 2, BootID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	j, err = ReadFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Entries) != 2 || j.Skipped != 1 || j.Entries[1].Boot != 2 {
+		t.Fatalf("after resume: %d entries, %d skipped: %+v", len(j.Entries), j.Skipped, j.Entries)
+	}
+	var out bytes.Buffer
+	if err := Print(&out, j); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "1 unreadable line(s) skipped") || !strings.Contains(out.String(), "interrupted") {
+		t.Errorf("Print:\n%s", out.String())
+	}
+}
+
+func TestMissingJournalIsEmpty(t *testing.T) {
+	t.Parallel()
+	j, err := ReadFile(filepath.Join(t.TempDir(), "nowhere"))
+	if err != nil || len(j.Entries) != 0 {
+		t.Fatalf("ReadFile(missing) = %+v, %v", j, err)
+	}
+}
+
+func TestBootNumber(t *testing.T) {
+	t.Parallel()
+	j := &Journal{Entries: []Entry{
+		{Step: "a", Event: Start, BootID: "x"},
+		{Step: "a", Event: Done, BootID: "x"},
+		{Step: "b", Event: Start, BootID: "y"},
+		{Step: "b", Event: Reboot, BootID: "y"},
+	}}
+	for id, want := range map[string]int{"x": 1, "y": 2, "z": 3} {
+		if got := j.BootNumber(id); got != want {
+			t.Errorf("BootNumber(%q) = %d, want %d", id, got, want)
+		}
+	}
+	if got := (&Journal{}).BootNumber("x"); got != 1 {
+		t.Errorf("empty journal: BootNumber = %d, want 1", got)
+	}
+}
+
+func TestReadSkipsGarbageAndKeepsNewerFields(t *testing.T) {
+	t.Parallel()
+	in := `{"v":1,"step":"a","event":"done","time":"2026-11-25T02:00:00Z","boot":1}
+not json at all
+{"v":2,"step":"b","event":"skip","time":"2026-11-25T02:00:01Z","boot":1,"future":"field"}
+{"v":1}
+`
+	j, err := Read(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Entries) != 2 || j.Skipped != 2 {
+		t.Fatalf("got %d entries, %d skipped; want 2, 2", len(j.Entries), j.Skipped)
+	}
+	if j.Entries[1].V != 2 || j.Entries[1].Event != Skip {
+		t.Errorf("newer entry = %+v", j.Entries[1])
+	}
+}
+
+func TestPrintFailureShowsHint(t *testing.T) {
+	t.Parallel()
+	j := &Journal{Entries: []Entry{
+		{Step: "preflight", Event: Done, Time: t0, Boot: 1},
+		{Step: "target", Event: Fail, Time: t0, Boot: 1, Msg: "two USB disks", Hint: "unplug one"},
+	}}
+	var out bytes.Buffer
+	if err := Print(&out, j); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"preflight  done", "FAILED: two USB disks", "fix: unplug one"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("Print output lacks %q:\n%s", want, out.String())
+		}
+	}
+}

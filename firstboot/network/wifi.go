@@ -1,0 +1,161 @@
+package network
+
+import (
+	"context"
+	"crypto/pbkdf2"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/renameio/v2"
+
+	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/engine"
+)
+
+// Files the Wi-Fi setup writes. The pre-shared key goes only into these
+// root-only files, never into a command line (the runner logs argv).
+const (
+	NMConnection     = "/etc/NetworkManager/system-connections/nixpi-wlan.nmconnection"
+	WpaSupplicantCfg = "/etc/wpa_supplicant/wpa_supplicant.conf"
+	nmConnectionID   = "nixpi-wlan"
+)
+
+func exists(env *engine.Env, path string) bool {
+	if path == "" {
+		return false
+	}
+	_, err := os.Stat(env.Path(path))
+	return err == nil
+}
+
+// StartWiFi joins the [wlan] network through NetworkManager when the image
+// has it (Bookworm and later), else through wpa_supplicant and dhcpcd.
+func StartWiFi(ctx context.Context, env *engine.Env) error {
+	w := env.Config.WLAN
+	t := env.Tools
+	env.Logf("no wired link: joining wi-fi %q", w.SSID)
+	// The regulatory domain and rfkill keep the radio off on a fresh image;
+	// both are best effort (not every image has iw or rfkill).
+	if exists(env, t.Rfkill) {
+		if _, err := env.Run.Output(ctx, t.Rfkill, "unblock", "wifi"); err != nil {
+			env.Logf("wi-fi: %v", err)
+		}
+	}
+	if w.Country != "" && exists(env, t.Iw) {
+		if _, err := env.Run.Output(ctx, t.Iw, "reg", "set", w.Country); err != nil {
+			env.Logf("wi-fi: %v", err)
+		}
+	}
+	switch {
+	case exists(env, t.Nmcli):
+		if err := writeSecret(env.Path(NMConnection), nmKeyfile(w)); err != nil {
+			return err
+		}
+		if _, err := env.Run.Output(ctx, t.Nmcli, "connection", "reload"); err != nil {
+			return err
+		}
+		_, err := env.Run.Output(ctx, t.Nmcli, "connection", "up", "id", nmConnectionID)
+		return err
+	case exists(env, t.WpaSupplicant):
+		if err := writeSecret(env.Path(WpaSupplicantCfg), wpaConfig(w)); err != nil {
+			return err
+		}
+		unit := "wpa_supplicant.service"
+		if exists(env, t.Dhcpcd) {
+			// dhcpcd's hook starts wpa_supplicant for wlan0 on older images.
+			unit = "dhcpcd.service"
+		}
+		_, err := env.Run.Output(ctx, t.Systemctl, "restart", unit)
+		return err
+	}
+	return errors.New("the image has neither NetworkManager (nmcli) nor wpa_supplicant")
+}
+
+func writeSecret(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("wi-fi: %w", err)
+	}
+	if err := renameio.WriteFile(path, data, 0o600); err != nil {
+		return fmt.Errorf("wi-fi: %w", err)
+	}
+	return nil
+}
+
+// keyfileEscape escapes a GLib key file value.
+func keyfileEscape(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == ' ' && i == 0:
+			b.WriteString(`\s`)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func nmKeyfile(w *config.WLAN) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[connection]\nid=%s\ntype=wifi\nautoconnect=true\n\n", nmConnectionID)
+	ssid := keyfileEscape(w.SSID)
+	if strings.ContainsAny(w.SSID, ";") {
+		// A ";" would split the value into a list: write the bytes instead.
+		var parts []string
+		for _, c := range []byte(w.SSID) {
+			parts = append(parts, fmt.Sprint(c))
+		}
+		ssid = strings.Join(parts, ";") + ";"
+	}
+	fmt.Fprintf(&b, "[wifi]\nmode=infrastructure\nssid=%s\n", ssid)
+	if w.Hidden {
+		b.WriteString("hidden=true\n")
+	}
+	b.WriteString("\n")
+	if w.PSK != "" {
+		fmt.Fprintf(&b, "[wifi-security]\nkey-mgmt=wpa-psk\npsk=%s\n\n", keyfileEscape(w.PSK.Reveal()))
+	}
+	b.WriteString("[ipv4]\nmethod=auto\n\n[ipv6]\nmethod=auto\n")
+	return []byte(b.String())
+}
+
+// wpaConfig writes the SSID in hex and the key as the derived 256-bit PSK,
+// so no quoting of either can go wrong.
+func wpaConfig(w *config.WLAN) []byte {
+	var b strings.Builder
+	b.WriteString("ctrl_interface=DIR=/var/run/wpa_supplicant GROUP=netdev\nupdate_config=1\n")
+	if w.Country != "" {
+		fmt.Fprintf(&b, "country=%s\n", w.Country)
+	}
+	fmt.Fprintf(&b, "\nnetwork={\n\tssid=%s\n", hex.EncodeToString([]byte(w.SSID)))
+	if w.Hidden {
+		b.WriteString("\tscan_ssid=1\n")
+	}
+	if w.PSK == "" {
+		b.WriteString("\tkey_mgmt=NONE\n")
+	} else {
+		key, err := pbkdf2.Key(sha1.New, w.PSK.Reveal(), []byte(w.SSID), 4096, 32)
+		if err != nil {
+			// Only FIPS-mode restrictions make this fail; fall back to the
+			// passphrase, which wpa_supplicant derives the same key from.
+			fmt.Fprintf(&b, "\tpsk=%q\n", w.PSK.Reveal())
+		} else {
+			fmt.Fprintf(&b, "\tpsk=%s\n", hex.EncodeToString(key))
+		}
+	}
+	b.WriteString("}\n")
+	return []byte(b.String())
+}

@@ -1,0 +1,832 @@
+package steps_test
+
+// Blackbox tests of the disk steps (target, partition, format, mount) on
+// loop devices with the real tools: sgdisk, sfdisk, wipefs, partx,
+// mkfs.fat, mkswap, mkfs.btrfs, btrfs, mount, swapon. They need root and
+// skip with a message otherwise. This kernel has no vfat driver, so the one
+// FAT mount (/mnt/boot) cannot happen here: the tests assert its exact argv
+// and its failure, everything else for real; QEMU e2e covers the FAT mount.
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/disk"
+	"github.com/nixpi/nixpi/firstboot/engine"
+	"github.com/nixpi/nixpi/firstboot/steps"
+	"github.com/nixpi/nixpi/firstboot/system"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	diskTestSize = 3 << 30
+	diskTestSwap = 64 << 20
+	diskTestRAM  = 1 << 30 // what "preflight" recorded; unused while swap_size is fixed
+)
+
+// diskRequireLoop skips unless the test can create loop devices.
+func diskRequireLoop(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: loop-device disk tests need root (CI runs them as root)")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skipf("skipping: no loop device support here (%v)", err)
+	}
+	for _, tool := range []string{"losetup", "sgdisk", "sfdisk", "wipefs", "partx", "mkfs.fat", "fsck.fat", "mkswap", "mkfs.btrfs", "btrfs", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("skipping: %s is not installed (apt-get install gdisk fdisk dosfstools btrfs-progs e2fsprogs)", tool)
+		}
+	}
+}
+
+// diskLoop is a sparse image file attached to a loop device with
+// partition scanning. Cleanup turns its swap off, unmounts everything from
+// it and detaches it.
+func diskLoop(t *testing.T, size int64) (dev, img string) {
+	t.Helper()
+	img = filepath.Join(t.TempDir(), "disk.img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	out, err := exec.Command("losetup", "--find", "--show", "--partscan", img).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup: %v: %s", err, out)
+	}
+	dev = strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		diskUnmountAll(t, dev, "")
+		if out, err := exec.Command("losetup", "--detach", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup --detach %s: %v: %s", dev, err, out)
+		}
+	})
+	return dev, img
+}
+
+// diskUnmountAll is a simulated power cut's effect on the kernel: swap off
+// and every mount gone, for mounts from dev's partitions or under dir.
+func diskUnmountAll(t *testing.T, dev, dir string) {
+	t.Helper()
+	swaps, _ := disk.ReadSwaps("/")
+	for _, s := range swaps {
+		if strings.HasPrefix(s, dev+"p") {
+			if out, err := exec.Command("swapoff", s).CombinedOutput(); err != nil {
+				t.Errorf("swapoff %s: %v: %s", s, err, out)
+			}
+		}
+	}
+	mounts, err := disk.ReadMountInfo("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		m := mounts[i]
+		if strings.HasPrefix(m.Source, dev+"p") || m.Source == dev || (dir != "" && strings.HasPrefix(m.MountPoint, dir+"/")) {
+			if out, err := exec.Command("umount", m.MountPoint).CombinedOutput(); err != nil {
+				t.Errorf("umount %s: %v: %s", m.MountPoint, err, out)
+			}
+		}
+	}
+}
+
+// diskRoot is a device root for the steps: a temp dir whose dev, proc and
+// sys are the host's, so /mnt and the btrfs work dir live in the temp dir.
+func diskRoot(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	for _, d := range []string{"dev", "proc", "sys"} {
+		if err := os.Symlink("/"+d, filepath.Join(root, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+// diskRecorder runs commands for real and records their argv.
+type diskRecorder struct {
+	system.ExecRunner
+	mu    sync.Mutex
+	calls [][]string
+}
+
+func (r *diskRecorder) Output(ctx context.Context, argv ...string) ([]byte, error) {
+	r.mu.Lock()
+	r.calls = append(r.calls, slices.Clone(argv))
+	r.mu.Unlock()
+	return r.ExecRunner.Output(ctx, argv...)
+}
+
+// destructive returns the recorded commands that change a disk or the
+// kernel's view of it (everything but the read-only probes).
+func (r *diskRecorder) destructive() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, c := range r.calls {
+		base := filepath.Base(c[0])
+		readOnly := base == "lsblk" ||
+			(base == "wipefs" && slices.Contains(c, "--no-act")) ||
+			(base == "sfdisk" && slices.Contains(c, "--json")) ||
+			(base == "btrfs" && len(c) > 1 && c[1] == "inspect-internal")
+		if !readOnly {
+			out = append(out, system.QuoteArgv(c))
+		}
+	}
+	return out
+}
+
+func diskTestConfig() *config.Config {
+	cfg := config.Default()
+	cfg.Layout.SwapSize = config.SwapSize{Bytes: diskTestSwap}
+	return cfg
+}
+
+func diskTestEnv(t *testing.T, root string, cfg *config.Config, target string, state *engine.State) (*engine.Env, *diskRecorder) {
+	rec := &diskRecorder{}
+	if state == nil {
+		state = &engine.State{RAMBytes: diskTestRAM}
+	}
+	return &engine.Env{
+		Config:         cfg,
+		Root:           root,
+		BootDir:        "/boot/firmware",
+		Run:            rec,
+		Tools:          system.DefaultTools(),
+		Progress:       func(f string, a ...any) { t.Logf(f, a...) },
+		State:          state,
+		TargetOverride: target,
+	}, rec
+}
+
+func diskSteps() []engine.Step {
+	return []engine.Step{steps.NewTarget(), steps.NewPartition(), steps.NewFormat(), steps.NewMount()}
+}
+
+// diskRunSequence is what the engine does with each step: probe, and run it
+// when not done. After each step that finished it calls saved, as the
+// engine saves State in the journal at every done event.
+func diskRunSequence(ctx context.Context, env *engine.Env, saved func()) (ran []string, err error) {
+	for _, s := range diskSteps() {
+		done, why, err := s.Probe(ctx, env)
+		if err != nil {
+			return ran, fmt.Errorf("%s: probe: %w", s.Name(), err)
+		}
+		if done {
+			env.Logf("%s: %s, skipping", s.Name(), why)
+			continue
+		}
+		ran = append(ran, s.Name())
+		if err := s.Run(ctx, env); err != nil {
+			return ran, fmt.Errorf("%s: %w", s.Name(), err)
+		}
+		if saved != nil {
+			saved()
+		}
+	}
+	return ran, nil
+}
+
+// hostHasVFAT says whether this kernel can mount FAT at all.
+func hostHasVFAT() bool {
+	data, _ := os.ReadFile("/proc/filesystems")
+	return slices.ContainsFunc(strings.Split(string(data), "\n"), func(l string) bool { return strings.HasSuffix(l, "\tvfat") })
+}
+
+// diskCheckFATMountOnly accepts a sequence error only when it is the boot
+// mount failing on a kernel without vfat.
+func diskCheckFATMountOnly(t *testing.T, err error, root, bootNode string) {
+	t.Helper()
+	if hostHasVFAT() {
+		if err != nil {
+			t.Fatalf("sequence failed: %v", err)
+		}
+		return
+	}
+	want := fmt.Sprintf("mount: mount %s at %q", bootNode, filepath.Join(root, "mnt/boot"))
+	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "vfat") {
+		t.Fatalf("want only the FAT mount to fail on this kernel without vfat (%s ...), got: %v", want, err)
+	}
+	if hint := engine.HintOf(err); !strings.Contains(hint, "vfat") {
+		t.Errorf("hint for the failed FAT mount = %q, want one naming the missing vfat driver", hint)
+	}
+}
+
+// diskSpec is a disk's state by spec: table, IDs, types, names,
+// filesystems, labels, UUIDs, subvolumes.
+type diskSpec struct {
+	Table  string
+	DiskID string
+	Parts  []partSpec
+	Subvol []string
+}
+
+type partSpec struct {
+	Start, Size         int64
+	Type, GUID, Name    string
+	FSType, Label, UUID string
+}
+
+func (s diskSpec) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table %s id %s subvolumes %v\n", s.Table, s.DiskID, s.Subvol)
+	for _, p := range s.Parts {
+		fmt.Fprintf(&b, "  %+v\n", p)
+	}
+	return b.String()
+}
+
+func readDiskSpec(t *testing.T, dev string) diskSpec {
+	t.Helper()
+	ctx := context.Background()
+	run := system.ExecRunner{}
+	table, sigs, err := disk.ReadTable(ctx, run, system.DefaultTools(), dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if table == nil {
+		var types []string
+		for _, s := range sigs {
+			types = append(types, s.Type)
+		}
+		return diskSpec{Table: "none: " + strings.Join(types, ",")}
+	}
+	spec := diskSpec{Table: table.Label, DiskID: strings.ToLower(table.ID)}
+	for _, p := range table.Partitions {
+		ps := partSpec{Start: p.Start, Size: p.Size, Type: strings.ToUpper(p.Type), GUID: strings.ToLower(p.UUID), Name: p.Name}
+		fs, err := disk.Signatures(ctx, run, "/usr/sbin/wipefs", p.Node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var types []string
+		for _, s := range fs {
+			if !slices.Contains(types, s.Type) {
+				types = append(types, s.Type)
+			}
+		}
+		ps.FSType = strings.Join(types, "+")
+		if len(types) == 1 {
+			ps.Label, ps.UUID = fs[0].Label, strings.ToLower(fs[0].UUID)
+		}
+		if ps.FSType == "btrfs" {
+			spec.Subvol, err = disk.Subvolumes(ctx, run, "/usr/bin/btrfs", p.Node)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sort.Strings(spec.Subvol)
+		}
+		spec.Parts = append(spec.Parts, ps)
+	}
+	return spec
+}
+
+// wantGPTSpec is the declarative result of the default layout (GPT, 500 MiB
+// FAT32 boot, 64 MiB swap, btrfs root) on a blank 3 GiB disk without serial.
+// The IDs are derived from the config and the disk's identity, so they are
+// the same on every run.
+var wantGPTSpec = diskSpec{
+	Table:  "gpt",
+	DiskID: "WANT",
+	Parts: []partSpec{
+		{Start: 2048, Size: 1024000, Type: disk.GPTTypeESP, Name: "boot", FSType: "vfat", Label: "boot"},
+		{Start: 1026048, Size: 131072, Type: disk.GPTTypeSwap, Name: "swap", FSType: "swap", Label: "swap"},
+		{Start: 1157120, Size: 5132288, Type: disk.GPTTypeLinux, Name: "root", FSType: "btrfs", Label: "root"},
+	},
+	Subvol: []string{"@", "@home", "@nix"},
+}
+
+// diskCheckMounted checks the mounts and swap the mount step makes (all but
+// the FAT mount when the kernel cannot do it).
+func diskCheckMounted(t *testing.T, root, dev string) {
+	t.Helper()
+	mounts, err := disk.ReadMountInfo("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []struct{ at, root string }{{"mnt", "/@"}, {"mnt/nix", "/@nix"}, {"mnt/home", "/@home"}} {
+		m := disk.MountAt(mounts, filepath.Join(root, want.at))
+		if m == nil || m.Source != dev+"p3" || m.FSType != "btrfs" || m.Root != want.root {
+			t.Errorf("mount at %s = %+v, want btrfs %s subvolume %s", want.at, m, dev+"p3", want.root)
+		}
+	}
+	if hostHasVFAT() {
+		if m := disk.MountAt(mounts, filepath.Join(root, "mnt/boot")); m == nil || m.Source != dev+"p1" {
+			t.Errorf("mount at mnt/boot = %+v, want vfat %s", m, dev+"p1")
+		}
+	}
+	swaps, _ := disk.ReadSwaps("/")
+	if !slices.Contains(swaps, dev+"p2") {
+		t.Errorf("swap %s is not on (active: %v)", dev+"p2", swaps)
+	}
+}
+
+// fileSHA256 is a sha256 of a sparse image's content: the file size, then
+// every 64 KiB block that is not all zeros, with its offset. Holes read as
+// zeros and are skipped, so a 2 GiB mostly-empty disk is hashed in
+// milliseconds; two images hash the same exactly when their bytes are equal.
+func fileSHA256(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil { // settle the extents the loop device wrote
+		t.Fatal(err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const block = 64 << 10
+	h := sha256.New()
+	fmt.Fprintf(h, "size %d\n", fi.Size())
+	buf := make([]byte, block)
+	zero := make([]byte, block)
+	fd := int(f.Fd())
+	for off := int64(0); off < fi.Size(); {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if err != nil {
+			break // ENXIO: only holes after off
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for b := data / block * block; b < hole; b += block {
+			n, err := f.ReadAt(buf, b)
+			if err != nil && err != io.EOF {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(buf[:n], zero[:n]) {
+				fmt.Fprintf(h, "block %d\n", b)
+				h.Write(buf[:n])
+			}
+		}
+		off = (hole + block - 1) / block * block
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// TestDiskDigestSeesWrites is the positive control for fileSHA256: one
+// byte written through the loop device changes the digest.
+func TestDiskDigestSeesWrites(t *testing.T) {
+	diskRequireLoop(t)
+	dev, img := diskLoop(t, 64<<20)
+	before := fileSHA256(t, img)
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{1}, 40<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if after := fileSHA256(t, img); after == before {
+		t.Fatal("a byte written through the loop device did not change the digest")
+	}
+}
+
+func TestDiskStepsBlankDiskTwice(t *testing.T) {
+	diskRequireLoop(t)
+	ctx := context.Background()
+	dev, _ := diskLoop(t, diskTestSize)
+	root := diskRoot(t)
+	t.Cleanup(func() { diskUnmountAll(t, dev, root) })
+
+	before := readDiskSpec(t, dev)
+	if before.Table != "none: " {
+		t.Fatalf("fresh disk: %v", before)
+	}
+	env, _ := diskTestEnv(t, root, diskTestConfig(), dev, nil)
+	ran, err := diskRunSequence(ctx, env, nil)
+	diskCheckFATMountOnly(t, err, root, dev+"p1")
+	if want := []string{"target", "partition", "format", "mount"}; !reflect.DeepEqual(ran, want) {
+		t.Errorf("first run ran %v, want %v", ran, want)
+	}
+	got := readDiskSpec(t, dev)
+	diskCompareWithPlan(t, got, env)
+	diskCheckMounted(t, root, dev)
+	if out, err := exec.Command("fsck.fat", "-n", dev+"p1").CombinedOutput(); err != nil {
+		t.Errorf("fsck.fat -n %s: %v: %s", dev+"p1", err, out)
+	}
+	rec := env.State.Target
+	if rec == nil || rec.Dev != dev || rec.Size != diskTestSize || rec.GPTGUID != got.DiskID {
+		t.Errorf("State.Target = %+v, want dev %s, size %d, GPT GUID %s", rec, dev, diskTestSize, got.DiskID)
+	}
+
+	// Second run, as on the next boot: every step probes done and nothing
+	// destructive runs (but the FAT mount this kernel cannot do).
+	env2, rec2 := diskTestEnv(t, root, diskTestConfig(), dev, env.State)
+	ran, err = diskRunSequence(ctx, env2, nil)
+	diskCheckFATMountOnly(t, err, root, dev+"p1")
+	var wantRan, wantCmds []string
+	if !hostHasVFAT() {
+		wantRan = []string{"mount"}
+		wantCmds = []string{fmt.Sprintf("/usr/bin/mount -t vfat %s %s", dev+"p1", filepath.Join(root, "mnt/boot"))}
+	}
+	if !reflect.DeepEqual(ran, wantRan) {
+		t.Errorf("second run ran %v, want %v (everything else probes done)", ran, wantRan)
+	}
+	if cmds := rec2.destructive(); !reflect.DeepEqual(cmds, wantCmds) {
+		t.Errorf("second run changed things: %q, want only %q", cmds, wantCmds)
+	}
+	if again := readDiskSpec(t, dev); !reflect.DeepEqual(again, got) {
+		t.Errorf("second run changed the disk:\nbefore %v\nafter  %v", got, again)
+	}
+	diskCheckMounted(t, root, dev)
+}
+
+// diskCompareWithPlan checks the disk against the declarative spec, with the
+// IDs the plan derives.
+func diskCompareWithPlan(t *testing.T, got diskSpec, env *engine.Env) {
+	t.Helper()
+	plan, err := disk.NewPlan(env.Config.Layout, env.State.RAMBytes, disk.Identity{Size: diskTestSize}, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wantGPTSpec
+	want.DiskID = plan.DiskID
+	want.Parts = slices.Clone(want.Parts)
+	for i := range want.Parts {
+		want.Parts[i].GUID = plan.Parts[i].GUID
+		want.Parts[i].UUID = plan.Parts[i].FSUUID
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("disk differs from the spec:\ngot  %v\nwant %v", got, want)
+	}
+}
+
+func TestDiskStepsRefuse(t *testing.T) {
+	diskRequireLoop(t)
+	const small = 1 << 30
+	for _, tc := range []struct {
+		name    string
+		size    int64
+		prepare func(t *testing.T, dev, root string)
+		config  func(*config.Config)
+		want    string // in the error, after the quoted device
+	}{
+		{
+			name: "data and wipe false",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, root string) {
+				diskMust(t, "sgdisk", "--new=1:2048:+100M", "--typecode=1:8300", dev)
+				diskMust(t, "partx", "--update", dev)
+				diskMust(t, "mkfs.ext4", "-q", "-L", "data", dev+"p1")
+			},
+			want: "it holds a partition table (gpt) and target.wipe = false",
+		},
+		{
+			name:    "filesystem on the whole disk and wipe false",
+			size:    2 << 30,
+			prepare: func(t *testing.T, dev, root string) { diskMust(t, "mkfs.ext4", "-q", "-L", "data", dev) },
+			want:    `it holds a filesystem signature (ext4 label "data"`,
+		},
+		{
+			name: "too small for the layout",
+			size: small,
+			want: "is too small for the layout",
+		},
+		{
+			name:   "smaller than min_size",
+			size:   2 << 30,
+			config: func(c *config.Config) { c.Target.MinSize = 4 * config.GiB },
+			want:   "it is smaller than target.min_size = 4GiB",
+		},
+		{
+			name: "boot disk",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, root string) {
+				diskMust(t, "mkfs.ext4", "-q", "-L", "bootfs", dev)
+				diskMountRO(t, dev, filepath.Join(root, "boot/firmware"))
+			},
+			config: func(c *config.Config) { c.Target.Wipe = true },
+			want:   "it holds the boot partition (/boot/firmware)",
+		},
+		{
+			name: "mounted",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, root string) {
+				diskMust(t, "sgdisk", "--new=1:2048:+100M", dev)
+				diskMust(t, "partx", "--update", dev)
+				diskMust(t, "mkfs.ext4", "-q", dev+"p1")
+				diskMountRO(t, dev+"p1", filepath.Join(t.TempDir(), "elsewhere"))
+			},
+			config: func(c *config.Config) { c.Target.Wipe = true },
+			want:   "p1\" is mounted at",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			dev, img := diskLoop(t, tc.size)
+			root := diskRoot(t)
+			if tc.prepare != nil {
+				tc.prepare(t, dev, root)
+			}
+			cfg := diskTestConfig()
+			if tc.config != nil {
+				tc.config(cfg)
+			}
+			before := fileSHA256(t, img)
+			env, rec := diskTestEnv(t, root, cfg, dev, nil)
+			ran, err := diskRunSequence(ctx, env, nil)
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", dev)) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want a refusal naming %q and %q, got: %v", dev, tc.want, err)
+			}
+			if engine.HintOf(err) == "" {
+				t.Errorf("refusal %q has no hint saying how to fix it", err)
+			}
+			t.Logf("refused: %v\nhint: %s", err, engine.HintOf(err))
+			if !reflect.DeepEqual(ran, []string{"target"}) {
+				t.Errorf("ran %v, want only target", ran)
+			}
+			if cmds := rec.destructive(); len(cmds) > 0 {
+				t.Errorf("a refusal ran commands that change things: %q", cmds)
+			}
+			if env.State.Target != nil {
+				t.Errorf("a refused disk was recorded: %+v", env.State.Target)
+			}
+			diskUnmountAll(t, dev, "")
+			if after := fileSHA256(t, img); after != before {
+				t.Errorf("the refused disk changed: sha256 %s, was %s", after, before)
+			}
+		})
+	}
+}
+
+func diskMust(t *testing.T, argv ...string) {
+	t.Helper()
+	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(argv, " "), err, out)
+	}
+}
+
+// diskMountRO mounts without writing to the device (ext4 with noload skips
+// the journal), so the disk's sha256 stays comparable.
+func diskMountRO(t *testing.T, dev, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	diskMust(t, "mount", "-o", "ro,noload", dev, dir)
+	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+}
+
+// diskPowerCut is the panic value of a simulated power cut.
+type diskPowerCut struct{ point string }
+
+// diskRunUntilCut runs the sequence with a power cut at point; it returns
+// the State as last saved (as the journal holds it after the cut) and
+// whether the point was reached.
+func diskRunUntilCut(t *testing.T, env *engine.Env, point string) (saved *engine.State, cut bool) {
+	t.Helper()
+	saved = cloneState(env.State)
+	env.CrashPoint = func(p string) {
+		if p == point {
+			panic(diskPowerCut{p})
+		}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(diskPowerCut); !ok {
+				panic(r)
+			}
+			cut = true
+		}
+	}()
+	_, err := diskRunSequence(context.Background(), env, func() { saved = cloneState(env.State) })
+	diskCheckFATMountOnly(t, err, env.Root, env.State.Target.Dev+"p1")
+	return saved, false
+}
+
+func cloneState(s *engine.State) *engine.State {
+	c := *s
+	if s.Target != nil {
+		t := *s.Target
+		c.Target = &t
+	}
+	return &c
+}
+
+// TestDiskStepsPowerCut cuts the power at every crash point of the disk
+// steps, reboots (mounts and swap gone, State as last saved), runs the
+// steps again and compares the disk with an uninterrupted run's by spec.
+func TestDiskStepsPowerCut(t *testing.T) {
+	diskRequireLoop(t)
+	mountPoints := []string{"mount:mnt", "mount:mnt/nix", "mount:mnt/home", "mount:swap"}
+	if hostHasVFAT() {
+		mountPoints = append(mountPoints, "mount:mnt/boot")
+	}
+	t.Run("gpt-btrfs", func(t *testing.T) {
+		diskPowerCuts(t, diskTestConfig(), slices.Concat([]string{
+			"partition:wiped", "partition:gpt-written", "partition:kernel-updated",
+			"format:boot", "format:swap", "format:root",
+			"format:btrfs-mounted", "format:subvolume-@", "format:subvolume-@nix", "format:subvolume-@home",
+		}, mountPoints))
+	})
+	t.Run("mbr-ext4", func(t *testing.T) {
+		cfg := diskTestConfig()
+		cfg.Layout.Table = config.TableMBR
+		cfg.Layout.RootFS = config.FSExt4
+		cfg.Layout.Subvolumes = nil
+		points := []string{
+			"partition:wiped", "partition:gpt-written", "partition:mbr-converted", "partition:mbr-disk-id", "partition:kernel-updated",
+			"format:boot", "format:swap", "format:root", "mount:mnt", "mount:swap",
+		}
+		if hostHasVFAT() {
+			points = append(points, "mount:mnt/boot")
+		}
+		diskPowerCuts(t, cfg, points)
+	})
+}
+
+func diskPowerCuts(t *testing.T, cfg *config.Config, wantPoints []string) {
+	ctx := context.Background()
+	// The uninterrupted run gives the reference spec and the crash points
+	// in order. It runs in a subtest so its loop device is gone before the
+	// others start: they get the same derived IDs (same size, no serial),
+	// and mkfs.btrfs refuses a UUID another attached device has.
+	var reference diskSpec
+	var points []string
+	t.Run("uninterrupted", func(t *testing.T) {
+		dev, _ := diskLoop(t, diskTestSize)
+		root := diskRoot(t)
+		t.Cleanup(func() { diskUnmountAll(t, dev, root) })
+		env, _ := diskTestEnv(t, root, cfg, dev, nil)
+		env.CrashPoint = func(p string) { points = append(points, p) }
+		_, err := diskRunSequence(ctx, env, nil)
+		diskCheckFATMountOnly(t, err, root, dev+"p1")
+		reference = readDiskSpec(t, dev)
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	if !reflect.DeepEqual(points, wantPoints) {
+		t.Fatalf("crash points = %q, want %q", points, wantPoints)
+	}
+
+	for _, point := range points {
+		t.Run(point, func(t *testing.T) {
+			dev, _ := diskLoop(t, diskTestSize)
+			root := diskRoot(t)
+			t.Cleanup(func() { diskUnmountAll(t, dev, root) })
+			env, _ := diskTestEnv(t, root, cfg, dev, nil)
+			saved, cut := diskRunUntilCut(t, env, point)
+			if !cut {
+				t.Fatalf("crash point %s was not reached", point)
+			}
+			diskUnmountAll(t, dev, root) // the reboot
+
+			env2, _ := diskTestEnv(t, root, cfg, dev, saved)
+			_, err := diskRunSequence(ctx, env2, nil)
+			diskCheckFATMountOnly(t, err, root, dev+"p1")
+			if got := readDiskSpec(t, dev); !reflect.DeepEqual(got, reference) {
+				t.Errorf("after a power cut at %s and a rerun the disk differs:\ngot  %v\nwant %v", point, got, reference)
+			}
+			mounts, err := disk.ReadMountInfo("/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := disk.MountAt(mounts, filepath.Join(root, "mnt")); m == nil || m.Source != dev+"p3" {
+				t.Errorf("root mount after the rerun = %+v", m)
+			}
+			if cfg.Layout.RootFS == config.FSBtrfs {
+				diskCheckMounted(t, root, dev)
+			}
+			if out, err := exec.Command("fsck.fat", "-n", dev+"p1").CombinedOutput(); err != nil {
+				t.Errorf("fsck.fat -n: %v: %s", err, out)
+			}
+		})
+	}
+}
+
+// TestDiskStepsResumeOwnDisk: after a power cut mid-format the disk holds
+// this installation's table. The target step accepts it with wipe = false
+// when the journal's State names it; a fresh journal (another card) does not.
+func TestDiskStepsResumeOwnDisk(t *testing.T) {
+	diskRequireLoop(t)
+	ctx := context.Background()
+	dev, img := diskLoop(t, diskTestSize)
+	root := diskRoot(t)
+	t.Cleanup(func() { diskUnmountAll(t, dev, root) })
+	env, _ := diskTestEnv(t, root, diskTestConfig(), dev, nil)
+	saved, cut := diskRunUntilCut(t, env, "format:swap")
+	if !cut {
+		t.Fatal("crash point format:swap not reached")
+	}
+	diskUnmountAll(t, dev, root)
+
+	fresh, freshRec := diskTestEnv(t, root, diskTestConfig(), dev, nil)
+	before := fileSHA256(t, img)
+	err := steps.NewTarget().Run(ctx, fresh)
+	if err == nil || !strings.Contains(err.Error(), "it holds a partition table (gpt) and target.wipe = false") {
+		t.Fatalf("a journal that never saw this disk: want a refusal, got %v", err)
+	}
+	if cmds := freshRec.destructive(); len(cmds) > 0 || fileSHA256(t, img) != before {
+		t.Errorf("the refusal changed things: %q", cmds)
+	}
+
+	var logs []string
+	resumed, _ := diskTestEnv(t, root, diskTestConfig(), dev, saved)
+	resumed.Progress = func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }
+	if err := steps.NewTarget().Run(ctx, resumed); err != nil {
+		t.Fatalf("own partial work: %v", err)
+	}
+	if !slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "earlier partial work") }) {
+		t.Errorf("no resume message in %q", logs)
+	}
+	_, err = diskRunSequence(ctx, resumed, nil)
+	diskCheckFATMountOnly(t, err, root, dev+"p1")
+	diskCompareWithPlan(t, readDiskSpec(t, dev), resumed)
+}
+
+// TestDiskStepsWipeAllowed: a disk with an MBR table and an ext4 filesystem
+// is erased when target.wipe = true, and ends up exactly as a blank one.
+func TestDiskStepsWipeAllowed(t *testing.T) {
+	diskRequireLoop(t)
+	ctx := context.Background()
+	dev, _ := diskLoop(t, diskTestSize)
+	root := diskRoot(t)
+	t.Cleanup(func() { diskUnmountAll(t, dev, root) })
+	// An old layout whose ext4 sits where the new boot and root partitions go.
+	diskMust(t, "sgdisk", "--new=1:2048:+2G", "--typecode=1:8300", "--gpttombr=1", dev)
+	diskMust(t, "partx", "--update", dev)
+	diskMust(t, "mkfs.ext4", "-q", "-L", "old", dev+"p1")
+	before := readDiskSpec(t, dev)
+	if before.Table != "dos" || before.Parts[0].FSType != "ext4" {
+		t.Fatalf("prepared disk: %v", before)
+	}
+	cfg := diskTestConfig()
+	cfg.Target.Wipe = true
+	env, rec := diskTestEnv(t, root, cfg, dev, nil)
+	_, err := diskRunSequence(ctx, env, nil)
+	diskCheckFATMountOnly(t, err, root, dev+"p1")
+	diskCompareWithPlan(t, readDiskSpec(t, dev), env)
+	// The old ext4 inside the new boot partition was erased before mkfs.fat.
+	cmds := rec.destructive()
+	if i := slices.Index(cmds, "/usr/sbin/wipefs --all "+dev+"p1"); i < 0 || !strings.HasPrefix(cmds[i+1], "/usr/sbin/mkfs.fat ") {
+		t.Errorf("want wipefs --all %sp1 right before mkfs.fat, ran %q", dev, cmds)
+	}
+}
+
+// TestDiskStepsMBRAndExt4 runs the options: an MBR table and an ext4 root.
+func TestDiskStepsMBRAndExt4(t *testing.T) {
+	diskRequireLoop(t)
+	ctx := context.Background()
+	dev, _ := diskLoop(t, diskTestSize)
+	root := diskRoot(t)
+	t.Cleanup(func() { diskUnmountAll(t, dev, root) })
+	cfg := diskTestConfig()
+	cfg.Layout.Table = config.TableMBR
+	cfg.Layout.RootFS = config.FSExt4
+	cfg.Layout.Subvolumes = nil
+	env, _ := diskTestEnv(t, root, cfg, dev, nil)
+	_, err := diskRunSequence(ctx, env, nil)
+	diskCheckFATMountOnly(t, err, root, dev+"p1")
+
+	plan, err := disk.NewPlan(cfg.Layout, diskTestRAM, disk.Identity{Size: diskTestSize}, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := diskSpec{Table: "dos", DiskID: plan.DiskID, Parts: []partSpec{
+		{Start: 2048, Size: 1024000, Type: "C", FSType: "vfat", Label: "boot", UUID: plan.Parts[0].FSUUID},
+		{Start: 1026048, Size: 131072, Type: "82", FSType: "swap", Label: "swap", UUID: plan.Parts[1].FSUUID},
+		{Start: 1157120, Size: 5132288, Type: "83", FSType: "ext4", Label: "root", UUID: plan.Parts[2].FSUUID},
+	}}
+	if got := readDiskSpec(t, dev); !reflect.DeepEqual(got, want) {
+		t.Errorf("disk differs from the spec:\ngot  %v\nwant %v", got, want)
+	}
+	mounts, _ := disk.ReadMountInfo("/")
+	if m := disk.MountAt(mounts, filepath.Join(root, "mnt")); m == nil || m.Source != dev+"p3" || m.FSType != "ext4" {
+		t.Errorf("root mount = %+v, want ext4 from %sp3", m, dev)
+	}
+	// Everything but the FAT mount this kernel cannot do probes done.
+	env2, rec := diskTestEnv(t, root, cfg, dev, env.State)
+	ran, err := diskRunSequence(ctx, env2, nil)
+	diskCheckFATMountOnly(t, err, root, dev+"p1")
+	if len(ran) > 1 || len(rec.destructive()) > 1 {
+		t.Errorf("second run ran %v and %q", ran, rec.destructive())
+	}
+}

@@ -1,0 +1,208 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/disk"
+	"github.com/nixpi/nixpi/firstboot/engine"
+)
+
+// partition writes the planned table onto the recorded target disk: GPT
+// (EF00 boot, 8200 swap, 8300 root) by default, MBR on request, with every
+// GUID derived from the config and the disk's identity.
+type partition struct{}
+
+// NewPartition returns the step that partitions the target disk.
+func NewPartition() engine.Step { return partition{} }
+
+func (partition) Name() string    { return "partition" }
+func (partition) Needs() []string { return []string{"target"} }
+func (partition) Describe() string {
+	return "partition the target disk: boot (FAT32), swap, root"
+}
+
+func (partition) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
+	d, plan, err := diskAndPlan(ctx, env)
+	if err != nil {
+		return false, "", err
+	}
+	table, _, err := disk.ReadTable(ctx, env.Run, env.Tools, d.DevPath())
+	if err != nil {
+		return false, "", err
+	}
+	if diff := plan.Compare(table); diff != "" {
+		return false, fmt.Sprintf("%q: %s", d.DevPath(), diff), nil
+	}
+	if node := missingPartitionNode(env, d.DevPath(), plan); node != "" {
+		return false, fmt.Sprintf("the kernel does not show partition %q yet", node), nil
+	}
+	return true, fmt.Sprintf("%q already partitioned as planned (%s, disk id %s)", d.DevPath(), plan.Table, plan.DiskID), nil
+}
+
+func (partition) Run(ctx context.Context, env *engine.Env) error {
+	d, plan, err := diskAndPlan(ctx, env)
+	if err != nil {
+		return err
+	}
+	dev := d.DevPath()
+	table, sigs, err := disk.ReadTable(ctx, env.Run, env.Tools, dev)
+	if err != nil {
+		return err
+	}
+	if plan.Compare(table) == "" {
+		env.Logf("%q already partitioned as planned, skipping", dev)
+		if missingPartitionNode(env, dev, plan) != "" {
+			if _, err := env.Run.Output(ctx, env.Tools.Partx, "--update", dev); err != nil {
+				return fmt.Errorf("tell the kernel about the partitions on %q: %w", dev, err)
+			}
+		}
+		return waitForPartitions(ctx, env, dev, plan)
+	}
+	mounts, err := disk.ReadMountInfo(env.Root)
+	if err != nil {
+		return err
+	}
+	if err := checkNotInUse(env, d, mounts); err != nil {
+		return err
+	}
+	// The target step refused a disk with data unless wipe was allowed; this
+	// second look catches a disk changed since, before anything is erased.
+	if len(sigs) > 0 && !plan.IsOurs(table, env.State.Target.GPTGUID) && !env.Config.Target.Wipe {
+		return engine.WithHint(fmt.Errorf("refusing to partition %q: it now holds %s that this installation did not write, and target.wipe = false", dev, describeSignatures(sigs)),
+			"if everything on this disk may be erased, set wipe = true in the [target] section of nixpi/nixpi.toml")
+	}
+	// Record the disk id about to be written, so a resume after a power cut
+	// recognises the table as this installation's.
+	env.State.Target.GPTGUID = plan.DiskID
+	env.Logf("partitioning %q: %s", dev, describePlan(plan))
+
+	if _, err := env.Run.Output(ctx, env.Tools.Wipefs, "--all", dev); err != nil {
+		return fmt.Errorf("erase the old signatures on %q: %w", dev, err)
+	}
+	env.Crash("partition:wiped")
+	// Both tables start as GPT, written in one sgdisk call; MBR is converted
+	// from it, so the geometry is the same for both.
+	if _, err := env.Run.Output(ctx, sgdiskArgv(env, plan, dev)...); err != nil {
+		return fmt.Errorf("write the partition table on %q: %w", dev, err)
+	}
+	env.Crash("partition:gpt-written")
+	if plan.Table == config.TableMBR {
+		if err := convertToMBR(ctx, env, plan, dev); err != nil {
+			return err
+		}
+	}
+	if _, err := env.Run.Output(ctx, env.Tools.Partx, "--update", dev); err != nil {
+		return fmt.Errorf("tell the kernel about the new partitions on %q: %w", dev, err)
+	}
+	env.Crash("partition:kernel-updated")
+
+	got, _, err := disk.ReadTable(ctx, env.Run, env.Tools, dev)
+	if err != nil {
+		return err
+	}
+	if diff := plan.Compare(got); diff != "" {
+		return fmt.Errorf("partition table on %q read back differs from the plan: %s", dev, diff)
+	}
+	return waitForPartitions(ctx, env, dev, plan)
+}
+
+func sgdiskArgv(env *engine.Env, plan *disk.Plan, dev string) []string {
+	argv := []string{env.Tools.Sgdisk, "--clear", "--disk-guid=" + plan.GPTGUID}
+	for _, p := range plan.Parts {
+		n := strconv.Itoa(p.Number)
+		argv = append(argv,
+			fmt.Sprintf("--new=%s:%d:%d", n, p.Start, p.Start+p.Sectors-1),
+			"--typecode="+n+":"+p.SgdiskType)
+		if plan.Table == config.TableGPT {
+			argv = append(argv, "--partition-guid="+n+":"+p.GUID, "--change-name="+n+":"+p.Name)
+		}
+	}
+	return append(argv, dev)
+}
+
+// convertToMBR turns the fresh GPT into an MBR with the same geometry, then
+// sets the derived disk identifier and the FAT32 (LBA) type the Pi's
+// bootloader reads.
+func convertToMBR(ctx context.Context, env *engine.Env, plan *disk.Plan, dev string) error {
+	nums := make([]string, len(plan.Parts))
+	for i, p := range plan.Parts {
+		nums[i] = strconv.Itoa(p.Number)
+	}
+	if _, err := env.Run.Output(ctx, env.Tools.Sgdisk, "--gpttombr="+strings.Join(nums, ":"), dev); err != nil {
+		return fmt.Errorf("convert the partition table on %q to MBR: %w", dev, err)
+	}
+	env.Crash("partition:mbr-converted")
+	if _, err := env.Run.Output(ctx, env.Tools.Sfdisk, "--disk-id", dev, plan.DiskID); err != nil {
+		return fmt.Errorf("set the disk identifier of %q: %w", dev, err)
+	}
+	env.Crash("partition:mbr-disk-id")
+	for _, p := range plan.Parts {
+		if p.Role == disk.RoleBoot {
+			if _, err := env.Run.Output(ctx, env.Tools.Sfdisk, "--part-type", dev, strconv.Itoa(p.Number), p.MBRType); err != nil {
+				return fmt.Errorf("set the type of partition %d on %q: %w", p.Number, dev, err)
+			}
+		}
+	}
+	return nil
+}
+
+// waitForPartitions waits (bounded) until the kernel's partition nodes exist,
+// since later steps run tools on them.
+func waitForPartitions(ctx context.Context, env *engine.Env, dev string, plan *disk.Plan) error {
+	const tries, every = 50, 200 * time.Millisecond
+	for _, p := range plan.Parts {
+		node := disk.PartitionNode(dev, p.Number)
+		for i := 0; ; i++ {
+			if _, err := os.Stat(env.Path(node)); err == nil {
+				break
+			}
+			if i == tries {
+				return engine.WithHint(fmt.Errorf("partition %q did not appear after %s", node, time.Duration(tries)*every),
+					"the disk or its USB bridge may be failing; reconnect it and start again")
+			}
+			if err := env.Wait(ctx, every); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// missingPartitionNode returns the first planned partition whose device node
+// does not exist (the kernel has not read the new table), or "".
+func missingPartitionNode(env *engine.Env, dev string, plan *disk.Plan) string {
+	for _, p := range plan.Parts {
+		node := disk.PartitionNode(dev, p.Number)
+		if _, err := os.Stat(env.Path(node)); err != nil {
+			return node
+		}
+	}
+	return ""
+}
+
+// diskAndPlan finds the recorded target disk on this boot and plans its layout.
+func diskAndPlan(ctx context.Context, env *engine.Env) (*disk.Device, *disk.Plan, error) {
+	d, err := recordedDisk(ctx, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := planFor(env, d)
+	if err != nil {
+		return nil, nil, fmt.Errorf("plan the layout of %q: %w", d.DevPath(), err)
+	}
+	return d, plan, nil
+}
+
+func describePlan(plan *disk.Plan) string {
+	var parts []string
+	for _, p := range plan.Parts {
+		parts = append(parts, fmt.Sprintf("%d: %s %s %s", p.Number, p.Role, humanBytes(p.Sectors*plan.SectorSize), p.FSType))
+	}
+	return fmt.Sprintf("%s, %s", plan.Table, strings.Join(parts, ", "))
+}

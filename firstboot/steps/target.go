@@ -1,0 +1,512 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/disk"
+	"github.com/nixpi/nixpi/firstboot/engine"
+)
+
+// target picks the USB disk to install onto and records its identity. It
+// only reads: every later step works on the disk recorded here and refuses a
+// disk whose identity no longer matches.
+type target struct{}
+
+// NewTarget returns the step that chooses the target disk.
+func NewTarget() engine.Step { return target{} }
+
+func (target) Name() string    { return "target" }
+func (target) Needs() []string { return nil }
+func (target) Describe() string {
+	return "choose the USB disk to install onto (refusing any disk it may not wipe)"
+}
+
+func (target) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
+	if env.State == nil || env.State.Target == nil {
+		return false, "no target disk chosen yet", nil
+	}
+	dev, err := recordedDisk(ctx, env)
+	if err != nil {
+		return false, err.Error(), nil
+	}
+	if env.TargetOverride != "" {
+		want, err := disk.ResolveDevLink(env.Root, env.TargetOverride)
+		if err != nil || want != dev.DevPath() {
+			return false, fmt.Sprintf("--target %q is not the recorded disk %q", env.TargetOverride, dev.DevPath()), nil
+		}
+	}
+	return true, fmt.Sprintf("target disk %s already chosen", describeDisk(dev, env.State.Target.ByID)), nil
+}
+
+func (target) Run(ctx context.Context, env *engine.Env) error {
+	if env.State == nil {
+		return errors.New("target: no state to record the disk in")
+	}
+	devs, err := disk.List(ctx, env.Run, env.Tools.Lsblk)
+	if err != nil {
+		return err
+	}
+	mounts, err := disk.ReadMountInfo(env.Root)
+	if err != nil {
+		return err
+	}
+	bootDisks := findBootDisks(env, devs, mounts)
+
+	var chosen *disk.Device
+	if env.TargetOverride != "" {
+		if chosen, err = overrideDisk(env, devs); err != nil {
+			return err
+		}
+	} else {
+		// A USB disk can enumerate a few seconds after the service starts:
+		// wait (bounded) before calling "no disk" a refusal.
+		for attempt := 1; ; attempt++ {
+			chosen, err = discover(env, devs, bootDisks)
+			if !errors.Is(err, errNoDisk) || attempt > diskWaitTries {
+				break
+			}
+			if attempt == 1 {
+				env.Logf("no USB disk matches %s yet; waiting up to %s for one", describeSelector(env.Config.Target), diskWaitTries*diskWaitEvery)
+			}
+			if err := env.Wait(ctx, diskWaitEvery); err != nil {
+				return err
+			}
+			if devs, err = disk.List(ctx, env.Run, env.Tools.Lsblk); err != nil {
+				return err
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	byID, err := preferredByID(env, chosen)
+	if err != nil {
+		return err
+	}
+	name := describeDisk(chosen, byID)
+
+	if why, ok := bootDisks[chosen.DevPath()]; ok {
+		return engine.WithHint(fmt.Errorf("refusing disk %q: it %s", chosen.DevPath(), why),
+			"the install target must be a separate USB disk; connect the SSD and choose it with target.disk or target.serial")
+	}
+	if chosen.RO {
+		return engine.WithHint(fmt.Errorf("refusing disk %q: it is read-only", chosen.DevPath()),
+			"check the disk's write-protect switch or use another disk")
+	}
+	cfg := env.Config.Target
+	if min := int64(cfg.MinSize); chosen.SizeBytes() < min {
+		return engine.WithHint(fmt.Errorf("refusing disk %s: it is smaller than target.min_size = %s", name, cfg.MinSize),
+			"use a larger disk, or lower target.min_size in nixpi/nixpi.toml")
+	}
+	id := identityOf(chosen, byID)
+	plan, err := disk.NewPlan(env.Config.Layout, ramBytes(env), id, chosen.SectorSize())
+	if err != nil {
+		return engine.WithHint(fmt.Errorf("refusing disk %s: %w", name, err),
+			"use a larger disk, or make layout.boot_size / layout.swap_size smaller in nixpi/nixpi.toml")
+	}
+	if err := checkNotInUse(env, chosen, mounts); err != nil {
+		return err
+	}
+	table, sigs, err := disk.ReadTable(ctx, env.Run, env.Tools, chosen.DevPath())
+	if err != nil {
+		return err
+	}
+	if len(sigs) > 0 {
+		switch {
+		case resumable(env, id, plan, table):
+			env.Logf("disk %s carries this installation's earlier partial work (disk id %s): resuming", name, table.ID)
+		case cfg.Wipe:
+			env.Logf("disk %s holds %s; target.wipe = true, so the partition step will erase it", name, describeSignatures(sigs))
+		default:
+			return engine.WithHint(fmt.Errorf("refusing disk %s: it holds %s and target.wipe = false", name, describeSignatures(sigs)),
+				"if everything on this disk may be erased, set wipe = true in the [target] section of nixpi/nixpi.toml; otherwise connect an empty disk")
+		}
+	}
+	env.State.Target = &engine.Disk{
+		Dev:     chosen.DevPath(),
+		ByID:    byID,
+		Serial:  chosen.Serial,
+		Size:    chosen.SizeBytes(),
+		GPTGUID: plan.DiskID,
+	}
+	env.Logf("target disk: %s", name)
+	return nil
+}
+
+// errNoDisk is discovery finding no matching disk (yet).
+var errNoDisk = errors.New("no USB disk")
+
+// How long the disk steps wait for a USB disk to show up.
+const (
+	diskWaitTries = 30
+	diskWaitEvery = time.Second
+)
+
+// discover applies the config's selection to the USB disks.
+func discover(env *engine.Env, devs []disk.Device, bootDisks map[string]string) (*disk.Device, error) {
+	cfg := env.Config.Target
+	var usb []*disk.Device
+	for i := range devs {
+		d := &devs[i]
+		if d.Type == "disk" && d.Tran == "usb" && d.SizeBytes() > 0 {
+			if _, boot := bootDisks[d.DevPath()]; !boot {
+				usb = append(usb, d)
+			}
+		}
+	}
+	var wantDev string
+	if strings.HasPrefix(cfg.Disk, config.DiskByID) {
+		dev, err := disk.ResolveDevLink(env.Root, cfg.Disk)
+		if err != nil {
+			return nil, engine.WithHint(fmt.Errorf("%w at target.disk = %q: %w", errNoDisk, cfg.Disk, err),
+				fmt.Sprintf("connect that disk, or pick one of the USB disks found (%s)", listDisks(env, usb)))
+		}
+		wantDev = dev
+	}
+	var matches []*disk.Device
+	for _, d := range usb {
+		if wantDev != "" && d.DevPath() != wantDev {
+			continue
+		}
+		if cfg.Serial != "" && d.Serial != cfg.Serial {
+			continue
+		}
+		matches = append(matches, d)
+	}
+	selector := describeSelector(cfg)
+	switch {
+	case wantDev != "" && len(matches) == 0 && cfg.Serial == "":
+		if _, boot := bootDisks[wantDev]; boot {
+			return nil, engine.WithHint(fmt.Errorf("refusing disk %q (target.disk = %q): it %s", wantDev, cfg.Disk, bootDisks[wantDev]),
+				"choose the USB SSD, not the disk the running system is on")
+		}
+		return nil, engine.WithHint(fmt.Errorf("refusing disk %q (target.disk = %q): it is not a USB mass-storage disk", wantDev, cfg.Disk),
+			"nixpi installs onto a USB disk only; to install onto another disk on purpose, run nixpi-firstboot with --target")
+	case len(matches) == 0:
+		return nil, engine.WithHint(fmt.Errorf("%w matches %s (USB disks found: %s)", errNoDisk, selector, listDisks(env, usb)),
+			"connect the USB SSD (directly, not through a hub if it is not detected), or fix the [target] section of nixpi/nixpi.toml")
+	case len(matches) > 1:
+		return nil, engine.WithHint(fmt.Errorf("%d USB disks match %s: %s; refusing to guess", len(matches), selector, listDisks(env, matches)),
+			"set target.disk to one disk's /dev/disk/by-id/ path or target.serial to its serial in nixpi/nixpi.toml, or disconnect the other disks")
+	}
+	return matches[0], nil
+}
+
+// overrideDisk is --target: any whole disk, USB or not; the other checks
+// still apply.
+func overrideDisk(env *engine.Env, devs []disk.Device) (*disk.Device, error) {
+	dev, err := disk.ResolveDevLink(env.Root, env.TargetOverride)
+	if err != nil {
+		return nil, engine.WithHint(fmt.Errorf("--target %q: %w", env.TargetOverride, err), "give an existing disk, e.g. /dev/sda or a /dev/disk/by-id/ path")
+	}
+	for i := range devs {
+		if devs[i].DevPath() == dev {
+			if devs[i].Type != "disk" && devs[i].Type != "loop" {
+				return nil, fmt.Errorf("--target %q: %q is a %s, not a disk", env.TargetOverride, dev, devs[i].Type)
+			}
+			return &devs[i], nil
+		}
+	}
+	if d := disk.Find(devs, dev); d != nil {
+		return nil, engine.WithHint(fmt.Errorf("--target %q: %q is a %s, not a whole disk", env.TargetOverride, dev, d.Type),
+			"give the whole disk (e.g. /dev/sda, not /dev/sda1)")
+	}
+	return nil, fmt.Errorf("--target %q: no block device %q", env.TargetOverride, dev)
+}
+
+// findBootDisks maps the disks that hold / or the FAT boot directory to why.
+// A mount is matched by its device number, and by its source path for
+// filesystems (btrfs) whose st_dev is not the block device's.
+func findBootDisks(env *engine.Env, devs []disk.Device, mounts []disk.Mount) map[string]string {
+	boot := map[string]string{}
+	for _, p := range []struct{ path, why string }{
+		{"/", "holds the running system (/)"},
+		{env.BootDir, fmt.Sprintf("holds the boot partition (%s)", env.BootDir)},
+	} {
+		if p.path == "" {
+			continue
+		}
+		m := disk.MountOf(mounts, env.Path(p.path))
+		if m == nil {
+			continue
+		}
+		top := disk.TopOf(devs, m.MajMin)
+		if top == nil && strings.HasPrefix(m.Source, "/dev/") {
+			top = disk.TopOf(devs, m.Source)
+		}
+		if top != nil {
+			if _, ok := boot[top.DevPath()]; !ok {
+				boot[top.DevPath()] = p.why
+			}
+		}
+	}
+	return boot
+}
+
+// checkNotInUse refuses a disk that is mounted, used as swap or held by
+// another device (device mapper, RAID, LVM).
+func checkNotInUse(env *engine.Env, d *disk.Device, mounts []disk.Mount) error {
+	swaps, err := disk.ReadSwaps(env.Root)
+	if err != nil {
+		return err
+	}
+	var problems []string
+	d.Walk(func(c *disk.Device) {
+		for _, mp := range c.Mountpoints {
+			if mp == "[SWAP]" {
+				problems = append(problems, fmt.Sprintf("%q is active swap", c.DevPath()))
+			} else {
+				problems = append(problems, fmt.Sprintf("%q is mounted at %q", c.DevPath(), mp))
+			}
+		}
+		for _, m := range mounts {
+			if m.MajMin == c.MajMin || m.Source == c.DevPath() {
+				p := fmt.Sprintf("%q is mounted at %q", c.DevPath(), m.MountPoint)
+				if !slices.Contains(problems, p) {
+					problems = append(problems, p)
+				}
+			}
+		}
+		if slices.Contains(swaps, c.DevPath()) {
+			p := fmt.Sprintf("%q is active swap", c.DevPath())
+			if !slices.Contains(problems, p) {
+				problems = append(problems, p)
+			}
+		}
+		if c != d && c.Type != "part" {
+			problems = append(problems, fmt.Sprintf("%q is held by %s %q", c.DevPath(), c.Type, c.Name))
+		}
+		if holders, _ := os.ReadDir(env.Path(filepath.Join("/sys/class/block", c.KName, "holders"))); c.KName != "" && len(holders) > 0 {
+			p := fmt.Sprintf("%q is held by %q", c.DevPath(), holders[0].Name())
+			if !slices.ContainsFunc(problems, func(s string) bool { return strings.HasPrefix(s, fmt.Sprintf("%q is held", c.DevPath())) }) {
+				problems = append(problems, p)
+			}
+		}
+	})
+	if len(problems) > 0 {
+		return engine.WithHint(fmt.Errorf("refusing disk %q: it is in use: %s", d.DevPath(), strings.Join(problems, "; ")),
+			"unmount it, turn its swap off and remove device-mapper/RAID users (or pick another disk), then start again")
+	}
+	return nil
+}
+
+// resumable says whether a disk is this installation's own earlier partial
+// work: the journal recorded this same disk, and the table on it is the one
+// this installation writes (its disk GUID, or a conversion cut short).
+func resumable(env *engine.Env, id disk.Identity, plan *disk.Plan, table *disk.Table) bool {
+	t := env.State.Target
+	if t == nil || t.Serial != id.Serial || t.ByID != id.ByID || t.Size != id.Size {
+		return false
+	}
+	return plan.IsOurs(table, t.GPTGUID)
+}
+
+// recordedDisk finds, on this boot, the disk the target step recorded, and
+// refuses when its identity (size, serial, by-id) no longer matches.
+func recordedDisk(ctx context.Context, env *engine.Env) (*disk.Device, error) {
+	if env.State == nil || env.State.Target == nil {
+		return nil, errors.New("no target disk recorded: the target step has not run")
+	}
+	rec := env.State.Target
+	for attempt := 1; ; attempt++ {
+		d, err := findRecorded(ctx, env)
+		if err != nil || d != nil {
+			return d, err
+		}
+		if attempt > diskWaitTries {
+			return nil, engine.WithHint(fmt.Errorf("the recorded target disk %s is not connected", describeRecord(rec)),
+				"connect the same USB disk again (to start over with another disk, remove nixpi/journal.jsonl from the SD card)")
+		}
+		if attempt == 1 {
+			env.Logf("waiting up to %s for the target disk %s", diskWaitTries*diskWaitEvery, describeRecord(rec))
+		}
+		if err := env.Wait(ctx, diskWaitEvery); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// findRecorded is recordedDisk's one look: nil when the disk is not there.
+func findRecorded(ctx context.Context, env *engine.Env) (*disk.Device, error) {
+	rec := env.State.Target
+	devs, err := disk.List(ctx, env.Run, env.Tools.Lsblk)
+	if err != nil {
+		return nil, err
+	}
+	var d *disk.Device
+	switch {
+	case env.TargetOverride != "":
+		path, err := disk.ResolveDevLink(env.Root, env.TargetOverride)
+		if err != nil {
+			return nil, fmt.Errorf("--target %q: %w", env.TargetOverride, err)
+		}
+		d = topLevel(devs, path)
+	case rec.ByID != "":
+		if path, err := disk.ResolveDevLink(env.Root, rec.ByID); err == nil {
+			d = topLevel(devs, path)
+		}
+	case rec.Serial != "":
+		for i := range devs {
+			if devs[i].Serial == rec.Serial {
+				d = &devs[i]
+			}
+		}
+	default:
+		d = topLevel(devs, rec.Dev)
+	}
+	if d == nil {
+		return nil, nil
+	}
+	byID, err := preferredByID(env, d)
+	if err != nil {
+		return nil, err
+	}
+	got := identityOf(d, byID)
+	if got.Size != rec.Size || got.Serial != rec.Serial || (rec.ByID != "" && !strings.EqualFold(got.ByID, rec.ByID) && !hasLink(env, d, rec.ByID)) {
+		return nil, engine.WithHint(fmt.Errorf("disk %q is not the recorded target %s: found %s", d.DevPath(), describeRecord(rec), describeDisk(d, byID)),
+			"connect the disk this installation started on (to start over with another disk, remove nixpi/journal.jsonl from the SD card)")
+	}
+	return d, nil
+}
+
+func topLevel(devs []disk.Device, path string) *disk.Device {
+	for i := range devs {
+		if devs[i].DevPath() == path {
+			return &devs[i]
+		}
+	}
+	return nil
+}
+
+func hasLink(env *engine.Env, d *disk.Device, link string) bool {
+	links, _ := disk.ByIDLinks(env.Root, d.DevPath())
+	return slices.Contains(links, link)
+}
+
+func preferredByID(env *engine.Env, d *disk.Device) (string, error) {
+	links, err := disk.ByIDLinks(env.Root, d.DevPath())
+	if err != nil {
+		return "", err
+	}
+	return disk.PreferredByID(links), nil
+}
+
+func identityOf(d *disk.Device, byID string) disk.Identity {
+	return disk.Identity{ByID: byID, Serial: d.Serial, Size: d.SizeBytes()}
+}
+
+func identityOfRecord(r *engine.Disk) disk.Identity {
+	return disk.Identity{ByID: r.ByID, Serial: r.Serial, Size: r.Size}
+}
+
+func ramBytes(env *engine.Env) int64 {
+	if env.State == nil {
+		return 0
+	}
+	return env.State.RAMBytes
+}
+
+// planFor is the layout plan for the recorded target disk.
+func planFor(env *engine.Env, d *disk.Device) (*disk.Plan, error) {
+	return disk.NewPlan(env.Config.Layout, ramBytes(env), identityOfRecord(env.State.Target), d.SectorSize())
+}
+
+func describeDisk(d *disk.Device, byID string) string {
+	var parts []string
+	if m := strings.TrimSpace(strings.TrimSpace(d.Vendor) + " " + strings.TrimSpace(d.Model)); m != "" {
+		parts = append(parts, m)
+	}
+	if d.Serial != "" {
+		parts = append(parts, "serial "+d.Serial)
+	}
+	parts = append(parts, humanBytes(d.SizeBytes()))
+	if byID != "" {
+		parts = append(parts, byID)
+	}
+	return fmt.Sprintf("%q (%s)", d.DevPath(), strings.Join(parts, ", "))
+}
+
+func describeRecord(r *engine.Disk) string {
+	parts := []string{humanBytes(r.Size)}
+	if r.Serial != "" {
+		parts = append([]string{"serial " + r.Serial}, parts...)
+	}
+	if r.ByID != "" {
+		parts = append(parts, r.ByID)
+	}
+	return fmt.Sprintf("%q (%s)", r.Dev, strings.Join(parts, ", "))
+}
+
+func listDisks(env *engine.Env, ds []*disk.Device) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	var s []string
+	for _, d := range ds {
+		byID, _ := preferredByID(env, d)
+		s = append(s, describeDisk(d, byID))
+	}
+	return strings.Join(s, ", ")
+}
+
+func describeSelector(t config.Target) string {
+	var s []string
+	if t.Disk != "" {
+		s = append(s, fmt.Sprintf("target.disk = %q", t.Disk))
+	}
+	if t.Serial != "" {
+		s = append(s, fmt.Sprintf("target.serial = %q", t.Serial))
+	}
+	if len(s) == 0 {
+		return "target.disk = \"auto\""
+	}
+	return strings.Join(s, " and ")
+}
+
+func describeSignatures(sigs []disk.Signature) string {
+	var tables, fss []string
+	for _, s := range sigs {
+		if s.Type == "PMBR" {
+			continue // the protective MBR of a GPT disk says nothing new
+		}
+		if s.IsPartitionTable() {
+			if !slices.Contains(tables, s.Type) {
+				tables = append(tables, s.Type)
+			}
+		} else {
+			fss = append(fss, s.String())
+		}
+	}
+	var out []string
+	if len(tables) > 0 {
+		out = append(out, "a partition table ("+strings.Join(tables, ", ")+")")
+	}
+	if len(fss) > 0 {
+		out = append(out, "a filesystem signature ("+strings.Join(fss, "; ")+")")
+	}
+	if len(out) == 0 {
+		return "a protective MBR"
+	}
+	return strings.Join(out, " and ")
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,21 @@
+package system
+
+import (
+	"context"
+	"fmt"
+)
+
+// SystemdMachine is the real Machine: it asks systemd to reboot.
+type SystemdMachine struct {
+	Run       Runner
+	Systemctl string
+}
+
+// Reboot implements Machine with "systemctl reboot", which queues the reboot
+// and returns, so the caller can finish writing and exit.
+func (m SystemdMachine) Reboot(ctx context.Context) error {
+	if _, err := m.Run.Output(ctx, m.Systemctl, "reboot"); err != nil {
+		return fmt.Errorf("reboot: %w", err)
+	}
+	return nil
+}

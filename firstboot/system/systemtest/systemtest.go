@@ -1,0 +1,190 @@
+// Package systemtest holds test doubles for package system: a Runner that
+// records every argv and answers from a script, a Machine that records
+// reboots instead of rebooting, and a golden-file helper for recorded argv.
+// They stand in for the outside world only in tests; a step under test still
+// runs all its own logic.
+package systemtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nixpi/nixpi/firstboot/system"
+)
+
+// Reply is the scripted result of a command whose argv starts with Prefix.
+type Reply struct {
+	Prefix []string
+	Stdout string
+	// Stderr and ExitCode make the command fail when ExitCode != 0.
+	Stderr   string
+	ExitCode int
+	// Times limits how often this reply is used (0: always); once used up the
+	// next matching reply applies, so a test can script "fails, then works".
+	Times int
+	used  int
+}
+
+// Runner records argv and answers from its replies. The longest matching
+// prefix wins; among equal lengths the first added. A command with no
+// matching reply fails, so an unexpected command is noticed.
+type Runner struct {
+	mu      sync.Mutex
+	replies []*Reply
+	calls   [][]string
+	// OnRun, when set, is called with every argv after it is recorded (to
+	// create the files a real command would).
+	OnRun func(argv []string)
+}
+
+// On scripts stdout for commands starting with prefix and returns the reply
+// for further tuning.
+func (r *Runner) On(stdout string, prefix ...string) *Reply {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := &Reply{Prefix: prefix, Stdout: stdout}
+	r.replies = append(r.replies, rep)
+	return rep
+}
+
+// Fail scripts a failure (exit code and stderr) for commands starting with prefix.
+func (r *Runner) Fail(exitCode int, stderr string, prefix ...string) *Reply {
+	rep := r.On("", prefix...)
+	rep.ExitCode = exitCode
+	rep.Stderr = stderr
+	return rep
+}
+
+// ExitError is the error a scripted failure wraps.
+type ExitError struct{ Code int }
+
+func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
+// Output implements system.Runner.
+func (r *Runner) Output(ctx context.Context, argv ...string) ([]byte, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("run: empty command")
+	}
+	r.mu.Lock()
+	r.calls = append(r.calls, append([]string(nil), argv...))
+	var best *Reply
+	for _, rep := range r.replies {
+		if rep.Times > 0 && rep.used >= rep.Times {
+			continue
+		}
+		if hasPrefix(argv, rep.Prefix) && (best == nil || len(rep.Prefix) > len(best.Prefix)) {
+			best = rep
+		}
+	}
+	if best != nil {
+		best.used++
+	}
+	onRun := r.OnRun
+	r.mu.Unlock()
+	if onRun != nil {
+		onRun(argv)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	quoted := system.QuoteArgv(argv)
+	if best == nil {
+		return nil, &system.CommandError{Argv: quoted, Err: errors.New("systemtest: no scripted reply for this command")}
+	}
+	if best.ExitCode != 0 {
+		return []byte(best.Stdout), &system.CommandError{Argv: quoted, Err: &ExitError{best.ExitCode}, Stdout: best.Stdout, Stderr: best.Stderr}
+	}
+	return []byte(best.Stdout), nil
+}
+
+func hasPrefix(argv, prefix []string) bool {
+	if len(prefix) > len(argv) {
+		return false
+	}
+	for i, p := range prefix {
+		if argv[i] != p {
+			return false
+		}
+	}
+	return true
+}
+
+// Calls returns a copy of every argv run so far.
+func (r *Runner) Calls() [][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([][]string, len(r.calls))
+	for i, c := range r.calls {
+		out[i] = append([]string(nil), c...)
+	}
+	return out
+}
+
+// Transcript is every argv run so far, quoted, one per line.
+func (r *Runner) Transcript() string {
+	var b strings.Builder
+	for _, c := range r.Calls() {
+		b.WriteString(system.QuoteArgv(c))
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// Machine records reboot requests; the host never reboots in a test.
+type Machine struct {
+	mu      sync.Mutex
+	reboots int
+	// Err, when set, is returned by Reboot.
+	Err error
+}
+
+// Reboot implements system.Machine.
+func (m *Machine) Reboot(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.Err != nil {
+		return m.Err
+	}
+	m.reboots++
+	return nil
+}
+
+// Reboots is how many reboots were requested.
+func (m *Machine) Reboots() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reboots
+}
+
+// UpdateEnv names the environment variable that makes Golden rewrite its
+// files instead of comparing: NIXPI_UPDATE_GOLDEN=1 go test ./...
+const UpdateEnv = "NIXPI_UPDATE_GOLDEN"
+
+// Golden compares got with the file testdata/<name> next to the test, or
+// rewrites that file when NIXPI_UPDATE_GOLDEN=1.
+func Golden(t testing.TB, name string, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if os.Getenv(UpdateEnv) == "1" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("golden file: %v (create it with %s=1 go test)", err, UpdateEnv)
+	}
+	if string(want) != got {
+		t.Errorf("output differs from %s (rerun with %s=1 to accept):\n--- want\n%s--- got\n%s", path, UpdateEnv, want, got)
+	}
+}
