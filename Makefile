@@ -8,7 +8,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 OUT ?= out
 
 # Debian packages: what `make demo` needs, and what the tests need on top.
-DEMO_PACKAGES := e2fsprogs dosfstools mtools xz-utils
+DEMO_PACKAGES := e2fsprogs dosfstools mtools fdisk util-linux xz-utils
 TEST_PACKAGES := $(DEMO_PACKAGES) gdisk fdisk btrfs-progs util-linux zstd gzip unzip zip python3 \
 	qemu-user-static qemu-system-arm binfmt-support mmdebstrap arch-test debian-archive-keyring \
 	udev kmod

@@ -123,7 +123,7 @@ func (p *pendingOutput) Commit(force bool) (string, error) {
 		return "", err
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
 		return "", fmt.Errorf("hash %q: %w", f.Name(), err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))

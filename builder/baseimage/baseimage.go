@@ -6,9 +6,13 @@
 package baseimage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+
+	"github.com/nixpi/nixpi/firstboot/system"
 )
 
 // Errors a caller can test with errors.Is. The wrapped message always says
@@ -19,7 +23,7 @@ var (
 	ErrTruncated        = errors.New("image is truncated")
 	ErrNoFAT            = errors.New("partition 1 is not a FAT32 boot partition")
 	ErrMissingBootFile  = errors.New("boot file missing")
-	ErrPi5Only          = errors.New("Pi 5-only image?")
+	ErrPi5Only          = errors.New("only Pi 5 boot files (a Pi 5-only image?)")
 	ErrNoKernel         = errors.New("no kernel on the boot partition")
 	ErrNotLinuxRoot     = errors.New("partition 2 is not a Linux root filesystem")
 	ErrNoSystemd        = errors.New("no systemd in the root filesystem")
@@ -55,15 +59,76 @@ type Base struct {
 	Arch       string            // userland architecture: "arm64" or "armhf"
 	ArchSource string            // where Arch came from, e.g. "/var/lib/dpkg/status"
 	Systemd    string            // path of the systemd binary found
+	RootReader string            // what read the root filesystem: "go-diskfs" or "debugfs"
 }
 
 // PartUUID is the PARTUUID Linux gives partition n of the image.
 func (b *Base) PartUUID(n int) string { return fmt.Sprintf("%08x-%02d", b.DiskID, n) }
 
+// Reader selects how the ext4 root filesystem is read.
+type Reader string
+
+const (
+	// ReaderAuto reads with go-diskfs and, when that fails, with debugfs.
+	ReaderAuto Reader = ""
+	// ReaderGoDiskfs reads with go-diskfs only.
+	ReaderGoDiskfs Reader = "go-diskfs"
+	// ReaderDebugfs reads with debugfs only.
+	ReaderDebugfs Reader = "debugfs"
+)
+
+// Options are InspectContext's knobs; the zero value is the default.
+type Options struct {
+	// Runner runs debugfs. Default system.ExecRunner{}.
+	Runner system.Runner
+	// Debugfs is debugfs's path (e2fsprogs). Default /usr/sbin/debugfs.
+	Debugfs string
+	// ImagePath is the image's file name for debugfs. Default: the Name()
+	// of r when r is an *os.File; without one, only go-diskfs reads.
+	ImagePath string
+	// Reader picks the ext4 reader; default ReaderAuto.
+	Reader Reader
+}
+
+// debugfsDevice is what debugfs opens to read partition p, or "" when
+// debugfs cannot be used.
+func (o *Options) debugfsDevice(r io.ReaderAt, p Partition) string {
+	image := o.ImagePath
+	if image == "" {
+		if named, ok := r.(interface{ Name() string }); ok {
+			image = named.Name()
+		}
+	}
+	if image == "" {
+		return ""
+	}
+	if _, err := os.Stat(o.Debugfs); err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%s?offset=%d", image, p.Start)
+}
+
 // Inspect validates the image of the given size read through r and says what
 // it is. It only reads. Every failure wraps one of the Err values and says
 // what was found and, where there is one, how to fix it.
 func Inspect(r io.ReaderAt, size int64) (*Base, error) {
+	return InspectContext(context.Background(), r, size, Options{})
+}
+
+// InspectContext is Inspect with a context (for the debugfs runs) and options.
+func InspectContext(ctx context.Context, r io.ReaderAt, size int64, opts Options) (*Base, error) {
+	o := opts
+	if o.Runner == nil {
+		o.Runner = system.ExecRunner{}
+	}
+	if o.Debugfs == "" {
+		o.Debugfs = "/usr/sbin/debugfs"
+	}
+	switch o.Reader {
+	case ReaderAuto, ReaderGoDiskfs, ReaderDebugfs:
+	default:
+		return nil, fmt.Errorf("base image: unknown ext4 reader %q", o.Reader)
+	}
 	boot, root, diskID, err := readTable(r, size)
 	if err != nil {
 		return nil, fmt.Errorf("base image: %w", err)
@@ -72,7 +137,7 @@ func Inspect(r io.ReaderAt, size int64) (*Base, error) {
 	if err := inspectBoot(r, b); err != nil {
 		return nil, fmt.Errorf("base image: boot partition: %w", err)
 	}
-	if err := inspectRoot(r, b); err != nil {
+	if err := inspectRoot(ctx, r, b, &o); err != nil {
 		return nil, fmt.Errorf("base image: root partition: %w", err)
 	}
 	return b, nil

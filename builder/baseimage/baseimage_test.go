@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -42,6 +43,11 @@ func writeFixture(t *testing.T, opts fixture.Options) (string, *fixture.Image) {
 
 func inspect(t *testing.T, path string) (*baseimage.Base, error) {
 	t.Helper()
+	return inspectWith(t, path, baseimage.ReaderAuto)
+}
+
+func inspectWith(t *testing.T, path string, reader baseimage.Reader) (*baseimage.Base, error) {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +57,7 @@ func inspect(t *testing.T, path string) (*baseimage.Base, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return baseimage.Inspect(f, st.Size())
+	return baseimage.InspectContext(context.Background(), f, st.Size(), baseimage.Options{Reader: reader})
 }
 
 func run(t *testing.T, argv ...string) {
@@ -71,6 +77,17 @@ func TestIdentifiesFixtures(t *testing.T) {
 				b, err := inspect(t, path)
 				if err != nil {
 					t.Fatal(err)
+				}
+				if b.RootReader != "go-diskfs" {
+					t.Errorf("read the root with %s, want go-diskfs first", b.RootReader)
+				}
+				viaDebugfs, err := inspectWith(t, path, baseimage.ReaderDebugfs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				viaDebugfs.RootReader = b.RootReader
+				if !reflect.DeepEqual(b, viaDebugfs) {
+					t.Errorf("go-diskfs and debugfs disagree:\n%+v\n%+v", b, viaDebugfs)
 				}
 				if b.DiskID != img.DiskID {
 					t.Errorf("DiskID %08x, want %08x", b.DiskID, img.DiskID)
@@ -280,16 +297,17 @@ func TestRejects(t *testing.T) {
 				tc.mutate(t, path, img)
 			}
 			before := fileHash(t, path)
-			b, err := inspect(t, path)
-			if err == nil {
-				t.Fatalf("Inspect accepted it: %+v", b)
-			}
-			t.Log(err)
-			if !errors.Is(err, tc.wantErr) {
-				t.Errorf("error %q does not wrap %q", err, tc.wantErr)
-			}
-			if !strings.Contains(err.Error(), tc.wantMsg) {
-				t.Errorf("error %q does not say %q", err, tc.wantMsg)
+			for _, reader := range []baseimage.Reader{baseimage.ReaderAuto, baseimage.ReaderDebugfs} {
+				b, err := inspectWith(t, path, reader)
+				if err == nil {
+					t.Fatalf("Inspect (%s) accepted it: %+v", reader, b)
+				}
+				if !errors.Is(err, tc.wantErr) {
+					t.Errorf("%s: error %q does not wrap %q", reader, err, tc.wantErr)
+				}
+				if !strings.Contains(err.Error(), tc.wantMsg) {
+					t.Errorf("%s: error %q does not say %q", reader, err, tc.wantMsg)
+				}
 			}
 			if fileHash(t, path) != before {
 				t.Error("Inspect changed the image")
@@ -329,5 +347,32 @@ func TestTooSmall(t *testing.T) {
 	_, err := baseimage.Inspect(strings.NewReader("tiny"), 4)
 	if !errors.Is(err, baseimage.ErrNoPartitionTable) {
 		t.Errorf("got %v", err)
+	}
+}
+
+// TestExt4GoDiskfsCannotRead covers root filesystems go-diskfs v1.9.4 cannot
+// read: without metadata_csum (older pi-gen images) it refuses them, with
+// inline_data it panics. Inspect falls back to debugfs and still identifies
+// them; with go-diskfs alone it fails with a clear error, not a panic.
+func TestExt4GoDiskfsCannotRead(t *testing.T) {
+	t.Parallel()
+	for _, features := range [][]string{{"^metadata_csum"}, {"inline_data"}} {
+		t.Run(strings.Join(features, ","), func(t *testing.T) {
+			t.Parallel()
+			path, _ := writeFixture(t, fixture.Options{Layout: fixture.LayoutBullseye, Arch: fixture.ArchArmhf, RootFeatures: features})
+			b, err := inspect(t, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.RootReader != "debugfs" || b.Arch != "armhf" || b.FATMount != "/boot" || b.OSRelease["VERSION_CODENAME"] != "bullseye" {
+				t.Errorf("got %s %s %s %v", b.RootReader, b.Arch, b.FATMount, b.OSRelease)
+			}
+			// go-diskfs alone: a clear error, never a panic. (Should a newer
+			// go-diskfs read these, this fails, and the fallback can go.)
+			_, err = inspectWith(t, path, baseimage.ReaderGoDiskfs)
+			if !errors.Is(err, baseimage.ErrNotLinuxRoot) {
+				t.Errorf("go-diskfs alone: %v, want ErrNotLinuxRoot", err)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package baseimage
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -19,14 +20,17 @@ import (
 const ext4Magic = 0xef53
 
 // rootFS reads files of the ext4 root filesystem, following symbolic links
-// inside it (go-diskfs follows none in the middle of a path).
+// inside it (neither go-diskfs nor debugfs follows one in the middle of a
+// path, and a link must never lead to the host's files).
 type rootFS struct {
-	fs *ext4.FileSystem
+	rd rootReader
 }
 
 // inspectRoot reads os-release, fstab, the userland architecture and the
-// systemd binary from partition 2.
-func inspectRoot(r io.ReaderAt, b *Base) error {
+// systemd binary from partition 2: with go-diskfs in process, and, when
+// that cannot read the filesystem or finds it wanting, again with debugfs,
+// whose answer then stands.
+func inspectRoot(ctx context.Context, r io.ReaderAt, b *Base, o *Options) error {
 	p := b.Root
 	sb := make([]byte, 2)
 	if _, err := r.ReadAt(sb, p.Start+1024+56); err != nil {
@@ -35,12 +39,54 @@ func inspectRoot(r io.ReaderAt, b *Base) error {
 	if binary.LittleEndian.Uint16(sb) != ext4Magic {
 		return fmt.Errorf("%w: partition 2 holds no ext2/3/4 filesystem", ErrNotLinuxRoot)
 	}
-	fs, err := ext4.Read(storage(r, p.End()), p.Size, p.Start, sectorSize)
-	if err != nil {
-		return fmt.Errorf("%w: read ext4: %v", ErrNotLinuxRoot, err)
+	var readers []rootReader
+	var diskfsErr error
+	if o.Reader != ReaderDebugfs {
+		fs, err := openDiskfs(r, p)
+		if err == nil {
+			readers = append(readers, diskfsReader{fs: fs})
+		} else {
+			diskfsErr = err
+		}
 	}
-	root := &rootFS{fs: fs}
+	if o.Reader != ReaderGoDiskfs {
+		if dev := o.debugfsDevice(r, p); dev != "" {
+			readers = append(readers, debugfsReader{ctx: ctx, runner: o.Runner, debugfs: o.Debugfs, device: dev})
+		}
+	}
+	if len(readers) == 0 {
+		if diskfsErr == nil {
+			diskfsErr = errors.New("no ext4 reader")
+		}
+		return fmt.Errorf("%w: read ext4: %v; install e2fsprogs (debugfs) to read this filesystem", ErrNotLinuxRoot, diskfsErr)
+	}
+	var err error
+	for _, rd := range readers {
+		var info *Base
+		info, err = identifyRoot(&rootFS{rd: rd})
+		if err == nil {
+			b.OSRelease, b.PrettyName, b.FATMount = info.OSRelease, info.PrettyName, info.FATMount
+			b.Arch, b.ArchSource, b.Systemd = info.Arch, info.ArchSource, info.Systemd
+			b.RootReader = rd.name()
+			return nil
+		}
+	}
+	return err
+}
 
+func openDiskfs(r io.ReaderAt, p Partition) (fs *ext4.FileSystem, err error) {
+	defer guard(&err)
+	return ext4.Read(storage(r, p.End()), p.Size, p.Start, sectorSize)
+}
+
+// identifyRoot fills in what the root filesystem says about the image.
+func identifyRoot(root *rootFS) (*Base, error) {
+	b := &Base{}
+	err := identify(root, b)
+	return b, err
+}
+
+func identify(root *rootFS, b *Base) error {
 	osRelease, err := root.readFile("/etc/os-release")
 	if errors.Is(err, iofs.ErrNotExist) {
 		osRelease, err = root.readFile("/usr/lib/os-release")
@@ -130,18 +176,18 @@ func (r *rootFS) resolve(p string) (string, error) {
 			continue
 		}
 		next := path.Join(resolved, name)
-		info, err := r.fs.Stat(next)
+		mode, _, err := r.rd.lstat(next)
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", "/"+next, iofs.ErrNotExist)
+			return "", err
 		}
-		if info.Mode()&iofs.ModeSymlink == 0 {
+		if mode&iofs.ModeSymlink == 0 {
 			resolved = next
 			continue
 		}
 		if hops++; hops > maxSymlinks {
 			return "", fmt.Errorf("%s: too many levels of symbolic links", p)
 		}
-		target, err := r.fs.ReadLink(next)
+		target, err := r.rd.readLink(next)
 		if err != nil {
 			return "", fmt.Errorf("read link %s: %w", "/"+next, err)
 		}
@@ -166,14 +212,14 @@ func (r *rootFS) readFile(p string) ([]byte, error) {
 	if resolved == "" {
 		return nil, fmt.Errorf("%s is the root directory", p)
 	}
-	info, err := r.fs.Stat(resolved)
+	mode, _, err := r.rd.lstat(resolved)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
-	if !info.Mode().IsRegular() {
+	if !mode.IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", p)
 	}
-	data, err := r.fs.ReadFile(resolved)
+	data, err := r.rd.readFile(resolved)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", p, err)
 	}

@@ -38,10 +38,11 @@ type FS struct {
 	offset   int64
 	size     int64
 	changed  bool
-	newDirs  map[string]time.Time // lower-cased path -> time, created in this session
-	written  map[string]bool      // lower-cased paths of files written in this session
+	newDirs  map[string]bool // lower-cased paths of directories created in this session
+	written  map[string]bool // lower-cased paths of files written in this session
 	closed   bool
 	closeErr error
+	broken   error // a panic during an edit: Close must not repair
 }
 
 // Entry is one directory entry as List returns it.
@@ -65,28 +66,40 @@ func OpenReadOnly(r io.ReaderAt, offset, size int64) (*FS, error) {
 	return open(r, nil, offset, size)
 }
 
-func open(r io.ReaderAt, w io.WriterAt, offset, size int64) (*FS, error) {
+func open(r io.ReaderAt, w io.WriterAt, offset, size int64) (_ *FS, err error) {
+	defer recoverPanic(&err)
 	if offset < 0 || size <= 0 {
 		return nil, fmt.Errorf("fat: bad partition range offset %d size %d", offset, size)
 	}
-	bs := make([]byte, 512)
-	if _, err := r.ReadAt(bs, offset); err != nil {
-		return nil, fmt.Errorf("fat: read boot sector at byte %d: %w", offset, err)
-	}
-	if _, err := parseBootSector(bs); err != nil {
+	v, err := readVolume(r, offset)
+	if err != nil {
 		return nil, fmt.Errorf("fat: partition at byte %d: %w", offset, err)
 	}
-	st := &storage{r: r, w: w, end: offset + size}
+	if v.dataStart+int64(v.clusterCount)*int64(v.bytesPerCluster) > size {
+		return nil, fmt.Errorf("fat: partition at byte %d: the filesystem (%d clusters of %d bytes) is larger than its %d-byte partition",
+			offset, v.clusterCount, v.bytesPerCluster, size)
+	}
+	if err := v.checkChains(); err != nil {
+		return nil, err
+	}
+	st := &storage{r: r, w: w, start: offset, end: offset + size}
 	fs, err := fat32.Read(st, size, offset, 512)
 	if err != nil {
 		return nil, fmt.Errorf("fat: partition at byte %d: %w", offset, err)
 	}
 	return &FS{fat: fs, r: r, w: w, offset: offset, size: size,
-		newDirs: map[string]time.Time{}, written: map[string]bool{}}, nil
+		newDirs: map[string]bool{}, written: map[string]bool{}}, nil
 }
 
 // Label is the volume label, without padding.
-func (f *FS) Label() string { return strings.TrimSpace(f.fat.Label()) }
+func (f *FS) Label() (label string) {
+	defer func() {
+		if recover() != nil {
+			label = ""
+		}
+	}()
+	return strings.TrimSpace(f.fat.Label())
+}
 
 // clean turns a user path into go-diskfs's form: relative, slash-separated,
 // no dot segments. The root is ".".
@@ -136,7 +149,8 @@ func (f *FS) Exists(p string) bool {
 
 // List returns the entries of directory dir, sorted by name, without "."
 // and "..".
-func (f *FS) List(dir string) ([]Entry, error) {
+func (f *FS) List(dir string) (_ []Entry, err error) {
+	defer recoverPanic(&err)
 	c, err := clean(dir)
 	if err != nil {
 		return nil, err
@@ -172,7 +186,8 @@ func (f *FS) List(dir string) ([]Entry, error) {
 }
 
 // ReadFile returns the contents of the file at p.
-func (f *FS) ReadFile(p string) ([]byte, error) {
+func (f *FS) ReadFile(p string) (_ []byte, err error) {
+	defer recoverPanic(&err)
 	c, err := clean(p)
 	if err != nil {
 		return nil, err
@@ -207,10 +222,11 @@ func (f *FS) ReadFile(p string) ([]byte, error) {
 
 // FreeBytes is the free space, counted from the FAT (not from FSInfo, which
 // may be stale).
-func (f *FS) FreeBytes() (int64, error) {
+func (f *FS) FreeBytes() (_ int64, err error) {
+	defer recoverPanic(&err)
 	v, err := readVolume(f.r, f.offset)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("fat: %w", err)
 	}
 	return int64(v.countFree()) * int64(v.bytesPerCluster), nil
 }
@@ -237,7 +253,8 @@ func fatTime(t time.Time) (time.Time, error) {
 
 // MkdirAll creates directory p and any missing parents, with mtime as their
 // time. Existing directories are left as they are.
-func (f *FS) MkdirAll(p string, mtime time.Time) error {
+func (f *FS) MkdirAll(p string, mtime time.Time) (err error) {
+	defer f.recoverWrite(&err)
 	if err := f.writable(); err != nil {
 		return err
 	}
@@ -272,14 +289,15 @@ func (f *FS) MkdirAll(p string, mtime time.Time) error {
 		if err := f.fat.Chtimes(sub, t, t, t); err != nil {
 			return fmt.Errorf("fat: set time of %s: %w", "/"+sub, err)
 		}
-		f.newDirs[strings.ToLower(sub)] = t
+		f.newDirs[strings.ToLower(sub)] = true
 	}
 	return nil
 }
 
 // WriteFile creates or replaces the file at p with data and sets its times
 // to mtime. The parent directory must exist (see MkdirAll).
-func (f *FS) WriteFile(p string, data []byte, mtime time.Time) error {
+func (f *FS) WriteFile(p string, data []byte, mtime time.Time) (err error) {
+	defer f.recoverWrite(&err)
 	if err := f.writable(); err != nil {
 		return err
 	}
@@ -347,7 +365,8 @@ func (f *FS) WriteFile(p string, data []byte, mtime time.Time) error {
 
 // Remove deletes the file or empty directory at p. Its clusters are freed
 // by Close (go-diskfs leaves them allocated).
-func (f *FS) Remove(p string) error {
+func (f *FS) Remove(p string) (err error) {
+	defer f.recoverWrite(&err)
 	if err := f.writable(); err != nil {
 		return err
 	}
@@ -377,26 +396,50 @@ func (f *FS) Close() error {
 		return f.closeErr
 	}
 	f.closed = true
-	if f.w != nil && f.changed {
-		f.closeErr = f.fixup()
+	switch {
+	case f.broken != nil:
+		f.closeErr = fmt.Errorf("fat: not repairing after an earlier failure: %w", f.broken)
+	case f.w != nil && f.changed:
+		func() {
+			defer recoverPanic(&f.closeErr)
+			f.closeErr = f.fixup()
+		}()
 	}
 	return f.closeErr
 }
 
+// recoverPanic turns a panic inside go-diskfs (it has some on damaged
+// filesystems) into an error.
+func recoverPanic(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("fat: go-diskfs failed: %v; the filesystem may be damaged (check it with fsck.fat)", r)
+	}
+}
+
+// recoverWrite is recoverPanic for edits: after a panic half-way through an
+// edit the filesystem's state is unknown, so Close will not touch it.
+func (f *FS) recoverWrite(err *error) {
+	recoverPanic(err)
+	if *err != nil && strings.HasPrefix((*err).Error(), "fat: go-diskfs failed") {
+		f.broken = *err
+	}
+}
+
 // storage is go-diskfs's view of the image: reads and, when w is set,
-// writes, with nothing past the end of the partition.
+// writes, which must stay inside the partition, so the rest of the image
+// (the partition table, the root filesystem) cannot change.
 type storage struct {
-	r   io.ReaderAt
-	w   io.WriterAt
-	end int64
-	pos int64
+	r          io.ReaderAt
+	w          io.WriterAt
+	start, end int64
+	pos        int64
 }
 
 var _ backend.Storage = (*storage)(nil)
 
 func (s *storage) ReadAt(p []byte, off int64) (int, error) { return s.r.ReadAt(p, off) }
 func (s *storage) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > s.end {
+	if off < s.start || off+int64(len(p)) > s.end {
 		return 0, fmt.Errorf("fat: write at byte %d (+%d) outside the partition", off, len(p))
 	}
 	return s.w.WriteAt(p, off)

@@ -175,6 +175,7 @@ func TestWriteFilesAndDirs(t *testing.T) {
 func TestRewriteExistingFile(t *testing.T) {
 	t.Parallel()
 	img, part := newFixture(t, fixture.Options{Layout: fixture.LayoutBookworm})
+	outsideBefore := hashOutside(t, img, part)
 	_, fs := openFAT(t, img, part)
 	before, err := fs.FreeBytes()
 	if err != nil {
@@ -200,6 +201,9 @@ func TestRewriteExistingFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	fsckFAT(t, img, part)
+	if hashOutside(t, img, part) != outsideBefore {
+		t.Error("bytes outside the FAT partition changed")
+	}
 	if got := mtools(t, img, part, "mtype", "::cmdline.txt"); got != longer {
 		t.Errorf("cmdline.txt = %q, want %q", got, longer)
 	}
@@ -482,4 +486,29 @@ func TestOnLoopDevice(t *testing.T) {
 	if got := mtools(t, img, part, "mtype", "::nixpi/nixpi.toml"); got != "[target]\ndisk = \"auto\"\n" {
 		t.Errorf("through the image file: %q", got)
 	}
+}
+
+// hashOutside hashes everything in the image but the FAT partition: the
+// partition table and the root filesystem, which edits must not touch.
+func hashOutside(t *testing.T, img string, p fixture.Partition) [32]byte {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, p.Start)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(h, io.NewSectionReader(f, p.Start+p.Size, st.Size()-p.Start-p.Size)); err != nil {
+		t.Fatal(err)
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
 }

@@ -21,7 +21,7 @@ import (
 func (f *FS) fixup() error {
 	v, err := readVolume(f.r, f.offset)
 	if err != nil {
-		return err
+		return fmt.Errorf("fat: %w", err)
 	}
 	var patches []patch
 	used := make([]bool, len(v.fat))
@@ -58,7 +58,7 @@ func (f *FS) fixup() error {
 				continue
 			}
 			if e.isDir() {
-				if _, isNew := f.newDirs[e.path]; isNew {
+				if f.newDirs[e.path] {
 					p, err := f.fixDotEntries(v, e, d.first == v.rootCluster, d.first)
 					if err != nil {
 						return err
@@ -149,6 +149,11 @@ func (f *FS) fixup() error {
 	}
 
 	for _, p := range patches {
+		if p.pos < f.offset || p.pos+int64(len(p.data)) > f.offset+f.size {
+			return fmt.Errorf("fat: fixup at byte %d (+%d) falls outside the partition; nothing written", p.pos, len(p.data))
+		}
+	}
+	for _, p := range patches {
 		if _, err := f.w.WriteAt(p.data, p.pos); err != nil {
 			return fmt.Errorf("fat: write fixup at byte %d: %w", p.pos, err)
 		}
@@ -210,7 +215,7 @@ func (f *FS) uniqueShortNames(dirPath string, entries []*dirEntry) ([]patch, err
 			taken[short] = true
 			continue
 		}
-		if _, isNew := f.newDirs[e.path]; isNew || f.written[e.path] {
+		if f.newDirs[e.path] || f.written[e.path] {
 			clashing = append(clashing, e)
 		}
 		// A clash between two entries of the base is the base's own; it is

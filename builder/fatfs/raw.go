@@ -80,25 +80,31 @@ const (
 func readVolume(r io.ReaderAt, offset int64) (*volume, error) {
 	b := make([]byte, 512)
 	if _, err := r.ReadAt(b, offset); err != nil {
-		return nil, fmt.Errorf("fat: read boot sector: %w", err)
+		return nil, fmt.Errorf("read boot sector: %w", err)
 	}
 	bs, err := parseBootSector(b)
 	if err != nil {
-		return nil, fmt.Errorf("fat: %w", err)
+		return nil, err
 	}
 	v := &volume{bootSector: *bs, r: r, offset: offset}
 	v.bytesPerCluster = bs.bytesPerSector * bs.sectorsPerCluster
 	fatBytes := bs.sectorsPerFAT * int64(bs.bytesPerSector)
 	v.dataStart = int64(bs.reservedSectors)*int64(bs.bytesPerSector) + int64(bs.numFATs)*fatBytes
 	dataSectors := bs.totalSectors - v.dataStart/int64(bs.bytesPerSector)
-	v.clusterCount = uint32(dataSectors / int64(bs.sectorsPerCluster))
+	if dataSectors <= 0 {
+		return nil, fmt.Errorf("no data area (%d sectors in all, data from sector %d)", bs.totalSectors, v.dataStart/int64(bs.bytesPerSector))
+	}
+	v.clusterCount = uint32(min(dataSectors/int64(bs.sectorsPerCluster), 0x0ffffff6))
 	if int64(v.clusterCount)+2 > fatBytes/4 {
 		// The FAT is smaller than the data area: only what it maps is usable.
 		v.clusterCount = uint32(fatBytes/4) - 2
 	}
+	if v.clusterCount < 1 || v.clusterCount > 0x0ffffff5 || fatBytes > 1<<30 {
+		return nil, fmt.Errorf("implausible geometry (%d clusters, %d-byte FAT)", v.clusterCount, fatBytes)
+	}
 	raw := make([]byte, (int64(v.clusterCount)+2)*4)
 	if _, err := r.ReadAt(raw, offset+v.fatStart(0)); err != nil {
-		return nil, fmt.Errorf("fat: read FAT: %w", err)
+		return nil, fmt.Errorf("read FAT: %w", err)
 	}
 	v.fat = make([]uint32, v.clusterCount+2)
 	for i := range v.fat {
@@ -271,4 +277,46 @@ func lfnChecksum(name []byte) byte {
 		sum = (sum&1)<<7 + sum>>1 + c
 	}
 	return sum
+}
+
+// checkChains refuses a FAT go-diskfs would loop on forever or index out of
+// range with: an entry pointing outside the data area, or a chain that
+// loops. It follows every chain once (white/grey/black marking), so it is
+// linear in the number of clusters.
+func (v *volume) checkChains() error {
+	const (
+		unseen = iota
+		onPath
+		done
+	)
+	state := make([]uint8, len(v.fat))
+	end := v.clusterCount + 2
+	for start := uint32(2); start < end; start++ {
+		if state[start] != unseen || v.fat[start]&fatMask == 0 {
+			continue
+		}
+		var path []uint32
+		for c := start; ; {
+			if state[c] == onPath {
+				return fmt.Errorf("fat: cluster chain through cluster %d loops; the filesystem is damaged (check it with fsck.fat)", c)
+			}
+			if state[c] == done {
+				break
+			}
+			state[c] = onPath
+			path = append(path, c)
+			next := v.fat[c] & fatMask
+			if next >= fatBad || next == 0 {
+				break
+			}
+			if next < 2 || next >= end {
+				return fmt.Errorf("fat: cluster %d points at cluster %d, outside the filesystem; the filesystem is damaged (check it with fsck.fat)", c, next)
+			}
+			c = next
+		}
+		for _, c := range path {
+			state[c] = done
+		}
+	}
+	return nil
 }

@@ -26,8 +26,13 @@ const (
 	typeLinux = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 )
 
-// The systemd.run= hook runs as this transient unit.
-var hookUnit = regexp.MustCompile(`kernel-command-line\.service`)
+// The systemd.run= hook runs as the transient kernel-command-line.service,
+// which systemd shows on the console by its description (the unit name is
+// shortened to fit the line).
+var (
+	hookUnit     = regexp.MustCompile(`Command from Kernel Command Line`)
+	hookFinished = regexp.MustCompile(`Finished .*Command from Kernel Command Line`)
+)
 
 // CheckHookBoot checks the first boot: the hook ran (systemd started the
 // command from the kernel command line), removed exactly its words from
@@ -45,13 +50,14 @@ func (h *Harness) CheckHookBoot(ctx context.Context, hb *HookBoot, rootFiles fun
 	if want := bootfiles.RemoveHook(hb.CmdlineBefore, words); hb.CmdlineAfter != want {
 		p.addf("cmdline.txt after the hook is %q, want exactly the hook's words removed: %q", hb.CmdlineAfter, want)
 	}
-	console, err := os.ReadFile(hb.Boot.Console)
+	raw, err := os.ReadFile(hb.Boot.Console)
 	if err != nil {
 		p.addf("read the hook boot's console: %v", err)
 		return p
 	}
-	if !hookUnit.Match(console) {
-		p.addf("the console of the first boot (%s) never mentions kernel-command-line.service: the hook did not run", hb.Boot.Console)
+	console := []byte(StripANSI(string(raw)))
+	if !hookFinished.Match(console) {
+		p.addf("the console of the first boot (%s) never shows systemd finishing kernel-command-line.service: the hook did not run", hb.Boot.Console)
 	}
 	if stepHeader.Match(console) {
 		p.addf("the service ran its steps in the hook boot already (%s); it must start on the next boot", hb.Boot.Console)
@@ -144,7 +150,7 @@ func (h *Harness) CheckInstall(in *Install, cut *Cut) Problems {
 	}
 	// The hook ran once, in the hook boot: never again.
 	for _, b := range in.Boots {
-		if console, err := os.ReadFile(b.Console); err == nil && hookUnit.Match(console) {
+		if console, err := os.ReadFile(b.Console); err == nil && hookUnit.MatchString(StripANSI(string(console))) {
 			p.addf("%s: boot %d ran the hook again (%s mentions kernel-command-line.service)", in.Name, b.N, b.Console)
 		}
 	}

@@ -83,7 +83,7 @@ func (h *Harness) RunHookBoot(ctx context.Context, built string) (*HookBoot, err
 	watch := func(line string) Action {
 		// systemd.run_failure_action is "none": a failed hook would leave
 		// the machine up until the boot's time limit.
-		if strings.Contains(line, "Failed to start") && strings.Contains(line, "kernel-command-line.service") {
+		if strings.Contains(line, "Failed to start") && hookUnit.MatchString(line) {
 			hookFailed = strings.TrimSpace(line)
 			return PowerCut
 		}
@@ -141,7 +141,7 @@ func (in *Install) Consoles() (string, error) {
 			return "", err
 		}
 		fmt.Fprintf(&b, "=== boot %d (%s) ===\n", r.N, r.End)
-		b.Write(bytes.ReplaceAll(data, []byte("\r"), nil))
+		b.WriteString(StripANSI(strings.ReplaceAll(string(data), "\r", "")))
 	}
 	return b.String(), nil
 }
@@ -202,7 +202,9 @@ func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, makeS
 				h.logf("%s: cutting the power in boot %d at %q", name, n, in.CutLine)
 				return PowerCut
 			}
-			if strings.Contains(line, "Failed to start") && strings.Contains(line, "nixpi-firstboot.service") {
+			// systemd shortens "nixpi-firstboot.service - description" in
+			// the middle to fit the console.
+			if strings.Contains(line, "Failed to start nixpi-firstb") {
 				in.Failed = true
 				return PowerOff
 			}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -177,7 +178,7 @@ func (v *VM) Boot(ctx context.Context, n int, timeout time.Duration, watch Watch
 		sc := bufio.NewScanner(io.TeeReader(stdout, logFile))
 		sc.Buffer(make([]byte, 64*1024), 1<<20)
 		for sc.Scan() {
-			line := strings.TrimRight(sc.Text(), "\r")
+			line := StripANSI(strings.TrimRight(sc.Text(), "\r"))
 			tail.add(line)
 			lines <- line
 		}
@@ -262,6 +263,11 @@ func (v *VM) Boot(ctx context.Context, n int, timeout time.Duration, watch Watch
 	}
 	return res, nil
 }
+
+var ansiEscape = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)
+
+// StripANSI removes the colour codes systemd puts on the console.
+func StripANSI(s string) string { return ansiEscape.ReplaceAllString(s, "") }
 
 // tailBuffer keeps the last console lines for error messages.
 type tailBuffer struct {

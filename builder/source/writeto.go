@@ -160,8 +160,8 @@ func (s *Source) WriteTo(ctx context.Context, dst *os.File) (Stats, error) {
 	return st, nil
 }
 
-// verifyEarly hashes the whole input before decoding; used where the
-// format needs the complete file anyway (zip).
+// verifyEarly checks the digest of the input read so far, before anything
+// is decoded; for zip, which has read all of it by then.
 func (s *Source) verifyEarly(in *inputReader) error {
 	if s.Checksum == "" {
 		return nil

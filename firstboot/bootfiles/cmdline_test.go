@@ -158,6 +158,20 @@ func FuzzAddRemoveHook(f *testing.F) {
 		}
 		hook := HookWords(mount)
 		hadHook := HasHook(cmdline, hook)
+		// Removing leaves no hook word and keeps every other word in order.
+		var kept []string
+		for _, w := range words(cmdline) {
+			if !contains(hook, w.text) {
+				kept = append(kept, w.text)
+			}
+		}
+		var after []string
+		for _, w := range words(RemoveHook(cmdline, hook)) {
+			after = append(after, w.text)
+		}
+		if strings.Join(after, "\x00") != strings.Join(kept, "\x00") {
+			t.Fatalf("RemoveHook(%q) words = %q, want %q", cmdline, after, kept)
+		}
 		added, err := AddHook(cmdline, hook)
 		if err != nil {
 			return

@@ -77,7 +77,7 @@ func locateKeys(data []byte) keyLines {
 				prefix = indexed(parts, arrayCounts)
 			}
 			kl.add(strings.Join(prefix, "."), line)
-			i = skipLine(s, i)
+			i = skipComment(s, i) // only a comment may follow a header
 		default:
 			var parts []string
 			parts, i = keyParts(s, i, '=')
@@ -170,10 +170,6 @@ func skipComment(s string, i int) int {
 	}
 	return len(s)
 }
-
-// skipLine skips to the newline after a table header (which may only be
-// followed by a comment).
-func skipLine(s string, i int) int { return skipComment(s, i) }
 
 // skipValue skips one value up to (not including) the newline that ends it,
 // counting the newlines inside multi-line strings and arrays.

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 )
@@ -67,7 +68,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	at := func(line int, key, format string, args ...any) error {
 		return Errors{{File: name, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}}
 	}
-	if !utf8Valid(data) {
+	if !utf8.Valid(data) {
 		return nil, at(0, "", "the file is not UTF-8 text; save it as UTF-8")
 	}
 
@@ -161,8 +162,6 @@ func (es Errors) sorted() Errors {
 	sort.SliceStable(es, func(i, j int) bool { return es[i].Line < es[j].Line })
 	return es
 }
-
-func utf8Valid(b []byte) bool { return strings.ToValidUTF8(string(b), "\uFFFD") == string(b) }
 
 // decodeError turns the TOML library's syntax and type errors into name:line
 // messages. In the decode phase (syntax already checked) a ParseError is a

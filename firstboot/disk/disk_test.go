@@ -197,3 +197,35 @@ func TestPartitionNode(t *testing.T) {
 		}
 	}
 }
+
+func TestPlanIsOurs(t *testing.T) {
+	t.Parallel()
+	mbr := config.Default().Layout
+	mbr.Table = config.TableMBR
+	p, err := NewPlan(mbr, 1<<30, Identity{Serial: "S", Size: 8 << 30}, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	converted := &Table{Label: "dos", ID: "0x00000000"}
+	for _, part := range p.Parts {
+		converted.Partitions = append(converted.Partitions, TablePart{Start: part.Start, Size: part.Sectors, Type: "ef"})
+	}
+	for name, tc := range map[string]struct {
+		table *Table
+		want  bool
+	}{
+		"final MBR":                 {&Table{Label: "dos", ID: p.DiskID}, true},
+		"GPT before the conversion": {&Table{Label: "gpt", ID: strings.ToUpper(p.GPTGUID)}, true},
+		"converted, id not yet set": {converted, true},
+		"someone else's MBR":        {&Table{Label: "dos", ID: "0x1234abcd"}, false},
+		"zero id, another geometry": {&Table{Label: "dos", ID: "0x00000000", Partitions: []TablePart{{Start: 2048, Size: 100}}}, false},
+		"no table":                  {nil, false},
+	} {
+		if got := p.IsOurs(tc.table, ""); got != tc.want {
+			t.Errorf("%s: IsOurs = %v, want %v", name, got, tc.want)
+		}
+	}
+	if !p.IsOurs(&Table{Label: "gpt", ID: "AAAA"}, "aaaa") {
+		t.Error("the recorded id is not recognised")
+	}
+}

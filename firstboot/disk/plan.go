@@ -3,6 +3,7 @@ package disk
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -32,6 +33,9 @@ const (
 	// needs about 110 MiB and NixOS far more, so a smaller one is a mistake.
 	MinRootBytes = 1 << 30
 )
+
+// ErrTooSmall is a disk on which the layout does not fit.
+var ErrTooSmall = errors.New("too small for the layout")
 
 // Identity is what identifies a disk across boots (its /dev name does not).
 type Identity struct {
@@ -196,8 +200,8 @@ func NewPlan(layout config.Layout, ramBytes int64, id Identity, sectorSize int64
 	}
 	if rest := (end - next + 1) * sectorSize; rest < MinRootBytes {
 		min, _ := MinDiskBytes(l, ramBytes)
-		return nil, fmt.Errorf("disk of %s is too small for the layout: it needs at least %s (boot %s, swap %s, root at least %s)",
-			config.Size(id.Size), humanSize(min), l.BootSize, humanSize(swap), config.Size(MinRootBytes))
+		return nil, fmt.Errorf("disk of %s is %w: it needs at least %s (boot %s, swap %s, root at least %s)",
+			humanSize(id.Size), ErrTooSmall, humanSize(min), l.BootSize, humanSize(swap), config.Size(MinRootBytes))
 	}
 	add(RoleRoot, 0)
 	if l.Table == config.TableMBR && end >= 1<<32 {

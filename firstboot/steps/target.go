@@ -108,9 +108,12 @@ func (target) Run(ctx context.Context, env *engine.Env) error {
 	}
 	id := identityOf(chosen, byID)
 	plan, err := disk.NewPlan(env.Config.Layout, ramBytes(env), id, chosen.SectorSize())
-	if err != nil {
+	if errors.Is(err, disk.ErrTooSmall) {
 		return engine.WithHint(fmt.Errorf("refusing disk %s: %w", name, err),
 			"use a larger disk, or make layout.boot_size / layout.swap_size smaller in nixpi/nixpi.toml")
+	}
+	if err != nil {
+		return fmt.Errorf("plan the layout of %q: %w", chosen.DevPath(), err)
 	}
 	if err := checkNotInUse(env, chosen, mounts); err != nil {
 		return err
@@ -473,6 +476,7 @@ func describeSelector(t config.Target) string {
 
 func describeSignatures(sigs []disk.Signature) string {
 	var tables, fss []string
+	seen := map[disk.Signature]bool{}
 	for _, s := range sigs {
 		if s.Type == "PMBR" {
 			continue // the protective MBR of a GPT disk says nothing new
@@ -481,7 +485,12 @@ func describeSignatures(sigs []disk.Signature) string {
 			if !slices.Contains(tables, s.Type) {
 				tables = append(tables, s.Type)
 			}
-		} else {
+			continue
+		}
+		// One filesystem shows up at several offsets (FAT: 0x0, 0x52, 0x1fe).
+		key := disk.Signature{Type: s.Type, Label: s.Label, UUID: s.UUID}
+		if !seen[key] {
+			seen[key] = true
 			fss = append(fss, s.String())
 		}
 	}
