@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +124,7 @@ func TestBuildReproducible(t *testing.T) {
 	if first == withEpoch {
 		t.Fatal("SOURCE_DATE_EPOCH did not change the output")
 	}
+	buildertest.CheckCard(t, img.Path, filepath.Join(dir, "c.img"))
 	if again := build("d.img", &epoch); withEpoch != again {
 		t.Fatal("two builds with the same SOURCE_DATE_EPOCH differ")
 	}
@@ -209,4 +211,29 @@ func assertSameFile(t *testing.T, a, b string) {
 			return
 		}
 	}
+}
+
+func TestBuildFullBootPartition(t *testing.T) {
+	t.Parallel()
+	img := writeFixture(t, fixture.Options{FATSize: fixture.MinFATSize})
+	// Fill the boot partition with mtools until 6 MiB are left: less than
+	// the device binary twice.
+	filler := filepath.Join(t.TempDir(), "filler")
+	in, err := Inspect(img.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filler, bytes.Repeat([]byte{1}, int(in.FAT.Free-6<<20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	at := img.Path + "@@" + strconv.FormatInt(img.BootPart.Start, 10)
+	if out, err := exec.Command("mcopy", "-i", at, filler, "::/filler").CombinedOutput(); err != nil {
+		t.Fatalf("mcopy: %v\n%s", err, out)
+	}
+	out := filepath.Join(t.TempDir(), "card.img")
+	_, err = Build(context.Background(), testOptions(t, img.Path, out))
+	if err == nil || !strings.Contains(err.Error(), "boot partition has 6 MiB free, nixpi needs") {
+		t.Fatalf("Build onto a full boot partition: %v", err)
+	}
+	assertOnly(t, filepath.Dir(out), "nixpi.toml")
 }

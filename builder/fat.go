@@ -2,10 +2,8 @@ package builder
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"path"
 	"time"
 
 	"github.com/nixpi/nixpi/builder/baseimage"
@@ -48,6 +46,9 @@ func writeCardFiles(ctx context.Context, fsys *fatfs.FS, base *baseimage.Base, f
 	m.SourceDateEpoch, m.EpochFrom = epoch.Unix(), from
 	fatTime := fatClamp(epoch)
 
+	if err := checkFreeSpace(fsys, files.binary, files.config); err != nil {
+		return err
+	}
 	cmdline, err := fsys.ReadFile(cmdlinePath)
 	if err != nil {
 		return fmt.Errorf("boot partition: read cmdline.txt: %w", err)
@@ -90,66 +91,19 @@ func writeCardFiles(ctx context.Context, fsys *fatfs.FS, base *baseimage.Base, f
 	return nil
 }
 
-// Where the epoch came from, as recorded in the manifest.
-const (
-	epochFromEnv  = "SOURCE_DATE_EPOCH"
-	epochFromBase = "newest file time on the base's boot partition"
-)
-
-// fatEpoch is the earliest time a FAT directory entry can hold.
-var fatEpoch = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// buildEpoch is SOURCE_DATE_EPOCH when given; otherwise the newest
-// modification time among the base's boot files, which is the image's
-// release date for Raspberry Pi OS, and never the clock.
-func buildEpoch(given *time.Time, fsys *fatfs.FS) (time.Time, string, error) {
-	if given != nil {
-		return given.UTC(), epochFromEnv, nil
-	}
-	newest, err := newestModTime(fsys, ".", 0)
+// checkFreeSpace refuses early, with numbers, when the boot partition
+// cannot hold the nixpi files: the binary is on it twice (as itself and in
+// the payload), plus the config and room for the manifest and the device's
+// journal.
+func checkFreeSpace(fsys *fatfs.FS, binary, config []byte) error {
+	const slack = 4 << 20 // manifest, directory, cluster rounding, journal
+	need := int64(2*len(binary)+len(config)) + slack
+	free, err := fsys.FreeBytes()
 	if err != nil {
-		return time.Time{}, "", fmt.Errorf("boot partition: %w", err)
+		return fmt.Errorf("boot partition: %w", err)
 	}
-	if newest.Before(fatEpoch) {
-		newest = fatEpoch
+	if free < need {
+		return fmt.Errorf("boot partition has %d MiB free, nixpi needs %d MiB: use an image with a larger boot partition (Raspberry Pi OS has 512 MiB)", free>>20, (need+1<<20-1)>>20)
 	}
-	return newest.UTC(), epochFromBase, nil
-}
-
-// newestModTime walks the FAT (which has no links, so no cycles; depth is
-// bounded anyway against a corrupt directory tree).
-func newestModTime(fsys *fatfs.FS, dir string, depth int) (time.Time, error) {
-	if depth > 16 {
-		return time.Time{}, errors.New("directories nested more than 16 deep: is the file system corrupt?")
-	}
-	entries, err := fsys.List(dir)
-	if err != nil {
-		return time.Time{}, err
-	}
-	var newest time.Time
-	for _, e := range entries {
-		p := path.Join(dir, e.Name)
-		if e.IsDir {
-			t, err := newestModTime(fsys, p, depth+1)
-			if err != nil {
-				return time.Time{}, err
-			}
-			if t.After(newest) {
-				newest = t
-			}
-			continue
-		}
-		if e.ModTime.After(newest) {
-			newest = e.ModTime
-		}
-	}
-	return newest, nil
-}
-
-// fatClamp keeps t in what a FAT directory entry can hold.
-func fatClamp(t time.Time) time.Time {
-	if t.Before(fatEpoch) {
-		return fatEpoch
-	}
-	return t
+	return nil
 }

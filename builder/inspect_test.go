@@ -2,11 +2,15 @@ package builder
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/nixpi/nixpi/builder/buildertest"
@@ -77,5 +81,35 @@ func assertFATUsageMatchesFsck(t *testing.T, image string, p fixture.Partition, 
 	clusterSize, _ := strconv.ParseInt(cm[1], 10, 64)
 	if f.Size != p.Size || f.Free != (total-used)*clusterSize {
 		t.Errorf("inspect: size %d free %d; fsck.fat: %d/%d clusters of %d bytes", f.Size, f.Free, used, total, clusterSize)
+	}
+}
+
+// A card whose nixpi.toml does not parse (hand-edited, or from a newer
+// nixpi) shows the problem, never the file: it may hold secrets in a shape
+// the redaction does not know.
+func TestInspectUnparsableConfigIsNotShown(t *testing.T) {
+	t.Parallel()
+	img := writeFixture(t, fixture.Options{FATSize: fixture.MinFATSize})
+	local := filepath.Join(t.TempDir(), "nixpi.toml")
+	secret := "hunter2-wifi-secret"
+	if err := os.WriteFile(local, []byte("schema = 1\n[wlan]\nssid = \"x\"\npassphrase = \""+secret+"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	at := img.Path + "@@" + strconv.FormatInt(img.BootPart.Start, 10)
+	for _, argv := range [][]string{{"mmd", "-i", at, "::/nixpi"}, {"mcopy", "-i", at, local, "::/nixpi/nixpi.toml"}} {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", argv, err, out)
+		}
+	}
+	in, err := Inspect(img.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.FAT.Config != "" || !strings.Contains(in.FAT.ConfigError, `unknown key "passphrase"`) || strings.Contains(string(js), secret) {
+		t.Errorf("config %q, error %q; JSON:\n%s", in.FAT.Config, in.FAT.ConfigError, js)
 	}
 }

@@ -22,7 +22,7 @@ func runBuild(c *cli, args []string) int {
 	var opts builder.Options
 	var quiet bool
 	flags.StringVar(&opts.Base, "base", "", "Raspberry Pi OS image: path or http(s) URL; raw, .xz, .gz, .zst or .zip")
-	flags.StringVar(&opts.Config, "config", "", "install config (nixpi.toml); `nixpi config init` writes an example")
+	flags.StringVar(&opts.Config, "config", "", "install config (nixpi.toml); 'nixpi config init' writes an example")
 	flags.StringVar(&opts.Out, "out", "", "card image to write")
 	flags.StringVar(&opts.SHA256, "sha256", "", "expected sha256 of --base (default: the sidecar BASE.sha256 when present)")
 	flags.BoolVar(&opts.Force, "force", false, "replace --out if it exists")

@@ -275,6 +275,7 @@ func TestBuildBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	buildertest.CheckCard(t, bases.good, bases.nixpiCard)
 	wrongSum := strings.Repeat("ab", 32)
 
 	type tc struct {
@@ -438,4 +439,24 @@ func fileSHA256(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Ctrl-C (the context main cancels on SIGINT) stops the build and leaves
+// neither OUT nor a temporary file.
+func TestBuildInterrupted(t *testing.T) {
+	t.Parallel()
+	env := deviceBinariesEnv(t)
+	dir := t.TempDir()
+	img := writeTestFixture(t, dir, fixture.Options{})
+	cfg := writeTestFile(t, filepath.Join(dir, "nixpi.toml"), buildTestConfig)
+	before := dirNames(t, dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, []string{"build", "--base", img.Path, "--config", cfg, "--out", filepath.Join(dir, "card.img")},
+		strings.NewReader(""), &stdout, &stderr, func(k string) string { return env[k] })
+	if code != exitFailure || !strings.Contains(stderr.String(), "interrupted") {
+		t.Errorf("exit %d, stderr %q; want 1 and \"interrupted\"", code, stderr.String())
+	}
+	assertNoOutput(t, dir, before)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nixpi/nixpi/builder"
+	"github.com/nixpi/nixpi/builder/buildertest"
 	"github.com/nixpi/nixpi/builder/fixture"
 )
 
@@ -22,6 +23,7 @@ func TestInspectCard(t *testing.T) {
 	if r := runNixpiEnv(t, env, "build", "-q", "--base", img.Path, "--config", cfg, "--out", card); r.code != exitOK {
 		t.Fatalf("build: %s", r.stderr)
 	}
+	buildertest.CheckCard(t, img.Path, card)
 
 	// The stock base: no hook, no nixpi files.
 	r := runNixpiEnv(t, nil, "inspect", img.Path)

@@ -197,19 +197,26 @@ func diskSteps() []engine.Step {
 }
 
 // diskRunSequence is what the engine does with each step: probe, and run it
-// when not done. After each step that finished it calls saved, as the
-// engine saves State in the journal at every done event.
-func diskRunSequence(ctx context.Context, env *engine.Env, saved func()) (ran []string, err error) {
+// when not done; a step the journal shows interrupted (redo) is run again
+// from its start without probing. After each step that finished it calls
+// saved, as the engine saves State in the journal at every event; running,
+// when set, learns which step is under way.
+func diskRunSequence(ctx context.Context, env *engine.Env, saved func(), redo string, running *string) (ran []string, err error) {
 	for _, s := range diskSteps() {
-		done, why, err := s.Probe(ctx, env)
-		if err != nil {
-			return ran, fmt.Errorf("%s: probe: %w", s.Name(), err)
-		}
-		if done {
-			env.Logf("%s: %s, skipping", s.Name(), why)
-			continue
+		if s.Name() != redo {
+			done, why, err := s.Probe(ctx, env)
+			if err != nil {
+				return ran, fmt.Errorf("%s: probe: %w", s.Name(), err)
+			}
+			if done {
+				env.Logf("%s: %s, skipping", s.Name(), why)
+				continue
+			}
 		}
 		ran = append(ran, s.Name())
+		if running != nil {
+			*running = s.Name()
+		}
 		if err := s.Run(ctx, env); err != nil {
 			return ran, fmt.Errorf("%s: %w", s.Name(), err)
 		}
@@ -435,7 +442,7 @@ func TestDiskStepsBlankDiskTwice(t *testing.T) {
 		t.Fatalf("fresh disk: %v", before)
 	}
 	env, _ := diskTestEnv(t, root, diskTestConfig(), dev, nil)
-	ran, err := diskRunSequence(ctx, env, nil)
+	ran, err := diskRunSequence(ctx, env, nil, "", nil)
 	diskCheckFATMountOnly(t, err, root, dev+"p1")
 	if want := []string{"target", "partition", "format", "mount"}; !reflect.DeepEqual(ran, want) {
 		t.Errorf("first run ran %v, want %v", ran, want)
@@ -454,7 +461,7 @@ func TestDiskStepsBlankDiskTwice(t *testing.T) {
 	// Second run, as on the next boot: every step probes done and nothing
 	// destructive runs (but the FAT mount this kernel cannot do).
 	env2, rec2 := diskTestEnv(t, root, diskTestConfig(), dev, env.State)
-	ran, err = diskRunSequence(ctx, env2, nil)
+	ran, err = diskRunSequence(ctx, env2, nil, "", nil)
 	diskCheckFATMountOnly(t, err, root, dev+"p1")
 	var wantRan, wantCmds []string
 	if !hostHasVFAT() {
@@ -566,7 +573,7 @@ func TestDiskStepsRefuse(t *testing.T) {
 			}
 			before := fileSHA256(t, img)
 			env, rec := diskTestEnv(t, root, cfg, dev, nil)
-			ran, err := diskRunSequence(ctx, env, nil)
+			ran, err := diskRunSequence(ctx, env, nil, "", nil)
 			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", dev)) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("want a refusal naming %q and %q, got: %v", dev, tc.want, err)
 			}
@@ -613,9 +620,10 @@ func diskMountRO(t *testing.T, dev, dir string) {
 type diskPowerCut struct{ point string }
 
 // diskRunUntilCut runs the sequence with a power cut at point; it returns
-// the State as last saved (as the journal holds it after the cut) and
-// whether the point was reached.
-func diskRunUntilCut(t *testing.T, env *engine.Env, point string) (saved *engine.State, cut bool) {
+// the State as last saved (as the journal holds it after the cut), the step
+// that was running (the journal's last "start") and whether the point was
+// reached.
+func diskRunUntilCut(t *testing.T, env *engine.Env, point string) (saved *engine.State, interrupted string, cut bool) {
 	t.Helper()
 	saved = cloneState(env.State)
 	env.CrashPoint = func(p string) {
@@ -631,9 +639,9 @@ func diskRunUntilCut(t *testing.T, env *engine.Env, point string) (saved *engine
 			cut = true
 		}
 	}()
-	_, err := diskRunSequence(context.Background(), env, func() { saved = cloneState(env.State) })
+	_, err := diskRunSequence(context.Background(), env, func() { saved = cloneState(env.State) }, "", &interrupted)
 	diskCheckFATMountOnly(t, err, env.Root, env.State.Target.Dev+"p1")
-	return saved, false
+	return saved, interrupted, false
 }
 
 func cloneState(s *engine.State) *engine.State {
@@ -690,7 +698,7 @@ func diskPowerCuts(t *testing.T, cfg *config.Config, wantPoints []string) {
 		t.Cleanup(func() { diskUnmountAll(t, dev, root) })
 		env, _ := diskTestEnv(t, root, cfg, dev, nil)
 		env.CrashPoint = func(p string) { points = append(points, p) }
-		_, err := diskRunSequence(ctx, env, nil)
+		_, err := diskRunSequence(ctx, env, nil, "", nil)
 		diskCheckFATMountOnly(t, err, root, dev+"p1")
 		if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, diskTestSize); !reflect.DeepEqual(got, want) {
 			t.Errorf("uninterrupted run: disk differs from the spec:\ngot  %v\nwant %v", got, want)
@@ -710,14 +718,16 @@ func diskPowerCuts(t *testing.T, cfg *config.Config, wantPoints []string) {
 			root := diskRoot(t)
 			t.Cleanup(func() { diskUnmountAll(t, dev, root) })
 			env, _ := diskTestEnv(t, root, cfg, dev, nil)
-			saved, cut := diskRunUntilCut(t, env, point)
+			saved, interrupted, cut := diskRunUntilCut(t, env, point)
 			if !cut {
 				t.Fatalf("crash point %s was not reached", point)
 			}
 			diskUnmountAll(t, dev, root) // the reboot
 
+			// The next boot redoes the interrupted step from its start, as
+			// the engine does, and probes the others.
 			env2, _ := diskTestEnv(t, root, cfg, dev, saved)
-			_, err := diskRunSequence(ctx, env2, nil)
+			_, err := diskRunSequence(ctx, env2, nil, interrupted, nil)
 			diskCheckFATMountOnly(t, err, root, dev+"p1")
 			if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, size); !reflect.DeepEqual(got, want) {
 				t.Errorf("after a power cut at %s and a rerun the disk differs from the spec:\ngot  %v\nwant %v", point, got, want)
@@ -775,7 +785,7 @@ func TestDiskStepsResumeOwnDisk(t *testing.T) {
 	root := diskRoot(t)
 	t.Cleanup(func() { diskUnmountAll(t, dev, root) })
 	env, _ := diskTestEnv(t, root, diskTestConfig(), dev, nil)
-	saved, cut := diskRunUntilCut(t, env, "format:swap")
+	saved, _, cut := diskRunUntilCut(t, env, "format:swap")
 	if !cut {
 		t.Fatal("crash point format:swap not reached")
 	}
@@ -800,7 +810,7 @@ func TestDiskStepsResumeOwnDisk(t *testing.T) {
 	if !slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "earlier partial work") }) {
 		t.Errorf("no resume message in %q", logs)
 	}
-	_, err = diskRunSequence(ctx, resumed, nil)
+	_, err = diskRunSequence(ctx, resumed, nil, "", nil)
 	diskCheckFATMountOnly(t, err, root, dev+"p1")
 	if got, want := readDiskSpec(t, dev), diskWantSpec(t, resumed.Config, size); !reflect.DeepEqual(got, want) {
 		t.Errorf("disk differs from the spec:\ngot  %v\nwant %v", got, want)
@@ -827,7 +837,7 @@ func TestDiskStepsWipeAllowed(t *testing.T) {
 	cfg := diskTestConfig()
 	cfg.Target.Wipe = true
 	env, rec := diskTestEnv(t, root, cfg, dev, nil)
-	_, err := diskRunSequence(ctx, env, nil)
+	_, err := diskRunSequence(ctx, env, nil, "", nil)
 	diskCheckFATMountOnly(t, err, root, dev+"p1")
 	if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, size); !reflect.DeepEqual(got, want) {
 		t.Errorf("disk differs from the spec:\ngot  %v\nwant %v", got, want)
@@ -851,7 +861,7 @@ func TestDiskStepsMBRAndExt4(t *testing.T) {
 	cfg.Layout.RootFS = config.FSExt4
 	cfg.Layout.Subvolumes = nil
 	env, _ := diskTestEnv(t, root, cfg, dev, nil)
-	_, err := diskRunSequence(ctx, env, nil)
+	_, err := diskRunSequence(ctx, env, nil, "", nil)
 	diskCheckFATMountOnly(t, err, root, dev+"p1")
 
 	plan, err := disk.NewPlan(cfg.Layout, diskTestRAM, disk.Identity{Size: diskTestSize}, 512)
@@ -872,7 +882,7 @@ func TestDiskStepsMBRAndExt4(t *testing.T) {
 	}
 	// Everything but the FAT mount this kernel cannot do probes done.
 	env2, rec := diskTestEnv(t, root, cfg, dev, env.State)
-	ran, err := diskRunSequence(ctx, env2, nil)
+	ran, err := diskRunSequence(ctx, env2, nil, "", nil)
 	diskCheckFATMountOnly(t, err, root, dev+"p1")
 	if len(ran) > 1 || len(rec.destructive()) > 1 {
 		t.Errorf("second run ran %v and %q", ran, rec.destructive())

@@ -177,6 +177,13 @@ func TestDiskTargetBySerial(t *testing.T) {
 	if !done || err != nil || !strings.Contains(why, `"/dev/sda"`) {
 		t.Errorf("Probe after Run = %v, %q, %v; want done", done, why, err)
 	}
+
+	// The config edited to choose the other disk: the choice is redone.
+	u.env.Config.Target = config.Target{Disk: diskStickByID}
+	done, why, err = steps.NewTarget().Probe(context.Background(), u.env)
+	if done || err != nil || why != `the recorded disk "/dev/sda" does not match target.disk = "`+diskStickByID+`"` {
+		t.Errorf("Probe with another disk configured = %v, %q, %v; want not done", done, why, err)
+	}
 }
 
 func TestDiskTargetByIDWithDataRefused(t *testing.T) {
@@ -375,6 +382,31 @@ func TestDiskPartitionRefusesAnotherDisk(t *testing.T) {
 	for _, c := range append(u.run.Calls(), u2.run.Calls()...) {
 		if filepath.Base(c[0]) != "lsblk" {
 			t.Errorf("ran %q on a disk that is not the recorded one", system.QuoteArgv(c))
+		}
+	}
+}
+
+func TestDiskPartitionRefusesWhenThePlanDrifted(t *testing.T) {
+	t.Parallel()
+	// Partitioned with 3.7 GiB of RAM; on a later boot preflight reads less
+	// (another kernel or gpu_mem), so swap = "ram" plans a smaller swap.
+	u := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")
+	plan := u.recordSSD(t)
+	u.tableOf(plan, "/dev/sda")
+	u.env.State.RAMBytes -= 2 << 20
+	step := steps.NewPartition()
+	done, why, err := step.Probe(context.Background(), u.env)
+	if done || err != nil {
+		t.Fatalf("Probe = %v, %q, %v; want not done", done, why, err)
+	}
+	err = step.Run(context.Background(), u.env)
+	if err == nil || !strings.Contains(err.Error(), `refusing to repartition "/dev/sda": it carries this installation's table`) ||
+		!strings.Contains(err.Error(), "2: swap 3792 MiB swap") {
+		t.Fatalf("error = %v", err)
+	}
+	for _, c := range u.run.Calls() {
+		if b := filepath.Base(c[0]); b == "sgdisk" || slices.Contains(c, "--all") {
+			t.Errorf("ran %q", system.QuoteArgv(c))
 		}
 	}
 }

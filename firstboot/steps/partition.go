@@ -28,6 +28,9 @@ func (partition) Describe() string {
 }
 
 func (partition) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
+	if env.State == nil || env.State.Target == nil {
+		return false, "no target disk chosen yet", nil
+	}
 	d, plan, err := diskAndPlan(ctx, env)
 	if err != nil {
 		return false, "", err
@@ -63,6 +66,14 @@ func (partition) Run(ctx context.Context, env *engine.Env) error {
 			}
 		}
 		return waitForPartitions(ctx, env, dev, plan)
+	}
+	// A complete table of this installation whose id is not the plan's means
+	// the plan's inputs changed since (layout config, or the memory size
+	// swap_size = "ram" follows): repartitioning would destroy the work on it.
+	if rec := env.State.Target.GPTGUID; table != nil && rec != "" && strings.EqualFold(table.ID, rec) && !strings.EqualFold(rec, plan.DiskID) {
+		return engine.WithHint(fmt.Errorf("refusing to repartition %q: it carries this installation's table (disk id %s), but the layout planned now is another (%s): the [layout] config or the memory size changed since it was partitioned",
+			dev, table.ID, describePlan(plan)),
+			"undo the [layout] change in nixpi/nixpi.toml; to start over on this disk on purpose, remove nixpi/journal.jsonl from the SD card and set target.wipe = true")
 	}
 	mounts, err := disk.ReadMountInfo(env.Root)
 	if err != nil {
@@ -202,7 +213,7 @@ func diskAndPlan(ctx context.Context, env *engine.Env) (*disk.Device, *disk.Plan
 func describePlan(plan *disk.Plan) string {
 	var parts []string
 	for _, p := range plan.Parts {
-		parts = append(parts, fmt.Sprintf("%d: %s %s %s", p.Number, p.Role, humanBytes(p.Sectors*plan.SectorSize), p.FSType))
+		parts = append(parts, fmt.Sprintf("%d: %s %d MiB %s", p.Number, p.Role, p.Sectors*plan.SectorSize>>20, p.FSType))
 	}
 	return fmt.Sprintf("%s, %s", plan.Table, strings.Join(parts, ", "))
 }

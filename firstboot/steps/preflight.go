@@ -98,7 +98,10 @@ func (preflight) Run(ctx context.Context, env *engine.Env) error {
 	for _, f := range r.Findings {
 		env.Logf("%-8s %-10s %s", f.Severity, f.Check, f.Msg)
 	}
-	if r.RAMBytes > 0 {
+	// The first reading sizes the swap partition; later boots keep it, since
+	// MemTotal can move by a few KiB between kernels and the partition step
+	// refuses a disk whose table no longer matches its plan.
+	if r.RAMBytes > 0 && env.State.RAMBytes == 0 {
 		env.State.RAMBytes = r.RAMBytes
 	}
 	blocking := r.Blocking()

@@ -42,6 +42,10 @@ func (target) Probe(ctx context.Context, env *engine.Env) (bool, string, error) 
 		if err != nil || want != dev.DevPath() {
 			return false, fmt.Sprintf("--target %q is not the recorded disk %q", env.TargetOverride, dev.DevPath()), nil
 		}
+	} else if cfg := env.Config.Target; (cfg.Serial != "" && cfg.Serial != dev.Serial) ||
+		(strings.HasPrefix(cfg.Disk, config.DiskByID) && !hasLink(env, dev, cfg.Disk)) {
+		// The config was edited to choose another disk since.
+		return false, fmt.Sprintf("the recorded disk %q does not match %s", dev.DevPath(), describeSelector(cfg)), nil
 	}
 	return true, fmt.Sprintf("target disk %s already chosen", describeDisk(dev, env.State.Target.ByID)), nil
 }
@@ -410,11 +414,20 @@ func identityOfRecord(r *engine.Disk) disk.Identity {
 	return disk.Identity{ByID: r.ByID, Serial: r.Serial, Size: r.Size}
 }
 
+// ramBytes is the memory size recorded by preflight, or read now when
+// preflight has not run (`--only partition`).
 func ramBytes(env *engine.Env) int64 {
-	if env.State == nil {
+	if env.State != nil && env.State.RAMBytes > 0 {
+		return env.State.RAMBytes
+	}
+	ram, err := memTotal(env)
+	if err != nil {
 		return 0
 	}
-	return env.State.RAMBytes
+	if env.State != nil {
+		env.State.RAMBytes = ram
+	}
+	return ram
 }
 
 // planFor is the layout plan for the recorded target disk.
