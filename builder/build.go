@@ -2,9 +2,13 @@
 // copies the base (builder/source), checks it is a Raspberry Pi OS-shaped
 // image (builder/baseimage), and writes the first-boot hook, the device
 // binary, its payload, the validated config and a manifest into the FAT
-// partition (builder/fatfs). Partition 2 is never written. One file per
-// phase: output.go (where OUT goes), payload.go, manifest.go, device.go,
-// fat.go (the FAT edits), epoch.go; inspect.go reads a card back.
+// partition (builder/fatfs). Partition 2 is never written.
+//
+// One file per phase, in pipeline order: output.go (where OUT may go, the
+// temporary file, the atomic rename), copy.go (decompress and verify the
+// base), identify.go (validate it), device.go (pick the device binary),
+// epoch.go (the time every file carries), payload.go (payload.cpio),
+// fat.go (the FAT edits), manifest.go. inspect.go reads a card back.
 package builder
 
 import (
@@ -13,7 +17,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/nixpi/nixpi/assets"
@@ -93,7 +96,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 
 	m := &Manifest{
 		NixpiVersion: assets.Version,
-		Config:       ManifestInput{Name: filepath.Base(opts.Config), SHA256: sha256Hex(cfgRaw)},
+		Config:       ManifestInput{SHA256: sha256Hex(cfgRaw)},
 	}
 
 	out, err := createPending(opts.Out)
@@ -107,7 +110,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.Base = ManifestBase{Name: base.Name, SHA256: base.SHA256, Format: base.Format}
+	m.Base = ManifestBase{SHA256: base.SHA256, Format: base.Format}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

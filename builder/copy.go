@@ -3,17 +3,13 @@ package builder
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"os"
-	"path"
-	"path/filepath"
 
 	"github.com/nixpi/nixpi/builder/source"
 )
 
 // baseCopy is the base image as given, once copied into the output.
 type baseCopy struct {
-	Name   string // file name of the path or URL
 	SHA256 string // of the input as given (compressed)
 	Format string
 }
@@ -36,7 +32,7 @@ func copyBase(ctx context.Context, opts Options, dst *os.File) (baseCopy, error)
 	if err != nil {
 		return baseCopy{}, err
 	}
-	return baseCopy{Name: baseName(opts.Base), SHA256: st.InputSHA256, Format: st.Format.String()}, nil
+	return baseCopy{SHA256: st.InputSHA256, Format: st.Format.String()}, nil
 }
 
 func validateLocalRaw(ctx context.Context, path string) error {
@@ -47,15 +43,4 @@ func validateLocalRaw(ctx context.Context, path string) error {
 	defer f.Close()
 	_, err = identifyBase(ctx, f)
 	return err
-}
-
-// baseName is the file name of a path or URL, for the manifest: the
-// directory it was built from does not change the card.
-func baseName(src string) string {
-	if source.IsURL(src) {
-		if u, err := url.Parse(src); err == nil {
-			return path.Base(u.Path)
-		}
-	}
-	return filepath.Base(src)
 }

@@ -9,6 +9,18 @@ import (
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
+	"github.com/nixpi/nixpi/firstboot/journal"
+)
+
+// Paths on the card's FAT partition (ManifestPath is in manifest.go).
+const (
+	nixpiDir       = "nixpi"
+	fatBinaryPath  = "nixpi/nixpi-firstboot"
+	fatPayloadPath = "nixpi/payload.cpio"
+	fatConfigPath  = "nixpi/nixpi.toml"
+	fatJournalPath = "nixpi/" + journal.JournalFile
+	cmdlinePath    = "cmdline.txt"
+	configTxtPath  = "config.txt"
 )
 
 // cardFiles is what goes onto the card besides the cmdline.txt hook.

@@ -9,19 +9,9 @@ import (
 	"strings"
 
 	"github.com/nixpi/nixpi/builder/fatfs"
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/journal"
-)
-
-// Paths on the card's FAT partition.
-const (
-	nixpiDir       = "nixpi"
-	fatBinaryPath  = "nixpi/nixpi-firstboot"
-	fatPayloadPath = "nixpi/payload.cpio"
-	fatConfigPath  = "nixpi/nixpi.toml"
-	fatJournalPath = "nixpi/" + journal.JournalFile
-	cmdlinePath    = "cmdline.txt"
-	configTxtPath  = "config.txt"
 )
 
 // Inspection is what `nixpi inspect` shows of an image or card. Nothing in
@@ -181,7 +171,7 @@ func inspectFAT(f *os.File, p1 mbrPartition) (*FATReport, error) {
 		problem("no cmdline.txt on the FAT partition")
 	}
 	if b, ok := readFile(configTxtPath); ok {
-		r.Arm64, r.Arm64Line = arm64Effective(string(b))
+		r.Arm64, r.Arm64Line = bootfiles.Arm64Effective(string(b))
 	} else {
 		problem("no config.txt on the FAT partition")
 	}
@@ -213,6 +203,18 @@ func inspectFAT(f *os.File, p1 mbrPartition) (*FATReport, error) {
 		return r, errors.New(strings.Join(problems, "; "))
 	}
 	return r, nil
+}
+
+// cmdlineHasHook says whether cmdline carries nixpi's hook for either place
+// Raspberry Pi OS mounts its FAT (Bookworm and later, then before): a card
+// alone does not say which its image uses.
+func cmdlineHasHook(cmdline string) bool {
+	for _, dir := range [...]string{"/boot/firmware", "/boot"} {
+		if bootfiles.HasHook(cmdline, bootfiles.HookWords(dir)) {
+			return true
+		}
+	}
+	return false
 }
 
 // redactedConfig parses the card's nixpi.toml and renders it without

@@ -29,8 +29,9 @@ type Manifest struct {
 }
 
 // ManifestBase is the base image and what nixpi found in it.
+// Inputs are recorded by content only: a renamed base or config builds the
+// same card.
 type ManifestBase struct {
-	Name string `json:"name"`
 	// SHA256 is of the base as given (compressed or not).
 	SHA256  string `json:"sha256"`
 	Format  string `json:"format"`
@@ -41,7 +42,6 @@ type ManifestBase struct {
 
 // ManifestInput is one input file.
 type ManifestInput struct {
-	Name   string `json:"name"`
 	SHA256 string `json:"sha256"`
 }
 

@@ -9,8 +9,8 @@ import (
 func TestManifestRoundTripSorted(t *testing.T) {
 	t.Parallel()
 	m := &Manifest{NixpiVersion: "0.1.0", SourceDateEpoch: 1700000000, EpochFrom: "SOURCE_DATE_EPOCH",
-		Base:   ManifestBase{Name: "base.img.xz", SHA256: strings.Repeat("a", 64), Arch: "arm64", BootDir: "/boot/firmware"},
-		Config: ManifestInput{Name: "nixpi.toml", SHA256: strings.Repeat("b", 64)}}
+		Base:   ManifestBase{SHA256: strings.Repeat("a", 64), Arch: "arm64", BootDir: "/boot/firmware"},
+		Config: ManifestInput{SHA256: strings.Repeat("b", 64)}}
 	m.AddFile("nixpi/payload.cpio", []byte("cpio"))
 	m.AddFile("cmdline.txt", []byte("console=tty1\n"))
 	a, err := m.Marshal()

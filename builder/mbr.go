@@ -8,18 +8,19 @@ import (
 
 // mbrPartition is one primary entry of an MBR partition table.
 type mbrPartition struct {
-	Index    int   `json:"index"` // 1-based
-	Type     byte  `json:"type"`
-	Bootable bool  `json:"bootable"`
-	Start    int64 `json:"start"` // bytes
-	Size     int64 `json:"size"`  // bytes
+	Index    int // 1-based
+	Type     byte
+	Bootable bool
+	Start    int64 // bytes
+	Size     int64 // bytes
 }
 
-// mbrTable is what inspect shows of a partition table.
+// mbrTable is a partition table as inspect reads it: leniently, so that a
+// damaged image still shows what it has (baseimage validates strictly).
 type mbrTable struct {
-	Kind       string         `json:"kind"` // "mbr", or "gpt" for a protective MBR
-	DiskID     string         `json:"disk_id,omitempty"`
-	Partitions []mbrPartition `json:"partitions"`
+	Kind       string // "mbr", or "gpt" for a protective MBR
+	DiskID     string
+	Partitions []mbrPartition
 }
 
 const sectorSize = 512
@@ -49,6 +50,9 @@ func readMBR(r io.ReaderAt) (*mbrTable, error) {
 			Start:    int64(binary.LittleEndian.Uint32(e[8:12])) * sectorSize,
 			Size:     int64(binary.LittleEndian.Uint32(e[12:16])) * sectorSize,
 		})
+	}
+	if t.Kind == "gpt" {
+		t.DiskID = "" // the GPT header holds the disk GUID; bytes 440-443 mean nothing
 	}
 	return t, nil
 }

@@ -26,12 +26,13 @@ const (
 	typeLinux = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 )
 
-// The systemd.run= hook runs as the transient kernel-command-line.service,
-// which systemd shows on the console by its description (the unit name is
-// shortened to fit the line).
+// The systemd.run= hook runs as the transient kernel-command-line.service.
+// systemd shortens "name - description" in the middle to fit the console
+// ("kernel-command-li…ommand from Kernel Command Line"), so only the start
+// of the name is certain.
 var (
-	hookUnit     = regexp.MustCompile(`Command from Kernel Command Line`)
-	hookFinished = regexp.MustCompile(`Finished .*Command from Kernel Command Line`)
+	hookUnit     = regexp.MustCompile(`kernel-command-li`)
+	hookFinished = regexp.MustCompile(`Finished kernel-command-li`)
 )
 
 // CheckHookBoot checks the first boot: the hook ran (systemd started the

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nixpi/nixpi/firstboot/system"
@@ -137,7 +138,7 @@ func (v *VM) Argv(kernel, initrd, cmdline, qmpSocket string) []string {
 
 // powerButtonGrace is how long a clean shutdown may take after the power
 // button before the power is cut.
-const powerButtonGrace = 90 * time.Second
+const powerButtonGrace = 60 * time.Second
 
 // Boot powers the machine on once and runs it until the guest reboots or
 // powers off, the watcher cuts the power, or timeout passes.
@@ -163,6 +164,8 @@ func (v *VM) Boot(ctx context.Context, n int, timeout time.Duration, watch Watch
 	argv := v.Argv(kernel, initrd, cmdline, qmp)
 	v.logf("boot %d: %s", n, system.QuoteArgv(argv))
 	cmd := exec.Command(argv[0], argv[1:]...)
+	// A harness that dies must not leave a machine running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

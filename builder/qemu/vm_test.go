@@ -61,3 +61,20 @@ func TestWatchPatterns(t *testing.T) {
 		t.Error("the finish line is not recognised")
 	}
 }
+
+func TestStripANSI(t *testing.T) {
+	t.Parallel()
+	in := "[\x1b[0;32m  OK  \x1b[0m] Finished \x1b[0;1;39mkernel-command-li…ommand from Kernel Command Line\x1b[0m."
+	want := "[  OK  ] Finished kernel-command-li…ommand from Kernel Command Line."
+	if got := StripANSI(in); got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	for _, line := range []string{want, "[  OK  ] Finished kernel-command-li… Command from Kernel Command Line."} {
+		if !hookFinished.MatchString(line) {
+			t.Errorf("the hook's finish line %q is not recognised", line)
+		}
+	}
+	if hookFinished.MatchString("         Starting kernel-command-li…ommand from Kernel Command Line...") {
+		t.Error("the hook's start line counts as finished")
+	}
+}

@@ -76,8 +76,8 @@ func printInspection(w io.Writer, in *builder.Inspection) {
 		}
 		if m := f.Manifest; m != nil {
 			fmt.Fprintf(w, "manifest: nixpi %s, SOURCE_DATE_EPOCH %d (%s)\n", m.NixpiVersion, m.SourceDateEpoch, m.EpochFrom)
-			fmt.Fprintf(w, "  base:   %s sha256 %s (%s, %s, boot at %s)\n", m.Base.Name, m.Base.SHA256, m.Base.OS, m.Base.Arch, m.Base.BootDir)
-			fmt.Fprintf(w, "  config: %s sha256 %s\n", m.Config.Name, m.Config.SHA256)
+			fmt.Fprintf(w, "  base:   sha256 %s (%s, %s, boot at %s)\n", m.Base.SHA256, m.Base.OS, m.Base.Arch, m.Base.BootDir)
+			fmt.Fprintf(w, "  config: sha256 %s\n", m.Config.SHA256)
 			for _, file := range m.Files {
 				fmt.Fprintf(w, "  %-24s %9d  sha256 %s\n", file.Path, file.Size, file.SHA256)
 			}
