@@ -111,6 +111,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	m.Base = ManifestBase{SHA256: base.SHA256, Format: base.Format}
+	out.StartWriteback()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

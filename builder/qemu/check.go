@@ -162,6 +162,43 @@ func (h *Harness) CheckInstall(in *Install, cut *Cut) Problems {
 	if cut != nil {
 		p = append(p, checkCut(in, cut)...)
 	}
+	p = append(p, checkFormatsOnce(in, cut)...)
+	return p
+}
+
+// checkFormatsOnce checks, from the commands in install.log, that no
+// filesystem was made twice: a power cut may repeat only the command it
+// interrupted, never one that had finished.
+func checkFormatsOnce(in *Install, cut *Cut) Problems {
+	var p Problems
+	counts := map[string]int{}
+	var order []string
+	for _, line := range strings.Split(in.InstallLog, "\n") {
+		_, argv, ok := strings.Cut(line, "run: ")
+		if !ok {
+			continue
+		}
+		tool := filepath.Base(strings.Fields(argv + " x")[0])
+		if !strings.HasPrefix(tool, "mkfs.") && tool != "mkswap" {
+			continue
+		}
+		if counts[argv] == 0 {
+			order = append(order, argv)
+		}
+		counts[argv]++
+	}
+	if len(order) == 0 {
+		p.addf("%s: install.log records no mkfs or mkswap command", in.Name)
+	}
+	for _, argv := range order {
+		allowed := 1
+		if cut != nil && strings.Contains("run: "+argv, cut.At) {
+			allowed = 2
+		}
+		if counts[argv] > allowed {
+			p.addf("%s: %q ran %d times: a filesystem made before the power cut was made again", in.Name, argv, counts[argv])
+		}
+	}
 	return p
 }
 
@@ -257,6 +294,59 @@ func CheckSSD(spec *DiskSpec, cfg *config.Config, swapBytes int64) Problems {
 	}
 	if spec.FATCheck != "clean" {
 		p.addf("fsck.fat -n on the boot partition: %s", spec.FATCheck)
+	}
+	return p
+}
+
+// CheckMounts checks, from the commands in install.log, that the service
+// mounted what the config asks for under /mnt (the guest's mounts cannot be
+// seen from the host after power-off): each btrfs subvolume at its path,
+// the boot partition at /mnt/boot, and the swap turned on.
+func CheckMounts(in *Install, cfg *config.Config, swapBytes int64) Problems {
+	var p Problems
+	var runs []string
+	for _, line := range strings.Split(in.InstallLog, "\n") {
+		if _, argv, ok := strings.Cut(line, "run: "); ok {
+			runs = append(runs, argv)
+		}
+	}
+	ran := func(parts ...string) bool {
+		for _, argv := range runs {
+			fields := strings.Fields(argv)
+			if len(fields) == 0 {
+				continue
+			}
+			var words []string // arguments, and each option of "-o a,b"
+			for _, f := range fields[1:] {
+				words = append(words, f)
+				words = append(words, strings.Split(f, ",")...)
+			}
+			all := true
+			for _, part := range parts {
+				if !slices.Contains(words, part) && filepath.Base(fields[0]) != part {
+					all = false
+					break
+				}
+			}
+			if all {
+				return true
+			}
+		}
+		return false
+	}
+	if cfg.Layout.RootFS == "btrfs" {
+		for _, m := range cfg.Layout.SubvolumeMounts() {
+			target := filepath.Join("/mnt", m.Path)
+			if !ran("mount", "subvol="+m.Subvolume, target) {
+				p.addf("%s: install.log shows no mount of subvolume %s at %s", in.Name, m.Subvolume, target)
+			}
+		}
+	}
+	if !ran("mount", "/mnt/boot") {
+		p.addf("%s: install.log shows no mount of the boot partition at /mnt/boot", in.Name)
+	}
+	if swapBytes > 0 && !ran("swapon") {
+		p.addf("%s: install.log shows no swapon", in.Name)
 	}
 	return p
 }

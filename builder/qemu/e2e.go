@@ -172,6 +172,7 @@ func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*DiskSpec, 
 		return nil, nil, err
 	}
 	p := e.CheckInstall(in, nil)
+	p = append(p, CheckMounts(in, e.Config, e.SwapBytes())...)
 	spec, err := e.Inspector.Inspect(ctx, in.SSD)
 	if err != nil {
 		return nil, p, err
@@ -195,6 +196,7 @@ func (e *E2E) PowerCut(ctx context.Context, hookedCard string, cut *Cut, referen
 		return nil, err
 	}
 	p := e.CheckInstall(in, cut)
+	p = append(p, CheckMounts(in, e.Config, e.SwapBytes())...)
 	spec, err := e.Inspector.Inspect(ctx, in.SSD)
 	if err != nil {
 		return p, err

@@ -130,6 +130,9 @@ type Install struct {
 	// CutLine is the console line at which the power was cut.
 	CutLine string
 	Journal *journal.Journal
+	// InstallLog is nixpi/install.log from the card: every command the
+	// service ran, as "run: ARGV".
+	InstallLog string
 }
 
 // Consoles concatenates the boots' console logs.
@@ -239,6 +242,11 @@ func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, makeS
 		return in, err
 	}
 	in.Journal = j
+	log, err := card.ReadFile(ctx, journal.Dir+"/"+journal.LogFile)
+	if err != nil {
+		return in, err
+	}
+	in.InstallLog = string(log)
 	return in, nil
 }
 

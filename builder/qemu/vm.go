@@ -174,7 +174,6 @@ func (v *VM) Boot(ctx context.Context, n int, timeout time.Duration, watch Watch
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("boot %d: start %s: %w", n, argv[0], err)
 	}
-	exited := make(chan error, 1)
 	lines := make(chan string, 256)
 	var tail tailBuffer
 	go func() {
@@ -213,15 +212,14 @@ func (v *VM) Boot(ctx context.Context, n int, timeout time.Duration, watch Watch
 		}
 	}
 	ctxDone := ctx.Done()
-	waitDone := false
-	for !waitDone {
+	var exitErr error
+	for exited := false; !exited; {
 		select {
 		case line, ok := <-lines:
 			if !ok {
-				lines = nil
-				exitErr := cmd.Wait()
-				exited <- exitErr
-				waitDone = true
+				// QEMU closed its output: it has exited.
+				exitErr = cmd.Wait()
+				exited = true
 				break
 			}
 			if watch != nil {
@@ -246,7 +244,6 @@ func (v *VM) Boot(ctx context.Context, n int, timeout time.Duration, watch Watch
 			ctxDone = nil
 		}
 	}
-	exitErr := <-exited
 	res.Duration = time.Since(start)
 	if ctx.Err() != nil {
 		return res, ctx.Err()

@@ -56,13 +56,18 @@ func sha256Hex(data []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func fileSHA256(t *testing.T, path string) string {
+func readFile(t *testing.T, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sha256Hex(data)
+	return data
+}
+
+func fileSHA256(t *testing.T, path string) string {
+	t.Helper()
+	return sha256Hex(readFile(t, path))
 }
 
 // need fails the test when a real tool the tests exercise is missing.

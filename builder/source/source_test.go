@@ -116,9 +116,14 @@ func TestRoundTrip(t *testing.T) {
 			src := compressed(t, t.TempDir(), img, d.format)
 			opts := d.opts
 			opts.HashImage = true
+			var calls, last, total int64
+			opts.Progress = func(done, n int64) { calls, last, total = calls+1, done, n }
 			out, st, err := decode(t, src, opts)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if size := int64(len(readFile(t, src))); calls < 2 || last != size || total != size {
+				t.Errorf("progress: %d calls, ended at %d of %d; want several, ending at %d of %d", calls, last, total, size, size)
 			}
 			mustEqualFile(t, out, img)
 			if !strings.HasPrefix(st.Decoder, d.wantDecoder) {

@@ -62,6 +62,20 @@ type progress struct {
 	done, total int64
 }
 
+// finish reports the whole input consumed, for decoders that report
+// progress in their own units (blocks) and stop short of the file size.
+func (p *progress) finish(n int64) {
+	if p == nil || p.fn == nil {
+		return
+	}
+	p.mu.Lock()
+	if p.done < n {
+		p.done = n
+		p.fn(p.done, p.total)
+	}
+	p.mu.Unlock()
+}
+
 func (p *progress) add(n int64) {
 	if p == nil || p.fn == nil || n == 0 {
 		return
@@ -154,6 +168,7 @@ func (s *Source) WriteTo(ctx context.Context, dst *os.File) (Stats, error) {
 	if err != nil {
 		return st, err
 	}
+	prog.finish(in.n)
 	if image != nil {
 		st.ImageSHA256 = hex.EncodeToString(image.Sum(nil))
 	}

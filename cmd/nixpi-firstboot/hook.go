@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/hook"
 	"github.com/nixpi/nixpi/firstboot/progress"
 )
@@ -37,10 +38,18 @@ func cmdHook(ctx context.Context, args []string, stdout, stderr io.Writer, d dep
 		fmt.Fprintln(stdout, line)
 		display.Say(line)
 	}
+	// The journal tells the whole story on the card, the hook's part too.
+	recorder := &engine.Engine{Env: &engine.Env{Root: d.root, BootDir: *bootDir, Now: d.now}}
 	if err := d.hook(ctx, d.root, *bootDir, say); err != nil {
 		say("first-boot hook failed: %v", err)
+		if jerr := recorder.RecordHook(err); jerr != nil {
+			say("journal: %v", jerr)
+		}
 		display.LED(progress.Failed)
 		return fail(stderr, fmt.Errorf("hook: %w", err), exitFailure)
+	}
+	if jerr := recorder.RecordHook(nil); jerr != nil {
+		say("journal: %v", jerr)
 	}
 	say("service installed; rebooting to start the install")
 	return exitOK

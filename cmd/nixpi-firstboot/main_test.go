@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/steps"
 	"github.com/nixpi/nixpi/firstboot/system"
@@ -32,11 +34,17 @@ type device struct {
 	hooks   []string // boot dirs the (recording) hook ran for
 	// realHook runs firstboot/hook instead of recording.
 	realHook bool
+	// hookErr is what the recording hook returns.
+	hookErr error
+	// now is the device's clock; it moves only when the service sleeps, so
+	// bounded waits end at once.
+	now time.Time
 }
 
 func newDevice(t *testing.T) *device {
 	t.Helper()
-	d := &device{t: t, root: t.TempDir(), run: &systemtest.Runner{}, machine: &systemtest.Machine{}}
+	d := &device{t: t, root: t.TempDir(), run: &systemtest.Runner{}, machine: &systemtest.Machine{},
+		now: time.Date(2026, 11, 25, 3, 0, 0, 0, time.UTC)}
 	d.put("/proc/sys/kernel/random/boot_id", "11111111-2222\n")
 	d.put("/proc/device-tree/model", "Raspberry Pi 4 Model B Rev 1.5\x00")
 	d.put("/proc/meminfo", "MemTotal: 1919140 kB\n")
@@ -66,15 +74,18 @@ func (d *device) cli(args ...string) (int, string, string) {
 		tools:   system.DefaultTools(),
 		runner:  d.run,
 		machine: d.machine,
-		now:     func() time.Time { return time.Date(2026, 11, 25, 3, 0, 0, 0, time.UTC) },
-		sleep:   func(ctx context.Context, _ time.Duration) error { return ctx.Err() },
-		steps:   steps.All,
+		now:     func() time.Time { return d.now },
+		sleep: func(ctx context.Context, dt time.Duration) error {
+			d.now = d.now.Add(dt)
+			return ctx.Err()
+		},
+		steps: steps.All,
 		hook: func(ctx context.Context, root, bootDir string, logf func(string, ...any)) error {
 			if d.realHook {
 				return runHook(ctx, root, bootDir, logf)
 			}
 			d.hooks = append(d.hooks, bootDir)
-			return nil
+			return d.hookErr
 		},
 	})
 	return code, stdout.String(), stderr.String()
@@ -291,6 +302,9 @@ func TestFirstBootHookInstallsService(t *testing.T) {
 			t.Fatalf("run %d: exit %d\n%s\n%s", i, code, stdout, stderr)
 		}
 	}
+	if _, err := os.Stat(filepath.Join(d.root, "boot/firmware/nixpi/journal.jsonl")); err == nil {
+		t.Error("a hook that worked wrote a journal")
+	}
 	bin, err := os.Stat(filepath.Join(d.root, "usr/local/sbin/nixpi-firstboot"))
 	if err != nil || bin.Mode().Perm() != 0o755 {
 		t.Errorf("binary: %v, %v", bin, err)
@@ -305,5 +319,65 @@ func TestFirstBootHookInstallsService(t *testing.T) {
 	console, _ := os.ReadFile(filepath.Join(d.root, "dev/tty1"))
 	if !strings.Contains(string(console), "nixpi: service installed; rebooting to start the install") {
 		t.Errorf("console:\n%s", console)
+	}
+}
+
+// A missing config stops the install like a bad one; putting the config on
+// the card is the person's action that lets the next boot retry.
+func TestMissingConfigThenAddedRetries(t *testing.T) {
+	t.Parallel()
+	d := newDevice(t)
+	d.run.On("aarch64\n", "/usr/bin/uname", "-m")
+	if err := os.Remove(filepath.Join(d.root, "/boot/firmware/nixpi/nixpi.toml")); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := d.cli(append(runArgs, "--only", "preflight")...)
+	if code != exitFailure || d.events() != "config:fail" || !strings.Contains(stdout, "put the install config at /boot/firmware/nixpi/nixpi.toml") {
+		t.Fatalf("exit %d, journal %q\n%s\n%s", code, d.events(), stdout, stderr)
+	}
+	d.put("/boot/firmware/nixpi/nixpi.toml", string(config.Example()))
+	code, stdout, stderr = d.cli(append(runArgs, "--only", "preflight")...)
+	if code != exitOK || d.events() != "config:fail preflight:start preflight:done" || !strings.Contains(stdout, "retrying after the failure of step config in boot 1: the config changed") {
+		t.Fatalf("after adding the config: exit %d, journal %q\n%s\n%s", code, d.events(), stdout, stderr)
+	}
+}
+
+// A failing hook is journaled like a failing step, on the console and with
+// the LED; the hook succeeding on a later boot ends that failure, so the
+// service starts the install.
+func TestHookFailureIsJournaledUntilTheHookWorks(t *testing.T) {
+	t.Parallel()
+	d := newDevice(t)
+	d.put("/proc/cmdline", "root=PARTUUID=1234abcd-02 systemd.run=/boot/firmware/nixpi/nixpi-firstboot systemd.run_success_action=reboot\n")
+	d.put("/proc/consoles", "tty1                 -WU (EC p  )    4:1\n")
+	d.put("/dev/tty1", "")
+	d.put("/sys/class/leds/ACT/trigger", "mmc0")
+	d.hookErr = engine.WithHint(errors.New("payload.cpio: unexpected EOF"), "write the image to the card again")
+	code, _, stderr := d.cli()
+	if code != exitFailure || !strings.Contains(stderr, "payload.cpio: unexpected EOF") || d.events() != "hook:fail" {
+		t.Fatalf("failing hook: exit %d, journal %q, stderr %q", code, d.events(), stderr)
+	}
+	console, _ := os.ReadFile(filepath.Join(d.root, "dev/tty1"))
+	led, _ := os.ReadFile(filepath.Join(d.root, "sys/class/leds/ACT/trigger"))
+	if !strings.Contains(string(console), "first-boot hook failed: payload.cpio: unexpected EOF") || string(led) != "timer" {
+		t.Errorf("console %q, LED trigger %q", console, led)
+	}
+	_, status, _ := d.cli("status")
+	if !strings.Contains(status, "FAILED: payload.cpio: unexpected EOF") || !strings.Contains(status, "fix: write the image to the card again") {
+		t.Errorf("status:\n%s", status)
+	}
+
+	d.put("/proc/sys/kernel/random/boot_id", "33333333-4444\n")
+	d.hookErr = nil
+	if code, _, stderr := d.cli(); code != exitOK || d.events() != "hook:fail hook:done" {
+		t.Fatalf("hook working again: exit %d, journal %q, stderr %q", code, d.events(), stderr)
+	}
+	// A hook that works the first time leaves no mark; neither does a rerun.
+	if code, _, _ := d.cli(); code != exitOK || d.events() != "hook:fail hook:done" {
+		t.Fatalf("rerun: exit %d, journal %q", code, d.events())
+	}
+	d.run.On("aarch64\n", "/usr/bin/uname", "-m")
+	if code, stdout, stderr := d.cli(append(runArgs, "--only", "preflight")...); code != exitOK || strings.Contains(stdout, "INSTALL STOPPED") {
+		t.Errorf("the service after the hook worked: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/spf13/pflag"
 
+	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/journal"
 )
 
@@ -53,7 +54,7 @@ func runReport(c *cli, args []string) int {
 		return c.fail(err)
 	}
 	if len(card.failed) > 0 {
-		fmt.Fprintf(c.stdout, "\n%s/FAILED:\n%s", journal.Dir, card.failed)
+		fmt.Fprintf(c.stdout, "\n%s/%s:\n%s", journal.Dir, engine.FailedMarker, card.failed)
 	}
 	if *showLog {
 		fmt.Fprintf(c.stdout, "\n%s/%s:\n%s", journal.Dir, journal.LogFile, card.log)
@@ -97,7 +98,7 @@ func readCardJournal(path string) (*cardFiles, error) {
 		}
 		card := &cardFiles{partition: i + 1, journal: data}
 		card.log, _ = readFATFile(fs, "/"+journal.Dir+"/"+journal.LogFile)
-		card.failed, _ = readFATFile(fs, "/"+journal.Dir+"/FAILED")
+		card.failed, _ = readFATFile(fs, "/"+journal.Dir+"/"+engine.FailedMarker)
 		return card, nil
 	}
 	if !fatSeen {

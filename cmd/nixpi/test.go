@@ -29,6 +29,8 @@ func runTest(c *cli, args []string) int {
 		fmt.Fprintln(c.stderr, "Debian packages qemu-system-arm mtools gdisk btrfs-progs dosfstools (and mmdebstrap")
 		fmt.Fprintln(c.stderr, "qemu-user-static for the default base). Takes several minutes. IMAGE's kernel and")
 		fmt.Fprintln(c.stderr, "initramfs must boot on QEMU's virt machine with the card as a virtio disk.")
+		fmt.Fprintln(c.stderr, "\nenvironment:")
+		fmt.Fprintln(c.stderr, "  NIXPI_DEVICE_BINARIES  directory with nixpi-firstboot-linux-arm64 and -arm to use instead of the embedded ones")
 		fmt.Fprintln(c.stderr, "\nflags:")
 		flags.PrintDefaults()
 	}

@@ -200,7 +200,9 @@ func (e *Engine) activeFailure() (journal.Entry, bool) {
 // failureStands reports whether an earlier failure still stops the install,
 // and if not, why it is retried.
 func (e *Engine) failureStands(f journal.Entry) (bool, string) {
-	if f.ConfigSHA256 != "" && e.ConfigSHA256 != "" && f.ConfigSHA256 != e.ConfigSHA256 {
+	// An empty recorded digest is a config that could not be read then: one
+	// that can be read now is a change too.
+	if e.ConfigSHA256 != "" && f.ConfigSHA256 != e.ConfigSHA256 {
 		return false, "the config changed"
 	}
 	if _, err := os.Stat(e.markerPath()); errors.Is(err, fs.ErrNotExist) {
@@ -354,7 +356,10 @@ func (e *Engine) runStep(ctx context.Context, step Step) (Outcome, error) {
 		return e.fail(name, err)
 	}
 	e.Env.rebootWhy = ""
-	if err := step.Run(ctx, e.Env); err != nil {
+	e.Env.Redo = seen && last.Event == journal.Start
+	err := step.Run(ctx, e.Env)
+	e.Env.Redo = false
+	if err != nil {
 		return e.failOrInterrupt(ctx, name, err)
 	}
 	if why := e.Env.rebootWhy; why != "" {
@@ -364,7 +369,9 @@ func (e *Engine) runStep(ctx context.Context, step Step) (Outcome, error) {
 		}
 		e.say("  %s: rebooting to %s", name, why)
 		if err := e.Env.Machine.Reboot(ctx); err != nil {
-			return e.fail(name, WithHint(err, "power the Pi off and on; the install continues after the boot"))
+			// Cancelled means the shutdown is under way (this service is
+			// stopped first): not a failure, the next boot goes on.
+			return e.failOrInterrupt(ctx, name, WithHint(err, "power the Pi off and on; the install continues after the boot"))
 		}
 		return RebootRequested, nil
 	}
@@ -423,6 +430,39 @@ func (e *Engine) RecordFailure(step string, err error) (Outcome, error) {
 		}
 	}
 	return e.fail(step, err)
+}
+
+// HookStep is the journal's name for the first-boot hook, which installs
+// the service before any step can run.
+const HookStep = "hook"
+
+// RecordHook journals the first-boot hook's outcome: a failure, so that
+// status and nixpi report show it as they show a step's; a success only when
+// it ends such a failure, so that it does not stop the service.
+func (e *Engine) RecordHook(hookErr error) error {
+	if hookErr == nil {
+		// Without a hook failure to end, the card is left as it is.
+		j, err := journal.ReadFile(e.bootDir())
+		if err != nil {
+			return err
+		}
+		if n := len(j.Entries); n == 0 || j.Entries[n-1].Step != HookStep || j.Entries[n-1].Event != journal.Fail {
+			return nil
+		}
+	}
+	if err := e.open(); err != nil {
+		e.close()
+		return err
+	}
+	defer e.close()
+	if hookErr == nil {
+		return e.append(HookStep, journal.Done, "service installed", "", "")
+	}
+	hint := HintOf(hookErr)
+	if hint == "" {
+		hint = "the card may be damaged: write the image to it again"
+	}
+	return e.append(HookStep, journal.Fail, hookErr.Error(), hint, "")
 }
 
 func failureReport(f journal.Entry) []string {

@@ -185,7 +185,9 @@ func TestResumeRedoesInterruptedStepFromItsStart(t *testing.T) {
 	m := newMachine(t)
 	a := &fakeStep{name: "a"}
 	b := &fakeStep{name: "b"}
+	var redo []bool
 	b.run = func(ctx context.Context, env *engine.Env) error {
+		redo = append(redo, env.Redo)
 		env.State.RAMBytes = 42 // learned before the power cut
 		env.Crash("b-half-done")
 		b.done = true
@@ -225,6 +227,9 @@ func TestResumeRedoesInterruptedStepFromItsStart(t *testing.T) {
 	}
 	if eng.Env.State.RAMBytes != 42 {
 		t.Errorf("state was not carried over: %+v", eng.Env.State)
+	}
+	if fmt.Sprint(redo) != "[false true]" || eng.Env.Redo {
+		t.Errorf("Env.Redo in b's runs = %v (after: %v), want [false true] and false after", redo, eng.Env.Redo)
 	}
 }
 
@@ -492,6 +497,43 @@ func TestRebootFailureIsRecorded(t *testing.T) {
 	}
 	if last, _ := m.journal().Last("arm64"); last.Event != journal.Fail || !strings.Contains(last.Hint, "power the Pi off and on") {
 		t.Errorf("last = %+v", last)
+	}
+}
+
+// shutdownMachine is a reboot request cut short because the shutdown it
+// started stops the service first.
+type shutdownMachine struct{ cancel context.CancelFunc }
+
+func (m shutdownMachine) Reboot(ctx context.Context) error {
+	m.cancel()
+	return fmt.Errorf("reboot: %w", ctx.Err())
+}
+
+func TestRebootCutShortByShutdownIsNotAFailure(t *testing.T) {
+	t.Parallel()
+	m := newMachine(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	arm := &fakeStep{name: "arm64", run: func(ctx context.Context, env *engine.Env) error {
+		env.RequestReboot("start the 64-bit kernel")
+		return nil
+	}}
+	eng, _, _ := m.engine(arm)
+	eng.Env.Machine = shutdownMachine{cancel}
+	if out, err := eng.Run(ctx, nil); out != engine.Interrupted || err == nil {
+		t.Fatalf("Run = %v, %v", out, err)
+	}
+	if got := m.events(); got != "arm64:start arm64:reboot" {
+		t.Errorf("journal = %q, want the reboot and no failure", got)
+	}
+	if _, err := os.Stat(m.marker()); !errors.Is(err, fs.ErrNotExist) {
+		t.Error("a reboot cut short by the shutdown left a failure marker")
+	}
+	// After the reboot the 64-bit kernel runs: done, no failure to clear.
+	m.boot()
+	arm.done = true
+	eng, _, _ = m.engine(arm)
+	if out, err := eng.Run(context.Background(), nil); out != engine.Finished || err != nil {
+		t.Fatalf("after the reboot: %v, %v", out, err)
 	}
 }
 

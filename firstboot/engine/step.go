@@ -6,6 +6,7 @@ package engine
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -58,6 +59,10 @@ type Env struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 	// LED sets the activity LED (waiting for network); nil does nothing.
 	LED func(p progress.Pattern)
+	// Redo is set while the engine reruns a step that an earlier boot
+	// started and never finished (a power cut): what the step finds half
+	// made by itself may need making again.
+	Redo bool
 
 	rebootWhy string
 }
@@ -98,6 +103,16 @@ func (e *Env) SetLED(p progress.Pattern) {
 
 // Path maps a device path under Root.
 func (e *Env) Path(p string) string { return filepath.Join(e.Root, p) }
+
+// Exists reports whether the device path (a tool, a config file) exists
+// under Root; "" never does.
+func (e *Env) Exists(p string) bool {
+	if p == "" {
+		return false
+	}
+	_, err := os.Stat(e.Path(p))
+	return err == nil
+}
 
 // Crash calls CrashPoint when set.
 func (e *Env) Crash(point string) {

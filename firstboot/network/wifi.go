@@ -25,14 +25,6 @@ const (
 	nmConnectionID   = "nixpi-wlan"
 )
 
-func exists(env *engine.Env, path string) bool {
-	if path == "" {
-		return false
-	}
-	_, err := os.Stat(env.Path(path))
-	return err == nil
-}
-
 // StartWiFi joins the [wlan] network through NetworkManager when the image
 // has it (Bookworm and later), else through wpa_supplicant and dhcpcd.
 func StartWiFi(ctx context.Context, env *engine.Env) error {
@@ -41,18 +33,18 @@ func StartWiFi(ctx context.Context, env *engine.Env) error {
 	env.Logf("no wired link: joining wi-fi %q", w.SSID)
 	// The regulatory domain and rfkill keep the radio off on a fresh image;
 	// both are best effort (not every image has iw or rfkill).
-	if exists(env, t.Rfkill) {
+	if env.Exists(t.Rfkill) {
 		if _, err := env.Run.Output(ctx, t.Rfkill, "unblock", "wifi"); err != nil {
 			env.Logf("wi-fi: %v", err)
 		}
 	}
-	if w.Country != "" && exists(env, t.Iw) {
+	if w.Country != "" && env.Exists(t.Iw) {
 		if _, err := env.Run.Output(ctx, t.Iw, "reg", "set", w.Country); err != nil {
 			env.Logf("wi-fi: %v", err)
 		}
 	}
 	switch {
-	case exists(env, t.Nmcli):
+	case env.Exists(t.Nmcli):
 		if err := writeSecret(env.Path(NMConnection), nmKeyfile(w)); err != nil {
 			return err
 		}
@@ -61,12 +53,12 @@ func StartWiFi(ctx context.Context, env *engine.Env) error {
 		}
 		_, err := env.Run.Output(ctx, t.Nmcli, "connection", "up", "id", nmConnectionID)
 		return err
-	case exists(env, t.WpaSupplicant):
+	case env.Exists(t.WpaSupplicant):
 		if err := writeSecret(env.Path(WpaSupplicantCfg), wpaConfig(w)); err != nil {
 			return err
 		}
 		unit := "wpa_supplicant.service"
-		if exists(env, t.Dhcpcd) {
+		if env.Exists(t.Dhcpcd) {
 			// dhcpcd's hook starts wpa_supplicant for wlan0 on older images.
 			unit = "dhcpcd.service"
 		}

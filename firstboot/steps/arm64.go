@@ -41,6 +41,16 @@ func (arm64) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 }
 
 func (arm64) Run(ctx context.Context, env *engine.Env) error {
+	// Redone after a power cut that came after the write but before the
+	// reboot was recorded, this boot may already be the 64-bit one.
+	arch, err := kernelArch(ctx, env)
+	if err != nil {
+		return fmt.Errorf("arm64: %w", err)
+	}
+	if arch == arm64Arch {
+		env.Logf("the kernel is already 64-bit (aarch64): nothing to change")
+		return nil
+	}
 	path := env.Path(filepath.Join(env.BootDir, "config.txt"))
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -48,7 +58,6 @@ func (arm64) Run(ctx context.Context, env *engine.Env) error {
 	}
 	if on, line := bootfiles.Arm64Effective(string(data)); on {
 		// Already set, yet this boot is 32-bit: another reboot cannot help.
-		arch, _ := kernelArch(ctx, env)
 		return engine.WithHint(
 			fmt.Errorf("arm64: config.txt line %d already sets arm_64bit, but the running kernel is %s", line, arch),
 			"check that kernel8.img is on the card's FAT partition and that no later config.txt section sets kernel= for this Pi")

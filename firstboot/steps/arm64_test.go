@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/nixpi/nixpi/firstboot/engine"
-	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/system/systemtest"
 )
 
@@ -27,7 +26,7 @@ func TestArm64SwitchesAndReboots(t *testing.T) {
 	t.Parallel()
 	p := newPiEnv(t)
 	p.put(t, "/proc/sys/kernel/random/boot_id", "first\n")
-	p.run.On("armv7l\n", p.Tools.Uname, "-m").Times = 1
+	p.run.On("armv7l\n", p.Tools.Uname, "-m").Times = 2 // the probe and the action
 	machine := p.Machine.(*systemtest.Machine)
 	eng := &engine.Engine{Steps: []engine.Step{NewArm64()}, Env: p.Env}
 	out, err := eng.Run(context.Background(), nil)
@@ -51,16 +50,8 @@ func TestArm64SwitchesAndReboots(t *testing.T) {
 	if out, err := eng.Run(context.Background(), nil); out != engine.Finished || err != nil || machine.Reboots() != 1 {
 		t.Fatalf("after reboot: %v, %v, reboots %d", out, err, machine.Reboots())
 	}
-	j, err := journal.ReadFile(p.Path("/boot/firmware"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var events []string
-	for _, e := range j.Entries {
-		events = append(events, string(e.Event))
-	}
-	if strings.Join(events, " ") != "start reboot skip" {
-		t.Errorf("journal events = %v", events)
+	if events := p.journalEvents(t); events != "start reboot skip" {
+		t.Errorf("journal events = %q", events)
 	}
 }
 
@@ -82,10 +73,14 @@ func TestArm64AlreadySetButStill32Bit(t *testing.T) {
 	}
 }
 
+// A power cut after config.txt was written but before the reboot was
+// recorded: the 64-bit kernel starts anyway, and the engine redoes the step
+// from its start, which finds nothing left to do (no failure, no reboot).
 func TestArm64CrashBeforeRebootIsRedoneSafely(t *testing.T) {
 	t.Parallel()
 	p := newPiEnv(t)
-	p.run.On("armv7l\n", p.Tools.Uname, "-m")
+	p.put(t, "/proc/sys/kernel/random/boot_id", "first\n")
+	p.run.On("armv7l\n", p.Tools.Uname, "-m").Times = 2
 	type crash struct{}
 	p.CrashPoint = func(point string) {
 		if point == "arm64-after-write" {
@@ -98,12 +93,28 @@ func TestArm64CrashBeforeRebootIsRedoneSafely(t *testing.T) {
 				t.Fatal("no crash")
 			}
 		}()
-		NewArm64().Run(context.Background(), p.Env)
+		eng := &engine.Engine{Steps: []engine.Step{NewArm64()}, Env: p.Env}
+		eng.Run(context.Background(), nil)
 	}()
-	// The power cut lost nothing: rerunning from the start would only
-	// see the setting already there (and, booted 32-bit again, say so).
 	got, _ := os.ReadFile(p.Path("/boot/firmware/config.txt"))
 	if strings.Count(string(got), "arm_64bit=1") != 1 {
 		t.Errorf("config.txt after crash:\n%s", got)
+	}
+
+	p.CrashPoint = nil
+	p.put(t, "/proc/sys/kernel/random/boot_id", "second\n")
+	p.run.On("aarch64\n", p.Tools.Uname, "-m")
+	eng := &engine.Engine{Steps: []engine.Step{NewArm64()}, Env: &engine.Env{
+		Config: p.Config, Root: p.Root, BootDir: p.BootDir, Run: p.Run, Machine: p.Machine, Tools: p.Tools, Progress: p.Progress,
+	}}
+	out, err := eng.Run(context.Background(), nil)
+	if out != engine.Finished || err != nil || p.Machine.(*systemtest.Machine).Reboots() != 0 {
+		t.Fatalf("after the power cut: %v, %v, reboots %d\n%s", out, err, p.Machine.(*systemtest.Machine).Reboots(), p.log())
+	}
+	if events := p.journalEvents(t); events != "start start done" {
+		t.Errorf("journal events = %q, want the interrupted start, then the redo", events)
+	}
+	if after, _ := os.ReadFile(p.Path("/boot/firmware/config.txt")); string(after) != string(got) {
+		t.Errorf("config.txt changed on the redo:\n%s", after)
 	}
 }

@@ -214,6 +214,7 @@ func diskRunSequence(ctx context.Context, env *engine.Env, saved func(), redo st
 			}
 		}
 		ran = append(ran, s.Name())
+		env.Redo = s.Name() == redo
 		if running != nil {
 			*running = s.Name()
 		}

@@ -484,6 +484,40 @@ func TestDiskFormatKeepsPlannedFilesystems(t *testing.T) {
 	}
 }
 
+// A format step redone after a power cut makes the FAT again even when its
+// signature is the planned one (mkfs.fat writes the boot sector before the
+// tables); the swap and the root, whose signatures mkswap and mkfs.btrfs
+// write last, are kept.
+func TestDiskFormatRedoRemakesFAT(t *testing.T) {
+	t.Parallel()
+	for _, redo := range []bool{false, true} {
+		u := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")
+		plan := formattedSSD(t, u, plannedSignatures)
+		u.run.On("\titem 4 key (FS_TREE ROOT_REF 256) itemoff 14930 itemsize 19\n\t\troot ref key dirid 256 sequence 2 name @\n"+
+			"\titem 5 key (FS_TREE ROOT_REF 257) itemoff 14908 itemsize 22\n\t\troot ref key dirid 256 sequence 3 name @nix\n"+
+			"\titem 6 key (FS_TREE ROOT_REF 258) itemoff 14886 itemsize 23\n\t\troot ref key dirid 256 sequence 4 name @home\n",
+			u.env.Tools.BtrfsTool, "inspect-internal")
+		u.run.On("", u.env.Tools.MkfsFAT)
+		u.env.Redo = redo
+		if err := steps.NewFormat().Run(context.Background(), u.env); err != nil {
+			t.Fatal(err)
+		}
+		var made []string
+		for _, c := range u.run.Calls() {
+			if b := filepath.Base(c[0]); strings.HasPrefix(b, "mkfs") || b == "mkswap" || slices.Contains(c, "--all") {
+				made = append(made, system.QuoteArgv(c))
+			}
+		}
+		want := ""
+		if redo {
+			want = fmt.Sprintf("/usr/sbin/mkfs.fat -F 32 -n boot -i %s /dev/sda1", plan.FATVolumeID)
+		}
+		if got := strings.Join(made, "\n"); got != want {
+			t.Errorf("redo=%v: made %q, want %q", redo, got, want)
+		}
+	}
+}
+
 func TestDiskFormatRefusesForeignFilesystemWithoutWipe(t *testing.T) {
 	t.Parallel()
 	u := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")

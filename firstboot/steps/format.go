@@ -65,11 +65,18 @@ func (format) Run(ctx context.Context, env *engine.Env) error {
 		if err != nil {
 			return err
 		}
-		if isPlannedFS(sigs, p) {
+		planned := isPlannedFS(sigs, p)
+		switch {
+		case planned && env.Redo && p.FSType == "vfat":
+			// mkfs.fat writes the boot sector (label, volume id) before the
+			// FATs and the root directory, so a power cut inside it can leave
+			// the planned signature on a broken filesystem. Nothing but mkfs
+			// has written to it before this step is done: make it again.
+			env.Logf("%q: this step was interrupted; making the %s filesystem %q again, since it may be half made", node, p.FSType, p.Label)
+		case planned:
 			env.Logf("%q: already formatted (%s, label %q, uuid %s), skipping", node, p.FSType, p.Label, p.FSUUID)
 			continue
-		}
-		if len(sigs) > 0 {
+		case len(sigs) > 0:
 			// The partition is this installation's, but what is in it is not:
 			// left over from the disk's earlier life. Erase it only if allowed.
 			if !env.Config.Target.Wipe {

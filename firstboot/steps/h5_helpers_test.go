@@ -11,6 +11,7 @@ import (
 
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/engine"
+	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/system"
 	"github.com/nixpi/nixpi/firstboot/system/systemtest"
 )
@@ -72,6 +73,20 @@ func (p *piEnv) remove(t *testing.T, path string) {
 }
 
 func (p *piEnv) log() string { return strings.Join(p.logs, "\n") }
+
+// journalEvents is the card's journal as its events, space-separated.
+func (p *piEnv) journalEvents(t *testing.T) string {
+	t.Helper()
+	j, err := journal.ReadFile(p.Path(p.BootDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	for _, e := range j.Entries {
+		events = append(events, string(e.Event))
+	}
+	return strings.Join(events, " ")
+}
 
 // networkUp gives the root a default route and a name server.
 func (p *piEnv) networkUp(t *testing.T) {

@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -27,33 +28,27 @@ type Tool struct {
 	Package string
 }
 
-// RequiredTools lists the programs the disk steps need for the config:
-// the partitioner for the table type, the root filesystem's mkfs, and the
-// tools used on every layout.
+// RequiredTools lists the programs the disk steps need for the config: the
+// root filesystem's mkfs, and the tools used on every layout. Both
+// partitioners are always needed: sgdisk writes every table (an MBR is
+// converted from a GPT) and sfdisk reads every table back.
 func RequiredTools(env *engine.Env) []Tool {
 	t := env.Tools
 	tools := []Tool{
 		{"mkfs.fat", t.MkfsFAT, "dosfstools"},
 		{"mkswap", t.Mkswap, "util-linux"},
 		{"swapon", t.Swapon, "mount"},
+		{"mount", t.Mount, "mount"},
+		{"umount", t.Umount, "mount"},
 		{"wipefs", t.Wipefs, "util-linux"},
 		{"lsblk", t.Lsblk, "util-linux"},
-		{"blkid", t.Blkid, "util-linux"},
 		{"partx", t.Partx, "util-linux"},
+		{"sfdisk", t.Sfdisk, "fdisk"},
+		{"sgdisk", t.Sgdisk, "gdisk"},
 	}
-	table, rootFS := config.TableGPT, config.FSBtrfs
-	if env.Config != nil {
-		if env.Config.Layout.Table != "" {
-			table = env.Config.Layout.Table
-		}
-		if env.Config.Layout.RootFS != "" {
-			rootFS = env.Config.Layout.RootFS
-		}
-	}
-	if table == config.TableMBR {
-		tools = append(tools, Tool{"sfdisk", t.Sfdisk, "fdisk"})
-	} else {
-		tools = append(tools, Tool{"sgdisk", t.Sgdisk, "gdisk"})
+	rootFS := config.FSBtrfs
+	if env.Config != nil && env.Config.Layout.RootFS != "" {
+		rootFS = env.Config.Layout.RootFS
 	}
 	if rootFS == config.FSExt4 {
 		tools = append(tools, Tool{"mkfs.ext4", t.MkfsExt4, "e2fsprogs"})
@@ -67,7 +62,7 @@ func RequiredTools(env *engine.Env) []Tool {
 func missingTools(env *engine.Env) []Tool {
 	var missing []Tool
 	for _, tool := range RequiredTools(env) {
-		if !exists(env, tool.Path) {
+		if !env.Exists(tool.Path) {
 			missing = append(missing, tool)
 		}
 	}
@@ -128,6 +123,9 @@ func (packages) Run(ctx context.Context, env *engine.Env) error {
 	}
 	// The Pi has no RTC: a clock behind the mirror's Release date must not
 	// make apt refuse the lists (Debian's archive is signed, not dated).
+	if err := finishInterruptedDpkg(ctx, env); err != nil {
+		return err
+	}
 	update := []string{"update", "-o", "Acquire::Check-Valid-Until=false", "-o", "Acquire::Check-Date=false"}
 	install := append([]string{"install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300"}, pkgs...)
 	for _, args := range [][]string{update, install} {
@@ -138,6 +136,27 @@ func (packages) Run(ctx context.Context, env *engine.Env) error {
 	}
 	if still := missingTools(env); len(still) > 0 {
 		return fmt.Errorf("packages: apt-get installed %s but %s are still missing", strings.Join(pkgs, " "), describeTools(still))
+	}
+	return nil
+}
+
+// dpkgUpdatesDir holds dpkg's journal of a run that has not finished; apt-get
+// refuses to do anything while it has entries.
+const dpkgUpdatesDir = "/var/lib/dpkg/updates"
+
+// finishInterruptedDpkg completes what a power cut during an earlier
+// apt-get left half done (this step redone from its start), as apt-get
+// itself asks: "dpkg was interrupted, you must manually run 'dpkg
+// --configure -a'".
+func finishInterruptedDpkg(ctx context.Context, env *engine.Env) error {
+	entries, err := os.ReadDir(env.Path(dpkgUpdatesDir))
+	if err != nil || len(entries) == 0 {
+		return nil
+	}
+	env.Logf("an earlier package install was interrupted: finishing it")
+	if _, err := env.Run.Output(ctx, env.Tools.Env, "DEBIAN_FRONTEND=noninteractive", env.Tools.Dpkg, "--configure", "-a"); err != nil {
+		return engine.WithHint(fmt.Errorf("packages: finish the interrupted package install: %w", err),
+			"on the Pi, run sudo dpkg --configure -a and read its errors")
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/system/systemtest"
 )
 
@@ -114,7 +115,62 @@ func TestRequiredToolsFollowLayout(t *testing.T) {
 		names = append(names, tool.Name)
 	}
 	got := strings.Join(names, ",")
-	if got != "mkfs.fat,mkswap,swapon,wipefs,lsblk,blkid,partx,sfdisk,mkfs.ext4" {
+	if got != "mkfs.fat,mkswap,swapon,mount,umount,wipefs,lsblk,partx,sfdisk,sgdisk,mkfs.ext4" {
 		t.Errorf("tools for mbr+ext4 = %s", got)
+	}
+}
+
+// A power cut during an earlier apt-get left dpkg's journal behind: the
+// redone step finishes that first, since apt-get refuses to run until then.
+func TestPackagesFinishesInterruptedDpkg(t *testing.T) {
+	t.Parallel()
+	p := newPiEnv(t)
+	installTools(t, p, "mkfs.btrfs")
+	p.networkUp(t)
+	p.put(t, "/var/lib/dpkg/updates/0001", "Package: btrfs-progs\nStatus: install ok unpacked\n")
+	p.run.On("", p.Tools.Env, "DEBIAN_FRONTEND=noninteractive", p.Tools.Dpkg, "--configure", "-a")
+	p.run.On("", p.Tools.Env, "DEBIAN_FRONTEND=noninteractive", p.Tools.AptGet)
+	p.run.OnRun = func(argv []string) {
+		if argv[2] == p.Tools.Dpkg {
+			p.remove(t, "/var/lib/dpkg/updates/0001")
+		}
+		if argv[3] == "install" {
+			p.put(t, p.Tools.MkfsBtrfs, "")
+		}
+	}
+	if err := NewPackages().Run(context.Background(), p.Env); err != nil {
+		t.Fatalf("Run: %v\n%s", err, p.log())
+	}
+	calls := p.run.Calls()
+	if len(calls) != 3 || calls[0][2] != p.Tools.Dpkg || calls[1][3] != "update" || calls[2][3] != "install" {
+		t.Errorf("commands = %q, want dpkg --configure -a, then apt-get update and install", p.run.Transcript())
+	}
+
+	// With nothing left half done, dpkg is not run.
+	q := newPiEnv(t)
+	installTools(t, q, "mkfs.btrfs")
+	q.networkUp(t)
+	q.put(t, "/var/lib/dpkg/status", "")
+	q.run.On("", q.Tools.Env, "DEBIAN_FRONTEND=noninteractive", q.Tools.AptGet)
+	q.run.OnRun = func(argv []string) { q.put(t, q.Tools.MkfsBtrfs, "") }
+	if err := NewPackages().Run(context.Background(), q.Env); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(q.run.Transcript(), "dpkg --configure") {
+		t.Errorf("dpkg ran with nothing to finish:\n%s", q.run.Transcript())
+	}
+
+	// dpkg failing stops the step with a hint.
+	r := newPiEnv(t)
+	installTools(t, r, "mkfs.btrfs")
+	r.networkUp(t)
+	r.put(t, "/var/lib/dpkg/updates/0001", "")
+	r.run.Fail(1, "dpkg: error processing package btrfs-progs (--configure)", r.Tools.Env, "DEBIAN_FRONTEND=noninteractive", r.Tools.Dpkg)
+	err := NewPackages().Run(context.Background(), r.Env)
+	if err == nil || !strings.Contains(err.Error(), "dpkg: error processing package btrfs-progs") || !strings.Contains(engine.HintOf(err), "dpkg --configure -a") {
+		t.Fatalf("Run = %v (hint %q)", err, engine.HintOf(err))
+	}
+	if strings.Contains(r.run.Transcript(), "apt-get") {
+		t.Errorf("apt-get ran after dpkg failed:\n%s", r.run.Transcript())
 	}
 }

@@ -199,14 +199,6 @@ func checkMemory(env *engine.Env, r *Report) {
 	r.add("memory", OK, "", "%s of memory, swap %s", mib(ram), swap)
 }
 
-func exists(env *engine.Env, path string) bool {
-	if path == "" {
-		return false
-	}
-	_, err := os.Stat(env.Path(path))
-	return err == nil
-}
-
 // piSeverity downgrades a Pi-specific problem to a warning off a Pi.
 func piSeverity(r *Report, sev Severity) Severity {
 	if !r.IsPi && sev == Blocking {
@@ -226,7 +218,7 @@ const (
 )
 
 func checkPower(ctx context.Context, env *engine.Env, r *Report) {
-	if !exists(env, env.Tools.Vcgencmd) {
+	if !env.Exists(env.Tools.Vcgencmd) {
 		if r.IsPi {
 			r.add("power", Warning, "", "vcgencmd not found at %s: cannot check for under-voltage", env.Tools.Vcgencmd)
 		}
@@ -258,7 +250,7 @@ func checkPower(ctx context.Context, env *engine.Env, r *Report) {
 }
 
 func checkBootloader(ctx context.Context, env *engine.Env, r *Report) {
-	if !r.IsPi || !exists(env, env.Tools.Vcgencmd) {
+	if !r.IsPi || !env.Exists(env.Tools.Vcgencmd) {
 		return
 	}
 	out, err := env.Run.Output(ctx, env.Tools.Vcgencmd, "bootloader_version")

@@ -11,10 +11,12 @@ type SystemdMachine struct {
 	Systemctl string
 }
 
-// Reboot implements Machine with "systemctl reboot", which queues the reboot
-// and returns, so the caller can finish writing and exit.
+// Reboot implements Machine with "systemctl --no-block reboot", which queues
+// the reboot and returns, so the caller can finish writing and exit. Without
+// --no-block systemctl may wait for the shutdown it started, which stops this
+// service first: the reboot would look like a failure.
 func (m SystemdMachine) Reboot(ctx context.Context) error {
-	if _, err := m.Run.Output(ctx, m.Systemctl, "reboot"); err != nil {
+	if _, err := m.Run.Output(ctx, m.Systemctl, "--no-block", "reboot"); err != nil {
 		return fmt.Errorf("reboot: %w", err)
 	}
 	return nil

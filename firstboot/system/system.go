@@ -25,8 +25,7 @@ type Machine interface {
 // tool is named in one place and tests can point at their own.
 type Tools struct {
 	AptGet    string
-	Blkid     string
-	Blockdev  string
+	Dpkg      string
 	BtrfsTool string
 	Lsblk     string
 	MkfsBtrfs string
@@ -34,20 +33,17 @@ type Tools struct {
 	MkfsFAT   string
 	Mkswap    string
 	Mount     string
-	Partprobe string
 	// Partx tells the kernel about a new partition table (works on loop
 	// devices too, where BLKRRPART may not).
-	Partx       string
-	Sgdisk      string
-	Sfdisk      string
-	Swapon      string
-	Udevadm     string
-	Umount      string
-	Vcgencmd    string
-	Wipefs      string
-	Systemctl   string
-	Uname       string
-	Timedatectl string
+	Partx     string
+	Sgdisk    string
+	Sfdisk    string
+	Swapon    string
+	Umount    string
+	Vcgencmd  string
+	Wipefs    string
+	Systemctl string
+	Uname     string
 	// Network: Wi-Fi through the image's own stack (NetworkManager on
 	// Bookworm+, wpa_supplicant with dhcpcd before).
 	Nmcli         string
@@ -62,28 +58,24 @@ type Tools struct {
 // DefaultTools are the paths on Raspberry Pi OS / Debian.
 func DefaultTools() Tools {
 	return Tools{
-		AptGet:      "/usr/bin/apt-get",
-		Blkid:       "/usr/sbin/blkid",
-		Blockdev:    "/usr/sbin/blockdev",
-		BtrfsTool:   "/usr/bin/btrfs",
-		Lsblk:       "/usr/bin/lsblk",
-		MkfsBtrfs:   "/usr/sbin/mkfs.btrfs",
-		MkfsExt4:    "/usr/sbin/mkfs.ext4",
-		MkfsFAT:     "/usr/sbin/mkfs.fat",
-		Mkswap:      "/usr/sbin/mkswap",
-		Mount:       "/usr/bin/mount",
-		Partprobe:   "/usr/sbin/partprobe",
-		Partx:       "/usr/bin/partx",
-		Sgdisk:      "/usr/sbin/sgdisk",
-		Sfdisk:      "/usr/sbin/sfdisk",
-		Swapon:      "/usr/sbin/swapon",
-		Udevadm:     "/usr/bin/udevadm",
-		Umount:      "/usr/bin/umount",
-		Vcgencmd:    "/usr/bin/vcgencmd",
-		Wipefs:      "/usr/sbin/wipefs",
-		Systemctl:   "/usr/bin/systemctl",
-		Uname:       "/usr/bin/uname",
-		Timedatectl: "/usr/bin/timedatectl",
+		AptGet:    "/usr/bin/apt-get",
+		Dpkg:      "/usr/bin/dpkg",
+		BtrfsTool: "/usr/bin/btrfs",
+		Lsblk:     "/usr/bin/lsblk",
+		MkfsBtrfs: "/usr/sbin/mkfs.btrfs",
+		MkfsExt4:  "/usr/sbin/mkfs.ext4",
+		MkfsFAT:   "/usr/sbin/mkfs.fat",
+		Mkswap:    "/usr/sbin/mkswap",
+		Mount:     "/usr/bin/mount",
+		Partx:     "/usr/bin/partx",
+		Sgdisk:    "/usr/sbin/sgdisk",
+		Sfdisk:    "/usr/sbin/sfdisk",
+		Swapon:    "/usr/sbin/swapon",
+		Umount:    "/usr/bin/umount",
+		Vcgencmd:  "/usr/bin/vcgencmd",
+		Wipefs:    "/usr/sbin/wipefs",
+		Systemctl: "/usr/bin/systemctl",
+		Uname:     "/usr/bin/uname",
 
 		Nmcli:         "/usr/bin/nmcli",
 		WpaSupplicant: "/usr/sbin/wpa_supplicant",

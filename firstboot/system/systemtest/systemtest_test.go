@@ -57,18 +57,18 @@ func TestMachineRecords(t *testing.T) {
 func TestSystemdMachineRunsSystemctlReboot(t *testing.T) {
 	t.Parallel()
 	r := &Runner{}
-	r.On("", "/usr/bin/systemctl", "reboot")
+	r.On("", "/usr/bin/systemctl", "--no-block", "reboot")
 	m := system.SystemdMachine{Run: r, Systemctl: "/usr/bin/systemctl"}
 	if err := m.Reboot(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.Transcript(); got != "/usr/bin/systemctl reboot\n" {
+	if got := r.Transcript(); got != "/usr/bin/systemctl --no-block reboot\n" {
 		t.Errorf("ran %q", got)
 	}
 	r2 := &Runner{}
 	r2.Fail(1, "Failed to connect to bus", "/usr/bin/systemctl")
 	err := system.SystemdMachine{Run: r2, Systemctl: "/usr/bin/systemctl"}.Reboot(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "reboot: /usr/bin/systemctl reboot: exit status 1: stderr: Failed to connect to bus") {
+	if err == nil || !strings.Contains(err.Error(), "reboot: /usr/bin/systemctl --no-block reboot: exit status 1: stderr: Failed to connect to bus") {
 		t.Errorf("failing systemctl: %v", err)
 	}
 }

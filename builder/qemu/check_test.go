@@ -1,0 +1,222 @@
+package qemu
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/journal"
+)
+
+var testSteps = []string{"preflight", "arm64", "packages", "target", "partition", "format", "mount"}
+
+type ev struct {
+	boot  int
+	step  string
+	event journal.Event
+}
+
+// install builds an Install whose journal holds events, with one console
+// file per boot containing console (or a default service line).
+func install(t *testing.T, events []ev, log string) *Install {
+	t.Helper()
+	in := &Install{Name: "t", Finished: true, Journal: &journal.Journal{}, InstallLog: log}
+	boots := 0
+	for _, e := range events {
+		in.Journal.Entries = append(in.Journal.Entries, journal.Entry{
+			Step: e.step, Event: e.event, Boot: e.boot, BootID: fmt.Sprintf("boot-%d", e.boot),
+		})
+		boots = max(boots, e.boot)
+	}
+	dir := t.TempDir()
+	for n := 1; n <= boots; n++ {
+		path := filepath.Join(dir, fmt.Sprintf("console-%d.log", n))
+		if err := os.WriteFile(path, []byte("nixpi: step 1 of 7, preflight\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		in.Boots = append(in.Boots, &BootResult{N: n, Console: path})
+	}
+	return in
+}
+
+func fullRun(boot int) []ev {
+	return []ev{
+		{boot, "preflight", journal.Start}, {boot, "preflight", journal.Done},
+		{boot, "arm64", journal.Skip}, {boot, "packages", journal.Skip},
+		{boot, "target", journal.Start}, {boot, "target", journal.Done},
+		{boot, "partition", journal.Start}, {boot, "partition", journal.Done},
+		{boot, "format", journal.Start}, {boot, "format", journal.Done},
+		{boot, "mount", journal.Start}, {boot, "mount", journal.Done},
+	}
+}
+
+const goodLog = "run: /usr/sbin/mkfs.fat -F 32 -n boot /dev/sda1\nrun: /usr/sbin/mkswap -L swap /dev/sda2\nrun: /usr/sbin/mkfs.btrfs -f -L root /dev/sda3\n"
+
+func TestCheckInstallAcceptsGoodRun(t *testing.T) {
+	t.Parallel()
+	h := &Harness{Steps: testSteps}
+	if p := h.CheckInstall(install(t, fullRun(1), goodLog), nil); len(p) != 0 {
+		t.Errorf("a good run has problems: %v", p)
+	}
+}
+
+func TestCheckInstallFindsProblems(t *testing.T) {
+	t.Parallel()
+	h := &Harness{Steps: testSteps}
+	redone := append(fullRun(1), ev{2, "preflight", journal.Start}, ev{2, "preflight", journal.Done},
+		ev{2, "format", journal.Start}, ev{2, "format", journal.Done})
+	outOfOrder := fullRun(1)
+	outOfOrder[8], outOfOrder[6] = outOfOrder[6], outOfOrder[8]
+	for _, tc := range []struct {
+		name   string
+		events []ev
+		log    string
+		want   string
+	}{
+		{"step redone after it finished", redone, goodLog, "step format was started again in boot 2 although it finished in boot 1"},
+		{"step missing", fullRun(1)[:10], goodLog, "step mount did not finish"},
+		{"steps out of order", outOfOrder, goodLog, "ran after step"},
+		{"filesystem made twice", fullRun(1), goodLog + "run: /usr/sbin/mkfs.fat -F 32 -n boot /dev/sda1\n", "ran 2 times"},
+		{"no filesystems made", fullRun(1), "", "no mkfs"},
+		{"a failure", append(fullRun(1)[:9], ev{1, "format", journal.Fail}), goodLog, "step format failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := h.CheckInstall(install(t, tc.events, tc.log), nil)
+			if !strings.Contains(strings.Join(p, "\n"), tc.want) {
+				t.Errorf("problems %q do not include %q", p, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckCut(t *testing.T) {
+	t.Parallel()
+	h := &Harness{Steps: testSteps}
+	cut := &Cut{Step: "format", At: "run: /usr/sbin/mkfs.btrfs"}
+	interrupted := append(fullRun(1)[:9], fullRun(2)...) // format started in boot 1, never done
+	log := goodLog + "run: /usr/sbin/mkfs.btrfs -f -L root /dev/sda3\n"
+
+	in := install(t, interrupted, log)
+	in.CutBoot = 1
+	os.WriteFile(in.Boots[1].Console, []byte("nixpi:   format was interrupted in boot 1; redoing it from its start\n"), 0o644)
+	// fullRun(2) restarts target and partition, which finished in boot 1;
+	// a real resume skips them, so only format may appear twice.
+	for i, e := range in.Journal.Entries {
+		if e.Boot == 2 && (e.Step == "target" || e.Step == "partition") {
+			in.Journal.Entries[i].Event = journal.Skip
+		}
+	}
+	if p := h.CheckInstall(in, cut); len(p) != 0 {
+		t.Errorf("a good resume has problems: %v", p)
+	}
+
+	missed := install(t, append(fullRun(1), fullRun(2)...), log)
+	missed.CutBoot = 1
+	p := strings.Join(h.CheckInstall(missed, cut), "\n")
+	for _, want := range []string{"finished in the boot that was cut", "no console says step format was interrupted"} {
+		if !strings.Contains(p, want) {
+			t.Errorf("problems %q do not include %q", p, want)
+		}
+	}
+}
+
+func goodSpec() *DiskSpec {
+	return &DiskSpec{
+		DiskGUID: "47817817-091B-8154-A80A-8194E57769A3",
+		Partitions: []PartSpec{
+			{Number: 1, FirstLBA: 2048, LastLBA: 1026047, TypeGUID: typeESP, FSType: "vfat", Label: "boot", UUID: "DE54-988E"},
+			{Number: 2, FirstLBA: 1026048, LastLBA: 1550335, TypeGUID: typeSwap, FSType: "swap", Label: "swap", UUID: "3304ad37"},
+			{Number: 3, FirstLBA: 1550336, LastLBA: 33552383, TypeGUID: typeLinux, FSType: "btrfs", Label: "root", UUID: "53fb4001"},
+		},
+		Subvolumes: []string{"@", "@home", "@nix"},
+		FATCheck:   "clean",
+	}
+}
+
+func TestCheckSSD(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load("../../testdata/e2e/nixpi.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := CheckSSD(goodSpec(), cfg, 256<<20); len(p) != 0 {
+		t.Errorf("the expected layout has problems: %v", p)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*DiskSpec)
+		want   string
+	}{
+		{"wrong label", func(d *DiskSpec) { d.Partitions[2].Label = "nixos" }, `labelled "nixos", want "root"`},
+		{"swap too small", func(d *DiskSpec) { d.Partitions[1].LastLBA -= 2048 }, "partition 2 has"},
+		{"missing subvolume", func(d *DiskSpec) { d.Subvolumes = []string{"@", "@nix"} }, "btrfs subvolumes"},
+		{"unformatted root", func(d *DiskSpec) { d.Partitions[2].FSType = "" }, `partition 3 holds ""`},
+		{"dirty FAT", func(d *DiskSpec) { d.FATCheck = "Dirty bit is set" }, "fsck.fat"},
+		{"no swap partition", func(d *DiskSpec) { d.Partitions = d.Partitions[:2] }, "has 2 partitions, want 3"},
+		{"wrong type", func(d *DiskSpec) { d.Partitions[0].TypeGUID = typeLinux }, "partition 1 has type"},
+	} {
+		spec := goodSpec()
+		tc.change(spec)
+		if p := strings.Join(CheckSSD(spec, cfg, 256<<20), "\n"); !strings.Contains(p, tc.want) {
+			t.Errorf("%s: problems %q do not include %q", tc.name, p, tc.want)
+		}
+	}
+	other := goodSpec()
+	other.Partitions[2].UUID = "different"
+	if p := CompareSpecs("cut", other, goodSpec()); len(p) != 1 {
+		t.Errorf("a different root UUID was not reported: %v", p)
+	}
+	if p := CompareSpecs("cut", goodSpec(), goodSpec()); len(p) != 0 {
+		t.Errorf("equal specs differ: %v", p)
+	}
+}
+
+func TestCheckRefusal(t *testing.T) {
+	t.Parallel()
+	refusal := func(msg string) *Install {
+		in := install(t, []ev{{1, "preflight", journal.Start}, {1, "preflight", journal.Done}, {1, "target", journal.Start}}, "")
+		in.Failed = true
+		in.Journal.Entries = append(in.Journal.Entries, journal.Entry{Step: "target", Event: journal.Fail, Boot: 1, Msg: msg, Hint: "set wipe = true"})
+		os.WriteFile(in.Boots[0].Console, []byte("nixpi: INSTALL STOPPED: "+msg+"\n"), 0o644)
+		return in
+	}
+	good := `refusing disk "/dev/sda" (serial S1): it holds a filesystem signature (ext4) and target.wipe = false`
+	if p := CheckRefusal(refusal(good), "aa", "aa", "S1"); len(p) != 0 {
+		t.Errorf("a good refusal has problems: %v", p)
+	}
+	if p := strings.Join(CheckRefusal(refusal(good), "aa", "bb", "S1"), "\n"); !strings.Contains(p, "the SSD changed") {
+		t.Errorf("a changed disk was not reported: %q", p)
+	}
+	if p := strings.Join(CheckRefusal(refusal("refusing: no"), "aa", "aa", "S1"), "\n"); !strings.Contains(p, "does not name the disk") || !strings.Contains(p, "no console line") {
+		t.Errorf("a vague refusal was not reported: %q", p)
+	}
+}
+
+func TestCheckMounts(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load("../../testdata/e2e/nixpi.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := `run: /usr/bin/mount -t btrfs -o subvol=@ /dev/sda3 /mnt
+run: /usr/bin/mount -t btrfs -o subvol=@nix /dev/sda3 /mnt/nix
+run: /usr/bin/mount -t btrfs -o subvol=@home /dev/sda3 /mnt/home
+run: /usr/sbin/swapon /dev/sda2
+run: /usr/bin/mount -t vfat /dev/sda1 /mnt/boot
+`
+	if p := CheckMounts(&Install{Name: "t", InstallLog: log}, cfg, 256<<20); len(p) != 0 {
+		t.Errorf("a complete mount log has problems: %v", p)
+	}
+	partial := strings.Replace(log, "subvol=@nix /dev/sda3 /mnt/nix", "subvol=@nix /dev/sda3 /mnt/elsewhere", 1)
+	partial = strings.Replace(partial, "run: /usr/sbin/swapon /dev/sda2\n", "", 1)
+	p := strings.Join(CheckMounts(&Install{Name: "t", InstallLog: partial}, cfg, 256<<20), "\n")
+	for _, want := range []string{"no mount of subvolume @nix at /mnt/nix", "no swapon"} {
+		if !strings.Contains(p, want) {
+			t.Errorf("problems %q do not include %q", p, want)
+		}
+	}
+}
