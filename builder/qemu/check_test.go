@@ -113,6 +113,15 @@ func TestCheckCut(t *testing.T) {
 	if p := h.CheckInstall(in, cut); len(p) != 0 {
 		t.Errorf("a good resume has problems: %v", p)
 	}
+	// Redoing the interrupted format step may remake the FAT; a cut in
+	// partition may not.
+	in.InstallLog += "run: /usr/sbin/mkfs.fat -F 32 -n boot /dev/sda1\n"
+	if p := h.CheckInstall(in, cut); len(p) != 0 {
+		t.Errorf("remaking the FAT in the interrupted format step is reported: %v", p)
+	}
+	if p := strings.Join(h.CheckInstall(in, &Cut{Step: "partition", At: "sgdisk"}), "\n"); !strings.Contains(p, "ran 2 times") {
+		t.Errorf("a FAT made twice around a cut in partition is not reported: %q", p)
+	}
 
 	missed := install(t, append(fullRun(1), fullRun(2)...), log)
 	missed.CutBoot = 1

@@ -77,7 +77,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		Schema any `toml:"schema"`
 	}
 	if _, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&head); err != nil {
-		return nil, decodeError(name, data, err, false)
+		return nil, redactSecrets(decodeError(name, data, err, false), data)
 	}
 	lines := locateKeys(data)
 	switch v := head.Schema.(type) {
@@ -94,7 +94,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	cfg := Default()
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(cfg)
 	if err != nil {
-		return nil, decodeError(name, data, err, true)
+		return nil, redactSecrets(decodeError(name, data, err, true), data)
 	}
 
 	var errs Errors
