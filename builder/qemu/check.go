@@ -51,6 +51,9 @@ func (h *Harness) CheckHookBoot(ctx context.Context, hb *HookBoot, rootFiles fun
 	if want := bootfiles.RemoveHook(hb.CmdlineBefore, words); hb.CmdlineAfter != want {
 		p.addf("cmdline.txt after the hook is %q, want exactly the hook's words removed: %q", hb.CmdlineAfter, want)
 	}
+	if h.BaseCmdline != "" && hb.CmdlineAfter != h.BaseCmdline {
+		p.addf("cmdline.txt after the hook is %q, not the base image's %q", hb.CmdlineAfter, h.BaseCmdline)
+	}
 	raw, err := os.ReadFile(hb.Boot.Console)
 	if err != nil {
 		p.addf("read the hook boot's console: %v", err)

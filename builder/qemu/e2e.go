@@ -38,8 +38,6 @@ type E2E struct {
 	Inspector *Inspector
 	Config    *config.Config
 	Card      string
-	// BaseCmdline is the base image's cmdline.txt.
-	BaseCmdline string
 	// Timings are the phases run so far and how long each took.
 	Timings []Timing
 }

@@ -23,6 +23,9 @@ type Harness struct {
 	Log   func(format string, args ...any)
 	// BootDir is where the card's FAT is mounted on the device.
 	BootDir string
+	// BaseCmdline is the base image's cmdline.txt: what the card's must be
+	// again once the hook has removed itself.
+	BaseCmdline string
 	// Steps are the service's step names in order (steps.All()).
 	Steps       []string
 	BootTimeout time.Duration // per boot

@@ -38,7 +38,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, d deps
 	case !filepath.IsAbs(*configPath) || !filepath.IsAbs(*bootDir):
 		return fail(stderr, errors.New("run: --config and --boot-dir must be absolute paths"), exitUsage)
 	case *target != "" && !strings.HasPrefix(*target, "/dev/"):
-		return fail(stderr, fmt.Errorf("run: --target %q: want a device path such as /dev/sda or /dev/disk/by-id/usb-...", *target), exitUsage)
+		return fail(stderr, fmt.Errorf("run: --target %q: want a device path such as /dev/sda or /dev/disk/by-id/usb-NAME", *target), exitUsage)
 	}
 
 	env := &engine.Env{
