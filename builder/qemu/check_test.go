@@ -1,12 +1,14 @@
 package qemu
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/journal"
 )
@@ -226,6 +228,56 @@ run: /usr/bin/mount -t vfat /dev/sda1 /mnt/boot
 	for _, want := range []string{"no mount of subvolume @nix at /mnt/nix", "no swapon"} {
 		if !strings.Contains(p, want) {
 			t.Errorf("problems %q do not include %q", p, want)
+		}
+	}
+}
+
+func TestCheckHookBoot(t *testing.T) {
+	t.Parallel()
+	base := "console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes rootwait\n"
+	h := &Harness{BootDir: "/boot/firmware", BaseCmdline: base}
+	hooked, err := bootfiles.AddHook(base, bootfiles.HookWords(h.BootDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	installed := func(ctx context.Context, card string, paths []string) (map[string]os.FileMode, error) {
+		return map[string]os.FileMode{
+			"/usr/local/sbin/nixpi-firstboot":                                     0o755,
+			"/etc/systemd/system/nixpi-firstboot.service":                         0o644,
+			"/etc/systemd/system/multi-user.target.wants/nixpi-firstboot.service": os.ModeSymlink | 0o777,
+		}, nil
+	}
+	hookBoot := func(console, after string) *HookBoot {
+		path := filepath.Join(t.TempDir(), "console-1.log")
+		if err := os.WriteFile(path, []byte(console), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return &HookBoot{Boot: &BootResult{N: 1, Console: path}, CmdlineBefore: hooked, CmdlineAfter: after}
+	}
+	ran := "[\x1b[0;32m  OK  \x1b[0m] Finished \x1b[0;1;39mkernel-command-li…ommand from Kernel Command Line\x1b[0m.\n"
+	ctx := context.Background()
+	if p := h.CheckHookBoot(ctx, hookBoot(ran, base), installed); len(p) != 0 {
+		t.Errorf("a good hook boot has problems: %v", p)
+	}
+	for _, tc := range []struct {
+		name, console, after string
+		files                map[string]os.FileMode
+		want                 string
+	}{
+		{"hook left in cmdline.txt", ran, hooked, nil, "still carries the hook"},
+		{"other words removed too", ran, strings.Replace(base, " rootwait", "", 1), nil, "not the base image's"},
+		{"hook never finished", "Starting kernel-command-li…\n", base, nil, "the hook did not run"},
+		{"service ran in the hook boot", ran + "nixpi: step 1 of 7, preflight\n", base, nil, "ran its steps in the hook boot"},
+		{"unit not enabled", ran, base, map[string]os.FileMode{"/usr/local/sbin/nixpi-firstboot": 0o755, "/etc/systemd/system/nixpi-firstboot.service": 0o644}, "did not install /etc/systemd/system/multi-user.target.wants"},
+		{"binary not executable", ran, base, map[string]os.FileMode{"/usr/local/sbin/nixpi-firstboot": 0o644}, "has mode -rw-r--r--, want -rwxr-xr-x"},
+	} {
+		files := installed
+		if tc.files != nil {
+			files = func(context.Context, string, []string) (map[string]os.FileMode, error) { return tc.files, nil }
+		}
+		p := strings.Join(h.CheckHookBoot(ctx, hookBoot(tc.console, tc.after), files), "\n")
+		if !strings.Contains(p, tc.want) {
+			t.Errorf("%s: problems %q do not include %q", tc.name, p, tc.want)
 		}
 	}
 }
