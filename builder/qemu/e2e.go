@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/steps"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
@@ -21,6 +23,9 @@ type Options struct {
 	// Debian-made one in CacheDir.
 	Base     string
 	CacheDir string
+	// Mirror is the Debian mirror the base image is built from (default:
+	// deb.debian.org).
+	Mirror string
 	// Config is the install config written to the card.
 	Config string
 	// Dir is the work directory: card copies, SSDs, console logs.
@@ -111,7 +116,11 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 	}
 	base := opts.Base
 	if base == "" {
-		b := &BaseBuilder{Recipe: DefaultBaseRecipe(), CacheDir: opts.CacheDir, Run: runner, Tools: tools, Log: logf}
+		recipe := DefaultBaseRecipe()
+		if opts.Mirror != "" {
+			recipe.Mirror = opts.Mirror
+		}
+		b := &BaseBuilder{Recipe: recipe, CacheDir: opts.CacheDir, Run: runner, Tools: tools, Log: logf}
 		err := e.Phase("base image", func() error {
 			var err error
 			base, _, err = b.Ensure(ctx)
@@ -152,9 +161,42 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 // BlankSSD makes a new, empty SSD.
 func (e *E2E) BlankSSD(path string) error { return NewBlankDisk(path, e.SSDSize) }
 
-// SwapBytes is the swap size the config asks for on the guest.
-func (e *E2E) SwapBytes() int64 {
-	return int64(e.Config.Layout.SwapSize.Resolve(int64(e.MemoryMiB) << 20))
+// SwapBytes is the swap size the config asks for on this run's guest:
+// swap = "ram" means the memory the service found (preflight records it in
+// the journal's state), which is a little less than QEMU's -m.
+func (e *E2E) SwapBytes(in *Install) (int64, error) {
+	sw := e.Config.Layout.SwapSize
+	if !sw.RAM {
+		return int64(sw.Bytes), nil
+	}
+	if in.Journal == nil {
+		return 0, fmt.Errorf("%s: no journal to read the memory size from", in.Name)
+	}
+	var state engine.State
+	if raw := in.Journal.LastState(); raw != nil {
+		if err := json.Unmarshal(raw, &state); err != nil {
+			return 0, fmt.Errorf("%s: the journal's state: %w", in.Name, err)
+		}
+	}
+	vm := int64(e.MemoryMiB) << 20
+	if state.RAMBytes <= vm*3/4 || state.RAMBytes > vm {
+		return 0, fmt.Errorf("%s: the service found %d bytes of memory on a guest with %d MiB", in.Name, state.RAMBytes, e.MemoryMiB)
+	}
+	return int64(sw.Resolve(state.RAMBytes)), nil
+}
+
+// checkLayout checks a finished run's SSD against the config.
+func (e *E2E) checkLayout(ctx context.Context, in *Install) (*DiskSpec, Problems, error) {
+	swap, err := e.SwapBytes(in)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := CheckMounts(in, e.Config, swap)
+	spec, err := e.Inspector.Inspect(ctx, in.SSD)
+	if err != nil {
+		return nil, p, err
+	}
+	return spec, append(p, CheckSSD(spec, e.Config, swap)...), nil
 }
 
 // Uninterrupted runs the install without interruption and checks the SSD
@@ -170,12 +212,11 @@ func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*DiskSpec, 
 		return nil, nil, err
 	}
 	p := e.CheckInstall(in, nil)
-	p = append(p, CheckMounts(in, e.Config, e.SwapBytes())...)
-	spec, err := e.Inspector.Inspect(ctx, in.SSD)
+	spec, layout, err := e.checkLayout(ctx, in)
+	p = append(p, layout...)
 	if err != nil {
 		return nil, p, err
 	}
-	p = append(p, CheckSSD(spec, e.Config, e.SwapBytes())...)
 	e.logf("uninterrupted: SSD:\n%s", spec)
 	return spec, p, nil
 }
@@ -194,12 +235,11 @@ func (e *E2E) PowerCut(ctx context.Context, hookedCard string, cut *Cut, referen
 		return nil, err
 	}
 	p := e.CheckInstall(in, cut)
-	p = append(p, CheckMounts(in, e.Config, e.SwapBytes())...)
-	spec, err := e.Inspector.Inspect(ctx, in.SSD)
+	spec, layout, err := e.checkLayout(ctx, in)
+	p = append(p, layout...)
 	if err != nil {
 		return p, err
 	}
-	p = append(p, CheckSSD(spec, e.Config, e.SwapBytes())...)
 	if reference != nil {
 		p = append(p, CompareSpecs(name, spec, reference)...)
 	}

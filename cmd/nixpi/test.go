@@ -20,9 +20,10 @@ func runTest(c *cli, args []string) int {
 	base := flags.String("base", "", "base image to build the card from (default: a Raspberry Pi OS-shaped Debian image, built once and cached)")
 	configPath := flags.String("config", "", "install config (default: the example `nixpi config init` prints)")
 	cacheDir := flags.String("cache-dir", "/var/cache/nixpi", "where the default base image is cached")
+	mirror := flags.String("mirror", "", "Debian mirror for building the default base image (default: http://deb.debian.org/debian)")
 	workDir := flags.String("dir", "", "work directory for the card, the SSD and the console logs (default: a new temporary directory, removed when the test passes)")
 	flags.Usage = func() {
-		fmt.Fprintln(c.stderr, "usage: nixpi test --qemu [--base IMAGE] [--config FILE] [--dir DIR] [--cache-dir DIR]")
+		fmt.Fprintln(c.stderr, "usage: nixpi test --qemu [--base IMAGE] [--config FILE] [--dir DIR] [--cache-dir DIR] [--mirror URL]")
 		fmt.Fprintln(c.stderr, "\nBuilds a card from IMAGE with FILE, boots it in qemu-system-aarch64 with a blank 16 GiB USB")
 		fmt.Fprintln(c.stderr, "disk as the SSD, and checks that the hook installs the service, that the service prepares")
 		fmt.Fprintln(c.stderr, "the disk as FILE asks, and that the card's journal records it. Needs root and the")
@@ -80,7 +81,7 @@ func runTest(c *cli, args []string) int {
 		defer commands.Close()
 	}
 	opts := qemu.Options{
-		Base: *base, CacheDir: *cacheDir, Config: cfgPath, Dir: dir, Log: logf,
+		Base: *base, CacheDir: *cacheDir, Mirror: *mirror, Config: cfgPath, Dir: dir, Log: logf,
 		CommandLog: func(line string) {
 			if commands != nil {
 				fmt.Fprintln(commands, line)
