@@ -89,6 +89,9 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	for _, w := range cfg.Warnings() {
+		logf("warning: %s", w)
+	}
 	cfgCanonical, err := config.Encode(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("config: encode: %w", err)

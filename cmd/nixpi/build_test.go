@@ -460,3 +460,19 @@ func TestBuildInterrupted(t *testing.T) {
 	}
 	assertNoOutput(t, dir, before)
 }
+
+// A config nobody can log in with still builds, but says so.
+func TestBuildWarnsAboutConfig(t *testing.T) {
+	t.Parallel()
+	env := deviceBinariesEnv(t)
+	dir := t.TempDir()
+	img := writeTestFixture(t, dir, fixture.Options{})
+	cfg := writeTestFile(t, filepath.Join(dir, "nixpi.toml"), "schema = 1\n")
+	r := runNixpiEnv(t, env, "build", "--base", img.Path, "--config", cfg, "--out", filepath.Join(dir, "card.img"))
+	if r.code != exitOK {
+		t.Fatalf("nixpi build: exit %d\n%s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "warning: no [[users]]") {
+		t.Errorf("build of a config without users did not warn:\n%s", r.stderr)
+	}
+}
