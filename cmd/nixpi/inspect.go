@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nixpi/nixpi/builder"
+	"github.com/nixpi/nixpi/firstboot/config"
 )
 
 func runInspect(c *cli, args []string) int {
@@ -48,7 +49,7 @@ func runInspect(c *cli, args []string) int {
 }
 
 func printInspection(w io.Writer, in *builder.Inspection) {
-	fmt.Fprintf(w, "image:      %s (%s)\n", in.Path, humanBytes(in.Size))
+	fmt.Fprintf(w, "image:      %s (%s)\n", in.Path, config.Size(in.Size).Approx())
 	fmt.Fprintf(w, "partitions: %s", in.Table)
 	if in.DiskID != "" {
 		fmt.Fprintf(w, ", disk id %s", in.DiskID)
@@ -59,10 +60,10 @@ func printInspection(w io.Writer, in *builder.Inspection) {
 		if p.Bootable {
 			boot = " bootable"
 		}
-		fmt.Fprintf(w, "  %d  %s %-14s start %-10s size %s%s\n", p.Index, p.Type, p.TypeName, humanBytes(p.Start), humanBytes(p.Size), boot)
+		fmt.Fprintf(w, "  %d  %s %-14s start %-10s size %s%s\n", p.Index, p.Type, p.TypeName, config.Size(p.Start).Approx(), config.Size(p.Size).Approx(), boot)
 	}
 	if f := in.FAT; f != nil {
-		fmt.Fprintf(w, "boot partition: label %q, %s, %s free\n", f.Label, humanBytes(f.Size), humanBytes(f.Free))
+		fmt.Fprintf(w, "boot partition: label %q, %s, %s free\n", f.Label, config.Size(f.Size).Approx(), config.Size(f.Free).Approx())
 		fmt.Fprintf(w, "  files: %s\n", strings.Join(f.BootFiles, " "))
 		fmt.Fprintf(w, "  cmdline.txt: %s\n", f.Cmdline)
 		fmt.Fprintf(w, "  first-boot hook: %s\n", yesNo(f.HookPresent, "present", "absent"))
@@ -123,15 +124,3 @@ func yesNo(b bool, yes, no string) string {
 	return no
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}

@@ -70,6 +70,19 @@ func (s Size) String() string {
 	return strconv.FormatInt(int64(s), 10) + "B"
 }
 
+// Approx is the size rounded for people to read: "512 B", "1.5 GiB".
+func (s Size) Approx() string {
+	if s < KiB {
+		return fmt.Sprintf("%d B", int64(s))
+	}
+	div, exp := KiB, 0
+	for m := s / KiB; m >= KiB; m /= KiB {
+		div *= KiB
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(s)/float64(div), "KMGTPE"[exp])
+}
+
 // SwapSize is "ram" (the size of the Pi's memory, rounded up to MiB) or a Size.
 type SwapSize struct {
 	RAM   bool

@@ -443,7 +443,7 @@ func describeDisk(d *disk.Device, byID string) string {
 	if d.Serial != "" {
 		parts = append(parts, "serial "+d.Serial)
 	}
-	parts = append(parts, humanBytes(d.SizeBytes()))
+	parts = append(parts, config.Size(d.SizeBytes()).Approx())
 	if byID != "" {
 		parts = append(parts, byID)
 	}
@@ -451,7 +451,7 @@ func describeDisk(d *disk.Device, byID string) string {
 }
 
 func describeRecord(r *engine.Disk) string {
-	parts := []string{humanBytes(r.Size)}
+	parts := []string{config.Size(r.Size).Approx()}
 	if r.Serial != "" {
 		parts = append([]string{"serial " + r.Serial}, parts...)
 	}
@@ -520,15 +520,3 @@ func describeSignatures(sigs []disk.Signature) string {
 	return strings.Join(out, " and ")
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
