@@ -519,4 +519,3 @@ func describeSignatures(sigs []disk.Signature) string {
 	}
 	return strings.Join(out, " and ")
 }
-
