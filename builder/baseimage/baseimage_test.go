@@ -2,11 +2,8 @@ package baseimage_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/builder/buildertest"
 	"github.com/nixpi/nixpi/builder/fixture"
 )
 
@@ -296,7 +294,7 @@ func TestRejects(t *testing.T) {
 			if tc.mutate != nil {
 				tc.mutate(t, path, img)
 			}
-			before := fileHash(t, path)
+			before := buildertest.FileSHA256(t, path)
 			for _, reader := range []baseimage.Reader{baseimage.ReaderAuto, baseimage.ReaderDebugfs} {
 				b, err := inspectWith(t, path, reader)
 				if err == nil {
@@ -309,25 +307,11 @@ func TestRejects(t *testing.T) {
 					t.Errorf("%s: error %q does not say %q", reader, err, tc.wantMsg)
 				}
 			}
-			if fileHash(t, path) != before {
+			if buildertest.FileSHA256(t, path) != before {
 				t.Error("Inspect changed the image")
 			}
 		})
 	}
-}
-
-func fileHash(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 func zero(t *testing.T, path string, off int64, n int) {

@@ -3,10 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -362,7 +359,7 @@ func TestBuildBadInput(t *testing.T) {
 			}
 			var outBefore string
 			if _, err := os.Stat(out); err == nil {
-				outBefore = fileSHA256(t, out)
+				outBefore = buildertest.FileSHA256(t, out)
 			}
 			before := dirNames(t, dir)
 
@@ -383,7 +380,7 @@ func TestBuildBadInput(t *testing.T) {
 				t.Errorf("error output shows a secret:\n%s", r.stderr)
 			}
 			assertNoOutput(t, dir, before)
-			if outBefore != "" && fileSHA256(t, out) != outBefore {
+			if outBefore != "" && buildertest.FileSHA256(t, out) != outBefore {
 				t.Errorf("the pre-existing %s was changed", out)
 			}
 		})
@@ -425,20 +422,6 @@ func copyFileSparse(t *testing.T, src, dst string) {
 	if err := writeSparseFile(dst, data); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func fileSHA256(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Ctrl-C (the context main cancels on SIGINT) stops the build and leaves

@@ -123,4 +123,3 @@ func yesNo(b bool, yes, no string) string {
 	}
 	return no
 }
-
