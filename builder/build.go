@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nixpi/nixpi/assets"
+	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/firstboot/config"
 )
 
@@ -47,6 +48,9 @@ type Options struct {
 	Progress func(done, total int64)
 	// Log, when set, receives one line per phase.
 	Log func(msg string)
+
+	// predictRoot replaces predictRoot in tests.
+	predictRoot func(*baseimage.Base) rootGuess
 }
 
 // Result is a finished build.
@@ -109,45 +113,95 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	defer out.Discard()
 
 	logf("copying base image %s", opts.Base)
-	base, err := copyBase(ctx, opts, out.file)
+	baseSHA256 := make(chan string, 1)
+	src, err := openBase(ctx, opts, func(sum string) {
+		select {
+		case baseSHA256 <- sum:
+		default: // the expected checksum is there already
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	m.Base = ManifestBase{SHA256: base.SHA256, Format: base.Format}
-	out.StartWriteback()
+	defer src.Close()
+	if src.Checksum != "" {
+		baseSHA256 <- src.Checksum
+	}
+	files := cardFiles{epoch: opts.Epoch, config: cfgCanonical, manifest: m}
+
+	// While the base is decoded front to back, the boot partition can be
+	// written as soon as it is final and the hash can follow the decoder.
+	var early *earlyCard
+	decoded := make(chan struct{})
+	if src.WritesInOrder() {
+		early = &earlyCard{out: out, files: files, deviceBinary: opts.DeviceBinary, baseSHA256: baseSHA256,
+			format: src.Format.String(), predict: opts.predictRoot}
+		if early.predict == nil {
+			early.predict = predictRoot
+		}
+		early.start(ctx, decoded)
+		defer early.cleanup()
+		defer early.stop()
+	}
+	copied, err := src.WriteTo(ctx, out.file)
+	close(decoded)
+	if err != nil {
+		return nil, err
+	}
+	m.Base = ManifestBase{SHA256: copied.InputSHA256, Format: copied.Format.String()}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 
+	// The early card must be complete before the image is identified, or
+	// put back as decoded.
+	if early != nil {
+		early.wait()
+		if !early.usable() {
+			if err := early.undo(); err != nil {
+				return nil, err
+			}
+			early = nil
+		}
+	}
 	facts, err := identifyBase(ctx, out.file)
 	if err != nil {
 		return nil, err
 	}
-	m.Base.OS, m.Base.Arch, m.Base.BootDir = facts.PrettyName, facts.Arch, facts.FATMount
+	m.Base.Arch, m.Base.BootDir = facts.Arch, facts.FATMount
 	logf("base: %s, %s userland, boot partition mounted at %s", facts.PrettyName, facts.Arch, facts.FATMount)
 
-	binary, err := deviceBinary(opts.DeviceBinary, facts.Arch)
-	if err != nil {
-		return nil, err
+	var sum string
+	if early != nil {
+		if early.matches(facts, copied.InputSHA256) {
+			m, sum = early.manifest, early.sum
+		} else {
+			logf("boot partition written early for %s userland mounted at %s, but the base is %s mounted at %s: writing it again",
+				early.guess.Arch, early.guess.FATMount, facts.Arch, facts.FATMount)
+			if err := early.undo(); err != nil {
+				return nil, err
+			}
+		}
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-
-	if err := writeCard(ctx, out.file, facts, cardFiles{
-		epoch:    opts.Epoch,
-		binary:   binary,
-		config:   cfgCanonical,
-		manifest: m,
-	}); err != nil {
-		return nil, err
+	if sum == "" {
+		binary, err := deviceBinary(opts.DeviceBinary, facts.Arch)
+		if err != nil {
+			return nil, err
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		files.binary = binary
+		if err := writeCard(ctx, out.file, facts, files); err != nil {
+			return nil, err
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 
 	logf("writing %s", opts.Out)
-	sum, err := out.Commit(opts.Force)
+	sum, err = out.Commit(sum, opts.Force)
 	if err != nil {
 		return nil, err
 	}

@@ -35,7 +35,6 @@ type ManifestBase struct {
 	// SHA256 is of the base as given (compressed or not).
 	SHA256  string `json:"sha256"`
 	Format  string `json:"format"`
-	OS      string `json:"os,omitempty"`
 	Arch    string `json:"arch"`
 	BootDir string `json:"boot_dir"`
 }

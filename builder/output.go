@@ -1,11 +1,8 @@
 package builder
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -97,12 +94,6 @@ func createPending(out string) (*pendingOutput, error) {
 // Path is the temporary file's path.
 func (p *pendingOutput) Path() string { return p.file.Name() }
 
-// StartWriteback asks the kernel to begin writing what is in the page cache
-// without waiting, so the fsync in Commit has little left to do.
-func (p *pendingOutput) StartWriteback() {
-	_ = unix.SyncFileRange(int(p.file.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
-}
-
 // Discard removes the temporary file; after Commit it does nothing.
 func (p *pendingOutput) Discard() {
 	if p.done {
@@ -113,11 +104,12 @@ func (p *pendingOutput) Discard() {
 	os.Remove(p.file.Name())
 }
 
-// Commit syncs the temporary file, hashes it, renames it to OUT, and writes
-// OUT.sha256 in sha256sum format. It returns OUT's sha256 in hex. Without
-// force the rename refuses to replace an OUT that appeared since
-// checkOutput looked.
-func (p *pendingOutput) Commit(force bool) (string, error) {
+// Commit syncs the temporary file, renames it to OUT, and writes
+// OUT.sha256 in sha256sum format. sum is the file's sha256 in hex when the
+// caller hashed it already; when empty, Commit hashes it. It returns OUT's
+// sha256. Without force the rename refuses to replace an OUT that appeared
+// since checkOutput looked.
+func (p *pendingOutput) Commit(sum string, force bool) (string, error) {
 	if p.done {
 		return "", errors.New("output already committed or discarded")
 	}
@@ -126,19 +118,16 @@ func (p *pendingOutput) Commit(force bool) (string, error) {
 	// resources: doing them at once takes about the longer of the two.
 	synced := make(chan error, 1)
 	go func() { synced <- f.Sync() }()
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return "", err
+	var hashErr error
+	if sum == "" {
+		sum, hashErr = hashFile(f)
 	}
-	h := sha256.New()
-	hashErr := hashSparse(h, f, size)
 	if err := <-synced; err != nil {
 		return "", fmt.Errorf("sync %q: %w", f.Name(), err)
 	}
 	if hashErr != nil {
-		return "", fmt.Errorf("hash %q: %w", f.Name(), hashErr)
+		return "", hashErr
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
 	if err := f.Chmod(0o644); err != nil {
 		return "", fmt.Errorf("chmod %q: %w", f.Name(), err)
 	}
@@ -157,6 +146,23 @@ func (p *pendingOutput) Commit(force bool) (string, error) {
 		return "", fmt.Errorf("write %q: %w", p.final+".sha256", err)
 	}
 	return sum, nil
+}
+
+// hashFile is the sha256 of the whole of f, in hex.
+func hashFile(f *os.File) (string, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	x, err := newImageHasher(f.Name())
+	if err != nil {
+		return "", err
+	}
+	defer x.Close()
+	if err := x.hashTo(st.Size()); err != nil {
+		return "", fmt.Errorf("hash %q: %w", f.Name(), err)
+	}
+	return x.Sum(), nil
 }
 
 func renameOutput(from, to string, force bool) error {
@@ -191,42 +197,6 @@ func syncDir(dir string) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("sync directory %q: %w", dir, err)
-	}
-	return nil
-}
-
-// hashSparse feeds f's first size bytes to h, taking the holes' zeros from
-// memory: reading a hole makes the kernel allocate and clear a page for
-// every 4 KiB of it, which costs more than hashing the zeros.
-func hashSparse(h io.Writer, f *os.File, size int64) error {
-	buf := make([]byte, 1<<20)
-	zeros := make([]byte, len(buf))
-	fd := int(f.Fd())
-	for off := int64(0); off < size; {
-		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) { // only a hole is left
-			data = size
-		} else if err != nil {
-			// No SEEK_DATA on this file system: read everything.
-			_, err := io.CopyBuffer(h, io.NewSectionReader(f, off, size-off), buf)
-			return err
-		}
-		for ; off < data; off += int64(len(zeros)) {
-			h.Write(zeros[:min(int64(len(zeros)), data-off)])
-		}
-		off = data
-		if off >= size {
-			break
-		}
-		hole, err := unix.Seek(fd, off, unix.SEEK_HOLE)
-		if err != nil {
-			return err
-		}
-		hole = min(hole, size)
-		if _, err := io.CopyBuffer(h, io.NewSectionReader(f, off, hole-off), buf); err != nil {
-			return err
-		}
-		off = hole
 	}
 	return nil
 }

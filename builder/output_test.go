@@ -66,7 +66,7 @@ func TestPendingOutputCommit(t *testing.T) {
 	if _, err := p.file.WriteString("image bytes"); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := p.Commit(false)
+	sum, err := p.Commit("", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestPendingOutputCommitDoesNotReplaceWithoutForce(t *testing.T) {
 	if err := os.WriteFile(out, []byte("theirs"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Commit(false); err == nil || !strings.Contains(err.Error(), "pass --force") {
+	if _, err := p.Commit("", false); err == nil || !strings.Contains(err.Error(), "pass --force") {
 		t.Fatalf("Commit over a new OUT: %v", err)
 	}
 	p.Discard()
@@ -115,7 +115,7 @@ func TestPendingOutputCommitDoesNotReplaceWithoutForce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Discard()
-	if _, err := p.Commit(true); err != nil {
+	if _, err := p.Commit("", true); err != nil {
 		t.Fatalf("Commit with force: %v", err)
 	}
 	assertOnly(t, dir, "card.img", "card.img.sha256")

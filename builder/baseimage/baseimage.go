@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 
 	"github.com/nixpi/nixpi/firstboot/system"
@@ -113,6 +114,34 @@ func (o *Options) debugfsDevice(r io.ReaderAt, p Partition) string {
 // what was found and, where there is one, how to fix it.
 func Inspect(r io.ReaderAt, size int64) (*Base, error) {
 	return InspectContext(context.Background(), r, size, Options{})
+}
+
+// BootPartition reads the partition table from the image's first sector
+// and returns partition 1, the FAT, checked as Inspect checks it, except
+// that the image's size is not known yet, so nothing is found truncated.
+// It is for a caller that has the image's first bytes before the rest.
+func BootPartition(r io.ReaderAt) (Partition, error) {
+	boot, _, _, err := readTable(r, math.MaxInt64)
+	if err != nil {
+		return Partition{}, fmt.Errorf("base image: %w", err)
+	}
+	return boot, nil
+}
+
+// InspectBoot is Inspect without the root partition, for a caller that has
+// the image up to the end of its boot partition: it fills in the partitions
+// (not checked against the image size), the FAT label, kernel, cmdline.txt
+// and config.txt.
+func InspectBoot(r io.ReaderAt) (*Base, error) {
+	boot, root, diskID, err := readTable(r, math.MaxInt64)
+	if err != nil {
+		return nil, fmt.Errorf("base image: %w", err)
+	}
+	b := &Base{DiskID: diskID, Boot: boot, Root: root}
+	if err := inspectBoot(r, b); err != nil {
+		return nil, fmt.Errorf("base image: boot partition: %w", err)
+	}
+	return b, nil
 }
 
 // InspectContext is Inspect with a context (for the debugfs runs) and options.

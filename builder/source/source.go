@@ -48,6 +48,11 @@ type Options struct {
 	TempDir string
 	// Log, when set, receives one line per external command (quoted argv).
 	Log func(line string)
+	// InputHashed, when set, is called once with the input's sha256 (hex)
+	// as soon as all of it has been hashed: for a local xz file decoded by
+	// xz-utils that is long before decoding ends, otherwise at its end.
+	// Comparing it with the expected checksum is still WriteTo's job.
+	InputHashed func(sha256 string)
 }
 
 // Source is an opened base image. Close it when done.
@@ -166,6 +171,14 @@ func (s *Source) openFile() error {
 		}
 	}
 	return nil
+}
+
+// WritesInOrder reports whether WriteTo writes its output strictly front
+// to back, so that while it runs every byte below the output's current size
+// is final (holes included). Only the parallel Go xz decoder, which writes
+// blocks as they finish, does not.
+func (s *Source) WritesInOrder() bool {
+	return s.Format != XZ || s.xzUtils() != "" || s.file == nil || s.opts.Workers <= 1
 }
 
 // Close releases the input and removes any temporary download.

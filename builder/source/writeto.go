@@ -10,6 +10,9 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DecodeError is input that does not decompress: truncated or corrupt.
@@ -76,6 +79,20 @@ func (p *progress) finish(n int64) {
 	p.mu.Unlock()
 }
 
+// set reports done bytes consumed so far, for decoders that know the
+// position rather than the increments; it never moves backwards.
+func (p *progress) set(done int64) {
+	if p == nil || p.fn == nil {
+		return
+	}
+	p.mu.Lock()
+	if done > p.done {
+		p.done = done
+		p.fn(p.done, p.total)
+	}
+	p.mu.Unlock()
+}
+
 func (p *progress) add(n int64) {
 	if p == nil || p.fn == nil || n == 0 {
 		return
@@ -91,7 +108,8 @@ type inputReader struct {
 	r        io.Reader
 	sha      hash.Hash
 	n        int64
-	progress *progress // nil while another party reports progress
+	progress *progress           // nil while another party reports progress
+	hashed   func(sha256 string) // Options.InputHashed, called at the first io.EOF
 }
 
 func (in *inputReader) Read(p []byte) (int, error) {
@@ -99,8 +117,14 @@ func (in *inputReader) Read(p []byte) (int, error) {
 	in.sha.Write(p[:n])
 	in.n += int64(n)
 	in.progress.add(int64(n))
+	if err == io.EOF && in.hashed != nil {
+		in.hashed(in.sum())
+		in.hashed = nil
+	}
 	return n, err
 }
+
+func (in *inputReader) sum() string { return hex.EncodeToString(in.sha.Sum(nil)) }
 
 // WriteTo decompresses the image into dst, sparsely, and verifies the input
 // checksum when one is known. dst is truncated first and must be a regular
@@ -119,11 +143,14 @@ func (s *Source) WriteTo(ctx context.Context, dst *os.File) (Stats, error) {
 		return st, fmt.Errorf("seek %q: %w", dst.Name(), err)
 	}
 	prog := &progress{fn: s.opts.Progress, total: s.Size}
-	in := &inputReader{r: s.input, sha: sha256.New(), progress: prog}
+	in := &inputReader{r: s.input, sha: sha256.New(), progress: prog, hashed: s.opts.InputHashed}
 	var image hash.Hash
 	if s.opts.HashImage {
 		image = sha256.New()
 	}
+
+	stopWriteback := startWriteback(dst)
+	defer stopWriteback()
 
 	var err error
 	switch s.Format {
@@ -158,7 +185,7 @@ func (s *Source) WriteTo(ctx context.Context, dst *os.File) (Stats, error) {
 		}
 	}
 	st.InputSize = in.n
-	st.InputSHA256 = hex.EncodeToString(in.sha.Sum(nil))
+	st.InputSHA256 = in.sum()
 	if s.Checksum != "" {
 		if st.InputSHA256 != s.Checksum {
 			return st, &ChecksumError{Name: s.Name, Expected: s.Checksum, Origin: s.ChecksumOrigin, Got: st.InputSHA256}
@@ -173,6 +200,39 @@ func (s *Source) WriteTo(ctx context.Context, dst *os.File) (Stats, error) {
 		st.ImageSHA256 = hex.EncodeToString(image.Sum(nil))
 	}
 	return st, nil
+}
+
+// writebackInterval is how often the decoded image is handed to the disk
+// while decoding goes on.
+const writebackInterval = 250 * time.Millisecond
+
+// startWriteback starts writing dst's dirty pages to disk every
+// writebackInterval until stopped, without waiting for them. The kernel
+// would otherwise keep an image smaller than its dirty-memory threshold in
+// memory, and the caller's final fsync would write all of it at once, after
+// decoding, instead of during it.
+func startWriteback(dst *os.File) (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	fd := int(dst.Fd())
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(writebackInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				// Best effort: a file system without it just syncs later.
+				_ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
 }
 
 // verifyEarly checks the digest of the input read so far, before anything

@@ -9,7 +9,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nixpi/nixpi/builder/source/xzpar"
 	"github.com/nixpi/nixpi/firstboot/system"
@@ -24,7 +26,7 @@ import (
 //  3. the sequential Go decoder, which works on any stream.
 func (s *Source) writeXZ(ctx context.Context, dst *os.File, in *inputReader, image hash.Hash, prog *progress) (string, int64, error) {
 	if xzPath := s.xzUtils(); xzPath != "" {
-		n, err := s.runXZUtils(ctx, xzPath, dst, in, image)
+		n, err := s.runXZUtils(ctx, xzPath, dst, in, image, prog)
 		return "xz-utils", n, err
 	}
 	if s.file != nil && s.opts.Workers > 1 {
@@ -58,23 +60,53 @@ func (s *Source) xzUtils() string {
 	return path
 }
 
-// runXZUtils feeds the input (hashed on the way) to xz on stdin. Without
-// image hashing, xz's stdout is dst itself: xz makes a regular-file stdout
-// sparse on its own, and no byte of the image crosses this process.
-func (s *Source) runXZUtils(ctx context.Context, xzPath string, dst *os.File, in io.Reader, image hash.Hash) (int64, error) {
+// runXZUtils runs xz on the input. Without image hashing, xz's stdout is
+// dst itself: xz makes a regular-file stdout sparse on its own, and no byte
+// of the image crosses this process. A local input is xz's stdin as it is,
+// hashed here meanwhile with positional reads, so no byte of the input
+// crosses a pipe either; other inputs are fed through a pipe, hashed on
+// the way.
+func (s *Source) runXZUtils(ctx context.Context, xzPath string, dst *os.File, in *inputReader, image hash.Hash, prog *progress) (int64, error) {
 	argv := []string{xzPath, "--decompress", "--stdout", "--threads=0"}
 	if s.opts.Log != nil {
 		s.opts.Log("run: " + system.QuoteArgv(argv))
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdin = in
 	stderr := &tailBuffer{max: 4096}
 	cmd.Stderr = stderr
+	direct := s.file != nil && image == nil
+	if direct {
+		if _, err := s.file.Seek(0, io.SeekStart); err != nil {
+			return 0, fmt.Errorf("read base image %q: %w", s.Name, err)
+		}
+		cmd.Stdin = s.file
+		// xz moves the shared file offset; the hash reads by position.
+		in.r = io.NewSectionReader(s.file, 0, s.Size)
+		in.progress = nil
+	} else {
+		cmd.Stdin = in
+	}
 	var n int64
 	var copyErr error
 	if image == nil {
 		cmd.Stdout = dst
-		if err := cmd.Run(); err != nil {
+		if err := cmd.Start(); err != nil {
+			return 0, fmt.Errorf("run %s: %w", system.QuoteArgv(argv), err)
+		}
+		var hashed chan error
+		if direct {
+			hashed = make(chan error, 1)
+			go func() { hashed <- drain(ctx, in) }()
+		}
+		waited := make(chan error, 1)
+		go func() { waited <- cmd.Wait() }()
+		err := waitReporting(waited, cmd.Process.Pid, direct, prog)
+		if hashed != nil {
+			if herr := <-hashed; herr != nil && err == nil && ctx.Err() == nil {
+				return 0, fmt.Errorf("read base image %q: %w", s.Name, herr)
+			}
+		}
+		if err != nil {
 			return 0, xzUtilsError(argv, err, stderr.String())
 		}
 		st, err := dst.Stat()
@@ -103,6 +135,61 @@ func (s *Source) runXZUtils(ctx context.Context, xzPath string, dst *os.File, in
 		return 0, decodeError(XZ, copyErr)
 	}
 	return n, nil
+}
+
+// drain reads r to its end in large reads (io.Discard's own ReadFrom would
+// use 8 KiB ones).
+func drain(ctx context.Context, r io.Reader) error {
+	buf := make([]byte, 1<<20)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		_, err := r.Read(buf)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// waitReporting waits for xz to exit. When xz reads the input file itself
+// (direct), progress is how far xz has read it, from its file position in
+// /proc (Linux); the reading happens in xz, so nothing else knows.
+func waitReporting(waited <-chan error, pid int, direct bool, prog *progress) error {
+	if !direct || prog == nil || prog.fn == nil {
+		return <-waited
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	fdinfo := fmt.Sprintf("/proc/%d/fdinfo/0", pid)
+	for {
+		select {
+		case err := <-waited:
+			return err
+		case <-tick.C:
+			if pos, ok := filePosition(fdinfo); ok {
+				prog.set(pos)
+			}
+		}
+	}
+}
+
+// filePosition reads the "pos:" line of a /proc/PID/fdinfo/FD file.
+func filePosition(fdinfo string) (int64, bool) {
+	data, err := os.ReadFile(fdinfo)
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "pos:"); ok {
+			pos, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return pos, err == nil
+		}
+	}
+	return 0, false
 }
 
 func xzUtilsError(argv []string, err error, stderr string) error {

@@ -77,7 +77,7 @@ func printInspection(w io.Writer, in *builder.Inspection) {
 		}
 		if m := f.Manifest; m != nil {
 			fmt.Fprintf(w, "manifest: nixpi %s, SOURCE_DATE_EPOCH %d (%s)\n", m.NixpiVersion, m.SourceDateEpoch, m.EpochFrom)
-			fmt.Fprintf(w, "  base:   sha256 %s (%s, %s, boot at %s)\n", m.Base.SHA256, m.Base.OS, m.Base.Arch, m.Base.BootDir)
+			fmt.Fprintf(w, "  base:   sha256 %s (%s, %s userland, boot at %s)\n", m.Base.SHA256, m.Base.Format, m.Base.Arch, m.Base.BootDir)
 			fmt.Fprintf(w, "  config: sha256 %s\n", m.Config.SHA256)
 			for _, file := range m.Files {
 				fmt.Fprintf(w, "  %-24s %9d  sha256 %s\n", file.Path, file.Size, file.SHA256)

@@ -1,0 +1,268 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
+	"golang.org/x/sys/unix"
+)
+
+// earlyCard writes the card's boot partition while the base is still being
+// decoded, so that hashing the image can follow the decoder instead of
+// starting when it ends: the boot partition comes before the root in the
+// image, and the hash cannot pass it before it is final. Two things the
+// edit needs are not known that early, so they are predicted:
+//   - from the root partition, the userland architecture and where the FAT
+//     is mounted: predictRoot reads them off the boot partition;
+//   - the base's sha256 for the manifest: the expected checksum, or the
+//     input's digest, which a local xz base has long before it is decoded.
+//
+// Build compares the prediction with what identifying the whole image
+// finds. When they differ, the boot partition is put back as decoded and
+// written again the ordinary way: the card is the same either way, only
+// later. Anything unexpected here just ends the prediction; identifying the
+// whole image reports what is wrong with it.
+type earlyCard struct {
+	out          *pendingOutput
+	files        cardFiles
+	deviceBinary func(goarch string) ([]byte, error)
+	baseSHA256   <-chan string // the input's digest, once known
+	format       string        // of the base, for the manifest
+	predict      func(*baseimage.Base) rootGuess
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	// Valid once done is closed.
+	guess    rootGuess
+	manifest *Manifest
+	snapshot *os.File // the boot partition as decoded, once the edit began
+	sum      string   // the whole image's sha256, when hashing reached its end
+	stopped  error    // why the prediction ended early
+}
+
+// rootGuess is what the boot partition edit depends on besides the boot
+// partition itself and the user's inputs.
+type rootGuess struct {
+	Boot       baseimage.Partition
+	Arch       string // userland architecture, "arm64" or "armhf"
+	FATMount   string // where /etc/fstab mounts the FAT
+	BaseSHA256 string
+}
+
+// predictRoot guesses from the boot partition what identifying the root
+// will find. Raspberry Pi OS's arm64 images switch the Pi to 64 bits in
+// config.txt and its armhf images do not; images before Bookworm mount the
+// FAT at /boot and name raspi-config's resize script in cmdline.txt, later
+// ones mount it at /boot/firmware.
+func predictRoot(b *baseimage.Base) rootGuess {
+	g := rootGuess{Boot: b.Boot, Arch: "armhf", FATMount: "/boot/firmware"}
+	if on, _ := bootfiles.Arm64Effective(b.ConfigTxt); on {
+		g.Arch = "arm64"
+	}
+	if strings.Contains(b.Cmdline, "init=/usr/lib/raspi-config/init_resize.sh") {
+		g.FATMount = "/boot"
+	}
+	return g
+}
+
+// start runs the early edit until decoded is closed and the hash has caught
+// up, or until the prediction ends.
+func (e *earlyCard) start(ctx context.Context, decoded <-chan struct{}) {
+	ctx, e.cancel = context.WithCancel(ctx)
+	e.done = make(chan struct{})
+	go func() {
+		defer close(e.done)
+		e.stopped = e.run(ctx, decoded)
+	}()
+}
+
+// wait stops nothing; it returns once the early edit has ended.
+func (e *earlyCard) wait() { <-e.done }
+
+// stop ends the early edit and waits for it.
+func (e *earlyCard) stop() {
+	e.cancel()
+	<-e.done
+}
+
+func (e *earlyCard) run(ctx context.Context, decoded <-chan struct{}) error {
+	f := e.out.file
+	if err := waitForSize(ctx, f, 512, decoded); err != nil {
+		return err
+	}
+	boot, err := baseimage.BootPartition(f)
+	if err != nil {
+		return err
+	}
+	if err := waitForSize(ctx, f, boot.End(), decoded); err != nil {
+		return err
+	}
+	base, err := baseimage.InspectBoot(f)
+	if err != nil {
+		return err
+	}
+	guess := e.predict(base)
+	select {
+	case guess.BaseSHA256 = <-e.baseSHA256:
+	case <-decoded:
+		return errors.New("the base's sha256 was not known before it was decoded")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	binary, err := deviceBinary(e.deviceBinary, guess.Arch)
+	if err != nil {
+		return err
+	}
+	e.guess = guess
+	if e.snapshot, err = snapshotRegion(e.out, guess.Boot); err != nil {
+		return err
+	}
+	base.Arch, base.FATMount = guess.Arch, guess.FATMount
+	e.manifest = &Manifest{
+		NixpiVersion: e.files.manifest.NixpiVersion,
+		Config:       e.files.manifest.Config,
+		Base:         ManifestBase{SHA256: guess.BaseSHA256, Format: e.format, Arch: guess.Arch, BootDir: guess.FATMount},
+	}
+	files := e.files
+	files.binary, files.manifest = binary, e.manifest
+	if err := writeCard(ctx, f, base, files); err != nil {
+		return err
+	}
+	hasher, err := newImageHasher(f.Name())
+	if err != nil {
+		return err
+	}
+	defer hasher.Close()
+	if err := hasher.follow(ctx, decoded); err != nil {
+		return err
+	}
+	e.sum = hasher.Sum()
+	return nil
+}
+
+// usable says whether the early card is complete: written, and hashed to
+// the end of the image. Call it once wait has returned.
+func (e *earlyCard) usable() bool { return e.stopped == nil && e.sum != "" }
+
+// matches says whether the prediction is what identifying the whole image
+// found.
+func (e *earlyCard) matches(facts *baseimage.Base, baseSHA256 string) bool {
+	return e.guess == rootGuess{Boot: facts.Boot, Arch: facts.Arch, FATMount: facts.FATMount, BaseSHA256: baseSHA256}
+}
+
+// undo puts the boot partition back as decoded, if the early edit began.
+func (e *earlyCard) undo() error {
+	if e.snapshot == nil {
+		return nil
+	}
+	if err := restoreRegion(e.out, e.snapshot, e.guess.Boot); err != nil {
+		return err
+	}
+	e.cleanup()
+	return nil
+}
+
+// cleanup removes the snapshot.
+func (e *earlyCard) cleanup() {
+	if e.snapshot != nil {
+		e.snapshot.Close()
+		os.Remove(e.snapshot.Name())
+		e.snapshot = nil
+	}
+}
+
+// waitForSize waits until f holds at least size bytes. A decoder writing
+// front to back has then written everything before size for good.
+func waitForSize(ctx context.Context, f *os.File, size int64, decoded <-chan struct{}) error {
+	for {
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		if st.Size() >= size {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-decoded:
+			if st, err := f.Stat(); err == nil && st.Size() >= size {
+				return nil
+			}
+			return fmt.Errorf("the image ends before byte %d", size)
+		case <-time.After(followInterval):
+		}
+	}
+}
+
+// snapshotRegion copies partition p of the output, as decoded, into a
+// temporary file next to it.
+func snapshotRegion(out *pendingOutput, p baseimage.Partition) (*os.File, error) {
+	src, err := os.Open(out.Path()) // own descriptor: seeking here must not move the decoder's
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	snap, err := os.CreateTemp(filepath.Dir(out.Path()), ".nixpi-build-*.fat")
+	if err != nil {
+		return nil, err
+	}
+	if err := copyData(snap, 0, src, p.Start, p.Size); err != nil {
+		snap.Close()
+		os.Remove(snap.Name())
+		return nil, fmt.Errorf("keep a copy of the boot partition: %w", err)
+	}
+	return snap, nil
+}
+
+// restoreRegion puts partition p of the output back from its snapshot.
+func restoreRegion(out *pendingOutput, snap *os.File, p baseimage.Partition) error {
+	err := unix.Fallocate(int(out.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, p.Start, p.Size)
+	if err == nil {
+		err = copyData(out.file, p.Start, snap, 0, p.Size)
+	} else if errors.Is(err, unix.EOPNOTSUPP) {
+		// No holes on this file system: write all of it.
+		_, err = io.Copy(io.NewOffsetWriter(out.file, p.Start), io.NewSectionReader(snap, 0, p.Size))
+	}
+	if err != nil {
+		return fmt.Errorf("restore the boot partition from its copy: %w", err)
+	}
+	return nil
+}
+
+// copyData copies the data of src's bytes [off, off+n) to dst at dstOff,
+// skipping holes; dst must read as zeros there. src's file position moves.
+func copyData(dst *os.File, dstOff int64, src *os.File, off, n int64) error {
+	fd := int(src.Fd())
+	end := off + n
+	for pos := off; pos < end; {
+		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // only a hole is left
+		}
+		if err != nil {
+			data = pos // no SEEK_DATA: copy everything
+		}
+		if data >= end {
+			break
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			hole = end
+		}
+		hole = min(hole, end)
+		if _, err := io.Copy(io.NewOffsetWriter(dst, dstOff+data-off), io.NewSectionReader(src, data, hole-data)); err != nil {
+			return err
+		}
+		pos = hole
+	}
+	return nil
+}
