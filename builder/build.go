@@ -175,6 +175,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if early != nil {
 		if early.matches(facts, copied.InputSHA256) {
 			m, sum = early.manifest, early.sum
+			logf("boot partition written and image hashed while the base was decoded")
 		} else {
 			logf("boot partition written early for %s userland mounted at %s, but the base is %s mounted at %s: writing it again",
 				early.guess.Arch, early.guess.FATMount, facts.Arch, facts.FATMount)

@@ -21,12 +21,15 @@ import (
 // writeXZ picks the fastest xz decoder available:
 //  1. xz-utils (`xz -dc -T0`), about 3x faster than Go per core; it
 //     writes the output file itself (sparsely) unless HashImage asks for
-//     the bytes to pass through here;
+//     the bytes to pass through here (xzutils.go);
 //  2. the index-driven parallel Go decoder for a local multi-block file;
 //  3. the sequential Go decoder, which works on any stream.
 func (s *Source) writeXZ(ctx context.Context, dst *os.File, in *inputReader, image hash.Hash, prog *progress) (string, int64, error) {
 	if xzPath := s.xzUtils(); xzPath != "" {
-		n, err := s.runXZUtils(ctx, xzPath, dst, in, image, prog)
+		if s.file != nil && image == nil {
+			return s.xzUtilsLocal(ctx, xzPath, dst, in, prog)
+		}
+		n, err := s.xzUtilsPiped(ctx, xzPath, dst, in, image)
 		return "xz-utils", n, err
 	}
 	if s.file != nil && s.opts.Workers > 1 {
@@ -60,83 +63,6 @@ func (s *Source) xzUtils() string {
 	return path
 }
 
-// runXZUtils runs xz on the input. Without image hashing, xz's stdout is
-// dst itself: xz makes a regular-file stdout sparse on its own, and no byte
-// of the image crosses this process. A local input is xz's stdin as it is,
-// hashed here meanwhile with positional reads, so no byte of the input
-// crosses a pipe either; other inputs are fed through a pipe, hashed on
-// the way.
-func (s *Source) runXZUtils(ctx context.Context, xzPath string, dst *os.File, in *inputReader, image hash.Hash, prog *progress) (int64, error) {
-	argv := []string{xzPath, "--decompress", "--stdout", "--threads=0"}
-	if s.opts.Log != nil {
-		s.opts.Log("run: " + system.QuoteArgv(argv))
-	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	stderr := &tailBuffer{max: 4096}
-	cmd.Stderr = stderr
-	direct := s.file != nil && image == nil
-	if direct {
-		if _, err := s.file.Seek(0, io.SeekStart); err != nil {
-			return 0, fmt.Errorf("read base image %q: %w", s.Name, err)
-		}
-		cmd.Stdin = s.file
-		// xz moves the shared file offset; the hash reads by position.
-		in.r = io.NewSectionReader(s.file, 0, s.Size)
-		in.progress = nil
-	} else {
-		cmd.Stdin = in
-	}
-	var n int64
-	var copyErr error
-	if image == nil {
-		cmd.Stdout = dst
-		if err := cmd.Start(); err != nil {
-			return 0, fmt.Errorf("run %s: %w", system.QuoteArgv(argv), err)
-		}
-		var hashed chan error
-		if direct {
-			hashed = make(chan error, 1)
-			go func() { hashed <- drain(ctx, in) }()
-		}
-		waited := make(chan error, 1)
-		go func() { waited <- cmd.Wait() }()
-		err := waitReporting(waited, cmd.Process.Pid, direct, prog)
-		if hashed != nil {
-			if herr := <-hashed; herr != nil && err == nil && ctx.Err() == nil {
-				return 0, fmt.Errorf("read base image %q: %w", s.Name, herr)
-			}
-		}
-		if err != nil {
-			return 0, xzUtilsError(argv, err, stderr.String())
-		}
-		st, err := dst.Stat()
-		if err != nil {
-			return 0, writeError{err}
-		}
-		n = st.Size()
-	} else {
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return 0, err
-		}
-		if err := cmd.Start(); err != nil {
-			return 0, fmt.Errorf("run %s: %w", system.QuoteArgv(argv), err)
-		}
-		n, copyErr = copySparse(ctx, dst, out, image)
-		if copyErr != nil {
-			// Unblock and reap xz before reporting.
-			io.Copy(io.Discard, out)
-		}
-		if err := cmd.Wait(); err != nil {
-			return 0, xzUtilsError(argv, err, stderr.String())
-		}
-	}
-	if copyErr != nil {
-		return 0, decodeError(XZ, copyErr)
-	}
-	return n, nil
-}
-
 // drain reads r to its end in large reads (io.Discard's own ReadFrom would
 // use 8 KiB ones).
 func drain(ctx context.Context, r io.Reader) error {
@@ -155,11 +81,11 @@ func drain(ctx context.Context, r io.Reader) error {
 	}
 }
 
-// waitReporting waits for xz to exit. When xz reads the input file itself
-// (direct), progress is how far xz has read it, from its file position in
-// /proc (Linux); the reading happens in xz, so nothing else knows.
-func waitReporting(waited <-chan error, pid int, direct bool, prog *progress) error {
-	if !direct || prog == nil || prog.fn == nil {
+// waitReporting waits for xz to exit, which reads the input file itself:
+// progress is how far it has read, from its file position in /proc (Linux),
+// as nothing else knows.
+func waitReporting(waited <-chan error, pid int, prog *progress) error {
+	if prog == nil || prog.fn == nil {
 		return <-waited
 	}
 	tick := time.NewTicker(100 * time.Millisecond)

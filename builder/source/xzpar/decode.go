@@ -139,20 +139,45 @@ func streamHeader(flags [2]byte) []byte {
 	return binary.LittleEndian.AppendUint32(h, crc32.ChecksumIEEE(flags[:]))
 }
 
-// streamTail is the index and footer of a stream holding only block b.
-func streamTail(b Block) []byte {
+// streamTail is the index and footer of a stream holding only blocks, all
+// of one stream's flags.
+func streamTail(blocks ...Block) []byte {
 	index := []byte{0x00}
-	index = binary.AppendUvarint(index, 1)
-	index = binary.AppendUvarint(index, uint64(b.UnpaddedSize))
-	index = binary.AppendUvarint(index, uint64(b.ImageSize))
+	index = binary.AppendUvarint(index, uint64(len(blocks)))
+	for _, b := range blocks {
+		index = binary.AppendUvarint(index, uint64(b.UnpaddedSize))
+		index = binary.AppendUvarint(index, uint64(b.ImageSize))
+	}
 	for len(index)%4 != 0 {
 		index = append(index, 0)
 	}
 	index = binary.LittleEndian.AppendUint32(index, crc32.ChecksumIEEE(index))
 
 	footer := binary.LittleEndian.AppendUint32(nil, uint32(len(index)/4-1))
-	footer = append(footer, b.StreamFlags[:]...)
+	footer = append(footer, blocks[0].StreamFlags[:]...)
 	tail := binary.LittleEndian.AppendUint32(index, crc32.ChecksumIEEE(footer))
 	tail = append(tail, footer...)
 	return append(tail, footerMagic...)
+}
+
+// StreamOf is the consecutive blocks of r (one stream's, in file order) as
+// an xz stream of their own: a header, the blocks as they are in r, and an
+// index and footer for just them. Any xz decoder decodes it to exactly
+// those blocks' part of the image.
+func StreamOf(r io.ReaderAt, blocks []Block) (io.Reader, error) {
+	if len(blocks) == 0 {
+		return nil, errors.New("no blocks")
+	}
+	var size int64
+	for i, b := range blocks {
+		if b.StreamFlags != blocks[0].StreamFlags || (i > 0 && b.Offset != blocks[i-1].Offset+blocks[i-1].PaddedSize()) {
+			return nil, errors.New("blocks are not consecutive blocks of one stream")
+		}
+		size += b.PaddedSize()
+	}
+	return io.MultiReader(
+		bytes.NewReader(streamHeader(blocks[0].StreamFlags)),
+		io.NewSectionReader(r, blocks[0].Offset, size),
+		bytes.NewReader(streamTail(blocks...)),
+	), nil
 }

@@ -30,6 +30,7 @@ var (
 
 // Block is one xz block as the index describes it.
 type Block struct {
+	Number       int     // 1-based, in file order across streams, as xz --list counts
 	Offset       int64   // of the block header within the file
 	UnpaddedSize int64   // block header + compressed data + check
 	ImageOffset  int64   // of the block's first byte in the decompressed output
@@ -90,6 +91,7 @@ func ReadIndex(r io.ReaderAt, size int64) (*Index, error) {
 	for i := len(streams) - 1; i >= 0; i-- {
 		for _, b := range streams[i] {
 			b.ImageOffset = idx.ImageSize
+			b.Number = len(idx.Blocks) + 1
 			idx.ImageSize += b.ImageSize
 			idx.Blocks = append(idx.Blocks, b)
 		}

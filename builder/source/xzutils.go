@@ -1,0 +1,298 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"os/exec"
+
+	"github.com/nixpi/nixpi/builder/source/xzpar"
+	"github.com/nixpi/nixpi/firstboot/system"
+	"golang.org/x/sys/unix"
+)
+
+// xzUtilsLocal decodes a local file with xz-utils, which writes dst itself
+// (xz makes a regular-file stdout sparse on its own), so no byte of the
+// image crosses this process. The input is hashed here meanwhile, with
+// positional reads, in parallel with the decoding.
+//
+// When the file's index shows blocks that repeat a block of zeros
+// (xzpar.Repeats: the free space of a disk image), those are not decoded:
+// the blocks in between are decoded run by run, one xz each, and the
+// repeats become holes. Otherwise the file is xz's stdin as it is.
+func (s *Source) xzUtilsLocal(ctx context.Context, xzPath string, dst *os.File, in *inputReader, prog *progress) (string, int64, error) {
+	in.r = io.NewSectionReader(s.file, 0, s.Size)
+	in.progress = nil // xz's reading is the progress, not the hashing
+	hashed := make(chan error, 1)
+	hashCtx, stopHashing := context.WithCancel(ctx)
+	defer stopHashing()
+	go func() { hashed <- drain(hashCtx, in) }()
+	finish := func(err error) error {
+		if err != nil {
+			stopHashing()
+			<-hashed
+			return err
+		}
+		if herr := <-hashed; herr != nil {
+			return fmt.Errorf("read base image %q: %w", s.Name, herr)
+		}
+		return nil
+	}
+
+	var repeats map[int]int
+	idx, err := xzpar.ReadIndex(s.file, s.Size)
+	if err == nil {
+		repeats, err = xzpar.Repeats(s.file, idx)
+	}
+	if err != nil || len(repeats) == 0 {
+		// A damaged index is xz's to report, with the rest of the file.
+		n, err := s.xzUtilsWhole(ctx, xzPath, dst, prog)
+		return "xz-utils", n, finish(err)
+	}
+	skipped, err := s.xzUtilsRuns(ctx, xzPath, dst, idx, repeats, prog)
+	if err != nil {
+		return "xz-utils", 0, finish(err)
+	}
+	decoder := fmt.Sprintf("xz-utils (%d of %d blocks repeat a block of zeros: not decoded)", skipped, len(idx.Blocks))
+	return decoder, idx.ImageSize, finish(nil)
+}
+
+// xzUtilsWhole runs one xz with the input file as its stdin and dst as its
+// stdout.
+func (s *Source) xzUtilsWhole(ctx context.Context, xzPath string, dst *os.File, prog *progress) (int64, error) {
+	if _, err := s.file.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("read base image %q: %w", s.Name, err)
+	}
+	argv := []string{xzPath, "--decompress", "--stdout", "--threads=0"}
+	if s.opts.Log != nil {
+		s.opts.Log("run: " + system.QuoteArgv(argv))
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	stderr := &tailBuffer{max: 4096}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = s.file, dst, stderr
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("run %s: %w", system.QuoteArgv(argv), err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	if err := waitReporting(waited, cmd.Process.Pid, prog); err != nil {
+		return 0, xzUtilsError(argv, err, stderr.String())
+	}
+	st, err := dst.Stat()
+	if err != nil {
+		return 0, writeError{err}
+	}
+	return st.Size(), nil
+}
+
+// xzUtilsRuns decodes the blocks of idx into dst front to back, leaving
+// out each block in repeats whose first copy decoded to zeros: dst is
+// extended over it, a hole. It returns how many blocks it left out.
+func (s *Source) xzUtilsRuns(ctx context.Context, xzPath string, dst *os.File, idx *xzpar.Index, repeats map[int]int, prog *progress) (int, error) {
+	if err := dst.Truncate(0); err != nil {
+		return 0, writeError{err}
+	}
+	zeros := map[int]bool{} // first copies, by whether they decoded to zeros
+	var run []xzpar.Block
+	flush := func() error {
+		if len(run) == 0 {
+			return nil
+		}
+		err := s.xzUtilsRun(ctx, xzPath, dst.Name(), run, prog)
+		run = run[:0]
+		return err
+	}
+	skipped := 0
+	for i, b := range idx.Blocks {
+		if len(run) > 0 {
+			last := run[len(run)-1]
+			if b.StreamFlags != last.StreamFlags || b.Offset != last.Offset+last.PaddedSize() {
+				if err := flush(); err != nil { // a new stream
+					return 0, err
+				}
+			}
+		}
+		first, repeat := repeats[i]
+		if !repeat {
+			run = append(run, b)
+			continue
+		}
+		// The first copy is decoded before this: it is in the pending
+		// run, or in one before.
+		if err := flush(); err != nil {
+			return 0, err
+		}
+		zero, known := zeros[first]
+		if !known {
+			var err error
+			if zero, err = decodedToZeros(dst.Name(), idx.Blocks[first]); err != nil {
+				return 0, err
+			}
+			zeros[first] = zero
+		}
+		if !zero { // a check value that collided: decode it after all
+			run = append(run, b)
+			continue
+		}
+		if err := dst.Truncate(b.ImageOffset + b.ImageSize); err != nil {
+			return 0, writeError{err}
+		}
+		skipped++
+		prog.set(b.Offset + b.PaddedSize())
+	}
+	if err := flush(); err != nil {
+		return 0, err
+	}
+	if st, err := dst.Stat(); err != nil {
+		return 0, writeError{err}
+	} else if st.Size() != idx.ImageSize {
+		return 0, &DecodeError{Format: XZ, Err: fmt.Errorf("decoded %d bytes, the xz index says %d", st.Size(), idx.ImageSize)}
+	}
+	return skipped, nil
+}
+
+// xzUtilsRun decodes consecutive blocks of one stream with one xz, whose
+// stdout is the output file opened anew and positioned at the run's start,
+// which is the file's end: xz then writes it sparsely.
+func (s *Source) xzUtilsRun(ctx context.Context, xzPath, dstPath string, run []xzpar.Block, prog *progress) error {
+	stream, err := xzpar.StreamOf(s.file, run)
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dstPath, os.O_WRONLY, 0)
+	if err != nil {
+		return writeError{err}
+	}
+	defer out.Close()
+	start := run[0].ImageOffset
+	if _, err := out.Seek(start, io.SeekStart); err != nil {
+		return writeError{err}
+	}
+	argv := []string{xzPath, "--decompress", "--stdout", "--threads=0"}
+	if s.opts.Log != nil {
+		s.opts.Log(fmt.Sprintf("run: %s  # blocks %d-%d", system.QuoteArgv(argv), run[0].Number, run[len(run)-1].Number))
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	stderr := &tailBuffer{max: 4096}
+	cmd.Stdin = &positionReader{r: stream, pos: run[0].Offset - headerSize, prog: prog}
+	cmd.Stdout, cmd.Stderr = out, stderr
+	if err := cmd.Run(); err != nil {
+		return xzUtilsError(argv, err, stderr.String())
+	}
+	last := run[len(run)-1]
+	if st, err := out.Stat(); err != nil {
+		return writeError{err}
+	} else if end := last.ImageOffset + last.ImageSize; st.Size() != end {
+		return &DecodeError{Format: XZ, Err: fmt.Errorf("blocks %d-%d decoded to end at byte %d, the xz index says %d", run[0].Number, last.Number, st.Size(), end)}
+	}
+	return nil
+}
+
+// headerSize is the xz stream header that xzpar.StreamOf puts before the
+// blocks.
+const headerSize = 12
+
+// positionReader reports, as progress, where in the input file the bytes
+// it passes on come from.
+type positionReader struct {
+	r    io.Reader
+	pos  int64
+	prog *progress
+}
+
+func (p *positionReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.pos += int64(n)
+	p.prog.set(p.pos)
+	return n, err
+}
+
+// decodedToZeros says whether block b's part of the output file is all
+// zeros, reading only where the file has data.
+func decodedToZeros(path string, b xzpar.Block) (bool, error) {
+	f, err := os.Open(path) // own descriptor: its position moves
+	if err != nil {
+		return false, writeError{err}
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	end := b.ImageOffset + b.ImageSize
+	buf := make([]byte, 1<<20)
+	for pos := b.ImageOffset; pos < end; {
+		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			return true, nil
+		}
+		if err != nil {
+			data = pos // no SEEK_DATA: read everything
+		}
+		if data >= end {
+			return true, nil
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			hole = end
+		}
+		hole = min(hole, end)
+		for off := data; off < hole; {
+			n, err := f.ReadAt(buf[:min(int64(len(buf)), hole-off)], off)
+			if err != nil {
+				return false, writeError{err}
+			}
+			for _, c := range buf[:n] {
+				if c != 0 {
+					return false, nil
+				}
+			}
+			off += int64(n)
+		}
+		pos = hole
+	}
+	return true, nil
+}
+
+// xzUtilsPiped feeds the input (hashed on the way) to xz through a pipe:
+// for a URL. Without image hashing xz writes dst itself; with it, the image
+// passes through here to be hashed.
+func (s *Source) xzUtilsPiped(ctx context.Context, xzPath string, dst *os.File, in *inputReader, image hash.Hash) (int64, error) {
+	argv := []string{xzPath, "--decompress", "--stdout", "--threads=0"}
+	if s.opts.Log != nil {
+		s.opts.Log("run: " + system.QuoteArgv(argv))
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	stderr := &tailBuffer{max: 4096}
+	cmd.Stdin, cmd.Stderr = in, stderr
+	if image == nil {
+		cmd.Stdout = dst
+		if err := cmd.Run(); err != nil {
+			return 0, xzUtilsError(argv, err, stderr.String())
+		}
+		st, err := dst.Stat()
+		if err != nil {
+			return 0, writeError{err}
+		}
+		return st.Size(), nil
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("run %s: %w", system.QuoteArgv(argv), err)
+	}
+	n, copyErr := copySparse(ctx, dst, out, image)
+	if copyErr != nil {
+		// Unblock and reap xz before reporting.
+		io.Copy(io.Discard, out)
+	}
+	if err := cmd.Wait(); err != nil {
+		return 0, xzUtilsError(argv, err, stderr.String())
+	}
+	if copyErr != nil {
+		return 0, decodeError(XZ, copyErr)
+	}
+	return n, nil
+}
