@@ -36,8 +36,12 @@ func (s *Source) writeXZ(ctx context.Context, dst *os.File, in *inputReader, ima
 		// A damaged tail leaves no usable index: the sequential decoder
 		// then reports what is wrong.
 		if idx, err := xzpar.ReadIndex(s.file, s.Size); err == nil && len(idx.Blocks) > 1 {
-			n, err := s.decodeParallel(ctx, idx, dst, in, image, prog)
-			return fmt.Sprintf("parallel xz (%d blocks, %d workers)", len(idx.Blocks), s.opts.Workers), n, err
+			n, skipped, err := s.decodeParallel(ctx, idx, dst, in, image, prog)
+			decoder := fmt.Sprintf("parallel xz (%d blocks, %d workers)", len(idx.Blocks), s.opts.Workers)
+			if skipped > 0 {
+				decoder = fmt.Sprintf("parallel xz (%d blocks, %d of them repeat a block of zeros: not decoded; %d workers)", len(idx.Blocks), skipped, s.opts.Workers)
+			}
+			return decoder, n, err
 		}
 	}
 	xr, err := xz.NewReader(bufio.NewReaderSize(in, 256<<10))
@@ -138,9 +142,12 @@ func xzUtilsError(argv []string, err error, stderr string) error {
 }
 
 // decodeParallel decodes the blocks of a local file on Workers goroutines,
-// each writing its block at its own offset. The input hash is computed
-// meanwhile by one sequential read of the file (from the page cache).
-func (s *Source) decodeParallel(ctx context.Context, idx *xzpar.Index, dst *os.File, in *inputReader, image hash.Hash, prog *progress) (int64, error) {
+// each writing its block at its own offset. Blocks that repeat a block of
+// zeros (xzpar.Repeats) are left for last and decoded only if their first
+// copy turned out not to be zeros; otherwise they stay holes. The input
+// hash is computed meanwhile by one sequential read of the file (from the
+// page cache). It returns the image size and how many blocks it left out.
+func (s *Source) decodeParallel(ctx context.Context, idx *xzpar.Index, dst *os.File, in *inputReader, image hash.Hash, prog *progress) (int64, int, error) {
 	in.progress = nil // progress follows the decoded blocks instead
 	hashed := make(chan error, 1)
 	go func() {
@@ -154,22 +161,64 @@ func (s *Source) decodeParallel(ctx context.Context, idx *xzpar.Index, dst *os.F
 		return nil
 	}
 	done := func(b xzpar.Block) { prog.add(b.PaddedSize()) }
-	err := xzpar.Decode(ctx, s.file, idx, s.opts.Workers, write, done)
+	repeats, err := xzpar.Repeats(s.file, idx)
+	var skipped int
+	if err == nil {
+		skipped, err = s.decodeSkipping(ctx, idx, repeats, dst, write, done)
+	}
 	if herr := <-hashed; herr != nil && err == nil {
 		err = fmt.Errorf("read %q: %w", s.Name, herr)
 	}
 	if err != nil {
-		return 0, decodeError(XZ, err)
+		return 0, 0, decodeError(XZ, err)
 	}
 	if err := dst.Truncate(idx.ImageSize); err != nil {
-		return 0, fmt.Errorf("set size of %q: %w", dst.Name(), err)
+		return 0, 0, fmt.Errorf("set size of %q: %w", dst.Name(), err)
 	}
 	if image != nil {
 		if _, err := io.Copy(image, io.NewSectionReader(dst, 0, idx.ImageSize)); err != nil {
-			return 0, fmt.Errorf("hash %q: %w", dst.Name(), err)
+			return 0, 0, fmt.Errorf("hash %q: %w", dst.Name(), err)
 		}
 	}
-	return idx.ImageSize, nil
+	return idx.ImageSize, skipped, nil
+}
+
+// decodeSkipping runs xzpar.Decode on every block but the repeats, then on
+// the repeats whose first copy did not decode to zeros.
+func (s *Source) decodeSkipping(ctx context.Context, idx *xzpar.Index, repeats map[int]int, dst *os.File, write xzpar.WriteFunc, done func(xzpar.Block)) (int, error) {
+	subset := func(keep func(i int) bool) *xzpar.Index {
+		sub := &xzpar.Index{Streams: idx.Streams, ImageSize: idx.ImageSize}
+		for i, b := range idx.Blocks {
+			if keep(i) {
+				sub.Blocks = append(sub.Blocks, b)
+			}
+		}
+		return sub
+	}
+	firsts := subset(func(i int) bool { _, repeat := repeats[i]; return !repeat })
+	if err := xzpar.Decode(ctx, s.file, firsts, s.opts.Workers, write, done); err != nil {
+		return 0, err
+	}
+	zeros := map[int]bool{}
+	for _, first := range repeats {
+		if _, known := zeros[first]; !known {
+			zero, err := decodedToZeros(dst.Name(), idx.Blocks[first])
+			if err != nil {
+				return 0, err
+			}
+			zeros[first] = zero
+		}
+	}
+	rest := subset(func(i int) bool { first, repeat := repeats[i]; return repeat && !zeros[first] })
+	if err := xzpar.Decode(ctx, s.file, rest, s.opts.Workers, write, done); err != nil {
+		return 0, err
+	}
+	for i, first := range repeats {
+		if zeros[first] {
+			done(idx.Blocks[i])
+		}
+	}
+	return len(repeats) - len(rest.Blocks), nil
 }
 
 // tailBuffer keeps the last max bytes written: enough of xz's stderr to

@@ -103,3 +103,53 @@ func TestXZUtilsDecodesARepeatWhoseFirstCopyIsNotZero(t *testing.T) {
 		t.Errorf("%d blocks left undecoded, want 1 (block 5)", skipped)
 	}
 }
+
+// The Go decoder leaves the same blocks undecoded.
+func TestParallelGoDecoderLeavesRepeatedZeroBlocksUndecoded(t *testing.T) {
+	t.Parallel()
+	img := zeroStretches("dd000d0000dd0d000")
+	src := compressed(t, t.TempDir(), img, XZ)
+	out, st, err := decode(t, src, Options{DisableExternalXZ: true, Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqualFile(t, out, img)
+	if want := "parallel xz (17 blocks, 10 of them repeat a block of zeros: not decoded; 2 workers)"; st.Decoder != want {
+		t.Errorf("decoder %q, want %q", st.Decoder, want)
+	}
+}
+
+// As with xz-utils, a block said to repeat one that did not decode to
+// zeros is decoded after all.
+func TestParallelGoDecoderDecodesARepeatWhoseFirstCopyIsNotZero(t *testing.T) {
+	t.Parallel()
+	img := zeroStretches("dd0d0d")
+	src := compressed(t, t.TempDir(), img, XZ)
+	s, err := Open(context.Background(), src, Options{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	idx, err := xzpar.ReadIndex(s.file, s.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out.img")
+	dst, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	write := func(off int64, p []byte) error { return writeSparse(dst, off, p) }
+	skipped, err := s.decodeSkipping(context.Background(), idx, map[int]int{4: 2, 3: 1}, dst, write, func(xzpar.Block) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Truncate(idx.ImageSize); err != nil {
+		t.Fatal(err)
+	}
+	mustEqualFile(t, out, img)
+	if skipped != 1 {
+		t.Errorf("%d blocks left undecoded, want 1 (block 5)", skipped)
+	}
+}

@@ -53,7 +53,7 @@ func Decode(ctx context.Context, r io.ReaderAt, idx *Index, workers int, write W
 			for i := range next {
 				b := idx.Blocks[i]
 				if err := decodeBlock(ctx, r, b, buf, write); err != nil {
-					fail(fmt.Errorf("xz block %d of %d (file offset %d): %w", i+1, len(idx.Blocks), b.Offset, err))
+					fail(fmt.Errorf("xz block %d (file offset %d): %w", b.Number, b.Offset, err))
 					continue
 				}
 				if done != nil {

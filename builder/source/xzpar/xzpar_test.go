@@ -159,7 +159,7 @@ func TestDamaged(t *testing.T) {
 			bad[i] ^= 0xa5
 		}
 		_, _, err = decodeAll(t, bad, 2)
-		if err == nil || !strings.Contains(err.Error(), "xz block 4 of ") {
+		if err == nil || !strings.Contains(err.Error(), "xz block 4 (file offset ") {
 			t.Fatalf("err = %v, want an error naming block 4", err)
 		}
 	})
