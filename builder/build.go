@@ -42,6 +42,8 @@ type Options struct {
 	Epoch *time.Time
 	// DeviceBinary returns nixpi-firstboot for linux/GOARCH ("arm64", "arm").
 	// Nil means assets.DeviceBinary, the binaries embedded by `make build`.
+	// It may be called while the base is decoded, from another goroutine,
+	// and a second time for another GOARCH when the first guess was wrong.
 	DeviceBinary func(goarch string) ([]byte, error)
 	// Progress, when set, is called as the base is read with the input
 	// bytes consumed and the input size (-1 when unknown).

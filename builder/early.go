@@ -112,10 +112,14 @@ func (e *earlyCard) run(ctx context.Context, decoded <-chan struct{}) error {
 	guess := e.predict(base)
 	select {
 	case guess.BaseSHA256 = <-e.baseSHA256:
-	case <-decoded:
-		return errors.New("the base's sha256 was not known before it was decoded")
-	case <-ctx.Done():
-		return ctx.Err()
+	default:
+		select {
+		case guess.BaseSHA256 = <-e.baseSHA256:
+		case <-decoded:
+			return errors.New("the base's sha256 was not known before it was decoded")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	binary, err := deviceBinary(e.deviceBinary, guess.Arch)
 	if err != nil {
@@ -125,7 +129,7 @@ func (e *earlyCard) run(ctx context.Context, decoded <-chan struct{}) error {
 	if e.snapshot, err = snapshotRegion(e.out, guess.Boot); err != nil {
 		return err
 	}
-	base.Arch, base.FATMount = guess.Arch, guess.FATMount
+	base.Boot, base.Arch, base.FATMount = guess.Boot, guess.Arch, guess.FATMount
 	e.manifest = &Manifest{
 		NixpiVersion: e.files.manifest.NixpiVersion,
 		Config:       e.files.manifest.Config,
@@ -215,7 +219,11 @@ func snapshotRegion(out *pendingOutput, p baseimage.Partition) (*os.File, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := copyData(snap, 0, src, p.Start, p.Size); err != nil {
+	err = copyData(snap, 0, src, p.Start, p.Size)
+	if err == nil {
+		err = snap.Truncate(p.Size) // a trailing hole counts
+	}
+	if err != nil {
 		snap.Close()
 		os.Remove(snap.Name())
 		return nil, fmt.Errorf("keep a copy of the boot partition: %w", err)
