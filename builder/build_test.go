@@ -151,17 +151,9 @@ func TestBuildReproducible(t *testing.T) {
 func TestBuildCompressedBaseWithSidecar(t *testing.T) {
 	t.Parallel()
 	img := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArm64, FATSize: fixture.MinFATSize})
-	if out, err := exec.Command("xz", "-T2", "-0", "--block-size=8MiB", "-k", img.Path).CombinedOutput(); err != nil {
-		t.Fatalf("xz: %v\n%s", err, out)
-	}
-	xzPath := img.Path + ".xz"
-	cmd := exec.Command("sha256sum", filepath.Base(xzPath))
-	cmd.Dir = filepath.Dir(xzPath)
-	sum, err := cmd.Output()
+	xzPath := xzWithSidecar(t, img.Path)
+	sum, err := os.ReadFile(xzPath + ".sha256")
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(xzPath+".sha256", sum, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "card.img")

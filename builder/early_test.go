@@ -3,8 +3,6 @@ package builder
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -78,20 +76,6 @@ func (l *logLines) String() string {
 	return strings.Join(l.lines, "\n")
 }
 
-func fileSHA256(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // assertNoSnapshots fails when a build left one of its temporary files
 // (the pending output or the boot partition's snapshot) in dir.
 func assertNoSnapshots(t *testing.T, dir string) {
@@ -149,7 +133,7 @@ func TestEarlyCardMatchesOrdinaryBuild(t *testing.T) {
 				}
 				assertNoSnapshots(t, dir)
 				out := filepath.Join(dir, name)
-				if got := fileSHA256(t, out); res.SHA256 != got {
+				if got := buildertest.FileSHA256(t, out); res.SHA256 != got {
 					t.Errorf("%s: Result.SHA256 %s, but the file's sha256 is %s", name, res.SHA256, got)
 				}
 				sidecar, err := os.ReadFile(out + ".sha256")
@@ -258,8 +242,8 @@ func TestEarlyCardFailureFallsBack(t *testing.T) {
 	assertNoSnapshots(t, dir)
 	buildertest.CheckCard(t, img.Path, opts.Out)
 	assertSameFile(t, early.Out, opts.Out)
-	if res.SHA256 != want.SHA256 || res.SHA256 != fileSHA256(t, opts.Out) {
-		t.Errorf("sha256 %s, early card %s, file %s", res.SHA256, want.SHA256, fileSHA256(t, opts.Out))
+	if res.SHA256 != want.SHA256 || res.SHA256 != buildertest.FileSHA256(t, opts.Out) {
+		t.Errorf("sha256 %s, early card %s, file %s", res.SHA256, want.SHA256, buildertest.FileSHA256(t, opts.Out))
 	}
 	if !reflect.DeepEqual(res.Manifest, want.Manifest) {
 		t.Errorf("manifest\n%+v\ndiffers from the early card's\n%+v", res.Manifest, want.Manifest)

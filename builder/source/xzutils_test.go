@@ -77,21 +77,8 @@ func TestXZUtilsDecodesARepeatWhoseFirstCopyIsNotZero(t *testing.T) {
 	xzPath := need(t, "xz", "xz-utils")
 	img := zeroStretches("dd0d0d")
 	src := compressed(t, t.TempDir(), img, XZ)
-	s, err := Open(context.Background(), src, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	idx, err := xzpar.ReadIndex(s.file, s.Size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), "out.img")
-	dst, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
+	s, idx, dst := openWithIndex(t, src, Options{})
+	out := dst.Name()
 	// Block 5 (zeros) truly repeats block 3; block 4 is said to repeat
 	// block 2, which holds data.
 	skipped, err := s.xzUtilsRuns(context.Background(), xzPath, dst, idx, map[int]int{4: 2, 3: 1}, &progress{})
@@ -125,21 +112,8 @@ func TestParallelGoDecoderDecodesARepeatWhoseFirstCopyIsNotZero(t *testing.T) {
 	t.Parallel()
 	img := zeroStretches("dd0d0d")
 	src := compressed(t, t.TempDir(), img, XZ)
-	s, err := Open(context.Background(), src, Options{Workers: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	idx, err := xzpar.ReadIndex(s.file, s.Size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), "out.img")
-	dst, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
+	s, idx, dst := openWithIndex(t, src, Options{Workers: 2})
+	out := dst.Name()
 	write := func(off int64, p []byte) error { return writeSparse(dst, off, p) }
 	skipped, err := s.decodeSkipping(context.Background(), idx, map[int]int{4: 2, 3: 1}, dst, write, func(xzpar.Block) {})
 	if err != nil {
@@ -152,4 +126,25 @@ func TestParallelGoDecoderDecodesARepeatWhoseFirstCopyIsNotZero(t *testing.T) {
 	if skipped != 1 {
 		t.Errorf("%d blocks left undecoded, want 1 (block 5)", skipped)
 	}
+}
+
+// openWithIndex opens a local xz base and reads its index, and creates the
+// output file, for tests that drive a decoder with their own repeats.
+func openWithIndex(t *testing.T, src string, opts Options) (*Source, *xzpar.Index, *os.File) {
+	t.Helper()
+	s, err := Open(context.Background(), src, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	idx, err := xzpar.ReadIndex(s.file, s.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := os.Create(filepath.Join(t.TempDir(), "out.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dst.Close() })
+	return s, idx, dst
 }
