@@ -137,7 +137,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	decoded := make(chan struct{})
 	if src.WritesInOrder() {
 		early = &earlyCard{out: out, files: files, deviceBinary: opts.DeviceBinary, baseSHA256: baseSHA256,
-			format: src.Format.String(), predict: opts.predictRoot}
+			format: src.Format.String(), nixpiVersion: m.NixpiVersion, config: m.Config, predict: opts.predictRoot}
 		if early.predict == nil {
 			early.predict = predictRoot
 		}

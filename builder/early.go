@@ -35,7 +35,10 @@ type earlyCard struct {
 	files        cardFiles
 	deviceBinary func(goarch string) ([]byte, error)
 	baseSHA256   <-chan string // the input's digest, once known
-	format       string        // of the base, for the manifest
+	// For the early card's own manifest (Build goes on filling in its own).
+	format       string // of the base
+	nixpiVersion string
+	config       ManifestInput
 	predict      func(*baseimage.Base) rootGuess
 
 	cancel context.CancelFunc
@@ -84,7 +87,7 @@ func (e *earlyCard) start(ctx context.Context, decoded <-chan struct{}) {
 	}()
 }
 
-// wait stops nothing; it returns once the early edit has ended.
+// wait returns once the early edit has ended, without ending it.
 func (e *earlyCard) wait() { <-e.done }
 
 // stop ends the early edit and waits for it.
@@ -131,8 +134,8 @@ func (e *earlyCard) run(ctx context.Context, decoded <-chan struct{}) error {
 	}
 	base.Boot, base.Arch, base.FATMount = guess.Boot, guess.Arch, guess.FATMount
 	e.manifest = &Manifest{
-		NixpiVersion: e.files.manifest.NixpiVersion,
-		Config:       e.files.manifest.Config,
+		NixpiVersion: e.nixpiVersion,
+		Config:       e.config,
 		Base:         ManifestBase{SHA256: guess.BaseSHA256, Format: e.format, Arch: guess.Arch, BootDir: guess.FATMount},
 	}
 	files := e.files
