@@ -9,18 +9,7 @@ import (
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
-	"github.com/nixpi/nixpi/firstboot/journal"
-)
-
-// Paths on the card's FAT partition (ManifestPath is in manifest.go).
-const (
-	nixpiDir       = "nixpi"
-	fatBinaryPath  = "nixpi/nixpi-firstboot"
-	fatPayloadPath = "nixpi/payload.cpio"
-	fatConfigPath  = "nixpi/nixpi.toml"
-	fatJournalPath = "nixpi/" + journal.JournalFile
-	cmdlinePath    = "cmdline.txt"
-	configTxtPath  = "config.txt"
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 )
 
 // cardFiles is what goes onto the card besides the cmdline.txt hook.
@@ -47,7 +36,7 @@ func writeCard(ctx context.Context, f *os.File, base *baseimage.Base, files card
 }
 
 func writeCardFiles(ctx context.Context, fsys *fatfs.FS, base *baseimage.Base, files cardFiles) error {
-	if fsys.Exists(nixpiDir) {
+	if fsys.Exists(cardpath.Dir) {
 		return fmt.Errorf("the base already has a nixpi/ directory on its boot partition: it is a nixpi card, not a stock image; build from the original Raspberry Pi OS image")
 	}
 	m := files.manifest
@@ -61,7 +50,7 @@ func writeCardFiles(ctx context.Context, fsys *fatfs.FS, base *baseimage.Base, f
 	if err := checkFreeSpace(fsys, files.binary, files.config); err != nil {
 		return err
 	}
-	cmdline, err := fsys.ReadFile(cmdlinePath)
+	cmdline, err := fsys.ReadFile(cardpath.Cmdline)
 	if err != nil {
 		return fmt.Errorf("boot partition: read cmdline.txt: %w", err)
 	}
@@ -73,17 +62,17 @@ func writeCardFiles(ctx context.Context, fsys *fatfs.FS, base *baseimage.Base, f
 	if err != nil {
 		return err
 	}
-	if err := fsys.MkdirAll(nixpiDir, fatTime); err != nil {
+	if err := fsys.MkdirAll(cardpath.Dir, fatTime); err != nil {
 		return fmt.Errorf("boot partition: %w", err)
 	}
 	for _, file := range []struct {
 		path string
 		data []byte
 	}{
-		{fatBinaryPath, files.binary},
-		{fatPayloadPath, payload},
-		{fatConfigPath, files.config},
-		{cmdlinePath, []byte(hooked)},
+		{cardpath.Binary, files.binary},
+		{cardpath.Payload, payload},
+		{cardpath.Config, files.config},
+		{cardpath.Cmdline, []byte(hooked)},
 	} {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -97,8 +86,8 @@ func writeCardFiles(ctx context.Context, fsys *fatfs.FS, base *baseimage.Base, f
 	if err != nil {
 		return err
 	}
-	if err := fsys.WriteFile(ManifestPath, manifest, fatTime); err != nil {
-		return fmt.Errorf("boot partition: write %s: %w", ManifestPath, err)
+	if err := fsys.WriteFile(cardpath.Manifest, manifest, fatTime); err != nil {
+		return fmt.Errorf("boot partition: write %s: %w", cardpath.Manifest, err)
 	}
 	return nil
 }

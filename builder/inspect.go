@@ -10,6 +10,7 @@ import (
 
 	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/journal"
 )
@@ -164,37 +165,37 @@ func inspectFAT(f *os.File, p1 mbrPartition) (*FATReport, error) {
 		}
 		return b, true
 	}
-	if b, ok := readFile(cmdlinePath); ok {
+	if b, ok := readFile(cardpath.Cmdline); ok {
 		r.Cmdline = strings.TrimRight(string(b), "\r\n")
 		r.HookPresent = cmdlineHasHook(r.Cmdline)
 	} else {
 		problem("no cmdline.txt on the FAT partition")
 	}
-	if b, ok := readFile(configTxtPath); ok {
+	if b, ok := readFile(cardpath.ConfigTxt); ok {
 		r.Arm64, r.Arm64Line = bootfiles.Arm64Effective(string(b))
 	} else {
 		problem("no config.txt on the FAT partition")
 	}
 
-	if entries, err := fsys.List(nixpiDir); err == nil {
+	if entries, err := fsys.List(cardpath.Dir); err == nil {
 		for _, e := range entries {
-			r.NixpiFiles = append(r.NixpiFiles, path.Join(nixpiDir, e.Name))
+			r.NixpiFiles = append(r.NixpiFiles, path.Join(cardpath.Dir, e.Name))
 		}
 	}
-	if b, ok := readFile(fatConfigPath); ok {
+	if b, ok := readFile(cardpath.Config); ok {
 		r.Config, r.ConfigError = redactedConfig(b)
 	}
-	if b, ok := readFile(ManifestPath); ok {
+	if b, ok := readFile(cardpath.Manifest); ok {
 		if m, err := ParseManifest(b); err != nil {
-			problem("%s: %v", ManifestPath, err)
+			problem("%s: %v", cardpath.Manifest, err)
 		} else {
 			r.Manifest = m
 		}
 	}
-	if b, ok := readFile(fatJournalPath); ok {
+	if b, ok := readFile(cardpath.Journal); ok {
 		j, err := journal.Read(bytes.NewReader(b))
 		if err != nil {
-			problem("%s: %v", fatJournalPath, err)
+			problem("%s: %v", cardpath.Journal, err)
 		} else {
 			r.Journal = summarizeJournal(j)
 		}
@@ -221,7 +222,7 @@ func cmdlineHasHook(cmdline string) bool {
 // secrets. A file that does not parse is not shown (it may hold secrets in a
 // shape the redaction does not know); its error is.
 func redactedConfig(data []byte) (shown, problem string) {
-	cfg, err := config.Parse(fatConfigPath, data)
+	cfg, err := config.Parse(cardpath.Config, data)
 	if err != nil {
 		return "", err.Error()
 	}

@@ -8,9 +8,6 @@ import (
 	"sort"
 )
 
-// ManifestPath is where the manifest sits on the card's FAT partition.
-const ManifestPath = "nixpi/manifest.json"
-
 // Manifest records what went into a card, so a card can be traced back to
 // its inputs and checked file by file. It is written as nixpi/manifest.json.
 type Manifest struct {

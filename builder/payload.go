@@ -10,15 +10,7 @@ import (
 	"github.com/cavaliergopher/cpio"
 
 	"github.com/nixpi/nixpi/assets"
-)
-
-// Where the payload puts things in the root filesystem. The hook extracts
-// payload.cpio into "/", so entry names are relative to it.
-const (
-	payloadBinaryPath = "usr/local/sbin/nixpi-firstboot"
-	payloadUnitPath   = "etc/systemd/system/nixpi-firstboot.service"
-	payloadWantsPath  = "etc/systemd/system/multi-user.target.wants/nixpi-firstboot.service"
-	payloadWantsLink  = "../nixpi-firstboot.service"
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 )
 
 // payloadEntry is one file, directory or symlink of payload.cpio.
@@ -41,9 +33,9 @@ func Payload(binary []byte, bootDir string, epoch time.Time) ([]byte, error) {
 		return nil, fmt.Errorf("payload: %w", err)
 	}
 	entries := withParentDirs([]payloadEntry{
-		{name: payloadBinaryPath, mode: cpio.TypeReg | 0o755, data: binary},
-		{name: payloadUnitPath, mode: cpio.TypeReg | 0o644, data: unit},
-		{name: payloadWantsPath, mode: cpio.TypeSymlink | 0o777, data: []byte(payloadWantsLink)},
+		{name: cardpath.InstalledBinary, mode: cpio.TypeReg | 0o755, data: binary},
+		{name: cardpath.Unit, mode: cpio.TypeReg | 0o644, data: unit},
+		{name: cardpath.UnitWantedBy, mode: cpio.TypeSymlink | 0o777, data: []byte(cardpath.UnitWantedByTarget)},
 	})
 	var buf bytes.Buffer
 	w := cpio.NewWriter(&buf)

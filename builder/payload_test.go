@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cavaliergopher/cpio"
+
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 )
 
 type cpioEntry struct {
@@ -77,11 +79,11 @@ func TestPayloadEntries(t *testing.T) {
 	}
 	for _, e := range entries {
 		switch e.Name {
-		case payloadBinaryPath:
+		case cardpath.InstalledBinary:
 			if e.Data != string(binary) {
 				t.Errorf("binary in payload differs from the input")
 			}
-		case payloadUnitPath:
+		case cardpath.Unit:
 			if !strings.Contains(e.Data, "ExecStart=/usr/local/sbin/nixpi-firstboot run --config /boot/firmware/nixpi/nixpi.toml --boot-dir /boot/firmware\n") {
 				t.Errorf("unit in payload has the wrong ExecStart:\n%s", e.Data)
 			}

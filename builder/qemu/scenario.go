@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
@@ -245,7 +246,7 @@ func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, makeS
 		return in, err
 	}
 	in.Journal = j
-	log, err := card.ReadFile(ctx, journal.Dir+"/"+journal.LogFile)
+	log, err := card.ReadFile(ctx, cardpath.Log)
 	if err != nil {
 		return in, err
 	}
@@ -254,7 +255,7 @@ func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, makeS
 }
 
 func readJournal(ctx context.Context, card *Card) (*journal.Journal, error) {
-	data, err := card.ReadFile(ctx, journal.Dir+"/"+journal.JournalFile)
+	data, err := card.ReadFile(ctx, cardpath.Journal)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/steps"
 	"github.com/nixpi/nixpi/firstboot/system"
@@ -28,10 +29,6 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 )
-
-// binaryName is how the hook names this binary on the kernel command line
-// (systemd.run=<fat>/nixpi/nixpi-firstboot).
-const binaryName = "nixpi-firstboot"
 
 // deps is what the process touches, so tests run commands in-process
 // against a temp root, a recording runner and a machine that never reboots.
@@ -111,7 +108,7 @@ func hookFromCmdline(root string) (string, bool) {
 			continue
 		}
 		dir, base := filepath.Split(filepath.Clean(path))
-		if base == binaryName && filepath.Base(dir) == "nixpi" {
+		if base == cardpath.BinaryName && filepath.Base(dir) == cardpath.Dir {
 			return filepath.Dir(filepath.Clean(dir)), true
 		}
 	}
@@ -122,7 +119,7 @@ func hookFromCmdline(root string) (string, bool) {
 // /boot/firmware on Bookworm and later, /boot before.
 func defaultBootDir(root string) string {
 	for _, dir := range []string{"/boot/firmware", "/boot"} {
-		if _, err := os.Stat(filepath.Join(root, dir, "nixpi")); err == nil {
+		if _, err := os.Stat(filepath.Join(root, dir, cardpath.Dir)); err == nil {
 			return dir
 		}
 	}

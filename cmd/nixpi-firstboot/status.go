@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/nixpi/nixpi/firstboot/engine"
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/journal"
 )
 
@@ -29,12 +29,12 @@ func cmdStatus(args []string, stdout, stderr io.Writer, d deps) int {
 	if err != nil {
 		return fail(stderr, err, exitFailure)
 	}
-	fmt.Fprintf(stdout, "journal: %s\n", filepath.Join(*bootDir, journal.Dir, journal.JournalFile))
+	fmt.Fprintf(stdout, "journal: %s\n", filepath.Join(*bootDir, cardpath.Journal))
 	if err := journal.Print(stdout, j); err != nil {
 		return fail(stderr, err, exitFailure)
 	}
-	if marker, err := os.ReadFile(filepath.Join(dir, journal.Dir, engine.FailedMarker)); err == nil {
-		fmt.Fprintf(stdout, "\n%s:\n%s", filepath.Join(*bootDir, journal.Dir, engine.FailedMarker), marker)
+	if marker, err := os.ReadFile(filepath.Join(dir, cardpath.Failed)); err == nil {
+		fmt.Fprintf(stdout, "\n%s:\n%s", filepath.Join(*bootDir, cardpath.Failed), marker)
 	}
 	return exitOK
 }

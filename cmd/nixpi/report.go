@@ -11,7 +11,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/spf13/pflag"
 
-	"github.com/nixpi/nixpi/firstboot/engine"
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/journal"
 )
 
@@ -49,15 +49,15 @@ func runReport(c *cli, args []string) int {
 	if err != nil {
 		return c.fail(fmt.Errorf("report: %q: %w", path, err))
 	}
-	fmt.Fprintf(c.stdout, "card: %s, partition %d, %s/%s\n", path, card.partition, journal.Dir, journal.JournalFile)
+	fmt.Fprintf(c.stdout, "card: %s, partition %d, %s\n", path, card.partition, cardpath.Journal)
 	if err := journal.Print(c.stdout, j); err != nil {
 		return c.fail(err)
 	}
 	if len(card.failed) > 0 {
-		fmt.Fprintf(c.stdout, "\n%s/%s:\n%s", journal.Dir, engine.FailedMarker, card.failed)
+		fmt.Fprintf(c.stdout, "\n%s:\n%s", cardpath.Failed, card.failed)
 	}
 	if *showLog {
-		fmt.Fprintf(c.stdout, "\n%s/%s:\n%s", journal.Dir, journal.LogFile, card.log)
+		fmt.Fprintf(c.stdout, "\n%s:\n%s", cardpath.Log, card.log)
 	}
 	return exitOK
 }
@@ -92,19 +92,19 @@ func readCardJournal(path string) (*cardFiles, error) {
 			continue
 		}
 		fatSeen = true
-		data, err := readFATFile(fs, "/"+journal.Dir+"/"+journal.JournalFile)
+		data, err := readFATFile(fs, "/"+cardpath.Journal)
 		if err != nil {
 			continue
 		}
 		card := &cardFiles{partition: i + 1, journal: data}
-		card.log, _ = readFATFile(fs, "/"+journal.Dir+"/"+journal.LogFile)
-		card.failed, _ = readFATFile(fs, "/"+journal.Dir+"/"+engine.FailedMarker)
+		card.log, _ = readFATFile(fs, "/"+cardpath.Log)
+		card.failed, _ = readFATFile(fs, "/"+cardpath.Failed)
 		return card, nil
 	}
 	if !fatSeen {
 		return nil, fmt.Errorf("%q has no FAT partition: is it a Raspberry Pi card?", path)
 	}
-	return nil, fmt.Errorf("%q has no %s/%s on its FAT partition: the Pi has not started the install from this card yet", path, journal.Dir, journal.JournalFile)
+	return nil, fmt.Errorf("%q has no %s on its FAT partition: the Pi has not started the install from this card yet", path, cardpath.Journal)
 }
 
 func readFATFile(fs filesystem.FileSystem, name string) ([]byte, error) {

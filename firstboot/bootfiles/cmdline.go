@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"path"
 	"strings"
+
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 )
 
 // HookWords are the kernel command line words that make systemd run the
@@ -19,7 +21,7 @@ import (
 // network and multi-user.target.
 func HookWords(fatMount string) []string {
 	return []string{
-		"systemd.run=" + path.Join(fatMount, "nixpi", "nixpi-firstboot"),
+		"systemd.run=" + path.Join(fatMount, cardpath.Binary),
 		"systemd.run_success_action=reboot",
 		"systemd.unit=kernel-command-line.target",
 	}

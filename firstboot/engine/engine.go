@@ -12,13 +12,10 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/progress"
 )
-
-// FailedMarker is the file (in BootDir/nixpi) that keeps a failed install
-// stopped. Deleting it, or changing the config, lets the next boot retry.
-const FailedMarker = "FAILED"
 
 // ConfigStep is the journal's step name for a config that could not be read.
 const ConfigStep = "config"
@@ -84,7 +81,7 @@ func (e *UsageError) Unwrap() error { return e.Err }
 func (e *Engine) bootDir() string { return e.Env.Path(e.Env.BootDir) }
 
 func (e *Engine) markerPath() string {
-	return filepath.Join(e.bootDir(), journal.Dir, FailedMarker)
+	return filepath.Join(e.bootDir(), cardpath.Failed)
 }
 
 // LogLine writes a line to the install log (and Out); the CLI routes the
@@ -206,7 +203,7 @@ func (e *Engine) failureStands(f journal.Entry) (bool, string) {
 		return false, "the config changed"
 	}
 	if _, err := os.Stat(e.markerPath()); errors.Is(err, fs.ErrNotExist) {
-		return false, filepath.Join(journal.Dir, FailedMarker) + " was removed"
+		return false, cardpath.Failed + " was removed"
 	}
 	return true, ""
 }
@@ -348,7 +345,7 @@ func (e *Engine) runStep(ctx context.Context, step Step) (Outcome, error) {
 			// Never reboot-loop: one reboot per request.
 			return e.fail(name, WithHint(
 				fmt.Errorf("%s: still not in effect after the reboot requested in boot %d (%s)", name, last.Boot, why),
-				"the change made before the reboot did not take effect; see nixpi/install.log on the card"))
+				"the change made before the reboot did not take effect; see "+cardpath.Log+" on the card"))
 		}
 		e.say("  %s: %s", name, why)
 	}
@@ -391,7 +388,7 @@ func (e *Engine) failOrInterrupt(ctx context.Context, step string, err error) (O
 	return e.fail(step, err)
 }
 
-const defaultHint = "read nixpi/install.log on the card for the commands run and their output"
+const defaultHint = "read " + cardpath.Log + " on the card for the commands run and their output"
 
 // fail records err for step, leaves the failure marker and shows the
 // report. The install stays stopped until a person acts.
@@ -466,11 +463,11 @@ func (e *Engine) RecordHook(hookErr error) error {
 }
 
 func failureReport(f journal.Entry) []string {
-	marker := filepath.Join(journal.Dir, FailedMarker)
+	marker := cardpath.Failed
 	return []string{
 		fmt.Sprintf("INSTALL STOPPED: step %s failed in boot %d: %s", f.Step, f.Boot, f.Msg),
 		"fix: " + f.Hint,
-		fmt.Sprintf("then, on the card's FAT partition, change nixpi/nixpi.toml or delete %s, and power the Pi off and on to retry.", marker),
+		fmt.Sprintf("then, on the card's FAT partition, change %s or delete %s, and power the Pi off and on to retry.", cardpath.Config, marker),
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/progress"
@@ -139,7 +140,7 @@ func (m *machine) events() string {
 }
 
 func (m *machine) marker() string {
-	return filepath.Join(m.root, bootDir, "nixpi", engine.FailedMarker)
+	return filepath.Join(m.root, bootDir, cardpath.Failed)
 }
 
 func TestRunsStepsInOrderThenSkipsDone(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/hook"
 )
 
@@ -29,7 +30,7 @@ func TestRunInstallsBuilderPayload(t *testing.T) {
 			if err := os.MkdirAll(filepath.Join(fat, "nixpi"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(filepath.Join(fat, hook.PayloadPath), payload, 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(fat, cardpath.Payload), payload, 0o644); err != nil {
 				t.Fatal(err)
 			}
 			stock := "console=tty1 root=PARTUUID=9c1a2b3d-02 rootfstype=ext4 fsck.repair=yes rootwait resize\n"
@@ -37,7 +38,7 @@ func TestRunInstallsBuilderPayload(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(filepath.Join(fat, hook.CmdlinePath), []byte(hooked), 0o755); err != nil {
+			if err := os.WriteFile(filepath.Join(fat, cardpath.Cmdline), []byte(hooked), 0o755); err != nil {
 				t.Fatal(err)
 			}
 			if err := hook.Run(context.Background(), hook.Env{Root: root, BootDir: bootDir}); err != nil {
@@ -50,10 +51,10 @@ func TestRunInstallsBuilderPayload(t *testing.T) {
 			if fi, err := os.Stat(filepath.Join(root, "usr/local/sbin/nixpi-firstboot")); err != nil || fi.Mode().Perm() != 0o755 {
 				t.Errorf("binary mode: %v", err)
 			}
-			if _, err := os.Stat(filepath.Join(root, hook.UnitWantedBy)); err != nil {
+			if _, err := os.Stat(filepath.Join(root, cardpath.UnitWantedBy)); err != nil {
 				t.Errorf("unit not enabled: %v", err)
 			}
-			if cmd, _ := os.ReadFile(filepath.Join(fat, hook.CmdlinePath)); string(cmd) != stock {
+			if cmd, _ := os.ReadFile(filepath.Join(fat, cardpath.Cmdline)); string(cmd) != stock {
 				t.Errorf("cmdline.txt: %q", cmd)
 			}
 		})

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -81,7 +82,7 @@ func TestRunOnExt4(t *testing.T) {
 		for path, want := range map[string][]string{
 			"/usr/local/sbin/nixpi-firstboot":             {"Type: regular", "Mode:  0755", "User:     0", "Size: " + strconv.Itoa(len(binary))},
 			"/etc/systemd/system/nixpi-firstboot.service": {"Type: regular", "Mode:  0644", "Size: " + strconv.Itoa(len(unit))},
-			"/" + UnitWantedBy:                            {"Type: symlink", `Fast link dest: "../nixpi-firstboot.service"`},
+			"/" + cardpath.UnitWantedBy:                   {"Type: symlink", `Fast link dest: "../nixpi-firstboot.service"`},
 			"/usr/local/sbin":                             {"Type: directory", "Mode:  0755"},
 		} {
 			stat := sh("debugfs", "-R", "stat "+path, img)

@@ -18,16 +18,7 @@ import (
 	"path/filepath"
 
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
-)
-
-// Where the hook finds things, relative to the FAT mount (BootDir) and to
-// the root filesystem.
-const (
-	PayloadPath  = "nixpi/payload.cpio"
-	CmdlinePath  = "cmdline.txt"
-	UnitName     = "nixpi-firstboot.service"
-	UnitPath     = "etc/systemd/system/" + UnitName
-	UnitWantedBy = "etc/systemd/system/multi-user.target.wants/" + UnitName
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 )
 
 // Env is what the hook may touch.
@@ -62,7 +53,7 @@ func Run(ctx context.Context, env Env) error {
 		return fmt.Errorf("hook: root %q and boot dir %q: both must be set, the boot dir absolute (e.g. /boot/firmware)", env.Root, env.BootDir)
 	}
 	fat := filepath.Join(env.Root, env.BootDir)
-	payload := filepath.Join(fat, PayloadPath)
+	payload := filepath.Join(fat, cardpath.Payload)
 	env.logf("installing %s into %s", payload, env.Root)
 	if err := ExtractFile(ctx, payload, env.Root, env.logf); err != nil {
 		return err
@@ -70,11 +61,11 @@ func Run(ctx context.Context, env Env) error {
 	if err := checkEnabled(env.Root); err != nil {
 		return err
 	}
-	env.logf("%s is enabled", UnitName)
+	env.logf("%s is enabled", cardpath.UnitName)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	cmdline := filepath.Join(fat, CmdlinePath)
+	cmdline := filepath.Join(fat, cardpath.Cmdline)
 	removed, err := RemoveHookWords(cmdline, bootfiles.HookWords(env.BootDir))
 	if err != nil {
 		return err
@@ -95,13 +86,13 @@ func checkEnabled(rootDir string) error {
 		return err
 	}
 	defer root.Close()
-	target, err := root.Readlink(UnitWantedBy)
+	target, err := root.Readlink(cardpath.UnitWantedBy)
 	if err != nil {
-		return fmt.Errorf("%s is not enabled: %w; the payload must carry the /%s symlink (rebuild the card with nixpi build)", UnitName, err, UnitWantedBy)
+		return fmt.Errorf("%s is not enabled: %w; the payload must carry the /%s symlink (rebuild the card with nixpi build)", cardpath.UnitName, err, cardpath.UnitWantedBy)
 	}
 	// Resolve the link within the root filesystem: relative to its
 	// directory, or from Root when absolute.
-	resolved := path.Join(path.Dir(UnitWantedBy), target)
+	resolved := path.Join(path.Dir(cardpath.UnitWantedBy), target)
 	if path.IsAbs(target) {
 		resolved = path.Clean(target)[1:]
 	}
@@ -110,7 +101,7 @@ func checkEnabled(rootDir string) error {
 		err = errors.New("not a regular file")
 	}
 	if err != nil {
-		return fmt.Errorf("%s is not enabled: /%s points at %q: %w; rebuild the card with nixpi build", UnitName, UnitWantedBy, target, err)
+		return fmt.Errorf("%s is not enabled: /%s points at %q: %w; rebuild the card with nixpi build", cardpath.UnitName, cardpath.UnitWantedBy, target, err)
 	}
 	return nil
 }

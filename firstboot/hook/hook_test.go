@@ -15,6 +15,7 @@ import (
 	"github.com/cavaliergopher/cpio"
 
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 )
 
 const (
@@ -86,13 +87,13 @@ func card(t *testing.T, root string, payloadCPIO []byte) {
 		t.Fatal(err)
 	}
 	if payloadCPIO != nil {
-		write(t, filepath.Join(fat, PayloadPath), string(payloadCPIO), 0o644)
+		write(t, filepath.Join(fat, cardpath.Payload), string(payloadCPIO), 0o644)
 	}
 	hooked, err := bootfiles.AddHook(stockCmdline, bootfiles.HookWords(bootDir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	write(t, filepath.Join(fat, CmdlinePath), hooked, 0o755)
+	write(t, filepath.Join(fat, cardpath.Cmdline), hooked, 0o755)
 }
 
 func write(t *testing.T, path, data string, perm os.FileMode) {
@@ -113,7 +114,7 @@ func run(t *testing.T, root string) ([]string, error) {
 
 func cmdline(t *testing.T, root string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, bootDir, CmdlinePath))
+	b, err := os.ReadFile(filepath.Join(root, bootDir, cardpath.Cmdline))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +150,7 @@ func checkInstalled(t *testing.T, root string) {
 			}
 		}
 	}
-	wants := filepath.Join(root, UnitWantedBy)
+	wants := filepath.Join(root, cardpath.UnitWantedBy)
 	if target, err := os.Readlink(wants); err != nil || target != "../nixpi-firstboot.service" {
 		t.Errorf("wants symlink: %q, %v", target, err)
 	}
@@ -223,7 +224,7 @@ func TestRunAfterInterruptedRun(t *testing.T) {
 	}
 	write(t, filepath.Join(sbin, ".nixpi-firstboot.nixpi-new"), "half", 0o600)
 	write(t, filepath.Join(sbin, "nixpi-firstboot"), "old binary", 0o600)
-	if err := os.Symlink("/nonexistent", filepath.Join(wants, UnitName)); err != nil {
+	if err := os.Symlink("/nonexistent", filepath.Join(wants, cardpath.UnitName)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := run(t, root); err != nil {
@@ -237,7 +238,7 @@ func TestRunWithoutHookInCmdline(t *testing.T) {
 	root := t.TempDir()
 	card(t, root, archive(t, payload()...))
 	custom := "root=/dev/sda2  rootwait\tquiet\r\n"
-	write(t, filepath.Join(root, bootDir, CmdlinePath), custom, 0o644)
+	write(t, filepath.Join(root, bootDir, cardpath.Cmdline), custom, 0o644)
 	if _, err := run(t, root); err != nil {
 		t.Fatal(err)
 	}

@@ -17,18 +17,13 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 )
 
 // Version is written as "v" in every entry. Readers skip nothing they do
 // not understand: unknown fields are ignored, so later versions only add.
 const Version = 1
-
-// File names inside the card's nixpi/ directory.
-const (
-	Dir         = "nixpi"
-	JournalFile = "journal.jsonl"
-	LogFile     = "install.log"
-)
 
 // Event is what happened to a step.
 type Event string
@@ -63,7 +58,7 @@ type Entry struct {
 
 // Paths gives the journal and log paths under a FAT mount point.
 func Paths(bootDir string) (journalPath, logPath string) {
-	return filepath.Join(bootDir, Dir, JournalFile), filepath.Join(bootDir, Dir, LogFile)
+	return filepath.Join(bootDir, cardpath.Journal), filepath.Join(bootDir, cardpath.Log)
 }
 
 // Writer appends to both files. It is not safe for concurrent use.

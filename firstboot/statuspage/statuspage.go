@@ -15,7 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/nixpi/nixpi/firstboot/engine"
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/journal"
 )
 
@@ -32,7 +32,7 @@ func Handler(bootDir string) http.Handler {
 		fmt.Fprintln(&b, "nixpi install status")
 		fmt.Fprintln(&b)
 		journal.Print(&b, j)
-		if marker, err := os.ReadFile(filepath.Join(bootDir, journal.Dir, engine.FailedMarker)); err == nil {
+		if marker, err := os.ReadFile(filepath.Join(bootDir, cardpath.Failed)); err == nil {
 			fmt.Fprintf(&b, "\n%s", marker)
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -1,0 +1,47 @@
+// Package cardpath is the contract between the builder and the device service:
+// every path nixpi puts on the card's FAT partition, and every path its
+// payload installs into the root filesystem. The builder writes them, the
+// hook and the service read them, and inspect, report and the QEMU harness
+// find them; a layout change is made here and nowhere else.
+//
+// It imports nothing, so both sides can depend on it.
+package cardpath
+
+// On the FAT partition, relative to its root (which the device mounts at
+// /boot/firmware on Bookworm and later, /boot before). Slash-separated.
+const (
+	// Dir holds everything nixpi adds to the FAT.
+	Dir = "nixpi"
+	// Binary is the device service for the image's architecture; the
+	// hook words in cmdline.txt run it once as `systemd.run=`.
+	Binary = Dir + "/" + BinaryName
+	// Payload is the newc cpio archive the hook extracts into "/".
+	Payload = Dir + "/payload.cpio"
+	// Config is the user's validated install config (it may hold secrets).
+	Config = Dir + "/nixpi.toml"
+	// Manifest lists every input's and injected file's sha256.
+	Manifest = Dir + "/manifest.json"
+	// Journal is the service's versioned JSON-lines journal, for programs.
+	Journal = Dir + "/journal.jsonl"
+	// Log is the readable install log: steps, commands, their output.
+	Log = Dir + "/install.log"
+	// Failed keeps a failed install from retrying on every boot until a
+	// person acts; it holds the reason and the hint.
+	Failed = Dir + "/FAILED"
+
+	// Cmdline and ConfigTxt are the firmware's own files nixpi edits.
+	Cmdline   = "cmdline.txt"
+	ConfigTxt = "config.txt"
+)
+
+// In the root filesystem, relative to "/": where the payload puts things.
+const (
+	BinaryName      = "nixpi-firstboot"
+	InstalledBinary = "usr/local/sbin/" + BinaryName
+	UnitName        = BinaryName + ".service"
+	Unit            = "etc/systemd/system/" + UnitName
+	// UnitWantedBy is the symlink that enables the unit; UnitWantedByTarget
+	// is what it points at (relative, as systemctl enable writes it).
+	UnitWantedBy       = "etc/systemd/system/multi-user.target.wants/" + UnitName
+	UnitWantedByTarget = "../" + UnitName
+)
