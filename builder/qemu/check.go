@@ -114,8 +114,21 @@ func (h *Harness) CheckInstall(in *Install, cut *Cut) Problems {
 	if j.Skipped > 0 {
 		p.addf("%s: the journal has %d unreadable lines", in.Name, j.Skipped)
 	}
+	// The service records its own step list, so the host knows what "all
+	// done" means without linking it (the e2e test compares it with steps.All).
+	state, err := j.CurrentState()
+	if err != nil {
+		p.addf("%s: %v", in.Name, err)
+	}
+	stepNames := state.Steps
+	if len(stepNames) == 0 {
+		p.addf("%s: the journal records no step list", in.Name)
+	}
+	if h.WantSteps != nil && !slices.Equal(stepNames, h.WantSteps) {
+		p.addf("%s: the service ran steps %v, this source has %v", in.Name, stepNames, h.WantSteps)
+	}
 	index := map[string]int{}
-	for i, s := range h.Steps {
+	for i, s := range stepNames {
 		index[s] = i
 	}
 	finished := map[string]int{} // step -> boot in which it was done/skipped
@@ -130,7 +143,7 @@ func (h *Harness) CheckInstall(in *Install, cut *Cut) Problems {
 			lastIndex, lastBoot = -1, e.Boot
 		}
 		if i < lastIndex {
-			p.addf("%s: boot %d: step %s ran after step %s", in.Name, e.Boot, e.Step, h.Steps[lastIndex])
+			p.addf("%s: boot %d: step %s ran after step %s", in.Name, e.Boot, e.Step, stepNames[lastIndex])
 		}
 		lastIndex = i
 		switch e.Event {
@@ -146,7 +159,7 @@ func (h *Harness) CheckInstall(in *Install, cut *Cut) Problems {
 			p.addf("%s: step %s failed in boot %d: %s", in.Name, e.Step, e.Boot, e.Msg)
 		}
 	}
-	for _, s := range h.Steps {
+	for _, s := range stepNames {
 		last, ok := j.Last(s)
 		if !ok || (last.Event != journal.Done && last.Event != journal.Skip) {
 			p.addf("%s: step %s did not finish (last event %q)", in.Name, s, last.Event)

@@ -2,9 +2,11 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,9 +29,13 @@ func install(t *testing.T, events []ev, log string) *Install {
 	t.Helper()
 	in := &Install{Name: "t", Finished: true, Journal: &journal.Journal{}, InstallLog: log}
 	boots := 0
+	state, err := json.Marshal(journal.State{Steps: testSteps})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, e := range events {
 		in.Journal.Entries = append(in.Journal.Entries, journal.Entry{
-			Step: e.step, Event: e.event, Boot: e.boot, BootID: fmt.Sprintf("boot-%d", e.boot),
+			Step: e.step, Event: e.event, Boot: e.boot, BootID: fmt.Sprintf("boot-%d", e.boot), State: state,
 		})
 		boots = max(boots, e.boot)
 	}
@@ -59,15 +65,31 @@ const goodLog = "run: /usr/sbin/mkfs.fat -F 32 -n boot /dev/sda1\nrun: /usr/sbin
 
 func TestCheckInstallAcceptsGoodRun(t *testing.T) {
 	t.Parallel()
-	h := &Harness{Steps: testSteps}
+	h := &Harness{WantSteps: testSteps}
 	if p := h.CheckInstall(install(t, fullRun(1), goodLog), nil); len(p) != 0 {
 		t.Errorf("a good run has problems: %v", p)
 	}
 }
 
+func TestCheckInstallComparesStepLists(t *testing.T) {
+	t.Parallel()
+	h := &Harness{WantSteps: append(slices.Clone(testSteps), "nixos")}
+	p := h.CheckInstall(install(t, fullRun(1), goodLog), nil)
+	if !strings.Contains(strings.Join(p, "\n"), "the service ran steps") {
+		t.Errorf("problems %q do not name the different step list", p)
+	}
+	in := install(t, fullRun(1), goodLog)
+	for i := range in.Journal.Entries {
+		in.Journal.Entries[i].State = nil
+	}
+	if p := (&Harness{}).CheckInstall(in, nil); !strings.Contains(strings.Join(p, "\n"), "records no step list") {
+		t.Errorf("problems %q do not say the journal has no step list", p)
+	}
+}
+
 func TestCheckInstallFindsProblems(t *testing.T) {
 	t.Parallel()
-	h := &Harness{Steps: testSteps}
+	h := &Harness{}
 	redone := append(fullRun(1), ev{2, "preflight", journal.Start}, ev{2, "preflight", journal.Done},
 		ev{2, "format", journal.Start}, ev{2, "format", journal.Done})
 	outOfOrder := fullRun(1)
@@ -97,7 +119,7 @@ func TestCheckInstallFindsProblems(t *testing.T) {
 
 func TestCheckCut(t *testing.T) {
 	t.Parallel()
-	h := &Harness{Steps: testSteps}
+	h := &Harness{}
 	cut := &Cut{Step: "format", At: "run: /usr/sbin/mkfs.btrfs"}
 	interrupted := append(fullRun(1)[:9], fullRun(2)...) // format started in boot 1, never done
 	log := goodLog + "run: /usr/sbin/mkfs.btrfs -f -L root /dev/sda3\n"

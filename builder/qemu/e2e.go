@@ -2,7 +2,6 @@ package qemu
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,8 +11,6 @@ import (
 
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/config"
-	"github.com/nixpi/nixpi/firstboot/engine"
-	"github.com/nixpi/nixpi/firstboot/steps"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -111,9 +108,6 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 		Config:    cfg,
 		Card:      filepath.Join(opts.Dir, "card.img"),
 	}
-	for _, s := range steps.All() {
-		e.Steps = append(e.Steps, s.Name())
-	}
 	base := opts.Base
 	if base == "" {
 		recipe := DefaultBaseRecipe()
@@ -172,11 +166,9 @@ func (e *E2E) SwapBytes(in *Install) (int64, error) {
 	if in.Journal == nil {
 		return 0, fmt.Errorf("%s: no journal to read the memory size from", in.Name)
 	}
-	var state engine.State
-	if raw := in.Journal.LastState(); raw != nil {
-		if err := json.Unmarshal(raw, &state); err != nil {
-			return 0, fmt.Errorf("%s: the journal's state: %w", in.Name, err)
-		}
+	state, err := in.Journal.CurrentState()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", in.Name, err)
 	}
 	vm := int64(e.MemoryMiB) << 20
 	if state.RAMBytes <= vm*3/4 || state.RAMBytes > vm {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/nixpi/nixpi/firstboot/steps"
 )
 
 // TestE2E builds a card from the Debian-made base image and boots it in
@@ -56,6 +58,9 @@ func TestE2E(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, s := range steps.All() {
+		e.WantSteps = append(e.WantSteps, s.Name())
 	}
 
 	var hb *HookBoot

@@ -112,17 +112,24 @@ func (e *Engine) led(p progress.Pattern) {
 	}
 }
 
+func (e *Engine) stepNames() []string {
+	names := make([]string, len(e.Steps))
+	for i, s := range e.Steps {
+		names[i] = s.Name()
+	}
+	return names
+}
+
 // Select returns the steps --only names, in canonical order; empty only
 // means all steps.
 func (e *Engine) Select(only []string) ([]Step, error) {
 	if len(only) == 0 {
 		return e.Steps, nil
 	}
+	names := e.stepNames()
 	known := map[string]bool{}
-	var names []string
-	for _, s := range e.Steps {
-		known[s.Name()] = true
-		names = append(names, s.Name())
+	for _, n := range names {
+		known[n] = true
 	}
 	want := map[string]bool{}
 	for _, n := range only {
@@ -173,7 +180,7 @@ func (e *Engine) readBootID() string {
 
 func (e *Engine) loadState() error {
 	if e.Env.State == nil {
-		e.Env.State = &State{}
+		e.Env.State = &journal.State{}
 	}
 	raw := e.j.LastState()
 	if raw == nil {
@@ -285,6 +292,7 @@ func (e *Engine) Run(ctx context.Context, only []string) (Outcome, error) {
 	}
 	defer e.close()
 	e.prepareEnv()
+	e.Env.State.Steps = e.stepNames()
 
 	if f, ok := e.activeFailure(); ok {
 		stands, why := e.failureStands(f)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/progress"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
@@ -47,7 +48,7 @@ type Env struct {
 	Progress func(format string, args ...any)
 	// State carries facts from earlier steps (the target disk's identity) and
 	// is saved in the journal with every event.
-	State *State
+	State *journal.State
 	// CrashPoint is called at named points inside destructive steps; tests set
 	// it to simulate a power cut there. Nil on the device.
 	CrashPoint func(point string)
@@ -126,21 +127,4 @@ func (e *Env) Logf(format string, args ...any) {
 	if e.Progress != nil {
 		e.Progress(format, args...)
 	}
-}
-
-// Disk is the identity of the target disk as recorded in the journal; resume
-// requires all of it to match the disk found on a later boot.
-type Disk struct {
-	Dev     string `json:"dev"`                // /dev/sda at the time
-	ByID    string `json:"by_id,omitempty"`    // /dev/disk/by-id/usb-...
-	Serial  string `json:"serial,omitempty"`   // ID_SERIAL_SHORT
-	Size    int64  `json:"size"`               // bytes
-	GPTGUID string `json:"gpt_guid,omitempty"` // disk GUID this installation wrote
-}
-
-// State is what steps learn and later steps need, persisted across boots.
-type State struct {
-	Target *Disk `json:"target,omitempty"`
-	// RAMBytes is the machine's memory as preflight read it (swap = "ram").
-	RAMBytes int64 `json:"ram_bytes,omitempty"`
 }

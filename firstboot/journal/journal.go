@@ -52,7 +52,7 @@ type Entry struct {
 	// ConfigSHA256 is the config file's digest when a step failed: a changed
 	// config on a later boot means a person acted, so the step is retried.
 	ConfigSHA256 string `json:"config_sha256,omitempty"`
-	// State is the engine's persisted state (engine.State) at this event.
+	// State is the service's persisted State at this event.
 	State json.RawMessage `json:"state,omitempty"`
 }
 
@@ -239,6 +239,18 @@ func (j *Journal) LastState() json.RawMessage {
 		}
 	}
 	return nil
+}
+
+// CurrentState decodes the most recent persisted state; a journal without
+// one gives the zero State.
+func (j *Journal) CurrentState() (State, error) {
+	var st State
+	if raw := j.LastState(); raw != nil {
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return State{}, fmt.Errorf("journal state: %w", err)
+		}
+	}
+	return st, nil
 }
 
 // FormatEntry renders one entry as a line for people:

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/engine"
+	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/progress"
 	"github.com/nixpi/nixpi/firstboot/system"
 	"github.com/nixpi/nixpi/firstboot/system/systemtest"
@@ -57,7 +58,7 @@ func testEnv(t *testing.T, run *systemtest.Runner) (*engine.Env, *fakeClock, *[]
 		},
 		LED:      func(p progress.Pattern) { leds = append(leds, p) },
 		Progress: func(f string, a ...any) { logs = append(logs, strings.TrimSpace(fmt.Sprintf(f, a...))) },
-		State:    &engine.State{},
+		State:    &journal.State{},
 	}
 	put(t, root, "proc/net/route", routeLAN, 0o644)
 	put(t, root, "etc/resolv.conf", "# no servers yet\n", 0o644)

@@ -25,12 +25,14 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
+	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/steps"
 	"github.com/nixpi/nixpi/firstboot/system"
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -175,10 +177,10 @@ func diskTestConfig() *config.Config {
 	return cfg
 }
 
-func diskTestEnv(t *testing.T, root string, cfg *config.Config, target string, state *engine.State) (*engine.Env, *diskRecorder) {
+func diskTestEnv(t *testing.T, root string, cfg *config.Config, target string, state *journal.State) (*engine.Env, *diskRecorder) {
 	rec := &diskRecorder{}
 	if state == nil {
-		state = &engine.State{RAMBytes: diskTestRAM}
+		state = &journal.State{RAMBytes: diskTestRAM}
 	}
 	return &engine.Env{
 		Config:         cfg,
@@ -624,7 +626,7 @@ type diskPowerCut struct{ point string }
 // the State as last saved (as the journal holds it after the cut), the step
 // that was running (the journal's last "start") and whether the point was
 // reached.
-func diskRunUntilCut(t *testing.T, env *engine.Env, point string) (saved *engine.State, interrupted string, cut bool) {
+func diskRunUntilCut(t *testing.T, env *engine.Env, point string) (saved *journal.State, interrupted string, cut bool) {
 	t.Helper()
 	saved = cloneState(env.State)
 	env.CrashPoint = func(p string) {
@@ -645,7 +647,7 @@ func diskRunUntilCut(t *testing.T, env *engine.Env, point string) (saved *engine
 	return saved, interrupted, false
 }
 
-func cloneState(s *engine.State) *engine.State {
+func cloneState(s *journal.State) *journal.State {
 	c := *s
 	if s.Target != nil {
 		t := *s.Target

@@ -18,6 +18,7 @@ import (
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
+	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/steps"
 	"github.com/nixpi/nixpi/firstboot/system"
 	"github.com/nixpi/nixpi/firstboot/system/systemtest"
@@ -48,7 +49,7 @@ func newDiskUnit(t *testing.T, lsblkFile, mountinfoFile string) *diskUnit {
 		BootDir:  "/boot/firmware",
 		Run:      u.run,
 		Tools:    system.DefaultTools(),
-		State:    &engine.State{RAMBytes: diskPiRAM},
+		State:    &journal.State{RAMBytes: diskPiRAM},
 		Progress: func(f string, a ...any) { u.logs = append(u.logs, fmt.Sprintf(f, a...)) },
 		// A fake clock: waiting for a disk costs no time.
 		Sleep: func(ctx context.Context, d time.Duration) error { return nil },
@@ -113,7 +114,7 @@ func (u *diskUnit) recordSSD(t *testing.T) *disk.Plan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.env.State.Target = &engine.Disk{Dev: "/dev/sda", ByID: diskSSDByID, Serial: "S4EVNF0M123456", Size: diskSSDSize, GPTGUID: plan.DiskID}
+	u.env.State.Target = &journal.Disk{Dev: "/dev/sda", ByID: diskSSDByID, Serial: "S4EVNF0M123456", Size: diskSSDSize, GPTGUID: plan.DiskID}
 	return plan
 }
 
@@ -167,7 +168,7 @@ func TestDiskTargetBySerial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := engine.Disk{Dev: "/dev/sda", ByID: diskSSDByID, Serial: "S4EVNF0M123456", Size: diskSSDSize, GPTGUID: plan.DiskID}
+	want := journal.Disk{Dev: "/dev/sda", ByID: diskSSDByID, Serial: "S4EVNF0M123456", Size: diskSSDSize, GPTGUID: plan.DiskID}
 	if got := u.env.State.Target; got == nil || *got != want {
 		t.Fatalf("State.Target = %+v, want %+v", got, want)
 	}

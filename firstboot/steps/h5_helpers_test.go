@@ -36,7 +36,7 @@ func newPiEnv(t *testing.T) *piEnv {
 		Run:     run,
 		Machine: &systemtest.Machine{},
 		Tools:   system.DefaultTools(),
-		State:   &engine.State{},
+		State:   &journal.State{},
 		Now:     func() time.Time { return now },
 		Sleep: func(ctx context.Context, d time.Duration) error {
 			now = now.Add(d)

@@ -13,6 +13,7 @@ import (
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
+	"github.com/nixpi/nixpi/firstboot/journal"
 )
 
 // target picks the USB disk to install onto and records its identity. It
@@ -137,7 +138,7 @@ func (target) Run(ctx context.Context, env *engine.Env) error {
 				"if everything on this disk may be erased, set wipe = true in the [target] section of nixpi/nixpi.toml; otherwise connect an empty disk")
 		}
 	}
-	env.State.Target = &engine.Disk{
+	env.State.Target = &journal.Disk{
 		Dev:     chosen.DevPath(),
 		ByID:    byID,
 		Serial:  chosen.Serial,
@@ -410,7 +411,7 @@ func identityOf(d *disk.Device, byID string) disk.Identity {
 	return disk.Identity{ByID: byID, Serial: d.Serial, Size: d.SizeBytes()}
 }
 
-func identityOfRecord(r *engine.Disk) disk.Identity {
+func identityOfRecord(r *journal.Disk) disk.Identity {
 	return disk.Identity{ByID: r.ByID, Serial: r.Serial, Size: r.Size}
 }
 
@@ -450,7 +451,7 @@ func describeDisk(d *disk.Device, byID string) string {
 	return fmt.Sprintf("%q (%s)", d.DevPath(), strings.Join(parts, ", "))
 }
 
-func describeRecord(r *engine.Disk) string {
+func describeRecord(r *journal.Disk) string {
 	parts := []string{config.Size(r.Size).Approx()}
 	if r.Serial != "" {
 		parts = append([]string{"serial " + r.Serial}, parts...)
