@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/renameio/v2"
 	"github.com/spf13/pflag"
 
 	"github.com/nixpi/nixpi/firstboot/config"
@@ -209,36 +210,10 @@ func writeNixosFiles(dir string, files []nixos.File, force bool) error {
 		}
 	}
 	for _, f := range files {
-		if err := writeAtomic(filepath.Join(dir, filepath.Base(f.Path)), f.Data, os.FileMode(f.Mode)); err != nil {
-			return err
+		target := filepath.Join(dir, filepath.Base(f.Path))
+		if err := renameio.WriteFile(target, f.Data, os.FileMode(f.Mode)); err != nil {
+			return fmt.Errorf("write %q: %w", target, err)
 		}
-	}
-	return nil
-}
-
-func writeAtomic(target string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(target), "."+filepath.Base(target)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename there is nothing left to remove
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %q: %w", tmp.Name(), err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), target); err != nil {
-		return fmt.Errorf("write %q: %w", target, err)
 	}
 	return nil
 }
