@@ -113,7 +113,11 @@ func (c *cli) nixosProblems(name string, data []byte, cfg *config.Config, parser
 	}
 	files, err := nixos.Generate(cfg, nixos.DiskFromLayout(cfg.Layout), nixos.Machine{})
 	if err != nil {
-		errs = append(errs, &config.Error{Msg: err.Error()})
+		var cerr *config.Error
+		if !errors.As(err, &cerr) {
+			cerr = &config.Error{Msg: err.Error()}
+		}
+		errs = append(errs, cerr)
 		return config.AtLines(name, data, errs), nil
 	}
 	for _, f := range files.Configs {

@@ -189,11 +189,17 @@ func TestConfigCheckExtraModule(t *testing.T) {
 	}
 }
 
-func TestConfigCheckUnpinnedRelease(t *testing.T) {
+func TestConfigCheckNixOSProblems(t *testing.T) {
 	t.Parallel()
-	path := writeConfig(t, "schema = 1\n[nixos]\nrelease = \"25.11\"\n")
+	path := writeConfig(t, "schema = 1\n[nixos]\nrelease = \"25.11\"\n\n[wlan]\nssid = 'say \"hi\"'\ncountry = \"DE\"\n")
 	code, _, stderr := runNixpi(t, "", "config", "check", path)
-	if code != exitFailure || !strings.Contains(stderr, path+`:3: nixos.release = "25.11" has no nixpkgs pin in this nixpi (pinned: [26.05]); use one of those, or set nixos.nixpkgs_rev`) {
-		t.Errorf("exit %d, %s", code, stderr)
+	for _, want := range []string{
+		path + `:3: nixos.release = "25.11" has no nixpkgs pin in this nixpi (pinned: [26.05]); use one of those, or set nixos.nixpkgs_rev`,
+		path + `:6: wlan.ssid = "say \"hi\"" has a '"' or a line break`,
+		"2 problem(s)",
+	} {
+		if code != exitFailure || !strings.Contains(stderr, want) {
+			t.Errorf("exit %d, stderr lacks %q:\n%s", code, want, stderr)
+		}
 	}
 }

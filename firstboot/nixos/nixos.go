@@ -85,7 +85,13 @@ type Files struct {
 }
 
 // Generate renders the configuration for cfg on disk d and machine m.
+// A problem the config has only as a NixOS configuration is a
+// *config.Error naming its key, so callers can point at its line.
 func Generate(cfg *config.Config, d Disk, m Machine) (*Files, error) {
+	if w := cfg.WLAN; w != nil && strings.ContainsAny(w.SSID, "\"\n\r") {
+		// nixpkgs' wpa_supplicant module writes ssid="NAME" unescaped.
+		return nil, &config.Error{Key: "wlan.ssid", Msg: fmt.Sprintf("wlan.ssid = %q has a '\"' or a line break, which NixOS's networking.wireless cannot write into wpa_supplicant.conf; rename the network, or drop [wlan] and set up Wi-Fi in nixos.extra_module", w.SSID)}
+	}
 	tmpl, err := template.New("nixos").Option("missingkey=error").
 		Funcs(template.FuncMap{"nix": NixString}).
 		ParseFS(assets.NixOS, "nixos/*.nix.tmpl")

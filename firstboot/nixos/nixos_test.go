@@ -3,6 +3,7 @@ package nixos
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -52,7 +53,7 @@ name = "bob"
 ssh_keys = ["` + ed25519Key + `"]
 
 [wlan]
-ssid = "Garden \"Wi-Fi\" ${x}"
+ssid = "Garden Wi-Fi ${x}"
 psk = "` + wifiPSK + `"
 country = "DE"
 hidden = true
@@ -284,6 +285,19 @@ func TestNixStringRoundTrip(t *testing.T) {
 			t.Errorf("NixString(%q) reads back as %q", in[i], got)
 			break
 		}
+	}
+}
+
+func TestGenerateRefusesUnwritableSSID(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Parse("nixpi.toml", []byte("schema = 1\n[wlan]\nssid = 'my \"net\"'\npsk = \"password1\"\ncountry = \"DE\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Generate(cfg, DiskFromLayout(cfg.Layout), Machine{})
+	var cerr *config.Error
+	if !errors.As(err, &cerr) || cerr.Key != "wlan.ssid" || !strings.Contains(cerr.Msg, `wlan.ssid = "my \"net\"" has a '"' or a line break`) {
+		t.Errorf("Generate: %v", err)
 	}
 }
 

@@ -42,7 +42,7 @@
     extraConfig = "country=DE";
     # The passphrase is in this file on the SSD, not in the Nix store.
     secretsFile = "/etc/nixos/secrets/wireless.conf";
-    networks."Garden \"Wi-Fi\" \${x}" = {
+    networks."Garden Wi-Fi \${x}" = {
       pskRaw = "ext:psk_nixpi";
       hidden = true;
     };
