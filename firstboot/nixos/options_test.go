@@ -20,6 +20,7 @@ var declaredIn = map[string]string{
 	"boot.loader.generic-extlinux-compatible.configurationLimit": "nixos/modules/system/boot/loader/generic-extlinux-compatible/default.nix",
 	"boot.kernelPackages":                                        "nixos/modules/system/boot/kernel.nix",
 	"boot.initrd.availableKernelModules":                         "nixos/modules/system/boot/kernel.nix",
+	"boot.initrd.systemd.tpm2.enable":                            "nixos/modules/system/boot/systemd/tpm2.nix",
 	"hardware.enableRedistributableFirmware":                     "nixos/modules/hardware/all-firmware.nix",
 
 	"fileSystems.<name>.device":  "nixos/modules/tasks/filesystems.nix",

@@ -22,6 +22,9 @@
   # Stage 1 sees the USB disk only with these: the VL805 USB controller sits on
   # the Pi's PCIe bus and gets its firmware through reset-raspberrypi.
   boot.initrd.availableKernelModules = [ "xhci_pci" "usbhid" "usb_storage" "uas" "pcie_brcmstb" "reset-raspberrypi" "vc4" ];
+  # The Pi has no TPM: stage 1 (systemd's, the default) must not need TPM
+  # kernel modules. nixos-hardware's raspberry-pi/4 sets the same.
+  boot.initrd.systemd.tpm2.enable = false;
   # Firmware for the Pi's Wi-Fi and Bluetooth.
   hardware.enableRedistributableFirmware = true;
 
