@@ -520,3 +520,20 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestAtLinesAndValueStartLine(t *testing.T) {
+	t.Parallel()
+	data := []byte("schema = 1\n[nixos]\nrelease = \"26.05\"\nextra_module = '''\n{ }\n'''\n[wlan]\nssid = \"x\"\n")
+	errs := AtLines("f.toml", data, Errors{{Key: "wlan.ssid", Msg: "b"}, {Key: "nixos.release", Msg: "a"}, {Key: "nixos.flake", Msg: "c"}})
+	if got := errs.Error(); got != "f.toml:2: c\nf.toml:3: a\nf.toml:8: b" {
+		t.Errorf("AtLines:\n%s", got)
+	}
+	for key, want := range map[string]int{"nixos.extra_module": 5, "nixos.release": 3, "nixos.flake": 0} {
+		if got := ValueStartLine(data, key); got != want {
+			t.Errorf("ValueStartLine(%s) = %d, want %d", key, got, want)
+		}
+	}
+	if got := ValueStartLine([]byte("schema = 1\n[nixos]\nextra_module = \"{ }\"\n"), "nixos.extra_module"); got != 3 {
+		t.Errorf("one-line extra_module starts on line %d, want 3", got)
+	}
+}
