@@ -88,3 +88,24 @@ func writeTemp(t *testing.T, name string, data []byte) string {
 	}
 	return p
 }
+
+// Without nix-instantiate the Nix tests skip, and with NIXPI_REQUIRE_NIX=1
+// they fail: run this test binary again with an empty PATH to see both.
+func TestMissingNixSkipsOrFails(t *testing.T) {
+	empty := t.TempDir()
+	for _, tc := range []struct {
+		require  string
+		wantFail bool
+		want     string
+	}{
+		{"", false, "nix-instantiate not on PATH (apt-get install nix-bin)"},
+		{"1", true, "NIXPI_REQUIRE_NIX=1 but nix-instantiate is not on PATH"},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestGoldenNix$", "-test.v")
+		cmd.Env = append(os.Environ(), "PATH="+empty, "NIXPI_REQUIRE_NIX="+tc.require)
+		out, err := cmd.CombinedOutput()
+		if (err != nil) != tc.wantFail || !strings.Contains(string(out), tc.want) {
+			t.Errorf("NIXPI_REQUIRE_NIX=%q without nix: err %v, want failure %v and %q:\n%s", tc.require, err, tc.wantFail, tc.want, out)
+		}
+	}
+}
