@@ -12,10 +12,13 @@ import (
 
 const configUsage = `usage: nixpi config init
        nixpi config check FILE
+       nixpi config nixos FILE [--out DIR] [--force]
 
 init   print a commented example install config (redirect it to a file)
 check  check FILE strictly; print a summary, or every problem as FILE:LINE
        (FILE "-" reads standard input)
+nixos  print (or write into DIR) the configuration.nix and
+       hardware-configuration.nix the Pi will write for FILE
 `
 
 func runConfig(c *cli, args []string) int {
@@ -52,6 +55,8 @@ func runConfig(c *cli, args []string) int {
 			return c.configUsage("config check needs exactly one FILE")
 		}
 		return c.configCheck(rest[0])
+	case "nixos":
+		return c.configNixos(rest)
 	default:
 		return c.configUsage(fmt.Sprintf("unknown config subcommand %q", sub))
 	}
@@ -63,36 +68,28 @@ func (c *cli) configUsage(msg string) int {
 }
 
 func (c *cli) configCheck(path string) int {
-	var (
-		cfg *config.Config
-		err error
-	)
-	name := path
-	if path == "-" {
-		name = "<stdin>"
-		data, rerr := io.ReadAll(c.stdin)
-		if rerr != nil {
-			return c.fail(fmt.Errorf("config check: read standard input: %w", rerr))
-		}
-		cfg, err = config.Parse(name, data)
-	} else {
-		cfg, err = config.Load(path)
+	name, data, err := c.loadConfig(path)
+	if err != nil {
+		return c.fail(fmt.Errorf("config check: %w", err))
 	}
+	cfg, err := config.Parse(name, data)
 	var problems config.Errors
 	if errors.As(err, &problems) {
-		// Compiler-style lines, one per problem, so editors can jump to them.
-		for _, p := range problems {
-			fmt.Fprintln(c.stderr, p)
-		}
-		fmt.Fprintf(c.stderr, "nixpi: %s: %d problem(s); fix them and run `nixpi config check` again\n", name, len(problems))
-		return exitFailure
+		return c.printProblems(name, problems, "nixpi config check")
 	}
 	if err != nil {
 		return c.fail(fmt.Errorf("config check: %w", err))
 	}
+	parser := c.nixParser()
+	if problems, _ := c.nixosProblems(name, data, cfg, parser); len(problems) > 0 {
+		return c.printProblems(name, problems, "nixpi config check")
+	}
 	fmt.Fprintf(c.stdout, "%s: ok\n", name)
 	for _, line := range cfg.Summary() {
 		fmt.Fprintln(c.stdout, "  "+line)
+	}
+	if cfg.NixOS.ExtraModule != "" {
+		fmt.Fprintf(c.stdout, "  extra_module parses (%s)\n", parser.name())
 	}
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintln(c.stderr, "nixpi: warning: "+w)

@@ -13,6 +13,7 @@ type Config struct {
 	Target Target       `toml:"target"`
 	Layout Layout       `toml:"layout"`
 	NixOS  NixOS        `toml:"nixos"`
+	Nix    Nix          `toml:"nix"`
 	System System       `toml:"system"`
 	Users  []User       `toml:"users,omitempty"`
 	WLAN   *WLAN        `toml:"wlan"`
@@ -48,6 +49,18 @@ type NixOS struct {
 	NixpkgsRev    string `toml:"nixpkgs_rev,omitempty"`    // 40 hex digits
 	NixpkgsSHA256 string `toml:"nixpkgs_sha256,omitempty"` // sha256 of the nixpkgs tarball
 	ExtraModule   string `toml:"extra_module,omitempty"`   // Nix expression appended to imports
+	// Flake is "URI#name": the user's own flake's nixosConfigurations.name
+	// instead of the generated configuration.nix.
+	Flake             string   `toml:"flake,omitempty"`
+	Substituters      []string `toml:"substituters"`
+	TrustedPublicKeys []string `toml:"trusted_public_keys"`
+}
+
+// Nix is how the Pi gets the Nix that builds the system.
+type Nix struct {
+	// Installer is "auto" (the OS's own package when new enough, else the
+	// official release), "debian" or "official".
+	Installer string `toml:"installer"`
 }
 
 // System is host-wide settings of the installed NixOS.

@@ -52,6 +52,11 @@ nixpkgs_sha256 = "1a0lr2ydjz4gfvz7y4w8q3x2xk8r5m4a0abr8q9d3gdpr5d0sxi4"
 extra_module = '''
 { pkgs, ... }: { services.openssh.enable = true; }
 '''
+substituters = ["https://cache.nixos.org", "https://nix-community.cachix.org"]
+trusted_public_keys = ["cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=", "nix-community.cachix.org-1:mB9FSh9qf2dCimDSUo8Zy7bkq5CX+/rkCWyvRCYg3Fs="]
+
+[nix]
+installer = "official"
 
 [system]
 hostname = "garden-pi"
@@ -220,6 +225,15 @@ func TestParseErrors(t *testing.T) {
 			`3: nixos.nixpkgs_rev = "main": use a full nixpkgs commit, 40 lowercase hex digits`, `4: nixos.nixpkgs_sha256 = "abc": use the hash`}},
 		{"rev without hash", head + "[nixos]\nnixpkgs_rev = \"0123456789abcdef0123456789abcdef01234567\"\n", []string{
 			`3: nixos.nixpkgs_rev is set without nixos.nixpkgs_sha256, so the download cannot be verified; add the hash ` + "`nix-prefetch-url --unpack https://github.com/NixOS/nixpkgs/archive/0123456789abcdef0123456789abcdef01234567.tar.gz`"}},
+		{"flake without name", head + "[nixos]\nflake = \"github:you/cfg\"\n", []string{`3: nixos.flake = "github:you/cfg" has no #name; write "URI#name"`}},
+		{"flake local path", head + "[nixos]\nflake = \"/home/me/cfg#pi\"\n", []string{`3: nixos.flake = "/home/me/cfg#pi" is a local path, which the Pi cannot see`}},
+		{"flake not a URL", head + "[nixos]\nflake = \"my cfg#pi\"\n", []string{`3: nixos.flake = "my cfg#pi": the part before # is not a flake URL`}},
+		{"flake bad name", head + "[nixos]\nflake = \"github:you/cfg#pi.x\"\n", []string{`3: nixos.flake = "github:you/cfg#pi.x": "pi.x" is not a nixosConfigurations name`}},
+		{"flake and extra module", head + "[nixos]\nflake = \"github:you/cfg#pi\"\nextra_module = \"{ }\"\n", []string{`4: nixos.extra_module is set together with nixos.flake`}},
+		{"no substituters", head + "[nixos]\nsubstituters = []\n", []string{`3: nixos.substituters is empty: without a binary cache the Pi would compile all of NixOS itself`}},
+		{"bad substituter and key", head + "[nixos]\nsubstituters = [\"cache.nixos.org\"]\ntrusted_public_keys = [\"cache.nixos.org-1:abc\", \"6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\"]\n", []string{
+			`3: substituter "cache.nixos.org" is not a binary cache URL`, `4: trusted public key "cache.nixos.org-1:abc" is not NAME:KEY`, `4: trusted public key "6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=" is not NAME:KEY`}},
+		{"nix installer", head + "[nix]\ninstaller = \"apt\"\n", []string{`3: nix.installer = "apt": use "auto"`}},
 		{"hostname", head + "[system]\nhostname = \"my.pi\"\ntimezone = \"Europe/../etc\"\nlocale = \"English\"\nkeymap = \"-x\"\n", []string{
 			`3: system.hostname = "my.pi": a host name is 1 to 63 letters`, `4: system.timezone = "Europe/../etc"`, `5: system.locale = "English"`, `6: system.keymap = "-x"`}},
 		{"plaintext password", user("password_hash = \"hunter22\"\n"), []string{
@@ -505,4 +519,21 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip differs:\n%#v\n%#v", back, cfg)
 		}
 	})
+}
+
+func TestAtLinesAndValueStartLine(t *testing.T) {
+	t.Parallel()
+	data := []byte("schema = 1\n[nixos]\nrelease = \"26.05\"\nextra_module = '''\n{ }\n'''\n[wlan]\nssid = \"x\"\n")
+	errs := AtLines("f.toml", data, Errors{{Key: "wlan.ssid", Msg: "b"}, {Key: "nixos.release", Msg: "a"}, {Key: "nixos.flake", Msg: "c"}})
+	if got := errs.Error(); got != "f.toml:2: c\nf.toml:3: a\nf.toml:8: b" {
+		t.Errorf("AtLines:\n%s", got)
+	}
+	for key, want := range map[string]int{"nixos.extra_module": 5, "nixos.release": 3, "nixos.flake": 0} {
+		if got := ValueStartLine(data, key); got != want {
+			t.Errorf("ValueStartLine(%s) = %d, want %d", key, got, want)
+		}
+	}
+	if got := ValueStartLine([]byte("schema = 1\n[nixos]\nextra_module = \"{ }\"\n"), "nixos.extra_module"); got != 3 {
+		t.Errorf("one-line extra_module starts on line %d, want 3", got)
+	}
 }

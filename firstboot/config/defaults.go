@@ -17,7 +17,12 @@ func Default() *Config {
 			SwapLabel:  "swap",
 			RootLabel:  "root",
 		},
-		NixOS: NixOS{Release: "26.05"},
+		NixOS: NixOS{
+			Release:           "26.05",
+			Substituters:      []string{CacheNixOS},
+			TrustedPublicKeys: []string{CacheNixOSKey},
+		},
+		Nix: Nix{Installer: InstallerAuto},
 		System: System{
 			Hostname: "nixpi",
 			Timezone: "UTC",
@@ -38,6 +43,15 @@ const (
 	FSBtrfs    = "btrfs"
 	FSExt4     = "ext4"
 	RootSubvol = "@"
+
+	InstallerAuto     = "auto"
+	InstallerDebian   = "debian"
+	InstallerOfficial = "official"
+
+	// CacheNixOS and CacheNixOSKey are the official binary cache and its
+	// signing key, as nixpkgs' nixos/modules/config/nix.nix sets them.
+	CacheNixOS    = "https://cache.nixos.org"
+	CacheNixOSKey = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="
 )
 
 // Mount is where a btrfs subvolume is mounted on the installed system.

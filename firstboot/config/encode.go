@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"slices"
 
 	"github.com/BurntSushi/toml"
 )
@@ -30,6 +31,8 @@ func (c *Config) Redacted() *Config {
 	if c.Layout.Subvolumes == nil {
 		r.Layout.Subvolumes = nil
 	}
+	r.NixOS.Substituters = slices.Clone(c.NixOS.Substituters)
+	r.NixOS.TrustedPublicKeys = slices.Clone(c.NixOS.TrustedPublicKeys)
 	if c.Users != nil {
 		r.Users = make([]User, len(c.Users))
 		for i, u := range c.Users {

@@ -231,3 +231,35 @@ func skipValue(s string, i int, line *int) int {
 	}
 	return i
 }
+
+// AtLines fills in the file name and line of problems found after Parse
+// (in the NixOS configuration, say) from their keys.
+func AtLines(name string, data []byte, errs Errors) Errors {
+	lines := locateKeys(data)
+	for _, e := range errs {
+		e.File = name
+		e.Line = lines.find(e.Key)
+	}
+	return errs.sorted()
+}
+
+// ValueStartLine is the line on which the text of key's string value
+// starts: the key's own line, or the next one for a multi-line string that
+// opens with a newline, which TOML drops. 0 when the key is not in data.
+func ValueStartLine(data []byte, key string) int {
+	found, ok := locateKeys(data)[key]
+	if !ok {
+		return 0
+	}
+	line := found[0]
+	text := strings.Split(string(data), "\n")[line-1]
+	if _, value, ok := strings.Cut(text, "="); ok {
+		value = strings.TrimSpace(value)
+		for _, delim := range []string{"'''", `"""`} {
+			if rest, ok := strings.CutPrefix(value, delim); ok && strings.TrimRight(rest, "\r") == "" {
+				return line + 1
+			}
+		}
+	}
+	return line
+}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -45,6 +46,13 @@ func (c *Config) Summary() []string {
 	if c.NixOS.ExtraModule != "" {
 		nixos += ", with extra module"
 	}
+	if c.NixOS.Flake != "" {
+		nixos += ", your flake " + c.NixOS.Flake
+	}
+	if !slices.Equal(c.NixOS.Substituters, []string{CacheNixOS}) {
+		nixos += ", caches " + strings.Join(c.NixOS.Substituters, " ")
+	}
+	nixos += ", Nix installer " + c.Nix.Installer
 	users := "none"
 	if len(c.Users) > 0 {
 		var us []string
@@ -89,6 +97,9 @@ func (c *Config) Warnings() []string {
 	var w []string
 	if len(c.Users) == 0 {
 		w = append(w, "no [[users]]: you will not be able to log in to the installed system; add a user with a password_hash or ssh_keys")
+	}
+	if c.NixOS.Flake != "" && (len(c.Users) > 0 || c.WLAN != nil) {
+		w = append(w, "nixos.flake is set: your flake decides users, Wi-Fi and [system]; nixpi only writes the password hashes and Wi-Fi key to root-only files under /etc/nixos/secrets/ that your flake may use")
 	}
 	if c.Target.Wipe {
 		w = append(w, "target.wipe = true: the chosen disk is erased even if it holds data")

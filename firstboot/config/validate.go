@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -33,6 +34,7 @@ func (c *Config) Validate() error {
 	v.target(&c.Target)
 	v.layout(&c.Layout)
 	v.nixos(&c.NixOS)
+	v.nix(&c.Nix)
 	v.system(&c.System)
 	v.users(c.Users)
 	if c.WLAN != nil {
@@ -165,6 +167,9 @@ var (
 	unixNameRE   = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 	bootOrderRE  = regexp.MustCompile(`^0x[0-9a-fA-F]{1,8}$`)
 	countryRE    = regexp.MustCompile(`^[A-Z]{2}$`)
+	flakeRefRE   = regexp.MustCompile(`^[a-z][a-z0-9+.-]*:[^\s"'\\#]+$`)
+	flakeNameRE  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]*$`)
+	keyNameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	sha256SRIlen = len("sha256-") + base64.StdEncoding.EncodedLen(32)
 )
 
@@ -183,6 +188,61 @@ func (v *validator) nixos(n *NixOS) {
 		v.add("nixos.nixpkgs_rev", "nixos.nixpkgs_rev is set without nixos.nixpkgs_sha256, so the download cannot be verified; add the hash `nix-prefetch-url --unpack https://github.com/NixOS/nixpkgs/archive/%s.tar.gz` prints", n.NixpkgsRev)
 	case n.NixpkgsRev == "" && n.NixpkgsSHA256 != "":
 		v.add("nixos.nixpkgs_sha256", "nixos.nixpkgs_sha256 is set without nixos.nixpkgs_rev; add the commit it belongs to or remove the hash")
+	}
+	v.flake(n)
+	if len(n.Substituters) == 0 {
+		v.add("nixos.substituters", "nixos.substituters is empty: without a binary cache the Pi would compile all of NixOS itself (days); use [%q]", CacheNixOS)
+	}
+	for _, s := range n.Substituters {
+		if u, err := url.Parse(s); err != nil || !slices.Contains(substituterSchemes, u.Scheme) || (u.Scheme != "file" && u.Host == "") {
+			v.add("nixos.substituters", "substituter %q is not a binary cache URL; write one like %q (schemes: %s)", s, CacheNixOS, strings.Join(substituterSchemes, ", "))
+		}
+	}
+	for _, k := range n.TrustedPublicKeys {
+		if !validCacheKey(k) {
+			v.add("nixos.trusted_public_keys", "trusted public key %q is not NAME:KEY with a base64 ed25519 key; copy it from the cache's documentation, e.g. %q", k, CacheNixOSKey)
+		}
+	}
+}
+
+var substituterSchemes = []string{"https", "http", "s3", "ssh", "ssh-ng", "file"}
+
+// validCacheKey checks a binary cache public key "name:base64" as
+// `nix key convert-secret-to-public` prints it: 32 bytes of ed25519.
+func validCacheKey(k string) bool {
+	name, b64, ok := strings.Cut(k, ":")
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	return ok && keyNameRE.MatchString(name) && err == nil && len(raw) == 32
+}
+
+// flake checks nixos.flake = "URI#name": a flake the Pi can fetch and the
+// nixosConfigurations attribute to install.
+func (v *validator) flake(n *NixOS) {
+	if n.Flake == "" {
+		return
+	}
+	ref, name, ok := strings.Cut(n.Flake, "#")
+	const how = `write "URI#name", e.g. "github:you/nixos-config#barpi" for nixosConfigurations.barpi`
+	switch {
+	case !ok || ref == "" || name == "":
+		v.add("nixos.flake", "nixos.flake = %q has no #name; %s", n.Flake, how)
+	case strings.HasPrefix(ref, "/") || strings.HasPrefix(ref, ".") || strings.HasPrefix(ref, "path:") || strings.HasPrefix(ref, "file:"):
+		v.add("nixos.flake", "nixos.flake = %q is a local path, which the Pi cannot see; push the flake to a git host and %s", n.Flake, how)
+	case !flakeRefRE.MatchString(ref):
+		v.add("nixos.flake", "nixos.flake = %q: the part before # is not a flake URL (github:OWNER/REPO, git+https://..., https://...); %s", n.Flake, how)
+	case !flakeNameRE.MatchString(name):
+		v.add("nixos.flake", "nixos.flake = %q: %q is not a nixosConfigurations name (letters, digits, '_', '-'); %s", n.Flake, name, how)
+	}
+	if n.ExtraModule != "" {
+		v.add("nixos.extra_module", "nixos.extra_module is set together with nixos.flake, but with a flake nixpi writes no configuration.nix to add it to; put the module in your flake and remove extra_module")
+	}
+}
+
+func (v *validator) nix(n *Nix) {
+	switch n.Installer {
+	case InstallerAuto, InstallerDebian, InstallerOfficial:
+	default:
+		v.add("nix.installer", "nix.installer = %q: use %q (the OS's own Nix when new enough, else the official release), %q or %q", n.Installer, InstallerAuto, InstallerDebian, InstallerOfficial)
 	}
 }
 

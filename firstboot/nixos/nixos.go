@@ -1,0 +1,284 @@
+// Package nixos renders the NixOS configuration that the device writes onto
+// the SSD (/etc/nixos/configuration.nix and hardware-configuration.nix) and
+// `nixpi config nixos` shows on the workstation, from the install config and
+// a description of the disk; and it holds the nixpkgs pins (pins.go). It is
+// pure: no files, no commands; callers write what it returns.
+package nixos
+
+import (
+	"bytes"
+	"fmt"
+	"path"
+	"strings"
+	"text/template"
+
+	"github.com/nixpi/nixpi/assets"
+	"github.com/nixpi/nixpi/firstboot/config"
+)
+
+// Paths on the installed system (under the install root on the device).
+const (
+	ConfigDir         = "/etc/nixos"
+	ConfigurationFile = ConfigDir + "/configuration.nix"
+	HardwareFile      = ConfigDir + "/hardware-configuration.nix"
+	// SecretsDir holds the password hashes and the Wi-Fi key, root-only.
+	// The configuration names these files by string, so they never enter
+	// the world-readable Nix store.
+	SecretsDir   = ConfigDir + "/secrets"
+	WirelessFile = SecretsDir + "/wireless.conf"
+	// wirelessPSKVar is the secret's name inside WirelessFile.
+	wirelessPSKVar = "psk_nixpi"
+)
+
+// SmallPiRAM is the memory at or under which Nix builds one job on one core.
+const SmallPiRAM = 2 * config.GiB
+
+// Disk is what the disk steps make, as far as the configuration names it:
+// filesystems by label, which the config fixes, so the same Disk is exact on
+// the workstation and on the Pi.
+type Disk struct {
+	Table      string // config.TableGPT or config.TableMBR
+	BootLabel  string
+	BootSize   config.Size
+	SwapLabel  string // "" when there is no swap partition
+	SwapSize   string // for people: "4GiB", "the size of the Pi's memory"
+	RootLabel  string
+	RootFS     string         // config.FSBtrfs or config.FSExt4
+	Subvolumes []config.Mount // btrfs only, root first
+}
+
+// DiskFromLayout is the disk the disk steps make for a layout. A layout from
+// config.Parse has every field set.
+func DiskFromLayout(l config.Layout) Disk {
+	d := Disk{Table: l.Table, BootLabel: l.BootLabel, BootSize: l.BootSize, RootLabel: l.RootLabel, RootFS: l.RootFS}
+	switch {
+	case l.SwapSize.RAM:
+		d.SwapLabel, d.SwapSize = l.SwapLabel, "the size of the Pi's memory (layout.swap_size = \"ram\")"
+	case l.SwapSize.Bytes > 0:
+		d.SwapLabel, d.SwapSize = l.SwapLabel, l.SwapSize.Bytes.String()
+	}
+	if l.RootFS == config.FSBtrfs {
+		d.Subvolumes = l.SubvolumeMounts()
+	}
+	return d
+}
+
+// Machine is what is known about the Pi. The zero value (the workstation)
+// knows nothing: what depends on it is written as a comment.
+type Machine struct {
+	RAMBytes int64
+}
+
+// File is one file to write on the installed system.
+type File struct {
+	Path string // on the installed system, e.g. ConfigurationFile
+	Data []byte
+	Mode uint32
+}
+
+// Files are what the device writes: Configs (hardware-configuration.nix,
+// and configuration.nix unless nixos.flake is set) and Secrets (root-only,
+// 0600, in SecretsDir). Never print Secrets.
+type Files struct {
+	Configs []File
+	Secrets []File
+}
+
+// Generate renders the configuration for cfg on disk d and machine m.
+// A problem the config has only as a NixOS configuration is a
+// *config.Error naming its key, so callers can point at its line.
+func Generate(cfg *config.Config, d Disk, m Machine) (*Files, error) {
+	if w := cfg.WLAN; w != nil && strings.ContainsAny(w.SSID, "\"\n\r") {
+		// nixpkgs' wpa_supplicant module writes ssid="NAME" unescaped.
+		return nil, &config.Error{Key: "wlan.ssid", Msg: fmt.Sprintf("wlan.ssid = %q has a '\"' or a line break, which NixOS's networking.wireless cannot write into wpa_supplicant.conf; rename the network, or drop [wlan] and set up Wi-Fi in nixos.extra_module", w.SSID)}
+	}
+	tmpl, err := template.New("nixos").Option("missingkey=error").
+		Funcs(template.FuncMap{"nix": NixString}).
+		ParseFS(assets.NixOS, "nixos/*.nix.tmpl")
+	if err != nil {
+		return nil, fmt.Errorf("nixos: templates: %w", err)
+	}
+	hw, err := newHardwareView(cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	files := &Files{Secrets: secrets(cfg)}
+	for _, s := range files.Secrets {
+		hw.SecretPaths = append(hw.SecretPaths, s.Path)
+	}
+	render := func(name string, data any) ([]byte, error) {
+		var buf bytes.Buffer
+		if err := tmpl.ExecuteTemplate(&buf, name, data); err != nil {
+			return nil, fmt.Errorf("nixos: render %s: %w", name, err)
+		}
+		return buf.Bytes(), nil
+	}
+	b, err := render("hardware-configuration.nix.tmpl", hw)
+	if err != nil {
+		return nil, err
+	}
+	files.Configs = append(files.Configs, File{Path: HardwareFile, Data: b, Mode: 0o644})
+	if cfg.NixOS.Flake != "" {
+		return files, nil
+	}
+	b, err = render("configuration.nix.tmpl", newConfigurationView(cfg, m))
+	if err != nil {
+		return nil, err
+	}
+	files.Configs = append([]File{{Path: ConfigurationFile, Data: b, Mode: 0o644}}, files.Configs...)
+	return files, nil
+}
+
+type mountView struct {
+	Path    string
+	Options []string
+}
+
+type hardwareView struct {
+	Flake, FlakeRef, FlakeName string
+	SecretPaths                []string
+	Table                      string
+	BootSize                   config.Size
+	ConfigurationLimit         int
+	InitrdModules              []string
+	BootLabel, BootDevice      string
+	SwapLabel, SwapDevice      string
+	SwapSize                   string
+	RootLabel, RootDevice      string
+	RootFS                     string
+	Mounts                     []mountView
+}
+
+// InitrdModules are the modules stage 1 needs to find the root on a Pi 4's
+// USB disk, besides NixOS's defaults (xhci_hcd, sd_mod, mmc_block, ...):
+// nixos-hardware's raspberry-pi/4 list, as DESIGN.md §4 gives it.
+func InitrdModules() []string {
+	return []string{"xhci_pci", "usbhid", "usb_storage", "uas", "pcie_brcmstb", "reset-raspberrypi", "vc4"}
+}
+
+// bootReserve is the FAT space the Pi firmware, U-Boot and the armstubs
+// take; generationSize is what one generation's kernel, initrd and device
+// trees take on it, with room to spare.
+const (
+	bootReserve    = 64 * config.MiB
+	generationSize = 120 * config.MiB
+)
+
+// ConfigurationLimit is how many generations fit the boot partition.
+func ConfigurationLimit(bootSize config.Size) int {
+	return min(max(int((bootSize-bootReserve)/generationSize), 1), 10)
+}
+
+func byLabel(label string) string { return "/dev/disk/by-label/" + label }
+
+func newHardwareView(cfg *config.Config, d Disk) (*hardwareView, error) {
+	if d.BootLabel == "" || d.RootLabel == "" {
+		return nil, fmt.Errorf("nixos: the disk has no boot or root label (boot %q, root %q)", d.BootLabel, d.RootLabel)
+	}
+	v := &hardwareView{
+		Table: strings.ToUpper(d.Table), BootSize: d.BootSize,
+		ConfigurationLimit: ConfigurationLimit(d.BootSize), InitrdModules: InitrdModules(),
+		BootLabel: d.BootLabel, BootDevice: byLabel(d.BootLabel),
+		RootLabel: d.RootLabel, RootDevice: byLabel(d.RootLabel), RootFS: d.RootFS,
+		SwapSize: d.SwapSize,
+	}
+	if d.SwapLabel != "" {
+		v.SwapLabel, v.SwapDevice = d.SwapLabel, byLabel(d.SwapLabel)
+	}
+	if ref, name, ok := strings.Cut(cfg.NixOS.Flake, "#"); ok {
+		v.Flake, v.FlakeRef, v.FlakeName = cfg.NixOS.Flake, ref, name
+	}
+	switch d.RootFS {
+	case config.FSBtrfs:
+		if len(d.Subvolumes) == 0 || d.Subvolumes[0].Path != "/" {
+			return nil, fmt.Errorf("nixos: btrfs root without a subvolume mounted at /")
+		}
+		for _, m := range d.Subvolumes {
+			v.Mounts = append(v.Mounts, mountView{Path: m.Path, Options: []string{"subvol=" + m.Subvolume, "compress=zstd"}})
+		}
+	case config.FSExt4:
+		v.Mounts = []mountView{{Path: "/"}}
+	default:
+		return nil, fmt.Errorf("nixos: root filesystem %q is neither %s nor %s", d.RootFS, config.FSBtrfs, config.FSExt4)
+	}
+	return v, nil
+}
+
+type userView struct {
+	Name, PasswordFile string
+	Keys               []string
+}
+
+type wlanView struct {
+	SSID, CountryLine   string
+	Hidden              bool
+	SecretsFile, PSKRef string
+	TmpfilesRule        string
+}
+
+type configurationView struct {
+	ExtraModule                        string
+	Hostname, Timezone, Locale, Keymap string
+	Users                              []userView
+	NoSudoPassword, SSH                bool
+	WLAN                               *wlanView
+	Substituters, TrustedPublicKeys    []string
+	Memory                             string // "small", "large" or "unknown"
+	RAM                                string
+	Release                            string
+}
+
+// PasswordFile is where a user's password hash lives on the installed system.
+func PasswordFile(user string) string { return path.Join(SecretsDir, user+".hashedPassword") }
+
+func newConfigurationView(cfg *config.Config, m Machine) *configurationView {
+	v := &configurationView{
+		ExtraModule: strings.TrimRight(cfg.NixOS.ExtraModule, "\n"),
+		Hostname:    cfg.System.Hostname, Timezone: cfg.System.Timezone, Locale: cfg.System.Locale, Keymap: cfg.System.Keymap,
+		Substituters: cfg.NixOS.Substituters, TrustedPublicKeys: cfg.NixOS.TrustedPublicKeys,
+		Release: cfg.NixOS.Release,
+	}
+	for _, u := range cfg.Users {
+		uv := userView{Name: u.Name, Keys: u.SSHKeys}
+		if u.PasswordHash != "" {
+			uv.PasswordFile = PasswordFile(u.Name)
+		} else {
+			v.NoSudoPassword = true
+		}
+		v.SSH = v.SSH || len(u.SSHKeys) > 0
+		v.Users = append(v.Users, uv)
+	}
+	if w := cfg.WLAN; w != nil {
+		wv := &wlanView{SSID: w.SSID, CountryLine: "country=" + w.Country, Hidden: w.Hidden}
+		if w.PSK != "" {
+			wv.SecretsFile, wv.PSKRef = WirelessFile, "ext:"+wirelessPSKVar
+			wv.TmpfilesRule = "z " + WirelessFile + " 0400 wpa_supplicant wpa_supplicant -"
+		}
+		v.WLAN = wv
+	}
+	switch {
+	case m.RAMBytes <= 0:
+		v.Memory = "unknown"
+	case config.Size(m.RAMBytes) <= SmallPiRAM:
+		v.Memory, v.RAM = "small", config.Size(m.RAMBytes).Approx()
+	default:
+		v.Memory = "large"
+	}
+	return v
+}
+
+// secrets are the root-only files the configuration refers to.
+func secrets(cfg *config.Config) []File {
+	var fs []File
+	for _, u := range cfg.Users {
+		if u.PasswordHash != "" {
+			fs = append(fs, File{Path: PasswordFile(u.Name), Data: []byte(u.PasswordHash.Reveal() + "\n"), Mode: 0o600})
+		}
+	}
+	if w := cfg.WLAN; w != nil && w.PSK != "" {
+		// wpa_supplicant's ext_password_backend=file reads NAME=VALUE lines
+		// literally: a passphrase or 64 hex digits.
+		fs = append(fs, File{Path: WirelessFile, Data: []byte(wirelessPSKVar + "=" + w.PSK.Reveal() + "\n"), Mode: 0o600})
+	}
+	return fs
+}
