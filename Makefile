@@ -10,11 +10,12 @@ OUT ?= out
 # Debian packages: what `make demo` needs, and what the tests need on top.
 DEMO_PACKAGES := e2fsprogs dosfstools mtools fdisk util-linux xz-utils
 TEST_PACKAGES := $(DEMO_PACKAGES) gdisk btrfs-progs zstd gzip zip unzip python3 \
-	qemu-user-static qemu-system-arm binfmt-support mmdebstrap arch-test debian-archive-keyring
+	qemu-user-static qemu-system-arm binfmt-support mmdebstrap arch-test debian-archive-keyring \
+	nix-bin
 
 DEVICE_BINS := assets/device/nixpi-firstboot-linux-arm64 assets/device/nixpi-firstboot-linux-arm
 
-.PHONY: all build device deps-demo deps-test demo fixture test unit e2e bench lint clean
+.PHONY: all build device deps-demo deps-test demo fixture test unit race e2e bench lint clean
 all: build
 
 device: $(DEVICE_BINS)
@@ -48,11 +49,21 @@ demo: fixture
 	bin/nixpi inspect $(OUT)/nixpi-card.img
 
 # Every test: unit and loop-device tests (root), then the QEMU end-to-end run.
-test: deps-test unit e2e
+test: deps-test unit race e2e
 
+# NIXPI_REQUIRE_NIX: the generated NixOS configurations must be parsed and
+# evaluated by a real nix-instantiate (nix-bin), not skipped.
 unit:
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 30m ./...
+	NIXPI_REQUIRE_NIX=1 $(GO) test -count=1 -timeout 30m ./...
+
+# The race detector over the packages that run goroutines: the build's
+# decoder, hasher, writeback ticker and early card; the service's engine,
+# consoles, LED and status page.
+RACE_PACKAGES := ./builder/ ./builder/source/... ./firstboot/engine/ ./firstboot/progress/ \
+	./firstboot/statuspage/ ./firstboot/network/
+race:
+	$(GO) test -race -count=1 -timeout 30m $(RACE_PACKAGES)
 
 e2e: build deps-test
 	NIXPI_E2E=1 NIXPI_BIN=$(CURDIR)/bin/nixpi $(GO) test -count=1 -v -timeout 60m -run 'TestE2E' ./builder/qemu/

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/engine"
+	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/nixos"
 	"github.com/nixpi/nixpi/firstboot/system"
 	"github.com/nixpi/nixpi/firstboot/system/systemtest"
@@ -40,7 +41,7 @@ func newConfigureUnit(t *testing.T, toml string, mounted bool) *configureUnit {
 	u := &configureUnit{run: &systemtest.Runner{}}
 	u.env = &engine.Env{
 		Config: cfg, Root: t.TempDir(), BootDir: "/boot/firmware", Run: u.run, Tools: system.DefaultTools(),
-		State:    &engine.State{RAMBytes: 1 << 30},
+		State:    &journal.State{RAMBytes: 1 << 30},
 		Progress: func(f string, a ...any) { u.logs = append(u.logs, fmt.Sprintf(f, a...)) },
 	}
 	mountinfo := "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw\n"
