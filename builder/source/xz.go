@@ -18,31 +18,74 @@ import (
 	"github.com/ulikunitz/xz"
 )
 
-// writeXZ picks the fastest xz decoder available:
-//  1. xz-utils (`xz -dc -T0`), about 3x faster than Go per core; it
-//     writes the output file itself (sparsely) unless HashImage asks for
-//     the bytes to pass through here (xzutils.go);
-//  2. the index-driven parallel Go decoder for a local multi-block file;
-//  3. the sequential Go decoder, which works on any stream.
-func (s *Source) writeXZ(ctx context.Context, dst *os.File, in *inputReader, image hash.Hash, prog *progress) (string, int64, error) {
-	if xzPath := s.xzUtils(); xzPath != "" {
-		if s.file != nil && image == nil {
-			return s.xzUtilsLocal(ctx, xzPath, dst, in, prog)
-		}
-		n, err := s.xzUtilsPiped(ctx, xzPath, dst, in, image)
-		return "xz-utils", n, err
+// xzDecoder is one of the ways WriteTo decodes xz, fastest first.
+type xzDecoder int
+
+const (
+	// xz-utils (`xz -dc -T0`), about 3x faster than Go per core, reading
+	// the local file and writing the output itself, sparsely (xzutils.go).
+	xzUtilsFile xzDecoder = iota
+	// xz-utils fed through a pipe: for a URL, or when HashImage asks for
+	// the image to pass through here.
+	xzUtilsPipe
+	// The index-driven parallel Go decoder, for a local multi-block file.
+	xzParallel
+	// The sequential Go decoder, which works on any stream.
+	xzSequential
+)
+
+// xzPlan is the xz decoder WriteTo uses, chosen once (xzPlan) and read by
+// both WriteTo and WritesInOrder.
+type xzPlan struct {
+	decoder xzDecoder
+	xzPath  string       // xz-utils, for xzUtilsFile and xzUtilsPipe
+	index   *xzpar.Index // for xzParallel
+}
+
+func (s *Source) xzPlan() *xzPlan {
+	if s.plan != nil {
+		return s.plan
 	}
-	if s.file != nil && s.opts.Workers > 1 {
+	s.plan = &xzPlan{decoder: xzSequential}
+	xzPath := s.opts.XZPath
+	if found, err := exec.LookPath("xz"); xzPath == "" && err == nil {
+		xzPath = found
+	}
+	if s.opts.DisableExternalXZ {
+		xzPath = ""
+	}
+	switch {
+	case xzPath != "" && s.file != nil && !s.opts.HashImage:
+		s.plan.decoder, s.plan.xzPath = xzUtilsFile, xzPath
+	case xzPath != "":
+		s.plan.decoder, s.plan.xzPath = xzUtilsPipe, xzPath
+	case s.file != nil && s.opts.Workers > 1:
 		// A damaged tail leaves no usable index: the sequential decoder
 		// then reports what is wrong.
 		if idx, err := xzpar.ReadIndex(s.file, s.Size); err == nil && len(idx.Blocks) > 1 {
-			n, skipped, err := s.decodeParallel(ctx, idx, dst, in, image, prog)
-			decoder := fmt.Sprintf("parallel xz (%d blocks, %d workers)", len(idx.Blocks), s.opts.Workers)
-			if skipped > 0 {
-				decoder = fmt.Sprintf("parallel xz (%d blocks, %d of them repeat a block of zeros: not decoded; %d workers)", len(idx.Blocks), skipped, s.opts.Workers)
-			}
-			return decoder, n, err
+			s.plan.decoder, s.plan.index = xzParallel, idx
 		}
+	}
+	return s.plan
+}
+
+// writeXZ decodes with the planned decoder.
+func (s *Source) writeXZ(ctx context.Context, dst *os.File, in *inputReader, image hash.Hash, prog *progress) (string, int64, error) {
+	plan := s.xzPlan()
+	switch plan.decoder {
+	case xzUtilsFile:
+		return s.xzUtilsLocal(ctx, plan.xzPath, dst, in, prog)
+	case xzUtilsPipe:
+		n, err := s.xzUtilsPiped(ctx, plan.xzPath, dst, in, image)
+		return "xz-utils", n, err
+	case xzParallel:
+		idx := plan.index
+		n, skipped, err := s.decodeParallel(ctx, idx, dst, in, image, prog)
+		decoder := fmt.Sprintf("parallel xz (%d blocks, %d workers)", len(idx.Blocks), s.opts.Workers)
+		if skipped > 0 {
+			decoder = fmt.Sprintf("parallel xz (%d blocks, %d of them repeat a block of zeros: not decoded; %d workers)", len(idx.Blocks), skipped, s.opts.Workers)
+		}
+		return decoder, n, err
 	}
 	xr, err := xz.NewReader(bufio.NewReaderSize(in, 256<<10))
 	if err != nil {
@@ -50,21 +93,6 @@ func (s *Source) writeXZ(ctx context.Context, dst *os.File, in *inputReader, ima
 	}
 	n, err := copySparse(ctx, dst, xr, image)
 	return "sequential xz", n, decodeError(XZ, err)
-}
-
-// xzUtils returns the xz-utils binary to use, or "" for the Go decoders.
-func (s *Source) xzUtils() string {
-	if s.opts.DisableExternalXZ {
-		return ""
-	}
-	if s.opts.XZPath != "" {
-		return s.opts.XZPath
-	}
-	path, err := exec.LookPath("xz")
-	if err != nil {
-		return ""
-	}
-	return path
 }
 
 // drain reads r to its end in large reads (io.Discard's own ReadFrom would
