@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/builder/source"
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"golang.org/x/sys/unix"
 )
@@ -285,28 +286,8 @@ func restoreRegion(out *pendingOutput, snap *os.File, p baseimage.Partition) err
 // copyData copies the data of src's bytes [off, off+n) to dst at dstOff,
 // skipping holes; dst must read as zeros there. src's file position moves.
 func copyData(dst *os.File, dstOff int64, src *os.File, off, n int64) error {
-	fd := int(src.Fd())
-	end := off + n
-	for pos := off; pos < end; {
-		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break // only a hole is left
-		}
-		if err != nil {
-			data = pos // no SEEK_DATA: copy everything
-		}
-		if data >= end {
-			break
-		}
-		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
-		if err != nil {
-			hole = end
-		}
-		hole = min(hole, end)
-		if _, err := io.Copy(io.NewOffsetWriter(dst, dstOff+data-off), io.NewSectionReader(src, data, hole-data)); err != nil {
-			return err
-		}
-		pos = hole
-	}
-	return nil
+	return source.WalkData(src, off, off+n, func(data, hole int64) error {
+		_, err := io.Copy(io.NewOffsetWriter(dst, dstOff+data-off), io.NewSectionReader(src, data, hole-data))
+		return err
+	})
 }

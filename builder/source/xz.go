@@ -212,41 +212,66 @@ func (s *Source) decodeParallel(ctx context.Context, idx *xzpar.Index, dst *os.F
 }
 
 // decodeSkipping runs xzpar.Decode on every block but the repeats, then on
-// the repeats whose first copy did not decode to zeros.
+// the repeats zeroRepeats cannot skip.
 func (s *Source) decodeSkipping(ctx context.Context, idx *xzpar.Index, repeats map[int]int, dst *os.File, write xzpar.WriteFunc, done func(xzpar.Block)) (int, error) {
-	subset := func(keep func(i int) bool) *xzpar.Index {
-		sub := &xzpar.Index{Streams: idx.Streams, ImageSize: idx.ImageSize}
-		for i, b := range idx.Blocks {
-			if keep(i) {
-				sub.Blocks = append(sub.Blocks, b)
-			}
+	firsts := &xzpar.Index{Streams: idx.Streams, ImageSize: idx.ImageSize}
+	rest := &xzpar.Index{Streams: idx.Streams, ImageSize: idx.ImageSize}
+	for i, b := range idx.Blocks {
+		if _, repeat := repeats[i]; !repeat {
+			firsts.Blocks = append(firsts.Blocks, b)
 		}
-		return sub
 	}
-	firsts := subset(func(i int) bool { _, repeat := repeats[i]; return !repeat })
 	if err := xzpar.Decode(ctx, s.file, firsts, s.opts.Workers, write, done); err != nil {
 		return 0, err
 	}
-	zeros := map[int]bool{}
-	for _, first := range repeats {
-		if _, known := zeros[first]; !known {
-			zero, err := decodedToZeros(dst.Name(), idx.Blocks[first])
-			if err != nil {
-				return 0, err
-			}
-			zeros[first] = zero
+	zeros := zeroRepeats{path: dst.Name(), index: idx, repeats: repeats}
+	for i, b := range idx.Blocks {
+		if _, repeat := repeats[i]; !repeat {
+			continue
+		}
+		if skip, err := zeros.skip(i); err != nil {
+			return 0, err
+		} else if skip {
+			done(b)
+		} else {
+			rest.Blocks = append(rest.Blocks, b)
 		}
 	}
-	rest := subset(func(i int) bool { first, repeat := repeats[i]; return repeat && !zeros[first] })
 	if err := xzpar.Decode(ctx, s.file, rest, s.opts.Workers, write, done); err != nil {
 		return 0, err
 	}
-	for i, first := range repeats {
-		if zeros[first] {
-			done(idx.Blocks[i])
-		}
-	}
 	return len(repeats) - len(rest.Blocks), nil
+}
+
+// zeroRepeats says which blocks need not be decoded: those that repeat
+// (xzpar.Repeats) a block that decoded to zeros, which the output file
+// holds already as a hole.
+type zeroRepeats struct {
+	path    string // the output file
+	index   *xzpar.Index
+	repeats map[int]int
+	zeros   map[int]bool // first copies, by whether they decoded to zeros
+}
+
+// skip says whether block i need not be decoded. The block it repeats, if
+// any, must be decoded already.
+func (z *zeroRepeats) skip(i int) (bool, error) {
+	first, repeat := z.repeats[i]
+	if !repeat {
+		return false, nil
+	}
+	zero, known := z.zeros[first]
+	if !known {
+		var err error
+		if zero, err = decodedToZeros(z.path, z.index.Blocks[first]); err != nil {
+			return false, err
+		}
+		if z.zeros == nil {
+			z.zeros = map[int]bool{}
+		}
+		z.zeros[first] = zero
+	}
+	return zero, nil // not zero: a check value that collided
 }
 
 // tailBuffer keeps the last max bytes written: enough of xz's stderr to

@@ -11,7 +11,6 @@ import (
 
 	"github.com/nixpi/nixpi/builder/source/xzpar"
 	"github.com/nixpi/nixpi/firstboot/system"
-	"golang.org/x/sys/unix"
 )
 
 // xzUtilsLocal decodes a local file with xz-utils, which writes dst itself
@@ -95,7 +94,7 @@ func (s *Source) xzUtilsRuns(ctx context.Context, xzPath string, dst *os.File, i
 	if err := dst.Truncate(0); err != nil {
 		return 0, writeError{err}
 	}
-	zeros := map[int]bool{} // first copies, by whether they decoded to zeros
+	zeros := zeroRepeats{path: dst.Name(), index: idx, repeats: repeats}
 	var run []xzpar.Block
 	flush := func() error {
 		if len(run) == 0 {
@@ -107,33 +106,17 @@ func (s *Source) xzUtilsRuns(ctx context.Context, xzPath string, dst *os.File, i
 	}
 	skipped := 0
 	for i, b := range idx.Blocks {
-		if len(run) > 0 {
-			last := run[len(run)-1]
-			if b.StreamFlags != last.StreamFlags || b.Offset != last.Offset+last.PaddedSize() {
-				if err := flush(); err != nil { // a new stream
-					return 0, err
-				}
-			}
-		}
-		first, repeat := repeats[i]
-		if !repeat {
-			run = append(run, b)
-			continue
-		}
-		// The first copy is decoded before this: it is in the pending
-		// run, or in one before.
-		if err := flush(); err != nil {
-			return 0, err
-		}
-		zero, known := zeros[first]
-		if !known {
-			var err error
-			if zero, err = decodedToZeros(dst.Name(), idx.Blocks[first]); err != nil {
+		_, repeat := repeats[i]
+		if last := len(run) - 1; repeat || last >= 0 && (b.StreamFlags != run[last].StreamFlags || b.Offset != run[last].Offset+run[last].PaddedSize()) {
+			// A new stream, or a repeat, whose first copy is decoded
+			// before this: in the pending run or in one before.
+			if err := flush(); err != nil {
 				return 0, err
 			}
-			zeros[first] = zero
 		}
-		if !zero { // a check value that collided: decode it after all
+		if skip, err := zeros.skip(i); err != nil {
+			return 0, err
+		} else if !skip {
 			run = append(run, b)
 			continue
 		}
@@ -218,40 +201,25 @@ func decodedToZeros(path string, b xzpar.Block) (bool, error) {
 		return false, writeError{err}
 	}
 	defer f.Close()
-	fd := int(f.Fd())
-	end := b.ImageOffset + b.ImageSize
 	buf := make([]byte, 1<<20)
-	for pos := b.ImageOffset; pos < end; {
-		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			return true, nil
-		}
-		if err != nil {
-			data = pos // no SEEK_DATA: read everything
-		}
-		if data >= end {
-			return true, nil
-		}
-		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
-		if err != nil {
-			hole = end
-		}
-		hole = min(hole, end)
+	errNotZeros := errors.New("not zeros")
+	err = WalkData(f, b.ImageOffset, b.ImageOffset+b.ImageSize, func(data, hole int64) error {
 		for off := data; off < hole; {
 			n, err := f.ReadAt(buf[:min(int64(len(buf)), hole-off)], off)
 			if err != nil {
-				return false, writeError{err}
+				return writeError{err}
 			}
-			for _, c := range buf[:n] {
-				if c != 0 {
-					return false, nil
-				}
+			if !isZeros(buf[:n]) {
+				return errNotZeros
 			}
 			off += int64(n)
 		}
-		pos = hole
+		return nil
+	})
+	if err == errNotZeros {
+		return false, nil
 	}
-	return true, nil
+	return err == nil, err
 }
 
 // xzUtilsPiped feeds the input (hashed on the way) to xz through a pipe:
