@@ -2,19 +2,14 @@ package source
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"hash"
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
-	"time"
 
 	"github.com/nixpi/nixpi/builder/source/xzpar"
-	"github.com/nixpi/nixpi/firstboot/system"
 	"github.com/ulikunitz/xz"
 )
 
@@ -111,62 +106,6 @@ func drain(ctx context.Context, r io.Reader) error {
 			return err
 		}
 	}
-}
-
-// waitReporting waits for xz to exit, which reads the input file itself:
-// progress is how far it has read, from its file position in /proc (Linux),
-// as nothing else knows.
-func waitReporting(waited <-chan error, pid int, prog *progress) error {
-	if prog == nil || prog.fn == nil {
-		return <-waited
-	}
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	fdinfo := fmt.Sprintf("/proc/%d/fdinfo/0", pid)
-	for {
-		select {
-		case err := <-waited:
-			return err
-		case <-tick.C:
-			if pos, ok := filePosition(fdinfo); ok {
-				prog.set(pos)
-			}
-		}
-	}
-}
-
-// filePosition reads the "pos:" line of a /proc/PID/fdinfo/FD file.
-func filePosition(fdinfo string) (int64, bool) {
-	data, err := os.ReadFile(fdinfo)
-	if err != nil {
-		return 0, false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "pos:"); ok {
-			pos, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return pos, err == nil
-		}
-	}
-	return 0, false
-}
-
-func xzUtilsError(argv []string, err error, stderr string) error {
-	if _, ok := err.(*exec.ExitError); !ok {
-		return fmt.Errorf("run %s: %w", system.QuoteArgv(argv), err)
-	}
-	msg := strings.TrimSpace(stderr)
-	cmdErr := &system.CommandError{Argv: system.QuoteArgv(argv), Err: err, Stderr: msg}
-	switch {
-	case strings.Contains(msg, "Unexpected end of input"):
-		return &DecodeError{Format: XZ, Truncated: true, Err: cmdErr}
-	case strings.Contains(msg, "Compressed data is corrupt"),
-		strings.Contains(msg, "File format not recognized"),
-		strings.Contains(msg, "Unsupported options"),
-		strings.Contains(msg, "integrity check"),
-		strings.Contains(msg, "data is corrupt"):
-		return &DecodeError{Format: XZ, Err: cmdErr}
-	}
-	return cmdErr
 }
 
 // decodeParallel decodes the blocks of a local file on Workers goroutines,
@@ -273,20 +212,3 @@ func (z *zeroRepeats) skip(i int) (bool, error) {
 	}
 	return zero, nil // not zero: a check value that collided
 }
-
-// tailBuffer keeps the last max bytes written: enough of xz's stderr to
-// explain a failure without unbounded growth.
-type tailBuffer struct {
-	max int
-	buf bytes.Buffer
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.buf.Write(p)
-	if over := t.buf.Len() - t.max; over > 0 {
-		t.buf.Next(over)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string { return t.buf.String() }
