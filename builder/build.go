@@ -60,6 +60,11 @@ type Result struct {
 	Out      string
 	SHA256   string // of Out, hex
 	Manifest *Manifest
+	// Decoder is what decompressed the base (source.Stats.Decoder).
+	Decoder string
+	// Early says whether the boot partition written while the base was
+	// decoded is the card's.
+	Early Early
 }
 
 // Build writes opts.Out. On any error, or when ctx is cancelled, nothing is
@@ -84,23 +89,9 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 
 	// The config is checked first: it is the cheapest input to get wrong.
-	cfgRaw, err := os.ReadFile(opts.Config)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("read config: %w (`nixpi config init > nixpi.toml` writes an example to start from)", err)
-	}
+	cfgRaw, cfgCanonical, err := readConfig(opts.Config, logf)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	cfg, err := config.Parse(opts.Config, cfgRaw)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	for _, w := range cfg.Warnings() {
-		logf("warning: %s", w)
-	}
-	cfgCanonical, err := config.Encode(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("config: encode: %w", err)
+		return nil, err
 	}
 
 	m := &Manifest{
@@ -134,67 +125,39 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	// While the base is decoded front to back, the boot partition can be
 	// written as soon as it is final and the hash can follow the decoder.
 	var early *earlyCard
-	decoded := make(chan struct{})
 	if src.WritesInOrder() {
-		early = &earlyCard{out: out, files: files, deviceBinary: opts.DeviceBinary, baseSHA256: baseSHA256,
-			format: src.Format.String(), nixpiVersion: m.NixpiVersion, config: m.Config, predict: opts.predictRoot}
-		if early.predict == nil {
-			early.predict = predictRoot
-		}
-		early.start(ctx, decoded)
-		defer early.cleanup()
-		defer early.stop()
+		early = (&earlyCard{out: out, files: files, deviceBinary: opts.DeviceBinary, baseSHA256: baseSHA256,
+			format: src.Format.String(), nixpiVersion: m.NixpiVersion, config: m.Config, predict: opts.predictRoot, logf: logf}).start(ctx)
 	}
 	copied, err := src.WriteTo(ctx, out.file)
-	close(decoded)
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		early.finish(nil, "")
+		return nil, err
+	}
+	facts, used, err := early.finish(func() (*baseimage.Base, error) {
+		facts, err := identifyBase(ctx, out.file)
+		if err == nil {
+			logf("base: %s, %s userland, boot partition mounted at %s", facts.PrettyName, facts.Arch, facts.FATMount)
+		}
+		return facts, err
+	}, copied.InputSHA256)
 	if err != nil {
 		return nil, err
 	}
-	m.Base = ManifestBase{SHA256: copied.InputSHA256, Format: copied.Format.String()}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-
-	// The early card must be complete before the image is identified, or
-	// put back as decoded.
-	if early != nil {
-		early.wait()
-		if !early.usable() {
-			if err := early.undo(); err != nil {
-				return nil, err
-			}
-			early = nil
-		}
-	}
-	facts, err := identifyBase(ctx, out.file)
-	if err != nil {
-		return nil, err
-	}
-	m.Base.Arch, m.Base.BootDir = facts.Arch, facts.FATMount
-	logf("base: %s, %s userland, boot partition mounted at %s", facts.PrettyName, facts.Arch, facts.FATMount)
-
-	var sum string
-	if early != nil {
-		if early.matches(facts, copied.InputSHA256) {
-			m, sum = early.manifest, early.sum
-			logf("boot partition written and image hashed while the base was decoded")
-		} else {
-			logf("boot partition written early for %s userland mounted at %s, but the base is %s mounted at %s: writing it again",
-				early.guess.Arch, early.guess.FATMount, facts.Arch, facts.FATMount)
-			if err := early.undo(); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if sum == "" {
-		binary, err := deviceBinary(opts.DeviceBinary, facts.Arch)
-		if err != nil {
+	res := &Result{Out: opts.Out, Decoder: copied.Decoder, Early: used}
+	if used == EarlyUsed {
+		m, res.SHA256 = early.manifest, early.sum
+	} else {
+		m.Base = ManifestBase{SHA256: copied.InputSHA256, Format: copied.Format.String(), Arch: facts.Arch, BootDir: facts.FATMount}
+		if files.binary, err = deviceBinary(opts.DeviceBinary, facts.Arch); err != nil {
 			return nil, err
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		files.binary = binary
 		if err := writeCard(ctx, out.file, facts, files); err != nil {
 			return nil, err
 		}
@@ -204,9 +167,32 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 
 	logf("writing %s", opts.Out)
-	sum, err = out.Commit(sum, opts.Force)
-	if err != nil {
+	if res.SHA256, err = out.Commit(res.SHA256, opts.Force); err != nil {
 		return nil, err
 	}
-	return &Result{Out: opts.Out, SHA256: sum, Manifest: m}, nil
+	res.Manifest = m
+	return res, nil
+}
+
+// readConfig reads and validates the install config: as given, and
+// canonical (what goes onto the card).
+func readConfig(path string, logf func(format string, args ...any)) (raw, canonical []byte, err error) {
+	raw, err = os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("read config: %w (`nixpi config init > nixpi.toml` writes an example to start from)", err)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := config.Parse(path, raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: %w", err)
+	}
+	for _, w := range cfg.Warnings() {
+		logf("warning: %s", w)
+	}
+	if canonical, err = config.Encode(cfg); err != nil {
+		return nil, nil, fmt.Errorf("config: encode: %w", err)
+	}
+	return raw, canonical, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/builder/source"
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"golang.org/x/sys/unix"
 )
@@ -40,9 +41,11 @@ type earlyCard struct {
 	nixpiVersion string
 	config       ManifestInput
 	predict      func(*baseimage.Base) rootGuess
+	logf         func(format string, args ...any)
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	decoded chan struct{} // closed by finish: the decoder is done
+	cancel  context.CancelFunc
+	done    chan struct{}
 	// Valid once done is closed.
 	guess    rootGuess
 	manifest *Manifest
@@ -50,6 +53,16 @@ type earlyCard struct {
 	sum      string   // the whole image's sha256, when hashing reached its end
 	stopped  error    // why the prediction ended early
 }
+
+// Early says what became of the early card.
+type Early string
+
+const (
+	EarlyNone      Early = ""            // not tried: the decoder does not write in order
+	EarlyUsed      Early = "used"        // it is the card
+	EarlyWrong     Early = "wrong guess" // the prediction was wrong: written again
+	EarlyAbandoned Early = "abandoned"   // it ended before it was complete: written the ordinary way
+)
 
 // rootGuess is what the boot partition edit depends on besides the boot
 // partition itself and the user's inputs.
@@ -76,24 +89,60 @@ func predictRoot(b *baseimage.Base) rootGuess {
 	return g
 }
 
-// start runs the early edit until decoded is closed and the hash has caught
-// up, or until the prediction ends.
-func (e *earlyCard) start(ctx context.Context, decoded <-chan struct{}) {
+// start runs the early edit until the decoder is done (finish) and the
+// hash has caught up, or until the prediction ends.
+func (e *earlyCard) start(ctx context.Context) *earlyCard {
+	if e.predict == nil {
+		e.predict = predictRoot
+	}
 	ctx, e.cancel = context.WithCancel(ctx)
-	e.done = make(chan struct{})
+	e.decoded, e.done = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(e.done)
-		e.stopped = e.run(ctx, decoded)
+		e.stopped = e.run(ctx, e.decoded)
 	}()
+	return e
 }
 
-// wait returns once the early edit has ended, without ending it.
-func (e *earlyCard) wait() { <-e.done }
-
-// stop ends the early edit and waits for it.
-func (e *earlyCard) stop() {
-	e.cancel()
+// finish is called once the decoder is done. It waits for the early edit,
+// then identifies the image with identify and says what became of the
+// early card. When it is the card (EarlyUsed), e.manifest and e.sum are
+// the card's; otherwise the boot partition is as decoded again. A nil
+// identify (the decoding failed) just ends the edit. Either way the
+// snapshot is gone. A nil e only identifies.
+func (e *earlyCard) finish(identify func() (*baseimage.Base, error), baseSHA256 string) (*baseimage.Base, Early, error) {
+	if e == nil {
+		facts, err := identify()
+		return facts, EarlyNone, err
+	}
+	defer e.removeSnapshot()
+	if identify == nil {
+		e.cancel()
+		<-e.done
+		return nil, EarlyAbandoned, nil
+	}
+	close(e.decoded)
 	<-e.done
+	e.cancel()
+	// A partly written card is put back before the image is identified.
+	if e.stopped != nil || e.sum == "" {
+		if err := e.undo(); err != nil {
+			return nil, EarlyAbandoned, err
+		}
+		facts, err := identify()
+		return facts, EarlyAbandoned, err
+	}
+	facts, err := identify()
+	if err != nil {
+		return nil, EarlyUsed, err
+	}
+	if e.guess != (rootGuess{Boot: facts.Boot, Arch: facts.Arch, FATMount: facts.FATMount, BaseSHA256: baseSHA256}) {
+		e.logf("boot partition written early for %s userland mounted at %s, but the base is %s mounted at %s: writing it again",
+			e.guess.Arch, e.guess.FATMount, facts.Arch, facts.FATMount)
+		return facts, EarlyWrong, e.undo()
+	}
+	e.logf("boot partition written and image hashed while the base was decoded")
+	return facts, EarlyUsed, nil
 }
 
 func (e *earlyCard) run(ctx context.Context, decoded <-chan struct{}) error {
@@ -155,30 +204,15 @@ func (e *earlyCard) run(ctx context.Context, decoded <-chan struct{}) error {
 	return nil
 }
 
-// usable says whether the early card is complete: written, and hashed to
-// the end of the image. Call it once wait has returned.
-func (e *earlyCard) usable() bool { return e.stopped == nil && e.sum != "" }
-
-// matches says whether the prediction is what identifying the whole image
-// found.
-func (e *earlyCard) matches(facts *baseimage.Base, baseSHA256 string) bool {
-	return e.guess == rootGuess{Boot: facts.Boot, Arch: facts.Arch, FATMount: facts.FATMount, BaseSHA256: baseSHA256}
-}
-
 // undo puts the boot partition back as decoded, if the early edit began.
 func (e *earlyCard) undo() error {
 	if e.snapshot == nil {
 		return nil
 	}
-	if err := restoreRegion(e.out, e.snapshot, e.guess.Boot); err != nil {
-		return err
-	}
-	e.cleanup()
-	return nil
+	return restoreRegion(e.out, e.snapshot, e.guess.Boot)
 }
 
-// cleanup removes the snapshot.
-func (e *earlyCard) cleanup() {
+func (e *earlyCard) removeSnapshot() {
 	if e.snapshot != nil {
 		e.snapshot.Close()
 		os.Remove(e.snapshot.Name())
@@ -252,28 +286,8 @@ func restoreRegion(out *pendingOutput, snap *os.File, p baseimage.Partition) err
 // copyData copies the data of src's bytes [off, off+n) to dst at dstOff,
 // skipping holes; dst must read as zeros there. src's file position moves.
 func copyData(dst *os.File, dstOff int64, src *os.File, off, n int64) error {
-	fd := int(src.Fd())
-	end := off + n
-	for pos := off; pos < end; {
-		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break // only a hole is left
-		}
-		if err != nil {
-			data = pos // no SEEK_DATA: copy everything
-		}
-		if data >= end {
-			break
-		}
-		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
-		if err != nil {
-			hole = end
-		}
-		hole = min(hole, end)
-		if _, err := io.Copy(io.NewOffsetWriter(dst, dstOff+data-off), io.NewSectionReader(src, data, hole-data)); err != nil {
-			return err
-		}
-		pos = hole
-	}
-	return nil
+	return source.WalkData(src, off, off+n, func(data, hole int64) error {
+		_, err := io.Copy(io.NewOffsetWriter(dst, dstOff+data-off), io.NewSectionReader(src, data, hole-data))
+		return err
+	})
 }

@@ -4,14 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"os"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/nixpi/nixpi/builder/source"
 )
 
 // imageHasher computes the sha256 of the image being built, in order. It
@@ -42,38 +41,26 @@ func (x *imageHasher) Sum() string { return hex.EncodeToString(x.h.Sum(nil)) }
 // reading a hole makes the kernel allocate and clear a page for every 4 KiB
 // of it, which costs more than hashing the zeros.
 func (x *imageHasher) hashTo(end int64) error {
-	fd := int(x.f.Fd())
-	for x.off < end {
-		data, err := unix.Seek(fd, x.off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) { // only a hole is left
-			data = end
-		} else if err != nil {
-			// No SEEK_DATA on this file system: read everything.
-			n, err := io.CopyBuffer(x.h, io.NewSectionReader(x.f, x.off, end-x.off), x.buf)
-			x.off += n
-			return err
-		}
-		data = min(data, end)
-		for x.off < data {
-			n := min(int64(len(x.zeros)), data-x.off)
-			x.h.Write(x.zeros[:n])
-			x.off += n
-		}
-		if x.off >= end {
-			break
-		}
-		hole, err := unix.Seek(fd, x.off, unix.SEEK_HOLE)
-		if err != nil {
-			return err
-		}
-		hole = min(hole, end)
-		n, err := io.CopyBuffer(x.h, io.NewSectionReader(x.f, x.off, hole-x.off), x.buf)
+	err := source.WalkData(x.f, x.off, end, func(data, hole int64) error {
+		x.hashZeros(data)
+		n, err := io.CopyBuffer(x.h, io.NewSectionReader(x.f, data, hole-data), x.buf)
 		x.off += n
-		if err != nil {
-			return err
-		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
+	x.hashZeros(end)
 	return nil
+}
+
+// hashZeros hashes zeros up to byte end.
+func (x *imageHasher) hashZeros(end int64) {
+	for x.off < end {
+		n := min(int64(len(x.zeros)), end-x.off)
+		x.h.Write(x.zeros[:n])
+		x.off += n
+	}
 }
 
 // followInterval is how often follow looks at how far the decoder got.

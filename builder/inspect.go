@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 
+	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
@@ -99,25 +100,28 @@ func Inspect(imagePath string) (*Inspection, error) {
 		}
 	}
 	in := &Inspection{Path: imagePath, Size: size}
-	table, err := readMBR(f)
+	table, err := baseimage.ReadTable(f)
 	if err != nil {
-		return nil, fmt.Errorf("%q: %w (is it a compressed image? decompress it first)", imagePath, err)
+		return nil, fmt.Errorf("%q: %w", imagePath, err)
 	}
-	in.Table, in.DiskID = table.Kind, table.DiskID
+	in.Table = "mbr"
+	if in.DiskID = fmt.Sprintf("%08x", table.DiskID); table.GPT {
+		in.Table, in.DiskID = "gpt", "" // the GPT header holds the disk GUID; bytes 440-443 mean nothing
+	}
 	for _, p := range table.Partitions {
 		in.Partitions = append(in.Partitions, PartitionRow{p.Index, fmt.Sprintf("0x%02x", p.Type), partitionTypeName(p.Type), p.Bootable, p.Start, p.Size})
 	}
-	if table.Kind != "mbr" {
+	if table.GPT {
 		in.Problems = append(in.Problems, "GPT partition table: Raspberry Pi OS images use MBR; the FAT partition is not examined")
 		return in, nil
 	}
-	p1, ok := table.partition(1)
-	if !ok || !isFATType(p1.Type) {
+	p1, ok := table.Partition(1)
+	if !ok || !baseimage.IsFAT(p1.Type) {
 		in.Problems = append(in.Problems, "partition 1 is not a FAT partition (type 0x0b, 0x0c or 0xef)")
 		return in, nil
 	}
-	if p1.Start+p1.Size > size {
-		in.Problems = append(in.Problems, fmt.Sprintf("partition 1 ends at byte %d, past the end of the image (%d bytes): the image is truncated", p1.Start+p1.Size, size))
+	if p1.End() > size {
+		in.Problems = append(in.Problems, fmt.Sprintf("partition 1 ends at byte %d, past the end of the image (%d bytes): the image is truncated", p1.End(), size))
 		return in, nil
 	}
 	in.FAT, err = inspectFAT(f, p1)
@@ -127,9 +131,32 @@ func Inspect(imagePath string) (*Inspection, error) {
 	return in, nil
 }
 
-func isFATType(t byte) bool { return t == 0x0b || t == 0x0c || t == 0xef }
+// partitionTypeName names the MBR partition types nixpi meets.
+func partitionTypeName(t byte) string {
+	switch t {
+	case 0x0b:
+		return "FAT32 (CHS)"
+	case 0x0c:
+		return "FAT32 (LBA)"
+	case 0x0e:
+		return "FAT16 (LBA)"
+	case 0x06:
+		return "FAT16"
+	case 0xef:
+		return "EFI System"
+	case 0x83:
+		return "Linux"
+	case 0x82:
+		return "Linux swap"
+	case 0xee:
+		return "GPT protective"
+	case 0x05, 0x0f:
+		return "extended"
+	}
+	return "unknown"
+}
 
-func inspectFAT(f *os.File, p1 mbrPartition) (*FATReport, error) {
+func inspectFAT(f *os.File, p1 baseimage.Partition) (*FATReport, error) {
 	fsys, err := fatfs.OpenReadOnly(f, p1.Start, p1.Size)
 	if err != nil {
 		return nil, fmt.Errorf("partition 1: %w", err)
@@ -167,7 +194,6 @@ func inspectFAT(f *os.File, p1 mbrPartition) (*FATReport, error) {
 	}
 	if b, ok := readFile(cardpath.Cmdline); ok {
 		r.Cmdline = strings.TrimRight(string(b), "\r\n")
-		r.HookPresent = cmdlineHasHook(r.Cmdline)
 	} else {
 		problem("no cmdline.txt on the FAT partition")
 	}
@@ -192,6 +218,7 @@ func inspectFAT(f *os.File, p1 mbrPartition) (*FATReport, error) {
 			r.Manifest = m
 		}
 	}
+	r.HookPresent = cmdlineHasHook(r.Cmdline, r.Manifest)
 	if b, ok := readFile(cardpath.Journal); ok {
 		j, err := journal.Read(bytes.NewReader(b))
 		if err != nil {
@@ -206,11 +233,15 @@ func inspectFAT(f *os.File, p1 mbrPartition) (*FATReport, error) {
 	return r, nil
 }
 
-// cmdlineHasHook says whether cmdline carries nixpi's hook for either place
-// Raspberry Pi OS mounts its FAT (Bookworm and later, then before): a card
-// alone does not say which its image uses.
-func cmdlineHasHook(cmdline string) bool {
-	for _, dir := range [...]string{"/boot/firmware", "/boot"} {
+// cmdlineHasHook says whether cmdline carries nixpi's hook for where the
+// manifest says the image mounts its FAT. Without a manifest, either place
+// Raspberry Pi OS mounts it (Bookworm and later, then before) will do.
+func cmdlineHasHook(cmdline string, m *Manifest) bool {
+	dirs := []string{"/boot/firmware", "/boot"}
+	if m != nil && m.Base.BootDir != "" {
+		dirs = []string{m.Base.BootDir}
+	}
+	for _, dir := range dirs {
 		if bootfiles.HasHook(cmdline, bootfiles.HookWords(dir)) {
 			return true
 		}

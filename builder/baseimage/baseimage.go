@@ -34,10 +34,11 @@ var (
 
 // Partition is one MBR partition, in bytes from the start of the image.
 type Partition struct {
-	Index int   // 1-based
-	Start int64 // bytes
-	Size  int64 // bytes
-	Type  byte  // MBR partition type
+	Index    int   // 1-based
+	Start    int64 // bytes
+	Size     int64 // bytes
+	Type     byte  // MBR partition type
+	Bootable bool  // the MBR's active flag
 }
 
 // End is the first byte after the partition.

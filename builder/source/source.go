@@ -74,6 +74,7 @@ type Source struct {
 	input   io.Reader     // the input from byte 0, whatever kind
 	tempZip string        // downloaded zip to remove on Close
 	used    bool
+	plan    *xzPlan // once chosen
 }
 
 // Stats describe a finished WriteTo.
@@ -178,7 +179,7 @@ func (s *Source) openFile() error {
 // is final (holes included). Only the parallel Go xz decoder, which writes
 // blocks as they finish, does not.
 func (s *Source) WritesInOrder() bool {
-	return s.Format != XZ || s.xzUtils() != "" || s.file == nil || s.opts.Workers <= 1
+	return s.Format != XZ || s.xzPlan().decoder != xzParallel
 }
 
 // Close releases the input and removes any temporary download.

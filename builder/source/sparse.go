@@ -3,10 +3,13 @@ package source
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -18,7 +21,11 @@ const (
 	copyChunk = 1 << 20
 )
 
-var zeroPage = make([]byte, pageSize)
+// isZeros says whether p is all zeros: its first byte is, and every byte
+// equals the one before it (one memcmp, no buffer of zeros to compare with).
+func isZeros(p []byte) bool {
+	return len(p) == 0 || p[0] == 0 && bytes.Equal(p[1:], p[:len(p)-1])
+}
 
 // writeSparse writes p at off in f, which must read as zeros there (a fresh
 // or truncated file): zero pages are skipped rather than written, and
@@ -37,7 +44,7 @@ func writeSparse(f *os.File, off int64, p []byte) error {
 		// Pages are aligned to the file offset, not to p.
 		end := i + pageSize - int((off+int64(i))%pageSize)
 		end = min(end, len(p))
-		if bytes.Equal(p[i:end], zeroPage[:end-i]) {
+		if isZeros(p[i:end]) {
 			if err := flush(i); err != nil {
 				return writeError{fmt.Errorf("write %q: %w", f.Name(), err)}
 			}
@@ -98,4 +105,34 @@ func fill(r io.Reader, buf []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// WalkData calls fn(data, hole) for each run [data, hole) of f's bytes
+// [off, end) that holds data, in order, leaving out the holes. Where the
+// file system cannot tell (no SEEK_DATA or SEEK_HOLE) it is all data. The
+// position of f's descriptor moves.
+func WalkData(f *os.File, off, end int64, fn func(data, hole int64) error) error {
+	fd := int(f.Fd())
+	for pos := off; pos < end; {
+		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			return nil // only a hole is left
+		}
+		if err != nil {
+			data = pos
+		}
+		if data >= end {
+			return nil
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			hole = end
+		}
+		hole = min(hole, end)
+		if err := fn(data, hole); err != nil {
+			return err
+		}
+		pos = hole
+	}
+	return nil
 }

@@ -2,47 +2,85 @@ package source
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"hash"
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
-	"time"
 
 	"github.com/nixpi/nixpi/builder/source/xzpar"
-	"github.com/nixpi/nixpi/firstboot/system"
 	"github.com/ulikunitz/xz"
 )
 
-// writeXZ picks the fastest xz decoder available:
-//  1. xz-utils (`xz -dc -T0`), about 3x faster than Go per core; it
-//     writes the output file itself (sparsely) unless HashImage asks for
-//     the bytes to pass through here (xzutils.go);
-//  2. the index-driven parallel Go decoder for a local multi-block file;
-//  3. the sequential Go decoder, which works on any stream.
-func (s *Source) writeXZ(ctx context.Context, dst *os.File, in *inputReader, image hash.Hash, prog *progress) (string, int64, error) {
-	if xzPath := s.xzUtils(); xzPath != "" {
-		if s.file != nil && image == nil {
-			return s.xzUtilsLocal(ctx, xzPath, dst, in, prog)
-		}
-		n, err := s.xzUtilsPiped(ctx, xzPath, dst, in, image)
-		return "xz-utils", n, err
+// xzDecoder is one of the ways WriteTo decodes xz, fastest first.
+type xzDecoder int
+
+const (
+	// xz-utils (`xz -dc -T0`), about 3x faster than Go per core, reading
+	// the local file and writing the output itself, sparsely (xzutils.go).
+	xzUtilsFile xzDecoder = iota
+	// xz-utils fed through a pipe: for a URL, or when HashImage asks for
+	// the image to pass through here.
+	xzUtilsPipe
+	// The index-driven parallel Go decoder, for a local multi-block file.
+	xzParallel
+	// The sequential Go decoder, which works on any stream.
+	xzSequential
+)
+
+// xzPlan is the xz decoder WriteTo uses, chosen once (xzPlan) and read by
+// both WriteTo and WritesInOrder.
+type xzPlan struct {
+	decoder xzDecoder
+	xzPath  string       // xz-utils, for xzUtilsFile and xzUtilsPipe
+	index   *xzpar.Index // for xzParallel
+}
+
+func (s *Source) xzPlan() *xzPlan {
+	if s.plan != nil {
+		return s.plan
 	}
-	if s.file != nil && s.opts.Workers > 1 {
+	s.plan = &xzPlan{decoder: xzSequential}
+	xzPath := s.opts.XZPath
+	if found, err := exec.LookPath("xz"); xzPath == "" && err == nil {
+		xzPath = found
+	}
+	if s.opts.DisableExternalXZ {
+		xzPath = ""
+	}
+	switch {
+	case xzPath != "" && s.file != nil && !s.opts.HashImage:
+		s.plan.decoder, s.plan.xzPath = xzUtilsFile, xzPath
+	case xzPath != "":
+		s.plan.decoder, s.plan.xzPath = xzUtilsPipe, xzPath
+	case s.file != nil && s.opts.Workers > 1:
 		// A damaged tail leaves no usable index: the sequential decoder
 		// then reports what is wrong.
 		if idx, err := xzpar.ReadIndex(s.file, s.Size); err == nil && len(idx.Blocks) > 1 {
-			n, skipped, err := s.decodeParallel(ctx, idx, dst, in, image, prog)
-			decoder := fmt.Sprintf("parallel xz (%d blocks, %d workers)", len(idx.Blocks), s.opts.Workers)
-			if skipped > 0 {
-				decoder = fmt.Sprintf("parallel xz (%d blocks, %d of them repeat a block of zeros: not decoded; %d workers)", len(idx.Blocks), skipped, s.opts.Workers)
-			}
-			return decoder, n, err
+			s.plan.decoder, s.plan.index = xzParallel, idx
 		}
+	}
+	return s.plan
+}
+
+// writeXZ decodes with the planned decoder.
+func (s *Source) writeXZ(ctx context.Context, dst *os.File, in *inputReader, image hash.Hash, prog *progress) (string, int64, error) {
+	plan := s.xzPlan()
+	switch plan.decoder {
+	case xzUtilsFile:
+		return s.xzUtilsLocal(ctx, plan.xzPath, dst, in, prog)
+	case xzUtilsPipe:
+		n, err := s.xzUtilsPiped(ctx, plan.xzPath, dst, in, image)
+		return "xz-utils", n, err
+	case xzParallel:
+		idx := plan.index
+		n, skipped, err := s.decodeParallel(ctx, idx, dst, in, image, prog)
+		decoder := fmt.Sprintf("parallel xz (%d blocks, %d workers)", len(idx.Blocks), s.opts.Workers)
+		if skipped > 0 {
+			decoder = fmt.Sprintf("parallel xz (%d blocks, %d of them repeat a block of zeros: not decoded; %d workers)", len(idx.Blocks), skipped, s.opts.Workers)
+		}
+		return decoder, n, err
 	}
 	xr, err := xz.NewReader(bufio.NewReaderSize(in, 256<<10))
 	if err != nil {
@@ -50,21 +88,6 @@ func (s *Source) writeXZ(ctx context.Context, dst *os.File, in *inputReader, ima
 	}
 	n, err := copySparse(ctx, dst, xr, image)
 	return "sequential xz", n, decodeError(XZ, err)
-}
-
-// xzUtils returns the xz-utils binary to use, or "" for the Go decoders.
-func (s *Source) xzUtils() string {
-	if s.opts.DisableExternalXZ {
-		return ""
-	}
-	if s.opts.XZPath != "" {
-		return s.opts.XZPath
-	}
-	path, err := exec.LookPath("xz")
-	if err != nil {
-		return ""
-	}
-	return path
 }
 
 // drain reads r to its end in large reads (io.Discard's own ReadFrom would
@@ -83,62 +106,6 @@ func drain(ctx context.Context, r io.Reader) error {
 			return err
 		}
 	}
-}
-
-// waitReporting waits for xz to exit, which reads the input file itself:
-// progress is how far it has read, from its file position in /proc (Linux),
-// as nothing else knows.
-func waitReporting(waited <-chan error, pid int, prog *progress) error {
-	if prog == nil || prog.fn == nil {
-		return <-waited
-	}
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	fdinfo := fmt.Sprintf("/proc/%d/fdinfo/0", pid)
-	for {
-		select {
-		case err := <-waited:
-			return err
-		case <-tick.C:
-			if pos, ok := filePosition(fdinfo); ok {
-				prog.set(pos)
-			}
-		}
-	}
-}
-
-// filePosition reads the "pos:" line of a /proc/PID/fdinfo/FD file.
-func filePosition(fdinfo string) (int64, bool) {
-	data, err := os.ReadFile(fdinfo)
-	if err != nil {
-		return 0, false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "pos:"); ok {
-			pos, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return pos, err == nil
-		}
-	}
-	return 0, false
-}
-
-func xzUtilsError(argv []string, err error, stderr string) error {
-	if _, ok := err.(*exec.ExitError); !ok {
-		return fmt.Errorf("run %s: %w", system.QuoteArgv(argv), err)
-	}
-	msg := strings.TrimSpace(stderr)
-	cmdErr := &system.CommandError{Argv: system.QuoteArgv(argv), Err: err, Stderr: msg}
-	switch {
-	case strings.Contains(msg, "Unexpected end of input"):
-		return &DecodeError{Format: XZ, Truncated: true, Err: cmdErr}
-	case strings.Contains(msg, "Compressed data is corrupt"),
-		strings.Contains(msg, "File format not recognized"),
-		strings.Contains(msg, "Unsupported options"),
-		strings.Contains(msg, "integrity check"),
-		strings.Contains(msg, "data is corrupt"):
-		return &DecodeError{Format: XZ, Err: cmdErr}
-	}
-	return cmdErr
 }
 
 // decodeParallel decodes the blocks of a local file on Workers goroutines,
@@ -184,56 +151,64 @@ func (s *Source) decodeParallel(ctx context.Context, idx *xzpar.Index, dst *os.F
 }
 
 // decodeSkipping runs xzpar.Decode on every block but the repeats, then on
-// the repeats whose first copy did not decode to zeros.
+// the repeats zeroRepeats cannot skip.
 func (s *Source) decodeSkipping(ctx context.Context, idx *xzpar.Index, repeats map[int]int, dst *os.File, write xzpar.WriteFunc, done func(xzpar.Block)) (int, error) {
-	subset := func(keep func(i int) bool) *xzpar.Index {
-		sub := &xzpar.Index{Streams: idx.Streams, ImageSize: idx.ImageSize}
-		for i, b := range idx.Blocks {
-			if keep(i) {
-				sub.Blocks = append(sub.Blocks, b)
-			}
+	firsts := &xzpar.Index{Streams: idx.Streams, ImageSize: idx.ImageSize}
+	rest := &xzpar.Index{Streams: idx.Streams, ImageSize: idx.ImageSize}
+	for i, b := range idx.Blocks {
+		if _, repeat := repeats[i]; !repeat {
+			firsts.Blocks = append(firsts.Blocks, b)
 		}
-		return sub
 	}
-	firsts := subset(func(i int) bool { _, repeat := repeats[i]; return !repeat })
 	if err := xzpar.Decode(ctx, s.file, firsts, s.opts.Workers, write, done); err != nil {
 		return 0, err
 	}
-	zeros := map[int]bool{}
-	for _, first := range repeats {
-		if _, known := zeros[first]; !known {
-			zero, err := decodedToZeros(dst.Name(), idx.Blocks[first])
-			if err != nil {
-				return 0, err
-			}
-			zeros[first] = zero
+	zeros := zeroRepeats{path: dst.Name(), index: idx, repeats: repeats}
+	for i, b := range idx.Blocks {
+		if _, repeat := repeats[i]; !repeat {
+			continue
+		}
+		if skip, err := zeros.skip(i); err != nil {
+			return 0, err
+		} else if skip {
+			done(b)
+		} else {
+			rest.Blocks = append(rest.Blocks, b)
 		}
 	}
-	rest := subset(func(i int) bool { first, repeat := repeats[i]; return repeat && !zeros[first] })
 	if err := xzpar.Decode(ctx, s.file, rest, s.opts.Workers, write, done); err != nil {
 		return 0, err
-	}
-	for i, first := range repeats {
-		if zeros[first] {
-			done(idx.Blocks[i])
-		}
 	}
 	return len(repeats) - len(rest.Blocks), nil
 }
 
-// tailBuffer keeps the last max bytes written: enough of xz's stderr to
-// explain a failure without unbounded growth.
-type tailBuffer struct {
-	max int
-	buf bytes.Buffer
+// zeroRepeats says which blocks need not be decoded: those that repeat
+// (xzpar.Repeats) a block that decoded to zeros, which the output file
+// holds already as a hole.
+type zeroRepeats struct {
+	path    string // the output file
+	index   *xzpar.Index
+	repeats map[int]int
+	zeros   map[int]bool // first copies, by whether they decoded to zeros
 }
 
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.buf.Write(p)
-	if over := t.buf.Len() - t.max; over > 0 {
-		t.buf.Next(over)
+// skip says whether block i need not be decoded. The block it repeats, if
+// any, must be decoded already.
+func (z *zeroRepeats) skip(i int) (bool, error) {
+	first, repeat := z.repeats[i]
+	if !repeat {
+		return false, nil
 	}
-	return len(p), nil
+	zero, known := z.zeros[first]
+	if !known {
+		var err error
+		if zero, err = decodedToZeros(z.path, z.index.Blocks[first]); err != nil {
+			return false, err
+		}
+		if z.zeros == nil {
+			z.zeros = map[int]bool{}
+		}
+		z.zeros[first] = zero
+	}
+	return zero, nil // not zero: a check value that collided
 }
-
-func (t *tailBuffer) String() string { return t.buf.String() }

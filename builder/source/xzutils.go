@@ -8,10 +8,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
+	"time"
 
 	"github.com/nixpi/nixpi/builder/source/xzpar"
 	"github.com/nixpi/nixpi/firstboot/system"
-	"golang.org/x/sys/unix"
 )
 
 // xzUtilsLocal decodes a local file with xz-utils, which writes dst itself
@@ -61,31 +62,33 @@ func (s *Source) xzUtilsLocal(ctx context.Context, xzPath string, dst *os.File, 
 }
 
 // xzUtilsWhole runs one xz with the input file as its stdin and dst as its
-// stdout.
+// stdout. Progress is how far xz has read: the position of the file
+// description it shares with s.file.
 func (s *Source) xzUtilsWhole(ctx context.Context, xzPath string, dst *os.File, prog *progress) (int64, error) {
 	if _, err := s.file.Seek(0, io.SeekStart); err != nil {
 		return 0, fmt.Errorf("read base image %q: %w", s.Name, err)
 	}
-	argv := []string{xzPath, "--decompress", "--stdout", "--threads=0"}
-	if s.opts.Log != nil {
-		s.opts.Log("run: " + system.QuoteArgv(argv))
+	ran := make(chan error, 1)
+	go func() { ran <- s.runXZ(ctx, xzPath, s.file, dst, "") }()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-ran:
+			if err != nil {
+				return 0, err
+			}
+			st, err := dst.Stat()
+			if err != nil {
+				return 0, writeError{err}
+			}
+			return st.Size(), nil
+		case <-tick.C:
+			if pos, err := s.file.Seek(0, io.SeekCurrent); err == nil {
+				prog.set(pos)
+			}
+		}
 	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	stderr := &tailBuffer{max: 4096}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = s.file, dst, stderr
-	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("run %s: %w", system.QuoteArgv(argv), err)
-	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	if err := waitReporting(waited, cmd.Process.Pid, prog); err != nil {
-		return 0, xzUtilsError(argv, err, stderr.String())
-	}
-	st, err := dst.Stat()
-	if err != nil {
-		return 0, writeError{err}
-	}
-	return st.Size(), nil
 }
 
 // xzUtilsRuns decodes the blocks of idx into dst front to back, leaving
@@ -95,7 +98,7 @@ func (s *Source) xzUtilsRuns(ctx context.Context, xzPath string, dst *os.File, i
 	if err := dst.Truncate(0); err != nil {
 		return 0, writeError{err}
 	}
-	zeros := map[int]bool{} // first copies, by whether they decoded to zeros
+	zeros := zeroRepeats{path: dst.Name(), index: idx, repeats: repeats}
 	var run []xzpar.Block
 	flush := func() error {
 		if len(run) == 0 {
@@ -107,33 +110,17 @@ func (s *Source) xzUtilsRuns(ctx context.Context, xzPath string, dst *os.File, i
 	}
 	skipped := 0
 	for i, b := range idx.Blocks {
-		if len(run) > 0 {
-			last := run[len(run)-1]
-			if b.StreamFlags != last.StreamFlags || b.Offset != last.Offset+last.PaddedSize() {
-				if err := flush(); err != nil { // a new stream
-					return 0, err
-				}
-			}
-		}
-		first, repeat := repeats[i]
-		if !repeat {
-			run = append(run, b)
-			continue
-		}
-		// The first copy is decoded before this: it is in the pending
-		// run, or in one before.
-		if err := flush(); err != nil {
-			return 0, err
-		}
-		zero, known := zeros[first]
-		if !known {
-			var err error
-			if zero, err = decodedToZeros(dst.Name(), idx.Blocks[first]); err != nil {
+		_, repeat := repeats[i]
+		if last := len(run) - 1; repeat || last >= 0 && (b.StreamFlags != run[last].StreamFlags || b.Offset != run[last].Offset+run[last].PaddedSize()) {
+			// A new stream, or a repeat, whose first copy is decoded
+			// before this: in the pending run or in one before.
+			if err := flush(); err != nil {
 				return 0, err
 			}
-			zeros[first] = zero
 		}
-		if !zero { // a check value that collided: decode it after all
+		if skip, err := zeros.skip(i); err != nil {
+			return 0, err
+		} else if !skip {
 			run = append(run, b)
 			continue
 		}
@@ -171,16 +158,9 @@ func (s *Source) xzUtilsRun(ctx context.Context, xzPath, dstPath string, run []x
 	if _, err := out.Seek(start, io.SeekStart); err != nil {
 		return writeError{err}
 	}
-	argv := []string{xzPath, "--decompress", "--stdout", "--threads=0"}
-	if s.opts.Log != nil {
-		s.opts.Log(fmt.Sprintf("run: %s  # blocks %d-%d", system.QuoteArgv(argv), run[0].Number, run[len(run)-1].Number))
-	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	stderr := &tailBuffer{max: 4096}
-	cmd.Stdin = &positionReader{r: stream, pos: run[0].Offset - headerSize, prog: prog}
-	cmd.Stdout, cmd.Stderr = out, stderr
-	if err := cmd.Run(); err != nil {
-		return xzUtilsError(argv, err, stderr.String())
+	stdin := &positionReader{r: stream, pos: run[0].Offset - headerSize, prog: prog}
+	if err := s.runXZ(ctx, xzPath, stdin, out, fmt.Sprintf("blocks %d-%d", run[0].Number, run[len(run)-1].Number)); err != nil {
+		return err
 	}
 	last := run[len(run)-1]
 	if st, err := out.Stat(); err != nil {
@@ -218,57 +198,34 @@ func decodedToZeros(path string, b xzpar.Block) (bool, error) {
 		return false, writeError{err}
 	}
 	defer f.Close()
-	fd := int(f.Fd())
-	end := b.ImageOffset + b.ImageSize
 	buf := make([]byte, 1<<20)
-	for pos := b.ImageOffset; pos < end; {
-		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			return true, nil
-		}
-		if err != nil {
-			data = pos // no SEEK_DATA: read everything
-		}
-		if data >= end {
-			return true, nil
-		}
-		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
-		if err != nil {
-			hole = end
-		}
-		hole = min(hole, end)
+	errNotZeros := errors.New("not zeros")
+	err = WalkData(f, b.ImageOffset, b.ImageOffset+b.ImageSize, func(data, hole int64) error {
 		for off := data; off < hole; {
 			n, err := f.ReadAt(buf[:min(int64(len(buf)), hole-off)], off)
 			if err != nil {
-				return false, writeError{err}
+				return writeError{err}
 			}
-			for _, c := range buf[:n] {
-				if c != 0 {
-					return false, nil
-				}
+			if !isZeros(buf[:n]) {
+				return errNotZeros
 			}
 			off += int64(n)
 		}
-		pos = hole
+		return nil
+	})
+	if err == errNotZeros {
+		return false, nil
 	}
-	return true, nil
+	return err == nil, err
 }
 
 // xzUtilsPiped feeds the input (hashed on the way) to xz through a pipe:
 // for a URL. Without image hashing xz writes dst itself; with it, the image
 // passes through here to be hashed.
 func (s *Source) xzUtilsPiped(ctx context.Context, xzPath string, dst *os.File, in *inputReader, image hash.Hash) (int64, error) {
-	argv := []string{xzPath, "--decompress", "--stdout", "--threads=0"}
-	if s.opts.Log != nil {
-		s.opts.Log("run: " + system.QuoteArgv(argv))
-	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	stderr := &tailBuffer{max: 4096}
-	cmd.Stdin, cmd.Stderr = in, stderr
 	if image == nil {
-		cmd.Stdout = dst
-		if err := cmd.Run(); err != nil {
-			return 0, xzUtilsError(argv, err, stderr.String())
+		if err := s.runXZ(ctx, xzPath, in, dst, ""); err != nil {
+			return 0, err
 		}
 		st, err := dst.Stat()
 		if err != nil {
@@ -276,23 +233,51 @@ func (s *Source) xzUtilsPiped(ctx context.Context, xzPath string, dst *os.File, 
 		}
 		return st.Size(), nil
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return 0, err
-	}
-	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("run %s: %w", system.QuoteArgv(argv), err)
-	}
-	n, copyErr := copySparse(ctx, dst, out, image)
+	pr, pw := io.Pipe()
+	ran := make(chan error, 1)
+	go func() {
+		err := s.runXZ(ctx, xzPath, in, pw, "")
+		pw.Close()
+		ran <- err
+	}()
+	n, copyErr := copySparse(ctx, dst, pr, image)
 	if copyErr != nil {
-		// Unblock and reap xz before reporting.
-		io.Copy(io.Discard, out)
+		io.Copy(io.Discard, pr) // let xz finish before reporting
 	}
-	if err := cmd.Wait(); err != nil {
-		return 0, xzUtilsError(argv, err, stderr.String())
+	if err := <-ran; err != nil {
+		return 0, err
 	}
 	if copyErr != nil {
 		return 0, decodeError(XZ, copyErr)
 	}
 	return n, nil
+}
+
+// runXZ runs xz-utils, decoding stdin to stdout (an *os.File is xz's own:
+// it then writes the file itself, sparsely), through the logged runner. xz
+// runs in the C locale: its messages say what went wrong. note, when set,
+// follows the logged command.
+func (s *Source) runXZ(ctx context.Context, xzPath string, stdin io.Reader, stdout io.Writer, note string) error {
+	log := s.opts.Log
+	if log != nil && note != "" {
+		log = func(line string) { s.opts.Log(line + "  # " + note) }
+	}
+	runner := system.ExecRunner{Log: log, Env: []string{"LC_ALL=C"}}
+	err := runner.Stream(ctx, stdin, stdout, xzPath, "--decompress", "--stdout", "--threads=0")
+	var ce *system.CommandError
+	var exit *exec.ExitError
+	if !errors.As(err, &ce) || !errors.As(err, &exit) {
+		return err
+	}
+	switch msg := ce.Stderr; {
+	case strings.Contains(msg, "Unexpected end of input"):
+		return &DecodeError{Format: XZ, Truncated: true, Err: err}
+	case strings.Contains(msg, "Compressed data is corrupt"),
+		strings.Contains(msg, "File format not recognized"),
+		strings.Contains(msg, "Unsupported options"),
+		strings.Contains(msg, "integrity check"),
+		strings.Contains(msg, "data is corrupt"):
+		return &DecodeError{Format: XZ, Err: err}
+	}
+	return err
 }

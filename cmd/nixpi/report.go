@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 
-	"github.com/diskfs/go-diskfs"
-	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/spf13/pflag"
 
+	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/journal"
 )
@@ -71,47 +70,39 @@ type cardFiles struct {
 }
 
 // readCardJournal finds the FAT partition holding nixpi/journal.jsonl in an
-// image or on a card, opened read-only so nothing on it changes.
+// image or on a card, opened read-only so nothing on it changes. It reads
+// the partition table and the FAT as inspect does.
 func readCardJournal(path string) (*cardFiles, error) {
-	if _, err := os.Stat(path); err != nil {
+	f, err := os.Open(path)
+	if err != nil {
 		return nil, err
 	}
-	d, err := diskfs.Open(path, diskfs.WithOpenMode(diskfs.ReadOnly))
+	defer f.Close()
+	table, err := baseimage.ReadTable(f)
 	if err != nil {
-		return nil, fmt.Errorf("open %q: %w", path, err)
+		return nil, fmt.Errorf("%q: is it a card or card image? %w", path, err)
 	}
-	defer d.Close()
-	table, err := d.GetPartitionTable()
-	if err != nil {
-		return nil, fmt.Errorf("%q has no partition table: is it a card or card image? %w", path, err)
+	if table.GPT {
+		return nil, fmt.Errorf("%q has a GPT partition table: a Raspberry Pi OS card has an MBR one", path)
 	}
 	fatSeen := false
-	for i := range table.GetPartitions() {
-		fs, err := d.GetFilesystem(i + 1)
-		if err != nil || (fs.Type() != filesystem.TypeFat32 && fs.Type() != filesystem.TypeFat16) {
-			continue
-		}
-		fatSeen = true
-		data, err := readFATFile(fs, "/"+cardpath.Journal)
+	for _, p := range table.Partitions {
+		fs, err := fatfs.OpenReadOnly(f, p.Start, p.Size)
 		if err != nil {
 			continue
 		}
-		card := &cardFiles{partition: i + 1, journal: data}
-		card.log, _ = readFATFile(fs, "/"+cardpath.Log)
-		card.failed, _ = readFATFile(fs, "/"+cardpath.Failed)
+		fatSeen = true
+		data, err := fs.ReadFile(cardpath.Journal)
+		if err != nil {
+			continue
+		}
+		card := &cardFiles{partition: p.Index, journal: data}
+		card.log, _ = fs.ReadFile(cardpath.Log)
+		card.failed, _ = fs.ReadFile(cardpath.Failed)
 		return card, nil
 	}
 	if !fatSeen {
 		return nil, fmt.Errorf("%q has no FAT partition: is it a Raspberry Pi card?", path)
 	}
 	return nil, fmt.Errorf("%q has no %s on its FAT partition: the Pi has not started the install from this card yet", path, cardpath.Journal)
-}
-
-func readFATFile(fs filesystem.FileSystem, name string) ([]byte, error) {
-	f, err := fs.OpenFile(name, os.O_RDONLY)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(f)
 }

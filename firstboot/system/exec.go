@@ -4,34 +4,53 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 )
 
 // ExecRunner runs commands for real. Log, when set, receives every quoted
-// argv before it runs.
+// argv before it runs. Env, when set, is added to every command's
+// environment (e.g. LC_ALL=C where stderr is matched).
 type ExecRunner struct {
 	Log func(line string)
+	Env []string
 }
 
 // Output implements Runner.
 func (r ExecRunner) Output(ctx context.Context, argv ...string) ([]byte, error) {
+	var stdout bytes.Buffer
+	err := r.Stream(ctx, nil, &stdout, argv...)
+	if ce, ok := err.(*CommandError); ok {
+		ce.Stdout = stdout.String()
+	}
+	return stdout.Bytes(), err
+}
+
+// Stream runs argv like Output, with stdin and stdout connected to the
+// command: for output too large to hold, or an *os.File to hand to the
+// command as it is (nothing then passes through this process). Its error
+// is a *CommandError with stderr, as Output's.
+func (r ExecRunner) Stream(ctx context.Context, stdin io.Reader, stdout io.Writer, argv ...string) error {
 	if len(argv) == 0 {
-		return nil, fmt.Errorf("run: empty command")
+		return fmt.Errorf("run: empty command")
 	}
 	quoted := QuoteArgv(argv)
 	if r.Log != nil {
 		r.Log("run: " + quoted)
 	}
-	var stdout, stderr bytes.Buffer
+	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.Bytes(), &CommandError{Argv: quoted, Err: err, Stdout: stdout.String(), Stderr: stderr.String()}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, &stderr
+	if r.Env != nil {
+		cmd.Env = append(os.Environ(), r.Env...)
 	}
-	return stdout.Bytes(), nil
+	if err := cmd.Run(); err != nil {
+		return &CommandError{Argv: quoted, Err: err, Stderr: stderr.String()}
+	}
+	return nil
 }
 
 // CommandError is a command that failed, with what it printed.

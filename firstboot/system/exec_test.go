@@ -43,3 +43,24 @@ func TestQuoteArgv(t *testing.T) {
 		t.Error("a quote character left unquoted")
 	}
 }
+
+func TestExecRunnerStreams(t *testing.T) {
+	t.Parallel()
+	var logged []string
+	r := ExecRunner{Log: func(line string) { logged = append(logged, line) }, Env: []string{"LC_ALL=C"}}
+	var out strings.Builder
+	if err := r.Stream(context.Background(), strings.NewReader("in"), &out, "/bin/sh", "-c", `cat; echo " $LC_ALL"`); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "in C\n" {
+		t.Errorf("stdout %q, want the input and the added environment", out.String())
+	}
+	err := r.Stream(context.Background(), nil, &out, "/bin/sh", "-c", "echo broken >&2; exit 1")
+	var ce *CommandError
+	if !errors.As(err, &ce) || ce.Stderr != "broken\n" {
+		t.Errorf("failure = %v, want a CommandError with stderr", err)
+	}
+	if len(logged) != 2 || !strings.HasPrefix(logged[0], "run: /bin/sh -c ") {
+		t.Errorf("logged = %q", logged)
+	}
+}
