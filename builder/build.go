@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"time"
 
 	"github.com/nixpi/nixpi/assets"
@@ -84,7 +83,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 
 	// The config is checked first: it is the cheapest input to get wrong.
-	cfgRaw, err := os.ReadFile(opts.Config)
+	cfgRaw, err := config.ReadFile(opts.Config)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("read config: %w (`nixpi config init > nixpi.toml` writes an example to start from)", err)
 	}

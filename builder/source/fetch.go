@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+
+	"github.com/nixpi/nixpi/internal/inputfile"
 )
 
 // maxSidecar bounds how much of a .sha256 file is read.
@@ -65,9 +67,9 @@ func (s *Source) fetchSidecar(ctx context.Context) error {
 	default:
 		return fmt.Errorf("download checksum file %q: HTTP %s (pass --sha256 to give the checksum yourself)", sidecar, resp.Status)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxSidecar))
+	data, err := inputfile.ReadAll(resp.Body, sidecar, "a sha256sum checksum file", maxSidecar)
 	if err != nil {
-		return fmt.Errorf("download checksum file %q: %w", sidecar, err)
+		return fmt.Errorf("download checksum file: %w", err)
 	}
 	if s.Checksum, err = parseSidecar(data, s.Name); err != nil {
 		return fmt.Errorf("checksum file %q: %w", sidecar, err)

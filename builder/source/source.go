@@ -13,6 +13,8 @@ import (
 	"os"
 	"runtime"
 	"strings"
+
+	"github.com/nixpi/nixpi/internal/inputfile"
 )
 
 // Options tune Open. The zero value works: sidecar checksum if present,
@@ -158,7 +160,7 @@ func (s *Source) openFile() error {
 	s.input = f
 	if s.Checksum == "" {
 		sidecar := s.Name + ".sha256"
-		data, err := os.ReadFile(sidecar)
+		data, err := inputfile.Read(sidecar, "a sha256sum checksum file", maxSidecar)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 		case err != nil:

@@ -14,6 +14,7 @@ import (
 	"github.com/nixpi/nixpi/assets"
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/builder/source"
+	"github.com/nixpi/nixpi/internal/inputfile"
 )
 
 func runBuild(c *cli, args []string) int {
@@ -82,11 +83,15 @@ func runBuild(c *cli, args []string) int {
 	return exitOK
 }
 
+// maxDeviceBinary bounds a nixpi-firstboot binary read from
+// NIXPI_DEVICE_BINARIES: several times the real one.
+const maxDeviceBinary = 256 << 20
+
 // deviceBinariesFrom serves device binaries from dir instead of the ones
 // embedded at build time (for testing a freshly built nixpi-firstboot).
 func deviceBinariesFrom(dir string) func(goarch string) ([]byte, error) {
 	return func(goarch string) ([]byte, error) {
-		b, err := os.ReadFile(filepath.Join(dir, assets.DeviceBinaryName(goarch)))
+		b, err := inputfile.Read(filepath.Join(dir, assets.DeviceBinaryName(goarch)), "a device binary", maxDeviceBinary)
 		if err != nil {
 			return nil, fmt.Errorf("NIXPI_DEVICE_BINARIES: %w", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/nixpi/nixpi/assets"
@@ -304,6 +305,10 @@ func TestBuildBadInput(t *testing.T) {
 		{name: "config bad size", base: bases.good, config: "schema = 1\n[layout]\nboot_size = \"500MB\"\n", code: 1, wantMsg: []string{"nixpi.toml:3", "500MB"}},
 		{name: "config wrong type", base: bases.good, config: "schema = 1\n[target]\nwipe = \"yes\"\n", code: 1, wantMsg: []string{"nixpi.toml:3", "wipe"}},
 		{name: "config missing", base: bases.good, config: "MISSING", code: 1, wantMsg: []string{"read config", "no such file"}},
+		{name: "config is a FIFO", base: bases.good, config: "FIFO", code: 1, wantMsg: []string{"is a FIFO, not a regular file", "install config"}},
+		{name: "config is a character device", base: bases.good, config: "DEVZERO", code: 1, wantMsg: []string{`"/dev/zero" is a character device`}},
+		{name: "config too large", base: bases.good, config: "HUGE", code: 1, wantMsg: []string{"is too large", "at most 1 MiB"}},
+		{name: "sidecar is a FIFO", base: "SIDECAR-FIFO", code: 1, wantMsg: []string{"base.img.sha256", "is a FIFO"}},
 		{name: "bad SOURCE_DATE_EPOCH", base: bases.good, env: map[string]string{"SOURCE_DATE_EPOCH": "yesterday"}, code: 1, wantMsg: []string{"SOURCE_DATE_EPOCH", "yesterday"}},
 		{name: "OUT is SRC", base: "OUT", extra: []string{"--force"}, code: 1, wantMsg: []string{"is the base image"}},
 		{name: "OUT exists", base: bases.good, code: 1, wantMsg: []string{"already exists", "--force"},
@@ -332,6 +337,10 @@ func TestBuildBadInput(t *testing.T) {
 				base = filepath.Join(dir, "base.img")
 				copyFileSparse(t, bases.good, base)
 				writeTestFile(t, base+".sha256", wrongSum+"  base.img\n")
+			case "SIDECAR-FIFO":
+				base = filepath.Join(dir, "base.img")
+				copyFileSparse(t, bases.good, base)
+				mkfifo(t, base+".sha256")
 			case "OUT":
 				copyFileSparse(t, bases.good, out)
 				base = out
@@ -341,6 +350,12 @@ func TestBuildBadInput(t *testing.T) {
 			case "NONE":
 			case "MISSING":
 				args = append(args, "--config", filepath.Join(dir, "missing.toml"))
+			case "FIFO":
+				args = append(args, "--config", mkfifo(t, filepath.Join(dir, "nixpi.toml")))
+			case "DEVZERO":
+				args = append(args, "--config", "/dev/zero")
+			case "HUGE":
+				args = append(args, "--config", writeTestFile(t, filepath.Join(dir, "nixpi.toml"), buildTestConfig+strings.Repeat("# padding\n", 200_000)))
 			case "":
 				args = append(args, "--config", writeTestFile(t, filepath.Join(dir, "nixpi.toml"), buildTestConfig))
 			default:
@@ -385,6 +400,14 @@ func TestBuildBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+func mkfifo(t *testing.T, path string) string {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // writeSparseFile writes data leaving all-zero 64 KiB blocks as holes, so test

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/internal/inputfile"
 )
 
 const configUsage = `usage: nixpi config init
@@ -70,9 +71,9 @@ func (c *cli) configCheck(path string) int {
 	name := path
 	if path == "-" {
 		name = "<stdin>"
-		data, rerr := io.ReadAll(c.stdin)
+		data, rerr := inputfile.ReadAll(c.stdin, "standard input", config.What, config.MaxFileSize)
 		if rerr != nil {
-			return c.fail(fmt.Errorf("config check: read standard input: %w", rerr))
+			return c.fail(fmt.Errorf("config check: %w", rerr))
 		}
 		cfg, err = config.Parse(name, data)
 	} else {

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nixpi/nixpi/firstboot/eeprom"
+	"github.com/nixpi/nixpi/internal/inputfile"
 )
 
 const eepromUsage = `usage: nixpi eeprom config IMAGE [--out FILE]
@@ -121,7 +122,7 @@ func (c *cli) eepromConfig(args []string) int {
 
 	cfg := im.Config()
 	if *configFile != "" {
-		if cfg, err = os.ReadFile(*configFile); err != nil {
+		if cfg, err = inputfile.Read(*configFile, "a bootloader config", maxEepromFile); err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
 		}
 	}
@@ -132,7 +133,7 @@ func (c *cli) eepromConfig(args []string) int {
 		return c.fail(fmt.Errorf("eeprom config: %q: %w", imagePath, err))
 	}
 	if *digestFile != "" {
-		sig, err := os.ReadFile(*digestFile)
+		sig, err := inputfile.Read(*digestFile, "a bootconf.sig", maxEepromFile)
 		if err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
 		}
@@ -141,7 +142,7 @@ func (c *cli) eepromConfig(args []string) int {
 		}
 	}
 	if *pubkeyFile != "" {
-		pem, err := os.ReadFile(*pubkeyFile)
+		pem, err := inputfile.Read(*pubkeyFile, "a PEM public key", maxEepromFile)
 		if err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
 		}
@@ -194,6 +195,11 @@ func (c *cli) eepromDigest(args []string) int {
 	return c.writeOut(*out, eeprom.Digest(im.Bytes(), ts))
 }
 
+// maxEepromFile bounds the small files eeprom config takes (a config, a
+// signature, a key): an EEPROM file holds at most eeprom.MaxFileSize bytes,
+// and the bound leaves room for SetConfig to say how much too large one is.
+const maxEepromFile = 64 << 10
+
 func sameFile(a, b string) bool {
 	fa, errA := os.Stat(a)
 	fb, errB := os.Stat(b)
@@ -201,7 +207,7 @@ func sameFile(a, b string) bool {
 }
 
 func loadImage(path string) (*eeprom.Image, error) {
-	data, err := os.ReadFile(path)
+	data, err := inputfile.Read(path, "a bootloader EEPROM image (a Pi 4's is 512 KiB)", eeprom.MaxImageSize)
 	if err != nil {
 		return nil, fmt.Errorf("eeprom: %w", err)
 	}

@@ -214,6 +214,10 @@ func TestEepromErrors(t *testing.T) {
 	if err := os.WriteFile(pi5, make([]byte, 2<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	huge := filepath.Join(t.TempDir(), "huge.bin")
+	if err := os.WriteFile(huge, make([]byte, eeprom.MaxImageSize+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(dir, "out")
 	cases := []struct {
 		name string
@@ -246,6 +250,9 @@ func TestEepromErrors(t *testing.T) {
 		{"missing config", nil, []string{"config", img, "--config", filepath.Join(dir, "none.txt"), "--out", out}, 1, "no such file"},
 		{"not a key", nil, []string{"config", img, "--config", filepath.Join(signed, "bootconf.txt"), "--pubkey", filepath.Join(signed, "bootconf.txt"), "--out", out}, 1, "no PEM block"},
 		{"unsigned image", nil, []string{"config", oldImg, "--config", filepath.Join(signed, "bootconf.txt"), "--digest", filepath.Join(signed, "bootconf.sig"), "--out", out}, 1, "no bootconf.sig"},
+		{"image is a character device", nil, []string{"config", "/dev/zero"}, 1, `"/dev/zero" is a character device, not a regular file`},
+		{"config is a FIFO", nil, []string{"config", img, "--config", mkfifo(t, filepath.Join(t.TempDir(), "bootconf.txt")), "--out", out}, 1, "is a FIFO"},
+		{"image too large", nil, []string{"config", huge}, 1, "is too large"},
 		{"out dir missing", nil, []string{"config", img, "--set", "BOOT_ORDER=0xf41", "--out", filepath.Join(dir, "no", "out")}, 1, "write"},
 	}
 	for _, c := range cases {
