@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"reflect"
 	"time"
 
 	"github.com/nixpi/nixpi/assets"
@@ -59,6 +60,9 @@ type Result struct {
 	Out      string
 	SHA256   string // of Out, hex
 	Manifest *Manifest
+	// Private says Out is readable by its owner only (mode 0600): the
+	// config on its FAT carries a secret.
+	Private bool
 }
 
 // Build writes opts.Out. On any error, or when ctx is cancelled, nothing is
@@ -107,7 +111,11 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		Config:       ManifestInput{SHA256: sha256Hex(cfgRaw)},
 	}
 
-	out, err := createPending(opts.Out)
+	mode := modeShared
+	if carriesSecret(cfg) {
+		mode = modePrivate
+	}
+	out, err := createPending(opts.Out, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -207,5 +215,11 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Out: opts.Out, SHA256: sum, Manifest: m}, nil
+	return &Result{Out: opts.Out, SHA256: sum, Manifest: m, Private: mode == modePrivate}, nil
+}
+
+// carriesSecret says whether cfg holds a secret (a Wi-Fi key, a password
+// hash): redacting it changes it.
+func carriesSecret(cfg *config.Config) bool {
+	return !reflect.DeepEqual(cfg, cfg.Redacted())
 }

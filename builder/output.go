@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/google/renameio/v2"
@@ -83,12 +85,28 @@ type pendingOutput struct {
 	done  bool
 }
 
-func createPending(out string) (*pendingOutput, error) {
-	f, err := os.CreateTemp(filepath.Dir(out), tempPattern)
-	if err != nil {
-		return nil, fmt.Errorf("create temporary output next to %q: %w", out, err)
+// Modes of OUT: a card that carries a secret (a Wi-Fi key, a password hash)
+// is for its owner only; any other file follows the umask, like cp's.
+const (
+	modePrivate os.FileMode = 0o600
+	modeShared  os.FileMode = 0o666
+)
+
+// createPending creates OUT's temporary file with mode (less the umask),
+// so a private card is never readable by others, not even while written.
+func createPending(out string, mode os.FileMode) (*pendingOutput, error) {
+	dir := filepath.Dir(out)
+	for {
+		name := filepath.Join(dir, strings.Replace(tempPattern, "*", strconv.FormatUint(uint64(rand.Uint32()), 10), 1))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, mode)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create temporary output next to %q: %w", out, err)
+		}
+		return &pendingOutput{final: out, file: f}, nil
 	}
-	return &pendingOutput{final: out, file: f}, nil
 }
 
 // Path is the temporary file's path.
@@ -127,9 +145,6 @@ func (p *pendingOutput) Commit(sum string, force bool) (string, error) {
 	}
 	if hashErr != nil {
 		return "", hashErr
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return "", fmt.Errorf("chmod %q: %w", f.Name(), err)
 	}
 	if err := f.Close(); err != nil {
 		return "", fmt.Errorf("close %q: %w", f.Name(), err)

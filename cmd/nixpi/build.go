@@ -78,7 +78,11 @@ func runBuild(c *cli, args []string) int {
 	}
 	fmt.Fprintf(c.stdout, "%s  %s\n", res.SHA256, res.Out)
 	if !quiet {
-		fmt.Fprintf(c.stderr, "nixpi build: wrote %s and %s.sha256: flash it to an SD card, put it in the Pi with the USB SSD attached, and power on\n", res.Out, res.Out)
+		private := ""
+		if res.Private {
+			private = " (mode 0600: it holds a Wi-Fi key or a password hash; keep it to yourself)"
+		}
+		fmt.Fprintf(c.stderr, "nixpi build: wrote %s%s and %s.sha256: flash it to an SD card, put it in the Pi with the USB SSD attached, and power on\n", res.Out, private, res.Out)
 	}
 	return exitOK
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,6 +124,13 @@ func TestBuildCLI(t *testing.T) {
 		t.Fatalf("nixpi build: exit %d\n%s", r.code, r.stderr)
 	}
 	card := buildertest.CheckCard(t, img.Path, out)
+	// The config carries a Wi-Fi key and a password hash: owner only.
+	if st, err := os.Stat(out); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("card with secrets: %v, %v; want mode 0600", st.Mode(), err)
+	}
+	if !strings.Contains(r.stderr, "(mode 0600: it holds a Wi-Fi key or a password hash") {
+		t.Errorf("build's last line does not say the card is private:\n%s", r.stderr)
+	}
 	side, err := os.ReadFile(out + ".sha256")
 	if err != nil {
 		t.Fatal(err)
@@ -402,6 +410,26 @@ func TestBuildBadInput(t *testing.T) {
 	}
 }
 
+// umask is the process's umask, read without changing it.
+func umask(t *testing.T) os.FileMode {
+	t.Helper()
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return os.FileMode(m)
+		}
+	}
+	t.Fatal("no Umask in /proc/self/status")
+	return 0
+}
+
 func mkfifo(t *testing.T, path string) string {
 	t.Helper()
 	if err := syscall.Mkfifo(path, 0o600); err != nil {
@@ -480,5 +508,14 @@ func TestBuildWarnsAboutConfig(t *testing.T) {
 	}
 	if !strings.Contains(r.stderr, "warning: no [[users]]") {
 		t.Errorf("build of a config without users did not warn:\n%s", r.stderr)
+	}
+	// No secret on it: the card follows the umask.
+	for _, p := range []string{filepath.Join(dir, "card.img"), filepath.Join(dir, "card.img.sha256")} {
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o666&^umask(t) {
+			t.Errorf("%s: %v, %v; want mode %o", p, st.Mode(), err, 0o666&^umask(t))
+		}
+	}
+	if strings.Contains(r.stderr, "0600") {
+		t.Errorf("a card without secrets is called private:\n%s", r.stderr)
 	}
 }

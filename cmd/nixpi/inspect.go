@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -36,6 +37,7 @@ func runInspect(c *cli, args []string) int {
 	if err != nil {
 		return c.fail(fmt.Errorf("inspect: %w", err))
 	}
+	c.warnReadableSecrets(in)
 	if *asJSON {
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
@@ -46,6 +48,18 @@ func runInspect(c *cli, args []string) int {
 	}
 	printInspection(c.stdout, in)
 	return exitOK
+}
+
+// warnReadableSecrets warns when a card image whose config holds a secret
+// can be read by others than its owner (a card made before nixpi wrote
+// them 0600, or copied without care).
+func (c *cli) warnReadableSecrets(in *builder.Inspection) {
+	st, err := os.Stat(in.Path)
+	if err != nil || !st.Mode().IsRegular() || in.FAT == nil || !in.FAT.CarriesSecrets || st.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	fmt.Fprintf(c.stderr, "nixpi: warning: %s holds a Wi-Fi key or a password hash and is readable by others (mode %04o): chmod 600 %s\n",
+		in.Path, st.Mode().Perm(), in.Path)
 }
 
 func printInspection(w io.Writer, in *builder.Inspection) {

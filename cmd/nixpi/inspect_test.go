@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -60,6 +61,17 @@ func TestInspectCard(t *testing.T) {
 		}
 	}
 	assertNoSecret(t, r.stdout+r.stderr)
+	if r.stderr != "" {
+		t.Errorf("inspect of a 0600 card warns: %s", r.stderr)
+	}
+	// The same card readable by others: a warning that says how to fix it.
+	if err := os.Chmod(card, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = runNixpiEnv(t, nil, "inspect", card)
+	if r.code != exitOK || !strings.Contains(r.stderr, "warning: "+card+" holds a Wi-Fi key or a password hash and is readable by others (mode 0644): chmod 600") {
+		t.Errorf("inspect of a 0644 card with secrets: exit %d, stderr %q", r.code, r.stderr)
+	}
 
 	// --json says the same, as data.
 	r = runNixpiEnv(t, nil, "inspect", "--json", card)
