@@ -83,7 +83,7 @@ func (c *cli) configCheck(path string) int {
 	if errors.As(err, &problems) {
 		// Compiler-style lines, one per problem, so editors can jump to them.
 		for _, p := range problems {
-			fmt.Fprintln(c.stderr, p)
+			fmt.Fprintln(c.stderr, escapeControl(p.Error()))
 		}
 		fmt.Fprintf(c.stderr, "nixpi: %s: %d problem(s); fix them and run `nixpi config check` again\n", name, len(problems))
 		return exitFailure

@@ -46,7 +46,13 @@ func runInspect(c *cli, args []string) int {
 		}
 		return exitOK
 	}
-	printInspection(c.stdout, in)
+	// Names, cmdline.txt, the config and the journal come from the card:
+	// rendered whole, then printed with their control characters escaped.
+	var out strings.Builder
+	printInspection(&out, in)
+	if _, err := io.WriteString(c.stdout, escapeControl(out.String())); err != nil {
+		return c.fail(fmt.Errorf("inspect: %w", err))
+	}
 	return exitOK
 }
 
@@ -58,8 +64,8 @@ func (c *cli) warnReadableSecrets(in *builder.Inspection) {
 	if err != nil || !st.Mode().IsRegular() || in.FAT == nil || !in.FAT.CarriesSecrets || st.Mode().Perm()&0o077 == 0 {
 		return
 	}
-	fmt.Fprintf(c.stderr, "nixpi: warning: %s holds a Wi-Fi key or a password hash and is readable by others (mode %04o): chmod 600 %s\n",
-		in.Path, st.Mode().Perm(), in.Path)
+	fmt.Fprint(c.stderr, escapeControl(fmt.Sprintf("nixpi: warning: %s holds a Wi-Fi key or a password hash and is readable by others (mode %04o): chmod 600 %s\n",
+		in.Path, st.Mode().Perm(), in.Path)))
 }
 
 func printInspection(w io.Writer, in *builder.Inspection) {

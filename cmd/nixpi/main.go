@@ -89,7 +89,8 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 // fail prints err and returns its exit status: 2 for usage errors, 1 otherwise.
 func (c *cli) fail(err error) int {
-	fmt.Fprintf(c.stderr, "nixpi: %v\n", err)
+	// Errors can quote a card's or a file's content: escaped for the terminal.
+	fmt.Fprintf(c.stderr, "nixpi: %s\n", escapeControl(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage

@@ -49,15 +49,21 @@ func runReport(c *cli, args []string) int {
 	if err != nil {
 		return c.fail(fmt.Errorf("report: %q: %w", path, err))
 	}
-	fmt.Fprintf(c.stdout, "card: %s, partition %d, %s/%s\n", path, card.partition, journal.Dir, journal.JournalFile)
-	if err := journal.Print(c.stdout, j); err != nil {
+	// Everything shown comes from the card: rendered whole, then printed
+	// with its control characters escaped.
+	var out bytes.Buffer
+	fmt.Fprintf(&out, "card: %s, partition %d, %s/%s\n", path, card.partition, journal.Dir, journal.JournalFile)
+	if err := journal.Print(&out, j); err != nil {
 		return c.fail(err)
 	}
 	if len(card.failed) > 0 {
-		fmt.Fprintf(c.stdout, "\n%s/%s:\n%s", journal.Dir, engine.FailedMarker, card.failed)
+		fmt.Fprintf(&out, "\n%s/%s:\n%s", journal.Dir, engine.FailedMarker, card.failed)
 	}
 	if *showLog {
-		fmt.Fprintf(c.stdout, "\n%s/%s:\n%s", journal.Dir, journal.LogFile, card.log)
+		fmt.Fprintf(&out, "\n%s/%s:\n%s", journal.Dir, journal.LogFile, card.log)
+	}
+	if _, err := io.WriteString(c.stdout, escapeControl(out.String())); err != nil {
+		return c.fail(fmt.Errorf("report: %w", err))
 	}
 	return exitOK
 }
