@@ -18,18 +18,26 @@ import (
 // possible after SIGKILL or a power cut) says what it is.
 const tempPattern = ".nixpi-build-*.tmp"
 
-// checkOutput refuses an OUT that would lose data: an existing file without
-// force, the base image itself, a directory, or a missing directory.
-func checkOutput(out, base string, force bool) error {
+// Input is a file an output may never replace; What names it in messages
+// ("the base image", "IMAGE").
+type Input struct{ What, Path string }
+
+// CheckOutput applies the rules every output file of nixpi follows: it is
+// none of the inputs, not a directory or a device, in a directory that
+// exists, and not an existing file unless force. URL inputs are skipped.
+func CheckOutput(out string, force bool, inputs ...Input) error {
 	if out == "" {
 		return errors.New("no output path: pass --out OUT")
 	}
-	if isURL(base) {
-		// Nothing local to overwrite.
-	} else if same, err := samePath(out, base); err != nil {
-		return err
-	} else if same {
-		return fmt.Errorf("output %q is the base image: nixpi never overwrites its input, choose another --out", out)
+	for _, in := range inputs {
+		if in.Path == "" || isURL(in.Path) {
+			continue // nothing local to overwrite
+		}
+		if same, err := samePath(out, in.Path); err != nil {
+			return err
+		} else if same {
+			return fmt.Errorf("output %q is %s: nixpi never overwrites its input, choose another --out", out, in.What)
+		}
 	}
 	dir := filepath.Dir(out)
 	if st, err := os.Stat(dir); err != nil {
@@ -46,11 +54,36 @@ func checkOutput(out, base string, force bool) error {
 	case st.IsDir():
 		return fmt.Errorf("output %q is a directory: pass a file name", out)
 	case !st.Mode().IsRegular():
-		return fmt.Errorf("output %q is not a regular file (a device?): nixpi build writes image files; flash them with dd or rpi-imager", out)
+		return fmt.Errorf("output %q is not a regular file (a device?): nixpi writes files; copy one to a device with dd or rpi-imager", out)
 	case !force:
 		return fmt.Errorf("output %q already exists: pass --force to replace it", out)
 	}
 	return nil
+}
+
+// checkOutput is CheckOutput for a build's OUT.
+func checkOutput(out, base string, force bool) error {
+	return CheckOutput(out, force, Input{"the base image", base})
+}
+
+// WriteFile writes a small output (not a card) by the same rules as OUT:
+// under a temporary name next to path, synced, then renamed over it, so an
+// interruption leaves the old file or the new one; an existing path is
+// replaced only with force. Its mode follows the umask. Call CheckOutput
+// first.
+func WriteFile(path string, data []byte, force bool) error {
+	p, err := createPending(path, modeShared)
+	if err != nil {
+		return err
+	}
+	defer p.Discard()
+	if _, err := p.file.Write(data); err != nil {
+		return fmt.Errorf("write %q: %w", p.Path(), err)
+	}
+	if err := p.file.Sync(); err != nil {
+		return fmt.Errorf("sync %q: %w", p.Path(), err)
+	}
+	return p.install(force)
 }
 
 // samePath says whether a and b name the same file: equal absolute paths,
@@ -146,14 +179,7 @@ func (p *pendingOutput) Commit(sum string, force bool) (string, error) {
 	if hashErr != nil {
 		return "", hashErr
 	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("close %q: %w", f.Name(), err)
-	}
-	if err := renameOutput(f.Name(), p.final, force); err != nil {
-		return "", err
-	}
-	p.done = true
-	if err := syncDir(filepath.Dir(p.final)); err != nil {
+	if err := p.install(force); err != nil {
 		return "", err
 	}
 	sidecar := fmt.Sprintf("%s  %s\n", sum, filepath.Base(p.final))
@@ -161,6 +187,20 @@ func (p *pendingOutput) Commit(sum string, force bool) (string, error) {
 		return "", fmt.Errorf("write %q: %w", p.final+".sha256", err)
 	}
 	return sum, nil
+}
+
+// install closes the synced temporary file and renames it to its final
+// name, which it replaces only with force.
+func (p *pendingOutput) install(force bool) error {
+	f := p.file
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %q: %w", f.Name(), err)
+	}
+	if err := renameOutput(f.Name(), p.final, force); err != nil {
+		return err
+	}
+	p.done = true
+	return syncDir(filepath.Dir(p.final))
 }
 
 // hashFile is the sha256 of the whole of f, in hex.

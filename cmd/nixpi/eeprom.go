@@ -8,17 +8,17 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/google/renameio/v2"
 	"github.com/spf13/pflag"
 
+	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/eeprom"
 	"github.com/nixpi/nixpi/internal/inputfile"
 )
 
-const eepromUsage = `usage: nixpi eeprom config IMAGE [--out FILE]
-       nixpi eeprom config IMAGE --config FILE [--digest SIGFILE] [--pubkey PEM] --out OUT
-       nixpi eeprom config IMAGE --set KEY=VALUE [--set ...] [--config FILE] --out OUT
-       nixpi eeprom digest IMAGE --out SIG [--timestamp N]
+const eepromUsage = `usage: nixpi eeprom config IMAGE [--out FILE] [--force]
+       nixpi eeprom config IMAGE --config FILE [--digest SIGFILE] [--pubkey PEM] --out OUT [--force]
+       nixpi eeprom config IMAGE --set KEY=VALUE [--set ...] [--config FILE] --out OUT [--force]
+       nixpi eeprom digest IMAGE --out SIG [--timestamp N] [--force]
 
 Reads or changes a Raspberry Pi 4 bootloader EEPROM image (pieeprom-*.bin).
 Images written are byte-identical to what rpi-eeprom-config writes.
@@ -31,6 +31,10 @@ config   print bootconf.txt (or write it to --out); with --config and/or --set,
          rpi-eeprom-digest -k for the --config file and the RSA public key.
 digest   write the .sig for a staged update: sha256 and "ts: N", N from
          --timestamp, else SOURCE_DATE_EPOCH, else now.
+
+--out is written as build writes its card: never over an input, an existing
+file only with --force, and atomically (the old file or the new one, never
+half of one).
 `
 
 func runEeprom(c *cli, args []string) int {
@@ -79,6 +83,7 @@ func (c *cli) eepromConfig(args []string) int {
 	digestFile := flags.StringP("digest", "d", "", "signed boot: bootconf.sig made by rpi-eeprom-digest -k for --config")
 	pubkeyFile := flags.StringP("pubkey", "p", "", "signed boot: the RSA-2048 public key (PEM) to store")
 	sets := flags.StringArray("set", nil, "KEY=VALUE to set in the config (repeatable)")
+	force := flags.Bool("force", false, "replace --out if it exists")
 	imagePath, code, done := c.parseEepromFlags(flags, args)
 	if done {
 		return code
@@ -103,6 +108,14 @@ func (c *cli) eepromConfig(args []string) int {
 		return c.eepromUsage("eeprom config: writing an image needs --out OUT")
 	}
 
+	inputs := []builder.Input{{What: "IMAGE", Path: imagePath}, {What: "the --config file", Path: *configFile},
+		{What: "the --digest file", Path: *digestFile}, {What: "the --pubkey file", Path: *pubkeyFile}}
+	if writing {
+		// Refused before anything is read or changed.
+		if err := builder.CheckOutput(*out, *force, inputs...); err != nil {
+			return c.fail(fmt.Errorf("eeprom config: cannot write --out: %w", err))
+		}
+	}
 	im, err := loadImage(imagePath)
 	if err != nil {
 		return c.fail(err)
@@ -112,7 +125,7 @@ func (c *cli) eepromConfig(args []string) int {
 			if sameFile(*out, imagePath) {
 				return c.fail(fmt.Errorf("eeprom config: --out %q is IMAGE itself and would be replaced by its config: to change the image, pass --config or --set too", *out))
 			}
-			return c.writeOut(*out, im.Config())
+			return c.writeOut("config", *out, im.Config(), *force, builder.Input{What: "IMAGE", Path: imagePath})
 		}
 		if _, err := c.stdout.Write(im.Config()); err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
@@ -160,13 +173,14 @@ func (c *cli) eepromConfig(args []string) int {
 	if err != nil || string(back.Config()) != string(cfg) {
 		return c.fail(fmt.Errorf("eeprom config: the new image does not read back as written (%v); nothing written", err))
 	}
-	return c.writeOut(*out, result)
+	return c.writeOut("config", *out, result, *force, inputs...)
 }
 
 func (c *cli) eepromDigest(args []string) int {
 	flags := pflag.NewFlagSet("digest", pflag.ContinueOnError)
 	out := flags.StringP("out", "o", "", "the .sig file to write (pieeprom.sig)")
 	timestamp := flags.String("timestamp", "", "update timestamp, Unix seconds (default SOURCE_DATE_EPOCH, else now)")
+	force := flags.Bool("force", false, "replace --out if it exists")
 	imagePath, code, done := c.parseEepromFlags(flags, args)
 	if done {
 		return code
@@ -192,7 +206,7 @@ func (c *cli) eepromDigest(args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	return c.writeOut(*out, eeprom.Digest(im.Bytes(), ts))
+	return c.writeOut("digest", *out, eeprom.Digest(im.Bytes(), ts), *force, builder.Input{What: "IMAGE", Path: imagePath})
 }
 
 // maxEepromFile bounds the small files eeprom config takes (a config, a
@@ -218,11 +232,15 @@ func loadImage(path string) (*eeprom.Image, error) {
 	return im, nil
 }
 
-// writeOut replaces path atomically, so an interrupted run leaves the old
-// file or the new one, never half of one.
-func (c *cli) writeOut(path string, data []byte) int {
-	if err := renameio.WriteFile(path, data, 0o644); err != nil {
-		return c.fail(fmt.Errorf("eeprom: write %q: %w", path, err))
+// writeOut writes path by build's rules for OUT (builder.CheckOutput,
+// builder.WriteFile): never an input, an existing file only with force,
+// atomically.
+func (c *cli) writeOut(sub, path string, data []byte, force bool, inputs ...builder.Input) int {
+	if err := builder.CheckOutput(path, force, inputs...); err != nil {
+		return c.fail(fmt.Errorf("eeprom %s: cannot write --out: %w", sub, err))
+	}
+	if err := builder.WriteFile(path, data, force); err != nil {
+		return c.fail(fmt.Errorf("eeprom %s: write %q: %w", sub, path, err))
 	}
 	return exitOK
 }
