@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"runtime"
 	"strings"
 
@@ -98,6 +99,19 @@ func IsURL(src string) bool {
 	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://")
 }
 
+// schemeRE matches a URL's scheme (RFC 3986) and "://".
+var schemeRE = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*)://`)
+
+// otherScheme reports a URL scheme other than http(s), so "ftp://…" or
+// "file://…" is refused rather than taken for a file name.
+func otherScheme(src string) (string, bool) {
+	m := schemeRE.FindStringSubmatch(src)
+	if m == nil || IsURL(src) {
+		return "", false
+	}
+	return m[1], true
+}
+
 // Open opens src, finds its checksum (Options.SHA256, else a sidecar
 // src+".sha256") and detects its format from its first bytes. Nothing is
 // decompressed yet.
@@ -118,6 +132,9 @@ func Open(ctx context.Context, src string, opts Options) (*Source, error) {
 			return nil, fmt.Errorf("%s: %w", opts.SHA256Origin, err)
 		}
 		s.Checksum, s.ChecksumOrigin = sum, opts.SHA256Origin
+	}
+	if scheme, ok := otherScheme(src); ok {
+		return nil, fmt.Errorf("base image %q: %s:// URLs are not supported: pass a path or an http(s) URL (download it first with a tool that speaks %s)", src, scheme, scheme)
 	}
 	var err error
 	if IsURL(src) {

@@ -188,7 +188,7 @@ func TestBuildWithoutDeviceBinaries(t *testing.T) {
 
 // badBases are broken base images shared by the bad-input corpus.
 type badBases struct {
-	good, gpt, pi5Only, noSystemd, noFAT, notLinux, truncated, xzTruncated, gzCorrupt, nixpiCard string
+	good, gpt, pi5Only, noSystemd, noFAT, notLinux, truncated, xzTruncated, gzCorrupt, nixpiCard, exFAT string
 }
 
 func writeBadBases(dir string, env map[string]string) (badBases, error) {
@@ -231,6 +231,25 @@ func writeBadBases(dir string, env map[string]string) (badBases, error) {
 		clear(d[img.RootPart.Start+1024 : img.RootPart.Start+2048])
 		return d
 	}); err != nil {
+		return b, err
+	}
+	// Partition 1 (still type 0x0c) formatted exFAT by mkfs.exfat.
+	exfatFS := filepath.Join(dir, "exfat.fs")
+	if err := os.WriteFile(exfatFS, nil, 0o644); err != nil {
+		return b, err
+	}
+	if err := os.Truncate(exfatFS, img.BootPart.Size); err != nil {
+		return b, err
+	}
+	if out, err := exec.Command("mkfs.exfat", exfatFS).CombinedOutput(); err != nil {
+		return b, fmt.Errorf("mkfs.exfat (apt-get install exfatprogs): %v\n%s", err, out)
+	}
+	exfat, err := os.ReadFile(exfatFS)
+	if err != nil {
+		return b, err
+	}
+	os.Remove(exfatFS)
+	if b.exFAT, err = variant("exfat.img", func(d []byte) []byte { copy(d[img.BootPart.Start:], exfat); return d }); err != nil {
 		return b, err
 	}
 	if b.truncated, err = variant("truncated.img", func(d []byte) []byte { return d[:img.RootPart.Start+img.RootPart.Size/2] }); err != nil {
@@ -292,6 +311,7 @@ func TestBuildBadInput(t *testing.T) {
 		env     map[string]string
 		code    int
 		wantMsg []string
+		notWant []string
 		setup   func(t *testing.T, dir string) []string // extra args, e.g. pre-existing OUT
 	}
 	cases := []tc{
@@ -317,6 +337,12 @@ func TestBuildBadInput(t *testing.T) {
 		{name: "config is a character device", base: bases.good, config: "DEVZERO", code: 1, wantMsg: []string{`"/dev/zero" is a character device`}},
 		{name: "config too large", base: bases.good, config: "HUGE", code: 1, wantMsg: []string{"is too large", "at most 1 MiB"}},
 		{name: "sidecar is a FIFO", base: "SIDECAR-FIFO", code: 1, wantMsg: []string{"base.img.sha256", "is a FIFO"}},
+		{name: "exFAT boot partition", base: bases.exFAT, code: 1, wantMsg: []string{"partition 1 is exFAT", "FAT32 boot partitions only"}, notWant: []string{"FAT12/16"}},
+		{name: "server unreachable", base: "http://127.0.0.1:1/raspios.img.xz", code: 1, wantMsg: []string{"cannot reach the server 127.0.0.1:1", "connection refused", "check the URL"}, notWant: []string{"checksum"}},
+		{name: "ftp URL", base: "ftp://example.org/raspios.img.xz", code: 1, wantMsg: []string{"ftp:// URLs are not supported", "http(s) URL"}},
+		{name: "file URL", base: "file:///tmp/raspios.img", code: 1, wantMsg: []string{"file:// URLs are not supported"}},
+		{name: "sidecar lists the base twice", base: "SIDECAR-TWICE", code: 1, wantMsg: []string{`"base.img" is listed twice with different checksums`, "--sha256"}},
+		{name: "unknown timezone", base: bases.good, config: "schema = 1\n[system]\ntimezone = \"Europe/Atlantis\"\n", code: 1, wantMsg: []string{"nixpi.toml:3", "not in the IANA tz database"}},
 		{name: "bad SOURCE_DATE_EPOCH", base: bases.good, env: map[string]string{"SOURCE_DATE_EPOCH": "yesterday"}, code: 1, wantMsg: []string{"SOURCE_DATE_EPOCH", "yesterday"}},
 		{name: "OUT is SRC", base: "OUT", extra: []string{"--force"}, code: 1, wantMsg: []string{"is the base image"}},
 		{name: "OUT exists", base: bases.good, code: 1, wantMsg: []string{"already exists", "--force"},
@@ -345,6 +371,11 @@ func TestBuildBadInput(t *testing.T) {
 				base = filepath.Join(dir, "base.img")
 				copyFileSparse(t, bases.good, base)
 				writeTestFile(t, base+".sha256", wrongSum+"  base.img\n")
+			case "SIDECAR-TWICE":
+				base = filepath.Join(dir, "base.img")
+				copyFileSparse(t, bases.good, base)
+				right := buildertest.FileSHA256(t, base)
+				writeTestFile(t, base+".sha256", right+"  base.img\n"+wrongSum+"  other.img\n"+wrongSum+" *base.img\n")
 			case "SIDECAR-FIFO":
 				base = filepath.Join(dir, "base.img")
 				copyFileSparse(t, bases.good, base)
@@ -394,6 +425,11 @@ func TestBuildBadInput(t *testing.T) {
 			for _, want := range c.wantMsg {
 				if !strings.Contains(r.stderr, want) {
 					t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+				}
+			}
+			for _, no := range c.notWant {
+				if strings.Contains(r.stderr, no) {
+					t.Errorf("stderr says %q:\n%s", no, r.stderr)
 				}
 			}
 			if r.stdout != "" {

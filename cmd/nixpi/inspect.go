@@ -33,6 +33,9 @@ func runInspect(c *cli, args []string) int {
 	if flags.NArg() != 1 {
 		return c.fail(usagef("inspect: want exactly one IMAGE (a card image or a card's device, e.g. /dev/sdX), got %d arguments", flags.NArg()))
 	}
+	if err := checkImageArg(flags.Arg(0)); err != nil {
+		return c.fail(fmt.Errorf("inspect: %w", err))
+	}
 	in, err := builder.Inspect(flags.Arg(0))
 	if err != nil {
 		return c.fail(fmt.Errorf("inspect: %w", err))
@@ -44,7 +47,7 @@ func runInspect(c *cli, args []string) int {
 		if err := enc.Encode(in); err != nil {
 			return c.fail(err)
 		}
-		return exitOK
+		return c.usableCard(in)
 	}
 	// Names, cmdline.txt, the config and the journal come from the card:
 	// rendered whole, then printed with their control characters escaped.
@@ -53,7 +56,20 @@ func runInspect(c *cli, args []string) int {
 	if _, err := io.WriteString(c.stdout, escapeControl(out.String())); err != nil {
 		return c.fail(fmt.Errorf("inspect: %w", err))
 	}
-	return exitOK
+	return c.usableCard(in)
+}
+
+// usableCard is inspect's exit status: 1, saying why, when what it showed
+// is not a card or image nixpi (or a Pi) can use.
+func (c *cli) usableCard(in *builder.Inspection) int {
+	problems := append([]string(nil), in.Problems...)
+	if in.FAT != nil && in.FAT.ConfigError != "" {
+		problems = append(problems, "its nixpi config does not parse: "+in.FAT.ConfigError)
+	}
+	if len(problems) == 0 {
+		return exitOK
+	}
+	return c.fail(fmt.Errorf("inspect: %s is not a usable card: %s", in.Path, strings.Join(problems, "; ")))
 }
 
 // warnReadableSecrets warns when a card image whose config holds a secret

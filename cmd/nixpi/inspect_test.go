@@ -131,6 +131,7 @@ func TestInspectErrors(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	notImage := writeTestFile(t, filepath.Join(dir, "base.img.xz"), "\xfd7zXZ\x00 pretend xz")
+	empty := writeTestFile(t, filepath.Join(dir, "empty.img"), "")
 	gptDir := t.TempDir()
 	gpt := writeTestFixture(t, gptDir, fixture.Options{Table: fixture.TableGPT})
 	for _, tc := range []struct {
@@ -146,7 +147,9 @@ func TestInspectErrors(t *testing.T) {
 		{"missing", []string{"inspect", filepath.Join(dir, "nope.img")}, exitFailure, "no such file", ""},
 		{"directory", []string{"inspect", dir}, exitFailure, "is a directory", ""},
 		{"compressed", []string{"inspect", notImage}, exitFailure, "decompress it first", ""},
-		{"GPT", []string{"inspect", gpt.Path}, exitOK, "", "problem: GPT partition table"},
+		{"GPT", []string{"inspect", gpt.Path}, exitFailure, "is not a usable card: GPT partition table", "problem: GPT partition table"},
+		{"empty", []string{"inspect", empty}, exitFailure, "is empty: not a card image", ""},
+		{"character device", []string{"inspect", "/dev/null"}, exitFailure, `"/dev/null" is a character device`, ""},
 	} {
 		r := runNixpiEnv(t, nil, tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stdout, tc.out) {

@@ -37,6 +37,9 @@ func runReport(c *cli, args []string) int {
 		return c.fail(usagef("report: want exactly one IMAGE or DEVICE (e.g. /dev/sdX for the card), got %d arguments", flags.NArg()))
 	}
 	path := flags.Arg(0)
+	if err := checkImageArg(path); err != nil {
+		return c.fail(fmt.Errorf("report: %w", err))
+	}
 	card, err := readCardJournal(path)
 	if err != nil {
 		return c.fail(fmt.Errorf("report: %w", err))
@@ -64,6 +67,9 @@ func runReport(c *cli, args []string) int {
 	}
 	if _, err := io.WriteString(c.stdout, escapeControl(out.String())); err != nil {
 		return c.fail(fmt.Errorf("report: %w", err))
+	}
+	if len(j.Entries) == 0 && j.Skipped > 0 {
+		return c.fail(fmt.Errorf("report: %q: no line of %s/%s is a journal entry: the file is damaged or not a nixpi journal", path, journal.Dir, journal.JournalFile))
 	}
 	return exitOK
 }

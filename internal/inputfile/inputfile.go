@@ -29,7 +29,7 @@ func Read(path, what string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%q is %s, not a regular file: pass %s as a file", path, kind(st.Mode()), what)
+		return nil, fmt.Errorf("%q is %s, not a regular file: pass %s as a file", path, Kind(st.Mode()), what)
 	}
 	if st.Size() > max {
 		return nil, tooLarge(path, what, max)
@@ -74,7 +74,9 @@ func size(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-func kind(m fs.FileMode) string {
+// Kind names what a file that is not a regular one is, for messages:
+// "a FIFO", "a character device".
+func Kind(m fs.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "a directory"
