@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io/fs"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/nixpi/nixpi/assets"
@@ -50,6 +51,9 @@ type Options struct {
 	Progress func(done, total int64)
 	// Log, when set, receives one line per phase.
 	Log func(msg string)
+	// Warn, when set, receives what the user must hear even when Log is
+	// quiet: a base that nothing verifies.
+	Warn func(msg string)
 
 	// predictRoot replaces predictRoot in tests.
 	predictRoot func(*baseimage.Base) rootGuess
@@ -135,6 +139,8 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	defer src.Close()
 	if src.Checksum != "" {
 		baseSHA256 <- src.Checksum
+	} else {
+		warnf(opts, "%s", unverifiedWarning(opts.Base))
 	}
 	files := cardFiles{epoch: opts.Epoch, config: cfgCanonical, manifest: m}
 
@@ -158,6 +164,9 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	m.Base = ManifestBase{SHA256: copied.InputSHA256, Format: copied.Format.String()}
+	if src.Checksum == "" {
+		warnf(opts, "the unverified base's sha256 is %s: compare it with the one its publisher lists", copied.InputSHA256)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -216,6 +225,23 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	return &Result{Out: opts.Out, SHA256: sum, Manifest: m, Private: mode == modePrivate}, nil
+}
+
+func warnf(opts Options, format string, args ...any) {
+	if opts.Warn != nil {
+		opts.Warn(fmt.Sprintf(format, args...))
+	}
+}
+
+// unverifiedWarning says that nothing checks base, what that risks and how
+// to verify it.
+func unverifiedWarning(base string) string {
+	risk, https := "a damaged or substituted file would go unnoticed", ""
+	if strings.HasPrefix(base, "http://") {
+		risk, https = "it comes over plain http, so anyone between you and the server can change it unnoticed", ", and use https"
+	}
+	return fmt.Sprintf("nothing verifies the base image %s (no --sha256, no %s.sha256 beside it): %s; "+
+		"pass --sha256 with the checksum its publisher lists (Raspberry Pi publishes one beside every image)%s", base, base, risk, https)
 }
 
 // carriesSecret says whether cfg holds a secret (a Wi-Fi key, a password

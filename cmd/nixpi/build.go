@@ -63,6 +63,7 @@ func runBuild(c *cli, args []string) int {
 	if dir := c.getenv("NIXPI_DEVICE_BINARIES"); dir != "" {
 		opts.DeviceBinary = deviceBinariesFrom(dir)
 	}
+	opts.Warn = func(msg string) { fmt.Fprintln(c.stderr, "nixpi build: warning:", msg) }
 	if !quiet {
 		opts.Log = func(msg string) { fmt.Fprintln(c.stderr, "nixpi build:", msg) }
 		if f, ok := c.stderr.(*os.File); ok {

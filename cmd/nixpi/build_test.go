@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -148,7 +150,15 @@ func TestBuildCLI(t *testing.T) {
 		}
 	}
 
+	// Nothing verified this base: said, with how to verify.
+	if !strings.Contains(r.stderr, "warning: nothing verifies the base image "+img.Path) || !strings.Contains(r.stderr, "pass --sha256") ||
+		!strings.Contains(r.stderr, "the unverified base's sha256 is "+buildertest.FileSHA256(t, img.Path)) {
+		t.Errorf("build of an unverified base does not warn:\n%s", r.stderr)
+	}
+
 	// --quiet prints only the sha256; --force replaces; same bytes again.
+	// A sidecar now verifies the base, so there is nothing to warn about.
+	writeTestFile(t, img.Path+".sha256", buildertest.FileSHA256(t, img.Path)+"  base.img\n")
 	r2 := runNixpiEnv(t, env, "build", "--quiet", "--force", "--base", img.Path, "--config", cfg, "--out", out)
 	if r2.code != exitOK || r2.stderr != "" || r2.stdout != r.stdout {
 		t.Errorf("rebuild with --quiet --force: exit %d, stdout %q (want %q), stderr %q", r2.code, r2.stdout, r.stdout, r2.stderr)
@@ -529,6 +539,28 @@ func TestBuildInterrupted(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want 1 and \"interrupted\"", code, stderr.String())
 	}
 	assertNoOutput(t, dir, before)
+}
+
+// A base over plain http that nothing verifies builds, with a warning that
+// says so even with --quiet, and how to verify it.
+func TestBuildWarnsUnverifiedHTTPBase(t *testing.T) {
+	t.Parallel()
+	env := deviceBinariesEnv(t)
+	dir := t.TempDir()
+	img := writeTestFixture(t, dir, fixture.Options{})
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir))) // no base.img.sha256: 404
+	defer srv.Close()
+	cfg := writeTestFile(t, filepath.Join(t.TempDir(), "nixpi.toml"), buildTestConfig)
+	r := runNixpiEnv(t, env, "build", "-q", "--base", srv.URL+"/base.img", "--config", cfg, "--out", filepath.Join(t.TempDir(), "card.img"))
+	if r.code != exitOK {
+		t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{"warning: nothing verifies the base image " + srv.URL + "/base.img", "plain http", "pass --sha256", "use https",
+		"sha256 is " + buildertest.FileSHA256(t, img.Path)} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
 }
 
 // A config nobody can log in with still builds, but says so.
