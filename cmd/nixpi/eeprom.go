@@ -76,14 +76,28 @@ func (c *cli) parseEepromFlags(flags *pflag.FlagSet, args []string) (image strin
 	return flags.Arg(0), 0, false
 }
 
-func (c *cli) eepromConfig(args []string) int {
+// eepromConfigArgs are eeprom config's flags.
+type eepromConfigArgs struct {
+	config, out, digest, pubkey string
+	sets                        []string
+	force                       bool
+}
+
+func eepromConfigFlags(a *eepromConfigArgs) *pflag.FlagSet {
 	flags := pflag.NewFlagSet("config", pflag.ContinueOnError)
-	configFile := flags.StringP("config", "c", "", "bootloader config to put into the image")
-	out := flags.StringP("out", "o", "", "output file (the new image, or the config when only reading)")
-	digestFile := flags.StringP("digest", "d", "", "signed boot: bootconf.sig made by rpi-eeprom-digest -k for --config")
-	pubkeyFile := flags.StringP("pubkey", "p", "", "signed boot: the RSA-2048 public key (PEM) to store")
-	sets := flags.StringArray("set", nil, "KEY=VALUE to set in the config (repeatable)")
-	force := flags.Bool("force", false, "replace --out if it exists")
+	flags.StringVarP(&a.config, "config", "c", "", "bootloader config to put into the image")
+	flags.StringVarP(&a.out, "out", "o", "", "output file (the new image, or the config when only reading)")
+	flags.StringVarP(&a.digest, "digest", "d", "", "signed boot: bootconf.sig made by rpi-eeprom-digest -k for --config")
+	flags.StringVarP(&a.pubkey, "pubkey", "p", "", "signed boot: the RSA-2048 public key (PEM) to store")
+	flags.StringArrayVar(&a.sets, "set", nil, "KEY=VALUE to set in the config (repeatable)")
+	flags.BoolVar(&a.force, "force", false, "replace --out if it exists")
+	return flags
+}
+
+func (c *cli) eepromConfig(args []string) int {
+	var a eepromConfigArgs
+	flags := eepromConfigFlags(&a)
+	configFile, out, digestFile, pubkeyFile, sets, force := &a.config, &a.out, &a.digest, &a.pubkey, &a.sets, &a.force
 	imagePath, code, done := c.parseEepromFlags(flags, args)
 	if done {
 		return code
@@ -176,11 +190,24 @@ func (c *cli) eepromConfig(args []string) int {
 	return c.writeOut("config", *out, result, *force, inputs...)
 }
 
-func (c *cli) eepromDigest(args []string) int {
+// eepromDigestArgs are eeprom digest's flags.
+type eepromDigestArgs struct {
+	out, timestamp string
+	force          bool
+}
+
+func eepromDigestFlags(a *eepromDigestArgs) *pflag.FlagSet {
 	flags := pflag.NewFlagSet("digest", pflag.ContinueOnError)
-	out := flags.StringP("out", "o", "", "the .sig file to write (pieeprom.sig)")
-	timestamp := flags.String("timestamp", "", "update timestamp, Unix seconds (default SOURCE_DATE_EPOCH, else now)")
-	force := flags.Bool("force", false, "replace --out if it exists")
+	flags.StringVarP(&a.out, "out", "o", "", "the .sig file to write (pieeprom.sig)")
+	flags.StringVar(&a.timestamp, "timestamp", "", "update timestamp, Unix seconds (default SOURCE_DATE_EPOCH, else now)")
+	flags.BoolVar(&a.force, "force", false, "replace --out if it exists")
+	return flags
+}
+
+func (c *cli) eepromDigest(args []string) int {
+	var a eepromDigestArgs
+	flags := eepromDigestFlags(&a)
+	out, timestamp, force := &a.out, &a.timestamp, &a.force
 	imagePath, code, done := c.parseEepromFlags(flags, args)
 	if done {
 		return code

@@ -13,22 +13,25 @@ import (
 	"github.com/nixpi/nixpi/firstboot/config"
 )
 
-func runInspect(c *cli, args []string) int {
+func inspectFlags(asJSON *bool) *pflag.FlagSet {
 	flags := pflag.NewFlagSet("inspect", pflag.ContinueOnError)
-	flags.SetOutput(c.stderr)
-	asJSON := flags.Bool("json", false, "print JSON instead of text")
-	flags.Usage = func() {
-		fmt.Fprintln(c.stderr, "usage: nixpi inspect IMAGE [--json]")
-		fmt.Fprintln(c.stderr, "\nShows an image's or card's partitions, boot partition, first-boot hook, nixpi config")
-		fmt.Fprintln(c.stderr, "(secrets redacted), manifest and, once the card has been in a Pi, its install journal.")
-		fmt.Fprintln(c.stderr, "\nflags:")
-		flags.PrintDefaults()
+	flags.BoolVar(asJSON, "json", false, "print JSON instead of text")
+	return flags
+}
+
+func runInspect(c *cli, args []string) int {
+	asJSON := new(bool)
+	flags := inspectFlags(asJSON)
+	usage := func(w io.Writer) {
+		fmt.Fprintln(w, "usage: nixpi inspect IMAGE [--json]")
+		fmt.Fprintln(w, "\nShows an image's or card's partitions, boot partition, first-boot hook, nixpi config")
+		fmt.Fprintln(w, "(secrets redacted), manifest and, once the card has been in a Pi, its install journal.")
+		fmt.Fprintln(w, "Exits 1, saying why, when the image is not a usable card.")
+		fmt.Fprintln(w, "\nflags:")
+		fmt.Fprint(w, flags.FlagUsages())
 	}
-	if err := flags.Parse(args); err != nil {
-		if err == pflag.ErrHelp {
-			return exitOK
-		}
-		return c.fail(usagef("inspect: %v", err))
+	if code, done := c.parseFlags(flags, args, usage); done {
+		return code
 	}
 	if flags.NArg() != 1 {
 		return c.fail(usagef("inspect: want exactly one IMAGE (a card image or a card's device, e.g. /dev/sdX), got %d arguments", flags.NArg()))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,23 +14,25 @@ import (
 	"github.com/nixpi/nixpi/firstboot/journal"
 )
 
-func runReport(c *cli, args []string) int {
+func reportFlags(showLog, raw *bool) *pflag.FlagSet {
 	flags := pflag.NewFlagSet("report", pflag.ContinueOnError)
-	flags.SetOutput(c.stderr)
-	showLog := flags.Bool("log", false, "also print nixpi/install.log (every command the Pi ran)")
-	raw := flags.Bool("json", false, "print the journal's JSON lines as they are")
-	flags.Usage = func() {
-		fmt.Fprintln(c.stderr, "usage: nixpi report IMAGE|DEVICE [--log] [--json]")
-		fmt.Fprintln(c.stderr, "\nPrints the install journal a Pi wrote to the card's FAT partition (nixpi/journal.jsonl),")
-		fmt.Fprintln(c.stderr, "as nixpi-firstboot status does on the Pi. Opens the image or card read-only.")
-		fmt.Fprintln(c.stderr, "\nflags:")
-		flags.PrintDefaults()
+	flags.BoolVar(showLog, "log", false, "also print nixpi/install.log (every command the Pi ran)")
+	flags.BoolVar(raw, "json", false, "print the journal's JSON lines as they are")
+	return flags
+}
+
+func runReport(c *cli, args []string) int {
+	showLog, raw := new(bool), new(bool)
+	flags := reportFlags(showLog, raw)
+	usage := func(w io.Writer) {
+		fmt.Fprintln(w, "usage: nixpi report IMAGE|DEVICE [--log] [--json]")
+		fmt.Fprintln(w, "\nPrints the install journal a Pi wrote to the card's FAT partition (nixpi/journal.jsonl),")
+		fmt.Fprintln(w, "as nixpi-firstboot status does on the Pi. Opens the image or card read-only.")
+		fmt.Fprintln(w, "\nflags:")
+		fmt.Fprint(w, flags.FlagUsages())
 	}
-	if err := flags.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		return c.fail(usagef("report: %v", err))
+	if code, done := c.parseFlags(flags, args, usage); done {
+		return code
 	}
 	if flags.NArg() != 1 {
 		return c.fail(usagef("report: want exactly one IMAGE or DEVICE (e.g. /dev/sdX for the card), got %d arguments", flags.NArg()))
