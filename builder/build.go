@@ -115,6 +115,9 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		Config:       ManifestInput{SHA256: sha256Hex(cfgRaw)},
 	}
 
+	for _, line := range removeLeftovers(opts.Out) {
+		logf("%s", line)
+	}
 	mode := modeShared
 	if carriesSecret(cfg) {
 		mode = modePrivate

@@ -9,9 +9,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/renameio/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/nixpi/nixpi/firstboot/config"
 )
 
 // tempPattern names the temporary file next to OUT, so a leftover one (only
@@ -138,8 +141,47 @@ func createPending(out string, mode os.FileMode) (*pendingOutput, error) {
 		if err != nil {
 			return nil, fmt.Errorf("create temporary output next to %q: %w", out, err)
 		}
+		// Held until the process ends, however it ends: the next build
+		// tells a live build's file from a killed one's by it.
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			os.Remove(name)
+			return nil, fmt.Errorf("lock temporary output %q: %w", name, err)
+		}
 		return &pendingOutput{final: out, file: f}, nil
 	}
+}
+
+// staleAfter is how old an unlocked temporary file must be before it is
+// removed: a file this old cannot be one a build has just created and not
+// locked yet.
+const staleAfter = time.Minute
+
+// removeLeftovers removes the temporary files that builds killed by
+// SIGKILL or a power cut left in OUT's directory: those no live process
+// holds locked. A recent unlocked one is only named. It returns one line
+// per file, for the log.
+func removeLeftovers(out string) []string {
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(out), tempPattern))
+	var lines []string
+	for _, name := range matches {
+		f, err := os.Open(name)
+		if err != nil {
+			continue
+		}
+		st, statErr := f.Stat()
+		locked := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil
+		switch {
+		case locked || statErr != nil || !st.Mode().IsRegular():
+			// Another build is writing it (or it is not ours to judge).
+		case time.Since(st.ModTime()) < staleAfter:
+			lines = append(lines, fmt.Sprintf("%s was left by an interrupted build: the next build removes it, or remove it yourself", name))
+		case os.Remove(name) == nil:
+			lines = append(lines, fmt.Sprintf("removed %s (%s), left by a build that was killed", name, config.Size(st.Size()).Approx()))
+		}
+		f.Close()
+	}
+	return lines
 }
 
 // Path is the temporary file's path.
