@@ -9,7 +9,7 @@ OUT ?= out
 
 # Debian packages: what `make demo` needs, and what the tests need on top.
 DEMO_PACKAGES := e2fsprogs dosfstools mtools fdisk util-linux xz-utils
-TEST_PACKAGES := $(DEMO_PACKAGES) gdisk btrfs-progs zstd gzip zip unzip python3 \
+TEST_PACKAGES := $(DEMO_PACKAGES) gdisk btrfs-progs exfatprogs zstd gzip zip unzip python3 \
 	qemu-user-static qemu-system-arm binfmt-support mmdebstrap arch-test debian-archive-keyring \
 	nix-bin
 

@@ -16,7 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
+	"reflect"
+	"strings"
 	"time"
 
 	"github.com/nixpi/nixpi/assets"
@@ -50,6 +51,9 @@ type Options struct {
 	Progress func(done, total int64)
 	// Log, when set, receives one line per phase.
 	Log func(msg string)
+	// Warn, when set, receives what the user must hear even when Log is
+	// quiet: a base that nothing verifies.
+	Warn func(msg string)
 
 	// predictRoot replaces predictRoot in tests.
 	predictRoot func(*baseimage.Base) rootGuess
@@ -65,6 +69,9 @@ type Result struct {
 	// Early says whether the boot partition written while the base was
 	// decoded is the card's.
 	Early Early
+	// Private says Out is readable by its owner only (mode 0600): the
+	// config on its FAT carries a secret.
+	Private bool
 }
 
 // Build writes opts.Out. On any error, or when ctx is cancelled, nothing is
@@ -89,7 +96,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 
 	// The config is checked first: it is the cheapest input to get wrong.
-	cfgRaw, cfgCanonical, err := readConfig(opts.Config, logf)
+	cfg, cfgRaw, cfgCanonical, err := readConfig(opts.Config, logf)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +106,14 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		Config:       ManifestInput{SHA256: sha256Hex(cfgRaw)},
 	}
 
-	out, err := createPending(opts.Out)
+	for _, line := range removeLeftovers(opts.Out) {
+		logf("%s", line)
+	}
+	mode := modeShared
+	if carriesSecret(cfg) {
+		mode = modePrivate
+	}
+	out, err := createPending(opts.Out, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +133,8 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	defer src.Close()
 	if src.Checksum != "" {
 		baseSHA256 <- src.Checksum
+	} else {
+		warnf(opts, "%s", unverifiedWarning(opts.Base))
 	}
 	files := cardFiles{epoch: opts.Epoch, config: cfgCanonical, manifest: m}
 
@@ -137,6 +153,9 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		early.finish(nil, "")
 		return nil, err
 	}
+	if src.Checksum == "" {
+		warnf(opts, "the unverified base's sha256 is %s: compare it with the one its publisher lists", copied.InputSHA256)
+	}
 	facts, used, err := early.finish(func() (*baseimage.Base, error) {
 		facts, err := identifyBase(ctx, out.file)
 		if err == nil {
@@ -147,7 +166,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Out: opts.Out, Decoder: copied.Decoder, Early: used}
+	res := &Result{Out: opts.Out, Decoder: copied.Decoder, Early: used, Private: mode == modePrivate}
 	if used == EarlyUsed {
 		m, res.SHA256 = early.manifest, early.sum
 	} else {
@@ -176,23 +195,46 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 
 // readConfig reads and validates the install config: as given, and
 // canonical (what goes onto the card).
-func readConfig(path string, logf func(format string, args ...any)) (raw, canonical []byte, err error) {
-	raw, err = os.ReadFile(path)
+func readConfig(path string, logf func(format string, args ...any)) (cfg *config.Config, raw, canonical []byte, err error) {
+	raw, err = config.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, fmt.Errorf("read config: %w (`nixpi config init > nixpi.toml` writes an example to start from)", err)
+		return nil, nil, nil, fmt.Errorf("read config: %w (`nixpi config init > nixpi.toml` writes an example to start from)", err)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("read config: %w", err)
+		return nil, nil, nil, fmt.Errorf("read config: %w", err)
 	}
-	cfg, err := config.Parse(path, raw)
+	cfg, err = config.Parse(path, raw)
 	if err != nil {
-		return nil, nil, fmt.Errorf("config: %w", err)
+		return nil, nil, nil, fmt.Errorf("config: %w", err)
 	}
 	for _, w := range cfg.Warnings() {
 		logf("warning: %s", w)
 	}
 	if canonical, err = config.Encode(cfg); err != nil {
-		return nil, nil, fmt.Errorf("config: encode: %w", err)
+		return nil, nil, nil, fmt.Errorf("config: encode: %w", err)
 	}
-	return raw, canonical, nil
+	return cfg, raw, canonical, nil
+}
+
+func warnf(opts Options, format string, args ...any) {
+	if opts.Warn != nil {
+		opts.Warn(fmt.Sprintf(format, args...))
+	}
+}
+
+// unverifiedWarning says that nothing checks base, what that risks and how
+// to verify it.
+func unverifiedWarning(base string) string {
+	risk, https := "a damaged or substituted file would go unnoticed", ""
+	if strings.HasPrefix(base, "http://") {
+		risk, https = "it comes over plain http, so anyone between you and the server can change it unnoticed", ", and use https"
+	}
+	return fmt.Sprintf("nothing verifies the base image %s (no --sha256, no %s.sha256 beside it): %s; "+
+		"pass --sha256 with the checksum its publisher lists (Raspberry Pi publishes one beside every image)%s", base, base, risk, https)
+}
+
+// carriesSecret says whether cfg holds a secret (a Wi-Fi key, a password
+// hash): redacting it changes it.
+func carriesSecret(cfg *config.Config) bool {
+	return !reflect.DeepEqual(cfg, cfg.Redacted())
 }

@@ -10,10 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/source"
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
-	"golang.org/x/sys/unix"
 )
 
 // earlyCard writes the card's boot partition while the base is still being

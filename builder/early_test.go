@@ -287,7 +287,7 @@ func TestCopyDataRestoreRegion(t *testing.T) {
 		size = 8 * mib
 	)
 	dir := t.TempDir()
-	out, err := createPending(filepath.Join(dir, "card.img"))
+	out, err := createPending(filepath.Join(dir, "card.img"), modeShared)
 	if err != nil {
 		t.Fatal(err)
 	}

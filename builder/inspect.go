@@ -50,13 +50,15 @@ type FATReport struct {
 	HookPresent bool `json:"hook_present"`
 	// Arm64 is config.txt's effective arm_64bit for a Pi 4, set on line
 	// Arm64Line (0: not set).
-	Arm64       bool            `json:"arm_64bit"`
-	Arm64Line   int             `json:"arm_64bit_line,omitempty"`
-	NixpiFiles  []string        `json:"nixpi_files,omitempty"`
-	Config      string          `json:"config,omitempty"` // redacted TOML
-	ConfigError string          `json:"config_error,omitempty"`
-	Manifest    *Manifest       `json:"manifest,omitempty"`
-	Journal     *JournalSummary `json:"journal,omitempty"`
+	Arm64       bool     `json:"arm_64bit"`
+	Arm64Line   int      `json:"arm_64bit_line,omitempty"`
+	NixpiFiles  []string `json:"nixpi_files,omitempty"`
+	Config      string   `json:"config,omitempty"` // redacted TOML
+	ConfigError string   `json:"config_error,omitempty"`
+	// CarriesSecrets says the config holds a secret (shown redacted).
+	CarriesSecrets bool            `json:"carries_secrets,omitempty"`
+	Manifest       *Manifest       `json:"manifest,omitempty"`
+	Journal        *JournalSummary `json:"journal,omitempty"`
 }
 
 // JournalSummary is the device's install journal in short.
@@ -209,7 +211,7 @@ func inspectFAT(f *os.File, p1 baseimage.Partition) (*FATReport, error) {
 		}
 	}
 	if b, ok := readFile(cardpath.Config); ok {
-		r.Config, r.ConfigError = redactedConfig(b)
+		r.Config, r.CarriesSecrets, r.ConfigError = redactedConfig(b)
 	}
 	if b, ok := readFile(cardpath.Manifest); ok {
 		if m, err := ParseManifest(b); err != nil {
@@ -252,16 +254,16 @@ func cmdlineHasHook(cmdline string, m *Manifest) bool {
 // redactedConfig parses the card's nixpi.toml and renders it without
 // secrets. A file that does not parse is not shown (it may hold secrets in a
 // shape the redaction does not know); its error is.
-func redactedConfig(data []byte) (shown, problem string) {
+func redactedConfig(data []byte) (shown string, secret bool, problem string) {
 	cfg, err := config.Parse(cardpath.Config, data)
 	if err != nil {
-		return "", err.Error()
+		return "", false, err.Error()
 	}
 	out, err := config.Encode(cfg.Redacted())
 	if err != nil {
-		return "", err.Error()
+		return "", false, err.Error()
 	}
-	return string(out), ""
+	return string(out), carriesSecret(cfg), ""
 }
 
 func summarizeJournal(j *journal.Journal) *JournalSummary {

@@ -4,30 +4,43 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/renameio/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/nixpi/nixpi/firstboot/config"
 )
 
 // tempPattern names the temporary file next to OUT, so a leftover one (only
 // possible after SIGKILL or a power cut) says what it is.
 const tempPattern = ".nixpi-build-*.tmp"
 
-// checkOutput refuses an OUT that would lose data: an existing file without
-// force, the base image itself, a directory, or a missing directory.
-func checkOutput(out, base string, force bool) error {
+// Input is a file an output may never replace; What names it in messages
+// ("the base image", "IMAGE").
+type Input struct{ What, Path string }
+
+// CheckOutput applies the rules every output file of nixpi follows: it is
+// none of the inputs, not a directory or a device, in a directory that
+// exists, and not an existing file unless force. URL inputs are skipped.
+func CheckOutput(out string, force bool, inputs ...Input) error {
 	if out == "" {
 		return errors.New("no output path: pass --out OUT")
 	}
-	if isURL(base) {
-		// Nothing local to overwrite.
-	} else if same, err := samePath(out, base); err != nil {
-		return err
-	} else if same {
-		return fmt.Errorf("output %q is the base image: nixpi never overwrites its input, choose another --out", out)
+	for _, in := range inputs {
+		if in.Path == "" || isURL(in.Path) {
+			continue // nothing local to overwrite
+		}
+		if same, err := samePath(out, in.Path); err != nil {
+			return err
+		} else if same {
+			return fmt.Errorf("output %q is %s: nixpi never overwrites its input, choose another --out", out, in.What)
+		}
 	}
 	dir := filepath.Dir(out)
 	if st, err := os.Stat(dir); err != nil {
@@ -44,11 +57,36 @@ func checkOutput(out, base string, force bool) error {
 	case st.IsDir():
 		return fmt.Errorf("output %q is a directory: pass a file name", out)
 	case !st.Mode().IsRegular():
-		return fmt.Errorf("output %q is not a regular file (a device?): nixpi build writes image files; flash them with dd or rpi-imager", out)
+		return fmt.Errorf("output %q is not a regular file (a device?): nixpi writes files; copy one to a device with dd or rpi-imager", out)
 	case !force:
 		return fmt.Errorf("output %q already exists: pass --force to replace it", out)
 	}
 	return nil
+}
+
+// checkOutput is CheckOutput for a build's OUT.
+func checkOutput(out, base string, force bool) error {
+	return CheckOutput(out, force, Input{"the base image", base})
+}
+
+// WriteFile writes a small output (not a card) by the same rules as OUT:
+// under a temporary name next to path, synced, then renamed over it, so an
+// interruption leaves the old file or the new one; an existing path is
+// replaced only with force. Its mode follows the umask. Call CheckOutput
+// first.
+func WriteFile(path string, data []byte, force bool) error {
+	p, err := createPending(path, modeShared)
+	if err != nil {
+		return err
+	}
+	defer p.Discard()
+	if _, err := p.file.Write(data); err != nil {
+		return fmt.Errorf("write %q: %w", p.Path(), err)
+	}
+	if err := p.file.Sync(); err != nil {
+		return fmt.Errorf("sync %q: %w", p.Path(), err)
+	}
+	return p.install(force)
 }
 
 // samePath says whether a and b name the same file: equal absolute paths,
@@ -83,12 +121,67 @@ type pendingOutput struct {
 	done  bool
 }
 
-func createPending(out string) (*pendingOutput, error) {
-	f, err := os.CreateTemp(filepath.Dir(out), tempPattern)
-	if err != nil {
-		return nil, fmt.Errorf("create temporary output next to %q: %w", out, err)
+// Modes of OUT: a card that carries a secret (a Wi-Fi key, a password hash)
+// is for its owner only; any other file follows the umask, like cp's.
+const (
+	modePrivate os.FileMode = 0o600
+	modeShared  os.FileMode = 0o666
+)
+
+// createPending creates OUT's temporary file with mode (less the umask),
+// so a private card is never readable by others, not even while written.
+func createPending(out string, mode os.FileMode) (*pendingOutput, error) {
+	dir := filepath.Dir(out)
+	for {
+		name := filepath.Join(dir, strings.Replace(tempPattern, "*", strconv.FormatUint(uint64(rand.Uint32()), 10), 1))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, mode)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create temporary output next to %q: %w", out, err)
+		}
+		// Held until the process ends, however it ends: the next build
+		// tells a live build's file from a killed one's by it.
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			os.Remove(name)
+			return nil, fmt.Errorf("lock temporary output %q: %w", name, err)
+		}
+		return &pendingOutput{final: out, file: f}, nil
 	}
-	return &pendingOutput{final: out, file: f}, nil
+}
+
+// staleAfter is how old an unlocked temporary file must be before it is
+// removed: a file this old cannot be one a build has just created and not
+// locked yet.
+const staleAfter = time.Minute
+
+// removeLeftovers removes the temporary files that builds killed by
+// SIGKILL or a power cut left in OUT's directory: those no live process
+// holds locked. A recent unlocked one is only named. It returns one line
+// per file, for the log.
+func removeLeftovers(out string) []string {
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(out), tempPattern))
+	var lines []string
+	for _, name := range matches {
+		f, err := os.Open(name)
+		if err != nil {
+			continue
+		}
+		st, statErr := f.Stat()
+		locked := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil
+		switch {
+		case locked || statErr != nil || !st.Mode().IsRegular():
+			// Another build is writing it (or it is not ours to judge).
+		case time.Since(st.ModTime()) < staleAfter:
+			lines = append(lines, fmt.Sprintf("%s was left by an interrupted build: the next build removes it, or remove it yourself", name))
+		case os.Remove(name) == nil:
+			lines = append(lines, fmt.Sprintf("removed %s (%s), left by a build that was killed", name, config.Size(st.Size()).Approx()))
+		}
+		f.Close()
+	}
+	return lines
 }
 
 // Path is the temporary file's path.
@@ -128,17 +221,7 @@ func (p *pendingOutput) Commit(sum string, force bool) (string, error) {
 	if hashErr != nil {
 		return "", hashErr
 	}
-	if err := f.Chmod(0o644); err != nil {
-		return "", fmt.Errorf("chmod %q: %w", f.Name(), err)
-	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("close %q: %w", f.Name(), err)
-	}
-	if err := renameOutput(f.Name(), p.final, force); err != nil {
-		return "", err
-	}
-	p.done = true
-	if err := syncDir(filepath.Dir(p.final)); err != nil {
+	if err := p.install(force); err != nil {
 		return "", err
 	}
 	sidecar := fmt.Sprintf("%s  %s\n", sum, filepath.Base(p.final))
@@ -146,6 +229,20 @@ func (p *pendingOutput) Commit(sum string, force bool) (string, error) {
 		return "", fmt.Errorf("write %q: %w", p.final+".sha256", err)
 	}
 	return sum, nil
+}
+
+// install closes the synced temporary file and renames it to its final
+// name, which it replaces only with force.
+func (p *pendingOutput) install(force bool) error {
+	f := p.file
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %q: %w", f.Name(), err)
+	}
+	if err := renameOutput(f.Name(), p.final, force); err != nil {
+		return err
+	}
+	p.done = true
+	return syncDir(filepath.Dir(p.final))
 }
 
 // hashFile is the sha256 of the whole of f, in hex.

@@ -3,6 +3,7 @@ package builder
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,7 +59,7 @@ func TestPendingOutputCommit(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	out := filepath.Join(dir, "card.img")
-	p, err := createPending(out)
+	p, err := createPending(out, modeShared)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +89,53 @@ func TestPendingOutputCommit(t *testing.T) {
 	assertOnly(t, dir, "card.img", "card.img.sha256")
 }
 
+// A card with a secret is 0600 from its creation; anything else, and the
+// .sha256 beside it, follows the umask.
+func TestPendingOutputModes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	probe := filepath.Join(dir, "probe")
+	if err := os.WriteFile(probe, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	umasked := fileMode(t, probe)
+	for _, tc := range []struct {
+		mode, want os.FileMode
+	}{{modePrivate, 0o600}, {modeShared, umasked}} {
+		out := filepath.Join(dir, fmt.Sprintf("card-%o.img", tc.mode))
+		p, err := createPending(out, tc.mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fileMode(t, p.Path()); got != tc.want {
+			t.Errorf("temporary file for mode %o: %o, want %o", tc.mode, got, tc.want)
+		}
+		if _, err := p.Commit("", false); err != nil {
+			t.Fatal(err)
+		}
+		if got := fileMode(t, out); got != tc.want {
+			t.Errorf("OUT for mode %o: %o, want %o", tc.mode, got, tc.want)
+		}
+		if got := fileMode(t, out+".sha256"); got != umasked {
+			t.Errorf("OUT.sha256: %o, want the umask's %o", got, umasked)
+		}
+	}
+}
+
+func fileMode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Mode().Perm()
+}
+
 func TestPendingOutputCommitDoesNotReplaceWithoutForce(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	out := filepath.Join(dir, "card.img")
-	p, err := createPending(out)
+	p, err := createPending(out, modeShared)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +153,7 @@ func TestPendingOutputCommitDoesNotReplaceWithoutForce(t *testing.T) {
 	}
 	assertOnly(t, dir, "card.img")
 
-	p, err = createPending(out)
+	p, err = createPending(out, modeShared)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +167,7 @@ func TestPendingOutputCommitDoesNotReplaceWithoutForce(t *testing.T) {
 func TestPendingOutputDiscard(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	p, err := createPending(filepath.Join(dir, "card.img"))
+	p, err := createPending(filepath.Join(dir, "card.img"), modeShared)
 	if err != nil {
 		t.Fatal(err)
 	}

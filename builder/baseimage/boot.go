@@ -21,6 +21,8 @@ func inspectBoot(r io.ReaderAt, b *Base) error {
 		return fmt.Errorf("%w: partition 1 (type 0x%02x) holds no filesystem boot sector", ErrNoFAT, p.Type)
 	}
 	switch {
+	case bytes.HasPrefix(bs[3:], []byte("EXFAT   ")):
+		return fmt.Errorf("%w: partition 1 is exFAT; nixpi edits FAT32 boot partitions only (the Pi's firmware boots from FAT32)", ErrNoFAT)
 	case bytes.HasPrefix(bs[0x52:], []byte("FAT32")):
 	case bytes.HasPrefix(bs[0x36:], []byte("FAT1")):
 		return fmt.Errorf("%w: partition 1 is %s; nixpi edits FAT32 boot partitions only", ErrNoFAT, strings.TrimSpace(string(bs[0x36:0x3e])))

@@ -37,7 +37,10 @@ func parseBootSector(b []byte) (*bootSector, error) {
 	if bs.totalSectors == 0 {
 		bs.totalSectors = int64(le.Uint32(b[32:36]))
 	}
-	if bs.sectorsPerFAT != 0 || string(b[82:87]) != "FAT32" {
+	switch {
+	case string(b[3:11]) == "EXFAT   ":
+		return nil, fmt.Errorf("exFAT, not FAT32 (exFAT boot partitions are not supported: the Pi's firmware boots from FAT32)")
+	case bs.sectorsPerFAT != 0 || string(b[82:87]) != "FAT32":
 		return nil, fmt.Errorf("not FAT32 (FAT12/16 boot partitions are not supported)")
 	}
 	bs.sectorsPerFAT = int64(le.Uint32(b[36:40]))

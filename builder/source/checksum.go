@@ -68,12 +68,20 @@ func parseSidecar(data []byte, src string) (string, error) {
 		return entries[0].sum, nil
 	}
 	base := baseName(src)
+	found := ""
 	for _, e := range entries {
-		if baseName(e.name) == base {
-			return e.sum, nil
+		if baseName(e.name) != base {
+			continue
 		}
+		if found != "" && found != e.sum {
+			return "", fmt.Errorf("%q is listed twice with different checksums (%s and %s): the checksum file is damaged or mixes two releases; download it again or pass --sha256", base, found, e.sum)
+		}
+		found = e.sum
 	}
-	return "", fmt.Errorf("%d checksums but none for %q", len(entries), base)
+	if found == "" {
+		return "", fmt.Errorf("%d checksums but none for %q", len(entries), base)
+	}
+	return found, nil
 }
 
 func baseName(name string) string {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+
+	"github.com/nixpi/nixpi/firstboot/inputfile"
 )
 
 // maxSidecar bounds how much of a .sha256 file is read.
@@ -21,7 +23,7 @@ func (s *Source) openURL(ctx context.Context) error {
 	}
 	resp, err := s.get(ctx, s.Name)
 	if err != nil {
-		return fmt.Errorf("download base image: %w", err)
+		return unreachable(s.Name, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
@@ -55,7 +57,9 @@ func (s *Source) fetchSidecar(ctx context.Context) error {
 	sidecar := u.String()
 	resp, err := s.get(ctx, sidecar)
 	if err != nil {
-		return fmt.Errorf("download checksum file: %w", err)
+		// Asked first, so a server that cannot be reached fails here: say
+		// that, not that the checksum file is at fault.
+		return unreachable(s.Name, err)
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
@@ -65,15 +69,33 @@ func (s *Source) fetchSidecar(ctx context.Context) error {
 	default:
 		return fmt.Errorf("download checksum file %q: HTTP %s (pass --sha256 to give the checksum yourself)", sidecar, resp.Status)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxSidecar))
+	data, err := inputfile.ReadAll(resp.Body, sidecar, "a sha256sum checksum file", maxSidecar)
 	if err != nil {
-		return fmt.Errorf("download checksum file %q: %w", sidecar, err)
+		return fmt.Errorf("download checksum file: %w", err)
 	}
 	if s.Checksum, err = parseSidecar(data, s.Name); err != nil {
 		return fmt.Errorf("checksum file %q: %w", sidecar, err)
 	}
 	s.ChecksumOrigin = sidecar
 	return nil
+}
+
+// unreachable is the error for a request that got no HTTP answer at all:
+// the name does not resolve, nothing listens, TLS fails, or it timed out.
+func unreachable(rawURL string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	host := rawURL
+	if u, perr := url.Parse(rawURL); perr == nil {
+		host = u.Host
+	}
+	// The request's own URL (the checksum file's, maybe) would only confuse.
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err
+	}
+	return fmt.Errorf("download base image %q: cannot reach the server %s: %w: check the URL and your network", rawURL, host, err)
 }
 
 func (s *Source) get(ctx context.Context, rawURL string) (*http.Response, error) {

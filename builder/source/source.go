@@ -11,8 +11,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"runtime"
 	"strings"
+
+	"github.com/nixpi/nixpi/firstboot/inputfile"
 )
 
 // Options tune Open. The zero value works: sidecar checksum if present,
@@ -97,6 +100,19 @@ func IsURL(src string) bool {
 	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://")
 }
 
+// schemeRE matches a URL's scheme (RFC 3986) and "://".
+var schemeRE = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*)://`)
+
+// otherScheme reports a URL scheme other than http(s), so "ftp://…" or
+// "file://…" is refused rather than taken for a file name.
+func otherScheme(src string) (string, bool) {
+	m := schemeRE.FindStringSubmatch(src)
+	if m == nil || IsURL(src) {
+		return "", false
+	}
+	return m[1], true
+}
+
 // Open opens src, finds its checksum (Options.SHA256, else a sidecar
 // src+".sha256") and detects its format from its first bytes. Nothing is
 // decompressed yet.
@@ -117,6 +133,9 @@ func Open(ctx context.Context, src string, opts Options) (*Source, error) {
 			return nil, fmt.Errorf("%s: %w", opts.SHA256Origin, err)
 		}
 		s.Checksum, s.ChecksumOrigin = sum, opts.SHA256Origin
+	}
+	if scheme, ok := otherScheme(src); ok {
+		return nil, fmt.Errorf("base image %q: %s:// URLs are not supported: pass a path or an http(s) URL (download it first with a tool that speaks %s)", src, scheme, scheme)
 	}
 	var err error
 	if IsURL(src) {
@@ -159,7 +178,7 @@ func (s *Source) openFile() error {
 	s.input = f
 	if s.Checksum == "" {
 		sidecar := s.Name + ".sha256"
-		data, err := os.ReadFile(sidecar)
+		data, err := inputfile.Read(sidecar, "a sha256sum checksum file", maxSidecar)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 		case err != nil:

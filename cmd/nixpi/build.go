@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,34 +15,36 @@ import (
 	"github.com/nixpi/nixpi/assets"
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/builder/source"
+	"github.com/nixpi/nixpi/firstboot/inputfile"
 )
 
-func runBuild(c *cli, args []string) int {
+func buildFlags(opts *builder.Options, quiet *bool) *pflag.FlagSet {
 	flags := pflag.NewFlagSet("build", pflag.ContinueOnError)
-	flags.SetOutput(c.stderr)
-	var opts builder.Options
-	var quiet bool
 	flags.StringVar(&opts.Base, "base", "", "Raspberry Pi OS image: path or http(s) URL; raw, .xz, .gz, .zst or .zip")
 	flags.StringVar(&opts.Config, "config", "", "install config (nixpi.toml); 'nixpi config init' writes an example")
 	flags.StringVar(&opts.Out, "out", "", "card image to write")
 	flags.StringVar(&opts.SHA256, "sha256", "", "expected sha256 of --base (default: the sidecar BASE.sha256 when present)")
 	flags.BoolVar(&opts.Force, "force", false, "replace --out if it exists")
-	flags.BoolVarP(&quiet, "quiet", "q", false, "print only the result")
-	flags.Usage = func() {
-		fmt.Fprintln(c.stderr, "usage: nixpi build --base SRC --config nixpi.toml --out OUT [--sha256 HEX] [--force] [--quiet]")
-		fmt.Fprintln(c.stderr, "\nWrites OUT, a copy of the Raspberry Pi OS image SRC whose boot partition installs NixOS")
-		fmt.Fprintln(c.stderr, "onto the Pi's USB SSD on first boot.")
-		fmt.Fprintln(c.stderr, "\nenvironment:")
-		fmt.Fprintln(c.stderr, "  SOURCE_DATE_EPOCH      time of every file written (default: the newest file time on the base's boot partition)")
-		fmt.Fprintln(c.stderr, "  NIXPI_DEVICE_BINARIES  directory with nixpi-firstboot-linux-arm64 and -arm to use instead of the embedded ones")
-		fmt.Fprintln(c.stderr, "\nflags:")
-		flags.PrintDefaults()
+	flags.BoolVarP(quiet, "quiet", "q", false, "print only the result (and warnings)")
+	return flags
+}
+
+func runBuild(c *cli, args []string) int {
+	var opts builder.Options
+	var quiet bool
+	flags := buildFlags(&opts, &quiet)
+	usage := func(w io.Writer) {
+		fmt.Fprintln(w, "usage: nixpi build --base SRC --config nixpi.toml --out OUT [--sha256 HEX] [--force] [--quiet]")
+		fmt.Fprintln(w, "\nWrites OUT, a copy of the Raspberry Pi OS image SRC whose boot partition installs NixOS")
+		fmt.Fprintln(w, "onto the Pi's USB SSD on first boot.")
+		fmt.Fprintln(w, "\nenvironment:")
+		fmt.Fprintln(w, "  SOURCE_DATE_EPOCH      time of every file written (default: the newest file time on the base's boot partition)")
+		fmt.Fprintln(w, "  NIXPI_DEVICE_BINARIES  directory with nixpi-firstboot-linux-arm64 and -arm to use instead of the embedded ones")
+		fmt.Fprintln(w, "\nflags:")
+		fmt.Fprint(w, flags.FlagUsages())
 	}
-	if err := flags.Parse(args); err != nil {
-		if err == pflag.ErrHelp {
-			return exitOK
-		}
-		return c.fail(usagef("build: %v", err))
+	if code, done := c.parseFlags(flags, args, usage); done {
+		return code
 	}
 	if flags.NArg() != 0 {
 		return c.fail(usagef("build: unexpected argument %q: pass the base image with --base", flags.Arg(0)))
@@ -62,6 +65,7 @@ func runBuild(c *cli, args []string) int {
 	if dir := c.getenv("NIXPI_DEVICE_BINARIES"); dir != "" {
 		opts.DeviceBinary = deviceBinariesFrom(dir)
 	}
+	opts.Warn = func(msg string) { fmt.Fprintln(c.stderr, "nixpi build: warning:", msg) }
 	if !quiet {
 		opts.Log = func(msg string) { fmt.Fprintln(c.stderr, "nixpi build:", msg) }
 		if f, ok := c.stderr.(*os.File); ok {
@@ -77,16 +81,24 @@ func runBuild(c *cli, args []string) int {
 	}
 	fmt.Fprintf(c.stdout, "%s  %s\n", res.SHA256, res.Out)
 	if !quiet {
-		fmt.Fprintf(c.stderr, "nixpi build: wrote %s and %s.sha256: flash it to an SD card, put it in the Pi with the USB SSD attached, and power on\n", res.Out, res.Out)
+		private := ""
+		if res.Private {
+			private = " (mode 0600: it holds a Wi-Fi key or a password hash; keep it to yourself)"
+		}
+		fmt.Fprintf(c.stderr, "nixpi build: wrote %s%s and %s.sha256: flash it to an SD card, put it in the Pi with the USB SSD attached, and power on\n", res.Out, private, res.Out)
 	}
 	return exitOK
 }
+
+// maxDeviceBinary bounds a nixpi-firstboot binary read from
+// NIXPI_DEVICE_BINARIES: several times the real one.
+const maxDeviceBinary = 256 << 20
 
 // deviceBinariesFrom serves device binaries from dir instead of the ones
 // embedded at build time (for testing a freshly built nixpi-firstboot).
 func deviceBinariesFrom(dir string) func(goarch string) ([]byte, error) {
 	return func(goarch string) ([]byte, error) {
-		b, err := os.ReadFile(filepath.Join(dir, assets.DeviceBinaryName(goarch)))
+		b, err := inputfile.Read(filepath.Join(dir, assets.DeviceBinaryName(goarch)), "a device binary", maxDeviceBinary)
 		if err != nil {
 			return nil, fmt.Errorf("NIXPI_DEVICE_BINARIES: %w", err)
 		}

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/nixpi/nixpi/assets"
@@ -122,6 +126,13 @@ func TestBuildCLI(t *testing.T) {
 		t.Fatalf("nixpi build: exit %d\n%s", r.code, r.stderr)
 	}
 	card := buildertest.CheckCard(t, img.Path, out)
+	// The config carries a Wi-Fi key and a password hash: owner only.
+	if st, err := os.Stat(out); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("card with secrets: %v, %v; want mode 0600", st.Mode(), err)
+	}
+	if !strings.Contains(r.stderr, "(mode 0600: it holds a Wi-Fi key or a password hash") {
+		t.Errorf("build's last line does not say the card is private:\n%s", r.stderr)
+	}
 	side, err := os.ReadFile(out + ".sha256")
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +150,15 @@ func TestBuildCLI(t *testing.T) {
 		}
 	}
 
+	// Nothing verified this base: said, with how to verify.
+	if !strings.Contains(r.stderr, "warning: nothing verifies the base image "+img.Path) || !strings.Contains(r.stderr, "pass --sha256") ||
+		!strings.Contains(r.stderr, "the unverified base's sha256 is "+buildertest.FileSHA256(t, img.Path)) {
+		t.Errorf("build of an unverified base does not warn:\n%s", r.stderr)
+	}
+
 	// --quiet prints only the sha256; --force replaces; same bytes again.
+	// A sidecar now verifies the base, so there is nothing to warn about.
+	writeTestFile(t, img.Path+".sha256", buildertest.FileSHA256(t, img.Path)+"  base.img\n")
 	r2 := runNixpiEnv(t, env, "build", "--quiet", "--force", "--base", img.Path, "--config", cfg, "--out", out)
 	if r2.code != exitOK || r2.stderr != "" || r2.stdout != r.stdout {
 		t.Errorf("rebuild with --quiet --force: exit %d, stdout %q (want %q), stderr %q", r2.code, r2.stdout, r.stdout, r2.stderr)
@@ -179,7 +198,7 @@ func TestBuildWithoutDeviceBinaries(t *testing.T) {
 
 // badBases are broken base images shared by the bad-input corpus.
 type badBases struct {
-	good, gpt, pi5Only, noSystemd, noFAT, notLinux, truncated, xzTruncated, gzCorrupt, nixpiCard string
+	good, gpt, pi5Only, noSystemd, noFAT, notLinux, truncated, xzTruncated, gzCorrupt, nixpiCard, exFAT string
 }
 
 func writeBadBases(dir string, env map[string]string) (badBases, error) {
@@ -222,6 +241,25 @@ func writeBadBases(dir string, env map[string]string) (badBases, error) {
 		clear(d[img.RootPart.Start+1024 : img.RootPart.Start+2048])
 		return d
 	}); err != nil {
+		return b, err
+	}
+	// Partition 1 (still type 0x0c) formatted exFAT by mkfs.exfat.
+	exfatFS := filepath.Join(dir, "exfat.fs")
+	if err := os.WriteFile(exfatFS, nil, 0o644); err != nil {
+		return b, err
+	}
+	if err := os.Truncate(exfatFS, img.BootPart.Size); err != nil {
+		return b, err
+	}
+	if out, err := exec.Command("mkfs.exfat", exfatFS).CombinedOutput(); err != nil {
+		return b, fmt.Errorf("mkfs.exfat (apt-get install exfatprogs): %v\n%s", err, out)
+	}
+	exfat, err := os.ReadFile(exfatFS)
+	if err != nil {
+		return b, err
+	}
+	os.Remove(exfatFS)
+	if b.exFAT, err = variant("exfat.img", func(d []byte) []byte { copy(d[img.BootPart.Start:], exfat); return d }); err != nil {
 		return b, err
 	}
 	if b.truncated, err = variant("truncated.img", func(d []byte) []byte { return d[:img.RootPart.Start+img.RootPart.Size/2] }); err != nil {
@@ -283,6 +321,7 @@ func TestBuildBadInput(t *testing.T) {
 		env     map[string]string
 		code    int
 		wantMsg []string
+		notWant []string
 		setup   func(t *testing.T, dir string) []string // extra args, e.g. pre-existing OUT
 	}
 	cases := []tc{
@@ -304,6 +343,16 @@ func TestBuildBadInput(t *testing.T) {
 		{name: "config bad size", base: bases.good, config: "schema = 1\n[layout]\nboot_size = \"500MB\"\n", code: 1, wantMsg: []string{"nixpi.toml:3", "500MB"}},
 		{name: "config wrong type", base: bases.good, config: "schema = 1\n[target]\nwipe = \"yes\"\n", code: 1, wantMsg: []string{"nixpi.toml:3", "wipe"}},
 		{name: "config missing", base: bases.good, config: "MISSING", code: 1, wantMsg: []string{"read config", "no such file"}},
+		{name: "config is a FIFO", base: bases.good, config: "FIFO", code: 1, wantMsg: []string{"is a FIFO, not a regular file", "install config"}},
+		{name: "config is a character device", base: bases.good, config: "DEVZERO", code: 1, wantMsg: []string{`"/dev/zero" is a character device`}},
+		{name: "config too large", base: bases.good, config: "HUGE", code: 1, wantMsg: []string{"is too large", "at most 1 MiB"}},
+		{name: "sidecar is a FIFO", base: "SIDECAR-FIFO", code: 1, wantMsg: []string{"base.img.sha256", "is a FIFO"}},
+		{name: "exFAT boot partition", base: bases.exFAT, code: 1, wantMsg: []string{"partition 1 is exFAT", "FAT32 boot partitions only"}, notWant: []string{"FAT12/16"}},
+		{name: "server unreachable", base: "http://127.0.0.1:1/raspios.img.xz", code: 1, wantMsg: []string{"cannot reach the server 127.0.0.1:1", "connection refused", "check the URL"}, notWant: []string{"checksum"}},
+		{name: "ftp URL", base: "ftp://example.org/raspios.img.xz", code: 1, wantMsg: []string{"ftp:// URLs are not supported", "http(s) URL"}},
+		{name: "file URL", base: "file:///tmp/raspios.img", code: 1, wantMsg: []string{"file:// URLs are not supported"}},
+		{name: "sidecar lists the base twice", base: "SIDECAR-TWICE", code: 1, wantMsg: []string{`"base.img" is listed twice with different checksums`, "--sha256"}},
+		{name: "unknown timezone", base: bases.good, config: "schema = 1\n[system]\ntimezone = \"Europe/Atlantis\"\n", code: 1, wantMsg: []string{"nixpi.toml:3", "not in the IANA tz database"}},
 		{name: "bad SOURCE_DATE_EPOCH", base: bases.good, env: map[string]string{"SOURCE_DATE_EPOCH": "yesterday"}, code: 1, wantMsg: []string{"SOURCE_DATE_EPOCH", "yesterday"}},
 		{name: "OUT is SRC", base: "OUT", extra: []string{"--force"}, code: 1, wantMsg: []string{"is the base image"}},
 		{name: "OUT exists", base: bases.good, code: 1, wantMsg: []string{"already exists", "--force"},
@@ -332,6 +381,15 @@ func TestBuildBadInput(t *testing.T) {
 				base = filepath.Join(dir, "base.img")
 				copyFileSparse(t, bases.good, base)
 				writeTestFile(t, base+".sha256", wrongSum+"  base.img\n")
+			case "SIDECAR-TWICE":
+				base = filepath.Join(dir, "base.img")
+				copyFileSparse(t, bases.good, base)
+				right := buildertest.FileSHA256(t, base)
+				writeTestFile(t, base+".sha256", right+"  base.img\n"+wrongSum+"  other.img\n"+wrongSum+" *base.img\n")
+			case "SIDECAR-FIFO":
+				base = filepath.Join(dir, "base.img")
+				copyFileSparse(t, bases.good, base)
+				mkfifo(t, base+".sha256")
 			case "OUT":
 				copyFileSparse(t, bases.good, out)
 				base = out
@@ -341,6 +399,12 @@ func TestBuildBadInput(t *testing.T) {
 			case "NONE":
 			case "MISSING":
 				args = append(args, "--config", filepath.Join(dir, "missing.toml"))
+			case "FIFO":
+				args = append(args, "--config", mkfifo(t, filepath.Join(dir, "nixpi.toml")))
+			case "DEVZERO":
+				args = append(args, "--config", "/dev/zero")
+			case "HUGE":
+				args = append(args, "--config", writeTestFile(t, filepath.Join(dir, "nixpi.toml"), buildTestConfig+strings.Repeat("# padding\n", 200_000)))
 			case "":
 				args = append(args, "--config", writeTestFile(t, filepath.Join(dir, "nixpi.toml"), buildTestConfig))
 			default:
@@ -373,6 +437,11 @@ func TestBuildBadInput(t *testing.T) {
 					t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
 				}
 			}
+			for _, no := range c.notWant {
+				if strings.Contains(r.stderr, no) {
+					t.Errorf("stderr says %q:\n%s", no, r.stderr)
+				}
+			}
 			if r.stdout != "" {
 				t.Errorf("a failed build printed to stdout: %q", r.stdout)
 			}
@@ -385,6 +454,34 @@ func TestBuildBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// umask is the process's umask, read without changing it.
+func umask(t *testing.T) os.FileMode {
+	t.Helper()
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return os.FileMode(m)
+		}
+	}
+	t.Fatal("no Umask in /proc/self/status")
+	return 0
+}
+
+func mkfifo(t *testing.T, path string) string {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // writeSparseFile writes data leaving all-zero 64 KiB blocks as holes, so test
@@ -444,6 +541,28 @@ func TestBuildInterrupted(t *testing.T) {
 	assertNoOutput(t, dir, before)
 }
 
+// A base over plain http that nothing verifies builds, with a warning that
+// says so even with --quiet, and how to verify it.
+func TestBuildWarnsUnverifiedHTTPBase(t *testing.T) {
+	t.Parallel()
+	env := deviceBinariesEnv(t)
+	dir := t.TempDir()
+	img := writeTestFixture(t, dir, fixture.Options{})
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir))) // no base.img.sha256: 404
+	defer srv.Close()
+	cfg := writeTestFile(t, filepath.Join(t.TempDir(), "nixpi.toml"), buildTestConfig)
+	r := runNixpiEnv(t, env, "build", "-q", "--base", srv.URL+"/base.img", "--config", cfg, "--out", filepath.Join(t.TempDir(), "card.img"))
+	if r.code != exitOK {
+		t.Fatalf("build: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{"warning: nothing verifies the base image " + srv.URL + "/base.img", "plain http", "pass --sha256", "use https",
+		"sha256 is " + buildertest.FileSHA256(t, img.Path)} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+}
+
 // A config nobody can log in with still builds, but says so.
 func TestBuildWarnsAboutConfig(t *testing.T) {
 	t.Parallel()
@@ -457,5 +576,14 @@ func TestBuildWarnsAboutConfig(t *testing.T) {
 	}
 	if !strings.Contains(r.stderr, "warning: no [[users]]") {
 		t.Errorf("build of a config without users did not warn:\n%s", r.stderr)
+	}
+	// No secret on it: the card follows the umask.
+	for _, p := range []string{filepath.Join(dir, "card.img"), filepath.Join(dir, "card.img.sha256")} {
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o666&^umask(t) {
+			t.Errorf("%s: %v, %v; want mode %o", p, st.Mode(), err, 0o666&^umask(t))
+		}
+	}
+	if strings.Contains(r.stderr, "0600") {
+		t.Errorf("a card without secrets is called private:\n%s", r.stderr)
 	}
 }

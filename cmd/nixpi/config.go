@@ -38,6 +38,10 @@ func runConfig(c *cli, args []string) int {
 	}
 	switch sub, rest := args[0], args[1:]; sub {
 	case "init":
+		if wantsHelp(rest) {
+			fmt.Fprint(c.stdout, configUsage)
+			return exitOK
+		}
 		if len(rest) != 0 {
 			return c.configUsage("config init takes no arguments; redirect its output: nixpi config init > nixpi.toml")
 		}
@@ -47,7 +51,7 @@ func runConfig(c *cli, args []string) int {
 		}
 		return exitOK
 	case "check":
-		if len(rest) == 1 && (rest[0] == "-h" || rest[0] == "--help") {
+		if wantsHelp(rest) {
 			fmt.Fprint(c.stdout, configUsage)
 			return exitOK
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/inputfile"
 	"github.com/nixpi/nixpi/firstboot/nixos"
 )
 
@@ -24,13 +25,13 @@ import (
 // `config nixos` do, returning the raw text too, for line numbers.
 func (c *cli) loadConfig(path string) (name string, data []byte, err error) {
 	if path == "-" {
-		data, err = io.ReadAll(c.stdin)
+		data, err = inputfile.ReadAll(c.stdin, "standard input", config.What, config.MaxFileSize)
 		if err != nil {
 			return "<stdin>", nil, fmt.Errorf("read standard input: %w", err)
 		}
 		return "<stdin>", data, nil
 	}
-	data, err = os.ReadFile(path)
+	data, err = config.ReadFile(path)
 	if err != nil {
 		return path, nil, fmt.Errorf("read config: %w", err)
 	}
@@ -40,7 +41,7 @@ func (c *cli) loadConfig(path string) (name string, data []byte, err error) {
 // printProblems prints config problems compiler-style and returns exit 1.
 func (c *cli) printProblems(name string, problems config.Errors, again string) int {
 	for _, p := range problems {
-		fmt.Fprintln(c.stderr, p)
+		fmt.Fprintln(c.stderr, escapeControl(p.Error()))
 	}
 	fmt.Fprintf(c.stderr, "nixpi: %s: %d problem(s); fix them and run `%s` again\n", name, len(problems), again)
 	return exitFailure

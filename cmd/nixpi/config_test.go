@@ -98,6 +98,7 @@ func TestConfigCheckStdinAndSecrets(t *testing.T) {
 func TestConfigUsageAndFailures(t *testing.T) {
 	t.Parallel()
 	missing := filepath.Join(t.TempDir(), "missing.toml")
+	fifo := mkfifo(t, filepath.Join(t.TempDir(), "nixpi.toml"))
 	tests := []struct {
 		args []string
 		code int
@@ -110,12 +111,24 @@ func TestConfigUsageAndFailures(t *testing.T) {
 		{[]string{"config", "init", "x"}, exitUsage, "config init takes no arguments"},
 		{[]string{"config", "--bogus"}, exitUsage, "unknown flag: --bogus"},
 		{[]string{"config", "check", missing}, exitFailure, "config check: read config: open " + missing},
+		{[]string{"config", "check", "/dev/zero"}, exitFailure, `"/dev/zero" is a character device, not a regular file: pass an install config as a file`},
+		{[]string{"config", "check", fifo}, exitFailure, "is a FIFO"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runNixpi(t, "", tt.args...)
 		if code != tt.code || !strings.Contains(stderr, tt.want) {
 			t.Errorf("nixpi %s: exit %d, stderr %q; want exit %d and %q", strings.Join(tt.args, " "), code, stderr, tt.code, tt.want)
 		}
+	}
+	endless, err := os.Open("/dev/zero")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer endless.Close()
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"config", "check", "-"}, endless, &stdout, &stderr, func(string) string { return "" }); code != exitFailure ||
+		!strings.Contains(stderr.String(), "standard input is too large: an install config is at most 1 MiB") {
+		t.Errorf("config check - < /dev/zero: exit %d, stderr %q", code, stderr.String())
 	}
 	if code, stdout, _ := runNixpi(t, "", "config", "--help"); code != exitOK || !strings.Contains(stdout, "usage: nixpi config init") {
 		t.Errorf("config --help: exit %d, %q", code, stdout)

@@ -8,16 +8,17 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/google/renameio/v2"
 	"github.com/spf13/pflag"
 
+	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/eeprom"
+	"github.com/nixpi/nixpi/firstboot/inputfile"
 )
 
-const eepromUsage = `usage: nixpi eeprom config IMAGE [--out FILE]
-       nixpi eeprom config IMAGE --config FILE [--digest SIGFILE] [--pubkey PEM] --out OUT
-       nixpi eeprom config IMAGE --set KEY=VALUE [--set ...] [--config FILE] --out OUT
-       nixpi eeprom digest IMAGE --out SIG [--timestamp N]
+const eepromUsage = `usage: nixpi eeprom config IMAGE [--out FILE] [--force]
+       nixpi eeprom config IMAGE --config FILE [--digest SIGFILE] [--pubkey PEM] --out OUT [--force]
+       nixpi eeprom config IMAGE --set KEY=VALUE [--set ...] [--config FILE] --out OUT [--force]
+       nixpi eeprom digest IMAGE --out SIG [--timestamp N] [--force]
 
 Reads or changes a Raspberry Pi 4 bootloader EEPROM image (pieeprom-*.bin).
 Images written are byte-identical to what rpi-eeprom-config writes.
@@ -30,6 +31,10 @@ config   print bootconf.txt (or write it to --out); with --config and/or --set,
          rpi-eeprom-digest -k for the --config file and the RSA public key.
 digest   write the .sig for a staged update: sha256 and "ts: N", N from
          --timestamp, else SOURCE_DATE_EPOCH, else now.
+
+--out is written as build writes its card: never over an input, an existing
+file only with --force, and atomically (the old file or the new one, never
+half of one).
 `
 
 func runEeprom(c *cli, args []string) int {
@@ -71,13 +76,28 @@ func (c *cli) parseEepromFlags(flags *pflag.FlagSet, args []string) (image strin
 	return flags.Arg(0), 0, false
 }
 
-func (c *cli) eepromConfig(args []string) int {
+// eepromConfigArgs are eeprom config's flags.
+type eepromConfigArgs struct {
+	config, out, digest, pubkey string
+	sets                        []string
+	force                       bool
+}
+
+func eepromConfigFlags(a *eepromConfigArgs) *pflag.FlagSet {
 	flags := pflag.NewFlagSet("config", pflag.ContinueOnError)
-	configFile := flags.StringP("config", "c", "", "bootloader config to put into the image")
-	out := flags.StringP("out", "o", "", "output file (the new image, or the config when only reading)")
-	digestFile := flags.StringP("digest", "d", "", "signed boot: bootconf.sig made by rpi-eeprom-digest -k for --config")
-	pubkeyFile := flags.StringP("pubkey", "p", "", "signed boot: the RSA-2048 public key (PEM) to store")
-	sets := flags.StringArray("set", nil, "KEY=VALUE to set in the config (repeatable)")
+	flags.StringVarP(&a.config, "config", "c", "", "bootloader config to put into the image")
+	flags.StringVarP(&a.out, "out", "o", "", "output file (the new image, or the config when only reading)")
+	flags.StringVarP(&a.digest, "digest", "d", "", "signed boot: bootconf.sig made by rpi-eeprom-digest -k for --config")
+	flags.StringVarP(&a.pubkey, "pubkey", "p", "", "signed boot: the RSA-2048 public key (PEM) to store")
+	flags.StringArrayVar(&a.sets, "set", nil, "KEY=VALUE to set in the config (repeatable)")
+	flags.BoolVar(&a.force, "force", false, "replace --out if it exists")
+	return flags
+}
+
+func (c *cli) eepromConfig(args []string) int {
+	var a eepromConfigArgs
+	flags := eepromConfigFlags(&a)
+	configFile, out, digestFile, pubkeyFile, sets, force := &a.config, &a.out, &a.digest, &a.pubkey, &a.sets, &a.force
 	imagePath, code, done := c.parseEepromFlags(flags, args)
 	if done {
 		return code
@@ -102,6 +122,14 @@ func (c *cli) eepromConfig(args []string) int {
 		return c.eepromUsage("eeprom config: writing an image needs --out OUT")
 	}
 
+	inputs := []builder.Input{{What: "IMAGE", Path: imagePath}, {What: "the --config file", Path: *configFile},
+		{What: "the --digest file", Path: *digestFile}, {What: "the --pubkey file", Path: *pubkeyFile}}
+	if writing {
+		// Refused before anything is read or changed.
+		if err := builder.CheckOutput(*out, *force, inputs...); err != nil {
+			return c.fail(fmt.Errorf("eeprom config: cannot write --out: %w", err))
+		}
+	}
 	im, err := loadImage(imagePath)
 	if err != nil {
 		return c.fail(err)
@@ -111,7 +139,7 @@ func (c *cli) eepromConfig(args []string) int {
 			if sameFile(*out, imagePath) {
 				return c.fail(fmt.Errorf("eeprom config: --out %q is IMAGE itself and would be replaced by its config: to change the image, pass --config or --set too", *out))
 			}
-			return c.writeOut(*out, im.Config())
+			return c.writeOut("config", *out, im.Config(), *force, builder.Input{What: "IMAGE", Path: imagePath})
 		}
 		if _, err := c.stdout.Write(im.Config()); err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
@@ -121,7 +149,7 @@ func (c *cli) eepromConfig(args []string) int {
 
 	cfg := im.Config()
 	if *configFile != "" {
-		if cfg, err = os.ReadFile(*configFile); err != nil {
+		if cfg, err = inputfile.Read(*configFile, "a bootloader config", maxEepromFile); err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
 		}
 	}
@@ -132,7 +160,7 @@ func (c *cli) eepromConfig(args []string) int {
 		return c.fail(fmt.Errorf("eeprom config: %q: %w", imagePath, err))
 	}
 	if *digestFile != "" {
-		sig, err := os.ReadFile(*digestFile)
+		sig, err := inputfile.Read(*digestFile, "a bootconf.sig", maxEepromFile)
 		if err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
 		}
@@ -141,7 +169,7 @@ func (c *cli) eepromConfig(args []string) int {
 		}
 	}
 	if *pubkeyFile != "" {
-		pem, err := os.ReadFile(*pubkeyFile)
+		pem, err := inputfile.Read(*pubkeyFile, "a PEM public key", maxEepromFile)
 		if err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
 		}
@@ -159,13 +187,27 @@ func (c *cli) eepromConfig(args []string) int {
 	if err != nil || string(back.Config()) != string(cfg) {
 		return c.fail(fmt.Errorf("eeprom config: the new image does not read back as written (%v); nothing written", err))
 	}
-	return c.writeOut(*out, result)
+	return c.writeOut("config", *out, result, *force, inputs...)
+}
+
+// eepromDigestArgs are eeprom digest's flags.
+type eepromDigestArgs struct {
+	out, timestamp string
+	force          bool
+}
+
+func eepromDigestFlags(a *eepromDigestArgs) *pflag.FlagSet {
+	flags := pflag.NewFlagSet("digest", pflag.ContinueOnError)
+	flags.StringVarP(&a.out, "out", "o", "", "the .sig file to write (pieeprom.sig)")
+	flags.StringVar(&a.timestamp, "timestamp", "", "update timestamp, Unix seconds (default SOURCE_DATE_EPOCH, else now)")
+	flags.BoolVar(&a.force, "force", false, "replace --out if it exists")
+	return flags
 }
 
 func (c *cli) eepromDigest(args []string) int {
-	flags := pflag.NewFlagSet("digest", pflag.ContinueOnError)
-	out := flags.StringP("out", "o", "", "the .sig file to write (pieeprom.sig)")
-	timestamp := flags.String("timestamp", "", "update timestamp, Unix seconds (default SOURCE_DATE_EPOCH, else now)")
+	var a eepromDigestArgs
+	flags := eepromDigestFlags(&a)
+	out, timestamp, force := &a.out, &a.timestamp, &a.force
 	imagePath, code, done := c.parseEepromFlags(flags, args)
 	if done {
 		return code
@@ -191,8 +233,13 @@ func (c *cli) eepromDigest(args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	return c.writeOut(*out, eeprom.Digest(im.Bytes(), ts))
+	return c.writeOut("digest", *out, eeprom.Digest(im.Bytes(), ts), *force, builder.Input{What: "IMAGE", Path: imagePath})
 }
+
+// maxEepromFile bounds the small files eeprom config takes (a config, a
+// signature, a key): an EEPROM file holds at most eeprom.MaxFileSize bytes,
+// and the bound leaves room for SetConfig to say how much too large one is.
+const maxEepromFile = 64 << 10
 
 func sameFile(a, b string) bool {
 	fa, errA := os.Stat(a)
@@ -201,7 +248,7 @@ func sameFile(a, b string) bool {
 }
 
 func loadImage(path string) (*eeprom.Image, error) {
-	data, err := os.ReadFile(path)
+	data, err := inputfile.Read(path, "a bootloader EEPROM image (a Pi 4's is 512 KiB)", eeprom.MaxImageSize)
 	if err != nil {
 		return nil, fmt.Errorf("eeprom: %w", err)
 	}
@@ -212,11 +259,15 @@ func loadImage(path string) (*eeprom.Image, error) {
 	return im, nil
 }
 
-// writeOut replaces path atomically, so an interrupted run leaves the old
-// file or the new one, never half of one.
-func (c *cli) writeOut(path string, data []byte) int {
-	if err := renameio.WriteFile(path, data, 0o644); err != nil {
-		return c.fail(fmt.Errorf("eeprom: write %q: %w", path, err))
+// writeOut writes path by build's rules for OUT (builder.CheckOutput,
+// builder.WriteFile): never an input, an existing file only with force,
+// atomically.
+func (c *cli) writeOut(sub, path string, data []byte, force bool, inputs ...builder.Input) int {
+	if err := builder.CheckOutput(path, force, inputs...); err != nil {
+		return c.fail(fmt.Errorf("eeprom %s: cannot write --out: %w", sub, err))
+	}
+	if err := builder.WriteFile(path, data, force); err != nil {
+		return c.fail(fmt.Errorf("eeprom %s: write %q: %w", sub, path, err))
 	}
 	return exitOK
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -145,7 +146,7 @@ func TestEepromConfigSet(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("[all]\nBOOT_ORDER=0xf14\nBOOT_UART=0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, _, stderr = runEepromCLI(nil, "config", img, "--config", cfg, "--set", "BOOT_ORDER=0xf41", "--set", "BOOT_UART=1", "--out", out)
+	code, _, stderr = runEepromCLI(nil, "config", img, "--config", cfg, "--set", "BOOT_ORDER=0xf41", "--set", "BOOT_UART=1", "--out", out, "--force")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -176,7 +177,7 @@ func TestEepromDigest(t *testing.T) {
 		{map[string]string{"SOURCE_DATE_EPOCH": "1600000000"}, []string{"--timestamp", "42"}, "42"},
 	} {
 		out := filepath.Join(dir, "pieeprom.sig")
-		code, _, stderr := runEepromCLI(c.env, append([]string{"digest", img, "--out", out}, c.args...)...)
+		code, _, stderr := runEepromCLI(c.env, append([]string{"digest", img, "--out", out, "--force"}, c.args...)...)
 		if code != 0 {
 			t.Fatalf("%v: exit %d: %s", c.args, code, stderr)
 		}
@@ -214,6 +215,10 @@ func TestEepromErrors(t *testing.T) {
 	if err := os.WriteFile(pi5, make([]byte, 2<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	huge := filepath.Join(t.TempDir(), "huge.bin")
+	if err := os.WriteFile(huge, make([]byte, eeprom.MaxImageSize+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(dir, "out")
 	cases := []struct {
 		name string
@@ -246,6 +251,9 @@ func TestEepromErrors(t *testing.T) {
 		{"missing config", nil, []string{"config", img, "--config", filepath.Join(dir, "none.txt"), "--out", out}, 1, "no such file"},
 		{"not a key", nil, []string{"config", img, "--config", filepath.Join(signed, "bootconf.txt"), "--pubkey", filepath.Join(signed, "bootconf.txt"), "--out", out}, 1, "no PEM block"},
 		{"unsigned image", nil, []string{"config", oldImg, "--config", filepath.Join(signed, "bootconf.txt"), "--digest", filepath.Join(signed, "bootconf.sig"), "--out", out}, 1, "no bootconf.sig"},
+		{"image is a character device", nil, []string{"config", "/dev/zero"}, 1, `"/dev/zero" is a character device, not a regular file`},
+		{"config is a FIFO", nil, []string{"config", img, "--config", mkfifo(t, filepath.Join(t.TempDir(), "bootconf.txt")), "--out", out}, 1, "is a FIFO"},
+		{"image too large", nil, []string{"config", huge}, 1, "is too large"},
 		{"out dir missing", nil, []string{"config", img, "--set", "BOOT_ORDER=0xf41", "--out", filepath.Join(dir, "no", "out")}, 1, "write"},
 	}
 	for _, c := range cases {
@@ -266,6 +274,68 @@ func TestEepromErrors(t *testing.T) {
 	}
 	if len(entries) != 2 {
 		t.Errorf("%s holds %d entries after the errors, want only the 2 inputs", dir, len(entries))
+	}
+}
+
+// --out follows build's rules: never an input, an existing file only with
+// --force, and nothing else is touched when refused.
+func TestEepromOutRules(t *testing.T) {
+	t.Parallel()
+	data := eepromData(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "pieeprom.bin")
+	if err := os.WriteFile(img, mustRead(t, filepath.Join(data, "images", "pieeprom-2026-08-04.bin")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "boot.conf")
+	if err := os.WriteFile(cfg, []byte("[all]\nBOOT_ORDER=0xf41\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	existing := filepath.Join(dir, "existing.bin")
+	if err := os.WriteFile(existing, []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sums := func() map[string][32]byte {
+		m := map[string][32]byte{}
+		for _, p := range []string{img, cfg, existing} {
+			m[p] = fileSum(t, p)
+		}
+		return m
+	}
+	before := sums()
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"out is IMAGE", []string{"config", img, "--set", "BOOT_ORDER=0xf41", "--out", img, "--force"}, "is IMAGE: nixpi never overwrites its input"},
+		{"out is --config", []string{"config", img, "--config", cfg, "--out", cfg, "--force"}, "is the --config file"},
+		{"out exists", []string{"config", img, "--set", "BOOT_ORDER=0xf41", "--out", existing}, "already exists: pass --force"},
+		{"read-only out exists", []string{"config", img, "--out", existing}, "already exists: pass --force"},
+		{"digest out is IMAGE", []string{"digest", img, "--out", img, "--force", "--timestamp", "1"}, "is IMAGE"},
+		{"digest out exists", []string{"digest", img, "--out", existing, "--timestamp", "1"}, "already exists"},
+		{"out is a directory", []string{"config", img, "--set", "BOOT_ORDER=0xf41", "--out", dir, "--force"}, "is a directory"},
+	} {
+		code, stdout, stderr := runEepromCLI(nil, c.args...)
+		if code != exitFailure || !strings.Contains(stderr, c.want) || stdout != "" {
+			t.Errorf("%s: exit %d, stderr %q; want 1 and %q", c.name, code, stderr, c.want)
+		}
+	}
+	if got := sums(); fmt.Sprint(got) != fmt.Sprint(before) {
+		t.Error("a refused eeprom command changed a file")
+	}
+	if names := dirNames(t, dir); len(names) != 3 {
+		t.Errorf("%s holds %v after the refusals, want the 3 files only", dir, names)
+	}
+	// --force replaces, atomically: the result is a complete image.
+	if code, _, stderr := runEepromCLI(nil, "config", img, "--set", "BOOT_ORDER=0xf41", "--out", existing, "--force"); code != exitOK {
+		t.Fatalf("--force: exit %d: %s", code, stderr)
+	}
+	if _, err := eeprom.Parse(mustRead(t, existing)); err != nil {
+		t.Errorf("--force result: %v", err)
+	}
+	if names := dirNames(t, dir); len(names) != 3 {
+		t.Errorf("%s holds %v after --force, want no temporary file left", dir, names)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -12,40 +13,78 @@ import (
 	"github.com/nixpi/nixpi/firstboot/config"
 )
 
-func runInspect(c *cli, args []string) int {
+func inspectFlags(asJSON *bool) *pflag.FlagSet {
 	flags := pflag.NewFlagSet("inspect", pflag.ContinueOnError)
-	flags.SetOutput(c.stderr)
-	asJSON := flags.Bool("json", false, "print JSON instead of text")
-	flags.Usage = func() {
-		fmt.Fprintln(c.stderr, "usage: nixpi inspect IMAGE [--json]")
-		fmt.Fprintln(c.stderr, "\nShows an image's or card's partitions, boot partition, first-boot hook, nixpi config")
-		fmt.Fprintln(c.stderr, "(secrets redacted), manifest and, once the card has been in a Pi, its install journal.")
-		fmt.Fprintln(c.stderr, "\nflags:")
-		flags.PrintDefaults()
+	flags.BoolVar(asJSON, "json", false, "print JSON instead of text")
+	return flags
+}
+
+func runInspect(c *cli, args []string) int {
+	asJSON := new(bool)
+	flags := inspectFlags(asJSON)
+	usage := func(w io.Writer) {
+		fmt.Fprintln(w, "usage: nixpi inspect IMAGE [--json]")
+		fmt.Fprintln(w, "\nShows an image's or card's partitions, boot partition, first-boot hook, nixpi config")
+		fmt.Fprintln(w, "(secrets redacted), manifest and, once the card has been in a Pi, its install journal.")
+		fmt.Fprintln(w, "Exits 1, saying why, when the image is not a usable card.")
+		fmt.Fprintln(w, "\nflags:")
+		fmt.Fprint(w, flags.FlagUsages())
 	}
-	if err := flags.Parse(args); err != nil {
-		if err == pflag.ErrHelp {
-			return exitOK
-		}
-		return c.fail(usagef("inspect: %v", err))
+	if code, done := c.parseFlags(flags, args, usage); done {
+		return code
 	}
 	if flags.NArg() != 1 {
 		return c.fail(usagef("inspect: want exactly one IMAGE (a card image or a card's device, e.g. /dev/sdX), got %d arguments", flags.NArg()))
+	}
+	if err := checkImageArg(flags.Arg(0)); err != nil {
+		return c.fail(fmt.Errorf("inspect: %w", err))
 	}
 	in, err := builder.Inspect(flags.Arg(0))
 	if err != nil {
 		return c.fail(fmt.Errorf("inspect: %w", err))
 	}
+	c.warnReadableSecrets(in)
 	if *asJSON {
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(in); err != nil {
 			return c.fail(err)
 		}
+		return c.usableCard(in)
+	}
+	// Names, cmdline.txt, the config and the journal come from the card:
+	// rendered whole, then printed with their control characters escaped.
+	var out strings.Builder
+	printInspection(&out, in)
+	if _, err := io.WriteString(c.stdout, escapeControl(out.String())); err != nil {
+		return c.fail(fmt.Errorf("inspect: %w", err))
+	}
+	return c.usableCard(in)
+}
+
+// usableCard is inspect's exit status: 1, saying why, when what it showed
+// is not a card or image nixpi (or a Pi) can use.
+func (c *cli) usableCard(in *builder.Inspection) int {
+	problems := append([]string(nil), in.Problems...)
+	if in.FAT != nil && in.FAT.ConfigError != "" {
+		problems = append(problems, "its nixpi config does not parse: "+in.FAT.ConfigError)
+	}
+	if len(problems) == 0 {
 		return exitOK
 	}
-	printInspection(c.stdout, in)
-	return exitOK
+	return c.fail(fmt.Errorf("inspect: %s is not a usable card: %s", in.Path, strings.Join(problems, "; ")))
+}
+
+// warnReadableSecrets warns when a card image whose config holds a secret
+// can be read by others than its owner (a card made before nixpi wrote
+// them 0600, or copied without care).
+func (c *cli) warnReadableSecrets(in *builder.Inspection) {
+	st, err := os.Stat(in.Path)
+	if err != nil || !st.Mode().IsRegular() || in.FAT == nil || !in.FAT.CarriesSecrets || st.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	fmt.Fprint(c.stderr, escapeControl(fmt.Sprintf("nixpi: warning: %s holds a Wi-Fi key or a password hash and is readable by others (mode %04o): chmod 600 %s\n",
+		in.Path, st.Mode().Perm(), in.Path)))
 }
 
 func printInspection(w io.Writer, in *builder.Inspection) {

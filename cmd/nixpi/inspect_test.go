@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -60,6 +61,17 @@ func TestInspectCard(t *testing.T) {
 		}
 	}
 	assertNoSecret(t, r.stdout+r.stderr)
+	if r.stderr != "" {
+		t.Errorf("inspect of a 0600 card warns: %s", r.stderr)
+	}
+	// The same card readable by others: a warning that says how to fix it.
+	if err := os.Chmod(card, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = runNixpiEnv(t, nil, "inspect", card)
+	if r.code != exitOK || !strings.Contains(r.stderr, "warning: "+card+" holds a Wi-Fi key or a password hash and is readable by others (mode 0644): chmod 600") {
+		t.Errorf("inspect of a 0644 card with secrets: exit %d, stderr %q", r.code, r.stderr)
+	}
 
 	// --json says the same, as data.
 	r = runNixpiEnv(t, nil, "inspect", "--json", card)
@@ -119,6 +131,7 @@ func TestInspectErrors(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	notImage := writeTestFile(t, filepath.Join(dir, "base.img.xz"), "\xfd7zXZ\x00 pretend xz")
+	empty := writeTestFile(t, filepath.Join(dir, "empty.img"), "")
 	gptDir := t.TempDir()
 	gpt := writeTestFixture(t, gptDir, fixture.Options{Table: fixture.TableGPT})
 	for _, tc := range []struct {
@@ -134,7 +147,9 @@ func TestInspectErrors(t *testing.T) {
 		{"missing", []string{"inspect", filepath.Join(dir, "nope.img")}, exitFailure, "no such file", ""},
 		{"directory", []string{"inspect", dir}, exitFailure, "is a directory", ""},
 		{"compressed", []string{"inspect", notImage}, exitFailure, "decompress it first", ""},
-		{"GPT", []string{"inspect", gpt.Path}, exitOK, "", "problem: GPT partition table"},
+		{"GPT", []string{"inspect", gpt.Path}, exitFailure, "is not a usable card: GPT partition table", "problem: GPT partition table"},
+		{"empty", []string{"inspect", empty}, exitFailure, "is empty: not a card image", ""},
+		{"character device", []string{"inspect", "/dev/null"}, exitFailure, `"/dev/null" is a character device`, ""},
 	} {
 		r := runNixpiEnv(t, nil, tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stdout, tc.out) {

@@ -8,10 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
-	"sort"
+	"slices"
 	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nixpi/nixpi/builder"
 )
 
 const (
@@ -29,19 +34,40 @@ type cli struct {
 	getenv func(string) string
 }
 
+// command is one entry of the command table, the one place that lists
+// what nixpi understands: run dispatches on it, and usage, help and the
+// shell completion scripts are made from it.
 type command struct {
 	summary string
 	run     func(c *cli, args []string) int
+	// flags returns the command's flags (nil: none), the same FlagSet run
+	// parses, so completion offers exactly what is accepted.
+	flags func() *pflag.FlagSet
+	// subcommands, when the command has any (eeprom config, config check).
+	subcommands []subcommand
 }
 
-var commands = map[string]command{
-	"build":   {"write a self-installing card image from a Raspberry Pi OS image", runBuild},
-	"inspect": {"show what is on an image or card (partitions, hook, config, journal)", runInspect},
-	"config":  {"write an example install config (init) or check one (check)", runConfig},
-	"eeprom":  {"read or change a Pi 4 bootloader EEPROM image's config", runEeprom},
-	"report":  {"print the install journal the Pi wrote to a card", runReport},
-	"test":    {"boot a built card under QEMU with a USB disk and check the install (--qemu)", runTest},
-	"version": {"print the nixpi version", runVersion},
+type subcommand struct {
+	name  string
+	flags func() *pflag.FlagSet // nil: none
+}
+
+// commandTable is a function rather than a variable because help and
+// completion read the table they are in.
+func commandTable() map[string]command {
+	return map[string]command{
+		"build":   {"write a self-installing card image from a Raspberry Pi OS image", runBuild, func() *pflag.FlagSet { return buildFlags(new(builder.Options), new(bool)) }, nil},
+		"inspect": {"show what is on an image or card (partitions, hook, config, journal)", runInspect, func() *pflag.FlagSet { return inspectFlags(new(bool)) }, nil},
+		"config":  {"write an example install config (init) or check one (check)", runConfig, nil, []subcommand{{"init", nil}, {"check", nil}}},
+		"eeprom": {"read or change a Pi 4 bootloader EEPROM image's config", runEeprom, nil, []subcommand{
+			{"config", func() *pflag.FlagSet { return eepromConfigFlags(new(eepromConfigArgs)) }},
+			{"digest", func() *pflag.FlagSet { return eepromDigestFlags(new(eepromDigestArgs)) }}}},
+		"report":     {"print the install journal the Pi wrote to a card", runReport, func() *pflag.FlagSet { return reportFlags(new(bool), new(bool)) }, nil},
+		"test":       {"boot a built card under QEMU with a USB disk and check the install (--qemu)", runTest, func() *pflag.FlagSet { return testFlags(new(testArgs)) }, nil},
+		"version":    {"print the nixpi version (also: nixpi --version)", runVersion, nil, nil},
+		"help":       {"show a command's help: nixpi help COMMAND [SUBCOMMAND]", runHelp, nil, nil},
+		"completion": {"print a shell completion script: nixpi completion bash|zsh|fish", runCompletion, nil, []subcommand{{"bash", nil}, {"zsh", nil}, {"fish", nil}}},
+	}
 }
 
 func main() {
@@ -53,14 +79,18 @@ func main() {
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	c := &cli{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		c.usage(stdout)
-		if len(args) == 0 {
-			return exitUsage
-		}
-		return exitOK
+	if len(args) == 0 {
+		c.usage(stderr)
+		return exitUsage
 	}
-	cmd, ok := commands[args[0]]
+	switch args[0] {
+	case "-h", "--help":
+		c.usage(stdout)
+		return exitOK
+	case "--version":
+		return runVersion(c, args[1:])
+	}
+	cmd, ok := commandTable()[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "nixpi: unknown command %q\n", args[0])
 		c.usage(stderr)
@@ -71,15 +101,45 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 func (c *cli) usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: nixpi COMMAND [flags]\n\ncommands:")
-	names := make([]string, 0, len(commands))
-	for name := range commands {
-		names = append(names, name)
+	table := commandTable()
+	for _, name := range slices.Sorted(maps.Keys(table)) {
+		fmt.Fprintf(w, "  %-10s %s\n", name, table[name].summary)
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", name, commands[name].summary)
+	fmt.Fprintln(w, "\nRun 'nixpi help COMMAND' (or 'nixpi COMMAND --help') for a command's flags.")
+}
+
+// runHelp is `nixpi help [COMMAND [SUBCOMMAND]]`: the command's --help.
+func runHelp(c *cli, args []string) int {
+	if len(args) == 0 || wantsHelp(args) {
+		c.usage(c.stdout)
+		return exitOK
 	}
-	fmt.Fprintln(w, "\nRun 'nixpi COMMAND --help' for a command's flags.")
+	cmd, ok := commandTable()[args[0]]
+	if !ok {
+		return c.fail(usagef("help: unknown command %q (nixpi help lists them)", args[0]))
+	}
+	return cmd.run(c, append(slices.Clone(args[1:]), "--help"))
+}
+
+// wantsHelp says whether args ask for help, for commands without flags.
+func wantsHelp(args []string) bool {
+	return slices.Contains(args, "-h") || slices.Contains(args, "--help")
+}
+
+// parseFlags parses args with flags; done says the caller returns code at
+// once: --help (usage on stdout, exit 0) or a usage error (stderr, exit 2).
+func (c *cli) parseFlags(flags *pflag.FlagSet, args []string, usage func(w io.Writer)) (code int, done bool) {
+	flags.SetOutput(io.Discard)
+	flags.Usage = func() {}
+	err := flags.Parse(args)
+	switch {
+	case errors.Is(err, pflag.ErrHelp):
+		usage(c.stdout)
+		return exitOK, true
+	case err != nil:
+		return c.fail(usagef("%s: %v (see nixpi help %s)", flags.Name(), err, flags.Name())), true
+	}
+	return 0, false
 }
 
 // usageError marks an error as the caller's wrong use of flags (exit 2).
@@ -89,7 +149,8 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 // fail prints err and returns its exit status: 2 for usage errors, 1 otherwise.
 func (c *cli) fail(err error) int {
-	fmt.Fprintf(c.stderr, "nixpi: %v\n", err)
+	// Errors can quote a card's or a file's content: escaped for the terminal.
+	fmt.Fprintf(c.stderr, "nixpi: %s\n", escapeControl(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage

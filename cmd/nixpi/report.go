@@ -2,8 +2,8 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/pflag"
@@ -14,28 +14,33 @@ import (
 	"github.com/nixpi/nixpi/firstboot/journal"
 )
 
-func runReport(c *cli, args []string) int {
+func reportFlags(showLog, raw *bool) *pflag.FlagSet {
 	flags := pflag.NewFlagSet("report", pflag.ContinueOnError)
-	flags.SetOutput(c.stderr)
-	showLog := flags.Bool("log", false, "also print nixpi/install.log (every command the Pi ran)")
-	raw := flags.Bool("json", false, "print the journal's JSON lines as they are")
-	flags.Usage = func() {
-		fmt.Fprintln(c.stderr, "usage: nixpi report IMAGE|DEVICE [--log] [--json]")
-		fmt.Fprintln(c.stderr, "\nPrints the install journal a Pi wrote to the card's FAT partition (nixpi/journal.jsonl),")
-		fmt.Fprintln(c.stderr, "as nixpi-firstboot status does on the Pi. Opens the image or card read-only.")
-		fmt.Fprintln(c.stderr, "\nflags:")
-		flags.PrintDefaults()
+	flags.BoolVar(showLog, "log", false, "also print nixpi/install.log (every command the Pi ran)")
+	flags.BoolVar(raw, "json", false, "print the journal's JSON lines as they are")
+	return flags
+}
+
+func runReport(c *cli, args []string) int {
+	showLog, raw := new(bool), new(bool)
+	flags := reportFlags(showLog, raw)
+	usage := func(w io.Writer) {
+		fmt.Fprintln(w, "usage: nixpi report IMAGE|DEVICE [--log] [--json]")
+		fmt.Fprintln(w, "\nPrints the install journal a Pi wrote to the card's FAT partition (nixpi/journal.jsonl),")
+		fmt.Fprintln(w, "as nixpi-firstboot status does on the Pi. Opens the image or card read-only.")
+		fmt.Fprintln(w, "\nflags:")
+		fmt.Fprint(w, flags.FlagUsages())
 	}
-	if err := flags.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		return c.fail(usagef("report: %v", err))
+	if code, done := c.parseFlags(flags, args, usage); done {
+		return code
 	}
 	if flags.NArg() != 1 {
 		return c.fail(usagef("report: want exactly one IMAGE or DEVICE (e.g. /dev/sdX for the card), got %d arguments", flags.NArg()))
 	}
 	path := flags.Arg(0)
+	if err := checkImageArg(path); err != nil {
+		return c.fail(fmt.Errorf("report: %w", err))
+	}
 	card, err := readCardJournal(path)
 	if err != nil {
 		return c.fail(fmt.Errorf("report: %w", err))
@@ -48,15 +53,24 @@ func runReport(c *cli, args []string) int {
 	if err != nil {
 		return c.fail(fmt.Errorf("report: %q: %w", path, err))
 	}
-	fmt.Fprintf(c.stdout, "card: %s, partition %d, %s\n", path, card.partition, cardpath.Journal)
-	if err := journal.Print(c.stdout, j); err != nil {
+	// Everything shown comes from the card: rendered whole, then printed
+	// with its control characters escaped.
+	var out bytes.Buffer
+	fmt.Fprintf(&out, "card: %s, partition %d, %s\n", path, card.partition, cardpath.Journal)
+	if err := journal.Print(&out, j); err != nil {
 		return c.fail(err)
 	}
 	if len(card.failed) > 0 {
-		fmt.Fprintf(c.stdout, "\n%s:\n%s", cardpath.Failed, card.failed)
+		fmt.Fprintf(&out, "\n%s:\n%s", cardpath.Failed, card.failed)
 	}
 	if *showLog {
-		fmt.Fprintf(c.stdout, "\n%s:\n%s", cardpath.Log, card.log)
+		fmt.Fprintf(&out, "\n%s:\n%s", cardpath.Log, card.log)
+	}
+	if _, err := io.WriteString(c.stdout, escapeControl(out.String())); err != nil {
+		return c.fail(fmt.Errorf("report: %w", err))
+	}
+	if len(j.Entries) == 0 && j.Skipped > 0 {
+		return c.fail(fmt.Errorf("report: %q: no line of %s is a journal entry: the file is damaged or not a nixpi journal", path, cardpath.Journal))
 	}
 	return exitOK
 }

@@ -140,6 +140,15 @@ func TestReportErrors(t *testing.T) {
 	if err := os.WriteFile(notADisk, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	empty := filepath.Join(t.TempDir(), "empty.img")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	noise := make([]byte, 8192)
+	for i := range noise {
+		noise[i] = byte(i*131) ^ byte(i>>5)
+	}
+	randomJournal := cardImage(t, map[string][]byte{"journal.jsonl": noise})
 	for _, c := range []struct {
 		args []string
 		code int
@@ -151,6 +160,9 @@ func TestReportErrors(t *testing.T) {
 		{[]string{"report", filepath.Join(t.TempDir(), "missing.img")}, exitFailure, "no such file"},
 		{[]string{"report", noJournal}, exitFailure, "has no nixpi/journal.jsonl on its FAT partition: the Pi has not started the install"},
 		{[]string{"report", notADisk}, exitFailure, "report:"},
+		{[]string{"report", empty}, exitFailure, "is empty: not a card image"},
+		{[]string{"report", "/dev/null"}, exitFailure, `"/dev/null" is a character device: pass a card image file or the card's device`},
+		{[]string{"report", randomJournal}, exitFailure, "no line of nixpi/journal.jsonl is a journal entry: the file is damaged or not a nixpi journal"},
 	} {
 		code, _, stderr := runCLI(c.args...)
 		if code != c.code || !strings.Contains(stderr, c.want) {

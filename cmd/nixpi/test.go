@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -13,33 +14,42 @@ import (
 	"github.com/nixpi/nixpi/firstboot/config"
 )
 
-func runTest(c *cli, args []string) int {
+// testArgs are nixpi test's flags.
+type testArgs struct {
+	qemu                                    bool
+	base, config, cacheDir, mirror, workDir string
+}
+
+func testFlags(a *testArgs) *pflag.FlagSet {
 	flags := pflag.NewFlagSet("test", pflag.ContinueOnError)
-	flags.SetOutput(c.stderr)
-	useQEMU := flags.Bool("qemu", false, "boot the card in qemu-system-aarch64 (the only test there is)")
-	base := flags.String("base", "", "base image to build the card from (default: a Raspberry Pi OS-shaped Debian image, built once and cached)")
-	configPath := flags.String("config", "", "install config (default: the example `nixpi config init` prints)")
-	cacheDir := flags.String("cache-dir", "/var/cache/nixpi", "where the default base image is cached")
-	mirror := flags.String("mirror", "", "Debian mirror for building the default base image (default: http://deb.debian.org/debian)")
-	workDir := flags.String("dir", "", "work directory for the card, the SSD and the console logs (default: a new temporary directory, removed when the test passes)")
-	flags.Usage = func() {
-		fmt.Fprintln(c.stderr, "usage: nixpi test --qemu [--base IMAGE] [--config FILE] [--dir DIR] [--cache-dir DIR] [--mirror URL]")
-		fmt.Fprintln(c.stderr, "\nBuilds a card from IMAGE with FILE, boots it in qemu-system-aarch64 with a blank 16 GiB USB")
-		fmt.Fprintln(c.stderr, "disk as the SSD, and checks that the hook installs the service, that the service prepares")
-		fmt.Fprintln(c.stderr, "the disk as FILE asks, and that the card's journal records it. Needs root and the")
-		fmt.Fprintln(c.stderr, "Debian packages qemu-system-arm mtools gdisk btrfs-progs dosfstools (and mmdebstrap")
-		fmt.Fprintln(c.stderr, "qemu-user-static for the default base). Takes several minutes. IMAGE's kernel and")
-		fmt.Fprintln(c.stderr, "initramfs must boot on QEMU's virt machine with the card as a virtio disk.")
-		fmt.Fprintln(c.stderr, "\nenvironment:")
-		fmt.Fprintln(c.stderr, "  NIXPI_DEVICE_BINARIES  directory with nixpi-firstboot-linux-arm64 and -arm to use instead of the embedded ones")
-		fmt.Fprintln(c.stderr, "\nflags:")
-		flags.PrintDefaults()
+	flags.BoolVar(&a.qemu, "qemu", false, "boot the card in qemu-system-aarch64 (the only test there is)")
+	flags.StringVar(&a.base, "base", "", "base image to build the card from (default: a Raspberry Pi OS-shaped Debian image, built once and cached)")
+	flags.StringVar(&a.config, "config", "", "install config (default: the example that 'nixpi config init' prints)")
+	flags.StringVar(&a.cacheDir, "cache-dir", "/var/cache/nixpi", "where the default base image is cached")
+	flags.StringVar(&a.mirror, "mirror", "", "Debian mirror for building the default base image (default: http://deb.debian.org/debian)")
+	flags.StringVar(&a.workDir, "dir", "", "work directory for the card, the SSD and the console logs (default: a new temporary directory, removed when the test passes)")
+	return flags
+}
+
+func runTest(c *cli, args []string) int {
+	var a testArgs
+	flags := testFlags(&a)
+	useQEMU, base, configPath, cacheDir, mirror, workDir := &a.qemu, &a.base, &a.config, &a.cacheDir, &a.mirror, &a.workDir
+	usage := func(w io.Writer) {
+		fmt.Fprintln(w, "usage: nixpi test --qemu [--base IMAGE] [--config FILE] [--dir DIR] [--cache-dir DIR] [--mirror URL]")
+		fmt.Fprintln(w, "\nBuilds a card from IMAGE with FILE, boots it in qemu-system-aarch64 with a blank 16 GiB USB")
+		fmt.Fprintln(w, "disk as the SSD, and checks that the hook installs the service, that the service prepares")
+		fmt.Fprintln(w, "the disk as FILE asks, and that the card's journal records it. Needs root and the")
+		fmt.Fprintln(w, "Debian packages qemu-system-arm mtools gdisk btrfs-progs dosfstools (and mmdebstrap")
+		fmt.Fprintln(w, "qemu-user-static for the default base). Takes several minutes. IMAGE's kernel and")
+		fmt.Fprintln(w, "initramfs must boot on QEMU's virt machine with the card as a virtio disk.")
+		fmt.Fprintln(w, "\nenvironment:")
+		fmt.Fprintln(w, "  NIXPI_DEVICE_BINARIES  directory with nixpi-firstboot-linux-arm64 and -arm to use instead of the embedded ones")
+		fmt.Fprintln(w, "\nflags:")
+		fmt.Fprint(w, flags.FlagUsages())
 	}
-	if err := flags.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
-		}
-		return c.fail(usagef("test: %v", err))
+	if code, done := c.parseFlags(flags, args, usage); done {
+		return code
 	}
 	if flags.NArg() != 0 {
 		return c.fail(usagef("test: unexpected argument %q (see nixpi test --help)", flags.Arg(0)))

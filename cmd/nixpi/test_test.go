@@ -36,8 +36,8 @@ func TestTestCommandUsage(t *testing.T) {
 			}
 		})
 	}
-	if code, _, stderr := runTestCommand("--help"); code != exitOK || !strings.Contains(stderr, "nixpi test --qemu") {
-		t.Errorf("--help: exit %d, stderr %q", code, stderr)
+	if code, stdout, _ := runTestCommand("--help"); code != exitOK || !strings.Contains(stdout, "nixpi test --qemu") {
+		t.Errorf("--help: exit %d, stdout %q", code, stdout)
 	}
 }
 

@@ -7,6 +7,10 @@ import (
 )
 
 func runVersion(c *cli, args []string) int {
+	if wantsHelp(args) {
+		fmt.Fprintln(c.stdout, "usage: nixpi version (or nixpi --version)\n\nPrints the nixpi version.")
+		return exitOK
+	}
 	if len(args) != 0 {
 		return c.fail(usagef("version takes no arguments"))
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding"
 	"errors"
 	"fmt"
-	"os"
 	"reflect"
 	"regexp"
 	"sort"
@@ -14,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/nixpi/nixpi/firstboot/inputfile"
 )
 
 // Error is one problem in a config file. Msg says what is wrong and how to
@@ -50,9 +51,22 @@ func (es Errors) Error() string {
 	return strings.Join(lines, "\n")
 }
 
+// MaxFileSize bounds a config file: hundreds of times any real one, so only
+// a wrong file (or an endless one) is refused.
+const MaxFileSize = 1 << 20
+
+// What names a config file in messages about reading one.
+const What = "an install config"
+
+// ReadFile reads the config file at path: a regular file of at most
+// MaxFileSize bytes.
+func ReadFile(path string) ([]byte, error) {
+	return inputfile.Read(path, What, MaxFileSize)
+}
+
 // Load reads and parses the config file at path.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}

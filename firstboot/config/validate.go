@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
+	_ "time/tzdata" // knownTimezone's fallback: the IANA names on any machine
 	"unicode/utf8"
 )
 
@@ -263,6 +265,8 @@ func (v *validator) system(s *System) {
 	}
 	if !timezoneRE.MatchString(s.Timezone) || strings.Contains(s.Timezone, "..") {
 		v.add("system.timezone", "system.timezone = %q: use a tz database name like \"UTC\" or \"Europe/Berlin\"", s.Timezone)
+	} else if !knownTimezone(s.Timezone) {
+		v.add("system.timezone", "system.timezone = %q is not in the IANA tz database: use a name like \"UTC\" or \"Europe/Berlin\" (`timedatectl list-timezones` lists them)", s.Timezone)
 	}
 	if !keymapRE.MatchString(s.Keymap) {
 		v.add("system.keymap", "system.keymap = %q: use a console keymap name like \"us\" or \"de-latin1\"", s.Keymap)
@@ -270,6 +274,19 @@ func (v *validator) system(s *System) {
 	if !localeRE.MatchString(s.Locale) {
 		v.add("system.locale", "system.locale = %q: use a locale like \"en_US.UTF-8\"", s.Locale)
 	}
+}
+
+// knownTimezone says whether name is in the IANA tz database: the
+// machine's, else the copy time/tzdata embeds (a Pi's image may have none).
+// Every IANA zone name starts with a capital letter, which keeps out what
+// zoneinfo directories hold besides zones (localtime, posixrules, posix/);
+// "Local" is Go's name for the machine's zone.
+func knownTimezone(name string) bool {
+	if name == "" || name[0] < 'A' || name[0] > 'Z' || name == "Local" {
+		return false
+	}
+	_, err := time.LoadLocation(name)
+	return err == nil
 }
 
 func (v *validator) users(users []User) {

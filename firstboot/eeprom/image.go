@@ -19,6 +19,9 @@ const (
 	// pi5ImageSize is the size of a Pi 5 (BCM2712) image, recognised only to
 	// say that it is not supported.
 	pi5ImageSize = 2 * 1024 * 1024
+	// MaxImageSize bounds a file read as an image: the larger Pi 5 image,
+	// read only to say that it is not supported.
+	MaxImageSize = pi5ImageSize
 
 	// MaxFileSize is the largest modifiable file rpi-eeprom-config accepts
 	// (a 4 KiB erase sector less the header it counts).

@@ -162,6 +162,9 @@ type Journal struct {
 	// Skipped counts lines that did not parse: a torn line from a power cut
 	// (only ever the last line written in a boot) or damage.
 	Skipped int
+	// Newer counts lines a later journal version wrote in a shape this
+	// reader does not know (not torn: whole JSON objects).
+	Newer int
 }
 
 // Read parses journal lines. Lines that do not parse are counted, not fatal.
@@ -176,7 +179,11 @@ func Read(r io.Reader) (*Journal, error) {
 		}
 		var e Entry
 		if err := json.Unmarshal(line, &e); err != nil || e.Step == "" || e.Event == "" {
-			j.Skipped++
+			if isNewer(line) {
+				j.Newer++
+			} else {
+				j.Skipped++
+			}
 			continue
 		}
 		j.Entries = append(j.Entries, e)
@@ -185,6 +192,15 @@ func Read(r io.Reader) (*Journal, error) {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
 	return j, nil
+}
+
+// isNewer says whether line is a whole JSON object whose "v" is a version
+// after this one.
+func isNewer(line []byte) bool {
+	var head struct {
+		V int `json:"v"`
+	}
+	return json.Unmarshal(line, &head) == nil && head.V > Version
 }
 
 // ReadFile reads nixpi/journal.jsonl under bootDir; a missing file is an
@@ -271,14 +287,21 @@ func FormatEntry(e Entry) string {
 // step's latest event and, when the install stopped on a failure, its hint.
 func Print(w io.Writer, j *Journal) error {
 	bw := bufio.NewWriter(w)
-	if len(j.Entries) == 0 {
+	switch {
+	case len(j.Entries) > 0:
+	case j.Skipped > 0:
+		fmt.Fprintf(bw, "no journal entry could be read: %d line(s) are not journal lines: the file is damaged or not a nixpi journal\n", j.Skipped)
+	case j.Newer == 0:
 		fmt.Fprintln(bw, "journal is empty: the Pi has not started the install yet")
 	}
 	for _, e := range j.Entries {
 		fmt.Fprintln(bw, FormatEntry(e))
 	}
-	if j.Skipped > 0 {
+	if j.Skipped > 0 && len(j.Entries) > 0 {
 		fmt.Fprintf(bw, "(%d unreadable line(s) skipped: a power cut can tear the last line written)\n", j.Skipped)
+	}
+	if j.Newer > 0 {
+		fmt.Fprintf(bw, "(%d line(s) skipped that a newer nixpi wrote, journal version > %d: read the card with a newer nixpi)\n", j.Newer, Version)
 	}
 	if len(j.Entries) > 0 {
 		fmt.Fprintln(bw, "\nsteps:")

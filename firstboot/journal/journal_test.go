@@ -176,3 +176,41 @@ func TestPrintFailureShowsHint(t *testing.T) {
 		}
 	}
 }
+
+// Random bytes are not "empty", and a newer version's lines are not torn.
+func TestPrintDamagedAndNewer(t *testing.T) {
+	t.Parallel()
+	garbage := make([]byte, 4096)
+	for i := range garbage {
+		garbage[i] = byte(i*7919>>3) ^ byte(i)
+	}
+	garbage = append(garbage, "\nnot json either\n"...)
+	j, err := Read(bytes.NewReader(garbage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := Print(&out, j); err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Entries) != 0 || j.Skipped == 0 || !strings.Contains(out.String(), "no journal entry could be read") || strings.Contains(out.String(), "empty") {
+		t.Errorf("random bytes: %+v\n%s", j, out.String())
+	}
+
+	newer := `{"v":1,"step":"preflight","event":"done","time":"2026-11-25T01:00:00Z","boot":1}
+{"v":2,"what":"preflight","outcome":"done"}
+{"v":1,"step":"tar`
+	j, err = Read(strings.NewReader(newer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := Print(&out, j); err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Entries) != 1 || j.Skipped != 1 || j.Newer != 1 ||
+		!strings.Contains(out.String(), "(1 line(s) skipped that a newer nixpi wrote, journal version > 1: read the card with a newer nixpi)") ||
+		!strings.Contains(out.String(), "(1 unreadable line(s) skipped: a power cut") {
+		t.Errorf("newer lines: %+v\n%s", j, out.String())
+	}
+}
