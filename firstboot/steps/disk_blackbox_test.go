@@ -10,6 +10,7 @@ package steps_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -158,7 +159,7 @@ func (r *diskRecorder) destructive() []string {
 	var out []string
 	for _, c := range r.calls {
 		base := filepath.Base(c[0])
-		readOnly := base == "lsblk" ||
+		readOnly := base == "lsblk" || base == "blkid" ||
 			(base == "wipefs" && slices.Contains(c, "--no-act")) ||
 			(base == "sfdisk" && slices.Contains(c, "--json")) ||
 			(base == "btrfs" && len(c) > 1 && c[1] == "inspect-internal")
@@ -501,64 +502,143 @@ func diskCompareWithPlan(t *testing.T, got diskSpec, env *engine.Env) {
 	}
 }
 
+// diskWipeHint is what every refusal of a disk that is not blank says.
+const diskWipeHint = "set `wipe = true` in nixpi/nixpi.toml if this disk may be erased"
+
+// TestDiskStepsRefuse: each case is a disk set up with the real tools, a
+// config, and the refusal it must get: the words of the message and of its
+// hint, only the target step run, nothing destructive run, nothing
+// recorded, and the disk's sha256 unchanged.
 func TestDiskStepsRefuse(t *testing.T) {
 	diskRequireLoop(t)
 	const small = 1 << 30
 	for _, tc := range []struct {
-		name    string
-		size    int64
-		prepare func(t *testing.T, dev, root string)
-		config  func(*config.Config)
-		want    string // in the error, after the quoted device
+		name     string
+		size     int64
+		prepare  func(t *testing.T, dev, img, root string)
+		config   func(*config.Config)
+		want     []string // in the error, after the quoted device
+		wantHint string
 	}{
 		{
 			name: "data and wipe false",
 			size: 2 << 30,
-			prepare: func(t *testing.T, dev, root string) {
+			prepare: func(t *testing.T, dev, img, root string) {
 				diskMust(t, "sgdisk", "--new=1:2048:+100M", "--typecode=1:8300", dev)
 				diskMust(t, "partx", "--update", dev)
 				diskMust(t, "mkfs.ext4", "-q", "-L", "data", dev+"p1")
 			},
-			want: "it holds a partition table (gpt) and target.wipe = false",
+			want:     []string{"it is not blank: it holds a partition table (gpt) at 512 B (0x200)", `1 partition: 1 (100.0 MiB at 1.0 MiB): ext4 label "data", `, " MiB used", "and target.wipe = false"},
+			wantHint: diskWipeHint,
 		},
 		{
-			name:    "filesystem on the whole disk and wipe false",
-			size:    2 << 30,
-			prepare: func(t *testing.T, dev, root string) { diskMust(t, "mkfs.ext4", "-q", "-L", "data", dev) },
-			want:    `it holds a filesystem signature (ext4 label "data"`,
+			name:     "filesystem on the whole disk and wipe false",
+			size:     2 << 30,
+			prepare:  func(t *testing.T, dev, img, root string) { diskMust(t, "mkfs.ext4", "-q", "-L", "data", dev) },
+			want:     []string{`it holds a filesystem signature (ext4 label "data" uuid `, "at 1.1 KiB (0x438)"},
+			wantHint: diskWipeHint,
 		},
 		{
-			name: "too small for the layout",
-			size: small,
-			want: "is too small for the layout",
+			name: "filesystem at 2 MiB and no table",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskMkfsAt(t, img, 2<<20, 256<<20, "mkfs.ext4", "-q", "-L", "shifted")
+			},
+			want:     []string{`a filesystem signature (ext4 label "shifted" uuid `, "at 2.0 MiB (0x200000)"},
+			wantHint: diskWipeHint,
 		},
 		{
-			name:   "smaller than min_size",
-			size:   2 << 30,
-			config: func(c *config.Config) { c.Target.MinSize = 4 * config.GiB },
-			want:   "it is smaller than target.min_size = 4GiB",
+			name: "swap at 4 MiB and no table",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskMkfsAt(t, img, 4<<20, 64<<20, "mkswap", "-L", "oldswap")
+			},
+			want:     []string{`a swap signature (swap label "oldswap"`, "at 4.0 MiB (0x400000)"},
+			wantHint: diskWipeHint,
+		},
+		{
+			// At no usual partition start: its superblock lies in the window
+			// sampled at every 16 MiB.
+			name: "filesystem at 48 MiB and no table",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskMkfsAt(t, img, 48<<20, 256<<20, "mkfs.ext4", "-q", "-L", "far")
+			},
+			want:     []string{"non-zero data at 48.0 MiB (0x3000400)"},
+			wantHint: diskWipeHint,
+		},
+		{
+			// The worst placement the bound allows: just after one sampled
+			// window, one sector longer than the gap to the next.
+			name: "random data in the middle",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				off := int64(64*disk.BlankStrideBytes + disk.BlankWindowBytes)
+				diskWriteAt(t, dev, off, diskRandom(t, disk.BlankStrideBytes-disk.BlankWindowBytes+512))
+			},
+			want:     []string{"it holds non-zero data at 1.0 GiB (0x41000000)"},
+			wantHint: diskWipeHint,
+		},
+		{
+			name: "primary GPT zeroed over a filesystem",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskMust(t, "sgdisk", "--new=1:2048:+300M", dev)
+				diskMust(t, "partx", "--update", dev)
+				diskMust(t, "mkfs.btrfs", "-q", "-L", "photos", dev+"p1")
+				diskWriteAt(t, dev, 0, make([]byte, 34*512))
+				diskMust(t, "partx", "--delete", dev)
+			},
+			want: []string{"a GPT backup table (the primary is damaged) at 2.0 GiB (0x7ffffe00)",
+				`a filesystem signature (btrfs label "photos" uuid `, "at 1.0 MiB (0x100000)"},
+			wantHint: diskWipeHint,
+		},
+		{
+			name: "backup GPT only and wipe false",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskMust(t, "sgdisk", "--new=1:2048:+100M", dev)
+				diskWriteAt(t, dev, 0, make([]byte, 34*512))
+			},
+			want:     []string{"it holds a GPT backup table (the primary is damaged) at 2.0 GiB (0x7ffffe00)"},
+			wantHint: diskWipeHint,
+		},
+		{
+			name:     "too small for the layout",
+			size:     small,
+			want:     []string{"is too small for the layout"},
+			wantHint: "use a larger disk",
+		},
+		{
+			name:     "smaller than min_size",
+			size:     2 << 30,
+			config:   func(c *config.Config) { c.Target.MinSize = 4 * config.GiB },
+			want:     []string{"it is smaller than target.min_size = 4GiB"},
+			wantHint: "lower target.min_size",
 		},
 		{
 			name: "boot disk",
 			size: 2 << 30,
-			prepare: func(t *testing.T, dev, root string) {
+			prepare: func(t *testing.T, dev, img, root string) {
 				diskMust(t, "mkfs.ext4", "-q", "-L", "bootfs", dev)
 				diskMountRO(t, dev, filepath.Join(root, "boot/firmware"))
 			},
-			config: func(c *config.Config) { c.Target.Wipe = true },
-			want:   "it holds the boot partition (/boot/firmware)",
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{"it holds the boot partition (/boot/firmware)"},
+			wantHint: "separate USB disk",
 		},
 		{
 			name: "mounted",
 			size: 2 << 30,
-			prepare: func(t *testing.T, dev, root string) {
+			prepare: func(t *testing.T, dev, img, root string) {
 				diskMust(t, "sgdisk", "--new=1:2048:+100M", dev)
 				diskMust(t, "partx", "--update", dev)
 				diskMust(t, "mkfs.ext4", "-q", dev+"p1")
 				diskMountRO(t, dev+"p1", filepath.Join(t.TempDir(), "elsewhere"))
 			},
-			config: func(c *config.Config) { c.Target.Wipe = true },
-			want:   "p1\" is mounted at",
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{"p1\" is mounted at"},
+			wantHint: "unmount it",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -566,7 +646,7 @@ func TestDiskStepsRefuse(t *testing.T) {
 			dev, img := diskLoop(t, tc.size)
 			root := diskRoot(t)
 			if tc.prepare != nil {
-				tc.prepare(t, dev, root)
+				tc.prepare(t, dev, img, root)
 			}
 			cfg := diskTestConfig()
 			if tc.config != nil {
@@ -575,11 +655,16 @@ func TestDiskStepsRefuse(t *testing.T) {
 			before := fileSHA256(t, img)
 			env, rec := diskTestEnv(t, root, cfg, dev, nil)
 			ran, err := diskRunSequence(ctx, env, nil, "", nil)
-			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", dev)) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("want a refusal naming %q and %q, got: %v", dev, tc.want, err)
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", dev)) {
+				t.Fatalf("want a refusal naming %q, got: %v", dev, err)
 			}
-			if engine.HintOf(err) == "" {
-				t.Errorf("refusal %q has no hint saying how to fix it", err)
+			for _, want := range tc.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("refusal does not say %q: %v", want, err)
+				}
+			}
+			if hint := engine.HintOf(err); !strings.Contains(hint, tc.wantHint) {
+				t.Errorf("hint %q does not say %q", hint, tc.wantHint)
 			}
 			t.Logf("refused: %v\nhint: %s", err, engine.HintOf(err))
 			if !reflect.DeepEqual(ran, []string{"target"}) {
@@ -597,6 +682,49 @@ func TestDiskStepsRefuse(t *testing.T) {
 			}
 		})
 	}
+}
+
+// diskMkfsAt runs a mkfs (argv, the device appended) on the region
+// [off, off+size) of img, through a second loop device with that offset: a
+// filesystem where no partition table says there is one.
+func diskMkfsAt(t *testing.T, img string, off, size int64, argv ...string) {
+	t.Helper()
+	out, err := exec.Command("losetup", "--find", "--show", "--offset", fmt.Sprint(off), "--sizelimit", fmt.Sprint(size), img).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup --offset %d: %v: %s", off, err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	defer func() {
+		if out, err := exec.Command("losetup", "--detach", loop).CombinedOutput(); err != nil {
+			t.Errorf("losetup --detach %s: %v: %s", loop, err, out)
+		}
+	}()
+	diskMust(t, append(argv, loop)...)
+}
+
+// diskWriteAt writes data at off of dev and syncs it.
+func diskWriteAt(t *testing.T, dev string, off int64, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(data, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func diskRandom(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func diskMust(t *testing.T, argv ...string) {
@@ -795,7 +923,7 @@ func TestDiskStepsResumeOwnDisk(t *testing.T) {
 	fresh, freshRec := diskTestEnv(t, root, diskTestConfig(), dev, nil)
 	before := fileSHA256(t, img)
 	err := steps.NewTarget().Run(ctx, fresh)
-	if err == nil || !strings.Contains(err.Error(), "it holds a partition table (gpt) and target.wipe = false") {
+	if err == nil || !strings.Contains(err.Error(), "it is not blank: it holds a partition table (gpt)") || !strings.Contains(err.Error(), `1 (500.0 MiB at 1.0 MiB): vfat label "boot"`) {
 		t.Fatalf("a journal that never saw this disk: want a refusal, got %v", err)
 	}
 	if cmds := freshRec.destructive(); len(cmds) > 0 || fileSHA256(t, img) != before {

@@ -58,6 +58,8 @@ func newDiskUnit(t *testing.T, lsblkFile, mountinfoFile string) *diskUnit {
 		t.Fatal(err)
 	}
 	u.lsblk = u.run.On(string(lsblk), u.env.Tools.Lsblk, "-J", "-b", "-O")
+	// blkid finds nothing at any offset unless a test says otherwise.
+	u.run.Fail(2, "", u.env.Tools.Blkid)
 	mountinfo, err := os.ReadFile(filepath.Join("testdata", mountinfoFile))
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +73,28 @@ func newDiskUnit(t *testing.T, lsblkFile, mountinfoFile string) *diskUnit {
 	for _, n := range []string{"/dev/sda", "/dev/sdb", "/dev/sdb1", "/dev/mmcblk0", "/dev/mmcblk0p1", "/dev/mmcblk0p2"} {
 		u.put(t, n, "")
 	}
+	u.sized(t, lsblk)
 	return u
+}
+
+// sized makes the files standing in for the whole disks lsblk lists as
+// large as lsblk says, all zeros (sparse): the blank rule reads them.
+func (u *diskUnit) sized(t *testing.T, lsblk []byte) {
+	t.Helper()
+	devs, err := disk.ParseLsblk(lsblk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range devs {
+		f, err := os.OpenFile(u.env.Path(d.DevPath()), os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(d.SizeBytes()); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
 }
 
 func (u *diskUnit) put(t *testing.T, path, data string) {
@@ -193,11 +216,13 @@ func TestDiskTargetByIDWithDataRefused(t *testing.T) {
 	u.signatures("/dev/sdb", disk.Signature{Offset: "0x1fe", Type: "dos", UUID: "a1b2c3d4"})
 	u.run.On(`{"partitiontable": {"label": "dos", "id": "0xa1b2c3d4", "device": "/dev/sdb", "unit": "sectors", "sectorsize": 512,
 		"partitions": [{"node": "/dev/sdb1", "start": 2048, "size": 125043712, "type": "7"}]}}`, u.env.Tools.Sfdisk, "--json", "/dev/sdb")
+	u.run.On("DEVNAME=/dev/sdb\nLABEL=STICK\nTYPE=exfat\nUSAGE=filesystem\n", u.env.Tools.Blkid, "-p", "-o", "export", "-O", "1048576", "-S", "64022380544", "/dev/sdb")
 	err := steps.NewTarget().Run(context.Background(), u.env)
-	if err == nil || !strings.Contains(err.Error(), `refusing disk "/dev/sdb" (SanDisk Ultra, serial 4C530001230417105384, 59.6 GiB, `+diskStickByID+`): it holds a partition table (dos) and target.wipe = false`) {
+	if err == nil || !strings.Contains(err.Error(), `refusing disk "/dev/sdb" (SanDisk Ultra, serial 4C530001230417105384, 59.6 GiB, `+diskStickByID+`): it is not blank: `+
+		`it holds a partition table (dos) at 510 B (0x1fe); 1 partition: 1 (59.6 GiB at 1.0 MiB): exfat label "STICK", and target.wipe = false`) {
 		t.Fatalf("error = %v", err)
 	}
-	if !strings.Contains(engine.HintOf(err), "wipe = true") {
+	if !strings.Contains(engine.HintOf(err), "set `wipe = true` in nixpi/nixpi.toml if this disk may be erased") {
 		t.Errorf("hint = %q", engine.HintOf(err))
 	}
 
@@ -280,6 +305,7 @@ func TestDiskTargetWaitsForLateDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.run.On(string(late), u.env.Tools.Lsblk, "-J", "-b", "-O")
+	u.sized(t, late)
 	u.blank("/dev/sda")
 	var waited time.Duration
 	u.env.Sleep = func(ctx context.Context, d time.Duration) error { waited += d; return nil }
@@ -325,7 +351,7 @@ func TestDiskPartitionGolden(t *testing.T) {
 			u := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")
 			u.env.Config.Layout.Table = table
 			plan := u.recordSSD(t)
-			u.blank("/dev/sda").Times = 2 // Probe, then Run's first look
+			u.blank("/dev/sda").Times = 3 // Probe, Run's first look, the blank rule
 			u.tableOf(plan, "/dev/sda")   // read back after writing
 			u.run.On("", u.env.Tools.Wipefs, "--all")
 			u.run.On("", u.env.Tools.Sgdisk)

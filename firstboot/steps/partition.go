@@ -54,7 +54,7 @@ func (partition) Run(ctx context.Context, env *engine.Env) error {
 		return err
 	}
 	dev := d.DevPath()
-	table, sigs, err := disk.ReadTable(ctx, env.Run, env.Tools, dev)
+	table, _, err := disk.ReadTable(ctx, env.Run, env.Tools, dev)
 	if err != nil {
 		return err
 	}
@@ -82,11 +82,17 @@ func (partition) Run(ctx context.Context, env *engine.Env) error {
 	if err := checkNotInUse(env, d, mounts); err != nil {
 		return err
 	}
-	// The target step refused a disk with data unless wipe was allowed; this
-	// second look catches a disk changed since, before anything is erased.
-	if len(sigs) > 0 && !plan.IsOurs(table, env.State.Target.GPTGUID) && !env.Config.Target.Wipe {
-		return engine.WithHint(fmt.Errorf("refusing to partition %q: it now holds %s that this installation did not write, and target.wipe = false", dev, describeSignatures(sigs)),
-			"if everything on this disk may be erased, set wipe = true in the [target] section of nixpi/nixpi.toml")
+	// The target step refused a disk that was not blank unless wipe was
+	// allowed; this second look catches a disk changed since, before
+	// anything is erased.
+	if !plan.IsOurs(table, env.State.Target.GPTGUID) && !env.Config.Target.Wipe {
+		found, err := checkBlank(ctx, env, d, plan)
+		if err != nil {
+			return err
+		}
+		if len(found) > 0 {
+			return refuseNotBlank(fmt.Sprintf("refusing to partition %q", dev), describeFindings(ctx, env, d, table, found)+" that this installation did not write")
+		}
 	}
 	// Record the disk id about to be written, so a resume after a power cut
 	// recognises the table as this installation's.

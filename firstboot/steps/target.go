@@ -122,20 +122,20 @@ func (target) Run(ctx context.Context, env *engine.Env) error {
 	if err := checkNotInUse(env, chosen, mounts); err != nil {
 		return err
 	}
-	table, sigs, err := disk.ReadTable(ctx, env.Run, env.Tools, chosen.DevPath())
+	table, _, err := disk.ReadTable(ctx, env.Run, env.Tools, chosen.DevPath())
 	if err != nil {
 		return err
 	}
-	if len(sigs) > 0 {
-		switch {
-		case resumable(env, id, plan, table):
-			env.Logf("disk %s carries this installation's earlier partial work (disk id %s): resuming", name, table.ID)
-		case cfg.Wipe:
-			env.Logf("disk %s holds %s; target.wipe = true, so the partition step will erase it", name, describeSignatures(sigs))
-		default:
-			return engine.WithHint(fmt.Errorf("refusing disk %s: it holds %s and target.wipe = false", name, describeSignatures(sigs)),
-				"if everything on this disk may be erased, set wipe = true in the [target] section of nixpi/nixpi.toml; otherwise connect an empty disk")
+	if resumable(env, id, plan, table) {
+		env.Logf("disk %s carries this installation's earlier partial work (disk id %s): resuming", name, table.ID)
+	} else if found, err := checkBlank(ctx, env, chosen, plan); err != nil {
+		return err
+	} else if len(found) > 0 {
+		held := describeFindings(ctx, env, chosen, table, found)
+		if !cfg.Wipe {
+			return refuseNotBlank(fmt.Sprintf("refusing disk %s", name), held)
 		}
+		env.Logf("disk %s is not blank: it holds %s; target.wipe = true, so the partition step will erase it", name, held)
 	}
 	env.State.Target = &engine.Disk{
 		Dev:     chosen.DevPath(),
@@ -518,4 +518,67 @@ func describeSignatures(sigs []disk.Signature) string {
 		return "a protective MBR"
 	}
 	return strings.Join(out, " and ")
+}
+
+// checkBlank applies the blank rule (disk.CheckBlank) to d, probing also at
+// the planned partition starts, where an earlier install's filesystems are.
+func checkBlank(ctx context.Context, env *engine.Env, d *disk.Device, plan *disk.Plan) ([]disk.Finding, error) {
+	var starts []int64
+	for _, p := range plan.Parts {
+		starts = append(starts, p.Start*plan.SectorSize)
+	}
+	return disk.CheckBlank(ctx, disk.BlankProbe{
+		Run: env.Run, Tools: env.Tools,
+		Dev: d.DevPath(), File: env.Path(d.DevPath()),
+		Size: d.SizeBytes(), SectorSize: d.SectorSize(),
+		Starts: starts,
+	})
+}
+
+// refuseNotBlank is the refusal of a disk that is not blank while wipe = false.
+func refuseNotBlank(what, held string) error {
+	return engine.WithHint(fmt.Errorf("%s: it is not blank: it holds %s, and target.wipe = false", what, held),
+		"set `wipe = true` in nixpi/nixpi.toml if this disk may be erased (everything on it is lost); otherwise connect a blank disk")
+}
+
+// describeFindings lists what the blank rule found and, for a readable
+// partition table, what each partition holds.
+func describeFindings(ctx context.Context, env *engine.Env, d *disk.Device, table *disk.Table, found []disk.Finding) string {
+	var s []string
+	for _, f := range found {
+		// The partition listing below says what starts at a partition.
+		if table != nil && f.Offset > 0 && slices.ContainsFunc(table.Partitions, func(p disk.TablePart) bool { return p.Start*tableSectorSize(table, d) == f.Offset }) {
+			continue
+		}
+		s = append(s, f.String())
+	}
+	out := strings.Join(s, "; ")
+	if table != nil && len(table.Partitions) > 0 {
+		out += "; " + describePartitions(ctx, env, d, table)
+	}
+	return out
+}
+
+// describePartitions says what each partition of table holds: type, label,
+// size, used space when the filesystem's superblock tells.
+func describePartitions(ctx context.Context, env *engine.Env, d *disk.Device, table *disk.Table) string {
+	ss := tableSectorSize(table, d)
+	var parts []string
+	for i, p := range table.Partitions {
+		desc := disk.DescribeRange(ctx, env.Run, env.Tools.Blkid, env.Path(d.DevPath()), d.DevPath(), p.Start*ss, p.Size*ss)
+		parts = append(parts, fmt.Sprintf("%d (%s at %s): %s", i+1, config.Size(p.Size*ss).Approx(), config.Size(p.Start*ss).Approx(), desc))
+	}
+	n := "partitions"
+	if len(parts) == 1 {
+		n = "partition"
+	}
+	return fmt.Sprintf("%d %s: %s", len(parts), n, strings.Join(parts, "; "))
+}
+
+// tableSectorSize is the sector size table's sectors count in.
+func tableSectorSize(table *disk.Table, d *disk.Device) int64 {
+	if table.SectorSize > 0 {
+		return table.SectorSize
+	}
+	return d.SectorSize()
 }
