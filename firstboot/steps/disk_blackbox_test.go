@@ -640,6 +640,61 @@ func TestDiskStepsRefuse(t *testing.T) {
 			want:     []string{"p1\" is mounted at"},
 			wantHint: "unmount it",
 		},
+		{
+			name: "partition mounted through a second loop device",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskExt4Partition(t, dev)
+				loop := diskAttach(t, "--read-only", dev+"p1")
+				diskMountRO(t, loop, filepath.Join(t.TempDir(), "through-loop"))
+			},
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{`p1" is the backing file of loop device "/dev/loop`, `, which is mounted at "`},
+			wantHint: "detach the loop devices",
+		},
+		{
+			name: "partition backing a loop device, nothing mounted",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskExt4Partition(t, dev)
+				diskAttach(t, "--read-only", dev+"p1")
+			},
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{`p1" is the backing file of loop device "/dev/loop`},
+			wantHint: "detach the loop devices",
+		},
+		{
+			// No mount table shows it any more, but the filesystem lives on
+			// while a process uses it: only the kernel's exclusive claim tells.
+			name: "filesystem lazily unmounted while still in use",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskExt4Partition(t, dev)
+				dir := filepath.Join(t.TempDir(), "lazy")
+				diskMountRO(t, dev+"p1", dir)
+				user := exec.Command("sleep", "600")
+				user.Dir = dir
+				if err := user.Start(); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = user.Process.Kill(); _ = user.Wait() })
+				diskMust(t, "umount", "--lazy", dir)
+			},
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{`p1" is busy: the kernel holds it`},
+			wantHint: "unmount it",
+		},
+		{
+			name: "partition mounted in another mount namespace only",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskExt4Partition(t, dev)
+				diskMountInNamespace(t, dev+"p1")
+			},
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{`p1" is mounted at "/mnt"`},
+			wantHint: "in every container too",
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -681,6 +736,58 @@ func TestDiskStepsRefuse(t *testing.T) {
 				t.Errorf("the refused disk changed: sha256 %s, was %s", after, before)
 			}
 		})
+	}
+}
+
+// diskExt4Partition gives dev one 100 MiB partition with an ext4.
+func diskExt4Partition(t *testing.T, dev string) {
+	t.Helper()
+	diskMust(t, "sgdisk", "--new=1:2048:+100M", dev)
+	diskMust(t, "partx", "--update", dev)
+	diskMust(t, "mkfs.ext4", "-q", "-L", "inuse", dev+"p1")
+}
+
+// diskAttach attaches a loop device to file (losetup options first) and
+// detaches it at cleanup.
+func diskAttach(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("losetup", append([]string{"--find", "--show"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup %q: %v: %s", args, err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "--detach", loop).CombinedOutput(); err != nil {
+			t.Errorf("losetup --detach %s: %v: %s", loop, err, out)
+		}
+	})
+	return loop
+}
+
+// diskMountInNamespace mounts dev read-only at /mnt inside a new private
+// mount namespace, held by a process that lives until cleanup: the host's
+// own mount table never shows it.
+func diskMountInNamespace(t *testing.T, dev string) {
+	t.Helper()
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount -o ro,noload "$0" /mnt && echo mounted && exec sleep 600`, dev)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Skipf("skipping: unshare: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line := make([]byte, 8)
+	if n, _ := io.ReadFull(stdout, line); string(line[:n]) != "mounted\n" {
+		t.Fatalf("mount in a private namespace failed (read %q)", line[:n])
+	}
+	if mounts, _ := disk.ReadMountInfo("/"); slices.ContainsFunc(mounts, func(m disk.Mount) bool { return m.Source == dev }) {
+		t.Fatalf("%s shows in this namespace's mount table: the test would not test anything", dev)
 	}
 }
 
@@ -975,6 +1082,58 @@ func TestDiskStepsWipeAllowed(t *testing.T) {
 	cmds := rec.destructive()
 	if i := slices.Index(cmds, "/usr/sbin/wipefs --all "+dev+"p1"); i < 0 || !strings.HasPrefix(cmds[i+1], "/usr/sbin/mkfs.fat ") {
 		t.Errorf("want wipefs --all %sp1 right before mkfs.fat, ran %q", dev, cmds)
+	}
+}
+
+// TestDiskStepsPrepared: each case is a disk set up with the real tools and
+// a config under which it must be prepared exactly as the plan says.
+func TestDiskStepsPrepared(t *testing.T) {
+	diskRequireLoop(t)
+	for i, tc := range []struct {
+		name    string
+		wipe    bool
+		prepare func(t *testing.T, dev string)
+	}{
+		{name: "blank disk and wipe false"},
+		{
+			name: "backup GPT only and wipe true",
+			wipe: true,
+			prepare: func(t *testing.T, dev string) {
+				diskMust(t, "sgdisk", "--new=1:2048:+100M", dev)
+				diskWriteAt(t, dev, 0, make([]byte, 34*512))
+			},
+		},
+		{
+			name: "primary GPT zeroed over a filesystem and wipe true",
+			wipe: true,
+			prepare: func(t *testing.T, dev string) {
+				diskMust(t, "sgdisk", "--new=1:2048:+700M", dev)
+				diskMust(t, "partx", "--update", dev)
+				diskMust(t, "mkfs.btrfs", "-q", "-L", "photos", dev+"p1")
+				diskWriteAt(t, dev, 0, make([]byte, 34*512))
+				diskMust(t, "partx", "--delete", dev)
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			size := int64(diskTestSize + (300+i)<<20) // IDs of its own, see diskPowerCuts
+			dev, _ := diskLoop(t, size)
+			root := diskRoot(t)
+			t.Cleanup(func() { diskUnmountAll(t, dev, root) })
+			if tc.prepare != nil {
+				tc.prepare(t, dev)
+			}
+			cfg := diskTestConfig()
+			cfg.Target.Wipe = tc.wipe
+			env, _ := diskTestEnv(t, root, cfg, dev, nil)
+			_, err := diskRunSequence(ctx, env, nil, "", nil)
+			diskCheckFATMountOnly(t, err, root, dev+"p1")
+			if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, size); !reflect.DeepEqual(got, want) {
+				t.Errorf("disk differs from the spec:\ngot  %v\nwant %v", got, want)
+			}
+			diskCheckMounted(t, root, dev)
+		})
 	}
 }
 

@@ -341,6 +341,21 @@ func TestDiskTargetInUseRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `refusing disk "/dev/sdb": it is in use: "/dev/sdb1" is active swap`) {
 		t.Fatalf("error = %v", err)
 	}
+
+	// Held by a device-mapper device (this kernel's sysfs, recorded: the
+	// machine running the tests may have no device mapper).
+	u2 := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")
+	u2.env.Config.Target = config.Target{Serial: "4C530001230417105384", Wipe: true}
+	u2.put(t, "/sys/class/block/sdb1/holders/dm-0/dev", "254:0\n")
+	err = steps.NewTarget().Run(context.Background(), u2.env)
+	if err == nil || !strings.Contains(err.Error(), `refusing disk "/dev/sdb": it is in use: "/dev/sdb1" is held by "/dev/dm-0"`) {
+		t.Fatalf("error = %v", err)
+	}
+	for _, c := range u2.run.Calls() {
+		if filepath.Base(c[0]) != "lsblk" {
+			t.Errorf("ran %q on a disk in use", system.QuoteArgv(c))
+		}
+	}
 }
 
 func TestDiskPartitionGolden(t *testing.T) {

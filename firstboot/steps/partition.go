@@ -75,11 +75,7 @@ func (partition) Run(ctx context.Context, env *engine.Env) error {
 			dev, table.ID, describePlan(plan)),
 			"undo the [layout] change in nixpi/nixpi.toml; to start over on this disk on purpose, remove nixpi/journal.jsonl from the SD card and set target.wipe = true")
 	}
-	mounts, err := disk.ReadMountInfo(env.Root)
-	if err != nil {
-		return err
-	}
-	if err := checkNotInUse(env, d, mounts); err != nil {
+	if err := checkNotInUse(env, d); err != nil {
 		return err
 	}
 	// The target step refused a disk that was not blank unless wipe was

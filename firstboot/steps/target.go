@@ -8,11 +8,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
+	"golang.org/x/sys/unix"
 )
 
 // target picks the USB disk to install onto and records its identity. It
@@ -119,7 +121,7 @@ func (target) Run(ctx context.Context, env *engine.Env) error {
 	if err != nil {
 		return fmt.Errorf("plan the layout of %q: %w", chosen.DevPath(), err)
 	}
-	if err := checkNotInUse(env, chosen, mounts); err != nil {
+	if err := checkNotInUse(env, chosen); err != nil {
 		return err
 	}
 	table, _, err := disk.ReadTable(ctx, env.Run, env.Tools, chosen.DevPath())
@@ -258,51 +260,103 @@ func findBootDisks(env *engine.Env, devs []disk.Device, mounts []disk.Mount) map
 	return boot
 }
 
-// checkNotInUse refuses a disk that is mounted, used as swap or held by
-// another device (device mapper, RAID, LVM).
-func checkNotInUse(env *engine.Env, d *disk.Device, mounts []disk.Mount) error {
+// checkNotInUse refuses a disk that is in use through any of its devices,
+// naming each use, before anything is written: mounted in any mount
+// namespace, active swap, held by another device (device mapper, RAID, LVM:
+// lsblk's tree and the sysfs holders), backing a loop device directly or
+// through a file on it. Last, each device is opened exclusively, as mkfs
+// would be: the kernel refuses that while anything at all holds it.
+func checkNotInUse(env *engine.Env, d *disk.Device) error {
+	mounts, err := disk.ReadAllMountInfo(env.Root)
+	if err != nil {
+		return err
+	}
 	swaps, err := disk.ReadSwaps(env.Root)
 	if err != nil {
 		return err
 	}
 	var problems []string
+	add := func(format string, a ...any) {
+		if p := fmt.Sprintf(format, a...); !slices.Contains(problems, p) {
+			problems = append(problems, p)
+		}
+	}
+	ours := map[string]*disk.Device{}
 	d.Walk(func(c *disk.Device) {
+		ours[c.MajMin] = c
 		for _, mp := range c.Mountpoints {
 			if mp == "[SWAP]" {
-				problems = append(problems, fmt.Sprintf("%q is active swap", c.DevPath()))
+				add("%q is active swap", c.DevPath())
 			} else {
-				problems = append(problems, fmt.Sprintf("%q is mounted at %q", c.DevPath(), mp))
+				add("%q is mounted at %q", c.DevPath(), mp)
 			}
 		}
 		for _, m := range mounts {
 			if m.MajMin == c.MajMin || m.Source == c.DevPath() {
-				p := fmt.Sprintf("%q is mounted at %q", c.DevPath(), m.MountPoint)
-				if !slices.Contains(problems, p) {
-					problems = append(problems, p)
-				}
+				add("%q is mounted at %q", c.DevPath(), m.MountPoint)
 			}
 		}
 		if slices.Contains(swaps, c.DevPath()) {
-			p := fmt.Sprintf("%q is active swap", c.DevPath())
-			if !slices.Contains(problems, p) {
-				problems = append(problems, p)
-			}
+			add("%q is active swap", c.DevPath())
 		}
 		if c != d && c.Type != "part" {
-			problems = append(problems, fmt.Sprintf("%q is held by %s %q", c.DevPath(), c.Type, c.Name))
+			add("%q is held by %s %q", c.DevPath(), c.Type, c.Name)
 		}
-		if holders, _ := os.ReadDir(env.Path(filepath.Join("/sys/class/block", c.KName, "holders"))); c.KName != "" && len(holders) > 0 {
-			p := fmt.Sprintf("%q is held by %q", c.DevPath(), holders[0].Name())
-			if !slices.ContainsFunc(problems, func(s string) bool { return strings.HasPrefix(s, fmt.Sprintf("%q is held", c.DevPath())) }) {
-				problems = append(problems, p)
+		if c.KName != "" {
+			holders, _ := os.ReadDir(env.Path(filepath.Join("/sys/class/block", c.KName, "holders")))
+			for _, h := range holders {
+				add("%q is held by %q", c.DevPath(), "/dev/"+h.Name())
 			}
 		}
 	})
+	for _, l := range disk.LoopBackings(env.Root) {
+		loop := majMinOfPath(env.Path(l.Loop), true)
+		if _, self := ours[loop]; self {
+			continue // the target is that loop device
+		}
+		var where string
+		for _, m := range mounts {
+			if m.MajMin == loop || m.Source == l.Loop {
+				where = fmt.Sprintf(", which is mounted at %q", m.MountPoint)
+			}
+		}
+		if c, ok := ours[majMinOfPath(env.Path(l.File), true)]; ok {
+			add("%q is the backing file of loop device %q%s", c.DevPath(), l.Loop, where)
+		} else if c, ok := ours[majMinOfPath(env.Path(l.File), false)]; ok {
+			add("%q holds %q, the backing file of loop device %q%s", c.DevPath(), l.File, l.Loop, where)
+		}
+	}
+	if len(problems) == 0 {
+		d.Walk(func(c *disk.Device) {
+			if f, err := os.OpenFile(env.Path(c.DevPath()), os.O_RDONLY|syscall.O_EXCL, 0); err == nil {
+				f.Close()
+			} else if errors.Is(err, syscall.EBUSY) {
+				add("%q is busy: the kernel holds it for a filesystem, swap or another device", c.DevPath())
+			}
+		})
+	}
 	if len(problems) > 0 {
 		return engine.WithHint(fmt.Errorf("refusing disk %q: it is in use: %s", d.DevPath(), strings.Join(problems, "; ")),
-			"unmount it, turn its swap off and remove device-mapper/RAID users (or pick another disk), then start again")
+			"unmount it (in every container too), turn its swap off, detach the loop devices and remove the device-mapper/RAID users named (or pick another disk), then start again")
 	}
 	return nil
+}
+
+// majMinOfPath is the "major:minor" of the block device at path (device) or
+// of the filesystem that holds path (!device); "" when there is none.
+func majMinOfPath(path string, device bool) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return ""
+	}
+	n := uint64(st.Dev)
+	if device {
+		if st.Mode&syscall.S_IFMT != syscall.S_IFBLK {
+			return ""
+		}
+		n = uint64(st.Rdev)
+	}
+	return fmt.Sprintf("%d:%d", unix.Major(n), unix.Minor(n))
 }
 
 // resumable says whether a disk is this installation's own earlier partial
