@@ -142,13 +142,19 @@ type diskRecorder struct {
 	system.ExecRunner
 	mu    sync.Mutex
 	calls [][]string
+	// after, when set, is called after each command has run.
+	after func(argv []string)
 }
 
 func (r *diskRecorder) Output(ctx context.Context, argv ...string) ([]byte, error) {
 	r.mu.Lock()
 	r.calls = append(r.calls, slices.Clone(argv))
 	r.mu.Unlock()
-	return r.ExecRunner.Output(ctx, argv...)
+	out, err := r.ExecRunner.Output(ctx, argv...)
+	if r.after != nil {
+		r.after(argv)
+	}
+	return out, err
 }
 
 // destructive returns the recorded commands that change a disk or the
@@ -1134,6 +1140,109 @@ func TestDiskStepsPrepared(t *testing.T) {
 			}
 			diskCheckMounted(t, root, dev)
 		})
+	}
+}
+
+// TestDiskStepsPartitionNodeNotTheKernels: the device root's /dev holds, where
+// a partition's node goes, a regular file or the node of another disk. The
+// partition step writes the table, then refuses to use that path; no mkfs
+// runs, and the file and the other disk are unchanged.
+func TestDiskStepsPartitionNodeNotTheKernels(t *testing.T) {
+	diskRequireLoop(t)
+	for i, tc := range []struct {
+		name string
+		part int
+		// put makes what sits at node in the root's /dev; it returns the
+		// path whose content must not change.
+		put  func(t *testing.T, path string) string
+		want string
+	}{
+		{
+			name: "regular file",
+			part: 1,
+			put: func(t *testing.T, path string) string {
+				if err := os.WriteFile(path, []byte("someone's notes\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return path
+			},
+			want: "is a regular file, not the block device",
+		},
+		{
+			name: "node of another disk",
+			part: 3,
+			put: func(t *testing.T, path string) string {
+				other, img := diskLoop(t, 64<<20)
+				diskMust(t, "mkfs.ext4", "-q", "-L", "other", other)
+				diskMknodOf(t, other, path)
+				return img
+			},
+			want: "is the block device 7:",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			dev, _ := diskLoop(t, diskTestSize+int64(400+i)<<20)
+			root := t.TempDir()
+			for _, d := range []string{"proc", "sys"} {
+				if err := os.Symlink("/"+d, filepath.Join(root, d)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Mkdir(filepath.Join(root, "dev"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			diskMknodOf(t, dev, filepath.Join(root, dev))
+			node := disk.PartitionNode(dev, tc.part)
+			keep := tc.put(t, filepath.Join(root, node))
+			before := fileSHA256(t, keep)
+			t.Cleanup(func() { diskUnmountAll(t, dev, root) })
+
+			env, rec := diskTestEnv(t, root, diskTestConfig(), dev, nil)
+			// This root's /dev gets the nodes the kernel makes, as devtmpfs
+			// would, but for the one the test put there itself.
+			rec.after = func(argv []string) {
+				for n := 1; n <= 3; n++ {
+					host := disk.PartitionNode(dev, n)
+					if _, err := os.Lstat(filepath.Join(root, host)); os.IsNotExist(err) {
+						if _, err := os.Stat(host); err == nil {
+							diskMknodOf(t, host, filepath.Join(root, host))
+						}
+					}
+				}
+			}
+			ran, err := diskRunSequence(ctx, env, nil, "", nil)
+			want := fmt.Sprintf("partition: refusing to use partition %d of %q: %q %s", tc.part, dev, node, tc.want)
+			if err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Fatalf("want %s..., got %v", want, err)
+			}
+			if hint := engine.HintOf(err); !strings.Contains(hint, "remove it") {
+				t.Errorf("hint = %q", hint)
+			}
+			if !reflect.DeepEqual(ran, []string{"target", "partition"}) {
+				t.Errorf("ran %v, want target and partition", ran)
+			}
+			for _, c := range rec.destructive() {
+				if strings.Contains(c, "mkfs") || strings.Contains(c, "mkswap") {
+					t.Errorf("ran %s", c)
+				}
+			}
+			if after := fileSHA256(t, keep); after != before {
+				t.Errorf("%s changed", keep)
+			}
+		})
+	}
+}
+
+// diskMknodOf makes at path a block device node for the same device as dev.
+func diskMknodOf(t *testing.T, dev, path string) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(path, unix.S_IFBLK|0o600, int(st.Rdev)); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -2,8 +2,8 @@ package steps
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -42,8 +42,8 @@ func (partition) Probe(ctx context.Context, env *engine.Env) (bool, string, erro
 	if diff := plan.Compare(table); diff != "" {
 		return false, fmt.Sprintf("%q: %s", d.DevPath(), diff), nil
 	}
-	if node := missingPartitionNode(env, d.DevPath(), plan); node != "" {
-		return false, fmt.Sprintf("the kernel does not show partition %q yet", node), nil
+	if why := missingPartitionNode(env, d.DevPath(), plan); why != "" {
+		return false, why, nil
 	}
 	return true, fmt.Sprintf("%q already partitioned as planned (%s, disk id %s)", d.DevPath(), plan.Table, plan.DiskID), nil
 }
@@ -165,36 +165,50 @@ func convertToMBR(ctx context.Context, env *engine.Env, plan *disk.Plan, dev str
 	return nil
 }
 
-// waitForPartitions waits (bounded) until the kernel's partition nodes exist,
-// since later steps run tools on them.
+// waitForPartitions waits (bounded) until the kernel shows every planned
+// partition, since later steps run tools on them; a path that is not the
+// kernel's node for it is refused at once.
 func waitForPartitions(ctx context.Context, env *engine.Env, dev string, plan *disk.Plan) error {
 	const tries, every = 50, 200 * time.Millisecond
-	for _, p := range plan.Parts {
-		node := disk.PartitionNode(dev, p.Number)
-		for i := 0; ; i++ {
-			if _, err := os.Stat(env.Path(node)); err == nil {
-				break
-			}
-			if i == tries {
-				return engine.WithHint(fmt.Errorf("partition %q did not appear after %s", node, time.Duration(tries)*every),
-					"the disk or its USB bridge may be failing; reconnect it and start again")
-			}
-			if err := env.Wait(ctx, every); err != nil {
-				return err
-			}
+	for i := 0; ; i++ {
+		_, err := partitionNodes(env, dev, plan)
+		if !errors.Is(err, disk.ErrNoPartition) {
+			return err
+		}
+		if i == tries {
+			return engine.WithHint(fmt.Errorf("%w (waited %s)", err, time.Duration(tries)*every),
+				"the disk or its USB bridge may be failing; reconnect it and start again")
+		}
+		if err := env.Wait(ctx, every); err != nil {
+			return err
 		}
 	}
-	return nil
 }
 
-// missingPartitionNode returns the first planned partition whose device node
-// does not exist (the kernel has not read the new table), or "".
-func missingPartitionNode(env *engine.Env, dev string, plan *disk.Plan) string {
+// partitionNodes are the /dev nodes of the planned partitions by number,
+// each verified to be the block device the kernel made for it (sysfs): a
+// tool is never pointed at a path that merely exists.
+func partitionNodes(env *engine.Env, dev string, plan *disk.Plan) (map[int]string, error) {
+	nodes := map[int]string{}
 	for _, p := range plan.Parts {
-		node := disk.PartitionNode(dev, p.Number)
-		if _, err := os.Stat(env.Path(node)); err != nil {
-			return node
+		node, err := disk.PartitionDevice(env.Root, dev, p.Number)
+		if errors.Is(err, disk.ErrNoPartition) {
+			return nil, err
 		}
+		if err != nil {
+			return nil, engine.WithHint(fmt.Errorf("refusing to use partition %d of %q: %w", p.Number, dev, err),
+				fmt.Sprintf("something other than the kernel put %q there; remove it, reconnect the disk and start again", node))
+		}
+		nodes[p.Number] = node
+	}
+	return nodes, nil
+}
+
+// missingPartitionNode says why the planned partitions cannot be used yet
+// (the kernel has not read the new table, or a node is wrong), or "".
+func missingPartitionNode(env *engine.Env, dev string, plan *disk.Plan) string {
+	if _, err := partitionNodes(env, dev, plan); err != nil {
+		return err.Error()
 	}
 	return ""
 }
