@@ -492,7 +492,7 @@ func TestDiskStepsBlankDiskTwice(t *testing.T) {
 // IDs the plan derives.
 func diskCompareWithPlan(t *testing.T, got diskSpec, env *engine.Env) {
 	t.Helper()
-	plan, err := disk.NewPlan(env.Config.Layout, env.State.RAMBytes, disk.Identity{Size: diskTestSize}, 512)
+	plan, err := disk.NewPlan(env.Config.Layout, env.State.RAMBytes, disk.Identity{Size: diskTestSize, Seed: env.State.Target.IDSeed}, 512)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -942,7 +942,7 @@ func diskPowerCuts(t *testing.T, cfg *config.Config, wantPoints []string) {
 		env.CrashPoint = func(p string) { points = append(points, p) }
 		_, err := diskRunSequence(ctx, env, nil, "", nil)
 		diskCheckFATMountOnly(t, err, root, dev+"p1")
-		if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, diskTestSize); !reflect.DeepEqual(got, want) {
+		if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, env.State.Target); !reflect.DeepEqual(got, want) {
 			t.Errorf("uninterrupted run: disk differs from the spec:\ngot  %v\nwant %v", got, want)
 		}
 	})
@@ -971,7 +971,7 @@ func diskPowerCuts(t *testing.T, cfg *config.Config, wantPoints []string) {
 			env2, _ := diskTestEnv(t, root, cfg, dev, saved)
 			_, err := diskRunSequence(ctx, env2, nil, interrupted, nil)
 			diskCheckFATMountOnly(t, err, root, dev+"p1")
-			if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, size); !reflect.DeepEqual(got, want) {
+			if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, env2.State.Target); !reflect.DeepEqual(got, want) {
 				t.Errorf("after a power cut at %s and a rerun the disk differs from the spec:\ngot  %v\nwant %v", point, got, want)
 			}
 			mounts, err := disk.ReadMountInfo("/")
@@ -991,11 +991,14 @@ func diskPowerCuts(t *testing.T, cfg *config.Config, wantPoints []string) {
 	}
 }
 
-// diskWantSpec is the spec an uninterrupted run gives on a blank disk of
-// the given size (no serial): the plan's geometry and derived IDs.
-func diskWantSpec(t *testing.T, cfg *config.Config, size int64) diskSpec {
+// diskWantSpec is the spec an uninterrupted run gives on the recorded disk
+// (a loop device: no serial): the plan's geometry and derived IDs.
+func diskWantSpec(t *testing.T, cfg *config.Config, rec *engine.Disk) diskSpec {
 	t.Helper()
-	plan, err := disk.NewPlan(cfg.Layout, diskTestRAM, disk.Identity{Size: size}, 512)
+	if rec == nil || rec.IDSeed == "" {
+		t.Fatalf("recorded disk %+v: no ID seed", rec)
+	}
+	plan, err := disk.NewPlan(cfg.Layout, diskTestRAM, disk.Identity{Size: rec.Size, Seed: rec.IDSeed}, 512)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1054,7 +1057,7 @@ func TestDiskStepsResumeOwnDisk(t *testing.T) {
 	}
 	_, err = diskRunSequence(ctx, resumed, nil, "", nil)
 	diskCheckFATMountOnly(t, err, root, dev+"p1")
-	if got, want := readDiskSpec(t, dev), diskWantSpec(t, resumed.Config, size); !reflect.DeepEqual(got, want) {
+	if got, want := readDiskSpec(t, dev), diskWantSpec(t, resumed.Config, resumed.State.Target); !reflect.DeepEqual(got, want) {
 		t.Errorf("disk differs from the spec:\ngot  %v\nwant %v", got, want)
 	}
 }
@@ -1081,7 +1084,7 @@ func TestDiskStepsWipeAllowed(t *testing.T) {
 	env, rec := diskTestEnv(t, root, cfg, dev, nil)
 	_, err := diskRunSequence(ctx, env, nil, "", nil)
 	diskCheckFATMountOnly(t, err, root, dev+"p1")
-	if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, size); !reflect.DeepEqual(got, want) {
+	if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, env.State.Target); !reflect.DeepEqual(got, want) {
 		t.Errorf("disk differs from the spec:\ngot  %v\nwant %v", got, want)
 	}
 	// The old ext4 inside the new boot partition was erased before mkfs.fat.
@@ -1135,7 +1138,7 @@ func TestDiskStepsPrepared(t *testing.T) {
 			env, _ := diskTestEnv(t, root, cfg, dev, nil)
 			_, err := diskRunSequence(ctx, env, nil, "", nil)
 			diskCheckFATMountOnly(t, err, root, dev+"p1")
-			if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, size); !reflect.DeepEqual(got, want) {
+			if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, env.State.Target); !reflect.DeepEqual(got, want) {
 				t.Errorf("disk differs from the spec:\ngot  %v\nwant %v", got, want)
 			}
 			diskCheckMounted(t, root, dev)
@@ -1246,6 +1249,115 @@ func diskMknodOf(t *testing.T, dev, path string) {
 	}
 }
 
+// TestDiskStepsTwoSameDisksPrepared: two disks of one size without serial
+// numbers, both attached, prepared one after the other with fresh journals
+// (two installs). Their derived IDs differ, so the second mkfs.btrfs does not
+// meet the first one's UUID, and both end up as planned.
+func TestDiskStepsTwoSameDisksPrepared(t *testing.T) {
+	diskRequireLoop(t)
+	ctx := context.Background()
+	const size = diskTestSize + 500<<20
+	var recs []*engine.Disk
+	for range 2 {
+		dev, _ := diskLoop(t, size)
+		root := diskRoot(t)
+		t.Cleanup(func() { diskUnmountAll(t, dev, root) })
+		env, _ := diskTestEnv(t, root, diskTestConfig(), dev, nil)
+		_, err := diskRunSequence(ctx, env, nil, "", nil)
+		diskCheckFATMountOnly(t, err, root, dev+"p1")
+		if got, want := readDiskSpec(t, dev), diskWantSpec(t, env.Config, env.State.Target); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s differs from the spec:\ngot  %v\nwant %v", dev, got, want)
+		}
+		recs = append(recs, env.State.Target)
+	}
+	if recs[0].IDSeed == recs[1].IDSeed || recs[0].GPTGUID == recs[1].GPTGUID {
+		t.Errorf("two installs share derived IDs: %+v and %+v", recs[0], recs[1])
+	}
+}
+
+// TestDiskStepsJournalNamesAnotherDisk: the journal records an installation
+// onto disk X (a loop device: no serial number, no by-id link), and another
+// disk Y of the same size is attached now where X was (the recorded /dev
+// name is Y's, as when Y enumerates as /dev/sda in X's place). The steps stop
+// at the target step, name both disks and the two ways on, and Y is
+// unchanged.
+func TestDiskStepsJournalNamesAnotherDisk(t *testing.T) {
+	diskRequireLoop(t)
+	ctx := context.Background()
+	const size = diskTestSize + 600<<20
+	x, _ := diskLoop(t, size)
+	xRoot := diskRoot(t)
+	t.Cleanup(func() { diskUnmountAll(t, x, xRoot) })
+	xEnv, _ := diskTestEnv(t, xRoot, diskTestConfig(), x, nil)
+	_, err := diskRunSequence(ctx, xEnv, nil, "", nil)
+	diskCheckFATMountOnly(t, err, xRoot, x+"p1")
+	diskUnmountAll(t, x, xRoot)
+	journal := xEnv.State
+
+	for _, tc := range []struct {
+		name    string
+		prepare func(t *testing.T, y string)
+		wipe    bool
+		y       string // the recorded /dev name: "" for Y's
+		want    string
+	}{
+		{name: "blank", want: "is another disk: it carries no partition table, and this installation partitioned its disk (disk id " + journal.Target.GPTGUID + ")"},
+		{
+			name: "partitioned, wipe true",
+			prepare: func(t *testing.T, y string) {
+				diskExt4Partition(t, y)
+			},
+			wipe: true,
+			want: "is another disk: it carries a partition table with disk id ",
+		},
+		{name: "X gone", y: "/dev/nixpi-no-such-disk", want: "which is not connected (disks attached now: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y, img := diskLoop(t, size)
+			if tc.prepare != nil {
+				tc.prepare(t, y)
+			}
+			before := fileSHA256(t, img)
+			state := cloneState(journal)
+			state.Target.Dev = y
+			override := y
+			if tc.y != "" {
+				state.Target.Dev, override = tc.y, ""
+			}
+			cfg := diskTestConfig()
+			cfg.Target.Wipe = tc.wipe
+			root := diskRoot(t)
+			env, rec := diskTestEnv(t, root, cfg, override, state)
+			env.Sleep = func(context.Context, time.Duration) error { return nil }
+			ran, err := diskRunSequence(ctx, env, nil, "", nil)
+			want := fmt.Sprintf("target: the journal records an installation onto disk %q (no serial number, 3.6 GiB), ", state.Target.Dev)
+			if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want %s...%s, got: %v", want, tc.want, err)
+			}
+			if tc.y == "" && !strings.Contains(err.Error(), fmt.Sprintf("but the disk attached now, %q (no serial number, 3.6 GiB), is another disk", y)) {
+				t.Errorf("the refusal does not name the disk attached now: %v", err)
+			}
+			hint := engine.HintOf(err)
+			if !strings.Contains(hint, "either connect the disk "+fmt.Sprintf("%q", state.Target.Dev)) || !strings.Contains(hint, "or delete nixpi/journal.jsonl on the SD card to start over onto") {
+				t.Errorf("hint = %q, want the two ways on", hint)
+			}
+			t.Logf("refused: %v\nhint: %s", err, hint)
+			if !reflect.DeepEqual(ran, []string{"target"}) {
+				t.Errorf("ran %v, want only target", ran)
+			}
+			if cmds := rec.destructive(); len(cmds) > 0 {
+				t.Errorf("ran commands that change things: %q", cmds)
+			}
+			if *env.State.Target != *state.Target {
+				t.Errorf("the journal's disk changed to %+v", env.State.Target)
+			}
+			if after := fileSHA256(t, img); after != before {
+				t.Errorf("the other disk changed")
+			}
+		})
+	}
+}
+
 // TestDiskStepsMBRAndExt4 runs the options: an MBR table and an ext4 root.
 func TestDiskStepsMBRAndExt4(t *testing.T) {
 	diskRequireLoop(t)
@@ -1261,7 +1373,7 @@ func TestDiskStepsMBRAndExt4(t *testing.T) {
 	_, err := diskRunSequence(ctx, env, nil, "", nil)
 	diskCheckFATMountOnly(t, err, root, dev+"p1")
 
-	plan, err := disk.NewPlan(cfg.Layout, diskTestRAM, disk.Identity{Size: diskTestSize}, 512)
+	plan, err := disk.NewPlan(cfg.Layout, diskTestRAM, disk.Identity{Size: diskTestSize, Seed: env.State.Target.IDSeed}, 512)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -206,12 +206,16 @@ func TestDiskTargetBySerial(t *testing.T) {
 	if err := steps.NewTarget().Run(context.Background(), u.env); err != nil {
 		t.Fatal(err)
 	}
-	plan, err := disk.NewPlan(u.env.Config.Layout, diskPiRAM, disk.Identity{ByID: diskSSDByID, Serial: "S4EVNF0M123456", Size: diskSSDSize}, 512)
+	got := u.env.State.Target
+	if got == nil || len(got.IDSeed) != 32 {
+		t.Fatalf("State.Target = %+v, want a 128-bit ID seed recorded", got)
+	}
+	plan, err := disk.NewPlan(u.env.Config.Layout, diskPiRAM, disk.Identity{ByID: diskSSDByID, Serial: "S4EVNF0M123456", Size: diskSSDSize, Seed: got.IDSeed}, 512)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := engine.Disk{Dev: "/dev/sda", ByID: diskSSDByID, Serial: "S4EVNF0M123456", Size: diskSSDSize, GPTGUID: plan.DiskID}
-	if got := u.env.State.Target; got == nil || *got != want {
+	want := engine.Disk{Dev: "/dev/sda", ByID: diskSSDByID, Serial: "S4EVNF0M123456", Size: diskSSDSize, GPTGUID: plan.DiskID, Model: "Samsung PSSD T7", IDSeed: got.IDSeed}
+	if *got != want {
 		t.Fatalf("State.Target = %+v, want %+v", got, want)
 	}
 	systemtest.Golden(t, "target-serial.argv", u.run.Transcript())
@@ -428,14 +432,18 @@ func TestDiskPartitionRefusesAnotherDisk(t *testing.T) {
 	u.recordSSD(t)
 	u.env.State.Target.Serial = "SOMEONE-ELSES" // the journal names a different disk
 	err := steps.NewPartition().Run(context.Background(), u.env)
-	if err == nil || !strings.Contains(err.Error(), `disk "/dev/sda" is not the recorded target "/dev/sda" (serial SOMEONE-ELSES`) {
+	if err == nil || !strings.Contains(err.Error(), `the journal records an installation onto disk "/dev/sda" (serial SOMEONE-ELSES, 465.8 GiB, `+diskSSDByID+`), `+
+		`but the disk attached now, "/dev/sda" (Samsung PSSD T7, serial S4EVNF0M123456, 465.8 GiB, `+diskSSDByID+`), is another disk: its serial number differs`) {
 		t.Fatalf("error = %v", err)
+	}
+	if hint := engine.HintOf(err); !strings.Contains(hint, `either connect the disk "/dev/sda" (serial SOMEONE-ELSES`) || !strings.Contains(hint, `or delete nixpi/journal.jsonl on the SD card to start over onto "/dev/sda"`) {
+		t.Errorf("hint = %q, want the two ways on", hint)
 	}
 	u2 := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")
 	u2.recordSSD(t)
 	u2.env.State.Target.Size++ // same by-id link, different size
 	err = steps.NewPartition().Run(context.Background(), u2.env)
-	if err == nil || !strings.Contains(err.Error(), `disk "/dev/sda" is not the recorded target`) {
+	if err == nil || !strings.Contains(err.Error(), `is another disk: its size differs`) {
 		t.Fatalf("error = %v", err)
 	}
 	for _, c := range append(u.run.Calls(), u2.run.Calls()...) {

@@ -59,6 +59,7 @@ func (partition) Run(ctx context.Context, env *engine.Env) error {
 		return err
 	}
 	if plan.Compare(table) == "" {
+		env.State.Target.Partitioned = true
 		env.Logf("%q already partitioned as planned, skipping", dev)
 		if missingPartitionNode(env, dev, plan) != "" {
 			if _, err := env.Run.Output(ctx, env.Tools.Partx, "--update", dev); err != nil {
@@ -122,6 +123,7 @@ func (partition) Run(ctx context.Context, env *engine.Env) error {
 	if diff := plan.Compare(got); diff != "" {
 		return fmt.Errorf("partition table on %q read back differs from the plan: %s", dev, diff)
 	}
+	env.State.Target.Partitioned = true
 	return waitForPartitions(ctx, env, dev, plan)
 }
 

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
+	"github.com/nixpi/nixpi/firstboot/journal"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,6 +57,16 @@ func (target) Probe(ctx context.Context, env *engine.Env) (bool, string, error) 
 func (target) Run(ctx context.Context, env *engine.Env) error {
 	if env.State == nil {
 		return errors.New("target: no state to record the disk in")
+	}
+	if rec := env.State.Target; rec != nil && !selectionChanged(env, rec) {
+		// The journal names a disk and nothing asks for another: this
+		// installation goes on with that disk or stops, never picks another.
+		d, err := recordedDisk(ctx, env)
+		if err != nil {
+			return err
+		}
+		env.Logf("target disk %s, recorded in the journal: resuming this installation's earlier partial work on it", describeDisk(d, rec.ByID))
+		return nil
 	}
 	devs, err := disk.List(ctx, env.Run, env.Tools.Lsblk)
 	if err != nil {
@@ -113,6 +125,9 @@ func (target) Run(ctx context.Context, env *engine.Env) error {
 			"use a larger disk, or lower target.min_size in nixpi/nixpi.toml")
 	}
 	id := identityOf(chosen, byID)
+	if id.Seed, err = idSeed(env, id); err != nil {
+		return err
+	}
 	plan, err := disk.NewPlan(env.Config.Layout, ramBytes(env), id, chosen.SectorSize())
 	if errors.Is(err, disk.ErrTooSmall) {
 		return engine.WithHint(fmt.Errorf("refusing disk %s: %w", name, err),
@@ -139,13 +154,21 @@ func (target) Run(ctx context.Context, env *engine.Env) error {
 		}
 		env.Logf("disk %s is not blank: it holds %s; target.wipe = true, so the partition step will erase it", name, held)
 	}
-	env.State.Target = &engine.Disk{
+	rec := &engine.Disk{
 		Dev:     chosen.DevPath(),
 		ByID:    byID,
 		Serial:  chosen.Serial,
 		Size:    chosen.SizeBytes(),
 		GPTGUID: plan.DiskID,
+		Model:   modelOf(chosen),
+		IDSeed:  id.Seed,
 	}
+	if old := env.State.Target; resumable(env, id, plan, table) {
+		rec.FoundID, rec.Partitioned = old.FoundID, old.Partitioned
+	} else if table != nil {
+		rec.FoundID = table.ID
+	}
+	env.State.Target = rec
 	env.Logf("target disk: %s", name)
 	return nil
 }
@@ -364,7 +387,7 @@ func majMinOfPath(path string, device bool) string {
 // this installation writes (its disk GUID, or a conversion cut short).
 func resumable(env *engine.Env, id disk.Identity, plan *disk.Plan, table *disk.Table) bool {
 	t := env.State.Target
-	if t == nil || t.Serial != id.Serial || t.ByID != id.ByID || t.Size != id.Size {
+	if t == nil || t.Serial != id.Serial || t.ByID != id.ByID || t.Size != id.Size || t.IDSeed != id.Seed {
 		return false
 	}
 	return plan.IsOurs(table, t.GPTGUID)
@@ -383,8 +406,8 @@ func recordedDisk(ctx context.Context, env *engine.Env) (*disk.Device, error) {
 			return d, err
 		}
 		if attempt > diskWaitTries {
-			return nil, engine.WithHint(fmt.Errorf("the recorded target disk %s is not connected", describeRecord(rec)),
-				"connect the same USB disk again (to start over with another disk, remove nixpi/journal.jsonl from the SD card)")
+			return nil, engine.WithHint(fmt.Errorf("the journal records an installation onto disk %s, which is not connected (disks attached now: %s)",
+				describeRecord(rec), attachedDisks(ctx, env)), otherDiskHint(rec, ""))
 		}
 		if attempt == 1 {
 			env.Logf("waiting up to %s for the target disk %s", diskWaitTries*diskWaitEvery, describeRecord(rec))
@@ -431,11 +454,105 @@ func findRecorded(ctx context.Context, env *engine.Env) (*disk.Device, error) {
 		return nil, err
 	}
 	got := identityOf(d, byID)
-	if got.Size != rec.Size || got.Serial != rec.Serial || (rec.ByID != "" && !strings.EqualFold(got.ByID, rec.ByID) && !hasLink(env, d, rec.ByID)) {
-		return nil, engine.WithHint(fmt.Errorf("disk %q is not the recorded target %s: found %s", d.DevPath(), describeRecord(rec), describeDisk(d, byID)),
-			"connect the disk this installation started on (to start over with another disk, remove nixpi/journal.jsonl from the SD card)")
+	var why string
+	switch {
+	case got.Size != rec.Size:
+		why = "its size differs"
+	case got.Serial != rec.Serial:
+		why = "its serial number differs"
+	case rec.ByID != "" && !strings.EqualFold(got.ByID, rec.ByID) && !hasLink(env, d, rec.ByID):
+		why = "its /dev/disk/by-id name differs"
+	case rec.Model != "" && modelOf(d) != rec.Model:
+		why = "its model differs"
+	case rec.Serial == "":
+		// Without a serial number, size, name and model fit any disk of a
+		// kind: what is on it must fit too.
+		if why, err = notRecordedContent(ctx, env, d, rec); err != nil {
+			return nil, err
+		}
+	}
+	if why != "" {
+		return nil, engine.WithHint(fmt.Errorf("the journal records an installation onto disk %s, but the disk attached now, %s, is another disk: %s",
+			describeRecord(rec), describeDisk(d, byID), why), otherDiskHint(rec, d.DevPath()))
 	}
 	return d, nil
+}
+
+// notRecordedContent says why what is on d shows that d is not the recorded
+// disk (which has no serial number), or "": a partition table that is
+// neither this installation's nor the one the disk carried when chosen, or
+// no table on a disk this installation has partitioned.
+func notRecordedContent(ctx context.Context, env *engine.Env, d *disk.Device, rec *engine.Disk) (string, error) {
+	table, _, err := disk.ReadTable(ctx, env.Run, env.Tools, d.DevPath())
+	if err != nil {
+		return "", err
+	}
+	plan, err := disk.NewPlan(env.Config.Layout, ramBytes(env), identityOfRecord(rec), d.SectorSize())
+	if err != nil {
+		return "", fmt.Errorf("plan the layout of %q: %w", d.DevPath(), err)
+	}
+	switch {
+	case table != nil && !plan.IsOurs(table, rec.GPTGUID) && !(rec.FoundID != "" && strings.EqualFold(table.ID, rec.FoundID)):
+		return fmt.Sprintf("it carries a partition table with disk id %s, this installation's has %s", table.ID, rec.GPTGUID), nil
+	case table == nil && rec.Partitioned:
+		return fmt.Sprintf("it carries no partition table, and this installation partitioned its disk (disk id %s)", rec.GPTGUID), nil
+	}
+	return "", nil
+}
+
+// otherDiskHint is the two ways on when the recorded disk is not the one
+// attached (at dev, or "" when none is).
+func otherDiskHint(rec *engine.Disk, dev string) string {
+	other := "another disk"
+	if dev != "" {
+		other = fmt.Sprintf("%q", dev)
+	}
+	return fmt.Sprintf("either connect the disk %s again and start again, or delete %s on the SD card to start over onto %s (the journal's progress is lost; with wipe = true everything on that disk is erased)",
+		describeRecord(rec), journal.Dir+"/"+journal.JournalFile, other)
+}
+
+// selectionChanged says whether the config or --target now asks for a disk
+// other than the recorded one: then the target step chooses again.
+func selectionChanged(env *engine.Env, rec *engine.Disk) bool {
+	if env.TargetOverride != "" {
+		dev, err := disk.ResolveDevLink(env.Root, env.TargetOverride)
+		return err != nil || dev != rec.Dev
+	}
+	cfg := env.Config.Target
+	return (cfg.Serial != "" && cfg.Serial != rec.Serial) ||
+		(strings.HasPrefix(cfg.Disk, config.DiskByID) && cfg.Disk != rec.ByID)
+}
+
+// idSeed is the seed of the derived IDs: the recorded one while the journal
+// names this same disk (a rerun of the target step derives the same IDs),
+// a new one otherwise.
+func idSeed(env *engine.Env, id disk.Identity) (string, error) {
+	if r := env.State.Target; r != nil && r.IDSeed != "" && r.Serial == id.Serial && r.ByID == id.ByID && r.Size == id.Size {
+		return r.IDSeed, nil
+	}
+	return disk.NewIDSeed(machineSerial(env), rand.Reader)
+}
+
+// machineSerial is the Pi's serial number: the device tree's (Pi 5 and
+// later kernels) or /proc/cpuinfo's "Serial" line; "" elsewhere.
+func machineSerial(env *engine.Env) string {
+	if b, err := os.ReadFile(env.Path("/sys/firmware/devicetree/base/serial-number")); err == nil {
+		if s := strings.TrimSpace(strings.TrimRight(string(b), "\x00")); s != "" {
+			return s
+		}
+	}
+	data, _ := os.ReadFile(env.Path("/proc/cpuinfo"))
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "Serial" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// modelOf is a disk's vendor and model as one string.
+func modelOf(d *disk.Device) string {
+	return strings.TrimSpace(strings.TrimSpace(d.Vendor) + " " + strings.TrimSpace(d.Model))
 }
 
 func topLevel(devs []disk.Device, path string) *disk.Device {
@@ -465,7 +582,22 @@ func identityOf(d *disk.Device, byID string) disk.Identity {
 }
 
 func identityOfRecord(r *engine.Disk) disk.Identity {
-	return disk.Identity{ByID: r.ByID, Serial: r.Serial, Size: r.Size}
+	return disk.Identity{ByID: r.ByID, Serial: r.Serial, Size: r.Size, Seed: r.IDSeed}
+}
+
+// attachedDisks lists the whole disks lsblk shows, for a message.
+func attachedDisks(ctx context.Context, env *engine.Env) string {
+	devs, err := disk.List(ctx, env.Run, env.Tools.Lsblk)
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	var ds []*disk.Device
+	for i := range devs {
+		if devs[i].Type == "disk" && devs[i].SizeBytes() > 0 {
+			ds = append(ds, &devs[i])
+		}
+	}
+	return listDisks(env, ds)
 }
 
 // ramBytes is the memory size recorded by preflight, or read now when
@@ -496,6 +628,8 @@ func describeDisk(d *disk.Device, byID string) string {
 	}
 	if d.Serial != "" {
 		parts = append(parts, "serial "+d.Serial)
+	} else {
+		parts = append(parts, "no serial number")
 	}
 	parts = append(parts, config.Size(d.SizeBytes()).Approx())
 	if byID != "" {
@@ -505,10 +639,16 @@ func describeDisk(d *disk.Device, byID string) string {
 }
 
 func describeRecord(r *engine.Disk) string {
-	parts := []string{config.Size(r.Size).Approx()}
-	if r.Serial != "" {
-		parts = append([]string{"serial " + r.Serial}, parts...)
+	var parts []string
+	if r.Model != "" {
+		parts = append(parts, r.Model)
 	}
+	if r.Serial != "" {
+		parts = append(parts, "serial "+r.Serial)
+	} else {
+		parts = append(parts, "no serial number")
+	}
+	parts = append(parts, config.Size(r.Size).Approx())
 	if r.ByID != "" {
 		parts = append(parts, r.ByID)
 	}
