@@ -523,9 +523,19 @@ func TestDiskStepsRefuse(t *testing.T) {
 		size     int64
 		prepare  func(t *testing.T, dev, img, root string)
 		config   func(*config.Config)
+		partOnly bool     // --target names the disk's first partition
 		want     []string // in the error, after the quoted device
 		wantHint string
 	}{
+		{
+			name:     "--target names a partition",
+			size:     2 << 30,
+			prepare:  func(t *testing.T, dev, img, root string) { diskExt4Partition(t, dev) },
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			partOnly: true,
+			want:     []string{`p1" is a partition of "/dev/loop`, `: name the whole disk`},
+			wantHint: "use --target /dev/loop",
+		},
 		{
 			name: "data and wipe false",
 			size: 2 << 30,
@@ -714,7 +724,11 @@ func TestDiskStepsRefuse(t *testing.T) {
 				tc.config(cfg)
 			}
 			before := fileSHA256(t, img)
-			env, rec := diskTestEnv(t, root, cfg, dev, nil)
+			target := dev
+			if tc.partOnly {
+				target = dev + "p1"
+			}
+			env, rec := diskTestEnv(t, root, cfg, target, nil)
 			ran, err := diskRunSequence(ctx, env, nil, "", nil)
 			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", dev)) {
 				t.Fatalf("want a refusal naming %q, got: %v", dev, err)

@@ -273,7 +273,7 @@ func TestDiskTargetRefusals(t *testing.T) {
 		{"SD card by --target", "lsblk-pi-two-usb.json", "mountinfo-pi", config.Target{Disk: "auto"}, "/dev/mmcblk0",
 			`refusing disk "/dev/mmcblk0": it holds the running system (/)`},
 		{"partition by --target", "lsblk-pi-two-usb.json", "mountinfo-pi", config.Target{Disk: "auto"}, "/dev/sdb1",
-			`--target "/dev/sdb1": "/dev/sdb1" is a part, not a whole disk`},
+			`--target "/dev/sdb1": "/dev/sdb1" is a partition of "/dev/sdb": name the whole disk`},
 		{"no such by-id", "lsblk-pi-two-usb.json", "mountinfo-pi", config.Target{Disk: "/dev/disk/by-id/usb-Gone_123-0:0"}, "",
 			`no USB disk at target.disk = "/dev/disk/by-id/usb-Gone_123-0:0"`},
 		{"unknown serial", "lsblk-pi-two-usb.json", "mountinfo-pi", config.Target{Serial: "NOPE"}, "",

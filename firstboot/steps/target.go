@@ -248,6 +248,11 @@ func overrideDisk(env *engine.Env, devs []disk.Device) (*disk.Device, error) {
 		}
 	}
 	if d := disk.Find(devs, dev); d != nil {
+		top := disk.TopOf(devs, dev)
+		if d.Type == "part" && top != nil {
+			return nil, engine.WithHint(fmt.Errorf("--target %q: %q is a partition of %q: name the whole disk", env.TargetOverride, dev, top.DevPath()),
+				fmt.Sprintf("use --target %s (everything on the whole disk is replaced)", top.DevPath()))
+		}
 		return nil, engine.WithHint(fmt.Errorf("--target %q: %q is a %s, not a whole disk", env.TargetOverride, dev, d.Type),
 			"give the whole disk (e.g. /dev/sda, not /dev/sda1)")
 	}
