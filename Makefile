@@ -69,9 +69,11 @@ e2e: build deps-test
 	NIXPI_E2E=1 NIXPI_BIN=$(CURDIR)/bin/nixpi $(GO) test -count=1 -v -timeout 60m -run 'TestE2E' ./builder/qemu/
 
 # Build time against `xz -T0 -dc` of the same >= 1 GiB base, and peak RSS,
-# from one run (the base is generated once and cached in /var/tmp/nixpi-bench).
+# from one run (the base is generated once and cached in /var/tmp/nixpi-bench);
+# and the time of the disk blank check on a sparse 2 TiB loop device (root).
 bench: build deps-test
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./builder/fatfs/ ./builder/fixture/
+	$(GO) test -run '^$$' -bench BlankCheck -benchtime 1x ./firstboot/disk/
 	NIXPI_BIN=$(CURDIR)/bin/nixpi $(GO) run ./builder/bench -runs 3
 
 lint:

@@ -203,3 +203,59 @@ func ResolveDevLink(root, link string) (string, error) {
 	}
 	return "", fmt.Errorf("resolve %q: too many links", link)
 }
+
+// ReadAllMountInfo reads the mount table of every mount namespace under
+// root/proc: a filesystem mounted only inside a container or a private
+// namespace (unshare -m) is mounted all the same. Each namespace is read
+// once, through the first process in it; processes that exit meanwhile are
+// skipped. root/proc/self/mountinfo must be readable.
+func ReadAllMountInfo(root string) ([]Mount, error) {
+	mounts, err := ReadMountInfo(root)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	if ns, err := os.Readlink(filepath.Join(root, "proc/self/ns/mnt")); err == nil {
+		seen[ns] = true
+	}
+	pids, _ := filepath.Glob(filepath.Join(root, "proc/[0-9]*"))
+	for _, dir := range pids {
+		ns, err := os.Readlink(filepath.Join(dir, "ns/mnt"))
+		if err != nil || seen[ns] {
+			continue // gone, a kernel thread, or a namespace already read
+		}
+		seen[ns] = true
+		data, err := os.ReadFile(filepath.Join(dir, "mountinfo"))
+		if err != nil {
+			continue
+		}
+		more, err := ParseMountInfo(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "mountinfo"), err)
+		}
+		mounts = append(mounts, more...)
+	}
+	return mounts, nil
+}
+
+// LoopBacking is a loop device and the file it reads from.
+type LoopBacking struct {
+	Loop string // "/dev/loop5"
+	File string // its backing file as the kernel names it
+}
+
+// LoopBackings lists every attached loop device's backing file from sysfs
+// under root.
+func LoopBackings(root string) []LoopBacking {
+	files, _ := filepath.Glob(filepath.Join(root, "sys/block/loop*/loop/backing_file"))
+	var out []LoopBacking
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue // detached meanwhile
+		}
+		name := filepath.Base(filepath.Dir(filepath.Dir(f)))
+		out = append(out, LoopBacking{Loop: "/dev/" + name, File: strings.TrimSuffix(string(data), "\n")})
+	}
+	return out
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/nixpi/nixpi/firstboot/config"
@@ -42,6 +43,9 @@ type Identity struct {
 	ByID   string
 	Serial string
 	Size   int64
+	// Seed is the installation's own part of every derived ID (see
+	// journal.Disk.IDSeed); "" derives the IDs as installs before it did.
+	Seed string
 }
 
 // Part is one planned partition and the filesystem that goes on it.
@@ -283,9 +287,9 @@ func (p *Plan) IsOurs(t *Table, recordedID string) bool {
 	return true
 }
 
-// idSource derives every GUID/UUID of one installation from the layout and
-// the disk's identity: a rerun or a resume after a power cut computes the
-// same IDs, and a different disk or layout gets different ones.
+// idSource derives every GUID/UUID of one installation from the layout, the
+// disk's identity and the installation's seed: a resume after a power cut
+// computes the same IDs, and another disk, layout, Pi or install gets others.
 type idSource struct{ seed [32]byte }
 
 func newIDSource(l config.Layout, swapBytes int64, id Identity) idSource {
@@ -294,6 +298,9 @@ func newIDSource(l config.Layout, swapBytes int64, id Identity) idSource {
 	fmt.Fprintf(&b, "table=%s\nboot=%d\nswap=%d\nrootfs=%s\n", l.Table, l.BootSize, swapBytes, l.RootFS)
 	fmt.Fprintf(&b, "labels=%q,%q,%q\nsubvolumes=%q\n", l.BootLabel, l.SwapLabel, l.RootLabel, l.Subvolumes)
 	fmt.Fprintf(&b, "serial=%q\nby-id=%q\nsize=%d\n", id.Serial, id.ByID, id.Size)
+	if id.Seed != "" {
+		fmt.Fprintf(&b, "seed=%s\n", id.Seed)
+	}
 	return idSource{seed: sha256.Sum256([]byte(b.String()))}
 }
 
@@ -328,4 +335,16 @@ func humanSize(n int64) string {
 		return fmt.Sprintf("%dMiB", roundUp(n, int64(config.MiB))>>20)
 	}
 	return config.Size(n).String()
+}
+
+// NewIDSeed is the seed of a new installation's IDs: the Pi's serial number
+// (so two Pis of a fleet differ even with identical disks and configs) and a
+// random part (so do two identical disks prepared on one Pi).
+func NewIDSeed(machineSerial string, random io.Reader) (string, error) {
+	nonce := make([]byte, 16)
+	if _, err := io.ReadFull(random, nonce); err != nil {
+		return "", fmt.Errorf("read random bytes for the disk IDs: %w", err)
+	}
+	sum := sha256.Sum256(fmt.Appendf(nil, "nixpi id seed v1\nmachine-serial=%q\nnonce=%x\n", machineSerial, nonce))
+	return hex.EncodeToString(sum[:16]), nil
 }

@@ -18,7 +18,10 @@ type Signature struct {
 	Label  string `json:"label"`
 }
 
-func (s Signature) String() string {
+func (s Signature) String() string { return s.name() + " at " + s.Offset }
+
+// name is the type, label and UUID: `ext4 label "data" uuid 0e4b...`.
+func (s Signature) name() string {
 	var b strings.Builder
 	b.WriteString(s.Type)
 	if s.Label != "" {
@@ -27,7 +30,6 @@ func (s Signature) String() string {
 	if s.UUID != "" {
 		fmt.Fprintf(&b, " uuid %s", s.UUID)
 	}
-	fmt.Fprintf(&b, " at %s", s.Offset)
 	return b.String()
 }
 
@@ -98,7 +100,8 @@ func ParseSfdisk(data []byte) (*Table, error) {
 }
 
 // ReadTable reads dev's partition table, or returns nil when wipefs finds
-// none (sfdisk fails on a disk without one).
+// none (sfdisk fails on a disk without one, and on a GPT whose primary is
+// damaged: a backup alone is no table to read but a signature to report).
 func ReadTable(ctx context.Context, run system.Runner, tools system.Tools, dev string) (*Table, []Signature, error) {
 	sigs, err := Signatures(ctx, run, tools.Wipefs, dev)
 	if err != nil {
@@ -106,7 +109,7 @@ func ReadTable(ctx context.Context, run system.Runner, tools system.Tools, dev s
 	}
 	hasTable := false
 	for _, s := range sigs {
-		if s.Type == "gpt" || s.Type == "dos" {
+		if (s.Type == "gpt" && !s.IsBackupGPT()) || s.Type == "dos" {
 			hasTable = true
 		}
 	}

@@ -219,6 +219,9 @@ func (e *Engine) open() error {
 	dir := e.bootDir()
 	w, err := journal.Create(dir)
 	if err != nil {
+		if problem := cardProblem(err); problem != "" {
+			return WithHint(fmt.Errorf("the SD card itself is %s: %w", problem, err), cardFix(problem))
+		}
 		return WithHint(err, "check that the card's FAT partition is mounted read-write at "+e.Env.BootDir)
 	}
 	// A second instance (the unit started twice, a person running it by
@@ -324,7 +327,11 @@ func (e *Engine) Run(ctx context.Context, only []string) (Outcome, error) {
 		}
 	}
 	e.led(progress.Finished)
-	e.say("all %d steps done.%s", len(sel), reachMessage(e.Env))
+	next := reachMessage(e.Env)
+	if c, ok := sel[len(sel)-1].(Concluder); ok {
+		next = " " + c.Conclusion(e.Env)
+	}
+	e.say("all %d steps done.%s", len(sel), next)
 	return Finished, nil
 }
 
@@ -406,16 +413,47 @@ func (e *Engine) fail(step string, err error) (Outcome, error) {
 		hint = defaultHint
 	}
 	entry := journal.Entry{Step: step, Event: journal.Fail, Boot: e.boot, Msg: err.Error(), Hint: hint}
+	var cardErr error
 	if e.w != nil {
 		if jerr := e.append(step, journal.Fail, err.Error(), hint, e.ConfigSHA256); jerr != nil {
-			err = errors.Join(err, jerr)
+			cardErr = jerr
 		}
 		if merr := writeMarker(e.markerPath(), entry); merr != nil {
-			err = errors.Join(err, merr)
+			cardErr = errors.Join(cardErr, merr)
 		}
 	}
+	if problem := cardProblem(cardErr); problem != "" {
+		// Nothing on the card says what happened, and its log is cut
+		// short: the console must say it all, the card's own state first.
+		e.say("INSTALL STOPPED: step %s failed in boot %d: %s", step, e.boot, err)
+		e.say("the SD card itself is %s, so this failure is not recorded on it (no %s) and %s is incomplete", problem,
+			cardpath.Failed, cardpath.Log)
+		e.say("fix: %s; then power the Pi off and on to retry", cardFix(problem))
+		e.led(progress.Failed)
+		return Failed, errors.Join(err, cardErr)
+	}
 	e.showFailure(entry)
-	return Failed, err
+	return Failed, errors.Join(err, cardErr)
+}
+
+// cardProblem names what is wrong with the card itself when err is the card
+// refusing a write: "full" or "read-only"; "" for anything else.
+func cardProblem(err error) string {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return "full"
+	case errors.Is(err, syscall.EROFS):
+		return "read-only"
+	}
+	return ""
+}
+
+// cardFix is what to do about a full or read-only card.
+func cardFix(problem string) string {
+	if problem == "full" {
+		return "make room on the card's FAT partition (delete files added to it besides nixpi/), or write the image to a larger card"
+	}
+	return "the card went read-only: check its write-protect switch (SD adapters have one), or write the image to another card (a card that turns read-only is failing)"
 }
 
 // RecordFailure records a failure found before any step ran (an unreadable
@@ -495,6 +533,8 @@ func writeMarker(path string, f journal.Entry) error {
 	_, werr := fh.WriteString(text)
 	serr := fh.Sync()
 	if err := errors.Join(werr, serr, fh.Close()); err != nil {
+		// An empty or cut marker would stop the install without saying why.
+		_ = os.Remove(path)
 		return fmt.Errorf("failure marker %q: %w", path, err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -624,5 +625,99 @@ func TestUnwritableCardRefusesVisibly(t *testing.T) {
 	}
 	if !strings.Contains(d.text(), "cannot start: journal:") || !strings.Contains(d.text(), "fix: check that the card's FAT partition is mounted read-write") || d.lastLED() != progress.Failed {
 		t.Errorf("display: %v\n%s", d.leds, d.text())
+	}
+}
+
+// TestFullOrReadOnlyCardSaysSo: the card's FAT partition (a small tmpfs
+// here, as root) fills up while a step runs, or is read-only from the start.
+// No empty nixpi/FAILED is left, and the console says the card itself is full
+// or read-only instead of pointing at a log that could not be written.
+func TestFullOrReadOnlyCardSaysSo(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: mounting a small tmpfs as the card needs root")
+	}
+	card := func(t *testing.T, m *machine, opts string) string {
+		dir := filepath.Join(m.root, bootDir)
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "nixpi-test-card", dir).CombinedOutput(); err != nil {
+			t.Skipf("skipping: mount tmpfs: %v: %s", err, out)
+		}
+		t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+		return dir
+	}
+	check := func(t *testing.T, m *machine, d *display, want ...string) {
+		t.Helper()
+		if _, err := os.Stat(m.marker()); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("a failure marker was left (stat: %v)", err)
+		}
+		for _, w := range want {
+			if !strings.Contains(d.text(), w) {
+				t.Errorf("console does not say %q:\n%s", w, d.text())
+			}
+		}
+		if strings.Contains(d.text(), "read nixpi/install.log") || d.lastLED() != progress.Failed {
+			t.Errorf("console points at the log, or LED %v:\n%s", d.lastLED(), d.text())
+		}
+	}
+
+	t.Run("full", func(t *testing.T) {
+		m := newMachine(t)
+		dir := card(t, m, "size=256k")
+		a := &fakeStep{name: "a", run: func(ctx context.Context, env *engine.Env) error {
+			f, err := os.Create(filepath.Join(dir, "photos.zip"))
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			for {
+				if _, err := f.Write(make([]byte, 64<<10)); err != nil {
+					return fmt.Errorf("a: copy the photos: %w", err)
+				}
+			}
+		}}
+		eng, d, _ := m.engine(a)
+		if out, err := eng.Run(context.Background(), nil); out != engine.Failed || err == nil {
+			t.Fatalf("Run = %v, %v", out, err)
+		}
+		check(t, m, d, "INSTALL STOPPED: step a failed in boot 1: a: copy the photos:",
+			"the SD card itself is full, so this failure is not recorded on it (no nixpi/FAILED) and nixpi/install.log is incomplete",
+			"fix: make room on the card's FAT partition", "; then power the Pi off and on to retry")
+	})
+	t.Run("read-only", func(t *testing.T) {
+		m := newMachine(t)
+		card(t, m, "ro,size=256k")
+		a := &fakeStep{name: "a"}
+		eng, d, _ := m.engine(a)
+		if out, err := eng.Run(context.Background(), nil); out != engine.Refused || err == nil || a.runs != 0 {
+			t.Fatalf("Run = %v, %v (runs %d)", out, err, a.runs)
+		}
+		check(t, m, d, "cannot start: the SD card itself is read-only: journal:", "fix: the card went read-only: check its write-protect switch")
+	})
+}
+
+// concludingStep ends a run with its own word on what comes next.
+type concludingStep struct{ fakeStep }
+
+func (*concludingStep) Conclusion(env *engine.Env) string { return "The disk is prepared." }
+
+// TestLastStepConcludes: a run that ends with a step that says what comes
+// next (the disk steps, before anything is installed) ends with that, not
+// with how to log in to a system that is not there.
+func TestLastStepConcludes(t *testing.T) {
+	t.Parallel()
+	m := newMachine(t)
+	eng, d, _ := m.engine(&fakeStep{name: "a"}, &concludingStep{fakeStep{name: "disk"}})
+	if out, err := eng.Run(context.Background(), nil); out != engine.Finished || err != nil {
+		t.Fatalf("Run = %v, %v", out, err)
+	}
+	if last := d.lines[len(d.lines)-1]; last != "all 2 steps done. The disk is prepared." {
+		t.Errorf("last line = %q", last)
+	}
+	// --only a: a ends the run, and says nothing of its own.
+	eng, d, _ = m.engine(&fakeStep{name: "a"}, &concludingStep{fakeStep{name: "disk"}})
+	if out, err := eng.Run(context.Background(), []string{"a"}); out != engine.Finished || err != nil {
+		t.Fatalf("Run = %v, %v", out, err)
+	}
+	if last := d.lines[len(d.lines)-1]; strings.Contains(last, "The disk is prepared") {
+		t.Errorf("last line = %q", last)
 	}
 }

@@ -8,6 +8,16 @@ type Disk struct {
 	Serial  string `json:"serial,omitempty"`   // ID_SERIAL_SHORT
 	Size    int64  `json:"size"`               // bytes
 	GPTGUID string `json:"gpt_guid,omitempty"` // disk GUID this installation wrote
+	Model   string `json:"model,omitempty"`    // vendor and model as lsblk reads them
+	// IDSeed is mixed into every GUID/UUID the plan derives (the Pi's serial
+	// and a random part), so a resume derives the same IDs and no two
+	// installs share them.
+	IDSeed string `json:"id_seed,omitempty"`
+	// FoundID is the disk id of the partition table the disk carried when
+	// it was chosen (to be wiped), "" for none.
+	FoundID string `json:"found_id,omitempty"`
+	// Partitioned is set once the partition step has written the table.
+	Partitioned bool `json:"partitioned,omitempty"`
 }
 
 // State is what steps learn and later steps need, persisted across boots in

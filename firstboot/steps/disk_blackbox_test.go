@@ -10,6 +10,7 @@ package steps_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -143,13 +144,19 @@ type diskRecorder struct {
 	system.ExecRunner
 	mu    sync.Mutex
 	calls [][]string
+	// after, when set, is called after each command has run.
+	after func(argv []string)
 }
 
 func (r *diskRecorder) Output(ctx context.Context, argv ...string) ([]byte, error) {
 	r.mu.Lock()
 	r.calls = append(r.calls, slices.Clone(argv))
 	r.mu.Unlock()
-	return r.ExecRunner.Output(ctx, argv...)
+	out, err := r.ExecRunner.Output(ctx, argv...)
+	if r.after != nil {
+		r.after(argv)
+	}
+	return out, err
 }
 
 // destructive returns the recorded commands that change a disk or the
@@ -160,7 +167,7 @@ func (r *diskRecorder) destructive() []string {
 	var out []string
 	for _, c := range r.calls {
 		base := filepath.Base(c[0])
-		readOnly := base == "lsblk" ||
+		readOnly := base == "lsblk" || base == "blkid" ||
 			(base == "wipefs" && slices.Contains(c, "--no-act")) ||
 			(base == "sfdisk" && slices.Contains(c, "--json")) ||
 			(base == "btrfs" && len(c) > 1 && c[1] == "inspect-internal")
@@ -487,7 +494,7 @@ func TestDiskStepsBlankDiskTwice(t *testing.T) {
 // IDs the plan derives.
 func diskCompareWithPlan(t *testing.T, got diskSpec, env *engine.Env) {
 	t.Helper()
-	plan, err := disk.NewPlan(env.Config.Layout, env.State.RAMBytes, disk.Identity{Size: diskTestSize}, 512)
+	plan, err := disk.NewPlan(env.Config.Layout, env.State.RAMBytes, disk.Identity{Size: diskTestSize, Seed: env.State.Target.IDSeed}, 512)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -503,64 +510,208 @@ func diskCompareWithPlan(t *testing.T, got diskSpec, env *engine.Env) {
 	}
 }
 
+// diskWipeHint is what every refusal of a disk that is not blank says.
+const diskWipeHint = "set `wipe = true` in nixpi/nixpi.toml if this disk may be erased"
+
+// TestDiskStepsRefuse: each case is a disk set up with the real tools, a
+// config, and the refusal it must get: the words of the message and of its
+// hint, only the target step run, nothing destructive run, nothing
+// recorded, and the disk's sha256 unchanged.
 func TestDiskStepsRefuse(t *testing.T) {
 	diskRequireLoop(t)
 	const small = 1 << 30
 	for _, tc := range []struct {
-		name    string
-		size    int64
-		prepare func(t *testing.T, dev, root string)
-		config  func(*config.Config)
-		want    string // in the error, after the quoted device
+		name     string
+		size     int64
+		prepare  func(t *testing.T, dev, img, root string)
+		config   func(*config.Config)
+		partOnly bool     // --target names the disk's first partition
+		want     []string // in the error, after the quoted device
+		wantHint string
 	}{
+		{
+			name:     "--target names a partition",
+			size:     2 << 30,
+			prepare:  func(t *testing.T, dev, img, root string) { diskExt4Partition(t, dev) },
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			partOnly: true,
+			want:     []string{`p1" is a partition of "/dev/loop`, `: name the whole disk`},
+			wantHint: "use --target /dev/loop",
+		},
 		{
 			name: "data and wipe false",
 			size: 2 << 30,
-			prepare: func(t *testing.T, dev, root string) {
+			prepare: func(t *testing.T, dev, img, root string) {
 				diskMust(t, "sgdisk", "--new=1:2048:+100M", "--typecode=1:8300", dev)
 				diskMust(t, "partx", "--update", dev)
 				diskMust(t, "mkfs.ext4", "-q", "-L", "data", dev+"p1")
 			},
-			want: "it holds a partition table (gpt) and target.wipe = false",
+			want:     []string{"it is not blank: it holds a partition table (gpt) at 512 B (0x200)", `1 partition: 1 (100.0 MiB at 1.0 MiB): ext4 label "data", `, " MiB used", "and target.wipe = false"},
+			wantHint: diskWipeHint,
 		},
 		{
-			name:    "filesystem on the whole disk and wipe false",
-			size:    2 << 30,
-			prepare: func(t *testing.T, dev, root string) { diskMust(t, "mkfs.ext4", "-q", "-L", "data", dev) },
-			want:    `it holds a filesystem signature (ext4 label "data"`,
+			name:     "filesystem on the whole disk and wipe false",
+			size:     2 << 30,
+			prepare:  func(t *testing.T, dev, img, root string) { diskMust(t, "mkfs.ext4", "-q", "-L", "data", dev) },
+			want:     []string{`it holds a filesystem signature (ext4 label "data" uuid `, "at 1.1 KiB (0x438)"},
+			wantHint: diskWipeHint,
 		},
 		{
-			name: "too small for the layout",
-			size: small,
-			want: "is too small for the layout",
+			name: "filesystem at 2 MiB and no table",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskMkfsAt(t, img, 2<<20, 256<<20, "mkfs.ext4", "-q", "-L", "shifted")
+			},
+			want:     []string{`a filesystem signature (ext4 label "shifted" uuid `, "at 2.0 MiB (0x200000)"},
+			wantHint: diskWipeHint,
 		},
 		{
-			name:   "smaller than min_size",
-			size:   2 << 30,
-			config: func(c *config.Config) { c.Target.MinSize = 4 * config.GiB },
-			want:   "it is smaller than target.min_size = 4GiB",
+			name: "swap at 4 MiB and no table",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskMkfsAt(t, img, 4<<20, 64<<20, "mkswap", "-L", "oldswap")
+			},
+			want:     []string{`a swap signature (swap label "oldswap"`, "at 4.0 MiB (0x400000)"},
+			wantHint: diskWipeHint,
+		},
+		{
+			// At no usual partition start: its superblock lies in the window
+			// sampled at every 16 MiB.
+			name: "filesystem at 48 MiB and no table",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskMkfsAt(t, img, 48<<20, 256<<20, "mkfs.ext4", "-q", "-L", "far")
+			},
+			want:     []string{"non-zero data at 48.0 MiB (0x3000400)"},
+			wantHint: diskWipeHint,
+		},
+		{
+			// The worst placement the bound allows: just after one sampled
+			// window, one sector longer than the gap to the next.
+			name: "random data in the middle",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				off := int64(64*disk.BlankStrideBytes + disk.BlankWindowBytes)
+				diskWriteAt(t, dev, off, diskRandom(t, disk.BlankStrideBytes-disk.BlankWindowBytes+512))
+			},
+			want:     []string{"it holds non-zero data at 1.0 GiB (0x41000000)"},
+			wantHint: diskWipeHint,
+		},
+		{
+			name: "primary GPT zeroed over a filesystem",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskMust(t, "sgdisk", "--new=1:2048:+300M", dev)
+				diskMust(t, "partx", "--update", dev)
+				diskMust(t, "mkfs.btrfs", "-q", "-L", "photos", dev+"p1")
+				diskWriteAt(t, dev, 0, make([]byte, 34*512))
+				diskMust(t, "partx", "--delete", dev)
+			},
+			want: []string{"a GPT backup table (the primary is damaged) at 2.0 GiB (0x7ffffe00)",
+				`a filesystem signature (btrfs label "photos" uuid `, "at 1.0 MiB (0x100000)"},
+			wantHint: diskWipeHint,
+		},
+		{
+			name: "backup GPT only and wipe false",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskMust(t, "sgdisk", "--new=1:2048:+100M", dev)
+				diskWriteAt(t, dev, 0, make([]byte, 34*512))
+			},
+			want:     []string{"it holds a GPT backup table (the primary is damaged) at 2.0 GiB (0x7ffffe00)"},
+			wantHint: diskWipeHint,
+		},
+		{
+			name:     "too small for the layout",
+			size:     small,
+			want:     []string{"is too small for the layout"},
+			wantHint: "use a larger disk",
+		},
+		{
+			name:     "smaller than min_size",
+			size:     2 << 30,
+			config:   func(c *config.Config) { c.Target.MinSize = 4 * config.GiB },
+			want:     []string{"it is smaller than target.min_size = 4GiB"},
+			wantHint: "lower target.min_size",
 		},
 		{
 			name: "boot disk",
 			size: 2 << 30,
-			prepare: func(t *testing.T, dev, root string) {
+			prepare: func(t *testing.T, dev, img, root string) {
 				diskMust(t, "mkfs.ext4", "-q", "-L", "bootfs", dev)
 				diskMountRO(t, dev, filepath.Join(root, "boot/firmware"))
 			},
-			config: func(c *config.Config) { c.Target.Wipe = true },
-			want:   "it holds the boot partition (/boot/firmware)",
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{"it holds the boot partition (/boot/firmware)"},
+			wantHint: "separate USB disk",
 		},
 		{
 			name: "mounted",
 			size: 2 << 30,
-			prepare: func(t *testing.T, dev, root string) {
+			prepare: func(t *testing.T, dev, img, root string) {
 				diskMust(t, "sgdisk", "--new=1:2048:+100M", dev)
 				diskMust(t, "partx", "--update", dev)
 				diskMust(t, "mkfs.ext4", "-q", dev+"p1")
 				diskMountRO(t, dev+"p1", filepath.Join(t.TempDir(), "elsewhere"))
 			},
-			config: func(c *config.Config) { c.Target.Wipe = true },
-			want:   "p1\" is mounted at",
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{"p1\" is mounted at"},
+			wantHint: "unmount it",
+		},
+		{
+			name: "partition mounted through a second loop device",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskExt4Partition(t, dev)
+				loop := diskAttach(t, "--read-only", dev+"p1")
+				diskMountRO(t, loop, filepath.Join(t.TempDir(), "through-loop"))
+			},
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{`p1" is the backing file of loop device "/dev/loop`, `, which is mounted at "`},
+			wantHint: "detach the loop devices",
+		},
+		{
+			name: "partition backing a loop device, nothing mounted",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskExt4Partition(t, dev)
+				diskAttach(t, "--read-only", dev+"p1")
+			},
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{`p1" is the backing file of loop device "/dev/loop`},
+			wantHint: "detach the loop devices",
+		},
+		{
+			// No mount table shows it any more, but the filesystem lives on
+			// while a process uses it: only the kernel's exclusive claim tells.
+			name: "filesystem lazily unmounted while still in use",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskExt4Partition(t, dev)
+				dir := filepath.Join(t.TempDir(), "lazy")
+				diskMountRO(t, dev+"p1", dir)
+				user := exec.Command("sleep", "600")
+				user.Dir = dir
+				if err := user.Start(); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = user.Process.Kill(); _ = user.Wait() })
+				diskMust(t, "umount", "--lazy", dir)
+			},
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{`p1" is busy: the kernel holds it`},
+			wantHint: "unmount it",
+		},
+		{
+			name: "partition mounted in another mount namespace only",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskExt4Partition(t, dev)
+				diskMountInNamespace(t, dev+"p1")
+			},
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{`p1" is mounted at "/mnt"`},
+			wantHint: "in every container too",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -568,20 +719,29 @@ func TestDiskStepsRefuse(t *testing.T) {
 			dev, img := diskLoop(t, tc.size)
 			root := diskRoot(t)
 			if tc.prepare != nil {
-				tc.prepare(t, dev, root)
+				tc.prepare(t, dev, img, root)
 			}
 			cfg := diskTestConfig()
 			if tc.config != nil {
 				tc.config(cfg)
 			}
 			before := fileSHA256(t, img)
-			env, rec := diskTestEnv(t, root, cfg, dev, nil)
-			ran, err := diskRunSequence(ctx, env, nil, "", nil)
-			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", dev)) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("want a refusal naming %q and %q, got: %v", dev, tc.want, err)
+			target := dev
+			if tc.partOnly {
+				target = dev + "p1"
 			}
-			if engine.HintOf(err) == "" {
-				t.Errorf("refusal %q has no hint saying how to fix it", err)
+			env, rec := diskTestEnv(t, root, cfg, target, nil)
+			ran, err := diskRunSequence(ctx, env, nil, "", nil)
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", dev)) {
+				t.Fatalf("want a refusal naming %q, got: %v", dev, err)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("refusal does not say %q: %v", want, err)
+				}
+			}
+			if hint := engine.HintOf(err); !strings.Contains(hint, tc.wantHint) {
+				t.Errorf("hint %q does not say %q", hint, tc.wantHint)
 			}
 			t.Logf("refused: %v\nhint: %s", err, engine.HintOf(err))
 			if !reflect.DeepEqual(ran, []string{"target"}) {
@@ -599,6 +759,101 @@ func TestDiskStepsRefuse(t *testing.T) {
 			}
 		})
 	}
+}
+
+// diskExt4Partition gives dev one 100 MiB partition with an ext4.
+func diskExt4Partition(t *testing.T, dev string) {
+	t.Helper()
+	diskMust(t, "sgdisk", "--new=1:2048:+100M", dev)
+	diskMust(t, "partx", "--update", dev)
+	diskMust(t, "mkfs.ext4", "-q", "-L", "inuse", dev+"p1")
+}
+
+// diskAttach attaches a loop device to file (losetup options first) and
+// detaches it at cleanup.
+func diskAttach(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("losetup", append([]string{"--find", "--show"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup %q: %v: %s", args, err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "--detach", loop).CombinedOutput(); err != nil {
+			t.Errorf("losetup --detach %s: %v: %s", loop, err, out)
+		}
+	})
+	return loop
+}
+
+// diskMountInNamespace mounts dev read-only at /mnt inside a new private
+// mount namespace, held by a process that lives until cleanup: the host's
+// own mount table never shows it.
+func diskMountInNamespace(t *testing.T, dev string) {
+	t.Helper()
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount -o ro,noload "$0" /mnt && echo mounted && exec sleep 600`, dev)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Skipf("skipping: unshare: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line := make([]byte, 8)
+	if n, _ := io.ReadFull(stdout, line); string(line[:n]) != "mounted\n" {
+		t.Fatalf("mount in a private namespace failed (read %q)", line[:n])
+	}
+	if mounts, _ := disk.ReadMountInfo("/"); slices.ContainsFunc(mounts, func(m disk.Mount) bool { return m.Source == dev }) {
+		t.Fatalf("%s shows in this namespace's mount table: the test would not test anything", dev)
+	}
+}
+
+// diskMkfsAt runs a mkfs (argv, the device appended) on the region
+// [off, off+size) of img, through a second loop device with that offset: a
+// filesystem where no partition table says there is one.
+func diskMkfsAt(t *testing.T, img string, off, size int64, argv ...string) {
+	t.Helper()
+	out, err := exec.Command("losetup", "--find", "--show", "--offset", fmt.Sprint(off), "--sizelimit", fmt.Sprint(size), img).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup --offset %d: %v: %s", off, err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	defer func() {
+		if out, err := exec.Command("losetup", "--detach", loop).CombinedOutput(); err != nil {
+			t.Errorf("losetup --detach %s: %v: %s", loop, err, out)
+		}
+	}()
+	diskMust(t, append(argv, loop)...)
+}
+
+// diskWriteAt writes data at off of dev and syncs it.
+func diskWriteAt(t *testing.T, dev string, off int64, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(data, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func diskRandom(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func diskMust(t *testing.T, argv ...string) {
@@ -703,7 +958,7 @@ func diskPowerCuts(t *testing.T, cfg *config.Config, wantPoints []string) {
 		env.CrashPoint = func(p string) { points = append(points, p) }
 		_, err := diskRunSequence(ctx, env, nil, "", nil)
 		diskCheckFATMountOnly(t, err, root, dev+"p1")
-		if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, diskTestSize); !reflect.DeepEqual(got, want) {
+		if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, env.State.Target); !reflect.DeepEqual(got, want) {
 			t.Errorf("uninterrupted run: disk differs from the spec:\ngot  %v\nwant %v", got, want)
 		}
 	})
@@ -732,7 +987,7 @@ func diskPowerCuts(t *testing.T, cfg *config.Config, wantPoints []string) {
 			env2, _ := diskTestEnv(t, root, cfg, dev, saved)
 			_, err := diskRunSequence(ctx, env2, nil, interrupted, nil)
 			diskCheckFATMountOnly(t, err, root, dev+"p1")
-			if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, size); !reflect.DeepEqual(got, want) {
+			if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, env2.State.Target); !reflect.DeepEqual(got, want) {
 				t.Errorf("after a power cut at %s and a rerun the disk differs from the spec:\ngot  %v\nwant %v", point, got, want)
 			}
 			mounts, err := disk.ReadMountInfo("/")
@@ -752,11 +1007,14 @@ func diskPowerCuts(t *testing.T, cfg *config.Config, wantPoints []string) {
 	}
 }
 
-// diskWantSpec is the spec an uninterrupted run gives on a blank disk of
-// the given size (no serial): the plan's geometry and derived IDs.
-func diskWantSpec(t *testing.T, cfg *config.Config, size int64) diskSpec {
+// diskWantSpec is the spec an uninterrupted run gives on the recorded disk
+// (a loop device: no serial): the plan's geometry and derived IDs.
+func diskWantSpec(t *testing.T, cfg *config.Config, rec *journal.Disk) diskSpec {
 	t.Helper()
-	plan, err := disk.NewPlan(cfg.Layout, diskTestRAM, disk.Identity{Size: size}, 512)
+	if rec == nil || rec.IDSeed == "" {
+		t.Fatalf("recorded disk %+v: no ID seed", rec)
+	}
+	plan, err := disk.NewPlan(cfg.Layout, diskTestRAM, disk.Identity{Size: rec.Size, Seed: rec.IDSeed}, 512)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -797,7 +1055,7 @@ func TestDiskStepsResumeOwnDisk(t *testing.T) {
 	fresh, freshRec := diskTestEnv(t, root, diskTestConfig(), dev, nil)
 	before := fileSHA256(t, img)
 	err := steps.NewTarget().Run(ctx, fresh)
-	if err == nil || !strings.Contains(err.Error(), "it holds a partition table (gpt) and target.wipe = false") {
+	if err == nil || !strings.Contains(err.Error(), "it is not blank: it holds a partition table (gpt)") || !strings.Contains(err.Error(), `1 (500.0 MiB at 1.0 MiB): vfat label "boot"`) {
 		t.Fatalf("a journal that never saw this disk: want a refusal, got %v", err)
 	}
 	if cmds := freshRec.destructive(); len(cmds) > 0 || fileSHA256(t, img) != before {
@@ -815,7 +1073,7 @@ func TestDiskStepsResumeOwnDisk(t *testing.T) {
 	}
 	_, err = diskRunSequence(ctx, resumed, nil, "", nil)
 	diskCheckFATMountOnly(t, err, root, dev+"p1")
-	if got, want := readDiskSpec(t, dev), diskWantSpec(t, resumed.Config, size); !reflect.DeepEqual(got, want) {
+	if got, want := readDiskSpec(t, dev), diskWantSpec(t, resumed.Config, resumed.State.Target); !reflect.DeepEqual(got, want) {
 		t.Errorf("disk differs from the spec:\ngot  %v\nwant %v", got, want)
 	}
 }
@@ -842,13 +1100,277 @@ func TestDiskStepsWipeAllowed(t *testing.T) {
 	env, rec := diskTestEnv(t, root, cfg, dev, nil)
 	_, err := diskRunSequence(ctx, env, nil, "", nil)
 	diskCheckFATMountOnly(t, err, root, dev+"p1")
-	if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, size); !reflect.DeepEqual(got, want) {
+	if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, env.State.Target); !reflect.DeepEqual(got, want) {
 		t.Errorf("disk differs from the spec:\ngot  %v\nwant %v", got, want)
 	}
 	// The old ext4 inside the new boot partition was erased before mkfs.fat.
 	cmds := rec.destructive()
 	if i := slices.Index(cmds, "/usr/sbin/wipefs --all "+dev+"p1"); i < 0 || !strings.HasPrefix(cmds[i+1], "/usr/sbin/mkfs.fat ") {
 		t.Errorf("want wipefs --all %sp1 right before mkfs.fat, ran %q", dev, cmds)
+	}
+}
+
+// TestDiskStepsPrepared: each case is a disk set up with the real tools and
+// a config under which it must be prepared exactly as the plan says.
+func TestDiskStepsPrepared(t *testing.T) {
+	diskRequireLoop(t)
+	for i, tc := range []struct {
+		name    string
+		wipe    bool
+		prepare func(t *testing.T, dev string)
+	}{
+		{name: "blank disk and wipe false"},
+		{
+			name: "backup GPT only and wipe true",
+			wipe: true,
+			prepare: func(t *testing.T, dev string) {
+				diskMust(t, "sgdisk", "--new=1:2048:+100M", dev)
+				diskWriteAt(t, dev, 0, make([]byte, 34*512))
+			},
+		},
+		{
+			name: "primary GPT zeroed over a filesystem and wipe true",
+			wipe: true,
+			prepare: func(t *testing.T, dev string) {
+				diskMust(t, "sgdisk", "--new=1:2048:+700M", dev)
+				diskMust(t, "partx", "--update", dev)
+				diskMust(t, "mkfs.btrfs", "-q", "-L", "photos", dev+"p1")
+				diskWriteAt(t, dev, 0, make([]byte, 34*512))
+				diskMust(t, "partx", "--delete", dev)
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			size := int64(diskTestSize + (300+i)<<20) // IDs of its own, see diskPowerCuts
+			dev, _ := diskLoop(t, size)
+			root := diskRoot(t)
+			t.Cleanup(func() { diskUnmountAll(t, dev, root) })
+			if tc.prepare != nil {
+				tc.prepare(t, dev)
+			}
+			cfg := diskTestConfig()
+			cfg.Target.Wipe = tc.wipe
+			env, _ := diskTestEnv(t, root, cfg, dev, nil)
+			_, err := diskRunSequence(ctx, env, nil, "", nil)
+			diskCheckFATMountOnly(t, err, root, dev+"p1")
+			if got, want := readDiskSpec(t, dev), diskWantSpec(t, cfg, env.State.Target); !reflect.DeepEqual(got, want) {
+				t.Errorf("disk differs from the spec:\ngot  %v\nwant %v", got, want)
+			}
+			diskCheckMounted(t, root, dev)
+		})
+	}
+}
+
+// TestDiskStepsPartitionNodeNotTheKernels: the device root's /dev holds, where
+// a partition's node goes, a regular file or the node of another disk. The
+// partition step writes the table, then refuses to use that path; no mkfs
+// runs, and the file and the other disk are unchanged.
+func TestDiskStepsPartitionNodeNotTheKernels(t *testing.T) {
+	diskRequireLoop(t)
+	for i, tc := range []struct {
+		name string
+		part int
+		// put makes what sits at node in the root's /dev; it returns the
+		// path whose content must not change.
+		put  func(t *testing.T, path string) string
+		want string
+	}{
+		{
+			name: "regular file",
+			part: 1,
+			put: func(t *testing.T, path string) string {
+				if err := os.WriteFile(path, []byte("someone's notes\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return path
+			},
+			want: "is a regular file, not the block device",
+		},
+		{
+			name: "node of another disk",
+			part: 3,
+			put: func(t *testing.T, path string) string {
+				other, img := diskLoop(t, 64<<20)
+				diskMust(t, "mkfs.ext4", "-q", "-L", "other", other)
+				diskMknodOf(t, other, path)
+				return img
+			},
+			want: "is the block device 7:",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			dev, _ := diskLoop(t, diskTestSize+int64(400+i)<<20)
+			root := t.TempDir()
+			for _, d := range []string{"proc", "sys"} {
+				if err := os.Symlink("/"+d, filepath.Join(root, d)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Mkdir(filepath.Join(root, "dev"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			diskMknodOf(t, dev, filepath.Join(root, dev))
+			node := disk.PartitionNode(dev, tc.part)
+			keep := tc.put(t, filepath.Join(root, node))
+			before := fileSHA256(t, keep)
+			t.Cleanup(func() { diskUnmountAll(t, dev, root) })
+
+			env, rec := diskTestEnv(t, root, diskTestConfig(), dev, nil)
+			// This root's /dev gets the nodes the kernel makes, as devtmpfs
+			// would, but for the one the test put there itself.
+			rec.after = func(argv []string) {
+				for n := 1; n <= 3; n++ {
+					host := disk.PartitionNode(dev, n)
+					if _, err := os.Lstat(filepath.Join(root, host)); os.IsNotExist(err) {
+						if _, err := os.Stat(host); err == nil {
+							diskMknodOf(t, host, filepath.Join(root, host))
+						}
+					}
+				}
+			}
+			ran, err := diskRunSequence(ctx, env, nil, "", nil)
+			want := fmt.Sprintf("partition: refusing to use partition %d of %q: %q %s", tc.part, dev, node, tc.want)
+			if err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Fatalf("want %s..., got %v", want, err)
+			}
+			if hint := engine.HintOf(err); !strings.Contains(hint, "remove it") {
+				t.Errorf("hint = %q", hint)
+			}
+			if !reflect.DeepEqual(ran, []string{"target", "partition"}) {
+				t.Errorf("ran %v, want target and partition", ran)
+			}
+			for _, c := range rec.destructive() {
+				if strings.Contains(c, "mkfs") || strings.Contains(c, "mkswap") {
+					t.Errorf("ran %s", c)
+				}
+			}
+			if after := fileSHA256(t, keep); after != before {
+				t.Errorf("%s changed", keep)
+			}
+		})
+	}
+}
+
+// diskMknodOf makes at path a block device node for the same device as dev.
+func diskMknodOf(t *testing.T, dev, path string) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(path, unix.S_IFBLK|0o600, int(st.Rdev)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDiskStepsTwoSameDisksPrepared: two disks of one size without serial
+// numbers, both attached, prepared one after the other with fresh journals
+// (two installs). Their derived IDs differ, so the second mkfs.btrfs does not
+// meet the first one's UUID, and both end up as planned.
+func TestDiskStepsTwoSameDisksPrepared(t *testing.T) {
+	diskRequireLoop(t)
+	ctx := context.Background()
+	const size = diskTestSize + 500<<20
+	var recs []*journal.Disk
+	for range 2 {
+		dev, _ := diskLoop(t, size)
+		root := diskRoot(t)
+		t.Cleanup(func() { diskUnmountAll(t, dev, root) })
+		env, _ := diskTestEnv(t, root, diskTestConfig(), dev, nil)
+		_, err := diskRunSequence(ctx, env, nil, "", nil)
+		diskCheckFATMountOnly(t, err, root, dev+"p1")
+		if got, want := readDiskSpec(t, dev), diskWantSpec(t, env.Config, env.State.Target); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s differs from the spec:\ngot  %v\nwant %v", dev, got, want)
+		}
+		recs = append(recs, env.State.Target)
+	}
+	if recs[0].IDSeed == recs[1].IDSeed || recs[0].GPTGUID == recs[1].GPTGUID {
+		t.Errorf("two installs share derived IDs: %+v and %+v", recs[0], recs[1])
+	}
+}
+
+// TestDiskStepsJournalNamesAnotherDisk: the journal records an installation
+// onto disk X (a loop device: no serial number, no by-id link), and another
+// disk Y of the same size is attached now where X was (the recorded /dev
+// name is Y's, as when Y enumerates as /dev/sda in X's place). The steps stop
+// at the target step, name both disks and the two ways on, and Y is
+// unchanged.
+func TestDiskStepsJournalNamesAnotherDisk(t *testing.T) {
+	diskRequireLoop(t)
+	ctx := context.Background()
+	const size = diskTestSize + 600<<20
+	x, _ := diskLoop(t, size)
+	xRoot := diskRoot(t)
+	t.Cleanup(func() { diskUnmountAll(t, x, xRoot) })
+	xEnv, _ := diskTestEnv(t, xRoot, diskTestConfig(), x, nil)
+	_, err := diskRunSequence(ctx, xEnv, nil, "", nil)
+	diskCheckFATMountOnly(t, err, xRoot, x+"p1")
+	diskUnmountAll(t, x, xRoot)
+	journal := xEnv.State
+
+	for _, tc := range []struct {
+		name    string
+		prepare func(t *testing.T, y string)
+		wipe    bool
+		y       string // the recorded /dev name: "" for Y's
+		want    string
+	}{
+		{name: "blank", want: "is another disk: it carries no partition table, and this installation partitioned its disk (disk id " + journal.Target.GPTGUID + ")"},
+		{
+			name: "partitioned, wipe true",
+			prepare: func(t *testing.T, y string) {
+				diskExt4Partition(t, y)
+			},
+			wipe: true,
+			want: "is another disk: it carries a partition table with disk id ",
+		},
+		{name: "X gone", y: "/dev/nixpi-no-such-disk", want: "which is not connected (disks attached now: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y, img := diskLoop(t, size)
+			if tc.prepare != nil {
+				tc.prepare(t, y)
+			}
+			before := fileSHA256(t, img)
+			state := cloneState(journal)
+			state.Target.Dev = y
+			override := y
+			if tc.y != "" {
+				state.Target.Dev, override = tc.y, ""
+			}
+			cfg := diskTestConfig()
+			cfg.Target.Wipe = tc.wipe
+			root := diskRoot(t)
+			env, rec := diskTestEnv(t, root, cfg, override, state)
+			env.Sleep = func(context.Context, time.Duration) error { return nil }
+			ran, err := diskRunSequence(ctx, env, nil, "", nil)
+			want := fmt.Sprintf("target: the journal records an installation onto disk %q (no serial number, 3.6 GiB), ", state.Target.Dev)
+			if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want %s...%s, got: %v", want, tc.want, err)
+			}
+			if tc.y == "" && !strings.Contains(err.Error(), fmt.Sprintf("but the disk attached now, %q (no serial number, 3.6 GiB), is another disk", y)) {
+				t.Errorf("the refusal does not name the disk attached now: %v", err)
+			}
+			hint := engine.HintOf(err)
+			if !strings.Contains(hint, "either connect the disk "+fmt.Sprintf("%q", state.Target.Dev)) || !strings.Contains(hint, "or delete nixpi/journal.jsonl on the SD card to start over onto") {
+				t.Errorf("hint = %q, want the two ways on", hint)
+			}
+			t.Logf("refused: %v\nhint: %s", err, hint)
+			if !reflect.DeepEqual(ran, []string{"target"}) {
+				t.Errorf("ran %v, want only target", ran)
+			}
+			if cmds := rec.destructive(); len(cmds) > 0 {
+				t.Errorf("ran commands that change things: %q", cmds)
+			}
+			if *env.State.Target != *state.Target {
+				t.Errorf("the journal's disk changed to %+v", env.State.Target)
+			}
+			if after := fileSHA256(t, img); after != before {
+				t.Errorf("the other disk changed")
+			}
+		})
 	}
 }
 
@@ -867,7 +1389,7 @@ func TestDiskStepsMBRAndExt4(t *testing.T) {
 	_, err := diskRunSequence(ctx, env, nil, "", nil)
 	diskCheckFATMountOnly(t, err, root, dev+"p1")
 
-	plan, err := disk.NewPlan(cfg.Layout, diskTestRAM, disk.Identity{Size: diskTestSize}, 512)
+	plan, err := disk.NewPlan(cfg.Layout, diskTestRAM, disk.Identity{Size: diskTestSize, Seed: env.State.Target.IDSeed}, 512)
 	if err != nil {
 		t.Fatal(err)
 	}

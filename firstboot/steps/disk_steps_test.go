@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
@@ -59,6 +61,8 @@ func newDiskUnit(t *testing.T, lsblkFile, mountinfoFile string) *diskUnit {
 		t.Fatal(err)
 	}
 	u.lsblk = u.run.On(string(lsblk), u.env.Tools.Lsblk, "-J", "-b", "-O")
+	// blkid finds nothing at any offset unless a test says otherwise.
+	u.run.Fail(2, "", u.env.Tools.Blkid)
 	mountinfo, err := os.ReadFile(filepath.Join("testdata", mountinfoFile))
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +76,28 @@ func newDiskUnit(t *testing.T, lsblkFile, mountinfoFile string) *diskUnit {
 	for _, n := range []string{"/dev/sda", "/dev/sdb", "/dev/sdb1", "/dev/mmcblk0", "/dev/mmcblk0p1", "/dev/mmcblk0p2"} {
 		u.put(t, n, "")
 	}
+	u.sized(t, lsblk)
 	return u
+}
+
+// sized makes the files standing in for the whole disks lsblk lists as
+// large as lsblk says, all zeros (sparse): the blank rule reads them.
+func (u *diskUnit) sized(t *testing.T, lsblk []byte) {
+	t.Helper()
+	devs, err := disk.ParseLsblk(lsblk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range devs {
+		f, err := os.OpenFile(u.env.Path(d.DevPath()), os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(d.SizeBytes()); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
 }
 
 func (u *diskUnit) put(t *testing.T, path, data string) {
@@ -94,6 +119,25 @@ func (u *diskUnit) link(t *testing.T, path, target string) {
 	}
 	if err := os.Symlink(target, full); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// partitionNodes is what the kernel shows once it has read the planned
+// table of dev: the partitions in sysfs and their block device nodes. The
+// nodes have major 240 (local/experimental use, no driver): nothing that
+// opens one by mistake reaches a real device. Making them needs root.
+func (u *diskUnit) partitionNodes(t *testing.T, dev string, plan *disk.Plan) {
+	t.Helper()
+	kname := filepath.Base(dev)
+	for _, p := range plan.Parts {
+		node := disk.PartitionNode(dev, p.Number)
+		sys := filepath.Join("/sys/class/block", kname, filepath.Base(node))
+		u.put(t, sys+"/partition", fmt.Sprintf("%d\n", p.Number))
+		u.put(t, sys+"/dev", fmt.Sprintf("240:%d\n", p.Number))
+		_ = os.Remove(u.env.Path(node))
+		if err := unix.Mknod(u.env.Path(node), unix.S_IFBLK|0o600, int(unix.Mkdev(240, uint32(p.Number)))); err != nil {
+			t.Skipf("skipping: making a block device node needs root: %v", err)
+		}
 	}
 }
 
@@ -164,12 +208,16 @@ func TestDiskTargetBySerial(t *testing.T) {
 	if err := steps.NewTarget().Run(context.Background(), u.env); err != nil {
 		t.Fatal(err)
 	}
-	plan, err := disk.NewPlan(u.env.Config.Layout, diskPiRAM, disk.Identity{ByID: diskSSDByID, Serial: "S4EVNF0M123456", Size: diskSSDSize}, 512)
+	got := u.env.State.Target
+	if got == nil || len(got.IDSeed) != 32 {
+		t.Fatalf("State.Target = %+v, want a 128-bit ID seed recorded", got)
+	}
+	plan, err := disk.NewPlan(u.env.Config.Layout, diskPiRAM, disk.Identity{ByID: diskSSDByID, Serial: "S4EVNF0M123456", Size: diskSSDSize, Seed: got.IDSeed}, 512)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := journal.Disk{Dev: "/dev/sda", ByID: diskSSDByID, Serial: "S4EVNF0M123456", Size: diskSSDSize, GPTGUID: plan.DiskID}
-	if got := u.env.State.Target; got == nil || *got != want {
+	want := journal.Disk{Dev: "/dev/sda", ByID: diskSSDByID, Serial: "S4EVNF0M123456", Size: diskSSDSize, GPTGUID: plan.DiskID, Model: "Samsung PSSD T7", IDSeed: got.IDSeed}
+	if *got != want {
 		t.Fatalf("State.Target = %+v, want %+v", got, want)
 	}
 	systemtest.Golden(t, "target-serial.argv", u.run.Transcript())
@@ -194,11 +242,13 @@ func TestDiskTargetByIDWithDataRefused(t *testing.T) {
 	u.signatures("/dev/sdb", disk.Signature{Offset: "0x1fe", Type: "dos", UUID: "a1b2c3d4"})
 	u.run.On(`{"partitiontable": {"label": "dos", "id": "0xa1b2c3d4", "device": "/dev/sdb", "unit": "sectors", "sectorsize": 512,
 		"partitions": [{"node": "/dev/sdb1", "start": 2048, "size": 125043712, "type": "7"}]}}`, u.env.Tools.Sfdisk, "--json", "/dev/sdb")
+	u.run.On("DEVNAME=/dev/sdb\nLABEL=STICK\nTYPE=exfat\nUSAGE=filesystem\n", u.env.Tools.Blkid, "-p", "-o", "export", "-O", "1048576", "-S", "64022380544", "/dev/sdb")
 	err := steps.NewTarget().Run(context.Background(), u.env)
-	if err == nil || !strings.Contains(err.Error(), `refusing disk "/dev/sdb" (SanDisk Ultra, serial 4C530001230417105384, 59.6 GiB, `+diskStickByID+`): it holds a partition table (dos) and target.wipe = false`) {
+	if err == nil || !strings.Contains(err.Error(), `refusing disk "/dev/sdb" (SanDisk Ultra, serial 4C530001230417105384, 59.6 GiB, `+diskStickByID+`): it is not blank: `+
+		`it holds a partition table (dos) at 510 B (0x1fe); 1 partition: 1 (59.6 GiB at 1.0 MiB): exfat label "STICK", and target.wipe = false`) {
 		t.Fatalf("error = %v", err)
 	}
-	if !strings.Contains(engine.HintOf(err), "wipe = true") {
+	if !strings.Contains(engine.HintOf(err), "set `wipe = true` in nixpi/nixpi.toml if this disk may be erased") {
 		t.Errorf("hint = %q", engine.HintOf(err))
 	}
 
@@ -225,7 +275,7 @@ func TestDiskTargetRefusals(t *testing.T) {
 		{"SD card by --target", "lsblk-pi-two-usb.json", "mountinfo-pi", config.Target{Disk: "auto"}, "/dev/mmcblk0",
 			`refusing disk "/dev/mmcblk0": it holds the running system (/)`},
 		{"partition by --target", "lsblk-pi-two-usb.json", "mountinfo-pi", config.Target{Disk: "auto"}, "/dev/sdb1",
-			`--target "/dev/sdb1": "/dev/sdb1" is a part, not a whole disk`},
+			`--target "/dev/sdb1": "/dev/sdb1" is a partition of "/dev/sdb": name the whole disk`},
 		{"no such by-id", "lsblk-pi-two-usb.json", "mountinfo-pi", config.Target{Disk: "/dev/disk/by-id/usb-Gone_123-0:0"}, "",
 			`no USB disk at target.disk = "/dev/disk/by-id/usb-Gone_123-0:0"`},
 		{"unknown serial", "lsblk-pi-two-usb.json", "mountinfo-pi", config.Target{Serial: "NOPE"}, "",
@@ -281,6 +331,7 @@ func TestDiskTargetWaitsForLateDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.run.On(string(late), u.env.Tools.Lsblk, "-J", "-b", "-O")
+	u.sized(t, late)
 	u.blank("/dev/sda")
 	var waited time.Duration
 	u.env.Sleep = func(ctx context.Context, d time.Duration) error { waited += d; return nil }
@@ -316,6 +367,21 @@ func TestDiskTargetInUseRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `refusing disk "/dev/sdb": it is in use: "/dev/sdb1" is active swap`) {
 		t.Fatalf("error = %v", err)
 	}
+
+	// Held by a device-mapper device (this kernel's sysfs, recorded: the
+	// machine running the tests may have no device mapper).
+	u2 := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")
+	u2.env.Config.Target = config.Target{Serial: "4C530001230417105384", Wipe: true}
+	u2.put(t, "/sys/class/block/sdb1/holders/dm-0/dev", "254:0\n")
+	err = steps.NewTarget().Run(context.Background(), u2.env)
+	if err == nil || !strings.Contains(err.Error(), `refusing disk "/dev/sdb": it is in use: "/dev/sdb1" is held by "/dev/dm-0"`) {
+		t.Fatalf("error = %v", err)
+	}
+	for _, c := range u2.run.Calls() {
+		if filepath.Base(c[0]) != "lsblk" {
+			t.Errorf("ran %q on a disk in use", system.QuoteArgv(c))
+		}
+	}
 }
 
 func TestDiskPartitionGolden(t *testing.T) {
@@ -326,7 +392,7 @@ func TestDiskPartitionGolden(t *testing.T) {
 			u := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")
 			u.env.Config.Layout.Table = table
 			plan := u.recordSSD(t)
-			u.blank("/dev/sda").Times = 2 // Probe, then Run's first look
+			u.blank("/dev/sda").Times = 3 // Probe, Run's first look, the blank rule
 			u.tableOf(plan, "/dev/sda")   // read back after writing
 			u.run.On("", u.env.Tools.Wipefs, "--all")
 			u.run.On("", u.env.Tools.Sgdisk)
@@ -335,9 +401,7 @@ func TestDiskPartitionGolden(t *testing.T) {
 			u.run.On("", u.env.Tools.Partx, "--update", "/dev/sda")
 			u.run.OnRun = func(argv []string) {
 				if argv[0] == u.env.Tools.Partx { // the kernel makes the nodes
-					for _, p := range plan.Parts {
-						u.put(t, disk.PartitionNode("/dev/sda", p.Number), "")
-					}
+					u.partitionNodes(t, "/dev/sda", plan)
 				}
 			}
 			var crashes []string
@@ -370,14 +434,18 @@ func TestDiskPartitionRefusesAnotherDisk(t *testing.T) {
 	u.recordSSD(t)
 	u.env.State.Target.Serial = "SOMEONE-ELSES" // the journal names a different disk
 	err := steps.NewPartition().Run(context.Background(), u.env)
-	if err == nil || !strings.Contains(err.Error(), `disk "/dev/sda" is not the recorded target "/dev/sda" (serial SOMEONE-ELSES`) {
+	if err == nil || !strings.Contains(err.Error(), `the journal records an installation onto disk "/dev/sda" (serial SOMEONE-ELSES, 465.8 GiB, `+diskSSDByID+`), `+
+		`but the disk attached now, "/dev/sda" (Samsung PSSD T7, serial S4EVNF0M123456, 465.8 GiB, `+diskSSDByID+`), is another disk: its serial number differs`) {
 		t.Fatalf("error = %v", err)
+	}
+	if hint := engine.HintOf(err); !strings.Contains(hint, `either connect the disk "/dev/sda" (serial SOMEONE-ELSES`) || !strings.Contains(hint, `or delete nixpi/journal.jsonl on the SD card to start over onto "/dev/sda"`) {
+		t.Errorf("hint = %q, want the two ways on", hint)
 	}
 	u2 := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")
 	u2.recordSSD(t)
 	u2.env.State.Target.Size++ // same by-id link, different size
 	err = steps.NewPartition().Run(context.Background(), u2.env)
-	if err == nil || !strings.Contains(err.Error(), `disk "/dev/sda" is not the recorded target`) {
+	if err == nil || !strings.Contains(err.Error(), `is another disk: its size differs`) {
 		t.Fatalf("error = %v", err)
 	}
 	for _, c := range append(u.run.Calls(), u2.run.Calls()...) {
@@ -417,10 +485,9 @@ func TestDiskPartitionRefusesWhenThePlanDrifted(t *testing.T) {
 func formattedSSD(t *testing.T, u *diskUnit, sigs func(p disk.Part) []disk.Signature) *disk.Plan {
 	plan := u.recordSSD(t)
 	u.tableOf(plan, "/dev/sda")
+	u.partitionNodes(t, "/dev/sda", plan)
 	for _, p := range plan.Parts {
-		node := disk.PartitionNode("/dev/sda", p.Number)
-		u.put(t, node, "")
-		u.signatures(node, sigs(p)...)
+		u.signatures(disk.PartitionNode("/dev/sda", p.Number), sigs(p)...)
 	}
 	return plan
 }
@@ -595,5 +662,26 @@ func TestDiskMountRefusesSomethingElseAtMnt(t *testing.T) {
 	}
 	if !strings.Contains(engine.HintOf(err), "umount") {
 		t.Errorf("hint = %q", engine.HintOf(err))
+	}
+}
+
+// TestDiskMountConcludes: a run that ends with the disk steps says the disk
+// is prepared and NixOS comes next, never how to log in to it.
+func TestDiskMountConcludes(t *testing.T) {
+	t.Parallel()
+	c, ok := steps.NewMount().(engine.Concluder)
+	if !ok {
+		t.Fatal("the mount step has no conclusion: the run would end telling the user to log in to a system not installed")
+	}
+	u := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")
+	u.recordSSD(t)
+	got := c.Conclusion(u.env)
+	for _, want := range []string{`The USB disk "/dev/sda" is prepared`, "installing NixOS onto it comes next", "Nothing is installed yet"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("conclusion %q does not say %q", got, want)
+		}
+	}
+	if strings.Contains(strings.ToLower(got), "log in") || strings.Contains(got, "ssh") {
+		t.Errorf("conclusion %q tells the user to log in", got)
 	}
 }

@@ -32,12 +32,12 @@ func (format) Describe() string {
 }
 
 func (format) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
-	d, plan, err := partitionedDisk(ctx, env)
+	d, plan, nodes, err := partitionedDisk(ctx, env)
 	if err != nil {
 		return false, err.Error(), nil
 	}
 	for _, p := range plan.Parts {
-		node := disk.PartitionNode(d.DevPath(), p.Number)
+		node := nodes[p.Number]
 		sigs, err := disk.Signatures(ctx, env.Run, env.Tools.Wipefs, node)
 		if err != nil {
 			return false, "", err
@@ -46,7 +46,7 @@ func (format) Probe(ctx context.Context, env *engine.Env) (bool, string, error) 
 			return false, fmt.Sprintf("%q does not hold the planned %s filesystem %q", node, p.FSType, p.Label), nil
 		}
 	}
-	if missing, err := missingSubvolumes(ctx, env, d, plan); err != nil {
+	if missing, err := missingSubvolumes(ctx, env, nodes, plan); err != nil {
 		return false, "", err
 	} else if len(missing) > 0 {
 		return false, fmt.Sprintf("btrfs subvolumes missing: %s", strings.Join(missing, ", ")), nil
@@ -55,12 +55,12 @@ func (format) Probe(ctx context.Context, env *engine.Env) (bool, string, error) 
 }
 
 func (format) Run(ctx context.Context, env *engine.Env) error {
-	d, plan, err := partitionedDisk(ctx, env)
+	_, plan, nodes, err := partitionedDisk(ctx, env)
 	if err != nil {
 		return err
 	}
 	for _, p := range plan.Parts {
-		node := disk.PartitionNode(d.DevPath(), p.Number)
+		node := nodes[p.Number]
 		sigs, err := disk.Signatures(ctx, env.Run, env.Tools.Wipefs, node)
 		if err != nil {
 			return err
@@ -93,7 +93,7 @@ func (format) Run(ctx context.Context, env *engine.Env) error {
 		}
 		env.Crash("format:" + p.Role)
 	}
-	return createSubvolumes(ctx, env, d, plan)
+	return createSubvolumes(ctx, env, nodes, plan)
 }
 
 func mkfsArgv(env *engine.Env, plan *disk.Plan, p disk.Part, node string) []string {
@@ -120,12 +120,12 @@ func isPlannedFS(sigs []disk.Signature, p disk.Part) bool {
 	return len(sigs) > 0
 }
 
-func missingSubvolumes(ctx context.Context, env *engine.Env, d *disk.Device, plan *disk.Plan) ([]string, error) {
+func missingSubvolumes(ctx context.Context, env *engine.Env, nodes map[int]string, plan *disk.Plan) ([]string, error) {
 	root := plan.Part(disk.RoleRoot)
 	if root.FSType != config.FSBtrfs || len(plan.Subvolumes) == 0 {
 		return nil, nil
 	}
-	have, err := disk.Subvolumes(ctx, env.Run, env.Tools.BtrfsTool, disk.PartitionNode(d.DevPath(), root.Number))
+	have, err := disk.Subvolumes(ctx, env.Run, env.Tools.BtrfsTool, nodes[root.Number])
 	if err != nil {
 		return nil, err
 	}
@@ -140,15 +140,15 @@ func missingSubvolumes(ctx context.Context, env *engine.Env, d *disk.Device, pla
 
 // createSubvolumes mounts the btrfs top level at a private directory, makes
 // the missing subvolumes and unmounts it.
-func createSubvolumes(ctx context.Context, env *engine.Env, d *disk.Device, plan *disk.Plan) error {
-	missing, err := missingSubvolumes(ctx, env, d, plan)
+func createSubvolumes(ctx context.Context, env *engine.Env, nodes map[int]string, plan *disk.Plan) error {
+	missing, err := missingSubvolumes(ctx, env, nodes, plan)
 	if err != nil || len(missing) == 0 {
 		if err == nil && len(plan.Subvolumes) > 0 {
 			env.Logf("btrfs subvolumes %s already there, skipping", strings.Join(plan.Subvolumes, ", "))
 		}
 		return err
 	}
-	node := disk.PartitionNode(d.DevPath(), plan.Part(disk.RoleRoot).Number)
+	node := nodes[plan.Part(disk.RoleRoot).Number]
 	dir := env.Path(btrfsTopDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create the btrfs work directory: %w", err)
@@ -181,20 +181,25 @@ func createSubvolumes(ctx context.Context, env *engine.Env, d *disk.Device, plan
 	return nil
 }
 
-// partitionedDisk is the recorded target disk and its plan, refusing when
-// the table on it is not the planned one (the partition step comes first).
-func partitionedDisk(ctx context.Context, env *engine.Env) (*disk.Device, *disk.Plan, error) {
+// partitionedDisk is the recorded target disk, its plan and the verified
+// nodes of its partitions, refusing when the table on it is not the planned
+// one (the partition step comes first).
+func partitionedDisk(ctx context.Context, env *engine.Env) (*disk.Device, *disk.Plan, map[int]string, error) {
 	d, plan, err := diskAndPlan(ctx, env)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	table, _, err := disk.ReadTable(ctx, env.Run, env.Tools, d.DevPath())
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if diff := plan.Compare(table); diff != "" {
-		return nil, nil, engine.WithHint(fmt.Errorf("the partition table on %q is not the planned one: %s", d.DevPath(), diff),
+		return nil, nil, nil, engine.WithHint(fmt.Errorf("the partition table on %q is not the planned one: %s", d.DevPath(), diff),
 			"run the partition step first")
 	}
-	return d, plan, nil
+	nodes, err := partitionNodes(env, d.DevPath(), plan)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return d, plan, nodes, nil
 }

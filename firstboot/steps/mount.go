@@ -57,9 +57,9 @@ func (m plannedMount) matches(got *disk.Mount) bool {
 
 // mountPlan lists the mounts in order: root, the other btrfs subvolumes,
 // then boot last, since only the FAT mount needs a driver besides the root's.
-func mountPlan(env *engine.Env, dev string, plan *disk.Plan) (mounts []plannedMount, swap string) {
+func mountPlan(env *engine.Env, nodes map[int]string, plan *disk.Plan) (mounts []plannedMount, swap string) {
 	root := plan.Part(disk.RoleRoot)
-	rootNode := disk.PartitionNode(dev, root.Number)
+	rootNode := nodes[root.Number]
 	layout := disk.EffectiveLayout(env.Config.Layout)
 	rootMount := plannedMount{Source: rootNode, Target: installRoot, FSType: root.FSType}
 	var subvols []plannedMount
@@ -74,19 +74,29 @@ func mountPlan(env *engine.Env, dev string, plan *disk.Plan) (mounts []plannedMo
 	}
 	mounts = append([]plannedMount{rootMount}, subvols...)
 	boot := plan.Part(disk.RoleBoot)
-	mounts = append(mounts, plannedMount{Source: disk.PartitionNode(dev, boot.Number), Target: filepath.Join(installRoot, "boot"), FSType: "vfat"})
+	mounts = append(mounts, plannedMount{Source: nodes[boot.Number], Target: filepath.Join(installRoot, "boot"), FSType: "vfat"})
 	if s := plan.Part(disk.RoleSwap); s != nil {
-		swap = disk.PartitionNode(dev, s.Number)
+		swap = nodes[s.Number]
 	}
 	return mounts, swap
 }
 
+// Conclusion is the last word when a run ends with the disk steps: the disk
+// is ready, NixOS is not on it yet.
+func (mount) Conclusion(env *engine.Env) string {
+	dev := "the USB disk"
+	if env.State != nil && env.State.Target != nil {
+		dev = fmt.Sprintf("the USB disk %q", env.State.Target.Dev)
+	}
+	return fmt.Sprintf("%s is prepared (partitioned, formatted, mounted at %s); installing NixOS onto it comes next. Nothing is installed yet: the Pi still boots from the SD card.", strings.ToUpper(dev[:1])+dev[1:], installRoot)
+}
+
 func (mount) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
-	d, plan, err := partitionedDisk(ctx, env)
+	_, plan, nodes, err := partitionedDisk(ctx, env)
 	if err != nil {
 		return false, err.Error(), nil
 	}
-	planned, swap := mountPlan(env, d.DevPath(), plan)
+	planned, swap := mountPlan(env, nodes, plan)
 	mounts, err := disk.ReadMountInfo(env.Root)
 	if err != nil {
 		return false, "", err
@@ -110,11 +120,11 @@ func (mount) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 }
 
 func (mount) Run(ctx context.Context, env *engine.Env) error {
-	d, plan, err := partitionedDisk(ctx, env)
+	_, plan, nodes, err := partitionedDisk(ctx, env)
 	if err != nil {
 		return err
 	}
-	planned, swap := mountPlan(env, d.DevPath(), plan)
+	planned, swap := mountPlan(env, nodes, plan)
 	for i, m := range planned {
 		if i == len(planned)-1 && swap != "" {
 			// Swap goes on before the boot mount, right after the root

@@ -2,8 +2,8 @@ package steps
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -42,8 +42,8 @@ func (partition) Probe(ctx context.Context, env *engine.Env) (bool, string, erro
 	if diff := plan.Compare(table); diff != "" {
 		return false, fmt.Sprintf("%q: %s", d.DevPath(), diff), nil
 	}
-	if node := missingPartitionNode(env, d.DevPath(), plan); node != "" {
-		return false, fmt.Sprintf("the kernel does not show partition %q yet", node), nil
+	if why := missingPartitionNode(env, d.DevPath(), plan); why != "" {
+		return false, why, nil
 	}
 	return true, fmt.Sprintf("%q already partitioned as planned (%s, disk id %s)", d.DevPath(), plan.Table, plan.DiskID), nil
 }
@@ -54,11 +54,12 @@ func (partition) Run(ctx context.Context, env *engine.Env) error {
 		return err
 	}
 	dev := d.DevPath()
-	table, sigs, err := disk.ReadTable(ctx, env.Run, env.Tools, dev)
+	table, _, err := disk.ReadTable(ctx, env.Run, env.Tools, dev)
 	if err != nil {
 		return err
 	}
 	if plan.Compare(table) == "" {
+		env.State.Target.Partitioned = true
 		env.Logf("%q already partitioned as planned, skipping", dev)
 		if missingPartitionNode(env, dev, plan) != "" {
 			if _, err := env.Run.Output(ctx, env.Tools.Partx, "--update", dev); err != nil {
@@ -75,18 +76,20 @@ func (partition) Run(ctx context.Context, env *engine.Env) error {
 			dev, table.ID, describePlan(plan)),
 			"undo the [layout] change in nixpi/nixpi.toml; to start over on this disk on purpose, remove nixpi/journal.jsonl from the SD card and set target.wipe = true")
 	}
-	mounts, err := disk.ReadMountInfo(env.Root)
-	if err != nil {
+	if err := checkNotInUse(env, d); err != nil {
 		return err
 	}
-	if err := checkNotInUse(env, d, mounts); err != nil {
-		return err
-	}
-	// The target step refused a disk with data unless wipe was allowed; this
-	// second look catches a disk changed since, before anything is erased.
-	if len(sigs) > 0 && !plan.IsOurs(table, env.State.Target.GPTGUID) && !env.Config.Target.Wipe {
-		return engine.WithHint(fmt.Errorf("refusing to partition %q: it now holds %s that this installation did not write, and target.wipe = false", dev, describeSignatures(sigs)),
-			"if everything on this disk may be erased, set wipe = true in the [target] section of nixpi/nixpi.toml")
+	// The target step refused a disk that was not blank unless wipe was
+	// allowed; this second look catches a disk changed since, before
+	// anything is erased.
+	if !plan.IsOurs(table, env.State.Target.GPTGUID) && !env.Config.Target.Wipe {
+		found, err := checkBlank(ctx, env, d, plan)
+		if err != nil {
+			return err
+		}
+		if len(found) > 0 {
+			return refuseNotBlank(fmt.Sprintf("refusing to partition %q", dev), describeFindings(ctx, env, d, table, found)+" that this installation did not write")
+		}
 	}
 	// Record the disk id about to be written, so a resume after a power cut
 	// recognises the table as this installation's.
@@ -120,6 +123,7 @@ func (partition) Run(ctx context.Context, env *engine.Env) error {
 	if diff := plan.Compare(got); diff != "" {
 		return fmt.Errorf("partition table on %q read back differs from the plan: %s", dev, diff)
 	}
+	env.State.Target.Partitioned = true
 	return waitForPartitions(ctx, env, dev, plan)
 }
 
@@ -163,36 +167,50 @@ func convertToMBR(ctx context.Context, env *engine.Env, plan *disk.Plan, dev str
 	return nil
 }
 
-// waitForPartitions waits (bounded) until the kernel's partition nodes exist,
-// since later steps run tools on them.
+// waitForPartitions waits (bounded) until the kernel shows every planned
+// partition, since later steps run tools on them; a path that is not the
+// kernel's node for it is refused at once.
 func waitForPartitions(ctx context.Context, env *engine.Env, dev string, plan *disk.Plan) error {
 	const tries, every = 50, 200 * time.Millisecond
-	for _, p := range plan.Parts {
-		node := disk.PartitionNode(dev, p.Number)
-		for i := 0; ; i++ {
-			if _, err := os.Stat(env.Path(node)); err == nil {
-				break
-			}
-			if i == tries {
-				return engine.WithHint(fmt.Errorf("partition %q did not appear after %s", node, time.Duration(tries)*every),
-					"the disk or its USB bridge may be failing; reconnect it and start again")
-			}
-			if err := env.Wait(ctx, every); err != nil {
-				return err
-			}
+	for i := 0; ; i++ {
+		_, err := partitionNodes(env, dev, plan)
+		if !errors.Is(err, disk.ErrNoPartition) {
+			return err
+		}
+		if i == tries {
+			return engine.WithHint(fmt.Errorf("%w (waited %s)", err, time.Duration(tries)*every),
+				"the disk or its USB bridge may be failing; reconnect it and start again")
+		}
+		if err := env.Wait(ctx, every); err != nil {
+			return err
 		}
 	}
-	return nil
 }
 
-// missingPartitionNode returns the first planned partition whose device node
-// does not exist (the kernel has not read the new table), or "".
-func missingPartitionNode(env *engine.Env, dev string, plan *disk.Plan) string {
+// partitionNodes are the /dev nodes of the planned partitions by number,
+// each verified to be the block device the kernel made for it (sysfs): a
+// tool is never pointed at a path that merely exists.
+func partitionNodes(env *engine.Env, dev string, plan *disk.Plan) (map[int]string, error) {
+	nodes := map[int]string{}
 	for _, p := range plan.Parts {
-		node := disk.PartitionNode(dev, p.Number)
-		if _, err := os.Stat(env.Path(node)); err != nil {
-			return node
+		node, err := disk.PartitionDevice(env.Root, dev, p.Number)
+		if errors.Is(err, disk.ErrNoPartition) {
+			return nil, err
 		}
+		if err != nil {
+			return nil, engine.WithHint(fmt.Errorf("refusing to use partition %d of %q: %w", p.Number, dev, err),
+				fmt.Sprintf("something other than the kernel put %q there; remove it, reconnect the disk and start again", node))
+		}
+		nodes[p.Number] = node
+	}
+	return nodes, nil
+}
+
+// missingPartitionNode says why the planned partitions cannot be used yet
+// (the kernel has not read the new table, or a node is wrong), or "".
+func missingPartitionNode(env *engine.Env, dev string, plan *disk.Plan) string {
+	if _, err := partitionNodes(env, dev, plan); err != nil {
+		return err.Error()
 	}
 	return ""
 }

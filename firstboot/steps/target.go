@@ -2,14 +2,19 @@ package steps
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
@@ -54,6 +59,16 @@ func (target) Probe(ctx context.Context, env *engine.Env) (bool, string, error) 
 func (target) Run(ctx context.Context, env *engine.Env) error {
 	if env.State == nil {
 		return errors.New("target: no state to record the disk in")
+	}
+	if rec := env.State.Target; rec != nil && !selectionChanged(env, rec) {
+		// The journal names a disk and nothing asks for another: this
+		// installation goes on with that disk or stops, never picks another.
+		d, err := recordedDisk(ctx, env)
+		if err != nil {
+			return err
+		}
+		env.Logf("target disk %s, recorded in the journal: resuming this installation's earlier partial work on it", describeDisk(d, rec.ByID))
+		return nil
 	}
 	devs, err := disk.List(ctx, env.Run, env.Tools.Lsblk)
 	if err != nil {
@@ -112,6 +127,9 @@ func (target) Run(ctx context.Context, env *engine.Env) error {
 			"use a larger disk, or lower target.min_size in nixpi/nixpi.toml")
 	}
 	id := identityOf(chosen, byID)
+	if id.Seed, err = idSeed(env, id); err != nil {
+		return err
+	}
 	plan, err := disk.NewPlan(env.Config.Layout, ramBytes(env), id, chosen.SectorSize())
 	if errors.Is(err, disk.ErrTooSmall) {
 		return engine.WithHint(fmt.Errorf("refusing disk %s: %w", name, err),
@@ -120,31 +138,39 @@ func (target) Run(ctx context.Context, env *engine.Env) error {
 	if err != nil {
 		return fmt.Errorf("plan the layout of %q: %w", chosen.DevPath(), err)
 	}
-	if err := checkNotInUse(env, chosen, mounts); err != nil {
+	if err := checkNotInUse(env, chosen); err != nil {
 		return err
 	}
-	table, sigs, err := disk.ReadTable(ctx, env.Run, env.Tools, chosen.DevPath())
+	table, _, err := disk.ReadTable(ctx, env.Run, env.Tools, chosen.DevPath())
 	if err != nil {
 		return err
 	}
-	if len(sigs) > 0 {
-		switch {
-		case resumable(env, id, plan, table):
-			env.Logf("disk %s carries this installation's earlier partial work (disk id %s): resuming", name, table.ID)
-		case cfg.Wipe:
-			env.Logf("disk %s holds %s; target.wipe = true, so the partition step will erase it", name, describeSignatures(sigs))
-		default:
-			return engine.WithHint(fmt.Errorf("refusing disk %s: it holds %s and target.wipe = false", name, describeSignatures(sigs)),
-				"if everything on this disk may be erased, set wipe = true in the [target] section of nixpi/nixpi.toml; otherwise connect an empty disk")
+	if resumable(env, id, plan, table) {
+		env.Logf("disk %s carries this installation's earlier partial work (disk id %s): resuming", name, table.ID)
+	} else if found, err := checkBlank(ctx, env, chosen, plan); err != nil {
+		return err
+	} else if len(found) > 0 {
+		held := describeFindings(ctx, env, chosen, table, found)
+		if !cfg.Wipe {
+			return refuseNotBlank(fmt.Sprintf("refusing disk %s", name), held)
 		}
+		env.Logf("disk %s is not blank: it holds %s; target.wipe = true, so the partition step will erase it", name, held)
 	}
-	env.State.Target = &journal.Disk{
+	rec := &journal.Disk{
 		Dev:     chosen.DevPath(),
 		ByID:    byID,
 		Serial:  chosen.Serial,
 		Size:    chosen.SizeBytes(),
 		GPTGUID: plan.DiskID,
+		Model:   modelOf(chosen),
+		IDSeed:  id.Seed,
 	}
+	if old := env.State.Target; resumable(env, id, plan, table) {
+		rec.FoundID, rec.Partitioned = old.FoundID, old.Partitioned
+	} else if table != nil {
+		rec.FoundID = table.ID
+	}
+	env.State.Target = rec
 	env.Logf("target disk: %s", name)
 	return nil
 }
@@ -224,6 +250,11 @@ func overrideDisk(env *engine.Env, devs []disk.Device) (*disk.Device, error) {
 		}
 	}
 	if d := disk.Find(devs, dev); d != nil {
+		top := disk.TopOf(devs, dev)
+		if d.Type == "part" && top != nil {
+			return nil, engine.WithHint(fmt.Errorf("--target %q: %q is a partition of %q: name the whole disk", env.TargetOverride, dev, top.DevPath()),
+				fmt.Sprintf("use --target %s (everything on the whole disk is replaced)", top.DevPath()))
+		}
 		return nil, engine.WithHint(fmt.Errorf("--target %q: %q is a %s, not a whole disk", env.TargetOverride, dev, d.Type),
 			"give the whole disk (e.g. /dev/sda, not /dev/sda1)")
 	}
@@ -259,51 +290,103 @@ func findBootDisks(env *engine.Env, devs []disk.Device, mounts []disk.Mount) map
 	return boot
 }
 
-// checkNotInUse refuses a disk that is mounted, used as swap or held by
-// another device (device mapper, RAID, LVM).
-func checkNotInUse(env *engine.Env, d *disk.Device, mounts []disk.Mount) error {
+// checkNotInUse refuses a disk that is in use through any of its devices,
+// naming each use, before anything is written: mounted in any mount
+// namespace, active swap, held by another device (device mapper, RAID, LVM:
+// lsblk's tree and the sysfs holders), backing a loop device directly or
+// through a file on it. Last, each device is opened exclusively, as mkfs
+// would be: the kernel refuses that while anything at all holds it.
+func checkNotInUse(env *engine.Env, d *disk.Device) error {
+	mounts, err := disk.ReadAllMountInfo(env.Root)
+	if err != nil {
+		return err
+	}
 	swaps, err := disk.ReadSwaps(env.Root)
 	if err != nil {
 		return err
 	}
 	var problems []string
+	add := func(format string, a ...any) {
+		if p := fmt.Sprintf(format, a...); !slices.Contains(problems, p) {
+			problems = append(problems, p)
+		}
+	}
+	ours := map[string]*disk.Device{}
 	d.Walk(func(c *disk.Device) {
+		ours[c.MajMin] = c
 		for _, mp := range c.Mountpoints {
 			if mp == "[SWAP]" {
-				problems = append(problems, fmt.Sprintf("%q is active swap", c.DevPath()))
+				add("%q is active swap", c.DevPath())
 			} else {
-				problems = append(problems, fmt.Sprintf("%q is mounted at %q", c.DevPath(), mp))
+				add("%q is mounted at %q", c.DevPath(), mp)
 			}
 		}
 		for _, m := range mounts {
 			if m.MajMin == c.MajMin || m.Source == c.DevPath() {
-				p := fmt.Sprintf("%q is mounted at %q", c.DevPath(), m.MountPoint)
-				if !slices.Contains(problems, p) {
-					problems = append(problems, p)
-				}
+				add("%q is mounted at %q", c.DevPath(), m.MountPoint)
 			}
 		}
 		if slices.Contains(swaps, c.DevPath()) {
-			p := fmt.Sprintf("%q is active swap", c.DevPath())
-			if !slices.Contains(problems, p) {
-				problems = append(problems, p)
-			}
+			add("%q is active swap", c.DevPath())
 		}
 		if c != d && c.Type != "part" {
-			problems = append(problems, fmt.Sprintf("%q is held by %s %q", c.DevPath(), c.Type, c.Name))
+			add("%q is held by %s %q", c.DevPath(), c.Type, c.Name)
 		}
-		if holders, _ := os.ReadDir(env.Path(filepath.Join("/sys/class/block", c.KName, "holders"))); c.KName != "" && len(holders) > 0 {
-			p := fmt.Sprintf("%q is held by %q", c.DevPath(), holders[0].Name())
-			if !slices.ContainsFunc(problems, func(s string) bool { return strings.HasPrefix(s, fmt.Sprintf("%q is held", c.DevPath())) }) {
-				problems = append(problems, p)
+		if c.KName != "" {
+			holders, _ := os.ReadDir(env.Path(filepath.Join("/sys/class/block", c.KName, "holders")))
+			for _, h := range holders {
+				add("%q is held by %q", c.DevPath(), "/dev/"+h.Name())
 			}
 		}
 	})
+	for _, l := range disk.LoopBackings(env.Root) {
+		loop := majMinOfPath(env.Path(l.Loop), true)
+		if _, self := ours[loop]; self {
+			continue // the target is that loop device
+		}
+		var where string
+		for _, m := range mounts {
+			if m.MajMin == loop || m.Source == l.Loop {
+				where = fmt.Sprintf(", which is mounted at %q", m.MountPoint)
+			}
+		}
+		if c, ok := ours[majMinOfPath(env.Path(l.File), true)]; ok {
+			add("%q is the backing file of loop device %q%s", c.DevPath(), l.Loop, where)
+		} else if c, ok := ours[majMinOfPath(env.Path(l.File), false)]; ok {
+			add("%q holds %q, the backing file of loop device %q%s", c.DevPath(), l.File, l.Loop, where)
+		}
+	}
+	if len(problems) == 0 {
+		d.Walk(func(c *disk.Device) {
+			if f, err := os.OpenFile(env.Path(c.DevPath()), os.O_RDONLY|syscall.O_EXCL, 0); err == nil {
+				f.Close()
+			} else if errors.Is(err, syscall.EBUSY) {
+				add("%q is busy: the kernel holds it for a filesystem, swap or another device", c.DevPath())
+			}
+		})
+	}
 	if len(problems) > 0 {
 		return engine.WithHint(fmt.Errorf("refusing disk %q: it is in use: %s", d.DevPath(), strings.Join(problems, "; ")),
-			"unmount it, turn its swap off and remove device-mapper/RAID users (or pick another disk), then start again")
+			"unmount it (in every container too), turn its swap off, detach the loop devices and remove the device-mapper/RAID users named (or pick another disk), then start again")
 	}
 	return nil
+}
+
+// majMinOfPath is the "major:minor" of the block device at path (device) or
+// of the filesystem that holds path (!device); "" when there is none.
+func majMinOfPath(path string, device bool) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return ""
+	}
+	n := uint64(st.Dev)
+	if device {
+		if st.Mode&syscall.S_IFMT != syscall.S_IFBLK {
+			return ""
+		}
+		n = uint64(st.Rdev)
+	}
+	return fmt.Sprintf("%d:%d", unix.Major(n), unix.Minor(n))
 }
 
 // resumable says whether a disk is this installation's own earlier partial
@@ -311,7 +394,7 @@ func checkNotInUse(env *engine.Env, d *disk.Device, mounts []disk.Mount) error {
 // this installation writes (its disk GUID, or a conversion cut short).
 func resumable(env *engine.Env, id disk.Identity, plan *disk.Plan, table *disk.Table) bool {
 	t := env.State.Target
-	if t == nil || t.Serial != id.Serial || t.ByID != id.ByID || t.Size != id.Size {
+	if t == nil || t.Serial != id.Serial || t.ByID != id.ByID || t.Size != id.Size || t.IDSeed != id.Seed {
 		return false
 	}
 	return plan.IsOurs(table, t.GPTGUID)
@@ -330,8 +413,8 @@ func recordedDisk(ctx context.Context, env *engine.Env) (*disk.Device, error) {
 			return d, err
 		}
 		if attempt > diskWaitTries {
-			return nil, engine.WithHint(fmt.Errorf("the recorded target disk %s is not connected", describeRecord(rec)),
-				"connect the same USB disk again (to start over with another disk, remove nixpi/journal.jsonl from the SD card)")
+			return nil, engine.WithHint(fmt.Errorf("the journal records an installation onto disk %s, which is not connected (disks attached now: %s)",
+				describeRecord(rec), attachedDisks(ctx, env)), otherDiskHint(rec, ""))
 		}
 		if attempt == 1 {
 			env.Logf("waiting up to %s for the target disk %s", diskWaitTries*diskWaitEvery, describeRecord(rec))
@@ -378,11 +461,105 @@ func findRecorded(ctx context.Context, env *engine.Env) (*disk.Device, error) {
 		return nil, err
 	}
 	got := identityOf(d, byID)
-	if got.Size != rec.Size || got.Serial != rec.Serial || (rec.ByID != "" && !strings.EqualFold(got.ByID, rec.ByID) && !hasLink(env, d, rec.ByID)) {
-		return nil, engine.WithHint(fmt.Errorf("disk %q is not the recorded target %s: found %s", d.DevPath(), describeRecord(rec), describeDisk(d, byID)),
-			"connect the disk this installation started on (to start over with another disk, remove nixpi/journal.jsonl from the SD card)")
+	var why string
+	switch {
+	case got.Size != rec.Size:
+		why = "its size differs"
+	case got.Serial != rec.Serial:
+		why = "its serial number differs"
+	case rec.ByID != "" && !strings.EqualFold(got.ByID, rec.ByID) && !hasLink(env, d, rec.ByID):
+		why = "its /dev/disk/by-id name differs"
+	case rec.Model != "" && modelOf(d) != rec.Model:
+		why = "its model differs"
+	case rec.Serial == "":
+		// Without a serial number, size, name and model fit any disk of a
+		// kind: what is on it must fit too.
+		if why, err = notRecordedContent(ctx, env, d, rec); err != nil {
+			return nil, err
+		}
+	}
+	if why != "" {
+		return nil, engine.WithHint(fmt.Errorf("the journal records an installation onto disk %s, but the disk attached now, %s, is another disk: %s",
+			describeRecord(rec), describeDisk(d, byID), why), otherDiskHint(rec, d.DevPath()))
 	}
 	return d, nil
+}
+
+// notRecordedContent says why what is on d shows that d is not the recorded
+// disk (which has no serial number), or "": a partition table that is
+// neither this installation's nor the one the disk carried when chosen, or
+// no table on a disk this installation has partitioned.
+func notRecordedContent(ctx context.Context, env *engine.Env, d *disk.Device, rec *journal.Disk) (string, error) {
+	table, _, err := disk.ReadTable(ctx, env.Run, env.Tools, d.DevPath())
+	if err != nil {
+		return "", err
+	}
+	plan, err := disk.NewPlan(env.Config.Layout, ramBytes(env), identityOfRecord(rec), d.SectorSize())
+	if err != nil {
+		return "", fmt.Errorf("plan the layout of %q: %w", d.DevPath(), err)
+	}
+	switch {
+	case table != nil && !plan.IsOurs(table, rec.GPTGUID) && !(rec.FoundID != "" && strings.EqualFold(table.ID, rec.FoundID)):
+		return fmt.Sprintf("it carries a partition table with disk id %s, this installation's has %s", table.ID, rec.GPTGUID), nil
+	case table == nil && rec.Partitioned:
+		return fmt.Sprintf("it carries no partition table, and this installation partitioned its disk (disk id %s)", rec.GPTGUID), nil
+	}
+	return "", nil
+}
+
+// otherDiskHint is the two ways on when the recorded disk is not the one
+// attached (at dev, or "" when none is).
+func otherDiskHint(rec *journal.Disk, dev string) string {
+	other := "another disk"
+	if dev != "" {
+		other = fmt.Sprintf("%q", dev)
+	}
+	return fmt.Sprintf("either connect the disk %s again and start again, or delete %s on the SD card to start over onto %s (the journal's progress is lost; with wipe = true everything on that disk is erased)",
+		describeRecord(rec), cardpath.Journal, other)
+}
+
+// selectionChanged says whether the config or --target now asks for a disk
+// other than the recorded one: then the target step chooses again.
+func selectionChanged(env *engine.Env, rec *journal.Disk) bool {
+	if env.TargetOverride != "" {
+		dev, err := disk.ResolveDevLink(env.Root, env.TargetOverride)
+		return err != nil || dev != rec.Dev
+	}
+	cfg := env.Config.Target
+	return (cfg.Serial != "" && cfg.Serial != rec.Serial) ||
+		(strings.HasPrefix(cfg.Disk, config.DiskByID) && cfg.Disk != rec.ByID)
+}
+
+// idSeed is the seed of the derived IDs: the recorded one while the journal
+// names this same disk (a rerun of the target step derives the same IDs),
+// a new one otherwise.
+func idSeed(env *engine.Env, id disk.Identity) (string, error) {
+	if r := env.State.Target; r != nil && r.IDSeed != "" && r.Serial == id.Serial && r.ByID == id.ByID && r.Size == id.Size {
+		return r.IDSeed, nil
+	}
+	return disk.NewIDSeed(machineSerial(env), rand.Reader)
+}
+
+// machineSerial is the Pi's serial number: the device tree's (Pi 5 and
+// later kernels) or /proc/cpuinfo's "Serial" line; "" elsewhere.
+func machineSerial(env *engine.Env) string {
+	if b, err := os.ReadFile(env.Path("/sys/firmware/devicetree/base/serial-number")); err == nil {
+		if s := strings.TrimSpace(strings.TrimRight(string(b), "\x00")); s != "" {
+			return s
+		}
+	}
+	data, _ := os.ReadFile(env.Path("/proc/cpuinfo"))
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "Serial" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// modelOf is a disk's vendor and model as one string.
+func modelOf(d *disk.Device) string {
+	return strings.TrimSpace(strings.TrimSpace(d.Vendor) + " " + strings.TrimSpace(d.Model))
 }
 
 func topLevel(devs []disk.Device, path string) *disk.Device {
@@ -412,7 +589,22 @@ func identityOf(d *disk.Device, byID string) disk.Identity {
 }
 
 func identityOfRecord(r *journal.Disk) disk.Identity {
-	return disk.Identity{ByID: r.ByID, Serial: r.Serial, Size: r.Size}
+	return disk.Identity{ByID: r.ByID, Serial: r.Serial, Size: r.Size, Seed: r.IDSeed}
+}
+
+// attachedDisks lists the whole disks lsblk shows, for a message.
+func attachedDisks(ctx context.Context, env *engine.Env) string {
+	devs, err := disk.List(ctx, env.Run, env.Tools.Lsblk)
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	var ds []*disk.Device
+	for i := range devs {
+		if devs[i].Type == "disk" && devs[i].SizeBytes() > 0 {
+			ds = append(ds, &devs[i])
+		}
+	}
+	return listDisks(env, ds)
 }
 
 // ramBytes is the memory size recorded by preflight, or read now when
@@ -443,6 +635,8 @@ func describeDisk(d *disk.Device, byID string) string {
 	}
 	if d.Serial != "" {
 		parts = append(parts, "serial "+d.Serial)
+	} else {
+		parts = append(parts, "no serial number")
 	}
 	parts = append(parts, config.Size(d.SizeBytes()).Approx())
 	if byID != "" {
@@ -452,10 +646,16 @@ func describeDisk(d *disk.Device, byID string) string {
 }
 
 func describeRecord(r *journal.Disk) string {
-	parts := []string{config.Size(r.Size).Approx()}
-	if r.Serial != "" {
-		parts = append([]string{"serial " + r.Serial}, parts...)
+	var parts []string
+	if r.Model != "" {
+		parts = append(parts, r.Model)
 	}
+	if r.Serial != "" {
+		parts = append(parts, "serial "+r.Serial)
+	} else {
+		parts = append(parts, "no serial number")
+	}
+	parts = append(parts, config.Size(r.Size).Approx())
 	if r.ByID != "" {
 		parts = append(parts, r.ByID)
 	}
@@ -519,4 +719,67 @@ func describeSignatures(sigs []disk.Signature) string {
 		return "a protective MBR"
 	}
 	return strings.Join(out, " and ")
+}
+
+// checkBlank applies the blank rule (disk.CheckBlank) to d, probing also at
+// the planned partition starts, where an earlier install's filesystems are.
+func checkBlank(ctx context.Context, env *engine.Env, d *disk.Device, plan *disk.Plan) ([]disk.Finding, error) {
+	var starts []int64
+	for _, p := range plan.Parts {
+		starts = append(starts, p.Start*plan.SectorSize)
+	}
+	return disk.CheckBlank(ctx, disk.BlankProbe{
+		Run: env.Run, Tools: env.Tools,
+		Dev: d.DevPath(), File: env.Path(d.DevPath()),
+		Size: d.SizeBytes(), SectorSize: d.SectorSize(),
+		Starts: starts,
+	})
+}
+
+// refuseNotBlank is the refusal of a disk that is not blank while wipe = false.
+func refuseNotBlank(what, held string) error {
+	return engine.WithHint(fmt.Errorf("%s: it is not blank: it holds %s, and target.wipe = false", what, held),
+		"set `wipe = true` in nixpi/nixpi.toml if this disk may be erased (everything on it is lost); otherwise connect a blank disk")
+}
+
+// describeFindings lists what the blank rule found and, for a readable
+// partition table, what each partition holds.
+func describeFindings(ctx context.Context, env *engine.Env, d *disk.Device, table *disk.Table, found []disk.Finding) string {
+	var s []string
+	for _, f := range found {
+		// The partition listing below says what starts at a partition.
+		if table != nil && f.Offset > 0 && slices.ContainsFunc(table.Partitions, func(p disk.TablePart) bool { return p.Start*tableSectorSize(table, d) == f.Offset }) {
+			continue
+		}
+		s = append(s, f.String())
+	}
+	out := strings.Join(s, "; ")
+	if table != nil && len(table.Partitions) > 0 {
+		out += "; " + describePartitions(ctx, env, d, table)
+	}
+	return out
+}
+
+// describePartitions says what each partition of table holds: type, label,
+// size, used space when the filesystem's superblock tells.
+func describePartitions(ctx context.Context, env *engine.Env, d *disk.Device, table *disk.Table) string {
+	ss := tableSectorSize(table, d)
+	var parts []string
+	for i, p := range table.Partitions {
+		desc := disk.DescribeRange(ctx, env.Run, env.Tools.Blkid, env.Path(d.DevPath()), d.DevPath(), p.Start*ss, p.Size*ss)
+		parts = append(parts, fmt.Sprintf("%d (%s at %s): %s", i+1, config.Size(p.Size*ss).Approx(), config.Size(p.Start*ss).Approx(), desc))
+	}
+	n := "partitions"
+	if len(parts) == 1 {
+		n = "partition"
+	}
+	return fmt.Sprintf("%d %s: %s", len(parts), n, strings.Join(parts, "; "))
+}
+
+// tableSectorSize is the sector size table's sectors count in.
+func tableSectorSize(table *disk.Table, d *disk.Device) int64 {
+	if table.SectorSize > 0 {
+		return table.SectorSize
+	}
+	return d.SectorSize()
 }

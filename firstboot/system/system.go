@@ -26,6 +26,7 @@ type Machine interface {
 type Tools struct {
 	AptGet    string
 	Dpkg      string
+	Blkid     string
 	BtrfsTool string
 	Lsblk     string
 	MkfsBtrfs string
@@ -60,6 +61,7 @@ func DefaultTools() Tools {
 	return Tools{
 		AptGet:    "/usr/bin/apt-get",
 		Dpkg:      "/usr/bin/dpkg",
+		Blkid:     "/usr/sbin/blkid",
 		BtrfsTool: "/usr/bin/btrfs",
 		Lsblk:     "/usr/bin/lsblk",
 		MkfsBtrfs: "/usr/sbin/mkfs.btrfs",

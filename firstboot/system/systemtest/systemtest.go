@@ -66,6 +66,9 @@ type ExitError struct{ Code int }
 
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
+// ExitCode is the scripted exit status, as exec.ExitError reports it.
+func (e *ExitError) ExitCode() int { return e.Code }
+
 // Output implements system.Runner.
 func (r *Runner) Output(ctx context.Context, argv ...string) ([]byte, error) {
 	if len(argv) == 0 {
