@@ -243,23 +243,7 @@ func writeBadBases(dir string, env map[string]string) (badBases, error) {
 	}); err != nil {
 		return b, err
 	}
-	// Partition 1 (still type 0x0c) formatted exFAT by mkfs.exfat.
-	exfatFS := filepath.Join(dir, "exfat.fs")
-	if err := os.WriteFile(exfatFS, nil, 0o644); err != nil {
-		return b, err
-	}
-	if err := os.Truncate(exfatFS, img.BootPart.Size); err != nil {
-		return b, err
-	}
-	if out, err := exec.Command("mkfs.exfat", exfatFS).CombinedOutput(); err != nil {
-		return b, fmt.Errorf("mkfs.exfat (apt-get install exfatprogs): %v\n%s", err, out)
-	}
-	exfat, err := os.ReadFile(exfatFS)
-	if err != nil {
-		return b, err
-	}
-	os.Remove(exfatFS)
-	if b.exFAT, err = variant("exfat.img", func(d []byte) []byte { copy(d[img.BootPart.Start:], exfat); return d }); err != nil {
+	if b.exFAT, err = exFATVariant(dir, good, img); err != nil {
 		return b, err
 	}
 	if b.truncated, err = variant("truncated.img", func(d []byte) []byte { return d[:img.RootPart.Start+img.RootPart.Size/2] }); err != nil {
@@ -474,6 +458,30 @@ func umask(t *testing.T) os.FileMode {
 	}
 	t.Fatal("no Umask in /proc/self/status")
 	return 0
+}
+
+// exFATVariant writes exfat.img: the image good with partition 1 (still
+// type 0x0c) formatted exFAT by mkfs.exfat.
+func exFATVariant(dir string, good []byte, img *fixture.Image) (string, error) {
+	fs := filepath.Join(dir, "exfat.fs")
+	if err := os.WriteFile(fs, nil, 0o644); err != nil {
+		return "", err
+	}
+	defer os.Remove(fs)
+	if err := os.Truncate(fs, img.BootPart.Size); err != nil {
+		return "", err
+	}
+	if out, err := exec.Command("mkfs.exfat", fs).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("mkfs.exfat (apt-get install exfatprogs): %v\n%s", err, out)
+	}
+	exfat, err := os.ReadFile(fs)
+	if err != nil {
+		return "", err
+	}
+	d := bytes.Clone(good)
+	copy(d[img.BootPart.Start:], exfat)
+	p := filepath.Join(dir, "exfat.img")
+	return p, writeSparseFile(p, d)
 }
 
 func mkfifo(t *testing.T, path string) string {
