@@ -333,6 +333,7 @@ func TestBuildBadInput(t *testing.T) {
 		{name: "sidecar is a FIFO", base: "SIDECAR-FIFO", code: 1, wantMsg: []string{"base.img.sha256", "is a FIFO"}},
 		{name: "exFAT boot partition", base: bases.exFAT, code: 1, wantMsg: []string{"partition 1 is exFAT", "FAT32 boot partitions only"}, notWant: []string{"FAT12/16"}},
 		{name: "server unreachable", base: "http://127.0.0.1:1/raspios.img.xz", code: 1, wantMsg: []string{"cannot reach the server 127.0.0.1:1", "connection refused", "check the URL"}, notWant: []string{"checksum"}},
+		{name: "upper-case scheme is a URL too", base: "HTTP://127.0.0.1:1/raspios.img.xz", code: 1, wantMsg: []string{"cannot reach the server 127.0.0.1:1"}, notWant: []string{"not supported"}},
 		{name: "ftp URL", base: "ftp://example.org/raspios.img.xz", code: 1, wantMsg: []string{"ftp:// URLs are not supported", "http(s) URL"}},
 		{name: "file URL", base: "file:///tmp/raspios.img", code: 1, wantMsg: []string{"file:// URLs are not supported"}},
 		{name: "sidecar lists the base twice", base: "SIDECAR-TWICE", code: 1, wantMsg: []string{`"base.img" is listed twice with different checksums`, "--sha256"}},
