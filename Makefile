@@ -15,7 +15,7 @@ TEST_PACKAGES := $(DEMO_PACKAGES) gdisk btrfs-progs exfatprogs zstd gzip zip unz
 
 DEVICE_BINS := assets/device/nixpi-firstboot-linux-arm64 assets/device/nixpi-firstboot-linux-arm
 
-.PHONY: all build device deps-demo deps-test demo fixture test unit race e2e bench lint clean
+.PHONY: all build device deps-demo deps-test demo fixture test unit race e2e bench fuzz lint clean
 all: build
 
 device: $(DEVICE_BINS)
@@ -75,6 +75,13 @@ bench: build deps-test
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./builder/fatfs/ ./builder/fixture/
 	$(GO) test -run '^$$' -bench BlankCheck -benchtime 1x ./firstboot/disk/
 	NIXPI_BIN=$(CURDIR)/bin/nixpi $(GO) run ./builder/bench -runs 3
+
+# Every fuzz target for FUZZTIME with one worker: executions per second per
+# target, and the inputs found kept in testdata/fuzz (the default `go test`
+# runs them, with each target's seeds, as a smoke test).
+FUZZTIME ?= 30s
+fuzz:
+	GO=$(GO) ./.ci/fuzz $(FUZZTIME)
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/nixpi/nixpi/assets"
 	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/builder/source"
 	"github.com/nixpi/nixpi/firstboot/config"
 )
 
@@ -226,7 +227,7 @@ func warnf(opts Options, format string, args ...any) {
 // to verify it.
 func unverifiedWarning(base string) string {
 	risk, https := "a damaged or substituted file would go unnoticed", ""
-	if strings.HasPrefix(base, "http://") {
+	if source.IsURL(base) && strings.EqualFold(base[:len("http:")], "http:") {
 		risk, https = "it comes over plain http, so anyone between you and the server can change it unnoticed", ", and use https"
 	}
 	return fmt.Sprintf("nothing verifies the base image %s (no --sha256, no %s.sha256 beside it): %s; "+

@@ -65,7 +65,9 @@ type FATReport struct {
 type JournalSummary struct {
 	Entries int `json:"entries"`
 	Skipped int `json:"skipped_lines"`
-	Boots   int `json:"boots"`
+	// Newer counts lines a later journal version wrote.
+	Newer int `json:"newer_lines,omitempty"`
+	Boots int `json:"boots"`
 	// Steps is each step's latest event, in the order steps first appear.
 	Steps []StepStatus `json:"steps"`
 	// Last is the most recent entry, formatted for people.
@@ -267,7 +269,7 @@ func redactedConfig(data []byte) (shown string, secret bool, problem string) {
 }
 
 func summarizeJournal(j *journal.Journal) *JournalSummary {
-	s := &JournalSummary{Entries: len(j.Entries), Skipped: j.Skipped}
+	s := &JournalSummary{Entries: len(j.Entries), Skipped: j.Skipped, Newer: j.Newer}
 	seen := map[string]int{}
 	boots := map[int]bool{}
 	for _, e := range j.Entries {

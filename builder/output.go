@@ -14,6 +14,7 @@ import (
 	"github.com/google/renameio/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/nixpi/nixpi/builder/source"
 	"github.com/nixpi/nixpi/firstboot/config"
 )
 
@@ -33,7 +34,7 @@ func CheckOutput(out string, force bool, inputs ...Input) error {
 		return errors.New("no output path: pass --out OUT")
 	}
 	for _, in := range inputs {
-		if in.Path == "" || isURL(in.Path) {
+		if in.Path == "" || source.IsURL(in.Path) {
 			continue // nothing local to overwrite
 		}
 		if same, err := samePath(out, in.Path); err != nil {
@@ -106,10 +107,6 @@ func samePath(a, b string) (bool, error) {
 	stA, errA := os.Stat(a)
 	stB, errB := os.Stat(b)
 	return errA == nil && errB == nil && os.SameFile(stA, stB), nil
-}
-
-func isURL(s string) bool {
-	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
 
 // pendingOutput is OUT while it is being built: a temporary file in OUT's

@@ -96,8 +96,10 @@ type Stats struct {
 }
 
 // IsURL reports whether src names an http(s) URL rather than a path.
+// Schemes are case-insensitive (RFC 3986), so HTTPS://… is one too.
 func IsURL(src string) bool {
-	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://")
+	lower := strings.ToLower(src[:min(len(src), len("https://"))])
+	return strings.HasPrefix(lower, "http://") || strings.HasPrefix(lower, "https://")
 }
 
 // schemeRE matches a URL's scheme (RFC 3986) and "://".

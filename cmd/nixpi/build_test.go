@@ -243,23 +243,7 @@ func writeBadBases(dir string, env map[string]string) (badBases, error) {
 	}); err != nil {
 		return b, err
 	}
-	// Partition 1 (still type 0x0c) formatted exFAT by mkfs.exfat.
-	exfatFS := filepath.Join(dir, "exfat.fs")
-	if err := os.WriteFile(exfatFS, nil, 0o644); err != nil {
-		return b, err
-	}
-	if err := os.Truncate(exfatFS, img.BootPart.Size); err != nil {
-		return b, err
-	}
-	if out, err := exec.Command("mkfs.exfat", exfatFS).CombinedOutput(); err != nil {
-		return b, fmt.Errorf("mkfs.exfat (apt-get install exfatprogs): %v\n%s", err, out)
-	}
-	exfat, err := os.ReadFile(exfatFS)
-	if err != nil {
-		return b, err
-	}
-	os.Remove(exfatFS)
-	if b.exFAT, err = variant("exfat.img", func(d []byte) []byte { copy(d[img.BootPart.Start:], exfat); return d }); err != nil {
+	if b.exFAT, err = exFATVariant(dir, good, img); err != nil {
 		return b, err
 	}
 	if b.truncated, err = variant("truncated.img", func(d []byte) []byte { return d[:img.RootPart.Start+img.RootPart.Size/2] }); err != nil {
@@ -349,6 +333,7 @@ func TestBuildBadInput(t *testing.T) {
 		{name: "sidecar is a FIFO", base: "SIDECAR-FIFO", code: 1, wantMsg: []string{"base.img.sha256", "is a FIFO"}},
 		{name: "exFAT boot partition", base: bases.exFAT, code: 1, wantMsg: []string{"partition 1 is exFAT", "FAT32 boot partitions only"}, notWant: []string{"FAT12/16"}},
 		{name: "server unreachable", base: "http://127.0.0.1:1/raspios.img.xz", code: 1, wantMsg: []string{"cannot reach the server 127.0.0.1:1", "connection refused", "check the URL"}, notWant: []string{"checksum"}},
+		{name: "upper-case scheme is a URL too", base: "HTTP://127.0.0.1:1/raspios.img.xz", code: 1, wantMsg: []string{"cannot reach the server 127.0.0.1:1"}, notWant: []string{"not supported"}},
 		{name: "ftp URL", base: "ftp://example.org/raspios.img.xz", code: 1, wantMsg: []string{"ftp:// URLs are not supported", "http(s) URL"}},
 		{name: "file URL", base: "file:///tmp/raspios.img", code: 1, wantMsg: []string{"file:// URLs are not supported"}},
 		{name: "sidecar lists the base twice", base: "SIDECAR-TWICE", code: 1, wantMsg: []string{`"base.img" is listed twice with different checksums`, "--sha256"}},
@@ -474,6 +459,30 @@ func umask(t *testing.T) os.FileMode {
 	}
 	t.Fatal("no Umask in /proc/self/status")
 	return 0
+}
+
+// exFATVariant writes exfat.img: the image good with partition 1 (still
+// type 0x0c) formatted exFAT by mkfs.exfat.
+func exFATVariant(dir string, good []byte, img *fixture.Image) (string, error) {
+	fs := filepath.Join(dir, "exfat.fs")
+	if err := os.WriteFile(fs, nil, 0o644); err != nil {
+		return "", err
+	}
+	defer os.Remove(fs)
+	if err := os.Truncate(fs, img.BootPart.Size); err != nil {
+		return "", err
+	}
+	if out, err := exec.Command("mkfs.exfat", fs).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("mkfs.exfat (apt-get install exfatprogs): %v\n%s", err, out)
+	}
+	exfat, err := os.ReadFile(fs)
+	if err != nil {
+		return "", err
+	}
+	d := bytes.Clone(good)
+	copy(d[img.BootPart.Start:], exfat)
+	p := filepath.Join(dir, "exfat.img")
+	return p, writeSparseFile(p, d)
 }
 
 func mkfifo(t *testing.T, path string) string {

@@ -97,36 +97,35 @@ func eepromConfigFlags(a *eepromConfigArgs) *pflag.FlagSet {
 func (c *cli) eepromConfig(args []string) int {
 	var a eepromConfigArgs
 	flags := eepromConfigFlags(&a)
-	configFile, out, digestFile, pubkeyFile, sets, force := &a.config, &a.out, &a.digest, &a.pubkey, &a.sets, &a.force
 	imagePath, code, done := c.parseEepromFlags(flags, args)
 	if done {
 		return code
 	}
 
 	var settings []eeprom.Setting
-	for _, kv := range *sets {
+	for _, kv := range a.sets {
 		s, err := eeprom.ParseSetting(kv)
 		if err != nil {
 			return c.fail(usagef("eeprom config --set: %w", err))
 		}
 		settings = append(settings, s)
 	}
-	signing := *digestFile != "" || *pubkeyFile != ""
-	writing := *configFile != "" || len(settings) > 0
+	signing := a.digest != "" || a.pubkey != ""
+	writing := a.config != "" || len(settings) > 0
 	switch {
-	case signing && *configFile == "":
+	case signing && a.config == "":
 		return c.eepromUsage("eeprom config: --digest and --pubkey need --config, the config they sign")
 	case signing && len(settings) > 0:
 		return c.eepromUsage("eeprom config: --set would change the config --digest signs; sign the final config and pass it with --config")
-	case writing && *out == "":
+	case writing && a.out == "":
 		return c.eepromUsage("eeprom config: writing an image needs --out OUT")
 	}
 
-	inputs := []builder.Input{{What: "IMAGE", Path: imagePath}, {What: "the --config file", Path: *configFile},
-		{What: "the --digest file", Path: *digestFile}, {What: "the --pubkey file", Path: *pubkeyFile}}
+	inputs := []builder.Input{{What: "IMAGE", Path: imagePath}, {What: "the --config file", Path: a.config},
+		{What: "the --digest file", Path: a.digest}, {What: "the --pubkey file", Path: a.pubkey}}
 	if writing {
 		// Refused before anything is read or changed.
-		if err := builder.CheckOutput(*out, *force, inputs...); err != nil {
+		if err := builder.CheckOutput(a.out, a.force, inputs...); err != nil {
 			return c.fail(fmt.Errorf("eeprom config: cannot write --out: %w", err))
 		}
 	}
@@ -135,11 +134,11 @@ func (c *cli) eepromConfig(args []string) int {
 		return c.fail(err)
 	}
 	if !writing {
-		if *out != "" {
-			if sameFile(*out, imagePath) {
-				return c.fail(fmt.Errorf("eeprom config: --out %q is IMAGE itself and would be replaced by its config: to change the image, pass --config or --set too", *out))
+		if a.out != "" {
+			if sameFile(a.out, imagePath) {
+				return c.fail(fmt.Errorf("eeprom config: --out %q is IMAGE itself and would be replaced by its config: to change the image, pass --config or --set too", a.out))
 			}
-			return c.writeOut("config", *out, im.Config(), *force, builder.Input{What: "IMAGE", Path: imagePath})
+			return c.writeOut("config", a.out, im.Config(), a.force, builder.Input{What: "IMAGE", Path: imagePath})
 		}
 		if _, err := c.stdout.Write(im.Config()); err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
@@ -148,8 +147,8 @@ func (c *cli) eepromConfig(args []string) int {
 	}
 
 	cfg := im.Config()
-	if *configFile != "" {
-		if cfg, err = inputfile.Read(*configFile, "a bootloader config", maxEepromFile); err != nil {
+	if a.config != "" {
+		if cfg, err = inputfile.Read(a.config, "a bootloader config", maxEepromFile); err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
 		}
 	}
@@ -159,8 +158,8 @@ func (c *cli) eepromConfig(args []string) int {
 	if err := im.SetConfig(cfg); err != nil {
 		return c.fail(fmt.Errorf("eeprom config: %q: %w", imagePath, err))
 	}
-	if *digestFile != "" {
-		sig, err := inputfile.Read(*digestFile, "a bootconf.sig", maxEepromFile)
+	if a.digest != "" {
+		sig, err := inputfile.Read(a.digest, "a bootconf.sig", maxEepromFile)
 		if err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
 		}
@@ -168,14 +167,14 @@ func (c *cli) eepromConfig(args []string) int {
 			return c.fail(fmt.Errorf("eeprom config: %q: %w", imagePath, err))
 		}
 	}
-	if *pubkeyFile != "" {
-		pem, err := inputfile.Read(*pubkeyFile, "a PEM public key", maxEepromFile)
+	if a.pubkey != "" {
+		pem, err := inputfile.Read(a.pubkey, "a PEM public key", maxEepromFile)
 		if err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
 		}
 		key, err := eeprom.PublicKeyBin(pem)
 		if err != nil {
-			return c.fail(fmt.Errorf("eeprom config: %q: %w", *pubkeyFile, err))
+			return c.fail(fmt.Errorf("eeprom config: %q: %w", a.pubkey, err))
 		}
 		if err := im.SetFile(eeprom.PubkeyBin, key); err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %q: %w", imagePath, err))
@@ -187,7 +186,7 @@ func (c *cli) eepromConfig(args []string) int {
 	if err != nil || string(back.Config()) != string(cfg) {
 		return c.fail(fmt.Errorf("eeprom config: the new image does not read back as written (%v); nothing written", err))
 	}
-	return c.writeOut("config", *out, result, *force, inputs...)
+	return c.writeOut("config", a.out, result, a.force, inputs...)
 }
 
 // eepromDigestArgs are eeprom digest's flags.
@@ -207,19 +206,18 @@ func eepromDigestFlags(a *eepromDigestArgs) *pflag.FlagSet {
 func (c *cli) eepromDigest(args []string) int {
 	var a eepromDigestArgs
 	flags := eepromDigestFlags(&a)
-	out, timestamp, force := &a.out, &a.timestamp, &a.force
 	imagePath, code, done := c.parseEepromFlags(flags, args)
 	if done {
 		return code
 	}
-	if *out == "" {
+	if a.out == "" {
 		return c.eepromUsage("eeprom digest needs --out SIG")
 	}
 	ts := time.Now().Unix()
-	if *timestamp != "" {
-		n, err := strconv.ParseInt(*timestamp, 10, 64)
+	if a.timestamp != "" {
+		n, err := strconv.ParseInt(a.timestamp, 10, 64)
 		if err != nil || n < 0 {
-			return c.fail(usagef("eeprom digest: --timestamp %q is not a number of seconds since 1970", *timestamp))
+			return c.fail(usagef("eeprom digest: --timestamp %q is not a number of seconds since 1970", a.timestamp))
 		}
 		ts = n
 	} else if env := c.getenv("SOURCE_DATE_EPOCH"); env != "" {
@@ -233,7 +231,7 @@ func (c *cli) eepromDigest(args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	return c.writeOut("digest", *out, eeprom.Digest(im.Bytes(), ts), *force, builder.Input{What: "IMAGE", Path: imagePath})
+	return c.writeOut("digest", a.out, eeprom.Digest(im.Bytes(), ts), a.force, builder.Input{What: "IMAGE", Path: imagePath})
 }
 
 // maxEepromFile bounds the small files eeprom config takes (a config, a

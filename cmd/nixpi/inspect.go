@@ -135,6 +135,9 @@ func printInspection(w io.Writer, in *builder.Inspection) {
 			if j.Skipped > 0 {
 				fmt.Fprintf(w, ", %d unreadable line(s)", j.Skipped)
 			}
+			if j.Newer > 0 {
+				fmt.Fprintf(w, ", %d line(s) from a newer nixpi", j.Newer)
+			}
 			fmt.Fprintln(w, " (nixpi report prints it all)")
 			for _, s := range j.Steps {
 				line := fmt.Sprintf("  %-12s %s", s.Step, s.Event)

@@ -34,7 +34,6 @@ func testFlags(a *testArgs) *pflag.FlagSet {
 func runTest(c *cli, args []string) int {
 	var a testArgs
 	flags := testFlags(&a)
-	useQEMU, base, configPath, cacheDir, mirror, workDir := &a.qemu, &a.base, &a.config, &a.cacheDir, &a.mirror, &a.workDir
 	usage := func(w io.Writer) {
 		fmt.Fprintln(w, "usage: nixpi test --qemu [--base IMAGE] [--config FILE] [--dir DIR] [--cache-dir DIR] [--mirror URL]")
 		fmt.Fprintln(w, "\nBuilds a card from IMAGE with FILE, boots it in qemu-system-aarch64 with a blank 16 GiB USB")
@@ -54,14 +53,14 @@ func runTest(c *cli, args []string) int {
 	if flags.NArg() != 0 {
 		return c.fail(usagef("test: unexpected argument %q (see nixpi test --help)", flags.Arg(0)))
 	}
-	if !*useQEMU {
+	if !a.qemu {
 		return c.fail(usagef("test: pass --qemu: booting the card under QEMU is the only test (see nixpi test --help)"))
 	}
 	if os.Geteuid() != 0 {
 		return c.fail(errors.New("test: needs root: it attaches the SSD image through a loop device and mounts its btrfs to check it (run it with sudo)"))
 	}
 
-	dir := *workDir
+	dir := a.workDir
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "nixpi-test-")
 		if err != nil {
@@ -73,7 +72,7 @@ func runTest(c *cli, args []string) int {
 	if err != nil {
 		return c.fail(fmt.Errorf("test: %w", err))
 	}
-	cfgPath := *configPath
+	cfgPath := a.config
 	if cfgPath == "" {
 		cfgPath = filepath.Join(dir, "nixpi.toml")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -91,7 +90,7 @@ func runTest(c *cli, args []string) int {
 		defer commands.Close()
 	}
 	opts := qemu.Options{
-		Base: *base, CacheDir: *cacheDir, Mirror: *mirror, Config: cfgPath, Dir: dir, Log: logf,
+		Base: a.base, CacheDir: a.cacheDir, Mirror: a.mirror, Config: cfgPath, Dir: dir, Log: logf,
 		CommandLog: func(line string) {
 			if commands != nil {
 				fmt.Fprintln(commands, line)
@@ -117,7 +116,7 @@ func runTest(c *cli, args []string) int {
 		return c.fail(fmt.Errorf("test: %w", err))
 	}
 	fmt.Fprintf(c.stdout, "PASS: the card installed the service and prepared the SSD as %s asks\n", cfgPath)
-	if *workDir == "" {
+	if a.workDir == "" {
 		os.RemoveAll(dir)
 	} else {
 		fmt.Fprintf(c.stderr, "nixpi test: consoles, disks and commands.log are in %s\n", dir)
