@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"syscall"
 
@@ -44,6 +45,9 @@ func (doneStep) Run(ctx context.Context, env *engine.Env) error {
 	if ho.BootOrder == "" {
 		ho.BootOrder = wantedOrder(env).Value
 	}
+	if ho.Retired == "" && !SDBeforeUSB(ho.BootOrder) {
+		ho.Retired = fmt.Sprintf("not retired: BOOT_ORDER %s tries USB first, the card is the fallback", ho.BootOrder)
+	}
 	ho.Address = address(ctx, env)
 	if _, err := env.Run.Output(ctx, env.Tools.Systemctl, "disable", cardpath.UnitName); err != nil {
 		return engine.WithHint(fmt.Errorf("disable the service: %w", err), "the install itself is complete; power the Pi off and on to boot the SSD")
@@ -69,6 +73,9 @@ func address(ctx context.Context, env *engine.Env) string {
 		f := strings.Fields(line)
 		for i := 0; i+1 < len(f); i++ {
 			addr, _, _ := strings.Cut(f[i+1], "/")
+			if ip := net.ParseIP(addr); ip == nil || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
+				continue
+			}
 			switch {
 			case f[i] == "inet":
 				return addr

@@ -112,7 +112,7 @@ func newHandoverEnv(t *testing.T, order, runningConfig, runningDate string) *han
 		h.run.On(strings.ReplaceAll(runningDate, "-", "/")+" 12:00:00\nversion 0123456789abcdef (release)\ntimestamp "+strconv.FormatInt(ts, 10)+"\nupdate-time 0\ncapabilities 0x0000007f\n",
 			h.Tools.Vcgencmd, "bootloader_version")
 	}
-	h.run.On("1: lo    inet 127.0.0.1/8 scope host lo\n2: eth0    inet 192.168.1.23/24 brd 192.168.1.255 scope global dynamic noprefixroute eth0\\       valid_lft 86000sec preferred_lft 86000sec\n",
+	h.run.On("2: eth0    inet 192.168.1.23/24 brd 192.168.1.255 scope global dynamic noprefixroute eth0\\       valid_lft 86000sec preferred_lft 86000sec\n",
 		h.Tools.IP, "-o", "addr", "show", "scope", "global")
 	h.run.On("", h.Tools.Systemctl, "disable", cardpath.UnitName)
 	return h

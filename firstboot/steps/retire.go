@@ -85,6 +85,7 @@ func (retireStep) Run(ctx context.Context, env *engine.Env) error {
 	order := wantedOrder(env).Value
 	ho := handOver(env)
 	if !SDBeforeUSB(order) {
+		// Only reached when the engine redoes an interrupted step (no probe).
 		ho.Retired = fmt.Sprintf("not retired: BOOT_ORDER %s tries USB first, the card is the fallback", order)
 		return nil
 	}
