@@ -35,13 +35,14 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"build":   {"write a self-installing card image from a Raspberry Pi OS image", runBuild},
-	"inspect": {"show what is on an image or card (partitions, hook, config, journal)", runInspect},
-	"config":  {"write an example install config (init) or check one (check)", runConfig},
-	"eeprom":  {"read or change a Pi 4 bootloader EEPROM image's config", runEeprom},
-	"report":  {"print the install journal the Pi wrote to a card", runReport},
-	"test":    {"boot a built card under QEMU with a USB disk and check the install (--qemu)", runTest},
-	"version": {"print the nixpi version", runVersion},
+	"build":        {"write a self-installing card image from a Raspberry Pi OS image", runBuild},
+	"inspect":      {"show what is on an image or card (partitions, hook, config, journal)", runInspect},
+	"config":       {"write an example install config (init) or check one (check)", runConfig},
+	"eeprom":       {"read or change a Pi 4 bootloader EEPROM image's config", runEeprom},
+	"report":       {"print the install journal the Pi wrote to a card", runReport},
+	"restore-card": {"make a card the install retired bootable again", runRestoreCard},
+	"test":         {"boot a built card under QEMU with a USB disk and check the install (--qemu)", runTest},
+	"version":      {"print the nixpi version", runVersion},
 }
 
 func main() {
@@ -77,7 +78,7 @@ func (c *cli) usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", name, commands[name].summary)
+		fmt.Fprintf(w, "  %-12s %s\n", name, commands[name].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'nixpi COMMAND --help' for a command's flags.")
 }
