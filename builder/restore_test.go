@@ -19,6 +19,7 @@ import (
 	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/builder/fixture"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
+	"github.com/nixpi/nixpi/firstboot/eeprom"
 	"github.com/nixpi/nixpi/firstboot/retire"
 )
 
@@ -127,9 +128,14 @@ func TestRestoreCardUndoesRetire(t *testing.T) {
 
 	journalLine := []byte(`{"v":1,"step":"done","event":"done","time":"2026-11-25T03:00:00Z","boot":3}` + "\n")
 	staged := []string{cardpath.EEPROMUpdate, cardpath.EEPROMSig, cardpath.Recovery}
+	upd := stagedUpdate(t)
 	withFAT(t, img, p, func(c *FATCard) {
 		for _, s := range staged {
-			if err := c.WriteFile(s, []byte("staged "+s+"\n")); err != nil {
+			data := []byte("staged " + s + "\n")
+			if s == cardpath.EEPROMUpdate {
+				data = upd
+			}
+			if err := c.WriteFile(s, data); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -155,9 +161,21 @@ func TestRestoreCardUndoesRetire(t *testing.T) {
 		t.Error("retired files differ from the built card's")
 	}
 
+	in, err := Inspect(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := in.FAT; f == nil || f.Retired == nil || f.Retired.BootOrder != "0xf41" ||
+		len(f.Staged) != 3 || !strings.Contains(f.StagedConfig, "BOOT_ORDER=0xf41") || !strings.Contains(f.Cmdline, "root=PARTUUID=") || len(in.Problems) > 0 {
+		t.Errorf("inspect of the retired card: %+v, problems %v", in.FAT, in.Problems)
+	}
+
 	r, err := RestoreCard(img)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if in, err := Inspect(img); err != nil || in.FAT.Retired != nil || len(in.FAT.Staged) != 0 {
+		t.Errorf("inspect after restore: %+v, %v", in.FAT, err)
 	}
 	if strings.Join(r.Removed, " ") != "pieeprom.upd pieeprom.sig recovery.bin" || len(r.Moved) != len(r.Manifest.Moved) {
 		t.Errorf("RestoreCard = %+v", r)
@@ -194,4 +212,26 @@ func TestRestoreCardRefusesUnretired(t *testing.T) {
 	if _, err := RestoreCard(filepath.Join(t.TempDir(), "missing.img")); err == nil {
 		t.Error("a missing image was accepted")
 	}
+}
+
+// stagedUpdate is a real Pi 4 bootloader image with BOOT_ORDER=0xf41, as
+// the eeprom step stages it.
+func stagedUpdate(t *testing.T) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "shared", "testdata", "rpi-eeprom", "images", "pieeprom-2023-01-11.bin"))
+	if err != nil {
+		t.Skipf("real bootloader images not found (see DESIGN.md §3): %v", err)
+	}
+	im, err := eeprom.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := eeprom.SetKeys(im.Config(), eeprom.Setting{Key: "BOOT_ORDER", Value: "0xf41"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := im.SetConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return im.Bytes()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/filesystem"
@@ -52,6 +53,9 @@ func runReport(c *cli, args []string) int {
 	fmt.Fprintf(c.stdout, "card: %s, partition %d, %s\n", path, card.partition, cardpath.Journal)
 	if err := journal.Print(c.stdout, j); err != nil {
 		return c.fail(err)
+	}
+	if ho := journal.LastHandOver(j); ho != nil {
+		fmt.Fprintf(c.stdout, "\nhand-over:\n%s\n", strings.Join(ho.Report(), "\n"))
 	}
 	if len(card.failed) > 0 {
 		fmt.Fprintf(c.stdout, "\n%s:\n%s", cardpath.Failed, card.failed)

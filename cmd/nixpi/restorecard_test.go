@@ -93,3 +93,23 @@ func TestRestoreCardUsage(t *testing.T) {
 		t.Errorf("missing image: exit %d, stderr %s", code, stderr)
 	}
 }
+
+// report shows the hand-over from the journal's state; inspect shows that
+// the card is retired and what is staged.
+func TestRetiredCardInReportAndInspect(t *testing.T) {
+	t.Parallel()
+	img, _, _ := retiredCard(t)
+	code, stdout, stderr := runNixpi(t, "", "inspect", img)
+	if code != 0 || !strings.Contains(stdout, "retired by the hand-over: 4 root entries") || !strings.Contains(stdout, "staged EEPROM update: pieeprom.upd") {
+		t.Errorf("inspect: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+
+	state := `{"steps":["eeprom","scrub","retire","done","reboot"],"hand_over":{"boot_order":"0xf41","eeprom":"staged BOOT_ORDER=0xf41 from pieeprom-2023-01-11.bin","retired":"12 root entries moved","address":"192.168.1.23","logins":["alice (ssh key)"],"finished":true,"rebooted":true}}`
+	img = cardImage(t, map[string][]byte{"journal.jsonl": []byte(`{"v":1,"step":"reboot","event":"reboot","time":"2026-11-25T03:00:00Z","boot":2,"state":` + state + "}\n")})
+	code, stdout, stderr = runNixpi(t, "", "report", img)
+	for _, want := range []string{"hand-over:", "boot order 0xf41", "staged BOOT_ORDER=0xf41 from pieeprom-2023-01-11.bin", "192.168.1.23", "alice (ssh key)", "rebooted into the SSD"} {
+		if code != 0 || !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q: exit %d\n%s\n%s", want, code, stdout, stderr)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 )
@@ -77,6 +78,46 @@ func (h *HandOver) Message() []string {
 		lines = append(lines, fmt.Sprintf("keep the card in: with BOOT_ORDER %s the Pi boots it only when the SSD does not boot.", h.BootOrder))
 	} else {
 		lines = append(lines, "remove the card or keep it: it no longer boots (nixpi restore-card makes it bootable again).")
+	}
+	return lines
+}
+
+// LastHandOver is the hand-over as the journal's last saved state has it;
+// nil before the eeprom step ran.
+func LastHandOver(j *Journal) *HandOver {
+	raw := j.LastState()
+	if raw == nil {
+		return nil
+	}
+	var st State
+	if json.Unmarshal(raw, &st) != nil {
+		return nil
+	}
+	return st.HandOver
+}
+
+// Report is the hand-over for nixpi report, one line per step's outcome.
+func (h *HandOver) Report() []string {
+	var lines []string
+	add := func(label, v string) {
+		if v != "" {
+			lines = append(lines, fmt.Sprintf("  %-10s %s", label, v))
+		}
+	}
+	add("boot order", h.BootOrder)
+	add("bootloader", h.Bootloader)
+	add("eeprom", h.EEPROM)
+	add("retired", h.Retired)
+	add("scrubbed", strings.Join(h.Scrubbed, ", "))
+	add("address", h.Address)
+	add("logins", strings.Join(h.Logins, ", "))
+	switch {
+	case h.Rebooted:
+		add("state", "finished; rebooted into the SSD")
+	case h.Finished:
+		add("state", "finished; the reboot was not asked for yet")
+	default:
+		add("state", "under way")
 	}
 	return lines
 }
