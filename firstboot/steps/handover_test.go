@@ -176,8 +176,16 @@ func TestScrub(t *testing.T) {
 	if strings.Contains(why, "horse") {
 		t.Fatal("the probe quoted a secret")
 	}
+	// A second name for the old file shows what becomes of its data.
+	oldName := filepath.Join(t.TempDir(), "old-nixpi.toml")
+	if err := os.Link(path, oldName); err != nil {
+		t.Fatal(err)
+	}
 	if err := NewScrub().Run(ctx, h.Env); err != nil {
 		t.Fatal(err)
+	}
+	if old, _ := os.ReadFile(oldName); len(old) != len(orig) || strings.Trim(string(old), "\x00") != "" {
+		t.Errorf("the replaced file's data was not overwritten: %q", old)
 	}
 	got, _ := os.ReadFile(path)
 	for _, secret := range []string{h.Config.Users[0].PasswordHash.Reveal(), h.Config.Users[1].PasswordHash.Reveal(), "correct horse battery"} {

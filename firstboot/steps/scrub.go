@@ -85,8 +85,23 @@ func (scrubStep) Run(ctx context.Context, env *engine.Env) error {
 	if err != nil {
 		return err
 	}
+	// Replaced by a rename, the old file's clusters would be freed with the
+	// secrets still in them, for anyone who reads the card's free space. It
+	// is held open across the replace and overwritten with zeros before it
+	// goes; the config itself is always either the old file or the new one.
+	old, err := os.OpenFile(filepath.Join(env.Path(env.BootDir), cardpath.Config), os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer old.Close()
 	if err := retire.DirCard(env.Path(env.BootDir)).WriteFile(cardpath.Config, out); err != nil {
 		return err
+	}
+	if _, err := old.WriteAt(make([]byte, len(data)), 0); err != nil {
+		return fmt.Errorf("overwrite the old %s: %w", cardpath.Config, err)
+	}
+	if err := old.Sync(); err != nil {
+		return fmt.Errorf("overwrite the old %s: %w", cardpath.Config, err)
 	}
 	ho.Scrubbed = keys
 	env.Logf("removed from %s: %s", cardpath.Config, strings.Join(keys, ", "))
