@@ -331,7 +331,7 @@ func TestHandOverPowerCut(t *testing.T) {
 		t.Fatal(out, err)
 	}
 	want := ref.card(t)
-	if len(points) != 16 {
+	if len(points) != 17 || points[3] != "scrub: replaced nixpi/nixpi.toml" {
 		t.Fatalf("crash points %q", points)
 	}
 	for _, point := range points {
@@ -369,5 +369,29 @@ func TestDoneUSBFirstKeepsTheCard(t *testing.T) {
 	}
 	if got := h.journalEvents(t); got != "done start done start done skip start done start reboot" {
 		t.Errorf("journal events %q", got)
+	}
+}
+
+// On a Pi 5 the hand-over stops at eeprom: nothing staged, scrubbed or
+// retired, so the card still boots and can be used elsewhere.
+func TestHandOverStopsOnAPi5(t *testing.T) {
+	t.Parallel()
+	h := newHandoverEnv(t, "0xf41", shippedBootloaderConfig, "2023-01-11")
+	h.put(t, deviceTreeCompat, "raspberrypi,5-model-b\x00brcm,bcm2712\x00")
+	h.markVerified(t)
+	h.Progress = nil
+	before := h.card(t)
+	eng := &engine.Engine{Steps: HandOver(), Env: h.Env, Display: h.display}
+	out, err := eng.Run(context.Background(), nil)
+	if out != engine.Failed || err == nil || !strings.Contains(err.Error(), "not a BCM2711") {
+		t.Fatalf("Run = %v, %v", out, err)
+	}
+	after := h.card(t)
+	delete(after, cardpath.Failed)
+	if d := diffTrees(before, after); len(d) > 0 {
+		t.Errorf("the card changed: %v", d)
+	}
+	if h.Machine.(*systemtest.Machine).Reboots() != 0 {
+		t.Error("rebooted")
 	}
 }

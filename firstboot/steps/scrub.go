@@ -97,6 +97,7 @@ func (scrubStep) Run(ctx context.Context, env *engine.Env) error {
 	if err := retire.DirCard(env.Path(env.BootDir)).WriteFile(cardpath.Config, out); err != nil {
 		return err
 	}
+	env.Crash("scrub: replaced " + cardpath.Config)
 	if _, err := old.WriteAt(make([]byte, len(data)), 0); err != nil {
 		return fmt.Errorf("overwrite the old %s: %w", cardpath.Config, err)
 	}
