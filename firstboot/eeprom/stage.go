@@ -144,7 +144,7 @@ func Stage(opts StageOptions) (Result, error) {
 		same func(old []byte) bool
 	}{
 		{UpdateImageFile, upd, nil},
-		{UpdateSigFile, Digest(upd, now.Unix()), func(old []byte) bool { return sigMatches(old, upd) }},
+		{UpdateSigFile, Digest(upd, now.Unix()), func(old []byte) bool { return SigMatches(old, upd) }},
 		{RecoveryFile, recovery, nil},
 	}
 	for _, f := range files {
@@ -206,9 +206,9 @@ func settingsString(ss []Setting) string {
 	return b.String()
 }
 
-// sigMatches reports whether an existing .sig is for image and has the ts
+// SigMatches reports whether an existing .sig is for image and has the ts
 // line the bootloader needs; then it is kept, so staging again is a no-op.
-func sigMatches(sig, image []byte) bool {
+func SigMatches(sig, image []byte) bool {
 	want := Digest(image, 0)
 	digestLine := want[:bytes.IndexByte(want, '\n')+1]
 	return bytes.HasPrefix(sig, digestLine) && bytes.HasPrefix(sig[len(digestLine):], []byte("ts: "))

@@ -181,9 +181,7 @@ func stagedUpdate(env *engine.Env, want eeprom.Setting) (string, bool) {
 		return "", false
 	}
 	sig, err := os.ReadFile(filepath.Join(dir, cardpath.EEPROMSig))
-	digest := eeprom.Digest(upd, 0)
-	digestLine := digest[:bytes.IndexByte(digest, '\n')+1]
-	if err != nil || !bytes.HasPrefix(sig, digestLine) || !bytes.Contains(sig, []byte("\nts: ")) {
+	if err != nil || !eeprom.SigMatches(sig, upd) {
 		return "", false
 	}
 	if _, err := os.Stat(filepath.Join(dir, cardpath.Recovery)); err != nil {
