@@ -218,6 +218,9 @@ func Retire(c Card, bootOrder string, staged []string, crash func(point string))
 		added = append(added, f)
 	}
 	sort.SliceStable(added, func(i, j int) bool { return moveRank(added[i].Name) < moveRank(added[j].Name) })
+	if err := c.MkdirAll(cardpath.Retired); err != nil {
+		return nil, err
+	}
 	if len(added) > 0 || !sameStrings(m.Staged, staged) || m.BootOrder != bootOrder {
 		m.Moved = append(m.Moved, added...)
 		m.Staged = staged
@@ -226,16 +229,10 @@ func Retire(c Card, bootOrder string, staged []string, crash func(point string))
 		if err != nil {
 			return nil, err
 		}
-		if err := c.MkdirAll(cardpath.Retired); err != nil {
-			return nil, err
-		}
 		if err := c.WriteFile(cardpath.RetiredManifest, append(data, '\n')); err != nil {
 			return nil, err
 		}
 		crash("retire: manifest written")
-	}
-	if err := c.MkdirAll(cardpath.Retired); err != nil {
-		return nil, err
 	}
 	for _, f := range m.Moved {
 		moved, err := place(c, f.Name, f.Name, retiredPath(f.Name))
