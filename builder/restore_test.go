@@ -235,3 +235,59 @@ func stagedUpdate(t *testing.T) []byte {
 	}
 	return im.Bytes()
 }
+
+// restore-card on the card's device (a loop device, as a card reader shows
+// it): refused while a partition is mounted, done once it is not.
+func TestRestoreCardOnLoopDevice(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for losetup and mount (CI runs as root)")
+	}
+	img, p := buildCard(t)
+	built, _ := fatTree(t, img, p)
+	withFAT(t, img, p, func(c *FATCard) {
+		if _, err := retire.Retire(c, "0xf41", nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	run := func(argv ...string) string {
+		t.Helper()
+		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", argv, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	dev := run("losetup", "--find", "--show", "--partscan", img)
+	t.Cleanup(func() { run("losetup", "--detach", dev) })
+	p2 := dev + "p2"
+	for i := 0; ; i++ {
+		if _, err := os.Stat(p2); err == nil {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("%s did not appear", p2)
+		}
+		if i == 5 {
+			run("partx", "--update", dev)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mnt := t.TempDir()
+	run("mount", "-t", "ext4", "-o", "ro,noload", p2, mnt)
+	before := buildertest.FileSHA256(t, img)
+	_, err := RestoreCard(dev)
+	run("umount", mnt)
+	if err == nil || !strings.Contains(err.Error(), p2+" is mounted at "+mnt) {
+		t.Fatalf("restore of a mounted card: %v", err)
+	}
+	if buildertest.FileSHA256(t, img) != before {
+		t.Error("the refused restore changed the card")
+	}
+	if _, err := RestoreCard(dev); err != nil {
+		t.Fatal(err)
+	}
+	restored, _ := fatTree(t, img, p)
+	sameTree(t, "card restored on its device", built, restored)
+	buildertest.FsckFAT(t, img, p.Start, p.Size)
+}
