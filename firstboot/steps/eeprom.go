@@ -211,8 +211,11 @@ func (s eepromStep) Run(ctx context.Context, env *engine.Env) error {
 	}
 	bootDir := env.Path(env.BootDir)
 	if on, line := writeProtected(filepath.Join(bootDir, cardpath.ConfigTxt)); on {
-		return engine.WithHint(fmt.Errorf("the EEPROM is write-protected (config.txt line %d: eeprom_write_protect=1), so the update that sets %s would not be flashed; nothing was staged", line, want),
-			fmt.Sprintf("set eeprom_write_protect=0 in config.txt on the card and power-cycle (the /WP jumper too, if fitted), or set boot.boot_order to the bootloader's current order (%s)", currentOrder(bl)))
+		hint := "set eeprom_write_protect=0 in config.txt on the card (and remove the /WP jumper, if fitted), then power the Pi off and on"
+		if order := currentOrder(bl); strings.Contains(order, "4") {
+			hint += fmt.Sprintf(", or set boot.boot_order to the bootloader's current order, %s", order)
+		}
+		return engine.WithHint(fmt.Errorf("the EEPROM is write-protected (config.txt line %d: eeprom_write_protect=1), so the update that sets %s would not be flashed; nothing was staged", line, want), hint)
 	}
 	if err := removeTornStaging(bootDir); err != nil {
 		return err
@@ -258,10 +261,8 @@ func handOver(env *engine.Env) *journal.HandOver {
 }
 
 func currentOrder(bl bootloader) string {
-	if v, ok := eeprom.Lookup(bl.config, "BOOT_ORDER"); ok {
-		return v
-	}
-	return "not set"
+	v, _ := eeprom.Lookup(bl.config, "BOOT_ORDER")
+	return v
 }
 
 // writeProtected finds an active eeprom_write_protect=1 in config.txt: the
