@@ -7,13 +7,16 @@ import (
 	"os"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/eeprom"
 	"github.com/nixpi/nixpi/firstboot/journal"
+	"github.com/nixpi/nixpi/firstboot/retire"
 )
 
 // Inspection is what `nixpi inspect` shows of an image or card. Nothing in
@@ -59,6 +62,12 @@ type FATReport struct {
 	CarriesSecrets bool            `json:"carries_secrets,omitempty"`
 	Manifest       *Manifest       `json:"manifest,omitempty"`
 	Journal        *JournalSummary `json:"journal,omitempty"`
+	// Retired is the hand-over's manifest when it retired the card's boot
+	// files; Staged the EEPROM update files at the root, and StagedConfig
+	// the bootloader config pieeprom.upd carries.
+	Retired      *retire.Manifest `json:"retired,omitempty"`
+	Staged       []string         `json:"staged,omitempty"`
+	StagedConfig string           `json:"staged_config,omitempty"`
 }
 
 // JournalSummary is the device's install journal in short.
@@ -196,12 +205,36 @@ func inspectFAT(f *os.File, p1 baseimage.Partition) (*FATReport, error) {
 		}
 		return b, true
 	}
-	if b, ok := readFile(cardpath.Cmdline); ok {
+	if m, err := retire.ReadManifest(NewFATCard(fsys, time.Time{})); err == nil {
+		r.Retired = m
+	} else if !errors.Is(err, retire.ErrNotRetired) {
+		problem("%v", err)
+	}
+	// A retired card's cmdline.txt and config.txt are in nixpi/retired/.
+	bootFile := func(name string) string {
+		if r.Retired != nil && !fsys.Exists(name) {
+			return path.Join(cardpath.Retired, name)
+		}
+		return name
+	}
+	for _, name := range []string{cardpath.EEPROMUpdate, cardpath.EEPROMSig, cardpath.Recovery, cardpath.RecoveryDone} {
+		if fsys.Exists(name) {
+			r.Staged = append(r.Staged, name)
+		}
+	}
+	if b, ok := readFile(cardpath.EEPROMUpdate); ok {
+		if im, err := eeprom.Parse(b); err != nil {
+			problem("%s: %v", cardpath.EEPROMUpdate, err)
+		} else {
+			r.StagedConfig = string(im.Config())
+		}
+	}
+	if b, ok := readFile(bootFile(cardpath.Cmdline)); ok {
 		r.Cmdline = strings.TrimRight(string(b), "\r\n")
 	} else {
 		problem("no cmdline.txt on the FAT partition")
 	}
-	if b, ok := readFile(cardpath.ConfigTxt); ok {
+	if b, ok := readFile(bootFile(cardpath.ConfigTxt)); ok {
 		r.Arm64, r.Arm64Line = bootfiles.Arm64Effective(string(b))
 	} else {
 		problem("no config.txt on the FAT partition")

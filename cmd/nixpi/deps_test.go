@@ -19,7 +19,10 @@ var deviceService = []string{
 
 // contract are the packages both sides share: what the card holds and how
 // the journal, the config and the boot files are written.
-var contract = []string{"firstboot/cardpath", "firstboot/config", "firstboot/journal", "firstboot/bootfiles", "firstboot/nixos", "firstboot/inputfile"}
+var contract = []string{
+	"firstboot/cardpath", "firstboot/config", "firstboot/journal", "firstboot/bootfiles",
+	"firstboot/nixos", "firstboot/inputfile", "firstboot/retire",
+}
 
 // goListDeps is `go list -deps` of pkgs, for goos/goarch.
 func goListDeps(t *testing.T, goos, goarch string, pkgs ...string) map[string]bool {

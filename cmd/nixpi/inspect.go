@@ -11,6 +11,7 @@ import (
 
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/eeprom"
 )
 
 func inspectFlags(asJSON *bool) *pflag.FlagSet {
@@ -111,6 +112,16 @@ func printInspection(w io.Writer, in *builder.Inspection) {
 			arm64 = fmt.Sprintf("%s (line %d)", yesNo(f.Arm64, "1", "0"), f.Arm64Line)
 		}
 		fmt.Fprintf(w, "  config.txt arm_64bit for a Pi 4: %s\n", arm64)
+		if f.Retired != nil {
+			fmt.Fprintf(w, "  retired by the hand-over: %s (nixpi restore-card undoes it)\n", f.Retired.Summary())
+		}
+		if len(f.Staged) > 0 {
+			fmt.Fprintf(w, "  staged EEPROM update: %s", strings.Join(f.Staged, " "))
+			if order, ok := eeprom.Lookup([]byte(f.StagedConfig), "BOOT_ORDER"); ok {
+				fmt.Fprintf(w, " (BOOT_ORDER=%s)", order)
+			}
+			fmt.Fprintln(w)
+		}
 		if len(f.NixpiFiles) > 0 {
 			fmt.Fprintf(w, "  nixpi files: %s\n", strings.Join(f.NixpiFiles, " "))
 		}

@@ -62,11 +62,12 @@ func commandTable() map[string]command {
 		"eeprom": {"read or change a Pi 4 bootloader EEPROM image's config", runEeprom, nil, []subcommand{
 			{"config", func() *pflag.FlagSet { return eepromConfigFlags(new(eepromConfigArgs)) }},
 			{"digest", func() *pflag.FlagSet { return eepromDigestFlags(new(eepromDigestArgs)) }}}},
-		"report":     {"print the install journal the Pi wrote to a card", runReport, func() *pflag.FlagSet { return reportFlags(new(bool), new(bool)) }, nil},
-		"test":       {"boot a built card under QEMU with a USB disk and check the install (--qemu)", runTest, func() *pflag.FlagSet { return testFlags(new(testArgs)) }, nil},
-		"version":    {"print the nixpi version (also: nixpi --version)", runVersion, nil, nil},
-		"help":       {"show a command's help: nixpi help COMMAND [SUBCOMMAND]", runHelp, nil, nil},
-		"completion": {"print a shell completion script: nixpi completion bash|zsh|fish", runCompletion, nil, []subcommand{{"bash", nil}, {"zsh", nil}, {"fish", nil}}},
+		"report":       {"print the install journal the Pi wrote to a card", runReport, func() *pflag.FlagSet { return reportFlags(new(bool), new(bool)) }, nil},
+		"restore-card": {"make a card the install retired bootable again", runRestoreCard, restoreCardFlags, nil},
+		"test":         {"boot a built card under QEMU with a USB disk and check the install (--qemu)", runTest, func() *pflag.FlagSet { return testFlags(new(testArgs)) }, nil},
+		"version":      {"print the nixpi version (also: nixpi --version)", runVersion, nil, nil},
+		"help":         {"show a command's help: nixpi help COMMAND [SUBCOMMAND]", runHelp, nil, nil},
+		"completion":   {"print a shell completion script: nixpi completion bash|zsh|fish", runCompletion, nil, []subcommand{{"bash", nil}, {"zsh", nil}, {"fish", nil}}},
 	}
 }
 
@@ -103,7 +104,7 @@ func (c *cli) usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: nixpi COMMAND [flags]\n\ncommands:")
 	table := commandTable()
 	for _, name := range slices.Sorted(maps.Keys(table)) {
-		fmt.Fprintf(w, "  %-10s %s\n", name, table[name].summary)
+		fmt.Fprintf(w, "  %-12s %s\n", name, table[name].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'nixpi help COMMAND' (or 'nixpi COMMAND --help') for a command's flags.")
 }

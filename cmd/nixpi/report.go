@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -59,6 +60,9 @@ func runReport(c *cli, args []string) int {
 	fmt.Fprintf(&out, "card: %s, partition %d, %s\n", path, card.partition, cardpath.Journal)
 	if err := journal.Print(&out, j); err != nil {
 		return c.fail(err)
+	}
+	if ho := journal.LastHandOver(j); ho != nil {
+		fmt.Fprintf(c.stdout, "\nhand-over:\n%s\n", strings.Join(ho.Report(), "\n"))
 	}
 	if len(card.failed) > 0 {
 		fmt.Fprintf(&out, "\n%s:\n%s", cardpath.Failed, card.failed)

@@ -32,6 +32,20 @@ const (
 	// Cmdline and ConfigTxt are the firmware's own files nixpi edits.
 	Cmdline   = "cmdline.txt"
 	ConfigTxt = "config.txt"
+
+	// Retired holds the card's boot files once the hand-over has moved them
+	// out of the root, so the bootloader skips the card; RetiredManifest
+	// lists what was moved, for restore-card.
+	Retired         = Dir + "/retired"
+	RetiredManifest = Dir + "/retired.json"
+
+	// The staged bootloader EEPROM update, at the root where the boot ROM
+	// and recovery.bin look for it. recovery.bin renames itself to
+	// RecoveryDone once it has flashed the update.
+	EEPROMUpdate = "pieeprom.upd"
+	EEPROMSig    = "pieeprom.sig"
+	Recovery     = "recovery.bin"
+	RecoveryDone = "RECOVERY.000"
 )
 
 // In the root filesystem, relative to "/": where the payload puts things.

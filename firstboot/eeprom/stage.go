@@ -9,16 +9,19 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/renameio/v2"
+
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 )
 
 // Files the boot ROM and recovery.bin look for in the SD card's FAT root.
 const (
-	UpdateImageFile = "pieeprom.upd"
-	UpdateSigFile   = "pieeprom.sig"
-	RecoveryFile    = "recovery.bin"
+	UpdateImageFile = cardpath.EEPROMUpdate
+	UpdateSigFile   = cardpath.EEPROMSig
+	RecoveryFile    = cardpath.Recovery
 )
 
 // StageOptions describe the running machine and the wanted settings.
@@ -40,7 +43,20 @@ type StageOptions struct {
 	// Now is the update timestamp written to pieeprom.sig; zero means the
 	// current time.
 	Now time.Time
+	// Releases are the release directories of BootloaderDir to take the
+	// image from, in order, as FIRMWARE_RELEASE_STATUS selects them; nil
+	// means default/, then latest/.
+	Releases []string
+	// MinVersion refuses, with ErrTooOld, an image built before it (the
+	// hand-over needs a bootloader that boots from USB).
+	MinVersion int64
+	// Wrote, when set, is called after each file is in place (the hand-over
+	// step's crash points).
+	Wrote func(name string)
 }
+
+// ErrTooOld reports a bootloader image older than StageOptions.MinVersion.
+var ErrTooOld = errors.New("bootloader image too old")
 
 // Result says what Stage decided and did.
 type Result struct {
@@ -80,9 +96,13 @@ func Stage(opts StageOptions) (Result, error) {
 		return Result{Reason: fmt.Sprintf("bootloader already has %s, nothing to update", settingsString(opts.Want))}, nil
 	}
 
-	src, err := pickImage(opts.BootloaderDir, opts.CurrentVersion)
+	src, err := pickImage(opts.BootloaderDir, opts.Releases, opts.CurrentVersion)
 	if err != nil {
 		return Result{}, fmt.Errorf("eeprom stage: %w", err)
+	}
+	if src.version < opts.MinVersion {
+		return Result{}, fmt.Errorf("eeprom stage: the newest image, %q, was built %s, before %s: %w",
+			src.path, VersionDate(src.version), VersionDate(opts.MinVersion), ErrTooOld)
 	}
 	res := Result{Image: src.path, ImageVersion: src.version}
 
@@ -124,7 +144,7 @@ func Stage(opts StageOptions) (Result, error) {
 		same func(old []byte) bool
 	}{
 		{UpdateImageFile, upd, nil},
-		{UpdateSigFile, Digest(upd, now.Unix()), func(old []byte) bool { return sigMatches(old, upd) }},
+		{UpdateSigFile, Digest(upd, now.Unix()), func(old []byte) bool { return SigMatches(old, upd) }},
 		{RecoveryFile, recovery, nil},
 	}
 	for _, f := range files {
@@ -137,6 +157,9 @@ func Stage(opts StageOptions) (Result, error) {
 			return Result{}, fmt.Errorf("eeprom stage: write %q: %w", path, err)
 		}
 		res.Written = append(res.Written, path)
+		if opts.Wrote != nil {
+			opts.Wrote(f.name)
+		}
 	}
 	res.Staged = true
 	if len(res.Written) == 0 {
@@ -183,9 +206,9 @@ func settingsString(ss []Setting) string {
 	return b.String()
 }
 
-// sigMatches reports whether an existing .sig is for image and has the ts
+// SigMatches reports whether an existing .sig is for image and has the ts
 // line the bootloader needs; then it is kept, so staging again is a no-op.
-func sigMatches(sig, image []byte) bool {
+func SigMatches(sig, image []byte) bool {
 	want := Digest(image, 0)
 	digestLine := want[:bytes.IndexByte(want, '\n')+1]
 	return bytes.HasPrefix(sig, digestLine) && bytes.HasPrefix(sig[len(digestLine):], []byte("ts: "))
@@ -230,11 +253,18 @@ type sourceImage struct {
 	image   *Image
 }
 
+// VersionDate is a bootloader build timestamp as its release is named,
+// "2020-09-03" (UTC).
+func VersionDate(ts int64) string { return time.Unix(ts, 0).UTC().Format("2006-01-02") }
+
 // pickImage returns the newest image of the first release directory whose
 // newest image is not older than the running bootloader (current).
-func pickImage(dir string, current int64) (sourceImage, error) {
+func pickImage(dir string, releases []string, current int64) (sourceImage, error) {
+	if len(releases) == 0 {
+		releases = []string{"default", "latest"}
+	}
 	var older []string
-	for _, release := range []string{"default", "latest"} {
+	for _, release := range releases {
 		rdir := filepath.Join(dir, release)
 		path, err := newestImage(rdir)
 		if err != nil {
@@ -261,7 +291,11 @@ func pickImage(dir string, current int64) (sourceImage, error) {
 		older = append(older, fmt.Sprintf("%q (build %d)", path, ts))
 	}
 	if len(older) == 0 {
-		return sourceImage{}, fmt.Errorf("no pieeprom-YYYY-MM-DD.bin in %q or %q: install the rpi-eeprom package", filepath.Join(dir, "default"), filepath.Join(dir, "latest"))
+		dirs := make([]string, len(releases))
+		for i, r := range releases {
+			dirs[i] = strconv.Quote(filepath.Join(dir, r))
+		}
+		return sourceImage{}, fmt.Errorf("no pieeprom-YYYY-MM-DD.bin in %s: install the rpi-eeprom package", strings.Join(dirs, " or "))
 	}
 	return sourceImage{}, fmt.Errorf("every bootloader image is older than the running bootloader (build %d): %v; update the rpi-eeprom package (apt-get install rpi-eeprom) so nixpi does not downgrade it", current, older)
 }

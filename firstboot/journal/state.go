@@ -1,5 +1,11 @@
 package journal
 
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
 // Disk is the identity of the target disk as recorded in the journal; resume
 // requires all of it to match the disk found on a later boot.
 type Disk struct {
@@ -29,4 +35,99 @@ type State struct {
 	Target *Disk    `json:"target,omitempty"`
 	// RAMBytes is the machine's memory as preflight read it (swap = "ram").
 	RAMBytes int64 `json:"ram_bytes,omitempty"`
+	// HandOver is what the last steps did (eeprom to reboot).
+	HandOver *HandOver `json:"hand_over,omitempty"`
+}
+
+// HandOver is the hand-over from the card to the SSD, step by step, for the
+// console's last message, nixpi report and the QEMU harness.
+type HandOver struct {
+	// BootOrder is the BOOT_ORDER the bootloader gets (boot.boot_order).
+	BootOrder string `json:"boot_order,omitempty"`
+	// Bootloader is the running bootloader's build, "2023-01-11 (1673458852)".
+	Bootloader string `json:"bootloader,omitempty"`
+	// EEPROM says what the eeprom step decided ("staged BOOT_ORDER=0xf41 from
+	// pieeprom-2023-01-11.bin", "bootloader already has ...").
+	EEPROM string `json:"eeprom,omitempty"`
+	// Staged are the update files the eeprom step put at the card's root.
+	Staged []string `json:"staged,omitempty"`
+	// Retired says what the retire step did, or why the card stays bootable.
+	Retired string `json:"retired,omitempty"`
+	// Scrubbed are the secret keys removed from the card's nixpi.toml.
+	Scrubbed []string `json:"scrubbed,omitempty"`
+	// Hostname, Address and Logins are for the last console message: the
+	// system's name, the address the Pi had, who can log in and how
+	// ("alice (ssh key)"), recorded before scrub takes the secrets away.
+	Hostname string   `json:"hostname,omitempty"`
+	Address  string   `json:"address,omitempty"`
+	Logins   []string `json:"logins,omitempty"`
+	// Finished is set by the done step: the card's work is over, and a card
+	// restored with nixpi restore-card is left bootable.
+	Finished bool `json:"finished,omitempty"`
+	// Rebooted is set by the reboot step once it has asked for the reboot.
+	Rebooted bool `json:"rebooted,omitempty"`
+}
+
+// Message is what the consoles show at the end of the install, and nixpi
+// report repeats: how to reach the system and what to do with the card.
+func (h *HandOver) Message() []string {
+	host := h.Hostname
+	if host == "" {
+		host = "nixos"
+	}
+	lines := []string{"install complete: NixOS boots from the SSD after this reboot, as " + host + "."}
+	if h.Address != "" {
+		lines = append(lines, fmt.Sprintf("this Pi had the address %s (the router may give NixOS the same one; %s.local also works with mDNS).", h.Address, host))
+	}
+	if len(h.Logins) > 0 {
+		lines = append(lines, "log in as: "+strings.Join(h.Logins, ", ")+".")
+	} else {
+		lines = append(lines, "no user with a login was configured: log in on the console.")
+	}
+	if strings.HasPrefix(h.Retired, "not retired") {
+		lines = append(lines, fmt.Sprintf("keep the card in: with BOOT_ORDER %s the Pi boots it only when the SSD does not boot.", h.BootOrder))
+	} else {
+		lines = append(lines, "remove the card or keep it: it no longer boots (nixpi restore-card makes it bootable again).")
+	}
+	return lines
+}
+
+// LastHandOver is the hand-over as the journal's last saved state has it;
+// nil before the eeprom step ran.
+func LastHandOver(j *Journal) *HandOver {
+	raw := j.LastState()
+	if raw == nil {
+		return nil
+	}
+	var st State
+	if json.Unmarshal(raw, &st) != nil {
+		return nil
+	}
+	return st.HandOver
+}
+
+// Report is the hand-over for nixpi report, one line per step's outcome.
+func (h *HandOver) Report() []string {
+	var lines []string
+	add := func(label, v string) {
+		if v != "" {
+			lines = append(lines, fmt.Sprintf("  %-10s %s", label, v))
+		}
+	}
+	add("boot order", h.BootOrder)
+	add("bootloader", h.Bootloader)
+	add("eeprom", h.EEPROM)
+	add("retired", h.Retired)
+	add("scrubbed", strings.Join(h.Scrubbed, ", "))
+	add("address", h.Address)
+	add("logins", strings.Join(h.Logins, ", "))
+	switch {
+	case h.Rebooted:
+		add("state", "finished; rebooted into the SSD")
+	case h.Finished:
+		add("state", "finished; the reboot was not asked for yet")
+	default:
+		add("state", "under way")
+	}
+	return lines
 }

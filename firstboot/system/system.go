@@ -45,6 +45,8 @@ type Tools struct {
 	Wipefs    string
 	Systemctl string
 	Uname     string
+	// IP reads the addresses for the hand-over's last message.
+	IP string
 	// Network: Wi-Fi through the image's own stack (NetworkManager on
 	// Bookworm+, wpa_supplicant with dhcpcd before).
 	Nmcli         string
@@ -78,6 +80,7 @@ func DefaultTools() Tools {
 		Wipefs:    "/usr/sbin/wipefs",
 		Systemctl: "/usr/bin/systemctl",
 		Uname:     "/usr/bin/uname",
+		IP:        "/usr/bin/ip",
 
 		Nmcli:         "/usr/bin/nmcli",
 		WpaSupplicant: "/usr/sbin/wpa_supplicant",

@@ -1,0 +1,293 @@
+package builder
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixpi/nixpi/builder/buildertest"
+	"github.com/nixpi/nixpi/builder/fatfs"
+	"github.com/nixpi/nixpi/builder/fixture"
+	"github.com/nixpi/nixpi/firstboot/cardpath"
+	"github.com/nixpi/nixpi/firstboot/eeprom"
+	"github.com/nixpi/nixpi/firstboot/retire"
+)
+
+// buildCard builds a card from a generated Raspberry Pi OS-shaped base.
+func buildCard(t *testing.T) (string, fixture.Partition) {
+	t.Helper()
+	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArm64, FATSize: fixture.MinFATSize})
+	out := filepath.Join(t.TempDir(), "card.img")
+	if _, err := Build(context.Background(), testOptions(t, base.Path, out)); err != nil {
+		t.Fatal(err)
+	}
+	return out, base.BootPart
+}
+
+// withFAT opens the card's FAT read-write, runs f, and closes it (the
+// fixups fsck.fat wants).
+func withFAT(t *testing.T, img string, p fixture.Partition, f func(c *FATCard)) {
+	t.Helper()
+	fh, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	fsys, err := fatfs.Open(fh, p.Start, p.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f(NewFATCard(fsys, time.Date(2026, 11, 25, 3, 0, 0, 0, time.UTC)))
+	if err := fsys.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fatTree is every file on the FAT as path → size and sha256, read with
+// fatfs, plus mtools' recursive listing of the same (an independent reader).
+func fatTree(t *testing.T, img string, p fixture.Partition) (map[string]string, string) {
+	t.Helper()
+	fh, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	fsys, err := fatfs.OpenReadOnly(fh, p.Start, p.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	var walk func(dir string)
+	walk = func(dir string) {
+		entries, err := fsys.List(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			p := path.Join(dir, e.Name)
+			if e.IsDir {
+				out[p+"/"] = "dir"
+				walk(p)
+				continue
+			}
+			data, err := fsys.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := sha256.Sum256(data)
+			out[p] = strconv.Itoa(len(data)) + " " + hex.EncodeToString(sum[:])
+		}
+	}
+	walk(".")
+	cmd := exec.Command("mdir", "-i", img+"@@"+strconv.FormatInt(p.Start, 10), "-/", "-b", "::/")
+	cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+	listing, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("mdir: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(listing)), "\n")
+	sort.Strings(lines)
+	return out, strings.Join(lines, "\n")
+}
+
+func sameTree(t *testing.T, what string, want, got map[string]string) {
+	t.Helper()
+	for p, v := range want {
+		if got[p] != v {
+			t.Errorf("%s: %s is %q, want %q", what, p, got[p], v)
+		}
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			t.Errorf("%s: %s is new", what, p)
+		}
+	}
+}
+
+// A card built from a fixture, retired as the hand-over does it (the
+// retire step's own code, on the image's FAT), with a staged EEPROM update
+// and a journal; restore-card gives back the built card's files exactly,
+// and the journal.
+func TestRestoreCardUndoesRetire(t *testing.T) {
+	t.Parallel()
+	img, p := buildCard(t)
+	built, builtListing := fatTree(t, img, p)
+	if !strings.Contains(builtListing, "::/overlays/README") || !strings.Contains(builtListing, "::/start4.elf") {
+		t.Fatalf("mdir listing of the built card:\n%s", builtListing)
+	}
+
+	journalLine := []byte(`{"v":1,"step":"done","event":"done","time":"2026-11-25T03:00:00Z","boot":3}` + "\n")
+	staged := []string{cardpath.EEPROMUpdate, cardpath.EEPROMSig, cardpath.Recovery}
+	upd := stagedUpdate(t)
+	withFAT(t, img, p, func(c *FATCard) {
+		for _, s := range staged {
+			data := []byte("staged " + s + "\n")
+			if s == cardpath.EEPROMUpdate {
+				data = upd
+			}
+			if err := c.WriteFile(s, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.WriteFile(cardpath.Journal, journalLine); err != nil {
+			t.Fatal(err)
+		}
+		m, err := retire.Retire(c, "0xf41", staged, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Moved) < 8 {
+			t.Errorf("retired only %+v", m.Moved)
+		}
+	})
+	buildertest.FsckFAT(t, img, p.Start, p.Size)
+	retired, _ := fatTree(t, img, p)
+	for _, gone := range []string{"start4.elf", "config.txt", "cmdline.txt", "kernel8.img", "overlays/"} {
+		if _, ok := retired[gone]; ok {
+			t.Errorf("%s still at the root after retire", gone)
+		}
+	}
+	if retired[cardpath.Retired+"/start4.elf"] != built["start4.elf"] || retired[cardpath.Retired+"/overlays/README"] != built["overlays/README"] {
+		t.Error("retired files differ from the built card's")
+	}
+
+	in, err := Inspect(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := in.FAT; f == nil || f.Retired == nil || f.Retired.BootOrder != "0xf41" ||
+		len(f.Staged) != 3 || !strings.Contains(f.StagedConfig, "BOOT_ORDER=0xf41") || !strings.Contains(f.Cmdline, "root=PARTUUID=") || len(in.Problems) > 0 {
+		t.Errorf("inspect of the retired card: %+v, problems %v", in.FAT, in.Problems)
+	}
+
+	r, err := RestoreCard(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in, err := Inspect(img); err != nil || in.FAT.Retired != nil || len(in.FAT.Staged) != 0 {
+		t.Errorf("inspect after restore: %+v, %v", in.FAT, err)
+	}
+	if strings.Join(r.Removed, " ") != "pieeprom.upd pieeprom.sig recovery.bin" || len(r.Moved) != len(r.Manifest.Moved) {
+		t.Errorf("RestoreCard = %+v", r)
+	}
+	buildertest.FsckFAT(t, img, p.Start, p.Size)
+	restored, restoredListing := fatTree(t, img, p)
+	if got := restored[cardpath.Journal]; got == "" {
+		t.Error("restore removed the journal")
+	}
+	delete(restored, cardpath.Journal)
+	sameTree(t, "restored card", built, restored)
+	wantLines := append(strings.Split(builtListing, "\n"), "::/"+cardpath.Journal)
+	sort.Strings(wantLines)
+	if want := strings.Join(wantLines, "\n"); restoredListing != want {
+		t.Errorf("mdir listing after restore:\n%s\nwant the built card's plus the journal:\n%s", restoredListing, want)
+	}
+	if got := string(buildertest.Mtype(t, img, p.Start, "cmdline.txt")); !strings.Contains(got, "root=PARTUUID=") {
+		t.Errorf("cmdline.txt after restore: %q", got)
+	}
+}
+
+// A card nixpi never retired is refused, byte for byte untouched.
+func TestRestoreCardRefusesUnretired(t *testing.T) {
+	t.Parallel()
+	img, _ := buildCard(t)
+	before := buildertest.FileSHA256(t, img)
+	_, err := RestoreCard(img)
+	if !errors.Is(err, retire.ErrNotRetired) || !strings.Contains(err.Error(), "nixpi did not retire this card") {
+		t.Fatalf("err = %v", err)
+	}
+	if buildertest.FileSHA256(t, img) != before {
+		t.Error("the refused restore changed the image")
+	}
+	if _, err := RestoreCard(filepath.Join(t.TempDir(), "missing.img")); err == nil {
+		t.Error("a missing image was accepted")
+	}
+}
+
+// stagedUpdate is a real Pi 4 bootloader image with BOOT_ORDER=0xf41, as
+// the eeprom step stages it.
+func stagedUpdate(t *testing.T) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "shared", "testdata", "rpi-eeprom", "images", "pieeprom-2023-01-11.bin"))
+	if err != nil {
+		t.Skipf("real bootloader images not found (see DESIGN.md §3): %v", err)
+	}
+	im, err := eeprom.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := eeprom.SetKeys(im.Config(), eeprom.Setting{Key: "BOOT_ORDER", Value: "0xf41"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := im.SetConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return im.Bytes()
+}
+
+// restore-card on the card's device (a loop device, as a card reader shows
+// it): refused while a partition is mounted, done once it is not.
+func TestRestoreCardOnLoopDevice(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for losetup and mount (CI runs as root)")
+	}
+	img, p := buildCard(t)
+	built, _ := fatTree(t, img, p)
+	withFAT(t, img, p, func(c *FATCard) {
+		if _, err := retire.Retire(c, "0xf41", nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	run := func(argv ...string) string {
+		t.Helper()
+		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", argv, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	dev := run("losetup", "--find", "--show", "--partscan", img)
+	t.Cleanup(func() { run("losetup", "--detach", dev) })
+	p2 := dev + "p2"
+	for i := 0; ; i++ {
+		if _, err := os.Stat(p2); err == nil {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("%s did not appear", p2)
+		}
+		if i == 5 {
+			run("partx", "--update", dev)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mnt := t.TempDir()
+	run("mount", "-t", "ext4", "-o", "ro,noload", p2, mnt)
+	before := buildertest.FileSHA256(t, img)
+	_, err := RestoreCard(dev)
+	run("umount", mnt)
+	if err == nil || !strings.Contains(err.Error(), p2+" is mounted at "+mnt) {
+		t.Fatalf("restore of a mounted card: %v", err)
+	}
+	if buildertest.FileSHA256(t, img) != before {
+		t.Error("the refused restore changed the card")
+	}
+	if _, err := RestoreCard(dev); err != nil {
+		t.Fatal(err)
+	}
+	restored, _ := fatTree(t, img, p)
+	sameTree(t, "card restored on its device", built, restored)
+	buildertest.FsckFAT(t, img, p.Start, p.Size)
+}

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nixpi/nixpi/builder"
+	"github.com/nixpi/nixpi/firstboot/cardpath"
+)
+
+func restoreCardFlags() *pflag.FlagSet {
+	return pflag.NewFlagSet("restore-card", pflag.ContinueOnError)
+}
+
+func runRestoreCard(c *cli, args []string) int {
+	flags := restoreCardFlags()
+	usage := func(w io.Writer) {
+		fmt.Fprintln(w, "usage: nixpi restore-card IMAGE|DEVICE")
+		fmt.Fprintln(w, "\nMakes a card the install retired bootable again: moves the boot files back from")
+		fmt.Fprintf(w, "%s/ to the FAT's root as %s lists them and deletes the staged EEPROM\n", cardpath.Retired, cardpath.RetiredManifest)
+		fmt.Fprintln(w, "update; the install journal stays. Refuses a card nixpi did not retire, and a mounted one.")
+	}
+	if code, done := c.parseFlags(flags, args, usage); done {
+		return code
+	}
+	if flags.NArg() != 1 {
+		return c.fail(usagef("restore-card: want exactly one IMAGE or DEVICE (e.g. /dev/sdX for the card), got %d arguments", flags.NArg()))
+	}
+	path := flags.Arg(0)
+	r, err := builder.RestoreCard(path)
+	if err != nil {
+		return c.fail(fmt.Errorf("restore-card: %w", err))
+	}
+	fmt.Fprintf(c.stdout, "%s: %d boot files back at the root from %s/", path, len(r.Moved), cardpath.Retired)
+	if len(r.Removed) > 0 {
+		fmt.Fprintf(c.stdout, "; removed the staged EEPROM update (%s)", strings.Join(r.Removed, " "))
+	}
+	fmt.Fprintln(c.stdout)
+	fmt.Fprintf(c.stdout, "the card boots Raspberry Pi OS again; the Pi's bootloader keeps BOOT_ORDER %s, so with this card in it boots the card first when the order tries SD first.\n", r.Manifest.BootOrder)
+	return exitOK
+}
