@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,11 @@ import (
 func retiredCard(t *testing.T) (string, int64, int64) {
 	t.Helper()
 	img := cardImage(t, map[string][]byte{"journal.jsonl": []byte(`{"v":1,"step":"done","event":"done","time":"2026-11-25T03:00:00Z","boot":2}` + "\n")})
+	// A real bootloader image: inspect checks what is staged.
+	update, err := os.ReadFile(filepath.Join(eepromData(t), "pieeprom-2019-07-15-freeze.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	const start, size = 8192 * 512, 64<<20 - 8192*512
 	withCardFAT(t, img, start, size, func(c *builder.FATCard) {
 		for name, data := range map[string]string{"start4.elf": "s4", "fixup4.dat": "f4", "config.txt": "[all]\n", "cmdline.txt": "root=PARTUUID=x-02\n", "issue.txt": "i"} {
@@ -24,7 +30,7 @@ func retiredCard(t *testing.T) (string, int64, int64) {
 				t.Fatal(err)
 			}
 		}
-		if err := c.WriteFile(cardpath.EEPROMUpdate, []byte("upd")); err != nil {
+		if err := c.WriteFile(cardpath.EEPROMUpdate, update); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := retire.Retire(c, "0xf41", []string{cardpath.EEPROMUpdate}, nil); err != nil {
