@@ -44,7 +44,7 @@ import (
 // Cost: 2 MiB plus one 8 KiB read per 16 MiB, read with O_DIRECT (neither the
 // page cache nor readahead stands between the check and the disk), four at a
 // time. A 2 TB disk is 119 211 reads, 0.9 GiB in all; on a sparse 2 TiB loop
-// device (131 074 reads) the whole rule takes about 5 s on two shared cores
+// device (131 073 reads) the whole rule took 5 to 8 s on two busy shared cores
 // (`make bench` prints it). A USB 3 SSD serves 8 KiB reads at a few thousand
 // a second or more: under a minute for 2 TB, whatever the disk holds.
 const (

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nixpi/nixpi/firstboot/system"
+	"github.com/nixpi/nixpi/firstboot/system/systemtest"
 )
 
 // sparseFile is a file of size zero bytes with data written at the given
@@ -127,8 +128,49 @@ func BenchmarkBlankCheck(b *testing.B) {
 			b.Fatalf("blank 2 TiB disk: found %v, err %v", found, err)
 		}
 	}
-	reads := 2 + size/BlankStrideBytes
+	reads := 2 + (size-BlankEdgeBytes-1)/BlankStrideBytes // the two edges and the windows between
 	b.ReportMetric(float64(reads), "reads")
 	b.Logf("blank check of a sparse 2 TiB loop device: %s (%d reads of %d KiB every %d MiB, first and last MiB whole)",
 		took.Round(time.Millisecond), reads, BlankWindowBytes>>10, BlankStrideBytes>>20)
+}
+
+// TestCheckBlankReadsTheTools: what wipefs and blkid report (recorded
+// outputs; the loop-device suite runs the real ones) becomes findings with
+// their offsets; blkid's "nothing" (exit 2) and "ambivalent" (exit 8) are
+// told apart from its failing.
+func TestCheckBlankReadsTheTools(t *testing.T) {
+	t.Parallel()
+	const size = 4 << 30
+	tools := system.DefaultTools()
+	probe := func(run *systemtest.Runner) BlankProbe {
+		return BlankProbe{Run: run, Tools: tools, Dev: "/dev/sdz", File: sparseFile(t, size, nil), Size: size, SectorSize: 512, Starts: []int64{600 << 20}}
+	}
+	run := &systemtest.Runner{}
+	run.On(`{"signatures":[{"offset":"0xfffffe00","type":"gpt"}]}`, tools.Wipefs, "--no-act", "--json", "/dev/sdz")
+	run.Fail(2, "", tools.Blkid)
+	run.Fail(8, "ambivalent result", tools.Blkid, "-p", "-o", "export", "-O", "4194304", "/dev/sdz")
+	run.On("TYPE=xfs\nLABEL=media\nUSAGE=filesystem\n", tools.Blkid, "-p", "-o", "export", "-O", "629145600", "/dev/sdz")
+	found, err := CheckBlank(context.Background(), probe(run))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range found {
+		got = append(got, f.String())
+	}
+	want := []string{
+		"a GPT backup table (the primary is damaged) at 4.0 GiB (0xfffffe00)",
+		"several filesystem signatures (blkid: ambivalent) at 4.0 MiB (0x400000)",
+		`a filesystem signature (xfs label "media") at 600.0 MiB (0x25800000)`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("findings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	broken := &systemtest.Runner{}
+	broken.On("", tools.Wipefs)
+	broken.Fail(4, "blkid: invalid offset", tools.Blkid)
+	if _, err := CheckBlank(context.Background(), probe(broken)); err == nil || !strings.Contains(err.Error(), "blkid: invalid offset") {
+		t.Errorf("a failing blkid: err = %v, want it reported (a disk is never called blank unchecked)", err)
+	}
 }

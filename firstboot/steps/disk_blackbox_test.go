@@ -575,6 +575,23 @@ func TestDiskStepsRefuse(t *testing.T) {
 			wantHint: diskWipeHint,
 		},
 		{
+			name:     "LUKS on the whole disk",
+			size:     2 << 30,
+			prepare:  func(t *testing.T, dev, img, root string) { diskLUKSFormat(t, dev) },
+			want:     []string{"it holds an encrypted volume header (crypto_LUKS uuid ", "at 0 B (0x0)"},
+			wantHint: diskWipeHint,
+		},
+		{
+			name: "LUKS at 16 MiB and no table",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				loop := diskAttach(t, "--offset", fmt.Sprint(16<<20), "--sizelimit", fmt.Sprint(64<<20), img)
+				diskLUKSFormat(t, loop)
+			},
+			want:     []string{"an encrypted volume header (crypto_LUKS uuid ", "at 16.0 MiB (0x1000000)"},
+			wantHint: diskWipeHint,
+		},
+		{
 			// At no usual partition start: its superblock lies in the window
 			// sampled at every 16 MiB.
 			name: "filesystem at 48 MiB and no table",
@@ -810,6 +827,61 @@ func diskMountInNamespace(t *testing.T, dev string) {
 	}
 	if mounts, _ := disk.ReadMountInfo("/"); slices.ContainsFunc(mounts, func(m disk.Mount) bool { return m.Source == dev }) {
 		t.Fatalf("%s shows in this namespace's mount table: the test would not test anything", dev)
+	}
+}
+
+// TestDiskStepsRefusalThroughTheEngine: a refusal as the service sees it:
+// the engine runs the disk steps on a disk with data in the middle, the
+// outcome is a failure with exit status 1, nixpi/FAILED says what was found
+// where and how to allow erasing it, and the disk is unchanged.
+func TestDiskStepsRefusalThroughTheEngine(t *testing.T) {
+	diskRequireLoop(t)
+	dev, img := diskLoop(t, 2<<30)
+	diskWriteAt(t, dev, 1<<30, diskRandom(t, 8<<20))
+	root := diskRoot(t)
+	if err := os.MkdirAll(filepath.Join(root, "boot/firmware"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	before := fileSHA256(t, img)
+	env, rec := diskTestEnv(t, root, diskTestConfig(), dev, nil)
+	var out bytes.Buffer
+	eng := &engine.Engine{Steps: diskSteps(), Env: env, Out: &out}
+	outcome, err := eng.Run(context.Background(), []string{"target", "partition"}) // format needs packages
+	if outcome != engine.Failed || outcome.ExitCode() != 1 || err == nil {
+		t.Fatalf("Run = %v (exit %d), %v", outcome, outcome.ExitCode(), err)
+	}
+	marker, err := os.ReadFile(filepath.Join(root, "boot/firmware/nixpi/FAILED"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("INSTALL STOPPED: step target failed in boot 1: refusing disk %q", dev),
+		"it is not blank: it holds non-zero data at 1.0 GiB (0x40000000), and target.wipe = false",
+		"fix: " + diskWipeHint,
+	} {
+		if !strings.Contains(string(marker), want) {
+			t.Errorf("nixpi/FAILED does not say %q:\n%s", want, marker)
+		}
+	}
+	if cmds := rec.destructive(); len(cmds) > 0 {
+		t.Errorf("ran commands that change things: %q", cmds)
+	}
+	if after := fileSHA256(t, img); after != before {
+		t.Error("the refused disk changed")
+	}
+}
+
+// diskLUKSFormat makes a LUKS2 volume on dev with the real cryptsetup (a
+// cheap key derivation: the header is what matters here).
+func diskLUKSFormat(t *testing.T, dev string) {
+	t.Helper()
+	if _, err := exec.LookPath("cryptsetup"); err != nil {
+		t.Skip("skipping: cryptsetup is not installed (apt-get install cryptsetup-bin)")
+	}
+	cmd := exec.Command("cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", "-", dev)
+	cmd.Stdin = strings.NewReader("not a secret")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cryptsetup luksFormat %s: %v: %s", dev, err, out)
 	}
 }
 

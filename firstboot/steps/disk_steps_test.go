@@ -685,3 +685,40 @@ func TestDiskMountConcludes(t *testing.T) {
 		t.Errorf("conclusion %q tells the user to log in", got)
 	}
 }
+
+// TestDiskTargetJournalNamesAnotherDisk: the journal records an install onto
+// an SSD that is not attached now; two other USB disks are. The target step
+// (its probe failed, so the engine runs it) does not pick one of them: it
+// stops, naming the recorded disk and the ones attached, with the two ways
+// on, and runs nothing but lsblk.
+func TestDiskTargetJournalNamesAnotherDisk(t *testing.T) {
+	t.Parallel()
+	u := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")
+	const gone = "/dev/disk/by-id/usb-Crucial_X6_2233CAFE0001-0:0"
+	u.env.State.Target = &engine.Disk{Dev: "/dev/sda", ByID: gone, Serial: "2233CAFE0001", Size: 1000204886016, Model: "Crucial X6", IDSeed: "00112233445566778899aabbccddeeff", GPTGUID: "6a3f0c1e-2b4d-8e5f-9a0b-1c2d3e4f5a6b", Partitioned: true}
+	want := *u.env.State.Target
+	step := steps.NewTarget()
+	if done, _, err := step.Probe(context.Background(), u.env); done || err != nil {
+		t.Fatalf("Probe = %v, %v; want not done", done, err)
+	}
+	err := step.Run(context.Background(), u.env)
+	for _, s := range []string{
+		`the journal records an installation onto disk "/dev/sda" (Crucial X6, serial 2233CAFE0001, 931.5 GiB, ` + gone + `), which is not connected`,
+		`(disks attached now: "/dev/sda" (Samsung PSSD T7, serial S4EVNF0M123456`, `"/dev/sdb" (SanDisk Ultra`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), s) {
+			t.Errorf("error = %v\nwant it to contain %s", err, s)
+		}
+	}
+	if hint := engine.HintOf(err); !strings.Contains(hint, "either connect the disk \"/dev/sda\" (Crucial X6") || !strings.Contains(hint, "or delete nixpi/journal.jsonl on the SD card") {
+		t.Errorf("hint = %q", hint)
+	}
+	if *u.env.State.Target != want {
+		t.Errorf("the recorded disk changed to %+v", u.env.State.Target)
+	}
+	for _, c := range u.run.Calls() {
+		if filepath.Base(c[0]) != "lsblk" {
+			t.Errorf("ran %q", system.QuoteArgv(c))
+		}
+	}
+}

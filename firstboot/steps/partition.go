@@ -197,6 +197,9 @@ func partitionNodes(env *engine.Env, dev string, plan *disk.Plan) (map[int]strin
 		if errors.Is(err, disk.ErrNoPartition) {
 			return nil, err
 		}
+		if err != nil && node == "" {
+			return nil, err // sysfs unreadable
+		}
 		if err != nil {
 			return nil, engine.WithHint(fmt.Errorf("refusing to use partition %d of %q: %w", p.Number, dev, err),
 				fmt.Sprintf("something other than the kernel put %q there; remove it, reconnect the disk and start again", node))

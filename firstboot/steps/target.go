@@ -526,8 +526,16 @@ func selectionChanged(env *engine.Env, rec *journal.Disk) bool {
 		return err != nil || dev != rec.Dev
 	}
 	cfg := env.Config.Target
-	return (cfg.Serial != "" && cfg.Serial != rec.Serial) ||
-		(strings.HasPrefix(cfg.Disk, config.DiskByID) && cfg.Disk != rec.ByID)
+	if cfg.Serial != "" && cfg.Serial != rec.Serial {
+		return true
+	}
+	if strings.HasPrefix(cfg.Disk, config.DiskByID) && cfg.Disk != rec.ByID {
+		// Another name of the same disk (wwn- for usb-) is no change, nor
+		// is a name that leads nowhere now: the recorded disk is missing.
+		dev, err := disk.ResolveDevLink(env.Root, cfg.Disk)
+		return err == nil && dev != rec.Dev
+	}
+	return false
 }
 
 // idSeed is the seed of the derived IDs: the recorded one while the journal
