@@ -695,7 +695,7 @@ func TestDiskTargetJournalNamesAnotherDisk(t *testing.T) {
 	t.Parallel()
 	u := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")
 	const gone = "/dev/disk/by-id/usb-Crucial_X6_2233CAFE0001-0:0"
-	u.env.State.Target = &engine.Disk{Dev: "/dev/sda", ByID: gone, Serial: "2233CAFE0001", Size: 1000204886016, Model: "Crucial X6", IDSeed: "00112233445566778899aabbccddeeff", GPTGUID: "6a3f0c1e-2b4d-8e5f-9a0b-1c2d3e4f5a6b", Partitioned: true}
+	u.env.State.Target = &journal.Disk{Dev: "/dev/sda", ByID: gone, Serial: "2233CAFE0001", Size: 1000204886016, Model: "Crucial X6", IDSeed: "00112233445566778899aabbccddeeff", GPTGUID: "6a3f0c1e-2b4d-8e5f-9a0b-1c2d3e4f5a6b", Partitioned: true}
 	want := *u.env.State.Target
 	step := steps.NewTarget()
 	if done, _, err := step.Probe(context.Background(), u.env); done || err != nil {
