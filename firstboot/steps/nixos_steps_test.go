@@ -54,7 +54,7 @@ const nixLog = `@nix {"action":"start","id":1,"level":3,"parent":0,"text":"","ty
 
 type nixUnit struct {
 	*diskUnit
-	plan  *disk.Plan
+	plan *disk.Plan
 	ran  map[string]int // what the Nix double ran, by kind
 }
 
@@ -419,7 +419,9 @@ func TestVerifyPassesAndNamesTheMissingPiece(t *testing.T) {
 		"NIXOS":         {func(u *nixUnit) { os.Remove(u.env.Path("/mnt/etc/NIXOS")) }, "/etc/NIXOS is missing"},
 		"profile": {func(u *nixUnit) { u.env.State.SystemPath = "/nix/store/zzzz-nixos-system-other" },
 			"the system profile points at " + toplevel + ", not the built /nix/store/zzzz-nixos-system-other"},
-		"label": {func(u *nixUnit) { u.lsblk.Stdout = strings.Replace(u.lsblk.Stdout, `"label":"root"`, `"label":"other"`, 1) },
+		"label": {func(u *nixUnit) {
+			u.lsblk.Stdout = strings.Replace(u.lsblk.Stdout, `"label":"root"`, `"label":"other"`, 1)
+		},
 			"/etc/nixos/hardware-configuration.nix names /dev/disk/by-label/root, which no partition of /dev/sda has"},
 	} {
 		t.Run(name, func(t *testing.T) {
