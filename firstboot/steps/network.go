@@ -158,6 +158,7 @@ func (s networkStep) Run(ctx context.Context, env *engine.Env) error {
 	env.SetLED(progress.WaitingForNetwork)
 	defer env.SetLED(progress.Working)
 	var last string
+	var shown time.Time
 	for {
 		m := s.missing(ctx, env)
 		if m == nil {
@@ -170,9 +171,9 @@ func (s networkStep) Run(ctx context.Context, env *engine.Env) error {
 		if !env.Clock().Before(deadline) {
 			return engine.WithHint(fmt.Errorf("network: %s missing after %s: %s", m.what, s.timeout, m.why), m.hint)
 		}
-		if m.what != last {
-			env.Logf("waiting up to %s for the %s: %s", deadline.Sub(env.Clock()).Round(time.Second), m.what, m.why)
-			last = m.what
+		if now := env.Clock(); m.what != last || now.Sub(shown) >= time.Minute {
+			env.Logf("waiting up to %s for the %s: %s", deadline.Sub(now).Round(time.Second), m.what, m.why)
+			last, shown = m.what, now
 		}
 		if err := env.Wait(ctx, networkPoll); err != nil {
 			return fmt.Errorf("network: waiting for the %s: %w", m.what, err)
