@@ -100,13 +100,14 @@ func (s networkStep) cache(ctx context.Context, env *engine.Env) *netMissing {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") {
 		return nil
 	}
-	info := strings.TrimSuffix(subs[0], "/") + "/nix-cache-info"
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/nix-cache-info"
+	info := u.String()
 	hint := fmt.Sprintf("check that the Pi can reach %s (DNS, proxy, firewall) and that nixos.substituters in nixpi/nixpi.toml is right", u.Host)
 	err = getCacheInfo(ctx, s.client, info)
 	if err == nil {
 		return nil
 	}
-	return &netMissing{"binary cache", fmt.Sprintf("GET %s: %v", info, err), hint}
+	return &netMissing{"binary cache", fmt.Sprintf("GET %s: %v", u.Redacted(), err), hint}
 }
 
 func getCacheInfo(ctx context.Context, client *http.Client, info string) error {
