@@ -144,8 +144,9 @@ func (p *nixProgress) summary() string {
 // errOutOfMemory is a Nix run the kernel killed for memory (or that said so).
 var errOutOfMemory = errors.New("out of memory")
 
-// outOfMemory: exit status 137 (SIGKILL, what the OOM killer sends) or a
-// message that says so.
+// outOfMemory: exit status 137 or death by SIGKILL (what the OOM killer
+// sends), or a message that says so. A cancelled context (shutdown) also
+// kills with SIGKILL: runNix checks that first.
 func outOfMemory(err error, msgs []string) bool {
 	var coded interface{ ExitCode() int }
 	if errors.As(err, &coded) && coded.ExitCode() == 137 {
@@ -159,7 +160,8 @@ func outOfMemory(err error, msgs []string) bool {
 	}
 	for _, m := range msgs {
 		low := strings.ToLower(m)
-		if strings.Contains(low, "out of memory") || strings.Contains(low, "bad_alloc") || strings.Contains(low, "cannot allocate memory") {
+		// "failed due to signal 9 (Killed)": a builder the OOM killer took.
+		if strings.Contains(low, "out of memory") || strings.Contains(low, "bad_alloc") || strings.Contains(low, "cannot allocate memory") || strings.Contains(low, "signal 9") {
 			return true
 		}
 	}

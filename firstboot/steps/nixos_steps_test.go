@@ -251,6 +251,9 @@ func TestSystemOutOfMemory(t *testing.T) {
 		"exit 137": func(u *nixUnit) {
 			u.run.Fail(137, nixLog, "/usr/bin/nix", "build", "--file", nixpkgsPath+"/nixos", "--arg")
 		},
+		"builder killed": func(u *nixUnit) {
+			u.run.Fail(1, `@nix {"action":"msg","level":0,"msg":"error: builder for '/nix/store/x-linux-6.12.drv' failed due to signal 9 (Killed)"}`, "/usr/bin/nix", "build", "--file", nixpkgsPath+"/nixos", "--arg")
+		},
 		"message": func(u *nixUnit) {
 			u.run.Fail(1, `@nix {"action":"msg","level":0,"msg":"error: out of memory"}`, "/usr/bin/nix", "build", "--file", nixpkgsPath+"/nixos", "--arg")
 		},
