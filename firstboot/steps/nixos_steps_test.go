@@ -360,7 +360,12 @@ func TestFirmwareWritesConfigTxtLastAndResumes(t *testing.T) {
 	if done, why := probe(t, u, step); done || why != "no boot files on the SSD yet" {
 		t.Fatalf("Probe = %v, %q", done, why)
 	}
+	before := len(u.run.Calls())
 	runUntil(t, u, step, "firmware:fixup4.dat")
+	if got := u.run.Calls()[before:]; len(got) != 1 || system.QuoteArgv(got[0]) != "/usr/bin/nix build --file "+nixpkgsPath+
+		" raspberrypifw ubootRaspberryPi4_64bit raspberrypi-armstubs --no-link --print-out-paths --log-format internal-json" {
+		t.Errorf("ran %q", got)
+	}
 	if _, err := os.Stat(u.env.Path("/mnt/boot/config.txt")); !os.IsNotExist(err) {
 		t.Fatalf("config.txt written before every boot file: %v", err)
 	}
