@@ -375,12 +375,40 @@ func (s nixStep) installOfficial(ctx context.Context, env *engine.Env) (*journal
 		return nil, fmt.Errorf("nix: unpack %s: %w", name, err)
 	}
 	installer := filepath.Join(env.Path(unpack), strings.TrimSuffix(name, ".tar.xz"), "install")
+	if err := restoreProfileBackups(env); err != nil {
+		return nil, err
+	}
 	env.Crash("nix:installer")
 	if _, err := env.Run.Output(ctx, installer, "--daemon", "--yes", "--no-channel-add"); err != nil {
 		return nil, engine.WithHint(fmt.Errorf("nix: the official installer failed: %w", err),
 			"read its output in nixpi/install.log on the card; a half-done install is undone with the steps in the Nix manual (Uninstalling Nix, multi-user)")
 	}
 	return s.installedRecord(ctx, env, config.InstallerOfficial, t.SHA256)
+}
+
+// nixProfileTargets are the shell files the official multi-user installer
+// backs up (with nixBackupSuffix) before adding Nix to them
+// (scripts/install-multi-user.sh, PROFILE_TARGETS).
+var nixProfileTargets = []string{"/etc/bashrc", "/etc/profile.d/nix.sh", "/etc/zshrc", "/etc/bash.bashrc", "/etc/zsh/zshrc"}
+
+const nixBackupSuffix = ".backup-before-nix"
+
+// restoreProfileBackups undoes what an interrupted official install left:
+// it refuses to run while a backup differs from its file, and its own
+// advice is to move the backup back. There is no working Nix at this point,
+// so the backup is the file as it was before any Nix.
+func restoreProfileBackups(env *engine.Env) error {
+	for _, target := range nixProfileTargets {
+		backup := env.Path(target + nixBackupSuffix)
+		if _, err := os.Stat(backup); err != nil {
+			continue
+		}
+		if err := os.Rename(backup, env.Path(target)); err != nil {
+			return fmt.Errorf("nix: restore %s from an interrupted install: %w", target, err)
+		}
+		env.Logf("restored %s from %s (left by an interrupted Nix install)", target, target+nixBackupSuffix)
+	}
+	return nil
 }
 
 func (s nixStep) installedRecord(ctx context.Context, env *engine.Env, installer, sha string) (*journal.Nix, error) {

@@ -164,8 +164,18 @@ func TestNixOfficialInstaller(t *testing.T) {
 			p.put(t, "/etc/group", "root:x:0:\nnixbld:x:30000:nixbld1\n")
 		}
 	}
+	// An earlier install was cut short after it backed up and edited
+	// bash.bashrc: the installer would refuse to run again.
+	p.put(t, "/etc/bash.bashrc", "# Nix\nif [ -e nix-daemon.sh ]; then . nix-daemon.sh; fi\n# End Nix\n# the original\n")
+	p.put(t, "/etc/bash.bashrc.backup-before-nix", "# the original\n")
 	if err := step.Run(context.Background(), p.Env); err != nil {
 		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p.Path("/etc/bash.bashrc")); string(got) != "# the original\n" {
+		t.Errorf("bash.bashrc = %q", got)
+	}
+	if _, err := os.Stat(p.Path("/etc/bash.bashrc.backup-before-nix")); !os.IsNotExist(err) {
+		t.Errorf("backup left: %v", err)
 	}
 	want := "/usr/bin/apt-cache policy nix-bin\n" +
 		"/usr/bin/env DEBIAN_FRONTEND=noninteractive /usr/bin/apt-get update -o Acquire::Check-Valid-Until=false -o Acquire::Check-Date=false\n" +
