@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/journal"
@@ -377,14 +378,14 @@ func TestFirmwareWritesConfigTxtLastAndResumes(t *testing.T) {
 	for name, want := range map[string]string{
 		"start4.elf": "firmware start4.elf", "fixup4.dat": "firmware fixup4.dat", "bcm2711-rpi-4-b.dtb": "firmware bcm2711-rpi-4-b.dtb",
 		"bcm2711-rpi-400.dtb": "firmware bcm2711-rpi-400.dtb", "overlays/vc4-kms-v3d.dtbo": "firmware overlays/vc4-kms-v3d.dtbo",
-		"u-boot-rpi4.bin": "U-Boot 2025.01", "armstub8-gic.bin": "armstub", "config.txt": steps.SSDConfigTxt,
+		"u-boot-rpi4.bin": "U-Boot 2025.01", "armstub8-gic.bin": "armstub", "config.txt": bootfiles.SSDConfigTxt,
 	} {
 		if got, err := os.ReadFile(u.env.Path("/mnt/boot/" + name)); err != nil || string(got) != want {
 			t.Errorf("/mnt/boot/%s = %q, %v", name, got, err)
 		}
 	}
 	for _, line := range []string{"[pi4]\nkernel=u-boot-rpi4.bin\nenable_gic=1\narmstub=armstub8-gic.bin\ndisable_overscan=1\narm_boost=1\n", "[all]\narm_64bit=1\nenable_uart=1\navoid_warnings=1\n"} {
-		if !strings.Contains(steps.SSDConfigTxt, line) {
+		if !strings.Contains(bootfiles.SSDConfigTxt, line) {
 			t.Errorf("config.txt lacks %q", line)
 		}
 	}
