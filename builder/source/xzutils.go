@@ -263,7 +263,7 @@ func (s *Source) runXZ(ctx context.Context, xzPath string, stdin io.Reader, stdo
 		log = func(line string) { s.opts.Log(line + "  # " + note) }
 	}
 	runner := system.ExecRunner{Log: log, Env: []string{"LC_ALL=C"}}
-	err := runner.Stream(ctx, stdin, stdout, xzPath, "--decompress", "--stdout", "--threads=0")
+	err := runner.Pipe(ctx, stdin, stdout, xzPath, "--decompress", "--stdout", "--threads=0")
 	var ce *system.CommandError
 	var exit *exec.ExitError
 	if !errors.As(err, &ce) || !errors.As(err, &exit) {

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/nixpi/nixpi/firstboot/cardpath"
+	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/progress"
@@ -694,30 +695,28 @@ func TestFullOrReadOnlyCardSaysSo(t *testing.T) {
 	})
 }
 
-// concludingStep ends a run with its own word on what comes next.
-type concludingStep struct{ fakeStep }
-
-func (*concludingStep) Conclusion(env *engine.Env) string { return "The disk is prepared." }
-
-// TestLastStepConcludes: a run that ends with a step that says what comes
-// next (the disk steps, before anything is installed) ends with that, not
-// with how to log in to a system that is not there.
-func TestLastStepConcludes(t *testing.T) {
+func TestDoneMessageSaysWhatIsTrue(t *testing.T) {
 	t.Parallel()
 	m := newMachine(t)
-	eng, d, _ := m.engine(&fakeStep{name: "a"}, &concludingStep{fakeStep{name: "disk"}})
-	if out, err := eng.Run(context.Background(), nil); out != engine.Finished || err != nil {
+	a, b := &fakeStep{name: "a"}, &fakeStep{name: "b", needs: []string{"a"}}
+	eng, d, _ := m.engine(a, b)
+	if out, err := eng.Run(context.Background(), []string{"a"}); err != nil || out != engine.Finished {
+		t.Fatalf("Run --only a = %v, %v", out, err)
+	}
+	if !strings.Contains(d.text(), "all 1 steps done. Not done yet: b.") || strings.Contains(d.text(), "NixOS is installed") {
+		t.Errorf("after --only a:\n%s", d.text())
+	}
+	cfg, err := config.Parse("nixpi.toml", []byte("schema = 1\n[system]\nhostname = \"barpi\"\n[[users]]\nname = \"pi\"\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINs/P2AHuutJrx8BjqQ9lRPc2W6FzD+noshMtddXmn3s pi@laptop\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, d, _ = m.engine(a, b)
+	eng.Env.Config = cfg
+	if out, err := eng.Run(context.Background(), nil); err != nil || out != engine.Finished {
 		t.Fatalf("Run = %v, %v", out, err)
 	}
-	if last := d.lines[len(d.lines)-1]; last != "all 2 steps done. The disk is prepared." {
-		t.Errorf("last line = %q", last)
-	}
-	// --only a: a ends the run, and says nothing of its own.
-	eng, d, _ = m.engine(&fakeStep{name: "a"}, &concludingStep{fakeStep{name: "disk"}})
-	if out, err := eng.Run(context.Background(), []string{"a"}); out != engine.Finished || err != nil {
-		t.Fatalf("Run = %v, %v", out, err)
-	}
-	if last := d.lines[len(d.lines)-1]; strings.Contains(last, "The disk is prepared") {
-		t.Errorf("last line = %q", last)
+	want := "all 2 steps done. NixOS is installed on the SSD. Still to come: the hand-over (the EEPROM boot order, retiring the card's boot files, the reboot into NixOS); until then the Pi boots from this card. Once it runs, reach it with: ssh pi@barpi.local"
+	if !strings.Contains(d.text(), want) {
+		t.Errorf("console:\n%s\nwant a line with %q", d.text(), want)
 	}
 }

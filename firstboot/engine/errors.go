@@ -34,10 +34,3 @@ func HintOf(err error) string {
 type Describer interface {
 	Describe() string
 }
-
-// Concluder is implemented by a step that, when a run ends with it, says
-// what comes next; otherwise the run ends with how to reach the installed
-// system, which would be wrong before anything is installed.
-type Concluder interface {
-	Conclusion(env *Env) string
-}

@@ -37,6 +37,18 @@ type State struct {
 	RAMBytes int64 `json:"ram_bytes,omitempty"`
 	// HandOver is what the last steps did (eeprom to reboot).
 	HandOver *HandOver `json:"hand_over,omitempty"`
+
+	// Nix is the Nix the nix step installed or found.
+	Nix *Nix `json:"nix,omitempty"`
+	// NixpkgsPath is the verified nixpkgs source in the host store.
+	NixpkgsPath string `json:"nixpkgs_path,omitempty"`
+	// SystemPath is the built NixOS toplevel in the host store, and
+	// SystemInputs the sha256 of the /etc/nixos files it was built from.
+	SystemPath   string `json:"system_path,omitempty"`
+	SystemInputs string `json:"system_inputs,omitempty"`
+	// Firmware maps each file the firmware step put on the SSD's FAT
+	// ("start4.elf") to its source in the host store.
+	Firmware map[string]string `json:"firmware,omitempty"`
 }
 
 // HandOver is the hand-over from the card to the SSD, step by step, for the
@@ -130,4 +142,12 @@ func (h *HandOver) Report() []string {
 		add("state", "under way")
 	}
 	return lines
+}
+
+// Nix is the host's Nix: how it came, its version, and for the official
+// release the tarball's sha256 (what was verified before it ran).
+type Nix struct {
+	Installer     string `json:"installer"` // "debian" or "official"
+	Version       string `json:"version"`
+	TarballSHA256 string `json:"tarball_sha256,omitempty"`
 }

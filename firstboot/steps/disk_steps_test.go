@@ -665,27 +665,6 @@ func TestDiskMountRefusesSomethingElseAtMnt(t *testing.T) {
 	}
 }
 
-// TestDiskMountConcludes: a run that ends with the disk steps says the disk
-// is prepared and NixOS comes next, never how to log in to it.
-func TestDiskMountConcludes(t *testing.T) {
-	t.Parallel()
-	c, ok := steps.NewMount().(engine.Concluder)
-	if !ok {
-		t.Fatal("the mount step has no conclusion: the run would end telling the user to log in to a system not installed")
-	}
-	u := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")
-	u.recordSSD(t)
-	got := c.Conclusion(u.env)
-	for _, want := range []string{`The USB disk "/dev/sda" is prepared`, "installing NixOS onto it comes next", "Nothing is installed yet"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("conclusion %q does not say %q", got, want)
-		}
-	}
-	if strings.Contains(strings.ToLower(got), "log in") || strings.Contains(got, "ssh") {
-		t.Errorf("conclusion %q tells the user to log in", got)
-	}
-}
-
 // TestDiskTargetJournalNamesAnotherDisk: the journal records an install onto
 // an SSD that is not attached now; two other USB disks are. The target step
 // (its probe failed, so the engine runs it) does not pick one of them: it

@@ -81,16 +81,6 @@ func mountPlan(env *engine.Env, nodes map[int]string, plan *disk.Plan) (mounts [
 	return mounts, swap
 }
 
-// Conclusion is the last word when a run ends with the disk steps: the disk
-// is ready, NixOS is not on it yet.
-func (mount) Conclusion(env *engine.Env) string {
-	dev := "the USB disk"
-	if env.State != nil && env.State.Target != nil {
-		dev = fmt.Sprintf("the USB disk %q", env.State.Target.Dev)
-	}
-	return fmt.Sprintf("%s is prepared (partitioned, formatted, mounted at %s); installing NixOS onto it comes next. Nothing is installed yet: the Pi still boots from the SD card.", strings.ToUpper(dev[:1])+dev[1:], installRoot)
-}
-
 func (mount) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 	_, plan, nodes, err := partitionedDisk(ctx, env)
 	if err != nil {

@@ -44,23 +44,45 @@ func TestQuoteArgv(t *testing.T) {
 	}
 }
 
-func TestExecRunnerStreams(t *testing.T) {
+func TestExecRunnerPipes(t *testing.T) {
 	t.Parallel()
 	var logged []string
 	r := ExecRunner{Log: func(line string) { logged = append(logged, line) }, Env: []string{"LC_ALL=C"}}
 	var out strings.Builder
-	if err := r.Stream(context.Background(), strings.NewReader("in"), &out, "/bin/sh", "-c", `cat; echo " $LC_ALL"`); err != nil {
+	if err := r.Pipe(context.Background(), strings.NewReader("in"), &out, "/bin/sh", "-c", `cat; echo " $LC_ALL"`); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != "in C\n" {
 		t.Errorf("stdout %q, want the input and the added environment", out.String())
 	}
-	err := r.Stream(context.Background(), nil, &out, "/bin/sh", "-c", "echo broken >&2; exit 1")
+	err := r.Pipe(context.Background(), nil, &out, "/bin/sh", "-c", "echo broken >&2; exit 1")
 	var ce *CommandError
 	if !errors.As(err, &ce) || ce.Stderr != "broken\n" {
 		t.Errorf("failure = %v, want a CommandError with stderr", err)
 	}
 	if len(logged) != 2 || !strings.HasPrefix(logged[0], "run: /bin/sh -c ") {
 		t.Errorf("logged = %q", logged)
+	}
+}
+
+func TestExecRunnerStreamsStderrLines(t *testing.T) {
+	t.Parallel()
+	var logged, lines []string
+	r := ExecRunner{Log: func(line string) { logged = append(logged, line) }}
+	out, err := r.Stream(context.Background(), func(l string) { lines = append(lines, l) },
+		"/bin/sh", "-c", "echo one >&2; echo result; echo two >&2")
+	if err != nil || string(out) != "result\n" {
+		t.Fatalf("Stream = %q, %v", out, err)
+	}
+	if len(lines) != 2 || lines[0] != "one" || lines[1] != "two" {
+		t.Errorf("stderr lines = %q", lines)
+	}
+	if len(logged) != 1 || logged[0] != `run: /bin/sh -c "echo one >&2; echo result; echo two >&2"` {
+		t.Errorf("logged = %q", logged)
+	}
+	_, err = r.Stream(context.Background(), func(string) {}, "/bin/sh", "-c", "echo dying >&2; exit 137")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 137 || !strings.Contains(err.Error(), "stderr: dying") {
+		t.Errorf("failure = %v", err)
 	}
 }

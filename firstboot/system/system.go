@@ -13,6 +13,15 @@ type Runner interface {
 	Output(ctx context.Context, argv ...string) ([]byte, error)
 }
 
+// Streamer is a Runner that also hands a long command's stderr to the caller
+// line by line while it runs (Nix's --log-format internal-json progress).
+type Streamer interface {
+	Runner
+	// Stream runs argv like Output and calls stderrLine with each line of
+	// its stderr (without the newline) as it arrives.
+	Stream(ctx context.Context, stderrLine func(line string), argv ...string) ([]byte, error)
+}
+
 // Machine is what happens to the whole machine. On the device it reboots for
 // real; in tests it records.
 type Machine interface {
@@ -56,6 +65,14 @@ type Tools struct {
 	Rfkill        string
 	// Env runs a command with extra environment (DEBIAN_FRONTEND for apt-get).
 	Env string
+
+	AptCache    string
+	Tar         string
+	Timedatectl string
+	// Nix is Debian's nix (nix-bin), its other tools beside it; the
+	// official installer's multi-user Nix has them all in NixProfileBin.
+	Nix           string
+	NixProfileBin string
 }
 
 // DefaultTools are the paths on Raspberry Pi OS / Debian.
@@ -88,5 +105,11 @@ func DefaultTools() Tools {
 		Iw:            "/usr/sbin/iw",
 		Rfkill:        "/usr/sbin/rfkill",
 		Env:           "/usr/bin/env",
+
+		AptCache:      "/usr/bin/apt-cache",
+		Tar:           "/usr/bin/tar",
+		Timedatectl:   "/usr/bin/timedatectl",
+		Nix:           "/usr/bin/nix",
+		NixProfileBin: "/nix/var/nix/profiles/default/bin",
 	}
 }
