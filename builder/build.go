@@ -105,30 +105,18 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer out.Discard()
 
+	files := cardFiles{epoch: opts.Epoch, config: cfgCanonical, manifest: m}
+	early := newEarlyCard(out, files, opts, logf)
+
 	logf("copying base image %s", opts.Base)
-	baseSHA256 := make(chan string, 1)
-	src, err := openBase(ctx, opts, func(sum string) {
-		select {
-		case baseSHA256 <- sum:
-		default: // the expected checksum is there already
-		}
-	})
+	src, err := openBase(ctx, opts, early.baseHashed)
 	if err != nil {
 		return nil, err
 	}
 	defer src.Close()
-	if src.Checksum != "" {
-		baseSHA256 <- src.Checksum
-	}
-	files := cardFiles{epoch: opts.Epoch, config: cfgCanonical, manifest: m}
-
 	// While the base is decoded front to back, the boot partition can be
 	// written as soon as it is final and the hash can follow the decoder.
-	var early *earlyCard
-	if src.WritesInOrder() {
-		early = (&earlyCard{out: out, files: files, deviceBinary: opts.DeviceBinary, baseSHA256: baseSHA256,
-			format: src.Format.String(), nixpiVersion: m.NixpiVersion, config: m.Config, predict: opts.predictRoot, logf: logf}).start(ctx)
-	}
+	early = early.start(ctx, src)
 	copied, err := src.WriteTo(ctx, out.file)
 	if err == nil {
 		err = ctx.Err()

@@ -6,9 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/google/renameio/v2"
+	"github.com/nixpi/nixpi/builder/source"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,7 +22,7 @@ func checkOutput(out, base string, force bool) error {
 	if out == "" {
 		return errors.New("no output path: pass --out OUT")
 	}
-	if isURL(base) {
+	if source.IsURL(base) {
 		// Nothing local to overwrite.
 	} else if same, err := samePath(out, base); err != nil {
 		return err
@@ -68,10 +68,6 @@ func samePath(a, b string) (bool, error) {
 	stA, errA := os.Stat(a)
 	stB, errB := os.Stat(b)
 	return errA == nil && errB == nil && os.SameFile(stA, stB), nil
-}
-
-func isURL(s string) bool {
-	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
 
 // pendingOutput is OUT while it is being built: a temporary file in OUT's
