@@ -8,7 +8,9 @@
 // temporary file, the atomic rename), copy.go (decompress and verify the
 // base), identify.go (validate it), device.go (pick the device binary),
 // epoch.go (the time every file carries), payload.go (payload.cpio),
-// fat.go (the FAT edits), manifest.go. inspect.go reads a card back.
+// fat.go (the FAT edits), manifest.go. early.go writes the FAT while the
+// base is still decoded, when it can (Result.Early says whether it did);
+// hash.go hashes the image. inspect.go reads a card back.
 package builder
 
 import (

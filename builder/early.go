@@ -137,16 +137,19 @@ func (e *earlyCard) start(ctx context.Context, src *source.Source) *earlyCard {
 // identify (the decoding failed) just ends the edit. Either way the
 // snapshot is gone. A nil e only identifies.
 func (e *earlyCard) finish(identify func() (*baseimage.Base, error), baseSHA256 string) (*baseimage.Base, Early, error) {
-	if e == nil {
+	switch {
+	case identify == nil && e != nil:
+		e.cancel()
+		<-e.done
+		e.removeSnapshot()
+		return nil, EarlyAbandoned, nil
+	case identify == nil:
+		return nil, EarlyNone, nil
+	case e == nil:
 		facts, err := identify()
 		return facts, EarlyNone, err
 	}
 	defer e.removeSnapshot()
-	if identify == nil {
-		e.cancel()
-		<-e.done
-		return nil, EarlyAbandoned, nil
-	}
 	close(e.decoded)
 	<-e.done
 	e.cancel()
