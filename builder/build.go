@@ -8,7 +8,9 @@
 // temporary file, the atomic rename), copy.go (decompress and verify the
 // base), identify.go (validate it), device.go (pick the device binary),
 // epoch.go (the time every file carries), payload.go (payload.cpio),
-// fat.go (the FAT edits), manifest.go. inspect.go reads a card back.
+// fat.go (the FAT edits), manifest.go. early.go writes the FAT while the
+// base is still decoded, when it can (Result.Early says whether it did);
+// hash.go hashes the image. inspect.go reads a card back.
 package builder
 
 import (
@@ -120,32 +122,21 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer out.Discard()
 
+	files := cardFiles{epoch: opts.Epoch, config: cfgCanonical, manifest: m}
+	early := newEarlyCard(out, files, opts, logf)
+
 	logf("copying base image %s", opts.Base)
-	baseSHA256 := make(chan string, 1)
-	src, err := openBase(ctx, opts, func(sum string) {
-		select {
-		case baseSHA256 <- sum:
-		default: // the expected checksum is there already
-		}
-	})
+	src, err := openBase(ctx, opts, early.baseHashed)
 	if err != nil {
 		return nil, err
 	}
 	defer src.Close()
-	if src.Checksum != "" {
-		baseSHA256 <- src.Checksum
-	} else {
+	if src.Checksum == "" {
 		warnf(opts, "%s", unverifiedWarning(opts.Base))
 	}
-	files := cardFiles{epoch: opts.Epoch, config: cfgCanonical, manifest: m}
-
 	// While the base is decoded front to back, the boot partition can be
 	// written as soon as it is final and the hash can follow the decoder.
-	var early *earlyCard
-	if src.WritesInOrder() {
-		early = (&earlyCard{out: out, files: files, deviceBinary: opts.DeviceBinary, baseSHA256: baseSHA256,
-			format: src.Format.String(), nixpiVersion: m.NixpiVersion, config: m.Config, predict: opts.predictRoot, logf: logf}).start(ctx)
-	}
+	early = early.start(ctx, src)
 	copied, err := src.WriteTo(ctx, out.file)
 	if err == nil {
 		err = ctx.Err()

@@ -27,7 +27,8 @@ import (
 //   - the base's sha256 for the manifest: the expected checksum, or the
 //     input's digest, which a local xz base has long before it is decoded.
 //
-// Build compares the prediction with what identifying the whole image
+// Build starts it (start) and, once the base is decoded, ends it (finish),
+// which compares the prediction with what identifying the whole image
 // finds. When they differ, the boot partition is put back as decoded and
 // written again the ordinary way: the card is the same either way, only
 // later. Anything unexpected here just ends the prediction; identifying the
@@ -36,7 +37,7 @@ type earlyCard struct {
 	out          *pendingOutput
 	files        cardFiles
 	deviceBinary func(goarch string) ([]byte, error)
-	baseSHA256   <-chan string // the input's digest, once known
+	baseSHA256   chan string // the input's digest, once known
 	// For the early card's own manifest (Build goes on filling in its own).
 	format       string // of the base
 	nixpiVersion string
@@ -90,12 +91,37 @@ func predictRoot(b *baseimage.Base) rootGuess {
 	return g
 }
 
-// start runs the early edit until the decoder is done (finish) and the
-// hash has caught up, or until the prediction ends.
-func (e *earlyCard) start(ctx context.Context) *earlyCard {
+// newEarlyCard prepares the early card for out; start runs it.
+func newEarlyCard(out *pendingOutput, files cardFiles, opts Options, logf func(format string, args ...any)) *earlyCard {
+	e := &earlyCard{out: out, files: files, deviceBinary: opts.DeviceBinary, baseSHA256: make(chan string, 1),
+		nixpiVersion: files.manifest.NixpiVersion, config: files.manifest.Config, predict: opts.predictRoot, logf: logf}
 	if e.predict == nil {
 		e.predict = predictRoot
 	}
+	return e
+}
+
+// baseHashed receives the base's sha256 once it is known
+// (source.Options.InputHashed).
+func (e *earlyCard) baseHashed(sum string) {
+	select {
+	case e.baseSHA256 <- sum:
+	default: // the expected checksum is there already
+	}
+}
+
+// start runs the early edit while src is decoded, until the decoder is
+// done (finish) and the hash has caught up, or until the prediction ends.
+// When src's decoder does not write front to back there is no early card:
+// start returns nil, whose finish only identifies.
+func (e *earlyCard) start(ctx context.Context, src *source.Source) *earlyCard {
+	if !src.WritesInOrder() {
+		return nil
+	}
+	if src.Checksum != "" {
+		e.baseHashed(src.Checksum)
+	}
+	e.format = src.Format.String()
 	ctx, e.cancel = context.WithCancel(ctx)
 	e.decoded, e.done = make(chan struct{}), make(chan struct{})
 	go func() {
@@ -112,16 +138,19 @@ func (e *earlyCard) start(ctx context.Context) *earlyCard {
 // identify (the decoding failed) just ends the edit. Either way the
 // snapshot is gone. A nil e only identifies.
 func (e *earlyCard) finish(identify func() (*baseimage.Base, error), baseSHA256 string) (*baseimage.Base, Early, error) {
-	if e == nil {
+	switch {
+	case identify == nil && e != nil:
+		e.cancel()
+		<-e.done
+		e.removeSnapshot()
+		return nil, EarlyAbandoned, nil
+	case identify == nil:
+		return nil, EarlyNone, nil
+	case e == nil:
 		facts, err := identify()
 		return facts, EarlyNone, err
 	}
 	defer e.removeSnapshot()
-	if identify == nil {
-		e.cancel()
-		<-e.done
-		return nil, EarlyAbandoned, nil
-	}
 	close(e.decoded)
 	<-e.done
 	e.cancel()

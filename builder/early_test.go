@@ -415,3 +415,19 @@ func firstDiff(a, b []byte) int {
 	}
 	return -1
 }
+
+// TestNoEarlyCardFinish: without an early card (a decoder that does not
+// write in order), finish only identifies, and after a failed decoding it
+// does nothing.
+func TestNoEarlyCardFinish(t *testing.T) {
+	t.Parallel()
+	var e *earlyCard
+	if facts, early, err := e.finish(nil, ""); facts != nil || early != EarlyNone || err != nil {
+		t.Errorf("finish after a failed decoding = %v, %q, %v; want nothing", facts, early, err)
+	}
+	want := &baseimage.Base{Arch: "arm64"}
+	facts, early, err := e.finish(func() (*baseimage.Base, error) { return want, nil }, "")
+	if facts != want || early != EarlyNone || err != nil {
+		t.Errorf("finish = %v, %q, %v; want the identified base, %q", facts, early, err, EarlyNone)
+	}
+}

@@ -65,22 +65,9 @@ type progress struct {
 	done, total int64
 }
 
-// finish reports the whole input consumed, for decoders that report
-// progress in their own units (blocks) and stop short of the file size.
-func (p *progress) finish(n int64) {
-	if p == nil || p.fn == nil {
-		return
-	}
-	p.mu.Lock()
-	if p.done < n {
-		p.done = n
-		p.fn(p.done, p.total)
-	}
-	p.mu.Unlock()
-}
-
 // set reports done bytes consumed so far, for decoders that know the
-// position rather than the increments; it never moves backwards.
+// position rather than the increments (or report in their own units, such
+// as blocks, and stop short of the file size); it never moves backwards.
 func (p *progress) set(done int64) {
 	if p == nil || p.fn == nil {
 		return
@@ -195,7 +182,7 @@ func (s *Source) WriteTo(ctx context.Context, dst *os.File) (Stats, error) {
 	if err != nil {
 		return st, err
 	}
-	prog.finish(in.n)
+	prog.set(in.n)
 	if image != nil {
 		st.ImageSHA256 = hex.EncodeToString(image.Sum(nil))
 	}

@@ -34,7 +34,7 @@ const (
 type xzPlan struct {
 	decoder xzDecoder
 	xzPath  string       // xz-utils, for xzUtilsFile and xzUtilsPipe
-	index   *xzpar.Index // for xzParallel
+	index   *xzpar.Index // for xzParallel and xzUtilsFile; nil if damaged
 }
 
 func (s *Source) xzPlan() *xzPlan {
@@ -52,6 +52,9 @@ func (s *Source) xzPlan() *xzPlan {
 	switch {
 	case xzPath != "" && s.file != nil && !s.opts.HashImage:
 		s.plan.decoder, s.plan.xzPath = xzUtilsFile, xzPath
+		if idx, err := xzpar.ReadIndex(s.file, s.Size); err == nil {
+			s.plan.index = idx
+		}
 	case xzPath != "":
 		s.plan.decoder, s.plan.xzPath = xzUtilsPipe, xzPath
 	case s.file != nil && s.opts.Workers > 1:
@@ -69,7 +72,7 @@ func (s *Source) writeXZ(ctx context.Context, dst *os.File, in *inputReader, ima
 	plan := s.xzPlan()
 	switch plan.decoder {
 	case xzUtilsFile:
-		return s.xzUtilsLocal(ctx, plan.xzPath, dst, in, prog)
+		return s.xzUtilsLocal(ctx, plan, dst, in, prog)
 	case xzUtilsPipe:
 		n, err := s.xzUtilsPiped(ctx, plan.xzPath, dst, in, image)
 		return "xz-utils", n, err
@@ -90,21 +93,32 @@ func (s *Source) writeXZ(ctx context.Context, dst *os.File, in *inputReader, ima
 	return "sequential xz", n, decodeError(XZ, err)
 }
 
-// drain reads r to its end in large reads (io.Discard's own ReadFrom would
-// use 8 KiB ones).
-func drain(ctx context.Context, r io.Reader) error {
-	buf := make([]byte, 1<<20)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		_, err := r.Read(buf)
-		if err == io.EOF {
-			return nil
-		}
+// hashInput hashes the local input file on a goroutine of its own, with
+// positional reads, while a decoder reads the file itself; the decoder's
+// reading is the progress, not the hashing. wait(err) returns err, having
+// stopped the hashing, or else once the input is hashed, the hashing's
+// error. After a stop, WriteTo hashes the rest.
+func (s *Source) hashInput(ctx context.Context, in *inputReader) (wait func(err error) error) {
+	in.r = io.NewSectionReader(s.file, 0, s.Size)
+	in.progress = nil
+	ctx, stop := context.WithCancel(ctx)
+	hashed := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 1<<20) // io.Discard's own ReadFrom would read 8 KiB at a time
+		_, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, contextReader{ctx, in}, buf)
+		hashed <- err
+	}()
+	return func(err error) error {
 		if err != nil {
+			stop()
+			<-hashed
 			return err
 		}
+		defer stop()
+		if err := <-hashed; err != nil {
+			return fmt.Errorf("read base image %q: %w", s.Name, err)
+		}
+		return nil
 	}
 }
 
@@ -115,28 +129,15 @@ func drain(ctx context.Context, r io.Reader) error {
 // hash is computed meanwhile by one sequential read of the file (from the
 // page cache). It returns the image size and how many blocks it left out.
 func (s *Source) decodeParallel(ctx context.Context, idx *xzpar.Index, dst *os.File, in *inputReader, image hash.Hash, prog *progress) (int64, int, error) {
-	in.progress = nil // progress follows the decoded blocks instead
-	hashed := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(io.Discard, contextReader{ctx, in})
-		hashed <- err
-	}()
-	write := func(off int64, p []byte) error {
-		if err := writeSparse(dst, off, p); err != nil {
-			return writeError{err}
-		}
-		return nil
-	}
+	hashed := s.hashInput(ctx, in) // progress follows the decoded blocks instead
+	write := func(off int64, p []byte) error { return writeSparse(dst, off, p) }
 	done := func(b xzpar.Block) { prog.add(b.PaddedSize()) }
 	repeats, err := xzpar.Repeats(s.file, idx)
 	var skipped int
 	if err == nil {
 		skipped, err = s.decodeSkipping(ctx, idx, repeats, dst, write, done)
 	}
-	if herr := <-hashed; herr != nil && err == nil {
-		err = fmt.Errorf("read %q: %w", s.Name, herr)
-	}
-	if err != nil {
+	if err = hashed(err); err != nil {
 		return 0, 0, decodeError(XZ, err)
 	}
 	if err := dst.Truncate(idx.ImageSize); err != nil {

@@ -24,32 +24,15 @@ import (
 // (xzpar.Repeats: the free space of a disk image), those are not decoded:
 // the blocks in between are decoded run by run, one xz each, and the
 // repeats become holes. Otherwise the file is xz's stdin as it is.
-func (s *Source) xzUtilsLocal(ctx context.Context, xzPath string, dst *os.File, in *inputReader, prog *progress) (string, int64, error) {
-	in.r = io.NewSectionReader(s.file, 0, s.Size)
-	in.progress = nil // xz's reading is the progress, not the hashing
-	hashed := make(chan error, 1)
-	hashCtx, stopHashing := context.WithCancel(ctx)
-	defer stopHashing()
-	go func() { hashed <- drain(hashCtx, in) }()
-	finish := func(err error) error {
-		if err != nil {
-			stopHashing()
-			<-hashed
-			return err
-		}
-		if herr := <-hashed; herr != nil {
-			return fmt.Errorf("read base image %q: %w", s.Name, herr)
-		}
-		return nil
-	}
-
+func (s *Source) xzUtilsLocal(ctx context.Context, plan *xzPlan, dst *os.File, in *inputReader, prog *progress) (string, int64, error) {
+	finish := s.hashInput(ctx, in)
+	xzPath, idx := plan.xzPath, plan.index
 	var repeats map[int]int
-	idx, err := xzpar.ReadIndex(s.file, s.Size)
-	if err == nil {
+	err := errors.New("no index") // a damaged index is xz's to report, with the rest of the file
+	if idx != nil {
 		repeats, err = xzpar.Repeats(s.file, idx)
 	}
 	if err != nil || len(repeats) == 0 {
-		// A damaged index is xz's to report, with the rest of the file.
 		n, err := s.xzUtilsWhole(ctx, xzPath, dst, prog)
 		return "xz-utils", n, finish(err)
 	}
