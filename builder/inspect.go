@@ -198,7 +198,7 @@ func inspectFAT(f *os.File, p1 baseimage.Partition) (*FATReport, error) {
 		if !fsys.Exists(p) {
 			return nil, false
 		}
-		b, err := fsys.ReadFile(p)
+		b, err := fsys.ReadFileAtMost(p, MaxCardFile)
 		if err != nil {
 			problem("%v", err)
 			return nil, false
@@ -269,6 +269,10 @@ func inspectFAT(f *os.File, p1 baseimage.Partition) (*FATReport, error) {
 	}
 	return r, nil
 }
+
+// MaxCardFile bounds every file inspect and report read from a card: the
+// journal and install log of a long install stay far below it.
+const MaxCardFile = 64 << 20
 
 // cmdlineHasHook says whether cmdline carries nixpi's hook for where the
 // manifest says the image mounts its FAT. Without a manifest, either place

@@ -185,6 +185,20 @@ func (f *FS) List(dir string) (_ []Entry, err error) {
 	return out, nil
 }
 
+// ReadFileAtMost is ReadFile for a file on a card nixpi did not write
+// itself (inspect, report): one larger than max bytes is refused before it is
+// read, so a damaged or hostile card cannot make nixpi fill its memory.
+func (f *FS) ReadFileAtMost(p string, max int64) ([]byte, error) {
+	e, err := f.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	if e.Size > max {
+		return nil, fmt.Errorf("fat: %s is %d bytes, more than the %d such a file can legitimately be", "/"+strings.TrimPrefix(path.Clean("/"+p), "/"), e.Size, max)
+	}
+	return f.ReadFile(p)
+}
+
 // ReadFile returns the contents of the file at p.
 func (f *FS) ReadFile(p string) (_ []byte, err error) {
 	defer recoverPanic(&err)

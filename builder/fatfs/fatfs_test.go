@@ -512,3 +512,25 @@ func hashOutside(t *testing.T, img string, p fixture.Partition) [32]byte {
 	copy(sum[:], h.Sum(nil))
 	return sum
 }
+
+// TestReadFileAtMost refuses a file larger than the bound before reading it,
+// and reads one within it.
+func TestReadFileAtMost(t *testing.T) {
+	t.Parallel()
+	img, part := newFixture(t, fixture.Options{})
+	big := filepath.Join(t.TempDir(), "journal.jsonl")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("x"), 4097), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mtools(t, img, part, "mcopy", big, "::journal.jsonl")
+	_, fs := openFAT(t, img, part)
+	if _, err := fs.ReadFileAtMost("journal.jsonl", 4096); err == nil || !strings.Contains(err.Error(), "is 4097 bytes, more than the 4096") {
+		t.Errorf("a file over the bound: %v", err)
+	}
+	if b, err := fs.ReadFileAtMost("journal.jsonl", 4097); err != nil || len(b) != 4097 {
+		t.Errorf("a file at the bound: %d bytes, %v", len(b), err)
+	}
+	if _, err := fs.ReadFileAtMost("missing", 1); !errors.Is(err, iofs.ErrNotExist) {
+		t.Errorf("a missing file: %v, want ErrNotExist", err)
+	}
+}

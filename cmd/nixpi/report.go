@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"strings"
 
 	"github.com/spf13/pflag"
 
+	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
@@ -110,13 +113,16 @@ func readCardJournal(path string) (*cardFiles, error) {
 			continue
 		}
 		fatSeen = true
-		data, err := fs.ReadFile(cardpath.Journal)
-		if err != nil {
+		data, err := fs.ReadFileAtMost(cardpath.Journal, builder.MaxCardFile)
+		if errors.Is(err, iofs.ErrNotExist) {
 			continue
 		}
+		if err != nil {
+			return nil, fmt.Errorf("%q partition %d: %w", path, p.Index, err)
+		}
 		card := &cardFiles{partition: p.Index, journal: data}
-		card.log, _ = fs.ReadFile(cardpath.Log)
-		card.failed, _ = fs.ReadFile(cardpath.Failed)
+		card.log, _ = fs.ReadFileAtMost(cardpath.Log, builder.MaxCardFile)
+		card.failed, _ = fs.ReadFileAtMost(cardpath.Failed, builder.MaxCardFile)
 		return card, nil
 	}
 	if !fatSeen {
