@@ -15,6 +15,7 @@ import (
 
 	"github.com/nixpi/nixpi/builder/buildertest"
 	"github.com/nixpi/nixpi/builder/fixture"
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 )
 
 func writeFixture(t *testing.T, opts fixture.Options) *fixture.Image {
@@ -111,5 +112,29 @@ func TestInspectUnparsableConfigIsNotShown(t *testing.T) {
 	}
 	if in.FAT.Config != "" || !strings.Contains(in.FAT.ConfigError, `unknown key "passphrase"`) || strings.Contains(string(js), secret) {
 		t.Errorf("config %q, error %q; JSON:\n%s", in.FAT.Config, in.FAT.ConfigError, js)
+	}
+}
+
+// TestHookForTheManifestsFATMount: with a manifest, the hook counts only
+// for the FAT mount it records; without one, for either place Raspberry Pi
+// OS mounts the FAT.
+func TestHookForTheManifestsFATMount(t *testing.T) {
+	t.Parallel()
+	cmdline, err := bootfiles.AddHook("console=tty1 root=PARTUUID=1-02 rootwait", bootfiles.HookWords("/boot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		bootDir string
+		m       *Manifest
+		want    bool
+	}{
+		{"/boot", &Manifest{Base: ManifestBase{BootDir: "/boot"}}, true},
+		{"/boot/firmware", &Manifest{Base: ManifestBase{BootDir: "/boot/firmware"}}, false},
+		{"no manifest", nil, true},
+	} {
+		if got := cmdlineHasHook(cmdline, tc.m); got != tc.want {
+			t.Errorf("%s: hook present %v, want %v (cmdline %q)", tc.bootDir, got, tc.want, cmdline)
+		}
 	}
 }
