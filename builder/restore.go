@@ -60,9 +60,9 @@ func cardFAT(f *os.File, name string) (baseimage.Partition, error) {
 	if err != nil {
 		return baseimage.Partition{}, fmt.Errorf("%q: %w: is it a Raspberry Pi card or card image?", name, err)
 	}
-	p1, ok := table.Partition(1)
-	if table.GPT || !ok || !baseimage.IsFAT(p1.Type) {
-		return baseimage.Partition{}, fmt.Errorf("%q has no FAT partition 1 on an MBR table: it is not a Raspberry Pi OS card", name)
+	p1, err := table.CardFAT()
+	if err != nil {
+		return baseimage.Partition{}, fmt.Errorf("%q: %w: it is not a Raspberry Pi OS card", name, err)
 	}
 	return p1, nil
 }

@@ -76,6 +76,22 @@ func (t *Table) Partition(index int) (Partition, bool) {
 	return Partition{}, false
 }
 
+// CardFAT is a card's boot partition as the Pi's boot ROM finds it:
+// partition 1 of an MBR table, of a FAT type.
+func (t *Table) CardFAT() (Partition, error) {
+	if t.GPT {
+		return Partition{}, errors.New("the partition table is a GPT: a Raspberry Pi OS card has an MBR one")
+	}
+	p, ok := t.Partition(1)
+	if !ok {
+		return Partition{}, errors.New("the MBR has no partition 1: a Raspberry Pi OS card boots from a FAT partition 1")
+	}
+	if !IsFAT(p.Type) {
+		return Partition{}, fmt.Errorf("partition 1 has type 0x%02x, not FAT (0x0b, 0x0c, 0xef): the Pi could not boot it", p.Type)
+	}
+	return p, nil
+}
+
 // readTable reads the MBR strictly, for a base image of the given size:
 // partition 1 a FAT, partition 2 Linux, both inside the image, apart.
 func readTable(r io.ReaderAt, size int64) (boot, root Partition, diskID uint32, err error) {

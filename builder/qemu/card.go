@@ -11,62 +11,20 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"strings"
 
+	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
-// Partition is one MBR partition of a disk image, in bytes.
+// Partition is one MBR partition the harness writes into a base image, in
+// bytes (reading tables is baseimage.ReadTable's, as everywhere on the host).
 type Partition struct {
 	Type   byte
 	Offset int64
 	Size   int64
-}
-
-// MBR is the part of a DOS partition table the harness needs.
-type MBR struct {
-	// DiskID is the signature at byte 440, as in root=PARTUUID=<DiskID>-02.
-	DiskID     string
-	Partitions []Partition // primary entries in table order, empty ones skipped
-}
-
-// ReadMBR reads the DOS partition table of the disk image at path.
-func ReadMBR(path string) (*MBR, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("read partition table: %w", err)
-	}
-	defer f.Close()
-	sector := make([]byte, 512)
-	if _, err := io.ReadFull(f, sector); err != nil {
-		return nil, fmt.Errorf("read partition table of %q: %w", path, err)
-	}
-	return ParseMBR(sector)
-}
-
-// ParseMBR parses a disk's first sector.
-func ParseMBR(sector []byte) (*MBR, error) {
-	if len(sector) < 512 || sector[510] != 0x55 || sector[511] != 0xaa {
-		return nil, fmt.Errorf("no DOS partition table (the first sector does not end in 55 aa): is this a Raspberry Pi OS image?")
-	}
-	m := &MBR{DiskID: fmt.Sprintf("%08x", binary.LittleEndian.Uint32(sector[440:444]))}
-	for i := 0; i < 4; i++ {
-		e := sector[446+16*i : 446+16*(i+1)]
-		typ := e[4]
-		start := int64(binary.LittleEndian.Uint32(e[8:12]))
-		count := int64(binary.LittleEndian.Uint32(e[12:16]))
-		if typ == 0 || count == 0 {
-			continue
-		}
-		if typ == 0xee {
-			return nil, fmt.Errorf("the image has a GPT (protective MBR entry), not the DOS table of a Raspberry Pi OS image")
-		}
-		m.Partitions = append(m.Partitions, Partition{Type: typ, Offset: start * 512, Size: count * 512})
-	}
-	return m, nil
 }
 
 // EncodeMBR writes a first sector with the disk signature and up to four
@@ -84,20 +42,6 @@ func EncodeMBR(diskID uint32, parts []Partition) []byte {
 	}
 	s[510], s[511] = 0x55, 0xaa
 	return s
-}
-
-// BootPartition is the card's FAT partition: the first one, as the Pi's
-// firmware expects.
-func (m *MBR) BootPartition() (Partition, error) {
-	if len(m.Partitions) == 0 {
-		return Partition{}, fmt.Errorf("the partition table is empty")
-	}
-	p := m.Partitions[0]
-	switch p.Type {
-	case 0x0b, 0x0c, 0x0e, 0xef:
-		return p, nil
-	}
-	return Partition{}, fmt.Errorf("partition 1 has type 0x%02x, not FAT (0x0b, 0x0c, 0xef): the Pi firmware could not boot it", p.Type)
 }
 
 // BootFiles are the kernel and initramfs file names on the FAT partition that
@@ -201,15 +145,20 @@ type Card struct {
 
 // OpenCard finds the FAT partition of the card image at path.
 func OpenCard(path string, r system.Runner, t Tools) (*Card, error) {
-	m, err := ReadMBR(path)
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read partition table: %w", err)
 	}
-	boot, err := m.BootPartition()
+	defer f.Close()
+	table, err := baseimage.ReadTable(f)
 	if err != nil {
 		return nil, fmt.Errorf("%q: %w", path, err)
 	}
-	return &Card{Path: path, Boot: boot, run: r, t: t}, nil
+	boot, err := table.CardFAT()
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", path, err)
+	}
+	return &Card{Path: path, Boot: Partition{Type: boot.Type, Offset: boot.Start, Size: boot.Size}, run: r, t: t}, nil
 }
 
 func (c *Card) image() string { return fmt.Sprintf("%s@@%d", c.Path, c.Boot.Offset) }
