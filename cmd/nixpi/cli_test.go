@@ -84,6 +84,21 @@ func TestCompletionScripts(t *testing.T) {
 	if code, _, stderr := runCLI("completion", "tcsh"); code != exitUsage || !strings.Contains(stderr, `unknown shell "tcsh"`) {
 		t.Errorf("completion tcsh: exit %d, %q", code, stderr)
 	}
+	// zsh and fish parse theirs (-n: syntax only).
+	for _, shell := range []string{"zsh", "fish"} {
+		if _, err := exec.LookPath(shell); err != nil {
+			t.Logf("%s not installed: its script is not parsed (apt-get install -y %s)", shell, shell)
+			continue
+		}
+		_, script, _ := runCLI("completion", shell)
+		path := filepath.Join(t.TempDir(), "nixpi."+shell)
+		if err := os.WriteFile(path, []byte(script), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(shell, "-n", path).CombinedOutput(); err != nil {
+			t.Errorf("%s -n: %v\n%s", shell, err, out)
+		}
+	}
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("bash not installed")
 	}
