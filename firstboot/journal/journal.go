@@ -273,15 +273,19 @@ func (j *Journal) CurrentState() (State, error) {
 // "2026-11-25 02:31:00Z boot 2  format     done  already formatted (hint: ...)".
 func FormatEntry(e Entry) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s boot %d  %-10s %-6s", e.Time.UTC().Format("2006-01-02 15:04:05Z"), e.Boot, e.Step, e.Event)
+	fmt.Fprintf(&b, "%s boot %d  %-10s %-6s", e.Time.UTC().Format("2006-01-02 15:04:05Z"), e.Boot, oneLine.Replace(e.Step), oneLine.Replace(string(e.Event)))
 	if e.Msg != "" {
-		b.WriteString(" " + e.Msg)
+		b.WriteString(" " + oneLine.Replace(e.Msg))
 	}
 	if e.Hint != "" {
-		b.WriteString(" (hint: " + e.Hint + ")")
+		b.WriteString(" (hint: " + oneLine.Replace(e.Hint) + ")")
 	}
 	return strings.TrimRight(b.String(), " ")
 }
+
+// oneLine keeps an entry on its line: a message with a command's
+// multi-line stderr, or a card made to fake lines, shows its breaks as \n.
+var oneLine = strings.NewReplacer("\r", `\r`, "\n", `\n`)
 
 // Print writes the journal for people: every entry, then a summary of each
 // step's latest event and, when the install stopped on a failure, its hint.

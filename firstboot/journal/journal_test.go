@@ -214,3 +214,13 @@ func TestPrintDamagedAndNewer(t *testing.T) {
 		t.Errorf("newer lines: %+v\n%s", j, out.String())
 	}
 }
+
+// TestFormatEntryKeepsOneLine: a message with line breaks (a command's
+// stderr, or a card made to fake entries) stays on the entry's line.
+func TestFormatEntryKeepsOneLine(t *testing.T) {
+	t.Parallel()
+	line := FormatEntry(Entry{Step: "format", Event: Fail, Msg: "mkfs failed\n2026-11-25 03:00:00Z boot 9  done   done", Hint: "a\r\nb"})
+	if strings.ContainsAny(line, "\r\n") || !strings.Contains(line, `mkfs failed\n2026-11-25`) || !strings.Contains(line, `(hint: a\r\nb)`) {
+		t.Errorf("FormatEntry = %q", line)
+	}
+}
