@@ -1,0 +1,310 @@
+package builder
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nixpi/nixpi/builder/source"
+)
+
+// FlashOptions is one `nixpi flash`.
+type FlashOptions struct {
+	Image  string // a card image, raw
+	Device string // the whole disk to write
+	// Yes skips the typed confirmation.
+	Yes bool
+	// AllowNonRemovable accepts a disk that is neither removable nor on
+	// USB or MMC (a loop device in tests).
+	AllowNonRemovable bool
+	NoVerify          bool
+	// Root is where /sys and /proc are ("/").
+	Root string
+	// Confirm shows the disk's description and returns what the user typed
+	// back; flash goes on only when it is the disk's name. Nil with !Yes
+	// refuses.
+	Confirm func(description, name string) (string, error)
+	// Progress, when set, is called with the bytes done and the total, in
+	// the write phase and again in the verify phase (phase "write",
+	// "verify").
+	Progress func(phase string, done, total int64)
+	Log      func(msg string)
+}
+
+// FlashResult is a finished flash.
+type FlashResult struct {
+	Disk     *Disk
+	FromBmap bool  // the ranges came from IMAGE.bmap
+	Written  int64 // bytes written
+	Ranges   int
+	Write    time.Duration // writing and the final fsync
+	Verify   time.Duration // zero with NoVerify
+	Verified bool
+}
+
+// ErrCardIncomplete marks a failure after the card was first written to.
+var ErrCardIncomplete = errors.New("the card is incomplete: do not boot it, flash it again")
+
+// flashChunk is the unit of the direct writes and reads: large, so the
+// card sees few, long requests.
+const flashChunk = 8 << 20
+
+// Flash writes opts.Image onto opts.Device after checking that the device
+// is a disk nixpi may overwrite; it writes only the image's mapped ranges,
+// syncs, then reads back and compares them. Any refusal happens before the
+// device is opened for writing. An error after the first write wraps
+// ErrCardIncomplete.
+func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
+	logf := func(format string, args ...any) {
+		if opts.Log != nil {
+			opts.Log(fmt.Sprintf(format, args...))
+		}
+	}
+	root := opts.Root
+	if root == "" {
+		root = "/"
+	}
+	img, err := os.Open(opts.Image)
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	defer img.Close()
+	st, err := img.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("image %q is not a regular file: pass a card image that nixpi build wrote", opts.Image)
+	}
+	size := st.Size()
+	disk, err := ProbeDisk(root, opts.Device)
+	if err != nil {
+		return nil, err
+	}
+	if err := disk.checkUnused(root); err != nil {
+		return nil, err
+	}
+	if !disk.Removable && !opts.AllowNonRemovable {
+		return nil, fmt.Errorf("refusing %s: it is not removable and not on USB or MMC, so it is not an SD card (an internal disk?); pass --allow-non-removable only if you are sure", disk)
+	}
+	if disk.Size < size {
+		return nil, fmt.Errorf("refusing %s: it is smaller than the image (%d bytes, the image %d): use a card of at least %s", disk, disk.Size, size, humanSize(size))
+	}
+	if size%disk.LogicalBlock != 0 {
+		return nil, fmt.Errorf("image %q is %d bytes, not a whole number of the disk's %d-byte blocks: is it a disk image?", opts.Image, size, disk.LogicalBlock)
+	}
+	ranges, fromBmap, err := flashRanges(img, opts.Image, size)
+	if err != nil {
+		return nil, err
+	}
+	dev, err := disk.openExclusive()
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Close()
+	if !opts.Yes {
+		if opts.Confirm == nil {
+			return nil, fmt.Errorf("refusing %s: no confirmation (pass --yes when nothing can ask)", disk)
+		}
+		typed, err := opts.Confirm(disk.Describe(), disk.Name)
+		if err != nil {
+			return nil, fmt.Errorf("confirmation: %w; %s was not changed", err, disk.Path)
+		}
+		if typed != disk.Name && typed != disk.Path {
+			return nil, fmt.Errorf("confirmation %q is not %q: %s was not changed", typed, disk.Name, disk.Path)
+		}
+	}
+	res := &FlashResult{Disk: disk, FromBmap: fromBmap, Ranges: len(ranges)}
+	for _, r := range ranges {
+		res.Written += r.End - r.Start
+	}
+	logf("writing %s of %s onto %s (%d ranges, from %s)", humanSize(res.Written), humanSize(size), disk, len(ranges), map[bool]string{true: "the .bmap", false: "the image's data ranges"}[fromBmap])
+	start := time.Now()
+	chunks, err := writeRanges(ctx, img, dev, ranges, res.Written, opts.Progress)
+	if err == nil {
+		if err = dev.Sync(); err != nil {
+			err = fmt.Errorf("sync %q: %w", disk.Path, err)
+		}
+	}
+	res.Write = time.Since(start)
+	if err != nil {
+		return nil, flashFailed(ctx, err)
+	}
+	if opts.NoVerify {
+		return res, nil
+	}
+	start = time.Now()
+	if err := verifyChunks(ctx, img, disk, chunks, res.Written, opts.Progress); err != nil {
+		return nil, flashFailed(ctx, err)
+	}
+	res.Verify, res.Verified = time.Since(start), true
+	return res, nil
+}
+
+func flashFailed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted: %w", ErrCardIncomplete)
+	}
+	return fmt.Errorf("%w: %w", err, ErrCardIncomplete)
+}
+
+// flashRanges is what to write: the ranges of IMAGE.bmap when there is
+// one, else every range of the image that is not a hole (the image's zero
+// blocks that are data are written: without a bmap nothing says which a
+// filesystem reads).
+func flashRanges(img *os.File, path string, size int64) ([]MappedRange, bool, error) {
+	ranges, err := ReadBmap(path+".bmap", size)
+	if err == nil {
+		return ranges, true, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, err
+	}
+	var rs []Range
+	err = source.WalkData(img, 0, size, func(data, hole int64) error {
+		rs = append(rs, Range{data / BmapBlockSize * BmapBlockSize, min((hole+BmapBlockSize-1)/BmapBlockSize*BmapBlockSize, size)})
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("map %q: %w", path, err)
+	}
+	for _, r := range mergeRanges(rs) {
+		ranges = append(ranges, MappedRange{Range: r})
+	}
+	return ranges, false, nil
+}
+
+// chunk is one direct write, with the sha256 of the image's bytes.
+type chunk struct {
+	off, n int64
+	sum    [sha256.Size]byte
+}
+
+// alignedBuffer is n bytes aligned to a page, as O_DIRECT needs.
+func alignedBuffer(n int) ([]byte, error) {
+	return unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+}
+
+// writeRanges copies ranges from img to dev in chunks, reading the next
+// chunk while the last is written. A range's bmap checksum is checked
+// against the image as it is read.
+func writeRanges(ctx context.Context, img, dev *os.File, ranges []MappedRange, total int64, progress func(string, int64, int64)) ([]chunk, error) {
+	type filled struct {
+		c   chunk
+		buf []byte
+	}
+	free := make(chan []byte, 2)
+	for range 2 {
+		b, err := alignedBuffer(flashChunk)
+		if err != nil {
+			return nil, err
+		}
+		defer unix.Munmap(b)
+		free <- b
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	full := make(chan filled, 1)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(full)
+		readErr <- func() error {
+			for _, r := range ranges {
+				var rangeHash hash.Hash
+				if r.SHA256 != "" {
+					rangeHash = sha256.New()
+				}
+				for off := r.Start; off < r.End; {
+					var buf []byte
+					select {
+					case buf = <-free:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					n := min(int64(len(buf)), r.End-off)
+					if _, err := img.ReadAt(buf[:n], off); err != nil {
+						return fmt.Errorf("read image at byte %d: %w", off, err)
+					}
+					if rangeHash != nil {
+						rangeHash.Write(buf[:n])
+					}
+					c := chunk{off: off, n: n, sum: sha256.Sum256(buf[:n])}
+					off += n
+					if off == r.End && rangeHash != nil && hex.EncodeToString(rangeHash.Sum(nil)) != r.SHA256 {
+						return fmt.Errorf("the image does not match its .bmap in bytes %d-%d (the image changed after the bmap was made: rebuild it, or remove the .bmap)", r.Start, r.End)
+					}
+					full <- filled{c, buf}
+				}
+			}
+			return nil
+		}()
+	}()
+	var chunks []chunk
+	var done int64
+	for f := range full {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if _, err := dev.WriteAt(f.buf[:f.c.n], f.c.off); err != nil {
+			return nil, fmt.Errorf("write %q at byte %d: %w", dev.Name(), f.c.off, err)
+		}
+		free <- f.buf
+		chunks = append(chunks, f.c)
+		done += f.c.n
+		if progress != nil {
+			progress("write", done, total)
+		}
+	}
+	if err := <-readErr; err != nil {
+		return nil, err
+	}
+	return chunks, nil
+}
+
+// verifyChunks reads every written chunk back from the disk, bypassing
+// the page cache, and compares it with the image's; a mismatch names the
+// first byte that differs.
+func verifyChunks(ctx context.Context, img *os.File, disk *Disk, chunks []chunk, total int64, progress func(string, int64, int64)) error {
+	fd, err := unix.Open(disk.Path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("verify: open %q: %w", disk.Path, err)
+	}
+	dev := os.NewFile(uintptr(fd), disk.Path)
+	defer dev.Close()
+	buf, err := alignedBuffer(flashChunk)
+	if err != nil {
+		return err
+	}
+	defer unix.Munmap(buf)
+	var done int64
+	for _, c := range chunks {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(io.NewSectionReader(dev, c.off, c.n), buf[:c.n]); err != nil {
+			return fmt.Errorf("verify: read %q at byte %d: %w", disk.Path, c.off, err)
+		}
+		if sha256.Sum256(buf[:c.n]) != c.sum {
+			want := make([]byte, c.n)
+			if _, err := img.ReadAt(want, c.off); err != nil {
+				return fmt.Errorf("verify: read image at byte %d: %w", c.off, err)
+			}
+			i := int64(0)
+			for i < c.n && want[i] == buf[i] {
+				i++
+			}
+			return fmt.Errorf("verify: %s differs from the image at byte %d (the card does not keep what was written: try another card)", disk.Path, c.off+i)
+		}
+		done += c.n
+		if progress != nil {
+			progress("verify", done, total)
+		}
+	}
+	return nil
+}
