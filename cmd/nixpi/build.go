@@ -85,7 +85,7 @@ func runBuild(c *cli, args []string) int {
 		if res.Private {
 			private = " (mode 0600: it holds a Wi-Fi key or a password hash; keep it to yourself)"
 		}
-		fmt.Fprintf(c.stderr, "nixpi build: wrote %s%s and %s.sha256: flash it to an SD card, put it in the Pi with the USB SSD attached, and power on\n", res.Out, private, res.Out)
+		fmt.Fprintf(c.stderr, "nixpi build: wrote %s%s, %s.sha256 and %s.bmap: flash it to an SD card (nixpi flash %s /dev/sdX), put it in the Pi with the USB SSD attached, and power on\n", res.Out, private, res.Out, res.Out, res.Out)
 	}
 	return exitOK
 }

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nixpi/nixpi/builder"
+	"github.com/nixpi/nixpi/builder/source"
+	"github.com/nixpi/nixpi/firstboot/config"
+)
+
+func flashFlags(opts *builder.FlashOptions) *pflag.FlagSet {
+	flags := pflag.NewFlagSet("flash", pflag.ContinueOnError)
+	flags.BoolVar(&opts.Yes, "yes", false, "do not ask for the device name to be typed back")
+	flags.BoolVar(&opts.AllowNonRemovable, "allow-non-removable", false, "accept a disk that is neither removable nor on USB/MMC (a loop device)")
+	flags.BoolVar(&opts.NoVerify, "no-verify", false, "skip reading the card back and comparing it with the image")
+	return flags
+}
+
+func runFlash(c *cli, args []string) int {
+	var opts builder.FlashOptions
+	flags := flashFlags(&opts)
+	usage := func(w io.Writer) {
+		fmt.Fprintln(w, "usage: nixpi flash IMAGE DEVICE [--yes] [--no-verify] [--allow-non-removable]")
+		fmt.Fprintln(w, "\nWrites the card image IMAGE (from nixpi build) onto the whole disk DEVICE, e.g. /dev/sdb or")
+		fmt.Fprintln(w, "/dev/mmcblk0: only the blocks IMAGE.bmap (or the image's data) maps, then reads them back and")
+		fmt.Fprintln(w, "compares. Refuses a partition, a mounted or busy disk, one smaller than IMAGE, and a disk that")
+		fmt.Fprintln(w, "is not removable or on USB/MMC; asks for DEVICE's name to be typed back.")
+		fmt.Fprintln(w, "\nflags:")
+		fmt.Fprint(w, flags.FlagUsages())
+	}
+	if code, done := c.parseFlags(flags, args, usage); done {
+		return code
+	}
+	if flags.NArg() != 2 {
+		return c.fail(usagef("flash: want IMAGE and DEVICE (e.g. nixpi flash card.img /dev/sdb), got %d arguments", flags.NArg()))
+	}
+	opts.Image, opts.Device = flags.Arg(0), flags.Arg(1)
+	in := bufio.NewReader(c.stdin)
+	opts.Confirm = func(description, name string) (string, error) {
+		fmt.Fprintf(c.stderr, "%sEverything on it will be lost. Type %s to write %s onto it: ", description, name, opts.Image)
+		line, err := in.ReadString('\n')
+		if err != nil && line == "" {
+			return "", fmt.Errorf("nothing typed (%v)", err)
+		}
+		return strings.TrimSpace(line), nil
+	}
+	opts.Log = func(msg string) { fmt.Fprintln(c.stderr, "nixpi flash:", msg) }
+	if f, ok := c.stderr.(*os.File); ok {
+		bars := map[string]func(int64, int64){}
+		for _, phase := range []string{"write", "verify"} {
+			bars[phase] = source.TerminalProgress(f, phase)
+		}
+		if bars["write"] != nil {
+			opts.Progress = func(phase string, done, total int64) { bars[phase](done, total) }
+		}
+	}
+	res, err := builder.Flash(c.ctx, opts)
+	if err != nil {
+		if errors.Is(err, builder.ErrCardIncomplete) {
+			return c.fail(fmt.Errorf("flash: %s: %w", opts.Device, err))
+		}
+		return c.fail(fmt.Errorf("flash: %w", err))
+	}
+	verified := "not verified (--no-verify)"
+	if res.Verified {
+		verified = fmt.Sprintf("verified in %.1fs (%s)", res.Verify.Seconds(), rate(res.Written, res.Verify.Seconds()))
+	}
+	fmt.Fprintf(c.stdout, "%s: wrote %s in %d ranges in %.1fs (%s), %s\n", res.Disk.Path, config.Size(res.Written).Approx(), res.Ranges, res.Write.Seconds(), rate(res.Written, res.Write.Seconds()), verified)
+	return exitOK
+}
+
+func rate(bytes int64, seconds float64) string {
+	if seconds <= 0 {
+		return "-"
+	}
+	return config.Size(int64(float64(bytes)/seconds)).Approx() + "/s"
+}
