@@ -245,6 +245,12 @@ func writeRanges(ctx context.Context, img, dev *os.File, ranges []MappedRange, t
 			return nil
 		}()
 	}()
+	// The reader must be done with the buffers before they are unmapped.
+	defer func() {
+		cancel()
+		for range full {
+		}
+	}()
 	var chunks []chunk
 	var done int64
 	for f := range full {
@@ -252,6 +258,10 @@ func writeRanges(ctx context.Context, img, dev *os.File, ranges []MappedRange, t
 			return nil, err
 		}
 		if _, err := dev.WriteAt(f.buf[:f.c.n], f.c.off); err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err // the path is in the message already
+			}
 			return nil, fmt.Errorf("write %q at byte %d: %w", dev.Name(), f.c.off, err)
 		}
 		free <- f.buf
