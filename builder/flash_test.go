@@ -258,3 +258,41 @@ func TestFlashInterrupted(t *testing.T) {
 		t.Fatalf("flash cancelled after the first write: %v, want interrupted, the card is incomplete", err)
 	}
 }
+
+// TestFlashRefusesRootDisk points flash at the disk this system runs
+// from. The checks must refuse it; were they to fail, the confirmation
+// (answered wrongly here) still stands before any write.
+func TestFlashRefusesRootDisk(t *testing.T) {
+	t.Parallel()
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Skip(err)
+	}
+	var rootDev string
+	for _, line := range strings.Split(string(mountinfo), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == "/" {
+			rootDev = f[2]
+		}
+	}
+	sys, err := filepath.EvalSymlinks("/sys/dev/block/" + rootDev)
+	if err != nil {
+		t.Skipf("/ is not on a block device (%s): %v", rootDev, err)
+	}
+	if _, err := os.Stat(filepath.Join(sys, "partition")); err == nil {
+		sys = filepath.Dir(sys)
+	}
+	disk := "/dev/" + filepath.Base(sys)
+	img := filepath.Join(t.TempDir(), "tiny.img")
+	if err := os.WriteFile(img, make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Flash(context.Background(), FlashOptions{Image: img, Device: disk, AllowNonRemovable: true,
+		Confirm: func(description, name string) (string, error) {
+			t.Errorf("flash asked to confirm the root disk %s: its checks let it through", disk)
+			return "", errors.New("refused by the test")
+		}})
+	if err == nil || !strings.Contains(err.Error(), "refusing "+disk) || !strings.Contains(err.Error(), "(it is the disk this system runs from)") && !strings.Contains(err.Error(), "is mounted at") {
+		t.Errorf("flash onto the root disk %s: %v, want it refused as mounted at /", disk, err)
+	}
+	t.Log(err)
+}
