@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -46,9 +47,12 @@ type FlashResult struct {
 	FromBmap bool  // the ranges came from IMAGE.bmap
 	Written  int64 // bytes written
 	Ranges   int
-	Write    time.Duration // writing and the final fsync
-	Verify   time.Duration // zero with NoVerify
-	Verified bool
+	// Discarded is how many bytes between the ranges the disk was told
+	// are unused (zero when it cannot discard).
+	Discarded int64
+	Write     time.Duration // writing and the final fsync
+	Verify    time.Duration // zero with NoVerify
+	Verified  bool
 }
 
 // ErrCardIncomplete marks a failure after the card was first written to.
@@ -128,6 +132,9 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 	start := time.Now()
 	chunks, err := writeRanges(ctx, img, dev, ranges, res.Written, opts.Progress)
 	if err == nil {
+		res.Discarded = discardGaps(disk, dev, ranges, size)
+	}
+	if err == nil {
 		if err = dev.Sync(); err != nil {
 			err = fmt.Errorf("sync %q: %w", disk.Path, err)
 		}
@@ -178,6 +185,41 @@ func flashRanges(img *os.File, path string, size int64) ([]MappedRange, bool, er
 		ranges = append(ranges, MappedRange{Range: r})
 	}
 	return ranges, false, nil
+}
+
+// discardGaps tells a disk that can discard that the image's unmapped
+// blocks are free, so the card need not keep its old data there: nothing
+// reads them, and a card with fewer blocks in use writes faster. A disk
+// that cannot, or a discard that fails, changes nothing that matters.
+func discardGaps(disk *Disk, dev *os.File, ranges []MappedRange, size int64) int64 {
+	if readSys(disk.sys, "queue/discard_max_bytes") == "0" || readSys(disk.sys, "queue/discard_max_bytes") == "" {
+		return 0
+	}
+	var done, pos int64
+	discard := func(start, end int64) bool {
+		start = (start + disk.LogicalBlock - 1) / disk.LogicalBlock * disk.LogicalBlock
+		end = end / disk.LogicalBlock * disk.LogicalBlock
+		if start >= end {
+			return true
+		}
+		arg := [2]uint64{uint64(start), uint64(end - start)}
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, dev.Fd(), unix.BLKDISCARD, uintptr(unsafe.Pointer(&arg)))
+		if errno != 0 {
+			return false
+		}
+		done += end - start
+		return true
+	}
+	for _, r := range ranges {
+		if r.Start > pos && !discard(pos, r.Start) {
+			return done
+		}
+		pos = r.End
+	}
+	if pos < size {
+		discard(pos, size)
+	}
+	return done
 }
 
 // chunk is one direct write, with the sha256 of the image's bytes.

@@ -52,6 +52,10 @@ func TestFlashZeroedDeviceEqualsImage(t *testing.T) {
 			if res.FromBmap != bmap || !res.Verified || res.Written <= 0 || res.Written >= size {
 				t.Errorf("flash: %+v, want from bmap %v, verified, fewer than %d bytes written", res, bmap, size)
 			}
+			// A loop device discards (punches holes): the gaps are.
+			if res.Discarded <= 0 || res.Written+res.Discarded > size {
+				t.Errorf("flash discarded %d bytes and wrote %d of %d, want the gaps discarded", res.Discarded, res.Written, size)
+			}
 			if fileSum(t, dev, size) != fileSum(t, img, size) {
 				t.Errorf("%s after flash does not equal the image", dev)
 			}

@@ -72,7 +72,11 @@ func runFlash(c *cli, args []string) int {
 	if res.Verified {
 		verified = fmt.Sprintf("verified in %.1fs (%s)", res.Verify.Seconds(), rate(res.Written, res.Verify.Seconds()))
 	}
-	fmt.Fprintf(c.stdout, "%s: wrote %s in %d ranges in %.1fs (%s), %s\n", res.Disk.Path, config.Size(res.Written).Approx(), res.Ranges, res.Write.Seconds(), rate(res.Written, res.Write.Seconds()), verified)
+	discarded := ""
+	if res.Discarded > 0 {
+		discarded = fmt.Sprintf(", discarded %s", config.Size(res.Discarded).Approx())
+	}
+	fmt.Fprintf(c.stdout, "%s: wrote %s in %d ranges in %.1fs (%s)%s, %s\n", res.Disk.Path, config.Size(res.Written).Approx(), res.Ranges, res.Write.Seconds(), rate(res.Written, res.Write.Seconds()), discarded, verified)
 	return exitOK
 }
 
