@@ -40,6 +40,13 @@ type MappedRange struct {
 // left out is one no filesystem reads: free space, or a gap between
 // partitions that is zero in the image.
 func MappedRanges(f *os.File, size int64) ([]Range, error) {
+	return mappedRanges(f, size, true)
+}
+
+// mappedRanges is MappedRanges; without skipZeros every data range of f
+// is mapped whole, zero blocks and all (what flash writes without a bmap:
+// an image that is not nixpi's may hold a filesystem it cannot read).
+func mappedRanges(f *os.File, size int64, skipZeros bool) ([]Range, error) {
 	var found []Range
 	add := func(start, end int64) {
 		start = start / BmapBlockSize * BmapBlockSize
@@ -50,6 +57,10 @@ func MappedRanges(f *os.File, size int64) ([]Range, error) {
 	}
 	buf := make([]byte, 1<<20)
 	err := source.WalkData(f, 0, size, func(data, hole int64) error {
+		if !skipZeros {
+			add(data, hole)
+			return nil
+		}
 		data = data / BmapBlockSize * BmapBlockSize
 		for off := data; off < hole; off += int64(len(buf)) {
 			n := min(int64(len(buf)), hole-off)

@@ -14,14 +14,20 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/nixpi/nixpi/builder/source"
 )
 
 // FlashOptions is one `nixpi flash`.
 type FlashOptions struct {
-	Image  string // a card image, raw
-	Device string // the whole disk to write
+	// Image is the card image: a path or http(s) URL, raw or compressed,
+	// as Options.Base.
+	Image string
+	// SHA256 is Image's expected sha256 (as given, compressed); when
+	// empty, Image.sha256 is used if there is one.
+	SHA256 string
+	// TempDir receives a compressed or downloaded Image decoded;
+	// os.TempDir() when empty.
+	TempDir string
+	Device  string // the whole disk to write
 	// Yes skips the typed confirmation.
 	Yes bool
 	// AllowNonRemovable accepts a disk that is neither removable nor on
@@ -77,16 +83,6 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 	if root == "" {
 		root = "/"
 	}
-	img, err := os.Open(opts.Image)
-	if err != nil {
-		return nil, fmt.Errorf("image: %w", err)
-	}
-	defer img.Close()
-	st, err := img.Stat()
-	if err != nil || !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("image %q is not a regular file: pass a card image that nixpi build wrote", opts.Image)
-	}
-	size := st.Size()
 	disk, err := ProbeDisk(root, opts.Device)
 	if err != nil {
 		return nil, err
@@ -97,13 +93,28 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 	if !disk.Removable && !opts.AllowNonRemovable {
 		return nil, fmt.Errorf("refusing %s: it is not removable and not on USB or MMC, so it is not an SD card (an internal disk?); pass --allow-non-removable only if you are sure", disk)
 	}
+	image, err := openFlashImage(ctx, opts, logf)
+	if err != nil {
+		return nil, err
+	}
+	defer image.remove()
+	img, err := os.Open(image.path)
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	defer img.Close()
+	st, err := img.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	size := st.Size()
 	if disk.Size < size {
 		return nil, fmt.Errorf("refusing %s: it is smaller than the image (%d bytes, the image %d): use a card of at least %s", disk, disk.Size, size, humanSize(size))
 	}
 	if size%disk.LogicalBlock != 0 {
 		return nil, fmt.Errorf("image %q is %d bytes, not a whole number of the disk's %d-byte blocks: is it a disk image?", opts.Image, size, disk.LogicalBlock)
 	}
-	ranges, fromBmap, err := flashRanges(img, opts.Image, size)
+	ranges, fromBmap, err := flashRanges(img, image.bmap, size)
 	if err != nil {
 		return nil, err
 	}
@@ -129,6 +140,10 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 		res.Written += r.End - r.Start
 	}
 	logf("writing %s of %s onto %s (%d ranges, from %s)", humanSize(res.Written), humanSize(size), disk, len(ranges), map[bool]string{true: "the .bmap", false: "the image's data ranges"}[fromBmap])
+	// The checksum of a raw image is checked while it is written: the
+	// hashing and the writing use different resources.
+	checked := make(chan error, 1)
+	go func() { checked <- checkImageSum(image) }()
 	start := time.Now()
 	chunks, err := writeRanges(ctx, img, dev, ranges, res.Written, opts.Progress)
 	if err == nil {
@@ -140,6 +155,9 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 		}
 	}
 	res.Write = time.Since(start)
+	if sumErr := <-checked; err == nil {
+		err = sumErr
+	}
 	if err != nil {
 		return nil, flashFailed(ctx, err)
 	}
@@ -161,28 +179,48 @@ func flashFailed(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: %w", err, ErrCardIncomplete)
 }
 
-// flashRanges is what to write: the ranges of IMAGE.bmap when there is
-// one, else every range of the image that is not a hole (the image's zero
-// blocks that are data are written: without a bmap nothing says which a
-// filesystem reads).
-func flashRanges(img *os.File, path string, size int64) ([]MappedRange, bool, error) {
-	ranges, err := ReadBmap(path+".bmap", size)
-	if err == nil {
-		return ranges, true, nil
+// checkImageSum compares the image file with the sha256 its .sha256 or
+// --sha256 gives, when one does.
+func checkImageSum(image *flashImage) error {
+	if image.sha256 == "" {
+		return nil
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
+	f, err := os.Open(image.path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sum, err := hashFile(f)
+	if err != nil {
+		return err
+	}
+	if sum != image.sha256 {
+		return fmt.Errorf("image %q is damaged: its sha256 is %s, %s says %s", image.path, sum, image.checksumOrigin, image.sha256)
+	}
+	return nil
+}
+
+// flashRanges is what to write: the ranges of the bmap when there is
+// one, else every range of the image that is not a hole, and the blocks
+// its FAT and ext4 filesystems may read though they are holes in the
+// image (MappedRanges' rule, without skipping zero data).
+func flashRanges(img *os.File, bmap string, size int64) ([]MappedRange, bool, error) {
+	if bmap != "" {
+		ranges, err := ReadBmap(bmap, size)
+		if err == nil {
+			return ranges, true, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, false, err
+		}
+	}
+	rs, err := mappedRanges(img, size, false)
+	if err != nil {
 		return nil, false, err
 	}
-	var rs []Range
-	err = source.WalkData(img, 0, size, func(data, hole int64) error {
-		rs = append(rs, Range{data / BmapBlockSize * BmapBlockSize, min((hole+BmapBlockSize-1)/BmapBlockSize*BmapBlockSize, size)})
-		return nil
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("map %q: %w", path, err)
-	}
-	for _, r := range mergeRanges(rs) {
-		ranges = append(ranges, MappedRange{Range: r})
+	ranges := make([]MappedRange, len(rs))
+	for i, r := range rs {
+		ranges[i] = MappedRange{Range: r}
 	}
 	return ranges, false, nil
 }
