@@ -34,6 +34,8 @@ type FlashOptions struct {
 	// USB or MMC (a loop device in tests).
 	AllowNonRemovable bool
 	NoVerify          bool
+	// NoDiscard leaves the unmapped blocks as they are, old data and all.
+	NoDiscard bool
 	// Root is where /sys and /proc are ("/").
 	Root string
 	// Confirm shows the disk's description and returns what the user typed
@@ -146,7 +148,7 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 	go func() { checked <- checkImageSum(image) }()
 	start := time.Now()
 	chunks, err := writeRanges(ctx, img, dev, ranges, res.Written, opts.Progress)
-	if err == nil {
+	if err == nil && !opts.NoDiscard {
 		res.Discarded = discardGaps(disk, dev, ranges, size)
 	}
 	if err == nil {

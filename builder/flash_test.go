@@ -63,43 +63,94 @@ func TestFlashZeroedDeviceEqualsImage(t *testing.T) {
 	}
 }
 
-// TestFlashOverOldData flashes onto a device full of random bytes: every
-// range the .bmap maps equals the image, and both filesystems pass fsck,
-// so the blocks left unwritten are ones no filesystem reads.
+// TestFlashOverOldData flashes onto a device full of random bytes, with
+// the .bmap and without: every range the .bmap maps equals the image, and
+// both filesystems pass fsck, so the blocks left unwritten are ones no
+// filesystem reads.
 func TestFlashOverOldData(t *testing.T) {
 	t.Parallel()
 	img, size := builtCard(t)
-	dev := loopDevice(t, size, true)
-	if _, err := Flash(context.Background(), loopFlash(img, dev)); err != nil {
-		t.Fatal(err)
-	}
 	ranges, err := ReadBmap(img+".bmap", size)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, _ := os.Open(img)
-	defer a.Close()
-	b, _ := os.Open(dev)
-	defer b.Close()
-	for _, r := range ranges {
-		x, y := make([]byte, r.End-r.Start), make([]byte, r.End-r.Start)
-		a.ReadAt(x, r.Start)
-		if _, err := b.ReadAt(y, r.Start); err != nil || string(x) != string(y) {
-			t.Fatalf("mapped bytes %d-%d differ on %s (%v)", r.Start, r.End, dev, err)
-		}
+	for _, bmap := range []bool{true, false} {
+		t.Run(fmt.Sprintf("bmap=%v", bmap), func(t *testing.T) {
+			image := img
+			if !bmap {
+				image = filepath.Join(t.TempDir(), "copy.img")
+				sh(t, "cp", "--sparse=always", img, image)
+			}
+			dev := loopDevice(t, size, true)
+			// A loop device's discard zeroes: the old data must stay, as
+			// on a card whose discard does not.
+			opts := loopFlash(image, dev)
+			opts.NoDiscard = true
+			res, err := Flash(context.Background(), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.FromBmap != bmap {
+				t.Errorf("from bmap %v, want %v", res.FromBmap, bmap)
+			}
+			a, _ := os.Open(img)
+			defer a.Close()
+			b, _ := os.Open(dev)
+			defer b.Close()
+			for _, r := range ranges {
+				x, y := make([]byte, r.End-r.Start), make([]byte, r.End-r.Start)
+				a.ReadAt(x, r.Start)
+				if _, err := b.ReadAt(y, r.Start); err != nil || string(x) != string(y) {
+					t.Fatalf("mapped bytes %d-%d differ on %s (%v)", r.Start, r.End, dev, err)
+				}
+			}
+			table, err := baseimage.ReadTable(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range table.Partitions {
+				part := sh(t, "losetup", "--find", "--show", "--read-only", "--offset", strconv.FormatInt(p.Start, 10), "--sizelimit", strconv.FormatInt(p.Size, 10), dev)
+				t.Cleanup(func() { exec.Command("losetup", "--detach", part).Run() })
+				if baseimage.IsFAT(p.Type) {
+					sh(t, "fsck.fat", "-n", part)
+				} else {
+					sh(t, "e2fsck", "-fn", part)
+				}
+			}
+		})
 	}
-	table, err := baseimage.ReadTable(b)
+}
+
+// TestFlashCompressedAndChecked flashes IMAGE.xz (decoded on the way,
+// IMAGE.bmap found beside it) and refuses to call a card good when the
+// image does not match its .sha256.
+func TestFlashCompressedAndChecked(t *testing.T) {
+	t.Parallel()
+	img, size := builtCard(t)
+	sh(t, "xz", "-T0", "-1", "-k", img)
+	dev := loopDevice(t, size, false)
+	res, err := Flash(context.Background(), loopFlash(img+".xz", dev))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range table.Partitions {
-		part := sh(t, "losetup", "--find", "--show", "--read-only", "--offset", strconv.FormatInt(p.Start, 10), "--sizelimit", strconv.FormatInt(p.Size, 10), dev)
-		t.Cleanup(func() { exec.Command("losetup", "--detach", part).Run() })
-		if baseimage.IsFAT(p.Type) {
-			sh(t, "fsck.fat", "-n", part)
-		} else {
-			sh(t, "e2fsck", "-fn", part)
+	if !res.FromBmap || fileSum(t, dev, size) != fileSum(t, img, size) {
+		t.Errorf("flash of %s.xz: from bmap %v; the device equals the image: %v", img, res.FromBmap, fileSum(t, dev, size) == fileSum(t, img, size))
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(os.TempDir(), ".nixpi-flash-*.img"))
+	for _, l := range leftovers {
+		if st, err := os.Stat(l); err == nil && st.Size() == size {
+			t.Errorf("decoded image %s left behind", l)
 		}
+	}
+
+	damaged := filepath.Join(t.TempDir(), "card.img")
+	sh(t, "cp", "--sparse=always", img, damaged)
+	if err := os.WriteFile(damaged+".sha256", []byte(strings.Repeat("ab", 32)+"  card.img\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Flash(context.Background(), loopFlash(damaged, dev))
+	if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "is damaged: its sha256 is") {
+		t.Errorf("flash of an image that does not match its .sha256: %v, want it named damaged and the card incomplete", err)
 	}
 }
 
