@@ -36,6 +36,10 @@ type FlashOptions struct {
 	NoVerify          bool
 	// NoDiscard leaves the unmapped blocks as they are, old data and all.
 	NoDiscard bool
+	// Unmount unmounts the disk's mounted filesystems (in this mount
+	// namespace) after the confirmation, instead of refusing the disk. The
+	// disk holding / is refused all the same.
+	Unmount bool
 	// Root is where /sys and /proc are ("/").
 	Root string
 	// Confirm shows the disk's description and returns what the user typed
@@ -89,7 +93,9 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := disk.checkUnused(root); err != nil {
+	// With Unmount the disk's own mounts (never /) are left for after the
+	// confirmation; every other use refuses now.
+	if err := disk.checkUnused(root, opts.Unmount); err != nil {
 		return nil, err
 	}
 	if !disk.Removable && !opts.AllowNonRemovable {
@@ -120,16 +126,19 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	dev, err := disk.openExclusive()
-	if err != nil {
-		return nil, err
+	var unmount []string
+	if opts.Unmount {
+		unmount = disk.mountPoints(root)
 	}
-	defer dev.Close()
 	if !opts.Yes {
 		if opts.Confirm == nil {
 			return nil, fmt.Errorf("refusing %s: no confirmation (pass --yes when nothing can ask)", disk)
 		}
-		typed, err := opts.Confirm(disk.Describe(), disk.Name)
+		description := disk.Describe()
+		for _, m := range unmount {
+			description += fmt.Sprintf("  mounted at %s: unmounted first (--unmount)\n", m)
+		}
+		typed, err := opts.Confirm(description, disk.Name)
 		if err != nil {
 			return nil, fmt.Errorf("confirmation: %w; %s was not changed", err, disk.Path)
 		}
@@ -137,6 +146,24 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 			return nil, fmt.Errorf("confirmation %q is not %q: %s was not changed", typed, disk.Name, disk.Path)
 		}
 	}
+	for i := len(unmount) - 1; i >= 0; i-- { // the deepest first
+		logf("unmounting %s", unmount[i])
+		if err := unix.Unmount(unmount[i], 0); err != nil {
+			return nil, fmt.Errorf("unmount %q: %w (close what uses it and try again); %s was not written", unmount[i], err, disk.Path)
+		}
+	}
+	if len(unmount) > 0 {
+		if err := disk.checkUnused(root, false); err != nil {
+			return nil, err
+		}
+	}
+	// Exclusive from here to the end: nobody mounts or partitions it
+	// while it is written.
+	dev, err := disk.openExclusive()
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Close()
 	res := &FlashResult{Disk: disk, FromBmap: fromBmap, Ranges: len(ranges)}
 	for _, r := range ranges {
 		res.Written += r.End - r.Start

@@ -301,6 +301,37 @@ func TestFlashFaults(t *testing.T) {
 	})
 }
 
+// With Unmount a card whose partition is mounted is unmounted, after the
+// confirmation, and written.
+func TestFlashUnmount(t *testing.T) {
+	t.Parallel()
+	img, size := builtCard(t)
+	dev := loopDevice(t, size, false)
+	sh(t, "dd", "if="+img, "of="+dev, "bs=4M", "conv=fsync", "status=none")
+	sh(t, "blockdev", "--rereadpt", dev)
+	waitFor(t, dev, dev+"p2")
+	mnt := t.TempDir()
+	sh(t, "mount", "-t", "ext4", "-o", "ro,noload", dev+"p2", mnt)
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	opts := loopFlash(img, dev)
+	opts.Unmount, opts.Yes = true, false
+	opts.Confirm = func(description, name string) (string, error) {
+		if !strings.Contains(description, "mounted at "+mnt+": unmounted first") {
+			t.Errorf("description %q does not say %s will be unmounted", description, mnt)
+		}
+		return name, nil
+	}
+	if _, err := Flash(context.Background(), opts); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(info), " "+mnt+" ") {
+		t.Errorf("%s is still mounted", mnt)
+	}
+	if fileSum(t, dev, size) != fileSum(t, img, size) {
+		t.Errorf("%s after flash --unmount does not equal the image", dev)
+	}
+}
+
 func TestFlashInterrupted(t *testing.T) {
 	t.Parallel()
 	img, size := builtCard(t)
@@ -341,13 +372,15 @@ func TestFlashRefusesRootDisk(t *testing.T) {
 	if err := os.WriteFile(img, make([]byte, 4096), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Flash(context.Background(), FlashOptions{Image: img, Device: disk, AllowNonRemovable: true,
-		Confirm: func(description, name string) (string, error) {
-			t.Errorf("flash asked to confirm the root disk %s: its checks let it through", disk)
-			return "", errors.New("refused by the test")
-		}})
-	if err == nil || !strings.Contains(err.Error(), "refusing "+disk) || !strings.Contains(err.Error(), "(it is the disk this system runs from)") && !strings.Contains(err.Error(), "is mounted at") {
-		t.Errorf("flash onto the root disk %s: %v, want it refused as mounted at /", disk, err)
+	for _, unmount := range []bool{false, true} {
+		_, err = Flash(context.Background(), FlashOptions{Image: img, Device: disk, AllowNonRemovable: true, Unmount: unmount,
+			Confirm: func(description, name string) (string, error) {
+				t.Errorf("flash asked to confirm the root disk %s: its checks let it through", disk)
+				return "", errors.New("refused by the test")
+			}})
+		if err == nil || !strings.Contains(err.Error(), "refusing "+disk) || !strings.Contains(err.Error(), "(it is the disk this system runs from)") && !unmount && !strings.Contains(err.Error(), "is mounted at") {
+			t.Errorf("flash onto the root disk %s (unmount %v): %v, want it refused as mounted at /", disk, unmount, err)
+		}
+		t.Log(err)
 	}
-	t.Log(err)
 }

@@ -148,13 +148,22 @@ func (d *Disk) devices() map[uint64]string {
 // checkUnused refuses a disk that the system uses: a filesystem of it
 // mounted in any mount namespace (the one holding / first of all), a
 // swap area on it, or another device built on it (device-mapper, md).
-func (d *Disk) checkUnused(root string) error {
+// With allowMounted only a mount at / is refused among the mounts.
+func (d *Disk) checkUnused(root string, allowMounted bool) error {
 	devs := d.devices()
 	mountinfos, _ := filepath.Glob(filepath.Join(root, "proc/[0-9]*/mountinfo"))
 	mountinfos = append([]string{filepath.Join(root, "proc/self/mountinfo")}, mountinfos...)
+	if allowMounted {
+		mountinfos = mountinfos[:1]
+	}
 	for _, path := range mountinfos {
-		if err := d.checkMounts(path, devs); err != nil {
-			return err
+		for _, m := range d.mounts(path, devs) {
+			if m.point == "/" {
+				return fmt.Errorf("refusing %s: /dev/%s is mounted at / (it is the disk this system runs from)", d, m.dev)
+			}
+			if !allowMounted {
+				return fmt.Errorf("refusing %s: /dev/%s is mounted at %s: unmount it first (umount %q, or pass --unmount), or pick another device", d, m.dev, m.point, m.point)
+			}
 		}
 	}
 	if swaps, err := os.ReadFile(filepath.Join(root, "proc/swaps")); err == nil {
@@ -181,12 +190,27 @@ func (d *Disk) checkUnused(root string) error {
 	return nil
 }
 
-func (d *Disk) checkMounts(path string, devs map[uint64]string) error {
+// mountPoints is where the disk's filesystems are mounted in this mount
+// namespace, in mount order.
+func (d *Disk) mountPoints(root string) []string {
+	var out []string
+	for _, m := range d.mounts(filepath.Join(root, "proc/self/mountinfo"), d.devices()) {
+		out = append(out, m.point)
+	}
+	return out
+}
+
+type mount struct{ dev, point string }
+
+// mounts lists the mounts in the mountinfo file at path of a device in
+// devs, by device number or by source path.
+func (d *Disk) mounts(path string, devs map[uint64]string) []mount {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil // the process is gone
 	}
 	defer f.Close()
+	var out []mount
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -205,16 +229,11 @@ func (d *Disk) checkMounts(path string, devs map[uint64]string) error {
 		if !ok && strings.HasPrefix(fields[sep+2], "/dev/") {
 			name, ok = devs[statDev(unescapeMount(fields[sep+2]))]
 		}
-		if !ok {
-			continue
+		if ok {
+			out = append(out, mount{name, unescapeMount(fields[4])})
 		}
-		mnt := unescapeMount(fields[4])
-		if mnt == "/" {
-			return fmt.Errorf("refusing %s: /dev/%s is mounted at / (it is the disk this system runs from)", d, name)
-		}
-		return fmt.Errorf("refusing %s: /dev/%s is mounted at %s: unmount it first (umount %q), or pick another device", d, name, mnt, mnt)
 	}
-	return nil
+	return out
 }
 
 // openExclusive opens the disk for direct writes, exclusively: the kernel

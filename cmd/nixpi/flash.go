@@ -20,6 +20,7 @@ func flashFlags(opts *builder.FlashOptions) *pflag.FlagSet {
 	flags.BoolVar(&opts.Yes, "yes", false, "do not ask for the device name to be typed back")
 	flags.BoolVar(&opts.AllowNonRemovable, "allow-non-removable", false, "accept a disk that is neither removable nor on USB/MMC (a loop device)")
 	flags.BoolVar(&opts.NoVerify, "no-verify", false, "skip reading the card back and comparing it with the image")
+	flags.BoolVar(&opts.Unmount, "unmount", false, "unmount the card's mounted partitions (after the confirmation) instead of refusing it")
 	flags.BoolVar(&opts.NoDiscard, "no-discard", false, "do not tell the card that the image's unused blocks are free")
 	flags.StringVar(&opts.SHA256, "sha256", "", "expected sha256 of IMAGE as given (default: the sidecar IMAGE.sha256 when present)")
 	return flags
@@ -29,7 +30,7 @@ func runFlash(c *cli, args []string) int {
 	var opts builder.FlashOptions
 	flags := flashFlags(&opts)
 	usage := func(w io.Writer) {
-		fmt.Fprintln(w, "usage: nixpi flash IMAGE DEVICE [--yes] [--sha256 HEX] [--no-verify] [--no-discard] [--allow-non-removable]")
+		fmt.Fprintln(w, "usage: nixpi flash IMAGE DEVICE [--yes] [--sha256 HEX] [--no-verify] [--no-discard] [--unmount] [--allow-non-removable]")
 		fmt.Fprintln(w, "\nWrites the card image IMAGE (from nixpi build; a path or URL, raw or compressed) onto the whole")
 		fmt.Fprintln(w, "disk DEVICE, e.g. /dev/sdb or")
 		fmt.Fprintln(w, "/dev/mmcblk0: only the blocks IMAGE.bmap (or the image's data) maps, then reads them back and")
