@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 	"unsafe"
 
@@ -98,8 +99,8 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 	if err := disk.checkUnused(root, opts.Unmount); err != nil {
 		return nil, err
 	}
-	if !disk.Removable && !opts.AllowNonRemovable {
-		return nil, fmt.Errorf("refusing %s: it is not removable and not on USB or MMC, so it is not an SD card (an internal disk?); pass --allow-non-removable only if you are sure", disk)
+	if err := disk.checkRemovable(opts.AllowNonRemovable); err != nil {
+		return nil, err
 	}
 	image, err := openFlashImage(ctx, opts, logf)
 	if err != nil {
@@ -424,6 +425,49 @@ func verifyChunks(ctx context.Context, img *os.File, disk *Disk, chunks []chunk,
 		if progress != nil {
 			progress("verify", done, total)
 		}
+	}
+	return nil
+}
+
+// BuildAndFlash builds a card from build.Base and build.Config, as Build
+// does, and flashes it onto flash.Device: the card equals what `nixpi
+// build` would have written. The disk is checked before the build, so a
+// refusal costs no build time; the image is built into a temporary
+// directory in flash.TempDir and removed at the end, whatever happens.
+// build.Out and flash.Image are set here.
+func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Result, *FlashResult, error) {
+	root := flash.Root
+	if root == "" {
+		root = "/"
+	}
+	disk, err := ProbeDisk(root, flash.Device)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := disk.checkUnused(root, flash.Unmount); err != nil {
+		return nil, nil, err
+	}
+	if err := disk.checkRemovable(flash.AllowNonRemovable); err != nil {
+		return nil, nil, err
+	}
+	dir, err := os.MkdirTemp(flash.TempDir, ".nixpi-flash-build-*")
+	if err != nil {
+		return nil, nil, fmt.Errorf("temporary directory for the card image: %w (set TMPDIR to a directory with room)", err)
+	}
+	defer os.RemoveAll(dir)
+	build.Out = filepath.Join(dir, "card.img")
+	built, err := Build(ctx, build)
+	if err != nil {
+		return nil, nil, err
+	}
+	flash.Image, flash.SHA256 = built.Out, built.SHA256
+	res, err := Flash(ctx, flash)
+	return built, res, err
+}
+
+func (d *Disk) checkRemovable(allowNonRemovable bool) error {
+	if !d.Removable && !allowNonRemovable {
+		return fmt.Errorf("refusing %s: it is not removable and not on USB or MMC, so it is not an SD card (an internal disk?); pass --allow-non-removable only if you are sure", d)
 	}
 	return nil
 }

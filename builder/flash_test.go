@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/builder/fixture"
 )
 
 // loopFlash is the FlashOptions of a test: a loop device needs
@@ -382,5 +383,45 @@ func TestFlashRefusesRootDisk(t *testing.T) {
 			t.Errorf("flash onto the root disk %s (unmount %v): %v, want it refused as mounted at /", disk, unmount, err)
 		}
 		t.Log(err)
+	}
+}
+
+// Building and flashing in one go gives the card that build then flash
+// gives, and leaves no image behind.
+func TestFlashBaseEqualsBuildThenFlash(t *testing.T) {
+	t.Parallel()
+	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
+	img := buildBmapCard(t, base)
+	st, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := st.Size()
+	separate := loopDevice(t, size, false)
+	if _, err := Flash(context.Background(), loopFlash(img, separate)); err != nil {
+		t.Fatal(err)
+	}
+	oneGo := loopDevice(t, size, false)
+	tmp := t.TempDir()
+	opts := testOptions(t, base, filepath.Join(t.TempDir(), "unused.img"))
+	flash := loopFlash("", oneGo)
+	flash.TempDir = tmp
+	built, res, err := BuildAndFlash(context.Background(), opts, flash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.FromBmap || !res.Verified || built.SHA256 == "" {
+		t.Errorf("build and flash: %+v, %+v: want the bmap used and the card verified", built, res)
+	}
+	if fileSum(t, oneGo, size) != fileSum(t, separate, size) {
+		t.Errorf("build and flash in one go wrote a card other than build, then flash")
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("%s holds %v after build and flash, want nothing", tmp, left)
+	}
+	// A refused disk costs no build.
+	flash.Device = img
+	if _, _, err := BuildAndFlash(context.Background(), opts, flash); err == nil || !strings.Contains(err.Error(), "is not a block device") {
+		t.Errorf("build and flash onto a file: %v, want it refused", err)
 	}
 }
