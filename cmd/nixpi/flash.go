@@ -15,22 +15,26 @@ import (
 	"github.com/nixpi/nixpi/firstboot/config"
 )
 
-func flashFlags(opts *builder.FlashOptions) *pflag.FlagSet {
+func flashFlags(opts *builder.FlashOptions, build *builder.Options) *pflag.FlagSet {
 	flags := pflag.NewFlagSet("flash", pflag.ContinueOnError)
+	flags.StringVar(&build.Base, "base", "", "build the card from this Raspberry Pi OS image (as nixpi build --base) and flash it; no IMAGE then")
+	flags.StringVar(&build.Config, "config", "", "with --base: the install config (nixpi.toml)")
 	flags.BoolVar(&opts.Yes, "yes", false, "do not ask for the device name to be typed back")
 	flags.BoolVar(&opts.AllowNonRemovable, "allow-non-removable", false, "accept a disk that is neither removable nor on USB/MMC (a loop device)")
 	flags.BoolVar(&opts.NoVerify, "no-verify", false, "skip reading the card back and comparing it with the image")
 	flags.BoolVar(&opts.Unmount, "unmount", false, "unmount the card's mounted partitions (after the confirmation) instead of refusing it")
 	flags.BoolVar(&opts.NoDiscard, "no-discard", false, "do not tell the card that the image's unused blocks are free")
-	flags.StringVar(&opts.SHA256, "sha256", "", "expected sha256 of IMAGE as given (default: the sidecar IMAGE.sha256 when present)")
+	flags.StringVar(&opts.SHA256, "sha256", "", "expected sha256 of IMAGE (or of --base) as given (default: the sidecar .sha256 when present)")
 	return flags
 }
 
 func runFlash(c *cli, args []string) int {
 	var opts builder.FlashOptions
-	flags := flashFlags(&opts)
+	var build builder.Options
+	flags := flashFlags(&opts, &build)
 	usage := func(w io.Writer) {
 		fmt.Fprintln(w, "usage: nixpi flash IMAGE DEVICE [--yes] [--sha256 HEX] [--no-verify] [--no-discard] [--unmount] [--allow-non-removable]")
+		fmt.Fprintln(w, "       nixpi flash --base SRC --config nixpi.toml DEVICE [flags]")
 		fmt.Fprintln(w, "\nWrites the card image IMAGE (from nixpi build; a path or URL, raw or compressed) onto the whole")
 		fmt.Fprintln(w, "disk DEVICE, e.g. /dev/sdb or")
 		fmt.Fprintln(w, "/dev/mmcblk0: only the blocks IMAGE.bmap (or the image's data) maps, then reads them back and")
@@ -42,13 +46,21 @@ func runFlash(c *cli, args []string) int {
 	if code, done := c.parseFlags(flags, args, usage); done {
 		return code
 	}
-	if flags.NArg() != 2 {
+	switch {
+	case build.Base != "" && (flags.NArg() != 1 || build.Config == ""):
+		return c.fail(usagef("flash: with --base, pass --config and only DEVICE (e.g. nixpi flash --base os.img.xz --config nixpi.toml /dev/sdb)"))
+	case build.Base == "" && build.Config != "":
+		return c.fail(usagef("flash: --config goes with --base; to flash a built IMAGE pass IMAGE DEVICE"))
+	case build.Base == "" && flags.NArg() != 2:
 		return c.fail(usagef("flash: want IMAGE and DEVICE (e.g. nixpi flash card.img /dev/sdb), got %d arguments", flags.NArg()))
 	}
-	opts.Image, opts.Device = flags.Arg(0), flags.Arg(1)
+	opts.Device = flags.Arg(flags.NArg() - 1)
+	if build.Base == "" {
+		opts.Image = flags.Arg(0)
+	}
 	in := bufio.NewReader(c.stdin)
 	opts.Confirm = func(description, name string) (string, error) {
-		fmt.Fprintf(c.stderr, "%sEverything on it will be lost. Type %s to write %s onto it: ", description, name, opts.Image)
+		fmt.Fprintf(c.stderr, "%sEverything on it will be lost. Type %s to write the card onto it: ", description, name)
 		line, err := in.ReadString('\n')
 		if err != nil && line == "" {
 			return "", fmt.Errorf("nothing typed (%v)", err)
@@ -65,10 +77,25 @@ func runFlash(c *cli, args []string) int {
 			opts.Progress = func(phase string, done, total int64) { bars[phase](done, total) }
 		}
 	}
-	res, err := builder.Flash(c.ctx, opts)
+	var res *builder.FlashResult
+	var err error
+	if build.Base == "" {
+		res, err = builder.Flash(c.ctx, opts)
+	} else {
+		if err := buildEnvironment(c, &build); err != nil {
+			return c.fail(fmt.Errorf("flash: %w", err))
+		}
+		build.SHA256, opts.SHA256 = opts.SHA256, ""
+		build.Log = func(msg string) { fmt.Fprintln(c.stderr, "nixpi flash: build:", msg) }
+		build.Warn = func(msg string) { fmt.Fprintln(c.stderr, "nixpi flash: warning:", msg) }
+		_, res, err = builder.BuildAndFlash(c.ctx, build, opts)
+	}
 	if err != nil {
 		if errors.Is(err, builder.ErrCardIncomplete) {
 			return c.fail(fmt.Errorf("flash: %s: %w", opts.Device, err))
+		}
+		if c.ctx.Err() != nil {
+			return c.fail(fmt.Errorf("flash: interrupted before writing: %s was not changed", opts.Device))
 		}
 		return c.fail(fmt.Errorf("flash: %w", err))
 	}

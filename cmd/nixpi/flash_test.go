@@ -94,4 +94,18 @@ func TestFlashCLI(t *testing.T) {
 	if prefixSum(t, dev, st.Size()) != prefixSum(t, img, st.Size()) {
 		t.Errorf("%s after nixpi flash does not equal %s", dev, img)
 	}
+
+	// Build and flash in one command: the card nixpi build wrote.
+	oneGo := flashLoop(t, st.Size())
+	if r := runNixpiEnv(t, env, "flash", "--base", base.Path, "--config", cfg, "--yes", "--allow-non-removable", oneGo); r.code != exitOK || !strings.Contains(r.stdout, "verified in") {
+		t.Fatalf("flash --base: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if prefixSum(t, oneGo, st.Size()) != prefixSum(t, img, st.Size()) {
+		t.Errorf("flash --base wrote a card other than nixpi build's")
+	}
+	for _, args := range [][]string{{"--base", base.Path, oneGo}, {"--config", cfg, img, oneGo}, {"--base", base.Path, "--config", cfg, img, oneGo}} {
+		if r := flashCLI(context.Background(), "", args...); r.code != exitUsage {
+			t.Errorf("flash %q: exit %d, %q; want a usage error", args, r.code, r.stderr)
+		}
+	}
 }
