@@ -144,4 +144,32 @@ func TestBmapToolCopiesCard(t *testing.T) {
 	if fileSum(t, dev, st.Size()) != fileSum(t, out, st.Size()) {
 		t.Errorf("bmaptool copy onto zeroed %s does not equal the image", dev)
 	}
+
+	// The other way: nixpi reads bmaptool's bmap, and ours maps every
+	// block bmaptool's does (and the zero metadata it leaves out).
+	theirs := filepath.Join(t.TempDir(), "theirs.bmap")
+	sh(t, "bmaptool", "create", "--output", theirs, out)
+	their, err := ReadBmap(theirs, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	our, err := ReadBmap(out+".bmap", st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var theirBytes, ourBytes int64
+	for _, r := range their {
+		theirBytes += r.End - r.Start
+		i := 0
+		for i < len(our) && our[i].End <= r.Start {
+			i++
+		}
+		if i == len(our) || our[i].Start > r.Start || our[i].End < r.End {
+			t.Errorf("bmaptool maps bytes %d-%d, ours does not map all of them", r.Start, r.End)
+		}
+	}
+	for _, r := range our {
+		ourBytes += r.End - r.Start
+	}
+	t.Logf("bmaptool maps %d bytes, nixpi %d of %d", theirBytes, ourBytes, st.Size())
 }
