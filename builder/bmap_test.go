@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -172,4 +173,66 @@ func TestBmapToolCopiesCard(t *testing.T) {
 		ourBytes += r.End - r.Start
 	}
 	t.Logf("bmaptool maps %d bytes, nixpi %d of %d", theirBytes, ourBytes, st.Size())
+}
+
+// reseal recomputes a bmap's own checksum after an edit.
+func reseal(t *testing.T, b []byte) []byte {
+	t.Helper()
+	i := bytes.Index(b, []byte("<BmapFileChecksum> "))
+	if i < 0 {
+		t.Fatal("no BmapFileChecksum")
+	}
+	i += len("<BmapFileChecksum> ")
+	zeroed := append([]byte(nil), b...)
+	copy(zeroed[i:i+64], zeroSum)
+	sum := sha256.Sum256(zeroed)
+	copy(zeroed[i:i+64], fmt.Sprintf("%x", sum))
+	return zeroed
+}
+
+func TestBmapRefusals(t *testing.T) {
+	t.Parallel()
+	f, err := os.Create(filepath.Join(t.TempDir(), "img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte{1}, 5*BmapBlockSize), 0); err != nil {
+		t.Fatal(err)
+	}
+	const size = 8 * BmapBlockSize
+	f.Truncate(size)
+	good, err := EncodeBmap(f, size, []Range{{0, BmapBlockSize}, {2 * BmapBlockSize, 4 * BmapBlockSize}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, old, new, want string
+		size                 int64
+	}{
+		{"good", "", "", "", size},
+		{"other image", "", "", "it is for a 32768-byte image, this image is 4096 bytes", BmapBlockSize},
+		{"version 1.4", `version="2.0"`, `version="1.4"`, `nixpi reads bmap 2.x`, size},
+		{"overlap", "> 2-3 <", "> 0-3 <", "overlaps or precedes", size},
+		{"outside", "> 2-3 <", "> 2-9 <", "is not inside the image", size},
+		{"sha1", "<ChecksumType> sha256 </ChecksumType>", "<ChecksumType> sha1 </ChecksumType>", `with checksum "sha1"`, size},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := reseal(t, bytes.Replace(good, []byte(tc.old), []byte(tc.new), 1))
+			path := filepath.Join(t.TempDir(), "x.bmap")
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ranges, err := ReadBmap(path, tc.size)
+			if tc.want == "" {
+				if err != nil || len(ranges) != 2 || ranges[1].Start != 2*BmapBlockSize || ranges[1].End != 4*BmapBlockSize || len(ranges[1].SHA256) != 64 {
+					t.Errorf("ReadBmap: %+v, %v", ranges, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "remove it") {
+				t.Errorf("ReadBmap: %v, want %q and how to go on", err, tc.want)
+			}
+		})
+	}
 }
