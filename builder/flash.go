@@ -170,10 +170,15 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 		res.Written += r.End - r.Start
 	}
 	logf("writing %s of %s onto %s (%d ranges, from %s)", humanSize(res.Written), humanSize(size), disk, len(ranges), map[bool]string{true: "the .bmap", false: "the image's data ranges"}[fromBmap])
-	// The checksum of a raw image is checked while it is written: the
-	// hashing and the writing use different resources.
+	// What is written is checked against the bmap's range hashes as it is
+	// read; without them, the image's own sha256 is checked while it is
+	// written (the hashing and the writing use different resources).
 	checked := make(chan error, 1)
-	go func() { checked <- checkImageSum(image) }()
+	if allHashed(ranges) {
+		checked <- nil
+	} else {
+		go func() { checked <- checkImageSum(image) }()
+	}
 	start := time.Now()
 	chunks, err := writeRanges(ctx, img, dev, ranges, res.Written, opts.Progress)
 	if err == nil && !opts.NoDiscard {
@@ -207,6 +212,16 @@ func flashFailed(ctx context.Context, err error) error {
 		return fmt.Errorf("interrupted: %w", ErrCardIncomplete)
 	}
 	return fmt.Errorf("%w: %w", err, ErrCardIncomplete)
+}
+
+// allHashed says whether every range carries the image's hash.
+func allHashed(ranges []MappedRange) bool {
+	for _, r := range ranges {
+		if r.SHA256 == "" {
+			return false
+		}
+	}
+	return len(ranges) > 0
 }
 
 // checkImageSum compares the image file with the sha256 its .sha256 or

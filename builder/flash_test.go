@@ -153,6 +153,28 @@ func TestFlashCompressedAndChecked(t *testing.T) {
 	if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "is damaged: its sha256 is") {
 		t.Errorf("flash of an image that does not match its .sha256: %v, want it named damaged and the card incomplete", err)
 	}
+
+	// With a .bmap its range hashes check what is written.
+	sh(t, "cp", img+".bmap", damaged+".bmap")
+	os.Remove(damaged + ".sha256")
+	ranges, err := ReadBmap(damaged+".bmap", size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(damaged, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := ranges[len(ranges)-1]
+	_, err = f.WriteAt([]byte("changed"), last.Start)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Flash(context.Background(), loopFlash(damaged, dev))
+	if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), fmt.Sprintf("does not match its .bmap in bytes %d-%d", last.Start, last.End)) {
+		t.Errorf("flash of an image changed after its .bmap: %v, want the range named and the card incomplete", err)
+	}
 }
 
 // waitFor waits until path exists (a partition node udev makes).
