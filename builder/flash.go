@@ -127,6 +127,11 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, r := range ranges {
+		if r.Start%disk.LogicalBlock != 0 || r.End%disk.LogicalBlock != 0 {
+			return nil, fmt.Errorf("refusing %s: its blocks are %d bytes and the range %d-%d of %s does not fall on them (a bmap with smaller blocks?)", disk, disk.LogicalBlock, r.Start, r.End, image.bmap)
+		}
+	}
 	var unmount []string
 	if opts.Unmount {
 		unmount = disk.mountPoints(root)
