@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/renameio/v2"
+
 	"github.com/nixpi/nixpi/assets"
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/source"
@@ -177,9 +179,18 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 
+	bmap, err := bmapOf(out.Path())
+	if err != nil {
+		return nil, err
+	}
 	logf("writing %s", opts.Out)
 	if res.SHA256, err = out.Commit(res.SHA256, opts.Force); err != nil {
 		return nil, err
+	}
+	// The bmap's range hashes could let a guess at a secret on the FAT be
+	// checked offline: it is as private as the card.
+	if err := renameio.WriteFile(opts.Out+".bmap", bmap, mode.Perm()&0o644); err != nil {
+		return nil, fmt.Errorf("write %q: %w", opts.Out+".bmap", err)
 	}
 	res.Manifest = m
 	return res, nil

@@ -91,7 +91,7 @@ func TestBuildLayouts(t *testing.T) {
 			if card.Config.WLAN == nil || card.Config.WLAN.PSK != cfg.WLAN.PSK || card.Config.Users[0].PasswordHash != cfg.Users[0].PasswordHash {
 				t.Errorf("the card's config lost its secrets (the device needs them)")
 			}
-			assertOnly(t, filepath.Dir(out), "card.img", "card.img.sha256", "nixpi.toml")
+			assertOnly(t, filepath.Dir(out), "card.img", "card.img.bmap", "card.img.sha256", "nixpi.toml")
 		})
 	}
 }

@@ -169,9 +169,10 @@ func TestEarlyCardMatchesOrdinaryBuild(t *testing.T) {
 					t.Errorf("%s: manifest\n%+v\ndiffers from the early card's\n%+v", name, res.Manifest, early.Manifest)
 				}
 			}
-			assertOnly(t, dir, "early.img", "early.img.sha256", "nixpi.toml",
-				"wrong-arch.img", "wrong-arch.img.sha256", "wrong-both.img", "wrong-both.img.sha256",
-				"wrong-mount.img", "wrong-mount.img.sha256")
+			assertOnly(t, dir, "early.img", "early.img.bmap", "early.img.sha256", "nixpi.toml",
+				"wrong-arch.img", "wrong-arch.img.bmap", "wrong-arch.img.sha256", "wrong-both.img", "wrong-both.img.bmap", "wrong-both.img.sha256",
+				"wrong-mount.img", "wrong-mount.img.bmap", "wrong-mount.img.sha256")
+			assertSameFile(t, filepath.Join(dir, "early.img.bmap"), filepath.Join(dir, "wrong-arch.img.bmap"))
 			// The snapshot goes next to OUT, never next to the base.
 			assertNoSnapshots(t, filepath.Dir(xzPath))
 		})

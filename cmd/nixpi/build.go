@@ -54,16 +54,8 @@ func runBuild(c *cli, args []string) int {
 			return c.fail(usagef("build: --%s is required (see nixpi build --help)", req.name))
 		}
 	}
-	if s := c.getenv("SOURCE_DATE_EPOCH"); s != "" {
-		secs, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || secs < 0 {
-			return c.fail(fmt.Errorf("build: SOURCE_DATE_EPOCH=%q is not a whole number of seconds since 1970; unset it or fix it", s))
-		}
-		epoch := time.Unix(secs, 0).UTC()
-		opts.Epoch = &epoch
-	}
-	if dir := c.getenv("NIXPI_DEVICE_BINARIES"); dir != "" {
-		opts.DeviceBinary = deviceBinariesFrom(dir)
+	if err := buildEnvironment(c, &opts); err != nil {
+		return c.fail(fmt.Errorf("build: %w", err))
 	}
 	opts.Warn = func(msg string) { fmt.Fprintln(c.stderr, "nixpi build: warning:", msg) }
 	if !quiet {
@@ -85,9 +77,26 @@ func runBuild(c *cli, args []string) int {
 		if res.Private {
 			private = " (mode 0600: it holds a Wi-Fi key or a password hash; keep it to yourself)"
 		}
-		fmt.Fprintf(c.stderr, "nixpi build: wrote %s%s and %s.sha256: flash it to an SD card, put it in the Pi with the USB SSD attached, and power on\n", res.Out, private, res.Out)
+		fmt.Fprintf(c.stderr, "nixpi build: wrote %s%s, %s.sha256 and %s.bmap: flash it to an SD card (nixpi flash %s /dev/sdX), put it in the Pi with the USB SSD attached, and power on\n", res.Out, private, res.Out, res.Out, res.Out)
 	}
 	return exitOK
+}
+
+// buildEnvironment applies SOURCE_DATE_EPOCH and NIXPI_DEVICE_BINARIES
+// to a build (nixpi build, nixpi flash --base).
+func buildEnvironment(c *cli, opts *builder.Options) error {
+	if s := c.getenv("SOURCE_DATE_EPOCH"); s != "" {
+		secs, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || secs < 0 {
+			return fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a whole number of seconds since 1970; unset it or fix it", s)
+		}
+		epoch := time.Unix(secs, 0).UTC()
+		opts.Epoch = &epoch
+	}
+	if dir := c.getenv("NIXPI_DEVICE_BINARIES"); dir != "" {
+		opts.DeviceBinary = deviceBinariesFrom(dir)
+	}
+	return nil
 }
 
 // maxDeviceBinary bounds a nixpi-firstboot binary read from

@@ -57,6 +57,7 @@ type subcommand struct {
 func commandTable() map[string]command {
 	return map[string]command{
 		"build":   {"write a self-installing card image from a Raspberry Pi OS image", runBuild, func() *pflag.FlagSet { return buildFlags(new(builder.Options), new(bool)) }, nil},
+		"flash":   {"write a card image onto an SD card, safely and verified", runFlash, func() *pflag.FlagSet { return flashFlags(new(builder.FlashOptions), new(builder.Options)) }, nil},
 		"inspect": {"show what is on an image or card (partitions, hook, config, journal)", runInspect, func() *pflag.FlagSet { return inspectFlags(new(bool)) }, nil},
 		"config":  {"write an example install config (init) or check one (check)", runConfig, nil, []subcommand{{"init", nil}, {"check", nil}}},
 		"eeprom": {"read or change a Pi 4 bootloader EEPROM image's config", runEeprom, nil, []subcommand{

@@ -1,0 +1,493 @@
+package builder
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// FlashOptions is one `nixpi flash`.
+type FlashOptions struct {
+	// Image is the card image: a path or http(s) URL, raw or compressed,
+	// as Options.Base.
+	Image string
+	// SHA256 is Image's expected sha256 (as given, compressed); when
+	// empty, Image.sha256 is used if there is one.
+	SHA256 string
+	// TempDir receives a compressed or downloaded Image decoded;
+	// os.TempDir() when empty.
+	TempDir string
+	Device  string // the whole disk to write
+	// Yes skips the typed confirmation.
+	Yes bool
+	// AllowNonRemovable accepts a disk that is neither removable nor on
+	// USB or MMC (a loop device in tests).
+	AllowNonRemovable bool
+	NoVerify          bool
+	// NoDiscard leaves the unmapped blocks as they are, old data and all.
+	NoDiscard bool
+	// Unmount unmounts the disk's mounted filesystems (in this mount
+	// namespace) after the confirmation, instead of refusing the disk. The
+	// disk holding / is refused all the same.
+	Unmount bool
+	// Root is where /sys and /proc are ("/").
+	Root string
+	// Confirm shows the disk's description and returns what the user typed
+	// back; flash goes on only when it is the disk's name. Nil with !Yes
+	// refuses.
+	Confirm func(description, name string) (string, error)
+	// Progress, when set, is called with the bytes done and the total, in
+	// the write phase and again in the verify phase (phase "write",
+	// "verify").
+	Progress func(phase string, done, total int64)
+	Log      func(msg string)
+}
+
+// FlashResult is a finished flash.
+type FlashResult struct {
+	Disk     *Disk
+	FromBmap bool  // the ranges came from IMAGE.bmap
+	Written  int64 // bytes written
+	Ranges   int
+	// Discarded is how many bytes between the ranges the disk was told
+	// are unused (zero when it cannot discard).
+	Discarded int64
+	Write     time.Duration // writing and the final fsync
+	Verify    time.Duration // zero with NoVerify
+	Verified  bool
+}
+
+// ErrCardIncomplete marks a failure after the card was first written to.
+var ErrCardIncomplete = errors.New("the card is incomplete: do not boot it, flash it again")
+
+// flashChunk is the unit of the direct writes and reads: large, so the
+// card sees few, long requests.
+const flashChunk = 8 << 20
+
+// Flash writes opts.Image onto opts.Device after checking that the device
+// is a disk nixpi may overwrite; it writes only the image's mapped ranges,
+// syncs, then reads back and compares them. Any refusal happens before the
+// device is opened for writing. An error after the first write wraps
+// ErrCardIncomplete.
+func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
+	logf := func(format string, args ...any) {
+		if opts.Log != nil {
+			opts.Log(fmt.Sprintf(format, args...))
+		}
+	}
+	root := opts.Root
+	if root == "" {
+		root = "/"
+	}
+	disk, err := ProbeDisk(root, opts.Device)
+	if err != nil {
+		return nil, err
+	}
+	// With Unmount the disk's own mounts (never /) are left for after the
+	// confirmation; every other use refuses now.
+	if err := disk.checkUnused(root, opts.Unmount); err != nil {
+		return nil, err
+	}
+	if err := disk.checkRemovable(opts.AllowNonRemovable); err != nil {
+		return nil, err
+	}
+	image, err := openFlashImage(ctx, opts, logf)
+	if err != nil {
+		return nil, err
+	}
+	defer image.remove()
+	img, err := os.Open(image.path)
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	defer img.Close()
+	st, err := img.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	size := st.Size()
+	if disk.Size < size {
+		return nil, fmt.Errorf("refusing %s: it is smaller than the image (%d bytes, the image %d): use a card of at least %s", disk, disk.Size, size, humanSize(size))
+	}
+	if size%disk.LogicalBlock != 0 {
+		return nil, fmt.Errorf("image %q is %d bytes, not a whole number of the disk's %d-byte blocks: is it a disk image?", opts.Image, size, disk.LogicalBlock)
+	}
+	ranges, fromBmap, err := flashRanges(img, image.bmap, size)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range ranges {
+		if r.Start%disk.LogicalBlock != 0 || r.End%disk.LogicalBlock != 0 {
+			return nil, fmt.Errorf("refusing %s: its blocks are %d bytes and the range %d-%d of %s does not fall on them (a bmap with smaller blocks?)", disk, disk.LogicalBlock, r.Start, r.End, image.bmap)
+		}
+	}
+	var unmount []string
+	if opts.Unmount {
+		unmount = disk.mountPoints(root)
+	}
+	if !opts.Yes {
+		if opts.Confirm == nil {
+			return nil, fmt.Errorf("refusing %s: no confirmation (pass --yes when nothing can ask)", disk)
+		}
+		description := disk.Describe()
+		for _, m := range unmount {
+			description += fmt.Sprintf("  mounted at %s: unmounted first (--unmount)\n", m)
+		}
+		typed, err := opts.Confirm(description, disk.Name)
+		if err != nil {
+			return nil, fmt.Errorf("confirmation: %w; %s was not changed", err, disk.Path)
+		}
+		if typed != disk.Name && typed != disk.Path {
+			return nil, fmt.Errorf("confirmation %q is not %q: %s was not changed", typed, disk.Name, disk.Path)
+		}
+	}
+	for i := len(unmount) - 1; i >= 0; i-- { // the deepest first
+		logf("unmounting %s", unmount[i])
+		if err := unix.Unmount(unmount[i], 0); err != nil {
+			return nil, fmt.Errorf("unmount %q: %w (close what uses it and try again); %s was not written", unmount[i], err, disk.Path)
+		}
+	}
+	if len(unmount) > 0 {
+		if err := disk.checkUnused(root, false); err != nil {
+			return nil, err
+		}
+	}
+	// Exclusive from here to the end: nobody mounts or partitions it
+	// while it is written.
+	dev, err := disk.openExclusive()
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Close()
+	res := &FlashResult{Disk: disk, FromBmap: fromBmap, Ranges: len(ranges)}
+	for _, r := range ranges {
+		res.Written += r.End - r.Start
+	}
+	logf("writing %s of %s onto %s (%d ranges, from %s)", humanSize(res.Written), humanSize(size), disk, len(ranges), map[bool]string{true: "the .bmap", false: "the image's data ranges"}[fromBmap])
+	// What is written is checked against the bmap's range hashes as it is
+	// read; without them, the image's own sha256 is checked while it is
+	// written (the hashing and the writing use different resources).
+	checked := make(chan error, 1)
+	if allHashed(ranges) {
+		checked <- nil
+	} else {
+		go func() { checked <- checkImageSum(image) }()
+	}
+	start := time.Now()
+	chunks, err := writeRanges(ctx, img, dev, ranges, res.Written, opts.Progress)
+	if err == nil && !opts.NoDiscard {
+		res.Discarded = discardGaps(disk, dev, ranges, size)
+	}
+	if err == nil {
+		if err = dev.Sync(); err != nil {
+			err = fmt.Errorf("sync %q: %w", disk.Path, err)
+		}
+	}
+	res.Write = time.Since(start)
+	if sumErr := <-checked; err == nil {
+		err = sumErr
+	}
+	if err != nil {
+		return nil, flashFailed(ctx, err)
+	}
+	if opts.NoVerify {
+		return res, nil
+	}
+	start = time.Now()
+	if err := verifyChunks(ctx, img, disk, chunks, res.Written, opts.Progress); err != nil {
+		return nil, flashFailed(ctx, err)
+	}
+	res.Verify, res.Verified = time.Since(start), true
+	return res, nil
+}
+
+func flashFailed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted: %w", ErrCardIncomplete)
+	}
+	return fmt.Errorf("%w: %w", err, ErrCardIncomplete)
+}
+
+// allHashed says whether every range carries the image's hash.
+func allHashed(ranges []MappedRange) bool {
+	for _, r := range ranges {
+		if r.SHA256 == "" {
+			return false
+		}
+	}
+	return len(ranges) > 0
+}
+
+// checkImageSum compares the image file with the sha256 its .sha256 or
+// --sha256 gives, when one does.
+func checkImageSum(image *flashImage) error {
+	if image.sha256 == "" {
+		return nil
+	}
+	f, err := os.Open(image.path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sum, err := hashFile(f)
+	if err != nil {
+		return err
+	}
+	if sum != image.sha256 {
+		return fmt.Errorf("image %q is damaged: its sha256 is %s, %s says %s", image.path, sum, image.checksumOrigin, image.sha256)
+	}
+	return nil
+}
+
+// flashRanges is what to write: the ranges of the bmap when there is
+// one, else every range of the image that is not a hole, and the blocks
+// its FAT and ext4 filesystems may read though they are holes in the
+// image (MappedRanges' rule, without skipping zero data).
+func flashRanges(img *os.File, bmap string, size int64) ([]MappedRange, bool, error) {
+	if bmap != "" {
+		ranges, err := ReadBmap(bmap, size)
+		if err == nil {
+			return ranges, true, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, false, err
+		}
+	}
+	rs, err := mappedRanges(img, size, false)
+	if err != nil {
+		return nil, false, err
+	}
+	ranges := make([]MappedRange, len(rs))
+	for i, r := range rs {
+		ranges[i] = MappedRange{Range: r}
+	}
+	return ranges, false, nil
+}
+
+// discardGaps tells a disk that can discard that the image's unmapped
+// blocks are free, so the card need not keep its old data there: nothing
+// reads them, and a card with fewer blocks in use writes faster. A disk
+// that cannot, or a discard that fails, changes nothing that matters.
+func discardGaps(disk *Disk, dev *os.File, ranges []MappedRange, size int64) int64 {
+	if readSys(disk.sys, "queue/discard_max_bytes") == "0" || readSys(disk.sys, "queue/discard_max_bytes") == "" {
+		return 0
+	}
+	var done, pos int64
+	discard := func(start, end int64) bool {
+		start = (start + disk.LogicalBlock - 1) / disk.LogicalBlock * disk.LogicalBlock
+		end = end / disk.LogicalBlock * disk.LogicalBlock
+		if start >= end {
+			return true
+		}
+		arg := [2]uint64{uint64(start), uint64(end - start)}
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, dev.Fd(), unix.BLKDISCARD, uintptr(unsafe.Pointer(&arg)))
+		if errno != 0 {
+			return false
+		}
+		done += end - start
+		return true
+	}
+	for _, r := range ranges {
+		if r.Start > pos && !discard(pos, r.Start) {
+			return done
+		}
+		pos = r.End
+	}
+	if pos < size {
+		discard(pos, size)
+	}
+	return done
+}
+
+// chunk is one direct write, with the sha256 of the image's bytes.
+type chunk struct {
+	off, n int64
+	sum    [sha256.Size]byte
+}
+
+// alignedBuffer is n bytes aligned to a page, as O_DIRECT needs.
+func alignedBuffer(n int) ([]byte, error) {
+	return unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+}
+
+// writeRanges copies ranges from img to dev in chunks, reading the next
+// chunk while the last is written. A range's bmap checksum is checked
+// against the image as it is read.
+func writeRanges(ctx context.Context, img, dev *os.File, ranges []MappedRange, total int64, progress func(string, int64, int64)) ([]chunk, error) {
+	type filled struct {
+		c   chunk
+		buf []byte
+	}
+	free := make(chan []byte, 2)
+	for range 2 {
+		b, err := alignedBuffer(flashChunk)
+		if err != nil {
+			return nil, err
+		}
+		defer unix.Munmap(b)
+		free <- b
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	full := make(chan filled, 1)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(full)
+		readErr <- func() error {
+			for _, r := range ranges {
+				var rangeHash hash.Hash
+				if r.SHA256 != "" {
+					rangeHash = sha256.New()
+				}
+				for off := r.Start; off < r.End; {
+					var buf []byte
+					select {
+					case buf = <-free:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					n := min(int64(len(buf)), r.End-off)
+					if _, err := img.ReadAt(buf[:n], off); err != nil {
+						return fmt.Errorf("read image at byte %d: %w", off, err)
+					}
+					if rangeHash != nil {
+						rangeHash.Write(buf[:n])
+					}
+					c := chunk{off: off, n: n, sum: sha256.Sum256(buf[:n])}
+					off += n
+					if off == r.End && rangeHash != nil && hex.EncodeToString(rangeHash.Sum(nil)) != r.SHA256 {
+						return fmt.Errorf("the image does not match its .bmap in bytes %d-%d (the image changed after the bmap was made: rebuild it, or remove the .bmap)", r.Start, r.End)
+					}
+					full <- filled{c, buf}
+				}
+			}
+			return nil
+		}()
+	}()
+	// The reader must be done with the buffers before they are unmapped.
+	defer func() {
+		cancel()
+		for range full {
+		}
+	}()
+	var chunks []chunk
+	var done int64
+	for f := range full {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if _, err := dev.WriteAt(f.buf[:f.c.n], f.c.off); err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err // the path is in the message already
+			}
+			return nil, fmt.Errorf("write %q at byte %d: %w", dev.Name(), f.c.off, err)
+		}
+		free <- f.buf
+		chunks = append(chunks, f.c)
+		done += f.c.n
+		if progress != nil {
+			progress("write", done, total)
+		}
+	}
+	if err := <-readErr; err != nil {
+		return nil, err
+	}
+	return chunks, nil
+}
+
+// verifyChunks reads every written chunk back from the disk, bypassing
+// the page cache, and compares it with the image's; a mismatch names the
+// first byte that differs.
+func verifyChunks(ctx context.Context, img *os.File, disk *Disk, chunks []chunk, total int64, progress func(string, int64, int64)) error {
+	fd, err := unix.Open(disk.Path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("verify: open %q: %w", disk.Path, err)
+	}
+	dev := os.NewFile(uintptr(fd), disk.Path)
+	defer dev.Close()
+	buf, err := alignedBuffer(flashChunk)
+	if err != nil {
+		return err
+	}
+	defer unix.Munmap(buf)
+	var done int64
+	for _, c := range chunks {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(io.NewSectionReader(dev, c.off, c.n), buf[:c.n]); err != nil {
+			return fmt.Errorf("verify: read %q at byte %d: %w", disk.Path, c.off, err)
+		}
+		if sha256.Sum256(buf[:c.n]) != c.sum {
+			want := make([]byte, c.n)
+			if _, err := img.ReadAt(want, c.off); err != nil {
+				return fmt.Errorf("verify: read image at byte %d: %w", c.off, err)
+			}
+			i := int64(0)
+			for i < c.n && want[i] == buf[i] {
+				i++
+			}
+			return fmt.Errorf("verify: %s differs from the image at byte %d (the card does not keep what was written: try another card)", disk.Path, c.off+i)
+		}
+		done += c.n
+		if progress != nil {
+			progress("verify", done, total)
+		}
+	}
+	return nil
+}
+
+// BuildAndFlash builds a card from build.Base and build.Config, as Build
+// does, and flashes it onto flash.Device: the card equals what `nixpi
+// build` would have written. The disk is checked before the build, so a
+// refusal costs no build time; the image is built into a temporary
+// directory in flash.TempDir and removed at the end, whatever happens.
+// build.Out and flash.Image are set here.
+func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Result, *FlashResult, error) {
+	root := flash.Root
+	if root == "" {
+		root = "/"
+	}
+	disk, err := ProbeDisk(root, flash.Device)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := disk.checkUnused(root, flash.Unmount); err != nil {
+		return nil, nil, err
+	}
+	if err := disk.checkRemovable(flash.AllowNonRemovable); err != nil {
+		return nil, nil, err
+	}
+	dir, err := os.MkdirTemp(flash.TempDir, ".nixpi-flash-build-*")
+	if err != nil {
+		return nil, nil, fmt.Errorf("temporary directory for the card image: %w (set TMPDIR to a directory with room)", err)
+	}
+	defer os.RemoveAll(dir)
+	build.Out = filepath.Join(dir, "card.img")
+	built, err := Build(ctx, build)
+	if err != nil {
+		return nil, nil, err
+	}
+	flash.Image, flash.SHA256 = built.Out, built.SHA256
+	res, err := Flash(ctx, flash)
+	return built, res, err
+}
+
+func (d *Disk) checkRemovable(allowNonRemovable bool) error {
+	if !d.Removable && !allowNonRemovable {
+		return fmt.Errorf("refusing %s: it is not removable and not on USB or MMC, so it is not an SD card (an internal disk?); pass --allow-non-removable only if you are sure", d)
+	}
+	return nil
+}

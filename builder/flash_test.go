@@ -1,0 +1,449 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/builder/fixture"
+)
+
+// loopFlash is the FlashOptions of a test: a loop device needs
+// --allow-non-removable, and nobody types.
+func loopFlash(img, dev string) FlashOptions {
+	return FlashOptions{Image: img, Device: dev, Yes: true, AllowNonRemovable: true}
+}
+
+// builtCard is one card and its .bmap, built once for the flash tests.
+func builtCard(t *testing.T) (path string, size int64) {
+	t.Helper()
+	path = buildBmapCard(t, "")
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, st.Size()
+}
+
+func TestFlashZeroedDeviceEqualsImage(t *testing.T) {
+	t.Parallel()
+	img, size := builtCard(t)
+	for _, bmap := range []bool{true, false} {
+		t.Run(fmt.Sprintf("bmap=%v", bmap), func(t *testing.T) {
+			image := img
+			if !bmap {
+				// The same image without its .bmap: its data ranges are written.
+				image = filepath.Join(t.TempDir(), "copy.img")
+				sh(t, "cp", "--sparse=always", img, image)
+			}
+			dev := loopDevice(t, size+4<<20, false)
+			res, err := Flash(context.Background(), loopFlash(image, dev))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.FromBmap != bmap || !res.Verified || res.Written <= 0 || res.Written >= size {
+				t.Errorf("flash: %+v, want from bmap %v, verified, fewer than %d bytes written", res, bmap, size)
+			}
+			// A loop device discards (punches holes): the gaps are.
+			if res.Discarded <= 0 || res.Written+res.Discarded > size {
+				t.Errorf("flash discarded %d bytes and wrote %d of %d, want the gaps discarded", res.Discarded, res.Written, size)
+			}
+			if fileSum(t, dev, size) != fileSum(t, img, size) {
+				t.Errorf("%s after flash does not equal the image", dev)
+			}
+		})
+	}
+}
+
+// TestFlashOverOldData flashes onto a device full of random bytes, with
+// the .bmap and without: every range the .bmap maps equals the image, and
+// both filesystems pass fsck, so the blocks left unwritten are ones no
+// filesystem reads.
+func TestFlashOverOldData(t *testing.T) {
+	t.Parallel()
+	img, size := builtCard(t)
+	ranges, err := ReadBmap(img+".bmap", size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bmap := range []bool{true, false} {
+		t.Run(fmt.Sprintf("bmap=%v", bmap), func(t *testing.T) {
+			image := img
+			if !bmap {
+				image = filepath.Join(t.TempDir(), "copy.img")
+				sh(t, "cp", "--sparse=always", img, image)
+			}
+			dev := loopDevice(t, size, true)
+			// A loop device's discard zeroes: the old data must stay, as
+			// on a card whose discard does not.
+			opts := loopFlash(image, dev)
+			opts.NoDiscard = true
+			res, err := Flash(context.Background(), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.FromBmap != bmap {
+				t.Errorf("from bmap %v, want %v", res.FromBmap, bmap)
+			}
+			a, _ := os.Open(img)
+			defer a.Close()
+			b, _ := os.Open(dev)
+			defer b.Close()
+			for _, r := range ranges {
+				x, y := make([]byte, r.End-r.Start), make([]byte, r.End-r.Start)
+				a.ReadAt(x, r.Start)
+				if _, err := b.ReadAt(y, r.Start); err != nil || string(x) != string(y) {
+					t.Fatalf("mapped bytes %d-%d differ on %s (%v)", r.Start, r.End, dev, err)
+				}
+			}
+			table, err := baseimage.ReadTable(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range table.Partitions {
+				part := sh(t, "losetup", "--find", "--show", "--read-only", "--offset", strconv.FormatInt(p.Start, 10), "--sizelimit", strconv.FormatInt(p.Size, 10), dev)
+				t.Cleanup(func() { exec.Command("losetup", "--detach", part).Run() })
+				if baseimage.IsFAT(p.Type) {
+					sh(t, "fsck.fat", "-n", part)
+				} else {
+					sh(t, "e2fsck", "-fn", part)
+				}
+			}
+		})
+	}
+}
+
+// TestFlashCompressedAndChecked flashes IMAGE.xz (decoded on the way,
+// IMAGE.bmap found beside it) and refuses to call a card good when the
+// image does not match its .sha256.
+func TestFlashCompressedAndChecked(t *testing.T) {
+	t.Parallel()
+	img, size := builtCard(t)
+	sh(t, "xz", "-T0", "-1", "-k", img)
+	dev := loopDevice(t, size, false)
+	res, err := Flash(context.Background(), loopFlash(img+".xz", dev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.FromBmap || fileSum(t, dev, size) != fileSum(t, img, size) {
+		t.Errorf("flash of %s.xz: from bmap %v; the device equals the image: %v", img, res.FromBmap, fileSum(t, dev, size) == fileSum(t, img, size))
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(os.TempDir(), ".nixpi-flash-*.img"))
+	for _, l := range leftovers {
+		if st, err := os.Stat(l); err == nil && st.Size() == size {
+			t.Errorf("decoded image %s left behind", l)
+		}
+	}
+
+	damaged := filepath.Join(t.TempDir(), "card.img")
+	sh(t, "cp", "--sparse=always", img, damaged)
+	if err := os.WriteFile(damaged+".sha256", []byte(strings.Repeat("ab", 32)+"  card.img\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Flash(context.Background(), loopFlash(damaged, dev))
+	if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "is damaged: its sha256 is") {
+		t.Errorf("flash of an image that does not match its .sha256: %v, want it named damaged and the card incomplete", err)
+	}
+
+	// With a .bmap its range hashes check what is written.
+	sh(t, "cp", img+".bmap", damaged+".bmap")
+	os.Remove(damaged + ".sha256")
+	ranges, err := ReadBmap(damaged+".bmap", size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(damaged, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := ranges[len(ranges)-1]
+	_, err = f.WriteAt([]byte("changed"), last.Start)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Flash(context.Background(), loopFlash(damaged, dev))
+	if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), fmt.Sprintf("does not match its .bmap in bytes %d-%d", last.Start, last.End)) {
+		t.Errorf("flash of an image changed after its .bmap: %v, want the range named and the card incomplete", err)
+	}
+}
+
+// waitFor waits until path exists (a partition node udev makes).
+func waitFor(t *testing.T, dev, path string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if i == 50 {
+			t.Fatalf("%s did not appear", path)
+		}
+		if i == 5 {
+			exec.Command("partx", "--update", dev).Run()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestFlashRefusals checks that every refusal names what it found and
+// leaves the device as it was.
+func TestFlashRefusals(t *testing.T) {
+	t.Parallel()
+	img, size := builtCard(t)
+	// A device that holds a card already, so it has partitions.
+	card := loopDevice(t, size, false)
+	sh(t, "dd", "if="+img, "of="+card, "bs=4M", "conv=fsync", "status=none")
+	sh(t, "blockdev", "--rereadpt", card)
+	waitFor(t, card, card+"p1")
+	small := loopDevice(t, size-4<<20, false)
+	mounted := loopDevice(t, size, false)
+	sh(t, "dd", "if="+img, "of="+mounted, "bs=4M", "conv=fsync", "status=none")
+	sh(t, "blockdev", "--rereadpt", mounted)
+	waitFor(t, mounted, mounted+"p2")
+	mnt := t.TempDir()
+	sh(t, "mount", "-t", "ext4", "-o", "ro,noload", mounted+"p2", mnt)
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+
+	for _, tc := range []struct {
+		name string
+		dev  string
+		opts func(*FlashOptions)
+		want string
+	}{
+		{"partition", card + "p1", nil, "is partition 1 of /dev/" + filepath.Base(card)},
+		{"mounted", mounted, nil, "p2 is mounted at " + mnt},
+		{"too small", small, nil, "smaller than the image"},
+		{"non-removable", card, func(o *FlashOptions) { o.AllowNonRemovable = false }, "not removable"},
+		{"not confirmed", card, func(o *FlashOptions) {
+			o.Yes = false
+			o.Confirm = func(description, name string) (string, error) {
+				if !strings.Contains(description, "partition /dev/"+filepath.Base(card)+"p1") {
+					t.Errorf("description %q lacks the current partitions", description)
+				}
+				return "sda", nil
+			}
+		}, `confirmation "sda" is not "` + filepath.Base(card) + `"`},
+		{"no confirmation possible", card, func(o *FlashOptions) { o.Yes = false }, "no confirmation"},
+		{"not a device", img, nil, "is not a block device"},
+		{"open exclusively", card, func(*FlashOptions) {
+			f, err := os.OpenFile(card, os.O_RDONLY|syscall.O_EXCL, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { f.Close() })
+		}, "it is in use"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := fileSum(t, tc.dev, size-4<<20)
+			opts := loopFlash(img, tc.dev)
+			if tc.opts != nil {
+				tc.opts(&opts)
+			}
+			_, err := Flash(context.Background(), opts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("flash %s: %v, want an error saying %q", tc.dev, err, tc.want)
+			}
+			if errors.Is(err, ErrCardIncomplete) {
+				t.Errorf("a refusal says the card is incomplete: %v", err)
+			}
+			if fileSum(t, tc.dev, size-4<<20) != before {
+				t.Errorf("refusal changed %s", tc.dev)
+			}
+		})
+	}
+}
+
+// TestFlashFaults injects faults into real devices: a loop device whose
+// backing file is on a tmpfs too small for the mapped data (its writes
+// fail half way, as a card that dies does), and a loop device whose
+// backing file is overwritten between writing and reading back (what a
+// card that does not keep its data does). Both are failures that say the
+// card is incomplete and where.
+func TestFlashFaults(t *testing.T) {
+	t.Parallel()
+	img, size := builtCard(t)
+	ranges, err := ReadBmap(img+".bmap", size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mapped int64
+	for _, r := range ranges {
+		mapped += r.End - r.Start
+	}
+
+	t.Run("write error", func(t *testing.T) {
+		dir := t.TempDir()
+		sh(t, "mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(mapped/2, 10), "nixpi-flash-test", dir)
+		t.Cleanup(func() { exec.Command("umount", dir).Run() })
+		file := filepath.Join(dir, "card.dev")
+		if err := os.WriteFile(file, nil, 0o600); err != nil || os.Truncate(file, size) != nil {
+			t.Fatal("create device file", err)
+		}
+		dev := sh(t, "losetup", "--find", "--show", file)
+		t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
+		_, err := Flash(context.Background(), loopFlash(img, dev))
+		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "write "+strconv.Quote(dev)+" at byte ") {
+			t.Fatalf("flash onto %s, which fails after %d of %d bytes: %v, want the write error, its byte and that the card is incomplete", dev, mapped/2, mapped, err)
+		}
+		t.Log(err)
+	})
+
+	t.Run("lost data", func(t *testing.T) {
+		dev := loopDevice(t, size, false)
+		backing := strings.TrimSpace(sh(t, "cat", "/sys/class/block/"+filepath.Base(dev)+"/loop/backing_file"))
+		bad := ranges[len(ranges)/2].Start + 100
+		opts := loopFlash(img, dev)
+		opts.Progress = func(phase string, done, total int64) {
+			if phase != "write" || done != total {
+				return
+			}
+			f, err := os.OpenFile(backing, os.O_WRONLY, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			if _, err := f.WriteAt([]byte("old data old data"), bad); err != nil {
+				t.Error(err)
+			}
+		}
+		_, err := Flash(context.Background(), opts)
+		want := fmt.Sprintf("verify: %s differs from the image at byte %d", dev, bad)
+		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("flash onto %s changed at byte %d after writing: %v, want %q and that the card is incomplete", dev, bad, err, want)
+		}
+	})
+}
+
+// With Unmount a card whose partition is mounted is unmounted, after the
+// confirmation, and written.
+func TestFlashUnmount(t *testing.T) {
+	t.Parallel()
+	img, size := builtCard(t)
+	dev := loopDevice(t, size, false)
+	sh(t, "dd", "if="+img, "of="+dev, "bs=4M", "conv=fsync", "status=none")
+	sh(t, "blockdev", "--rereadpt", dev)
+	waitFor(t, dev, dev+"p2")
+	mnt := t.TempDir()
+	sh(t, "mount", "-t", "ext4", "-o", "ro,noload", dev+"p2", mnt)
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	opts := loopFlash(img, dev)
+	opts.Unmount, opts.Yes = true, false
+	opts.Confirm = func(description, name string) (string, error) {
+		if !strings.Contains(description, "mounted at "+mnt+": unmounted first") {
+			t.Errorf("description %q does not say %s will be unmounted", description, mnt)
+		}
+		return name, nil
+	}
+	if _, err := Flash(context.Background(), opts); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(info), " "+mnt+" ") {
+		t.Errorf("%s is still mounted", mnt)
+	}
+	if fileSum(t, dev, size) != fileSum(t, img, size) {
+		t.Errorf("%s after flash --unmount does not equal the image", dev)
+	}
+}
+
+func TestFlashInterrupted(t *testing.T) {
+	t.Parallel()
+	img, size := builtCard(t)
+	dev := loopDevice(t, size, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	opts := loopFlash(img, dev)
+	opts.Progress = func(phase string, done, total int64) { cancel() }
+	_, err := Flash(ctx, opts)
+	if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("flash cancelled after the first write: %v, want interrupted, the card is incomplete", err)
+	}
+}
+
+// TestFlashRefusesRootDisk points flash at the disk this system runs
+// from. The checks must refuse it; were they to fail, the confirmation
+// (answered wrongly here) still stands before any write.
+func TestFlashRefusesRootDisk(t *testing.T) {
+	t.Parallel()
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Skip(err)
+	}
+	var rootDev string
+	for _, line := range strings.Split(string(mountinfo), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == "/" {
+			rootDev = f[2]
+		}
+	}
+	sys, err := filepath.EvalSymlinks("/sys/dev/block/" + rootDev)
+	if err != nil {
+		t.Skipf("/ is not on a block device (%s): %v", rootDev, err)
+	}
+	if _, err := os.Stat(filepath.Join(sys, "partition")); err == nil {
+		sys = filepath.Dir(sys)
+	}
+	disk := "/dev/" + filepath.Base(sys)
+	img := filepath.Join(t.TempDir(), "tiny.img")
+	if err := os.WriteFile(img, make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, unmount := range []bool{false, true} {
+		_, err = Flash(context.Background(), FlashOptions{Image: img, Device: disk, AllowNonRemovable: true, Unmount: unmount,
+			Confirm: func(description, name string) (string, error) {
+				t.Errorf("flash asked to confirm the root disk %s: its checks let it through", disk)
+				return "", errors.New("refused by the test")
+			}})
+		if err == nil || !strings.Contains(err.Error(), "refusing "+disk) || !strings.Contains(err.Error(), "(it is the disk this system runs from)") && !unmount && !strings.Contains(err.Error(), "is mounted at") {
+			t.Errorf("flash onto the root disk %s (unmount %v): %v, want it refused as mounted at /", disk, unmount, err)
+		}
+		t.Log(err)
+	}
+}
+
+// Building and flashing in one go gives the card that build then flash
+// gives, and leaves no image behind.
+func TestFlashBaseEqualsBuildThenFlash(t *testing.T) {
+	t.Parallel()
+	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
+	img := buildBmapCard(t, base)
+	st, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := st.Size()
+	separate := loopDevice(t, size, false)
+	if _, err := Flash(context.Background(), loopFlash(img, separate)); err != nil {
+		t.Fatal(err)
+	}
+	oneGo := loopDevice(t, size, false)
+	tmp := t.TempDir()
+	opts := testOptions(t, base, filepath.Join(t.TempDir(), "unused.img"))
+	flash := loopFlash("", oneGo)
+	flash.TempDir = tmp
+	built, res, err := BuildAndFlash(context.Background(), opts, flash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.FromBmap || !res.Verified || built.SHA256 == "" {
+		t.Errorf("build and flash: %+v, %+v: want the bmap used and the card verified", built, res)
+	}
+	if fileSum(t, oneGo, size) != fileSum(t, separate, size) {
+		t.Errorf("build and flash in one go wrote a card other than build, then flash")
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("%s holds %v after build and flash, want nothing", tmp, left)
+	}
+	// A refused disk costs no build.
+	flash.Device = img
+	if _, _, err := BuildAndFlash(context.Background(), opts, flash); err == nil || !strings.Contains(err.Error(), "is not a block device") {
+		t.Errorf("build and flash onto a file: %v, want it refused", err)
+	}
+}
