@@ -48,7 +48,10 @@ type NixOS struct {
 	Release       string `toml:"release"`                  // e.g. "26.05"
 	NixpkgsRev    string `toml:"nixpkgs_rev,omitempty"`    // 40 hex digits
 	NixpkgsSHA256 string `toml:"nixpkgs_sha256,omitempty"` // sha256 of the nixpkgs tarball
-	ExtraModule   string `toml:"extra_module,omitempty"`   // Nix expression appended to imports
+	// NixpkgsURL is the nixpkgs source tarball; "" is GitHub's archive of
+	// the revision (NixpkgsTarball).
+	NixpkgsURL  string `toml:"nixpkgs_url,omitempty"`
+	ExtraModule string `toml:"extra_module,omitempty"` // Nix expression appended to imports
 	// Flake is "URI#name": the user's own flake's nixosConfigurations.name
 	// instead of the generated configuration.nix.
 	Flake             string   `toml:"flake,omitempty"`
@@ -95,4 +98,13 @@ type Boot struct {
 type StatusServer struct {
 	Enable bool   `toml:"enable"`
 	Listen string `toml:"listen"`
+}
+
+// NixpkgsTarball is the URL nixpkgs revision rev is fetched from:
+// nixos.nixpkgs_url when set, else GitHub's archive of the commit.
+func (n NixOS) NixpkgsTarball(rev string) string {
+	if n.NixpkgsURL != "" {
+		return n.NixpkgsURL
+	}
+	return "https://github.com/NixOS/nixpkgs/archive/" + rev + ".tar.gz"
 }

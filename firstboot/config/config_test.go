@@ -49,6 +49,7 @@ root_label = "nixroot"
 release = "26.11"
 nixpkgs_rev = "0123456789abcdef0123456789abcdef01234567"
 nixpkgs_sha256 = "1a0lr2ydjz4gfvz7y4w8q3x2xk8r5m4a0abr8q9d3gdpr5d0sxi4"
+nixpkgs_url = "https://mirror.example.org/nixpkgs/0123456789abcdef0123456789abcdef01234567.tar.gz"
 extra_module = '''
 { pkgs, ... }: { services.openssh.enable = true; }
 '''
@@ -225,6 +226,8 @@ func TestParseErrors(t *testing.T) {
 			`3: nixos.nixpkgs_rev = "main": use a full nixpkgs commit, 40 lowercase hex digits`, `4: nixos.nixpkgs_sha256 = "abc": use the hash`}},
 		{"rev without hash", head + "[nixos]\nnixpkgs_rev = \"0123456789abcdef0123456789abcdef01234567\"\n", []string{
 			`3: nixos.nixpkgs_rev is set without nixos.nixpkgs_sha256, so the download cannot be verified; add the hash ` + "`nix-prefetch-url --unpack https://github.com/NixOS/nixpkgs/archive/0123456789abcdef0123456789abcdef01234567.tar.gz`"}},
+		{"nixpkgs url", head + "[nixos]\nnixpkgs_url = \"github.com/NixOS/nixpkgs\"\n", []string{`3: nixos.nixpkgs_url = "github.com/NixOS/nixpkgs" is not a tarball URL`}},
+		{"nixpkgs url with quote", head + "[nixos]\nnixpkgs_url = 'https://x.org/a\".tar.gz'\n", []string{`3: nixos.nixpkgs_url = "https://x.org/a\".tar.gz" is not a tarball URL`}},
 		{"flake without name", head + "[nixos]\nflake = \"github:you/cfg\"\n", []string{`3: nixos.flake = "github:you/cfg" has no #name; write "URI#name"`}},
 		{"flake local path", head + "[nixos]\nflake = \"/home/me/cfg#pi\"\n", []string{`3: nixos.flake = "/home/me/cfg#pi" is a local path, which the Pi cannot see`}},
 		{"flake not a URL", head + "[nixos]\nflake = \"my cfg#pi\"\n", []string{`3: nixos.flake = "my cfg#pi": the part before # is not a flake URL`}},
@@ -317,6 +320,7 @@ func TestGoodValues(t *testing.T) {
 		"[wlan]\nssid = \"open\"\ncountry = \"FR\"\n",
 		"[nixos]\nnixpkgs_rev = \"0123456789abcdef0123456789abcdef01234567\"\nnixpkgs_sha256 = \"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"\n",
 		"[nixos]\nnixpkgs_rev = \"0123456789abcdef0123456789abcdef01234567\"\nnixpkgs_sha256 = \"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"\n",
+		"[nixos]\nnixpkgs_url = \"http://10.0.2.2:8080/nixpkgs-standin.tar.gz\"\n",
 		"[boot]\nboot_order = \"0xf14\"\n",
 		"[boot]\nboot_order = \"0xF461\"\n",
 		"[system]\nhostname = \"Pi-4\"\ntimezone = \"America/Argentina/Buenos_Aires\"\nlocale = \"C.UTF-8\"\n",
@@ -535,5 +539,16 @@ func TestAtLinesAndValueStartLine(t *testing.T) {
 	}
 	if got := ValueStartLine([]byte("schema = 1\n[nixos]\nextra_module = \"{ }\"\n"), "nixos.extra_module"); got != 3 {
 		t.Errorf("one-line extra_module starts on line %d, want 3", got)
+	}
+}
+
+func TestNixpkgsTarball(t *testing.T) {
+	t.Parallel()
+	rev := "21a67dc470149f337cecafbe965d8d252a390518"
+	if got := (NixOS{}).NixpkgsTarball(rev); got != "https://github.com/NixOS/nixpkgs/archive/"+rev+".tar.gz" {
+		t.Errorf("default = %q", got)
+	}
+	if got := (NixOS{NixpkgsURL: "http://10.0.2.2/n.tar.gz"}).NixpkgsTarball(rev); got != "http://10.0.2.2/n.tar.gz" {
+		t.Errorf("nixpkgs_url = %q", got)
 	}
 }

@@ -189,6 +189,11 @@ func (v *validator) nixos(n *NixOS) {
 	case n.NixpkgsRev == "" && n.NixpkgsSHA256 != "":
 		v.add("nixos.nixpkgs_sha256", "nixos.nixpkgs_sha256 is set without nixos.nixpkgs_rev; add the commit it belongs to or remove the hash")
 	}
+	if n.NixpkgsURL != "" {
+		if u, err := url.Parse(n.NixpkgsURL); err != nil || !slices.Contains(nixpkgsURLSchemes, u.Scheme) || (u.Scheme != "file" && u.Host == "") || strings.ContainsAny(n.NixpkgsURL, "\"\\${} \t\n") {
+			v.add("nixos.nixpkgs_url", "nixos.nixpkgs_url = %q is not a tarball URL; write one like %q (schemes: %s), or remove it to fetch nixpkgs from GitHub", n.NixpkgsURL, "https://github.com/NixOS/nixpkgs/archive/REV.tar.gz", strings.Join(nixpkgsURLSchemes, ", "))
+		}
+	}
 	v.flake(n)
 	if len(n.Substituters) == 0 {
 		v.add("nixos.substituters", "nixos.substituters is empty: without a binary cache the Pi would compile all of NixOS itself (days); use [%q]", CacheNixOS)
@@ -204,6 +209,8 @@ func (v *validator) nixos(n *NixOS) {
 		}
 	}
 }
+
+var nixpkgsURLSchemes = []string{"https", "http", "file"}
 
 var substituterSchemes = []string{"https", "http", "s3", "ssh", "ssh-ng", "file"}
 

@@ -19,4 +19,24 @@ type State struct {
 	Target *Disk    `json:"target,omitempty"`
 	// RAMBytes is the machine's memory as preflight read it (swap = "ram").
 	RAMBytes int64 `json:"ram_bytes,omitempty"`
+
+	// Nix is the Nix the nix step installed or found.
+	Nix *Nix `json:"nix,omitempty"`
+	// NixpkgsPath is the verified nixpkgs source in the host store.
+	NixpkgsPath string `json:"nixpkgs_path,omitempty"`
+	// SystemPath is the built NixOS toplevel in the host store, and
+	// SystemInputs the sha256 of the /etc/nixos files it was built from.
+	SystemPath   string `json:"system_path,omitempty"`
+	SystemInputs string `json:"system_inputs,omitempty"`
+	// Firmware maps each file the firmware step put on the SSD's FAT
+	// ("start4.elf") to its source in the host store.
+	Firmware map[string]string `json:"firmware,omitempty"`
+}
+
+// Nix is the host's Nix: how it came, its version, and for the official
+// release the tarball's sha256 (what was verified before it ran).
+type Nix struct {
+	Installer     string `json:"installer"` // "debian" or "official"
+	Version       string `json:"version"`
+	TarballSHA256 string `json:"tarball_sha256,omitempty"`
 }

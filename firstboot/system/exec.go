@@ -1,9 +1,11 @@
 package system
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -30,6 +32,60 @@ func (r ExecRunner) Output(ctx context.Context, argv ...string) ([]byte, error) 
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		return stdout.Bytes(), &CommandError{Argv: quoted, Err: err, Stdout: stdout.String(), Stderr: stderr.String()}
+	}
+	return stdout.Bytes(), nil
+}
+
+// stderrTail bounds the stderr a streamed command's error keeps: a build
+// log can be gigabytes, its last lines say what went wrong.
+const stderrTail = 16 << 10
+
+// Stream implements Streamer: like Output, with each stderr line handed to
+// stderrLine as it arrives. The error carries the last 16 KiB of stderr.
+func (r ExecRunner) Stream(ctx context.Context, stderrLine func(line string), argv ...string) ([]byte, error) {
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("run: empty command")
+	}
+	quoted := QuoteArgv(argv)
+	if r.Log != nil {
+		r.Log("run: " + quoted)
+	}
+	var stdout bytes.Buffer
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdout = &stdout
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, &CommandError{Argv: quoted, Err: err}
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, &CommandError{Argv: quoted, Err: err}
+	}
+	var tail []byte
+	sc := bufio.NewScanner(pipe)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		stderrLine(line)
+		tail = append(tail, line...)
+		tail = append(tail, '\n')
+		if len(tail) > 2*stderrTail {
+			tail = append([]byte(nil), tail[len(tail)-stderrTail:]...)
+		}
+	}
+	scanErr := sc.Err()
+	if scanErr != nil {
+		// Keep the pipe drained so the command is not blocked writing.
+		_, _ = io.Copy(io.Discard, pipe)
+	}
+	err = cmd.Wait()
+	if err == nil {
+		err = scanErr
+	}
+	if len(tail) > stderrTail {
+		tail = tail[len(tail)-stderrTail:]
+	}
+	if err != nil {
+		return stdout.Bytes(), &CommandError{Argv: quoted, Err: err, Stdout: stdout.String(), Stderr: string(tail)}
 	}
 	return stdout.Bytes(), nil
 }

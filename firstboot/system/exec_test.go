@@ -43,3 +43,25 @@ func TestQuoteArgv(t *testing.T) {
 		t.Error("a quote character left unquoted")
 	}
 }
+
+func TestExecRunnerStreamsStderrLines(t *testing.T) {
+	t.Parallel()
+	var logged, lines []string
+	r := ExecRunner{Log: func(line string) { logged = append(logged, line) }}
+	out, err := r.Stream(context.Background(), func(l string) { lines = append(lines, l) },
+		"/bin/sh", "-c", "echo one >&2; echo result; echo two >&2")
+	if err != nil || string(out) != "result\n" {
+		t.Fatalf("Stream = %q, %v", out, err)
+	}
+	if len(lines) != 2 || lines[0] != "one" || lines[1] != "two" {
+		t.Errorf("stderr lines = %q", lines)
+	}
+	if len(logged) != 1 || logged[0] != `run: /bin/sh -c "echo one >&2; echo result; echo two >&2"` {
+		t.Errorf("logged = %q", logged)
+	}
+	_, err = r.Stream(context.Background(), func(string) {}, "/bin/sh", "-c", "echo dying >&2; exit 137")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 137 || !strings.Contains(err.Error(), "stderr: dying") {
+		t.Errorf("failure = %v", err)
+	}
+}

@@ -13,6 +13,15 @@ type Runner interface {
 	Output(ctx context.Context, argv ...string) ([]byte, error)
 }
 
+// Streamer is a Runner that also hands a long command's stderr to the caller
+// line by line while it runs (Nix's --log-format internal-json progress).
+type Streamer interface {
+	Runner
+	// Stream runs argv like Output and calls stderrLine with each line of
+	// its stderr (without the newline) as it arrives.
+	Stream(ctx context.Context, stderrLine func(line string), argv ...string) ([]byte, error)
+}
+
 // Machine is what happens to the whole machine. On the device it reboots for
 // real; in tests it records.
 type Machine interface {
@@ -53,6 +62,16 @@ type Tools struct {
 	Rfkill        string
 	// Env runs a command with extra environment (DEBIAN_FRONTEND for apt-get).
 	Env string
+
+	// Nix: Debian's nix-bin puts its tools in /usr/bin; the official
+	// installer's multi-user Nix has them in NixProfileBin.
+	AptCache       string
+	DpkgQuery      string
+	Nix            string
+	NixInstantiate string
+	NixProfileBin  string
+	Tar            string
+	Timedatectl    string
 }
 
 // DefaultTools are the paths on Raspberry Pi OS / Debian.
@@ -83,5 +102,13 @@ func DefaultTools() Tools {
 		Iw:            "/usr/sbin/iw",
 		Rfkill:        "/usr/sbin/rfkill",
 		Env:           "/usr/bin/env",
+
+		AptCache:       "/usr/bin/apt-cache",
+		DpkgQuery:      "/usr/bin/dpkg-query",
+		Nix:            "/usr/bin/nix",
+		NixInstantiate: "/usr/bin/nix-instantiate",
+		NixProfileBin:  "/nix/var/nix/profiles/default/bin",
+		Tar:            "/usr/bin/tar",
+		Timedatectl:    "/usr/bin/timedatectl",
 	}
 }

@@ -22,7 +22,8 @@ import (
 type Reply struct {
 	Prefix []string
 	Stdout string
-	// Stderr and ExitCode make the command fail when ExitCode != 0.
+	// Stderr and ExitCode make the command fail when ExitCode != 0. Stream
+	// hands Stderr to its caller line by line, failing or not.
 	Stderr   string
 	ExitCode int
 	// Times limits how often this reply is used (0: always); once used up the
@@ -66,8 +67,21 @@ type ExitError struct{ Code int }
 
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
+// ExitCode is the scripted exit status, as exec.ExitError's method gives it.
+func (e *ExitError) ExitCode() int { return e.Code }
+
 // Output implements system.Runner.
 func (r *Runner) Output(ctx context.Context, argv ...string) ([]byte, error) {
+	return r.run(ctx, nil, argv)
+}
+
+// Stream implements system.Streamer: the reply's Stderr, line by line, then
+// what Output would return.
+func (r *Runner) Stream(ctx context.Context, stderrLine func(line string), argv ...string) ([]byte, error) {
+	return r.run(ctx, stderrLine, argv)
+}
+
+func (r *Runner) run(ctx context.Context, stderrLine func(string), argv []string) ([]byte, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("run: empty command")
 	}
@@ -96,6 +110,11 @@ func (r *Runner) Output(ctx context.Context, argv ...string) ([]byte, error) {
 	quoted := system.QuoteArgv(argv)
 	if best == nil {
 		return nil, &system.CommandError{Argv: quoted, Err: errors.New("systemtest: no scripted reply for this command")}
+	}
+	if stderrLine != nil && best.Stderr != "" {
+		for _, line := range strings.Split(strings.TrimSuffix(best.Stderr, "\n"), "\n") {
+			stderrLine(line)
+		}
 	}
 	if best.ExitCode != 0 {
 		return []byte(best.Stdout), &system.CommandError{Argv: quoted, Err: &ExitError{best.ExitCode}, Stdout: best.Stdout, Stderr: best.Stderr}

@@ -72,3 +72,25 @@ func TestSystemdMachineRunsSystemctlReboot(t *testing.T) {
 		t.Errorf("failing systemctl: %v", err)
 	}
 }
+
+func TestRunnerStreamsScriptedStderr(t *testing.T) {
+	t.Parallel()
+	r := &Runner{}
+	r.On("/nix/store/abc-system\n", "/usr/bin/nix", "build").Stderr = "@nix {\"action\":\"msg\"}\nlast\n"
+	r.Fail(137, "killed\n", "/usr/bin/nix", "copy")
+	var _ system.Streamer = r
+	var lines []string
+	out, err := r.Stream(context.Background(), func(l string) { lines = append(lines, l) }, "/usr/bin/nix", "build", "x")
+	if err != nil || string(out) != "/nix/store/abc-system\n" || len(lines) != 2 || lines[1] != "last" {
+		t.Fatalf("Stream = %q, %v, lines %q", out, err, lines)
+	}
+	lines = nil
+	_, err = r.Stream(context.Background(), func(l string) { lines = append(lines, l) }, "/usr/bin/nix", "copy")
+	var ee interface{ ExitCode() int }
+	if !errors.As(err, &ee) || ee.ExitCode() != 137 || len(lines) != 1 || lines[0] != "killed" {
+		t.Fatalf("failing Stream = %v, lines %q", err, lines)
+	}
+	if got := r.Transcript(); got != "/usr/bin/nix build x\n/usr/bin/nix copy\n" {
+		t.Errorf("transcript %q", got)
+	}
+}
