@@ -63,21 +63,21 @@ in
       mkdir -p $out/dtbs/broadcom $out/lib/modules/${kernelVersion}
       echo "stand-in kernel Image ${kernelVersion} (test data, not a kernel)" > $out/Image
       echo "stand-in device tree for the Raspberry Pi 4 B" > $out/dtbs/broadcom/bcm2711-rpi-4-b.dtb
-      echo "stand-in device tree for the Raspberry Pi 400" > $out/dtbs/broadcom/bcm2711-rpi-400.dtb
+      for board in 400 cm4 cm4s; do
+        echo "stand-in device tree for the Raspberry Pi $board" > $out/dtbs/broadcom/bcm2711-rpi-$board.dtb
+      done
       echo "stand-in modules of ${kernelVersion}" > $out/lib/modules/${kernelVersion}/modules.dep
     '';
   };
 
   # The Pi firmware where pkgs/os-specific/linux/firmware/raspberrypi puts it.
-  raspberrypifw = files "raspberrypi-firmware-stand-in" [
-    "share/raspberrypi/boot/bootcode.bin"
-    "share/raspberrypi/boot/start4.elf"
-    "share/raspberrypi/boot/fixup4.dat"
-    "share/raspberrypi/boot/bcm2711-rpi-4-b.dtb"
-    "share/raspberrypi/boot/bcm2711-rpi-400.dtb"
-    "share/raspberrypi/boot/overlays/vc4-kms-v3d.dtbo"
-    "share/raspberrypi/boot/overlays/disable-bt.dtbo"
-  ];
+  raspberrypifw = files "raspberrypi-firmware-stand-in" (map (f: "share/raspberrypi/boot/${f}") [
+    "bootcode.bin"
+    "start.elf" "start4.elf" "start4cd.elf" "start4db.elf" "start4x.elf"
+    "fixup.dat" "fixup4.dat" "fixup4cd.dat" "fixup4db.dat" "fixup4x.dat"
+    "bcm2711-rpi-4-b.dtb" "bcm2711-rpi-400.dtb" "bcm2711-rpi-cm4.dtb" "bcm2711-rpi-cm4s.dtb"
+    "overlays/vc4-kms-v3d.dtbo" "overlays/disable-bt.dtbo"
+  ]);
   ubootRaspberryPi4_64bit = files "uboot-rpi_4_defconfig-stand-in" [ "u-boot.bin" ];
   raspberrypi-armstubs = files "raspberrypi-armstubs-stand-in" [ "armstub8.bin" "armstub8-gic.bin" ];
 
