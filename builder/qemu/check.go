@@ -430,32 +430,119 @@ func CheckRefusal(in *Install, sumBefore, sumAfter, serial string) Problems {
 // filesystem (partition 2, mounted read-only through a loop device), its
 // mode. It needs root.
 func (in *Inspector) RootFiles(ctx context.Context, card string, paths []string) (map[string]os.FileMode, error) {
+	modes := map[string]os.FileMode{}
+	err := in.withCardRoot(ctx, card, func(mnt string) error {
+		for _, p := range paths {
+			if info, err := os.Lstat(filepath.Join(mnt, p)); err == nil {
+				modes[p] = info.Mode()
+			}
+		}
+		return nil
+	})
+	return modes, err
+}
+
+// CopyRootFile copies one file out of the card's root filesystem.
+func (in *Inspector) CopyRootFile(ctx context.Context, card, path, dst string) error {
+	return in.withCardRoot(ctx, card, func(mnt string) error {
+		src, err := resolveIn(mnt, path)
+		if err != nil {
+			return fmt.Errorf("%s on %s: %w", path, card, err)
+		}
+		data, err := os.ReadFile(filepath.Join(mnt, src))
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, data, 0o755)
+	})
+}
+
+// withCardRoot mounts the card's root filesystem (partition 2) read-only
+// through a loop device for fn. It needs root.
+func (in *Inspector) withCardRoot(ctx context.Context, card string, fn func(mnt string) error) error {
 	t := in.Tools
 	out, err := run(ctx, in.Run, t.Losetup, "--find", "--show", "--read-only", "--partscan", card)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	loop := strings.TrimSpace(out)
 	defer run(context.WithoutCancel(ctx), in.Run, t.Losetup, "--detach", loop)
 	dev := loop + "p2"
 	if err := waitForNode(ctx, in, loop, dev); err != nil {
-		return nil, err
+		return err
 	}
 	mnt, err := os.MkdirTemp(in.TempDir, "root-")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer os.Remove(mnt)
 	// noload: never replay the journal of a card under test.
 	if _, err := run(ctx, in.Run, t.Mount, "-t", "ext4", "-o", "ro,noload", dev, mnt); err != nil {
-		return nil, err
+		return err
 	}
 	defer run(context.WithoutCancel(ctx), in.Run, t.Umount, mnt)
-	modes := map[string]os.FileMode{}
-	for _, p := range paths {
-		if info, err := os.Lstat(filepath.Join(mnt, p)); err == nil {
-			modes[p] = info.Mode()
+	return fn(mnt)
+}
+
+// WithInstalledSSD mounts an installed SSD read-only as the installed system
+// sees it (the root filesystem or its subvolumes, the FAT at /boot) for fn.
+// spec names the partitions (by label, as the config gives them). It needs
+// root.
+func (in *Inspector) WithInstalledSSD(ctx context.Context, img string, spec *DiskSpec, l config.Layout, fn func(root string) error) error {
+	t := in.Tools
+	bootN, rootN := 0, 0
+	for _, p := range spec.Partitions {
+		switch p.Label {
+		case l.BootLabel:
+			bootN = p.Number
+		case l.RootLabel:
+			rootN = p.Number
 		}
 	}
-	return modes, nil
+	if bootN == 0 || rootN == 0 {
+		return fmt.Errorf("the SSD has no partition labelled %q or %q:\n%s", l.BootLabel, l.RootLabel, spec)
+	}
+	out, err := run(ctx, in.Run, t.Losetup, "--find", "--show", "--read-only", "--partscan", img)
+	if err != nil {
+		return err
+	}
+	loop := strings.TrimSpace(out)
+	defer run(context.WithoutCancel(ctx), in.Run, t.Losetup, "--detach", loop)
+	bootDev, rootDev := fmt.Sprintf("%sp%d", loop, bootN), fmt.Sprintf("%sp%d", loop, rootN)
+	for _, dev := range []string{bootDev, rootDev} {
+		if err := waitForNode(ctx, in, loop, dev); err != nil {
+			return err
+		}
+	}
+	mnt, err := os.MkdirTemp(in.TempDir, "ssd-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(mnt)
+	var mounted []string
+	defer func() {
+		for i := len(mounted) - 1; i >= 0; i-- {
+			run(context.WithoutCancel(ctx), in.Run, t.Umount, mounted[i])
+		}
+	}()
+	mount := func(fstype, opts, dev, at string) error {
+		if _, err := run(ctx, in.Run, t.Mount, "-t", fstype, "-o", opts, dev, at); err != nil {
+			return err
+		}
+		mounted = append(mounted, at)
+		return nil
+	}
+	if l.RootFS == config.FSBtrfs {
+		for _, m := range l.SubvolumeMounts() {
+			if err := mount("btrfs", "ro,subvol="+m.Subvolume, rootDev, filepath.Join(mnt, m.Path)); err != nil {
+				return err
+			}
+		}
+	} else if err := mount(l.RootFS, "ro,noload", rootDev, mnt); err != nil {
+		return err
+	}
+	if err := mount("vfat", "ro", bootDev, filepath.Join(mnt, "boot")); err != nil {
+		return err
+	}
+	return fn(mnt)
 }

@@ -10,10 +10,12 @@ import (
 	"github.com/nixpi/nixpi/firstboot/steps"
 )
 
-// TestE2E builds a card from the Debian-made base image and boots it in
-// qemu-system-aarch64 through every scenario: the hook boot, an
-// uninterrupted install, power cuts inside the partition and format steps,
-// and the refusal of a disk with data. It takes many minutes, so it only
+// TestE2E builds a card from the Debian-made base image (trixie, with
+// Debian's Nix) and boots it in qemu-system-aarch64 through every scenario:
+// the hook boot, an uninterrupted install of NixOS onto the SSD with the real
+// Nix in the guest and the stand-in nixpkgs served by the host, power cuts
+// inside the partition, format and install steps, and the refusal of a disk
+// with data. It takes many minutes, so it only
 // runs when asked: `make e2e` (NIXPI_E2E=1, as root).
 func TestE2E(t *testing.T) {
 	if os.Getenv("NIXPI_E2E") != "1" {
@@ -53,9 +55,11 @@ func TestE2E(t *testing.T) {
 		Base:     os.Getenv("NIXPI_E2E_BASE"),
 		Mirror:   os.Getenv("NIXPI_DEBIAN_MIRROR"),
 		CacheDir: cacheDir, Config: "../../testdata/e2e/nixpi.toml", Dir: dir,
+		StandIn:      "../../testdata/e2e/standin-nixpkgs",
 		DeviceBinary: device, Log: logf,
 		CommandLog: func(line string) { appendLine(filepath.Join(dir, "commands.log"), line) },
 	})
+	defer e.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +91,8 @@ func TestE2E(t *testing.T) {
 		{Step: "partition", At: "run: /usr/sbin/sgdisk --clear"},
 		// While mkfs.btrfs runs, after the FAT and the swap were made.
 		{Step: "format", At: "run: /usr/sbin/mkfs.btrfs"},
+		// While nix copy fills the SSD's store, before any profile.
+		{Step: "install", At: "copy --no-check-sigs"},
 	} {
 		p, err := e.PowerCut(ctx, hb.Card, cut, reference)
 		report(t, p)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -336,5 +337,45 @@ func TestStandInInstallsAndChecks(t *testing.T) {
 	}
 	if p := CheckNoSecrets(map[string]string{"journal": "ok", "install.log": "x " + secret}, []string{secret}); len(p) != 1 || !strings.Contains(p[0], "install.log") {
 		t.Errorf("CheckNoSecrets: %v", p)
+	}
+}
+
+// TestE2EConfigWithStandInPins: the e2e config with the pins the harness
+// adds is a valid config that fetches the stand-in from the guest's view of
+// the server and uses its cache only.
+func TestE2EConfigWithStandInPins(t *testing.T) {
+	s := &StandIn{Rev: strings.Repeat("ab", 20), NARHash: strings.Repeat("0", 52), Tarball: []byte("x")}
+	srv, err := ServeStandIn(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	tmpl, err := os.ReadFile("../../testdata/e2e/nixpi.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := WithStandInPins(string(tmpl), srv, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "nixpi.toml")
+	os.WriteFile(path, []byte(text), 0o644)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	n := cfg.NixOS
+	if n.NixpkgsURL != "http://10.0.2.100/stand-in-nixpkgs/"+s.Rev+".tar.gz" || n.NixpkgsRev != s.Rev || n.NixpkgsSHA256 != s.NARHash ||
+		len(n.Substituters) != 1 || n.Substituters[0] != "http://10.0.2.100/stand-in-cache" || len(n.TrustedPublicKeys) != 1 {
+		t.Errorf("pins in the run's config: %+v", n)
+	}
+	if len(cfg.Users) != 1 || cfg.Users[0].PasswordHash.Reveal() == "" {
+		t.Errorf("the e2e config has no user with a password hash for the secret checks: %+v", cfg.Users)
+	}
+	if _, err := WithStandInPins("schema = 1\n", srv, s); err == nil {
+		t.Error("a config without [nixos] got pins")
 	}
 }

@@ -21,9 +21,10 @@ func runTest(c *cli, args []string) int {
 	configPath := flags.String("config", "", "install config (default: the example `nixpi config init` prints)")
 	cacheDir := flags.String("cache-dir", "/var/cache/nixpi", "where the default base image is cached")
 	mirror := flags.String("mirror", "", "Debian mirror for building the default base image (default: http://deb.debian.org/debian)")
+	standIn := flags.String("stand-in", "", "serve this stand-in nixpkgs (testdata/e2e/standin-nixpkgs in nixpi's source) and an empty binary cache to the guest, and pin it in a copy of the config, so the NixOS steps run without internet; without it the guest has no network")
 	workDir := flags.String("dir", "", "work directory for the card, the SSD and the console logs (default: a new temporary directory, removed when the test passes)")
 	flags.Usage = func() {
-		fmt.Fprintln(c.stderr, "usage: nixpi test --qemu [--base IMAGE] [--config FILE] [--dir DIR] [--cache-dir DIR] [--mirror URL]")
+		fmt.Fprintln(c.stderr, "usage: nixpi test --qemu [--base IMAGE] [--config FILE] [--stand-in DIR] [--dir DIR] [--cache-dir DIR] [--mirror URL]")
 		fmt.Fprintln(c.stderr, "\nBuilds a card from IMAGE with FILE, boots it in qemu-system-aarch64 with a blank 16 GiB USB")
 		fmt.Fprintln(c.stderr, "disk as the SSD, and checks that the hook installs the service, that the service prepares")
 		fmt.Fprintln(c.stderr, "the disk as FILE asks, and that the card's journal records it. Needs root and the")
@@ -81,7 +82,7 @@ func runTest(c *cli, args []string) int {
 		defer commands.Close()
 	}
 	opts := qemu.Options{
-		Base: *base, CacheDir: *cacheDir, Mirror: *mirror, Config: cfgPath, Dir: dir, Log: logf,
+		Base: *base, CacheDir: *cacheDir, Mirror: *mirror, Config: cfgPath, StandIn: *standIn, Dir: dir, Log: logf,
 		CommandLog: func(line string) {
 			if commands != nil {
 				fmt.Fprintln(commands, line)
@@ -119,6 +120,7 @@ func runTest(c *cli, args []string) int {
 // install with their checks.
 func testQEMU(c *cli, opts qemu.Options) (qemu.Problems, *qemu.E2E, error) {
 	e, err := qemu.Prepare(c.ctx, opts)
+	defer e.Close()
 	if err != nil {
 		return nil, e, err
 	}
