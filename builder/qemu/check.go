@@ -484,23 +484,34 @@ func (in *Inspector) withCardRoot(ctx context.Context, card string, fn func(mnt 
 	return fn(mnt)
 }
 
-// WithInstalledSSD mounts an installed SSD read-only as the installed system
-// sees it (the root filesystem or its subvolumes, the FAT at /boot) for fn.
-// spec names the partitions (by label, as the config gives them). It needs
-// root.
-func (in *Inspector) WithInstalledSSD(ctx context.Context, img string, spec *DiskSpec, l config.Layout, fn func(root string) error) error {
+// WithInstalledSSD shows fn an installed SSD as the installed system sees
+// it: root is its root filesystem (or subvolumes) mounted read-only, boot
+// the FAT's files (copied out with mtools: this host's kernel may have no
+// vfat). spec names the partitions (by label, as the config gives them).
+// It needs root.
+func (in *Inspector) WithInstalledSSD(ctx context.Context, img string, spec *DiskSpec, l config.Layout, fn func(root, boot string) error) error {
 	t := in.Tools
-	bootN, rootN := 0, 0
-	for _, p := range spec.Partitions {
+	var bootPart *PartSpec
+	rootN := 0
+	for i, p := range spec.Partitions {
 		switch p.Label {
 		case l.BootLabel:
-			bootN = p.Number
+			bootPart = &spec.Partitions[i]
 		case l.RootLabel:
 			rootN = p.Number
 		}
 	}
-	if bootN == 0 || rootN == 0 {
+	if bootPart == nil || rootN == 0 {
 		return fmt.Errorf("the SSD has no partition labelled %q or %q:\n%s", l.BootLabel, l.RootLabel, spec)
+	}
+	boot, err := os.MkdirTemp(in.TempDir, "ssd-boot-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(boot)
+	fat := fmt.Sprintf("%s@@%d", img, bootPart.FirstLBA*512)
+	if _, err := run(ctx, in.Run, t.Mcopy, "-s", "-n", "-i", fat, "::*", boot+"/"); err != nil {
+		return fmt.Errorf("copy the SSD's boot partition: %w", err)
 	}
 	out, err := run(ctx, in.Run, t.Losetup, "--find", "--show", "--read-only", "--partscan", img)
 	if err != nil {
@@ -508,11 +519,9 @@ func (in *Inspector) WithInstalledSSD(ctx context.Context, img string, spec *Dis
 	}
 	loop := strings.TrimSpace(out)
 	defer run(context.WithoutCancel(ctx), in.Run, t.Losetup, "--detach", loop)
-	bootDev, rootDev := fmt.Sprintf("%sp%d", loop, bootN), fmt.Sprintf("%sp%d", loop, rootN)
-	for _, dev := range []string{bootDev, rootDev} {
-		if err := waitForNode(ctx, in, loop, dev); err != nil {
-			return err
-		}
+	rootDev := fmt.Sprintf("%sp%d", loop, rootN)
+	if err := waitForNode(ctx, in, loop, rootDev); err != nil {
+		return err
 	}
 	mnt, err := os.MkdirTemp(in.TempDir, "ssd-")
 	if err != nil {
@@ -525,8 +534,8 @@ func (in *Inspector) WithInstalledSSD(ctx context.Context, img string, spec *Dis
 			run(context.WithoutCancel(ctx), in.Run, t.Umount, mounted[i])
 		}
 	}()
-	mount := func(fstype, opts, dev, at string) error {
-		if _, err := run(ctx, in.Run, t.Mount, "-t", fstype, "-o", opts, dev, at); err != nil {
+	mount := func(fstype, opts, at string) error {
+		if _, err := run(ctx, in.Run, t.Mount, "-t", fstype, "-o", opts, rootDev, at); err != nil {
 			return err
 		}
 		mounted = append(mounted, at)
@@ -534,15 +543,12 @@ func (in *Inspector) WithInstalledSSD(ctx context.Context, img string, spec *Dis
 	}
 	if l.RootFS == config.FSBtrfs {
 		for _, m := range l.SubvolumeMounts() {
-			if err := mount("btrfs", "ro,subvol="+m.Subvolume, rootDev, filepath.Join(mnt, m.Path)); err != nil {
+			if err := mount("btrfs", "ro,subvol="+m.Subvolume, filepath.Join(mnt, m.Path)); err != nil {
 				return err
 			}
 		}
-	} else if err := mount(l.RootFS, "ro,noload", rootDev, mnt); err != nil {
+	} else if err := mount(l.RootFS, "ro,noload", mnt); err != nil {
 		return err
 	}
-	if err := mount("vfat", "ro", bootDev, filepath.Join(mnt, "boot")); err != nil {
-		return err
-	}
-	return fn(mnt)
+	return fn(mnt, boot)
 }

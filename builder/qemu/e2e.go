@@ -315,12 +315,12 @@ func (e *E2E) checkNixOS(ctx context.Context, in *Install, spec *DiskSpec) (*Ins
 	want := NixOSWant{Hostname: e.Config.System.Hostname, SystemPath: state.SystemPath, NixpkgsRev: e.StandIn.Rev,
 		Firmware: StandInFirmware, Secrets: e.secrets(), NixInstantiate: e.Tools.NixInstantiate, Run: e.Run}
 	var installed *InstalledSpec
-	err = e.Inspector.WithInstalledSSD(ctx, in.SSD, spec, e.Config.Layout, func(root string) error {
-		for _, s := range CheckNixOSRoot(ctx, root, want) {
+	err = e.Inspector.WithInstalledSSD(ctx, in.SSD, spec, e.Config.Layout, func(root, boot string) error {
+		for _, s := range CheckNixOSRoot(ctx, root, boot, want) {
 			p.addf("%s: %s", in.Name, s)
 		}
 		var err error
-		installed, err = DescribeInstalled(root)
+		installed, err = DescribeInstalled(root, boot)
 		return err
 	})
 	if err != nil {

@@ -18,8 +18,8 @@ import (
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
-// NixOSWant is what an installed SSD must show, seen from the host with its
-// root mounted at a directory (the FAT at boot/, the store at nix/).
+// NixOSWant is what an installed SSD must show, seen from the host: its root
+// at a directory (the store at nix/), the FAT's files at another.
 type NixOSWant struct {
 	Hostname string
 	// SystemPath is the toplevel the journal recorded; "" skips that
@@ -109,7 +109,7 @@ func resolveIn(root, p string) (string, error) {
 // /etc/NIXOS, extlinux.conf and every file it names, the firmware and
 // config.txt on the FAT, the configuration files (parsed by a real Nix),
 // the pins, and that no secret entered the store.
-func CheckNixOSRoot(ctx context.Context, root string, w NixOSWant) Problems {
+func CheckNixOSRoot(ctx context.Context, root, boot string, w NixOSWant) Problems {
 	var p Problems
 	system, err := resolveIn(root, "/nix/var/nix/profiles/system")
 	switch {
@@ -135,8 +135,8 @@ func CheckNixOSRoot(ctx context.Context, root string, w NixOSWant) Problems {
 	if _, err := os.Stat(filepath.Join(root, "etc/NIXOS")); err != nil {
 		p.addf("/etc/NIXOS: %v", err)
 	}
-	p = append(p, checkExtlinux(root, system)...)
-	p = append(p, checkFirmware(root, w.Firmware)...)
+	p = append(p, checkExtlinux(root, boot, system)...)
+	p = append(p, checkFirmware(boot, w.Firmware)...)
 	p = append(p, checkNixOSConfig(ctx, root, w)...)
 	p = append(p, checkSecrets(root, w.Secrets)...)
 	return p
@@ -145,9 +145,8 @@ func CheckNixOSRoot(ctx context.Context, root string, w NixOSWant) Problems {
 // checkExtlinux checks that extlinux.conf boots the profile's system and
 // that every file it names is on the FAT, the kernel and initrd equal to
 // the toplevel's.
-func checkExtlinux(root, system string) Problems {
+func checkExtlinux(root, boot, system string) Problems {
 	var p Problems
-	boot := filepath.Join(root, "boot")
 	conf := filepath.Join(boot, "extlinux", "extlinux.conf")
 	data, err := os.ReadFile(conf)
 	if err != nil {
@@ -203,9 +202,8 @@ func checkExtlinux(root, system string) Problems {
 	return p
 }
 
-func checkFirmware(root string, firmware map[string]string) Problems {
+func checkFirmware(boot string, firmware map[string]string) Problems {
 	var p Problems
-	boot := filepath.Join(root, "boot")
 	names := make([]string, 0, len(firmware))
 	for n := range firmware {
 		names = append(names, n)
@@ -359,7 +357,7 @@ func CheckNoSecrets(texts map[string]string, secrets []string) Problems {
 // DescribeInstalled summarises what an installed SSD holds: the system,
 // the profile's generations, the store's paths and every file on the FAT
 // with its sha256.
-func DescribeInstalled(root string) (*InstalledSpec, error) {
+func DescribeInstalled(root, boot string) (*InstalledSpec, error) {
 	s := &InstalledSpec{}
 	var err error
 	if s.System, err = resolveIn(root, "/nix/var/nix/profiles/system"); err != nil {
@@ -379,7 +377,6 @@ func DescribeInstalled(root string) (*InstalledSpec, error) {
 			s.StorePaths = append(s.StorePaths, e.Name())
 		}
 	}
-	boot := filepath.Join(root, "boot")
 	err = filepath.WalkDir(boot, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return err

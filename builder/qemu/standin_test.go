@@ -275,20 +275,20 @@ func TestStandInInstallsAndChecks(t *testing.T) {
 	want := NixOSWant{Hostname: "garden-pi", SystemPath: toplevel, NixpkgsRev: s.Rev, Firmware: StandInFirmware,
 		Secrets: []string{secret}, NixInstantiate: tools.NixInstantiate, Run: system.ExecRunner{}}
 	ctx := context.Background()
-	if p := CheckNixOSRoot(ctx, root, want); len(p) > 0 {
+	if p := CheckNixOSRoot(ctx, root, filepath.Join(root, "boot"), want); len(p) > 0 {
 		t.Fatalf("a good install fails the checks:\n%s", strings.Join(p, "\n"))
 	}
 	conf2, err := os.ReadFile(filepath.Join(root, "boot/extlinux/extlinux.conf"))
 	if err != nil || !strings.Contains(string(conf2), "APPEND init="+toplevel+"/init") {
 		t.Fatalf("extlinux.conf: %v\n%s", err, conf2)
 	}
-	before, err := DescribeInstalled(root)
+	before, err := DescribeInstalled(root, filepath.Join(root, "boot"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Running nixos-install again (a resumed install step) changes nothing.
 	nixOut(t, installTools+"/bin/nixos-install", "--root", root, "--system", toplevel, "--no-root-passwd", "--no-channel-copy")
-	after, _ := DescribeInstalled(root)
+	after, _ := DescribeInstalled(root, filepath.Join(root, "boot"))
 	if p := CompareInstalled("rerun", after, before); len(p) > 0 {
 		t.Errorf("nixos-install run twice: %s", p)
 	}
@@ -324,7 +324,7 @@ func TestStandInInstallsAndChecks(t *testing.T) {
 	}
 	for _, b := range breakages {
 		b.do()
-		p := CheckNixOSRoot(ctx, root, want)
+		p := CheckNixOSRoot(ctx, root, filepath.Join(root, "boot"), want)
 		b.undo()
 		if !strings.Contains(strings.Join(p, "\n"), b.wants) {
 			t.Errorf("%s: the checks say %q, want %q", b.name, p, b.wants)
