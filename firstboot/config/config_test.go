@@ -228,6 +228,7 @@ func TestParseErrors(t *testing.T) {
 			`3: nixos.nixpkgs_rev is set without nixos.nixpkgs_sha256, so the download cannot be verified; add the hash ` + "`nix-prefetch-url --unpack https://github.com/NixOS/nixpkgs/archive/0123456789abcdef0123456789abcdef01234567.tar.gz`"}},
 		{"nixpkgs url", head + "[nixos]\nnixpkgs_url = \"github.com/NixOS/nixpkgs\"\n", []string{`3: nixos.nixpkgs_url = "github.com/NixOS/nixpkgs" is not a tarball URL`}},
 		{"nixpkgs url with quote", head + "[nixos]\nnixpkgs_url = 'https://x.org/a\".tar.gz'\n", []string{`3: nixos.nixpkgs_url = "https://x.org/a\".tar.gz" is not a tarball URL`}},
+		{"nixpkgs url with password", head + "[nixos]\nnixpkgs_url = \"https://me:secret@x.org/n.tar.gz\"\n", []string{`3: nixos.nixpkgs_url carries a user name or password`}},
 		{"flake without name", head + "[nixos]\nflake = \"github:you/cfg\"\n", []string{`3: nixos.flake = "github:you/cfg" has no #name; write "URI#name"`}},
 		{"flake local path", head + "[nixos]\nflake = \"/home/me/cfg#pi\"\n", []string{`3: nixos.flake = "/home/me/cfg#pi" is a local path, which the Pi cannot see`}},
 		{"flake not a URL", head + "[nixos]\nflake = \"my cfg#pi\"\n", []string{`3: nixos.flake = "my cfg#pi": the part before # is not a flake URL`}},

@@ -192,6 +192,8 @@ func (v *validator) nixos(n *NixOS) {
 	if n.NixpkgsURL != "" {
 		if u, err := url.Parse(n.NixpkgsURL); err != nil || !slices.Contains(nixpkgsURLSchemes, u.Scheme) || (u.Scheme != "file" && u.Host == "") || strings.ContainsAny(n.NixpkgsURL, "\"\\${} \t\n") {
 			v.add("nixos.nixpkgs_url", "nixos.nixpkgs_url = %q is not a tarball URL; write one like %q (schemes: %s), or remove it to fetch nixpkgs from GitHub", n.NixpkgsURL, "https://github.com/NixOS/nixpkgs/archive/REV.tar.gz", strings.Join(nixpkgsURLSchemes, ", "))
+		} else if u.User != nil {
+			v.add("nixos.nixpkgs_url", "nixos.nixpkgs_url carries a user name or password, which would end up in the install log; use a URL without one")
 		}
 	}
 	v.flake(n)

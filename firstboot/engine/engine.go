@@ -324,7 +324,7 @@ func (e *Engine) Run(ctx context.Context, only []string) (Outcome, error) {
 		}
 	}
 	e.led(progress.Finished)
-	e.say("all %d steps done.%s", len(sel), reachMessage(e.Env))
+	e.say("all %d steps done.%s", len(sel), e.doneMessage())
 	return Finished, nil
 }
 
@@ -500,7 +500,24 @@ func writeMarker(path string, f journal.Entry) error {
 	return nil
 }
 
-// reachMessage tells a person how to reach the installed system.
+// doneMessage says what is true once the selected steps are done: with
+// every step done, NixOS is on the SSD but the Pi still boots from the card
+// until the hand-over, which is not part of this release's steps.
+func (e *Engine) doneMessage() string {
+	var left []string
+	for _, s := range e.Steps {
+		if last, ok := e.j.Last(s.Name()); !ok || (last.Event != journal.Done && last.Event != journal.Skip) {
+			left = append(left, s.Name())
+		}
+	}
+	if len(left) > 0 {
+		return " Not done yet: " + strings.Join(left, ", ") + "."
+	}
+	return " NixOS is installed on the SSD. Still to come: the hand-over (the EEPROM boot order, retiring the card's boot files, the reboot into NixOS); until then the Pi boots from this card." +
+		reachMessage(e.Env)
+}
+
+// reachMessage tells a person how to reach the installed system once it runs.
 func reachMessage(env *Env) string {
 	cfg := env.Config
 	if cfg == nil {
@@ -517,9 +534,9 @@ func reachMessage(env *Env) string {
 		}
 	}
 	if len(users) == 0 {
-		return fmt.Sprintf(" Log in on the console of %s.", host)
+		return fmt.Sprintf(" Once it runs, log in on the console of %s.", host)
 	}
-	return fmt.Sprintf(" Reach the system with: ssh %s@%s.local (or the address your router lists for %s).", users[0], host, host)
+	return fmt.Sprintf(" Once it runs, reach it with: ssh %s@%s.local (or the address your router lists for %s).", users[0], host, host)
 }
 
 // Plan prints, for --dry-run, what Run would do: the failure state and each

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/nixpi/nixpi/firstboot/cardpath"
+	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/progress"
@@ -624,5 +625,31 @@ func TestUnwritableCardRefusesVisibly(t *testing.T) {
 	}
 	if !strings.Contains(d.text(), "cannot start: journal:") || !strings.Contains(d.text(), "fix: check that the card's FAT partition is mounted read-write") || d.lastLED() != progress.Failed {
 		t.Errorf("display: %v\n%s", d.leds, d.text())
+	}
+}
+
+func TestDoneMessageSaysWhatIsTrue(t *testing.T) {
+	t.Parallel()
+	m := newMachine(t)
+	a, b := &fakeStep{name: "a"}, &fakeStep{name: "b", needs: []string{"a"}}
+	eng, d, _ := m.engine(a, b)
+	if out, err := eng.Run(context.Background(), []string{"a"}); err != nil || out != engine.Finished {
+		t.Fatalf("Run --only a = %v, %v", out, err)
+	}
+	if !strings.Contains(d.text(), "all 1 steps done. Not done yet: b.") || strings.Contains(d.text(), "NixOS is installed") {
+		t.Errorf("after --only a:\n%s", d.text())
+	}
+	cfg, err := config.Parse("nixpi.toml", []byte("schema = 1\n[system]\nhostname = \"barpi\"\n[[users]]\nname = \"pi\"\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINs/P2AHuutJrx8BjqQ9lRPc2W6FzD+noshMtddXmn3s pi@laptop\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, d, _ = m.engine(a, b)
+	eng.Env.Config = cfg
+	if out, err := eng.Run(context.Background(), nil); err != nil || out != engine.Finished {
+		t.Fatalf("Run = %v, %v", out, err)
+	}
+	want := "all 2 steps done. NixOS is installed on the SSD. Still to come: the hand-over (the EEPROM boot order, retiring the card's boot files, the reboot into NixOS); until then the Pi boots from this card. Once it runs, reach it with: ssh pi@barpi.local"
+	if !strings.Contains(d.text(), want) {
+		t.Errorf("console:\n%s\nwant a line with %q", d.text(), want)
 	}
 }

@@ -100,13 +100,14 @@ func (s networkStep) cache(ctx context.Context, env *engine.Env) *netMissing {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") {
 		return nil
 	}
-	info := strings.TrimSuffix(subs[0], "/") + "/nix-cache-info"
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/nix-cache-info"
+	info := u.String()
 	hint := fmt.Sprintf("check that the Pi can reach %s (DNS, proxy, firewall) and that nixos.substituters in nixpi/nixpi.toml is right", u.Host)
 	err = getCacheInfo(ctx, s.client, info)
 	if err == nil {
 		return nil
 	}
-	return &netMissing{"binary cache", fmt.Sprintf("GET %s: %v", info, err), hint}
+	return &netMissing{"binary cache", fmt.Sprintf("GET %s: %v", u.Redacted(), err), hint}
 }
 
 func getCacheInfo(ctx context.Context, client *http.Client, info string) error {
@@ -158,6 +159,7 @@ func (s networkStep) Run(ctx context.Context, env *engine.Env) error {
 	env.SetLED(progress.WaitingForNetwork)
 	defer env.SetLED(progress.Working)
 	var last string
+	var shown time.Time
 	for {
 		m := s.missing(ctx, env)
 		if m == nil {
@@ -170,9 +172,9 @@ func (s networkStep) Run(ctx context.Context, env *engine.Env) error {
 		if !env.Clock().Before(deadline) {
 			return engine.WithHint(fmt.Errorf("network: %s missing after %s: %s", m.what, s.timeout, m.why), m.hint)
 		}
-		if m.what != last {
-			env.Logf("waiting up to %s for the %s: %s", deadline.Sub(env.Clock()).Round(time.Second), m.what, m.why)
-			last = m.what
+		if now := env.Clock(); m.what != last || now.Sub(shown) >= time.Minute {
+			env.Logf("waiting up to %s for the %s: %s", deadline.Sub(now).Round(time.Second), m.what, m.why)
+			last, shown = m.what, now
 		}
 		if err := env.Wait(ctx, networkPoll); err != nil {
 			return fmt.Errorf("network: waiting for the %s: %w", m.what, err)

@@ -105,6 +105,10 @@ func TestNetworkBoundNamesTheCache(t *testing.T) {
 	if d := p.Clock().Sub(start); d < 10*time.Minute || d > 10*time.Minute+networkPoll {
 		t.Errorf("waited %s on the fake clock, want the 10 min bound", d)
 	}
+	// A person at the console sees it still waiting, once a minute.
+	if n := strings.Count(p.log(), "for the binary cache: GET"); n < 10 || n > 11 {
+		t.Errorf("%d waiting lines in 10 minutes:\n%s", n, p.log())
+	}
 }
 
 func TestNetworkBoundNamesTheLink(t *testing.T) {

@@ -99,6 +99,13 @@ func parseVersion(s string) (string, [2]int, bool) {
 	return m[0], [2]int{major, minor}, true
 }
 
+// multiUser reports whether the build users' group exists, which every
+// multi-user install (nix-setup-systemd, the official --daemon) creates.
+func multiUser(env *engine.Env) bool {
+	data, err := os.ReadFile(env.Path("/etc/group"))
+	return err == nil && slices.ContainsFunc(strings.Split(string(data), "\n"), func(l string) bool { return strings.HasPrefix(l, "nixbld:") })
+}
+
 func newEnough(v [2]int) bool { return v[0] > minNix[0] || (v[0] == minNix[0] && v[1] >= minNix[1]) }
 
 // installedNix runs `nix --version`; "" when there is no Nix.
@@ -206,6 +213,8 @@ func (s nixStep) Probe(ctx context.Context, env *engine.Env) (bool, string, erro
 		return false, "no Nix installed", nil
 	case !newEnough(mm):
 		return false, fmt.Sprintf("Nix %s is older than %d.%d", v, minNix[0], minNix[1]), nil
+	case !multiUser(env):
+		return false, fmt.Sprintf("Nix %s is installed without the multi-user setup (no group nixbld)", v), nil
 	}
 	have, want, err := nixConfChange(env)
 	if err != nil {
@@ -227,9 +236,12 @@ func (s nixStep) Run(ctx context.Context, env *engine.Env) error {
 		record.TarballSHA256 = prev.TarballSHA256
 	}
 	installed := false
-	if v == "" || !newEnough(mm) {
-		if v != "" {
+	if v == "" || !newEnough(mm) || !multiUser(env) {
+		switch {
+		case v != "" && !newEnough(mm):
 			env.Logf("Nix %s is older than %d.%d, which nixpkgs needs", v, minNix[0], minNix[1])
+		case v != "":
+			env.Logf("Nix %s has no multi-user setup (daemon, group nixbld, build users)", v)
 		}
 		if record, err = s.install(ctx, env); err != nil {
 			return err
@@ -378,6 +390,9 @@ func (s nixStep) installedRecord(ctx context.Context, env *engine.Env, installer
 	}
 	if v == "" || !newEnough(mm) {
 		return nil, fmt.Errorf("nix: after the %s install, %s reports version %q, want >= %d.%d", installer, nixBin(env, "nix"), v, minNix[0], minNix[1])
+	}
+	if !multiUser(env) {
+		return nil, fmt.Errorf("nix: after the %s install there is no group nixbld, so Nix cannot build in its sandbox", installer)
 	}
 	env.Logf("Nix %s installed (%s)", v, installer)
 	return &journal.Nix{Installer: installer, Version: v, TarballSHA256: sha}, nil

@@ -54,6 +54,7 @@ func TestNixDebianInstaller(t *testing.T) {
 	p.run.OnRun = func(argv []string) {
 		if argv[len(argv)-1] == "nix-setup-systemd" {
 			p.put(t, p.Tools.Nix, "")
+			p.put(t, "/etc/group", "root:x:0:\nnixbld:x:30000:nixbld1,nixbld2\n")
 			p.put(t, "/etc/nix/nix.conf", debianNixConf)
 		}
 	}
@@ -96,6 +97,35 @@ func TestNixDebianInstaller(t *testing.T) {
 	}
 }
 
+// Debian's nix-bin alone (no daemon, no build users): nix-setup-systemd
+// is installed over it.
+func TestNixDebianNixBinWithoutMultiUser(t *testing.T) {
+	t.Parallel()
+	p, step := newNixUnit(t)
+	p.put(t, p.Tools.Nix, "")
+	p.run.On("nix (Nix) 2.26.3\n", p.Tools.Nix, "--version")
+	p.run.On("nix-bin:\n  Installed: 2.26.3+dfsg-2\n  Candidate: 2.26.3+dfsg-2\n", p.Tools.AptCache, "policy", "nix-bin")
+	p.run.On("", p.Tools.Env)
+	p.run.On("", p.Tools.Systemctl, "restart", "nix-daemon.service")
+	p.run.OnRun = func(argv []string) {
+		if argv[len(argv)-1] == "nix-setup-systemd" {
+			p.put(t, "/etc/group", "nixbld:x:30000:nixbld1\n")
+		}
+	}
+	if done, why, _ := step.Probe(context.Background(), p.Env); done || why != "Nix 2.26.3 is installed without the multi-user setup (no group nixbld)" {
+		t.Fatalf("Probe = %v, %q", done, why)
+	}
+	if err := step.Run(context.Background(), p.Env); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(p.run.Transcript(), "apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 nix-setup-systemd\n") {
+		t.Errorf("ran:\n%s", p.run.Transcript())
+	}
+	if done, _, _ := step.Probe(context.Background(), p.Env); !done {
+		t.Error("not done after")
+	}
+}
+
 func TestNixDebianForcedButTooOld(t *testing.T) {
 	t.Parallel()
 	p, step := newNixUnit(t)
@@ -131,6 +161,7 @@ func TestNixOfficialInstaller(t *testing.T) {
 		if argv[0] == installer {
 			p.put(t, "/nix/var/nix/profiles/default/bin/nix", "")
 			p.put(t, "/etc/nix/nix.conf", "build-users-group = nixbld\n")
+			p.put(t, "/etc/group", "root:x:0:\nnixbld:x:30000:nixbld1\n")
 		}
 	}
 	if err := step.Run(context.Background(), p.Env); err != nil {

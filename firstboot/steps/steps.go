@@ -16,5 +16,13 @@ func All() []engine.Step {
 		NewPartition(),
 		NewFormat(),
 		NewMount(),
+		NewNetwork(),
+		NewNix(),
+		NewNixpkgs(),
+		NewConfigure(),
+		NewSystem(),
+		NewInstall(),
+		NewFirmware(),
+		NewVerify(),
 	}
 }

@@ -1,14 +1,13 @@
 package system
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os/exec"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ExecRunner runs commands for real. Log, when set, receives every quoted
@@ -40,6 +39,10 @@ func (r ExecRunner) Output(ctx context.Context, argv ...string) ([]byte, error) 
 // log can be gigabytes, its last lines say what went wrong.
 const stderrTail = 16 << 10
 
+// streamWaitDelay bounds how long Stream waits for stderr to close once the
+// command is gone: a child it left behind may hold the pipe open.
+const streamWaitDelay = 5 * time.Second
+
 // Stream implements Streamer: like Output, with each stderr line handed to
 // stderrLine as it arrives. The error carries the last 16 KiB of stderr.
 func (r ExecRunner) Stream(ctx context.Context, stderrLine func(line string), argv ...string) ([]byte, error) {
@@ -51,43 +54,52 @@ func (r ExecRunner) Stream(ctx context.Context, stderrLine func(line string), ar
 		r.Log("run: " + quoted)
 	}
 	var stdout bytes.Buffer
+	lines := &lineWriter{each: stderrLine}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout = &stdout
-	pipe, err := cmd.StderrPipe()
+	cmd.Stderr = lines
+	cmd.WaitDelay = streamWaitDelay
+	err := cmd.Run()
+	lines.flush()
 	if err != nil {
-		return nil, &CommandError{Argv: quoted, Err: err}
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, &CommandError{Argv: quoted, Err: err}
-	}
-	var tail []byte
-	sc := bufio.NewScanner(pipe)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		stderrLine(line)
-		tail = append(tail, line...)
-		tail = append(tail, '\n')
-		if len(tail) > 2*stderrTail {
-			tail = append([]byte(nil), tail[len(tail)-stderrTail:]...)
-		}
-	}
-	scanErr := sc.Err()
-	if scanErr != nil {
-		// Keep the pipe drained so the command is not blocked writing.
-		_, _ = io.Copy(io.Discard, pipe)
-	}
-	err = cmd.Wait()
-	if err == nil {
-		err = scanErr
-	}
-	if len(tail) > stderrTail {
-		tail = tail[len(tail)-stderrTail:]
-	}
-	if err != nil {
-		return stdout.Bytes(), &CommandError{Argv: quoted, Err: err, Stdout: stdout.String(), Stderr: string(tail)}
+		return stdout.Bytes(), &CommandError{Argv: quoted, Err: err, Stdout: stdout.String(), Stderr: string(lines.tail)}
 	}
 	return stdout.Bytes(), nil
+}
+
+// lineWriter calls each with every complete line written to it and keeps
+// the last stderrTail bytes. exec.Cmd writes to it from one goroutine.
+type lineWriter struct {
+	each    func(string)
+	partial []byte
+	tail    []byte
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.tail = append(w.tail, p...)
+	if len(w.tail) > 2*stderrTail {
+		w.tail = append([]byte(nil), w.tail[len(w.tail)-stderrTail:]...)
+	}
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		w.each(string(w.partial[:i]))
+		w.partial = w.partial[i+1:]
+	}
+	return len(p), nil
+}
+
+func (w *lineWriter) flush() {
+	if len(w.partial) > 0 {
+		w.each(string(w.partial))
+		w.partial = nil
+	}
+	if len(w.tail) > stderrTail {
+		w.tail = w.tail[len(w.tail)-stderrTail:]
+	}
 }
 
 // CommandError is a command that failed, with what it printed.

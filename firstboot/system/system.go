@@ -63,15 +63,13 @@ type Tools struct {
 	// Env runs a command with extra environment (DEBIAN_FRONTEND for apt-get).
 	Env string
 
-	// Nix: Debian's nix-bin puts its tools in /usr/bin; the official
-	// installer's multi-user Nix has them in NixProfileBin.
-	AptCache       string
-	DpkgQuery      string
-	Nix            string
-	NixInstantiate string
-	NixProfileBin  string
-	Tar            string
-	Timedatectl    string
+	AptCache    string
+	Tar         string
+	Timedatectl string
+	// Nix is Debian's nix (nix-bin), its other tools beside it; the
+	// official installer's multi-user Nix has them all in NixProfileBin.
+	Nix           string
+	NixProfileBin string
 }
 
 // DefaultTools are the paths on Raspberry Pi OS / Debian.
@@ -103,12 +101,10 @@ func DefaultTools() Tools {
 		Rfkill:        "/usr/sbin/rfkill",
 		Env:           "/usr/bin/env",
 
-		AptCache:       "/usr/bin/apt-cache",
-		DpkgQuery:      "/usr/bin/dpkg-query",
-		Nix:            "/usr/bin/nix",
-		NixInstantiate: "/usr/bin/nix-instantiate",
-		NixProfileBin:  "/nix/var/nix/profiles/default/bin",
-		Tar:            "/usr/bin/tar",
-		Timedatectl:    "/usr/bin/timedatectl",
+		AptCache:      "/usr/bin/apt-cache",
+		Tar:           "/usr/bin/tar",
+		Timedatectl:   "/usr/bin/timedatectl",
+		Nix:           "/usr/bin/nix",
+		NixProfileBin: "/nix/var/nix/profiles/default/bin",
 	}
 }

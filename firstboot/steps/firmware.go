@@ -1,0 +1,238 @@
+package steps
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/nixpi/nixpi/firstboot/engine"
+)
+
+// firmwareStep puts the Pi 4's boot chain onto the SSD's FAT (/mnt/boot)
+// from the same nixpkgs, as nixpkgs' sd-image-aarch64.nix does: firmware,
+// U-Boot, the GIC armstub and the dtbs, then config.txt, written last so
+// that an SSD never looks bootable before all of it is there.
+type firmwareStep struct{}
+
+// NewFirmware returns the step that writes the Pi's boot files to the SSD.
+func NewFirmware() engine.Step { return firmwareStep{} }
+
+func (firmwareStep) Name() string    { return "firmware" }
+func (firmwareStep) Needs() []string { return []string{"install"} }
+func (firmwareStep) Describe() string {
+	return "writing the Pi 4 firmware, U-Boot and config.txt onto the SSD"
+}
+
+// The nixpkgs attributes the boot files come from.
+var firmwarePackages = []string{"raspberrypifw", "ubootRaspberryPi4_64bit", "raspberrypi-armstubs"}
+
+const firmwareBoot = "share/raspberrypi/boot"
+
+// bootFile is one file on the FAT: its name there, the package and path
+// inside it it comes from, and whether a package may lack it.
+type bootFile struct {
+	Name, Pkg, Src string
+	Optional       bool
+}
+
+var bootFiles = []bootFile{
+	{"start4.elf", "raspberrypifw", firmwareBoot + "/start4.elf", false},
+	{"fixup4.dat", "raspberrypifw", firmwareBoot + "/fixup4.dat", false},
+	{"bcm2711-rpi-4-b.dtb", "raspberrypifw", firmwareBoot + "/bcm2711-rpi-4-b.dtb", false},
+	{"bcm2711-rpi-400.dtb", "raspberrypifw", firmwareBoot + "/bcm2711-rpi-400.dtb", true},
+	{"bcm2711-rpi-cm4.dtb", "raspberrypifw", firmwareBoot + "/bcm2711-rpi-cm4.dtb", true},
+	{"bcm2711-rpi-cm4s.dtb", "raspberrypifw", firmwareBoot + "/bcm2711-rpi-cm4s.dtb", true},
+	{"u-boot-rpi4.bin", "ubootRaspberryPi4_64bit", "u-boot.bin", false},
+	{"armstub8-gic.bin", "raspberrypi-armstubs", "armstub8-gic.bin", false},
+}
+
+// SSDConfigTxt is the SSD's config.txt (DESIGN.md §4): the firmware loads
+// U-Boot with the GIC armstub; U-Boot needs the UART on.
+const SSDConfigTxt = `# Written by nixpi: the Pi 4 firmware starts U-Boot, which boots NixOS
+# from extlinux/extlinux.conf on this partition.
+[pi4]
+kernel=u-boot-rpi4.bin
+enable_gic=1
+armstub=armstub8-gic.bin
+disable_overscan=1
+arm_boost=1
+
+[all]
+arm_64bit=1
+enable_uart=1
+avoid_warnings=1
+`
+
+const (
+	bootMount  = installRoot + "/boot"
+	overlaysOn = "overlays"
+)
+
+// firmwarePlan maps each FAT file (overlays/x.dtbo included) to its store
+// source, from the recorded package paths.
+func firmwarePlan(env *engine.Env, pkgs map[string]string) (map[string]string, error) {
+	plan := map[string]string{}
+	for _, f := range bootFiles {
+		src := filepath.Join(pkgs[f.Pkg], f.Src)
+		if _, err := os.Stat(env.Path(src)); err != nil {
+			if f.Optional && errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return nil, fmt.Errorf("firmware: %s has no %s: %w", f.Pkg, f.Src, err)
+		}
+		plan[f.Name] = src
+	}
+	overlays := filepath.Join(pkgs["raspberrypifw"], firmwareBoot, overlaysOn)
+	entries, err := os.ReadDir(env.Path(overlays))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("firmware: %w", err)
+	}
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			plan[overlaysOn+"/"+e.Name()] = filepath.Join(overlays, e.Name())
+		}
+	}
+	return plan, nil
+}
+
+// firmwareMissing is the first FAT file that differs from its source, or "".
+func firmwareMissing(env *engine.Env, plan map[string]string) string {
+	names := make([]string, 0, len(plan))
+	for n := range plan {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if !sameFile(env.Path(filepath.Join(bootMount, n)), env.Path(plan[n])) {
+			return n
+		}
+	}
+	have, _ := os.ReadFile(env.Path(filepath.Join(bootMount, "config.txt")))
+	if string(have) != SSDConfigTxt {
+		return "config.txt"
+	}
+	return ""
+}
+
+func sameFile(a, b string) bool {
+	x, err := os.ReadFile(a)
+	if err != nil {
+		return false
+	}
+	y, err := os.ReadFile(b)
+	return err == nil && bytes.Equal(x, y)
+}
+
+func (firmwareStep) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
+	if len(env.State.Firmware) == 0 {
+		return false, "no boot files on the SSD yet", nil
+	}
+	if n := firmwareMissing(env, env.State.Firmware); n != "" {
+		return false, fmt.Sprintf("%s on the SSD's boot partition is missing or differs", n), nil
+	}
+	return true, fmt.Sprintf("boot files and config.txt already on the SSD (%d files)", len(env.State.Firmware)), nil
+}
+
+func (firmwareStep) Run(ctx context.Context, env *engine.Env) error {
+	if err := requireNewSystemMounted(env); err != nil {
+		return err
+	}
+	nixpkgs := env.State.NixpkgsPath
+	if nixpkgs == "" {
+		return errors.New("firmware: no nixpkgs recorded: the nixpkgs step has not run")
+	}
+	argv := append([]string{nixBin(env, "nix"), "build", "--file", nixpkgs}, firmwarePackages...)
+	out, _, err := runNix(ctx, env, "firmware", append(argv, "--no-link", "--print-out-paths", "--log-format", "internal-json"))
+	if err != nil {
+		return err
+	}
+	pkgs, err := firmwarePaths(env, strings.Fields(out))
+	if err != nil {
+		return err
+	}
+	plan, err := firmwarePlan(env, pkgs)
+	if err != nil {
+		return err
+	}
+	// Recorded first: a rerun after a power cut compares with these.
+	env.State.Firmware = plan
+	names := make([]string, 0, len(plan))
+	for n := range plan {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	written := 0
+	for _, n := range names {
+		dst := env.Path(filepath.Join(bootMount, n))
+		if sameFile(dst, env.Path(plan[n])) {
+			continue
+		}
+		data, err := os.ReadFile(env.Path(plan[n]))
+		if err != nil {
+			return fmt.Errorf("firmware: %w", err)
+		}
+		if err := writeBootFile(dst, data); err != nil {
+			return err
+		}
+		written++
+		env.Crash("firmware:" + n)
+	}
+	if err := writeBootFile(env.Path(filepath.Join(bootMount, "config.txt")), []byte(SSDConfigTxt)); err != nil {
+		return err
+	}
+	env.Logf("wrote %d boot files and config.txt to the SSD's boot partition (%d already there)", written, len(plan)-written)
+	return nil
+}
+
+// firmwarePaths tells the built packages apart by what they contain, since
+// --print-out-paths does not promise the order of its arguments.
+func firmwarePaths(env *engine.Env, paths []string) (map[string]string, error) {
+	marker := map[string]string{
+		"raspberrypifw":           firmwareBoot + "/start4.elf",
+		"ubootRaspberryPi4_64bit": "u-boot.bin",
+		"raspberrypi-armstubs":    "armstub8-gic.bin",
+	}
+	pkgs := map[string]string{}
+	for _, p := range paths {
+		for pkg, m := range marker {
+			if _, done := pkgs[pkg]; !done && env.Exists(filepath.Join(p, m)) {
+				pkgs[pkg] = p
+			}
+		}
+	}
+	for _, pkg := range firmwarePackages {
+		if pkgs[pkg] == "" {
+			return nil, fmt.Errorf("firmware: none of the built paths %q holds %s from %s", paths, marker[pkg], pkg)
+		}
+	}
+	return pkgs, nil
+}
+
+// writeBootFile replaces a file on the FAT through a temporary file and a
+// rename, so a power cut leaves the old file or the new, never half of one.
+// No chmod: vfat refuses mode changes it cannot store.
+func writeBootFile(dst string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("firmware: %w", err)
+	}
+	tmp := filepath.Join(filepath.Dir(dst), ".nixpi-"+filepath.Base(dst))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("firmware: %w", err)
+	}
+	_, werr := f.Write(data)
+	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("firmware: write %q: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("firmware: %w", err)
+	}
+	return syncDir(filepath.Dir(dst))
+}
