@@ -286,6 +286,11 @@ func TestStandInInstallsAndChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The same install on an SSD image, seen the way the e2e sees it.
+	viaSSD := installedSSDView(t, root, want)
+	if p := CompareInstalled("ssd image", viaSSD, before); len(p) > 0 {
+		t.Errorf("the SSD image shows another install than the directory: %s", p)
+	}
 	// Running nixos-install again (a resumed install step) changes nothing.
 	nixOut(t, installTools+"/bin/nixos-install", "--root", root, "--system", toplevel, "--no-root-passwd", "--no-channel-copy")
 	after, _ := DescribeInstalled(root, filepath.Join(root, "boot"))
@@ -378,4 +383,75 @@ func TestE2EConfigWithStandInPins(t *testing.T) {
 	if _, err := WithStandInPins("schema = 1\n", srv, s); err == nil {
 		t.Error("a config without [nixos] got pins")
 	}
+}
+
+// installedSSDView puts an installed root onto an SSD image laid out as the
+// e2e config asks (GPT: FAT "boot", swap, btrfs "root" with @, @nix,
+// @home), then checks and describes it through Inspector.WithInstalledSSD.
+func installedSSDView(t *testing.T, root string, want NixOSWant) *InstalledSpec {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	img := filepath.Join(dir, "ssd.img")
+	if err := NewBlankDisk(img, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	sh := func(argv ...string) string { return nixOut(t, argv...) }
+	sh("sgdisk", "-n1:2048:+128M", "-t1:EF00", "-n2:0:+64M", "-t2:8200", "-n3:0:0", "-t3:8300", img)
+	loop := sh("losetup", "--find", "--show", "--partscan", img)
+	t.Cleanup(func() { exec.Command("losetup", "--detach", loop).Run() })
+	in := &Inspector{Run: system.ExecRunner{Log: func(l string) { t.Log(l) }}, Tools: DefaultTools(), TempDir: dir}
+	for _, n := range []string{"p1", "p2", "p3"} {
+		if err := waitForNode(ctx, in, loop, loop+n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh("mkfs.fat", "-F", "32", "-n", "boot", loop+"p1")
+	sh("mkswap", "-L", "swap", loop+"p2")
+	sh("mkfs.btrfs", "-q", "-L", "root", loop+"p3")
+	mnt := filepath.Join(dir, "mnt")
+	os.MkdirAll(mnt, 0o755)
+	sh("mount", "-t", "btrfs", loop+"p3", mnt)
+	for _, sub := range []string{"@", "@nix", "@home"} {
+		sh("btrfs", "-q", "subvolume", "create", filepath.Join(mnt, sub))
+	}
+	sh("cp", "-a", root+"/nix/.", filepath.Join(mnt, "@nix"))
+	for _, d := range []string{"etc", "boot", "nix", "home"} {
+		if d == "etc" {
+			sh("cp", "-a", filepath.Join(root, "etc"), filepath.Join(mnt, "@"))
+		} else {
+			os.MkdirAll(filepath.Join(mnt, "@", d), 0o755)
+		}
+	}
+	sh("umount", mnt)
+	entries, _ := os.ReadDir(filepath.Join(root, "boot"))
+	argv := []string{"mcopy", "-s", "-i", loop + "p1"}
+	for _, e := range entries {
+		argv = append(argv, filepath.Join(root, "boot", e.Name()))
+	}
+	sh(append(argv, "::/")...)
+	exec.Command("losetup", "--detach", loop).Run()
+
+	spec, err := in.Inspect(ctx, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Layout.Subvolumes = []string{"@", "@nix", "@home"}
+	var got *InstalledSpec
+	err = in.WithInstalledSSD(ctx, img, spec, cfg.Layout, func(r, boot string) error {
+		if p := CheckNixOSRoot(ctx, r, boot, want); len(p) > 0 {
+			t.Errorf("the install on an SSD image fails the checks:\n%s", strings.Join(p, "\n"))
+		}
+		var err error
+		got, err = DescribeInstalled(r, boot)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command("losetup", "--associated", img).Output(); len(out) > 0 {
+		t.Errorf("WithInstalledSSD left a loop device: %s", out)
+	}
+	return got
 }
