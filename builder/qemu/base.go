@@ -371,7 +371,8 @@ func (b *BaseBuilder) layout(root, fatTree, diskID string) error {
 		copies[f] = filepath.Base(f)
 	}
 	for src, name := range copies {
-		if err := copyFile(src, filepath.Join(fatTree, name)); err != nil {
+		// trixie's raspi-firmware has overlays/ beside the files.
+		if err := copyTree(src, filepath.Join(fatTree, name)); err != nil {
 			return err
 		}
 	}
@@ -522,6 +523,21 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// copyTree copies a file, or a directory with everything in it.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		return copyFile(p, target)
+	})
 }
 
 func copyFile(src, dst string) error {
