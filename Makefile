@@ -11,7 +11,7 @@ OUT ?= out
 DEMO_PACKAGES := e2fsprogs dosfstools mtools fdisk util-linux xz-utils
 TEST_PACKAGES := $(DEMO_PACKAGES) gdisk btrfs-progs zstd gzip zip unzip python3 \
 	qemu-user-static qemu-system-arm binfmt-support mmdebstrap arch-test debian-archive-keyring \
-	nix-bin
+	nix-bin busybox-static
 
 DEVICE_BINS := assets/device/nixpi-firstboot-linux-arm64 assets/device/nixpi-firstboot-linux-arm
 
