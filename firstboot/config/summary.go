@@ -43,6 +43,9 @@ func (c *Config) Summary() []string {
 	if c.NixOS.NixpkgsRev != "" {
 		nixos += ", nixpkgs " + c.NixOS.NixpkgsRev[:12]
 	}
+	if c.NixOS.NixpkgsURL != "" {
+		nixos += " from " + c.NixOS.NixpkgsURL
+	}
 	if c.NixOS.ExtraModule != "" {
 		nixos += ", with extra module"
 	}

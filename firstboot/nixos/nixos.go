@@ -26,6 +26,10 @@ const (
 	// the world-readable Nix store.
 	SecretsDir   = ConfigDir + "/secrets"
 	WirelessFile = SecretsDir + "/wireless.conf"
+	// PinsFile records what the system was built from (nixpkgs rev,
+	// sha256, URL, store path; the Nix version and installer), so every
+	// install can be reproduced after the fact. The nixpkgs step writes it.
+	PinsFile = ConfigDir + "/nixpi-pins.json"
 	// wirelessPSKVar is the secret's name inside WirelessFile.
 	wirelessPSKVar = "psk_nixpi"
 )

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/engine"
 )
 
@@ -51,23 +52,6 @@ var bootFiles = []bootFile{
 	{"u-boot-rpi4.bin", "ubootRaspberryPi4_64bit", "u-boot.bin", false},
 	{"armstub8-gic.bin", "raspberrypi-armstubs", "armstub8-gic.bin", false},
 }
-
-// SSDConfigTxt is the SSD's config.txt (DESIGN.md §4): the firmware loads
-// U-Boot with the GIC armstub; U-Boot needs the UART on.
-const SSDConfigTxt = `# Written by nixpi: the Pi 4 firmware starts U-Boot, which boots NixOS
-# from extlinux/extlinux.conf on this partition.
-[pi4]
-kernel=u-boot-rpi4.bin
-enable_gic=1
-armstub=armstub8-gic.bin
-disable_overscan=1
-arm_boost=1
-
-[all]
-arm_64bit=1
-enable_uart=1
-avoid_warnings=1
-`
 
 const (
 	bootMount  = installRoot + "/boot"
@@ -114,7 +98,7 @@ func firmwareMissing(env *engine.Env, plan map[string]string) string {
 		}
 	}
 	have, _ := os.ReadFile(env.Path(filepath.Join(bootMount, "config.txt")))
-	if string(have) != SSDConfigTxt {
+	if string(have) != bootfiles.SSDConfigTxt {
 		return "config.txt"
 	}
 	return ""
@@ -183,7 +167,7 @@ func (firmwareStep) Run(ctx context.Context, env *engine.Env) error {
 		written++
 		env.Crash("firmware:" + n)
 	}
-	if err := writeBootFile(env.Path(filepath.Join(bootMount, "config.txt")), []byte(SSDConfigTxt)); err != nil {
+	if err := writeBootFile(env.Path(filepath.Join(bootMount, "config.txt")), []byte(bootfiles.SSDConfigTxt)); err != nil {
 		return err
 	}
 	env.Logf("wrote %d boot files and config.txt to the SSD's boot partition (%d already there)", written, len(plan)-written)

@@ -2,6 +2,8 @@ package steps
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -73,13 +75,46 @@ func (nixStep) Describe() string {
 	return "installing Nix (multi-user, >= 2.18) and setting nix.conf"
 }
 
-// nixBin is a Nix tool's path: the official installer's profile when it is
-// there (it is newer than any OS Nix it was installed over), else the OS's.
+// nixBin is a Nix tool of the Nix the nix step set up (the journal's
+// state says which).
 func nixBin(env *engine.Env, name string) string {
-	if p := filepath.Join(env.Tools.NixProfileBin, name); env.Exists(p) {
-		return p
+	installer := ""
+	if env.State.Nix != nil {
+		installer = env.State.Nix.Installer
+	}
+	return nixTool(env, installer, name)
+}
+
+// nixTool is a tool of the given installer's Nix; for "" (auto) the
+// official installer's profile when it is there (it is newer than any OS
+// Nix it was installed over), else the OS's.
+func nixTool(env *engine.Env, installer, name string) string {
+	official := filepath.Join(env.Tools.NixProfileBin, name)
+	switch {
+	case installer == config.InstallerOfficial:
+		return official
+	case installer == config.InstallerDebian:
+		return filepath.Join(filepath.Dir(env.Tools.Nix), name)
+	case env.Exists(official):
+		return official
 	}
 	return filepath.Join(filepath.Dir(env.Tools.Nix), name)
+}
+
+// wantedInstaller is nix.installer as nixTool takes it.
+func wantedInstaller(env *engine.Env) string {
+	if c := env.Config.Nix.Installer; c != config.InstallerAuto {
+		return c
+	}
+	return ""
+}
+
+// installerOf says which installer a Nix tool's path belongs to.
+func installerOf(env *engine.Env, bin string) string {
+	if strings.HasPrefix(bin, env.Tools.NixProfileBin+"/") {
+		return config.InstallerOfficial
+	}
+	return config.InstallerDebian
 }
 
 var versionRE = regexp.MustCompile(`(\d+)\.(\d+)(\.\d+)?`)
@@ -108,9 +143,13 @@ func multiUser(env *engine.Env) bool {
 
 func newEnough(v [2]int) bool { return v[0] > minNix[0] || (v[0] == minNix[0] && v[1] >= minNix[1]) }
 
-// installedNix runs `nix --version`; "" when there is no Nix.
+// installedNix runs `nix --version` of the Nix nix.installer asks for; ""
+// when there is none.
 func installedNix(ctx context.Context, env *engine.Env) (string, [2]int, error) {
-	bin := nixBin(env, "nix")
+	return nixVersion(ctx, env, nixTool(env, wantedInstaller(env), "nix"))
+}
+
+func nixVersion(ctx context.Context, env *engine.Env, bin string) (string, [2]int, error) {
 	if !env.Exists(bin) {
 		return "", [2]int{}, nil
 	}
@@ -231,9 +270,9 @@ func (s nixStep) Run(ctx context.Context, env *engine.Env) error {
 	if err != nil {
 		return err
 	}
-	record := &journal.Nix{Installer: nixInstallerOf(env), Version: v}
-	if prev := env.State.Nix; prev != nil && prev.Installer == config.InstallerOfficial && record.Installer == config.InstallerOfficial {
-		record.TarballSHA256 = prev.TarballSHA256
+	record := &journal.Nix{Installer: installerOf(env, nixTool(env, wantedInstaller(env), "nix")), Version: v}
+	if record.Installer == config.InstallerOfficial {
+		record.TarballSHA256 = s.cachedTarballSHA256(env)
 	}
 	installed := false
 	if v == "" || !newEnough(mm) || !multiUser(env) {
@@ -282,12 +321,18 @@ func describeSettings(s [][2]string) string {
 	return strings.Join(keys, ", ")
 }
 
-// nixInstallerOf says where the Nix in use came from.
-func nixInstallerOf(env *engine.Env) string {
-	if strings.HasPrefix(nixBin(env, "nix"), env.Tools.NixProfileBin+"/") {
-		return config.InstallerOfficial
+// cachedTarballSHA256 is the pinned sha256 when the tarball this step
+// verified is still in its cache (a redo after a power cut that came after
+// the install), else "".
+func (s nixStep) cachedTarballSHA256(env *engine.Env) string {
+	data, err := os.ReadFile(env.Path(filepath.Join(nixCache, filepath.Base(s.tarball.URL))))
+	if err != nil {
+		return ""
 	}
-	return config.InstallerDebian
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) == s.tarball.SHA256 {
+		return s.tarball.SHA256
+	}
+	return ""
 }
 
 // install picks and runs the installer nix.installer asks for, and returns
@@ -375,6 +420,9 @@ func (s nixStep) installOfficial(ctx context.Context, env *engine.Env) (*journal
 		return nil, fmt.Errorf("nix: unpack %s: %w", name, err)
 	}
 	installer := filepath.Join(env.Path(unpack), strings.TrimSuffix(name, ".tar.xz"), "install")
+	if err := restoreProfileBackups(env); err != nil {
+		return nil, err
+	}
 	env.Crash("nix:installer")
 	if _, err := env.Run.Output(ctx, installer, "--daemon", "--yes", "--no-channel-add"); err != nil {
 		return nil, engine.WithHint(fmt.Errorf("nix: the official installer failed: %w", err),
@@ -383,13 +431,38 @@ func (s nixStep) installOfficial(ctx context.Context, env *engine.Env) (*journal
 	return s.installedRecord(ctx, env, config.InstallerOfficial, t.SHA256)
 }
 
+// nixProfileTargets are the shell files the official multi-user installer
+// backs up (with nixBackupSuffix) before adding Nix to them
+// (scripts/install-multi-user.sh, PROFILE_TARGETS).
+var nixProfileTargets = []string{"/etc/bashrc", "/etc/profile.d/nix.sh", "/etc/zshrc", "/etc/bash.bashrc", "/etc/zsh/zshrc"}
+
+const nixBackupSuffix = ".backup-before-nix"
+
+// restoreProfileBackups undoes what an interrupted official install left:
+// it refuses to run while a backup differs from its file, and its own
+// advice is to move the backup back. There is no working Nix at this point,
+// so the backup is the file as it was before any Nix.
+func restoreProfileBackups(env *engine.Env) error {
+	for _, target := range nixProfileTargets {
+		backup := env.Path(target + nixBackupSuffix)
+		if _, err := os.Stat(backup); err != nil {
+			continue
+		}
+		if err := os.Rename(backup, env.Path(target)); err != nil {
+			return fmt.Errorf("nix: restore %s from an interrupted install: %w", target, err)
+		}
+		env.Logf("restored %s from %s (left by an interrupted Nix install)", target, target+nixBackupSuffix)
+	}
+	return nil
+}
+
 func (s nixStep) installedRecord(ctx context.Context, env *engine.Env, installer, sha string) (*journal.Nix, error) {
-	v, mm, err := installedNix(ctx, env)
+	v, mm, err := nixVersion(ctx, env, nixTool(env, installer, "nix"))
 	if err != nil {
 		return nil, err
 	}
 	if v == "" || !newEnough(mm) {
-		return nil, fmt.Errorf("nix: after the %s install, %s reports version %q, want >= %d.%d", installer, nixBin(env, "nix"), v, minNix[0], minNix[1])
+		return nil, fmt.Errorf("nix: after the %s install, %s reports version %q, want >= %d.%d", installer, nixTool(env, installer, "nix"), v, minNix[0], minNix[1])
 	}
 	if !multiUser(env) {
 		return nil, fmt.Errorf("nix: after the %s install there is no group nixbld, so Nix cannot build in its sandbox", installer)

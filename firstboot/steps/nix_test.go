@@ -164,8 +164,18 @@ func TestNixOfficialInstaller(t *testing.T) {
 			p.put(t, "/etc/group", "root:x:0:\nnixbld:x:30000:nixbld1\n")
 		}
 	}
+	// An earlier install was cut short after it backed up and edited
+	// bash.bashrc: the installer would refuse to run again.
+	p.put(t, "/etc/bash.bashrc", "# Nix\nif [ -e nix-daemon.sh ]; then . nix-daemon.sh; fi\n# End Nix\n# the original\n")
+	p.put(t, "/etc/bash.bashrc.backup-before-nix", "# the original\n")
 	if err := step.Run(context.Background(), p.Env); err != nil {
 		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p.Path("/etc/bash.bashrc")); string(got) != "# the original\n" {
+		t.Errorf("bash.bashrc = %q", got)
+	}
+	if _, err := os.Stat(p.Path("/etc/bash.bashrc.backup-before-nix")); !os.IsNotExist(err) {
+		t.Errorf("backup left: %v", err)
 	}
 	want := "/usr/bin/apt-cache policy nix-bin\n" +
 		"/usr/bin/env DEBIAN_FRONTEND=noninteractive /usr/bin/apt-get update -o Acquire::Check-Valid-Until=false -o Acquire::Check-Date=false\n" +
@@ -217,5 +227,55 @@ func TestParseVersion(t *testing.T) {
 	}
 	if _, mm, _ := parseVersion("3.0.0"); !newEnough(mm) {
 		t.Error("3.0 counted as too old")
+	}
+}
+
+// nix.installer = "official" on a Pi whose OS Nix is good: the official
+// one is installed all the same, and the later steps use it.
+func TestNixOfficialForcedOverDebian(t *testing.T) {
+	t.Parallel()
+	p, step := newNixUnit(t)
+	p.Config.Nix.Installer = config.InstallerOfficial
+	p.put(t, p.Tools.Nix, "")
+	p.put(t, "/etc/group", "nixbld:x:30000:\n")
+	p.run.On("nix (Nix) 2.26.3\n", p.Tools.Nix, "--version")
+	tarball := []byte("stand-in tarball")
+	sum := sha256.Sum256(tarball)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(tarball) }))
+	defer srv.Close()
+	step.tarball = NixTarball{Version: "2.24.9", URL: srv.URL + "/nix-2.24.9-aarch64-linux.tar.xz", SHA256: hex.EncodeToString(sum[:])}
+	p.run.On("", p.Tools.Tar)
+	installer := p.Path("/var/cache/nixpi/nix-unpack/nix-2.24.9-aarch64-linux/install")
+	p.run.On("", installer)
+	p.run.On("nix (Nix) 2.24.9\n", "/nix/var/nix/profiles/default/bin/nix", "--version")
+	p.run.On("", p.Tools.Systemctl, "restart", "nix-daemon.service")
+	p.run.OnRun = func(argv []string) {
+		if argv[0] == installer {
+			p.put(t, "/nix/var/nix/profiles/default/bin/nix", "")
+			p.put(t, "/nix/var/nix/profiles/default/bin/nix-instantiate", "")
+		}
+	}
+	if done, why, _ := step.Probe(context.Background(), p.Env); done || why != "no Nix installed" {
+		t.Fatalf("Probe = %v, %q", done, why)
+	}
+	if err := step.Run(context.Background(), p.Env); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(p.run.Transcript(), "apt-") {
+		t.Errorf("asked apt:\n%s", p.run.Transcript())
+	}
+	if n := p.State.Nix; n == nil || n.Installer != "official" || n.TarballSHA256 != step.tarball.SHA256 {
+		t.Errorf("state = %+v", n)
+	}
+	if got := nixBin(p.Env, "nix-instantiate"); got != "/nix/var/nix/profiles/default/bin/nix-instantiate" {
+		t.Errorf("later steps run %s", got)
+	}
+	// A redo after a power cut past the install records the same sha256.
+	p.State.Nix = nil
+	if err := step.Run(context.Background(), p.Env); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.State.Nix; n == nil || n.TarballSHA256 != step.tarball.SHA256 {
+		t.Errorf("state after the redo = %+v", n)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -29,8 +30,13 @@ const (
 	resBuildLogLine = 101
 )
 
-// nixProgressEvery is how often a long Nix command's progress is shown.
-const nixProgressEvery = 15 * time.Second
+// nixProgressEvery is how often a long Nix command's progress is shown at
+// most; nixHeartbeat how often at least (evaluating NixOS on a Pi prints
+// nothing for minutes).
+const (
+	nixProgressEvery = 15 * time.Second
+	nixHeartbeat     = time.Minute
+)
 
 type nixEvent struct {
 	Action string            `json:"action"`
@@ -178,9 +184,34 @@ func runNix(ctx context.Context, env *engine.Env, what string, argv []string) (s
 		return "", nil, fmt.Errorf("%s: the runner (%T) cannot stream Nix's log", what, env.Run)
 	}
 	p := newNixProgress()
+	// The stream callback and the heartbeat both report: one at a time.
+	var mu sync.Mutex
 	var last time.Time
 	var shown string
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	beat := time.NewTicker(nixHeartbeat)
+	defer beat.Stop()
+	go func() {
+		defer close(stopped)
+		start := time.Now()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-beat.C:
+				mu.Lock()
+				state := "evaluating"
+				if p.pathsTotal+p.buildsAll > 0 {
+					state = p.summary()
+				}
+				env.Logf("%s: %s, %s so far", what, state, time.Since(start).Round(time.Minute))
+				mu.Unlock()
+			}
+		}
+	}()
 	out, err := streamer.Stream(ctx, func(l string) {
+		mu.Lock()
+		defer mu.Unlock()
 		if w := p.line(l); w != "" {
 			env.Logf("%s: %s", what, strings.TrimSpace(w))
 		}
@@ -190,6 +221,8 @@ func runNix(ctx context.Context, env *engine.Env, what string, argv []string) (s
 			last, shown = now, s
 		}
 	}, argv...)
+	close(stop)
+	<-stopped
 	if err == nil {
 		return string(out), p, nil
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/journal"
@@ -377,14 +378,14 @@ func TestFirmwareWritesConfigTxtLastAndResumes(t *testing.T) {
 	for name, want := range map[string]string{
 		"start4.elf": "firmware start4.elf", "fixup4.dat": "firmware fixup4.dat", "bcm2711-rpi-4-b.dtb": "firmware bcm2711-rpi-4-b.dtb",
 		"bcm2711-rpi-400.dtb": "firmware bcm2711-rpi-400.dtb", "overlays/vc4-kms-v3d.dtbo": "firmware overlays/vc4-kms-v3d.dtbo",
-		"u-boot-rpi4.bin": "U-Boot 2025.01", "armstub8-gic.bin": "armstub", "config.txt": steps.SSDConfigTxt,
+		"u-boot-rpi4.bin": "U-Boot 2025.01", "armstub8-gic.bin": "armstub", "config.txt": bootfiles.SSDConfigTxt,
 	} {
 		if got, err := os.ReadFile(u.env.Path("/mnt/boot/" + name)); err != nil || string(got) != want {
 			t.Errorf("/mnt/boot/%s = %q, %v", name, got, err)
 		}
 	}
 	for _, line := range []string{"[pi4]\nkernel=u-boot-rpi4.bin\nenable_gic=1\narmstub=armstub8-gic.bin\ndisable_overscan=1\narm_boost=1\n", "[all]\narm_64bit=1\nenable_uart=1\navoid_warnings=1\n"} {
-		if !strings.Contains(steps.SSDConfigTxt, line) {
+		if !strings.Contains(bootfiles.SSDConfigTxt, line) {
 			t.Errorf("config.txt lacks %q", line)
 		}
 	}
@@ -464,4 +465,75 @@ func TestAllStepsInOrder(t *testing.T) {
 		}
 		seen[s.Name()] = true
 	}
+}
+
+// Through the engine and its journal: a power cut inside install, then a
+// boot that knows only what the journal kept. The built system comes from
+// the journal's state, install is redone and converges, firmware and verify
+// follow.
+func TestNixStepsResumeThroughTheJournal(t *testing.T) {
+	t.Parallel()
+	u := newNixUnit(t)
+	card := u.env.Path(u.env.BootDir)
+	w, err := journal.Create(card)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"mount", "nix"} {
+		if err := w.Append(journal.Entry{Step: s, Event: journal.Done, State: mustJSON(t, u.env.State)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	u.run.On(`"`+nixpkgsPath+`"`, "/usr/bin/nix-instantiate")
+	chain := []engine.Step{steps.NewNixpkgs(), steps.NewConfigure(), steps.NewSystem(), steps.NewInstall(), steps.NewFirmware(), steps.NewVerify()}
+	boot := func(crashAt string) (engine.Outcome, error) {
+		env := *u.env
+		env.State = nil // only the journal remembers
+		env.CrashPoint = func(p string) {
+			if p == crashAt {
+				panic(powerCut{})
+			}
+		}
+		eng := &engine.Engine{Steps: chain, Env: &env}
+		defer func() {
+			if r := recover(); r != nil && r != (powerCut{}) {
+				panic(r)
+			}
+		}()
+		return eng.Run(context.Background(), nil)
+	}
+	boot("install:copied")
+	if out, err := boot(""); out != engine.Finished || err != nil {
+		t.Fatalf("second boot: %v, %v", out, err)
+	}
+	j, err := journal.ReadFile(card)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	for _, e := range j.Entries[2:] {
+		events = append(events, e.Step+":"+string(e.Event))
+	}
+	want := "nixpkgs:start nixpkgs:done configure:skip system:start system:done install:start " +
+		"nixpkgs:skip configure:skip system:skip install:start install:done firmware:start firmware:done verify:start verify:done"
+	if got := strings.Join(events, " "); got != want {
+		t.Errorf("journal:\n%s\nwant:\n%s", got, want)
+	}
+	if u.ran["system"] != 1 || u.ran["copy"] != 2 || u.ran["nixos-install"] != 1 {
+		t.Errorf("ran %v: want one build, the copy redone, one nixos-install", u.ran)
+	}
+	var st journal.State
+	if err := json.Unmarshal(j.Entries[len(j.Entries)-1].State, &st); err != nil || st.SystemPath != toplevel || st.NixpkgsPath != nixpkgsPath || st.Firmware["start4.elf"] == "" {
+		t.Errorf("final state %+v, %v", st, err)
+	}
+}
+
+func mustJSON(t *testing.T, v any) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

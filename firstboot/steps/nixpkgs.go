@@ -15,10 +15,6 @@ import (
 	"github.com/nixpi/nixpi/firstboot/nixos"
 )
 
-// PinsFile records on the SSD what the system was built from, so every
-// install can be reproduced after the fact.
-const PinsFile = nixos.ConfigDir + "/nixpi-pins.json"
-
 // nixpkgsStep fetches the pinned nixpkgs into the host store, verified by
 // its NAR hash (fetchTarball checks sha256 before the path exists).
 type nixpkgsStep struct{}
@@ -32,7 +28,7 @@ func (nixpkgsStep) Describe() string {
 	return "fetching the pinned nixpkgs into the Pi's Nix store"
 }
 
-// pinsRecord is PinsFile.
+// pinsRecord is nixos.PinsFile.
 type pinsRecord struct {
 	Nixpkgs struct {
 		Release string `json:"release,omitempty"`
@@ -79,9 +75,9 @@ func (nixpkgsStep) Probe(ctx context.Context, env *engine.Env) (bool, string, er
 	if path == "" || !env.Exists(path) {
 		return false, fmt.Sprintf("nixpkgs %s is not fetched yet", shortRev(pin.Rev)), nil
 	}
-	have, _ := os.ReadFile(env.Path(filepath.Join(installRoot, PinsFile)))
+	have, _ := os.ReadFile(env.Path(filepath.Join(installRoot, nixos.PinsFile)))
 	if !bytes.Equal(have, wantPins(env, pin, url, path)) {
-		return false, fmt.Sprintf("%s does not record nixpkgs %s yet", PinsFile, shortRev(pin.Rev)), nil
+		return false, fmt.Sprintf("%s does not record nixpkgs %s yet", nixos.PinsFile, shortRev(pin.Rev)), nil
 	}
 	return true, fmt.Sprintf("nixpkgs %s already fetched and verified (%s)", shortRev(pin.Rev), path), nil
 }
@@ -111,13 +107,13 @@ func (nixpkgsStep) Run(ctx context.Context, env *engine.Env) error {
 		return fmt.Errorf("nixpkgs: nix-instantiate printed %q, not a store path", strings.TrimSpace(string(out)))
 	}
 	env.State.NixpkgsPath = path
-	pins := env.Path(filepath.Join(installRoot, PinsFile))
+	pins := env.Path(filepath.Join(installRoot, nixos.PinsFile))
 	if err := os.MkdirAll(filepath.Dir(pins), 0o755); err != nil {
 		return fmt.Errorf("nixpkgs: %w", err)
 	}
 	if err := renameio.WriteFile(pins, wantPins(env, pin, url, path), 0o644); err != nil {
-		return fmt.Errorf("nixpkgs: write %s: %w", PinsFile, err)
+		return fmt.Errorf("nixpkgs: write %s: %w", nixos.PinsFile, err)
 	}
-	env.Logf("nixpkgs %s is %s; recorded in %s", shortRev(pin.Rev), path, PinsFile)
+	env.Logf("nixpkgs %s is %s; recorded in %s", shortRev(pin.Rev), path, nixos.PinsFile)
 	return nil
 }

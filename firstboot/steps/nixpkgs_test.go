@@ -9,6 +9,7 @@ import (
 
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/journal"
+	"github.com/nixpi/nixpi/firstboot/nixos"
 )
 
 const standinNixpkgs = "/nix/store/0c4vkkq8z4ikn1sd3sbh4nmspv0zf1sk-source"
@@ -33,7 +34,7 @@ func TestNixpkgsFetchesRecordsAndSkips(t *testing.T) {
 	if u.env.State.NixpkgsPath != standinNixpkgs {
 		t.Errorf("state path %q", u.env.State.NixpkgsPath)
 	}
-	data, _ := u.read(t, PinsFile)
+	data, _ := u.read(t, nixos.PinsFile)
 	var pins pinsRecord
 	if err := json.Unmarshal([]byte(data), &pins); err != nil {
 		t.Fatal(err)

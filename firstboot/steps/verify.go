@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/nixos"
@@ -28,9 +29,6 @@ func (verifyStep) Describe() string {
 	return "checking the SSD: boot files, extlinux.conf, system profile, labels"
 }
 
-// requiredBootFiles must be on the SSD's FAT for the Pi 4's boot chain.
-var requiredBootFiles = []string{"start4.elf", "fixup4.dat", "u-boot-rpi4.bin", "armstub8-gic.bin", "bcm2711-rpi-4-b.dtb"}
-
 // Probe always says to run: the check is cheap and reads only.
 func (verifyStep) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 	return false, "checking the installed SSD", nil
@@ -39,7 +37,7 @@ func (verifyStep) Probe(ctx context.Context, env *engine.Env) (bool, string, err
 func (verifyStep) Run(ctx context.Context, env *engine.Env) error {
 	var missing []string
 	missing = append(missing, checkExtlinux(env)...)
-	for _, n := range requiredBootFiles {
+	for _, n := range bootfiles.SSDBootFiles {
 		if env.State.Firmware[n] == "" {
 			missing = append(missing, "no "+n+" recorded by the firmware step")
 		}
@@ -49,7 +47,7 @@ func (verifyStep) Run(ctx context.Context, env *engine.Env) error {
 			missing = append(missing, fmt.Sprintf("/boot/%s is missing or differs from %s", n, src))
 		}
 	}
-	if have, _ := os.ReadFile(env.Path(filepath.Join(bootMount, "config.txt"))); string(have) != SSDConfigTxt {
+	if have, _ := os.ReadFile(env.Path(filepath.Join(bootMount, "config.txt"))); string(have) != bootfiles.SSDConfigTxt {
 		missing = append(missing, "/boot/config.txt is missing or not the one nixpi writes")
 	}
 	if got, err := profileTarget(env); err != nil {
