@@ -11,7 +11,7 @@ OUT ?= out
 DEMO_PACKAGES := e2fsprogs dosfstools mtools fdisk util-linux xz-utils
 TEST_PACKAGES := $(DEMO_PACKAGES) gdisk btrfs-progs exfatprogs zstd gzip zip unzip python3 \
 	qemu-user-static qemu-system-arm binfmt-support mmdebstrap arch-test debian-archive-keyring \
-	nix-bin cryptsetup-bin zsh fish bmap-tools
+	nix-bin busybox-static cryptsetup-bin zsh fish bmap-tools
 
 DEVICE_BINS := assets/device/nixpi-firstboot-linux-arm64 assets/device/nixpi-firstboot-linux-arm
 
@@ -66,7 +66,7 @@ race:
 	$(GO) test -race -count=1 -timeout 30m $(RACE_PACKAGES)
 
 e2e: build deps-test
-	NIXPI_E2E=1 NIXPI_BIN=$(CURDIR)/bin/nixpi $(GO) test -count=1 -v -timeout 60m -run 'TestE2E' ./builder/qemu/
+	NIXPI_E2E=1 NIXPI_BIN=$(CURDIR)/bin/nixpi $(GO) test -count=1 -v -timeout 100m -run 'TestE2E' ./builder/qemu/
 
 # Build time against `xz -T0 -dc` of the same >= 1 GiB base, and peak RSS,
 # from one run (the base is generated once and cached in /var/tmp/nixpi-bench);

@@ -42,20 +42,25 @@ type BaseRecipe struct {
 
 // baseRecipeVersion changes when the code that turns a recipe into an image
 // changes in a way that alters the image.
-const baseRecipeVersion = 1
+const baseRecipeVersion = 2
 
-// DefaultBaseRecipe is a Raspberry Pi OS Bookworm arm64 Lite lookalike made
-// of Debian packages, plus the disk tools the device service needs so the
-// disk steps run without network.
+// DefaultBaseRecipe is a Raspberry Pi OS Trixie arm64 Lite lookalike made
+// of Debian packages, plus what the device service would install from the
+// network, preinstalled because the guest reaches nothing but the host: the
+// disk tools, Debian's Nix (nix-setup-systemd pulls nix-bin 2.26, the
+// daemon and the nixbld users) and busybox-static, whose /bin/busybox the
+// harness ships inside the stand-in nixpkgs as the builder of every
+// stand-in derivation (Debian's Nix has no sandbox coreutils).
 func DefaultBaseRecipe() BaseRecipe {
 	return BaseRecipe{
-		Suite:      "bookworm",
+		Suite:      "trixie",
 		Mirror:     "http://deb.debian.org/debian",
 		Components: []string{"main", "non-free-firmware"},
 		Packages: []string{
 			"systemd", "systemd-sysv", "udev", "dbus", "kmod",
 			"linux-image-arm64", "raspi-firmware", "initramfs-tools", "zstd",
 			"util-linux", "mount", "e2fsprogs", "btrfs-progs", "dosfstools", "gdisk", "fdisk", "parted",
+			"nix-setup-systemd", "busybox-static",
 		},
 		InitramfsModules: []string{"virtio_pci", "virtio_blk", "xhci_pci", "xhci_hcd", "usb_storage", "uas", "sd_mod", "ext4"},
 		InitramfsMode:    "list",
@@ -69,7 +74,7 @@ func DefaultBaseRecipe() BaseRecipe {
 func (r BaseRecipe) Key() string {
 	h := sha256.New()
 	enc, _ := json.Marshal(r) // a struct of strings and ints always encodes
-	fmt.Fprintf(h, "nixpi e2e base v%d\n%s\n%s\n%s\n", baseRecipeVersion, enc, deferInitramfsHook, configTxt)
+	fmt.Fprintf(h, "nixpi e2e base v%d\n%s\n%s\n%s\n%s\n%s\n", baseRecipeVersion, enc, deferInitramfsHook, configTxt, wiredNetwork, resolvConf)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -85,7 +90,23 @@ const deferInitramfsHook = `chroot "$1" dpkg-divert --quiet --local --rename --d
 
 const restoreInitramfsHook = `rm -f "$1/usr/sbin/update-initramfs" && chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.nixpi --remove /usr/sbin/update-initramfs`
 
-// configTxt is Raspberry Pi OS Bookworm's stock config.txt.
+// wiredNetwork makes systemd-networkd take an address by DHCP on the wired
+// link, as Raspberry Pi OS's NetworkManager does on eth0; QEMU's user
+// network answers it.
+const wiredNetwork = `[Match]
+Name=en* eth*
+
+[Network]
+DHCP=yes
+`
+
+// resolvConf names QEMU's user-network name server, so the service's
+// network check sees one (the guest resolves no names: every URL the e2e
+// uses is an address on the host).
+const resolvConf = "nameserver 10.0.2.3\n"
+
+// configTxt is Raspberry Pi OS's stock config.txt (Bookworm's, unchanged
+// in Trixie).
 const configTxt = `# For more options and information see
 # http://rptl.io/configtxt
 # Some settings may impact device functionality. See link above for details
@@ -302,6 +323,7 @@ func (b *BaseBuilder) mmdebstrap(ctx context.Context, root string) error {
 		"--customize-hook=" + restoreInitramfsHook,
 		"--customize-hook=printf '%s' " + shellQuote(modules) + ` >> "$1/etc/initramfs-tools/modules"`,
 		"--customize-hook=printf 'MODULES=%s\n' " + shellQuote(r.InitramfsMode) + ` > "$1/etc/initramfs-tools/conf.d/nixpi-e2e.conf"`,
+		`--customize-hook=chroot "$1" systemctl enable systemd-networkd.service`,
 		r.Suite, root, r.Mirror,
 	}
 	_, err := run(ctx, b.Run, argv...)
@@ -349,7 +371,8 @@ func (b *BaseBuilder) layout(root, fatTree, diskID string) error {
 		copies[f] = filepath.Base(f)
 	}
 	for src, name := range copies {
-		if err := copyFile(src, filepath.Join(fatTree, name)); err != nil {
+		// trixie's raspi-firmware has overlays/ beside the files.
+		if err := copyTree(src, filepath.Join(fatTree, name)); err != nil {
 			return err
 		}
 	}
@@ -366,8 +389,15 @@ func (b *BaseBuilder) layout(root, fatTree, diskID string) error {
 		{filepath.Join(root, "etc", "fstab"), fstab},
 		{filepath.Join(root, "etc", "hostname"), b.Recipe.Hostname + "\n"},
 		{filepath.Join(root, "etc", "hosts"), "127.0.0.1\tlocalhost\n127.0.1.1\t" + b.Recipe.Hostname + "\n"},
+		{filepath.Join(root, "etc", "systemd", "network", "50-wired.network"), wiredNetwork},
+		{filepath.Join(root, "etc", "resolv.conf"), resolvConf},
 	}
 	for _, f := range files {
+		// resolv.conf may be a link into /run; replace it by the file.
+		os.Remove(f.path)
+		if err := os.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
+			return err
+		}
 		if err := os.WriteFile(f.path, []byte(f.data), 0o644); err != nil {
 			return err
 		}
@@ -493,6 +523,21 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// copyTree copies a file, or a directory with everything in it.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		return copyFile(p, target)
+	})
 }
 
 func copyFile(src, dst string) error {

@@ -148,7 +148,7 @@ func (h *Harness) CheckInstall(in *Install, cut *Cut) Problems {
 		lastIndex = i
 		switch e.Event {
 		case journal.Start:
-			if b, ok := finished[e.Step]; ok && e.Step != "preflight" {
+			if b, ok := finished[e.Step]; ok && !perBootSteps[e.Step] {
 				p.addf("%s: step %s was started again in boot %d although it finished in boot %d", in.Name, e.Step, e.Boot, b)
 			}
 		case journal.Done, journal.Skip:
@@ -257,6 +257,10 @@ func checkCut(in *Install, cut *Cut) Problems {
 	}
 	return p
 }
+
+// perBootSteps run again on every boot by design: the read-only preflight
+// checks, and what a reboot undoes (the mounts under /mnt, the network).
+var perBootSteps = map[string]bool{"preflight": true, "mount": true, "network": true}
 
 // CheckSSD checks the SSD against what the config asks for: the table,
 // sizes, types, names and labels, the filesystems, the btrfs subvolumes and
@@ -430,32 +434,127 @@ func CheckRefusal(in *Install, sumBefore, sumAfter, serial string) Problems {
 // filesystem (partition 2, mounted read-only through a loop device), its
 // mode. It needs root.
 func (in *Inspector) RootFiles(ctx context.Context, card string, paths []string) (map[string]os.FileMode, error) {
+	modes := map[string]os.FileMode{}
+	err := in.withCardRoot(ctx, card, func(mnt string) error {
+		for _, p := range paths {
+			if info, err := os.Lstat(filepath.Join(mnt, p)); err == nil {
+				modes[p] = info.Mode()
+			}
+		}
+		return nil
+	})
+	return modes, err
+}
+
+// CopyRootFile copies one file out of the card's root filesystem.
+func (in *Inspector) CopyRootFile(ctx context.Context, card, path, dst string) error {
+	return in.withCardRoot(ctx, card, func(mnt string) error {
+		src, err := resolveIn(mnt, path)
+		if err != nil {
+			return fmt.Errorf("%s on %s: %w", path, card, err)
+		}
+		data, err := os.ReadFile(filepath.Join(mnt, src))
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, data, 0o755)
+	})
+}
+
+// withCardRoot mounts the card's root filesystem (partition 2) read-only
+// through a loop device for fn. It needs root.
+func (in *Inspector) withCardRoot(ctx context.Context, card string, fn func(mnt string) error) error {
 	t := in.Tools
 	out, err := run(ctx, in.Run, t.Losetup, "--find", "--show", "--read-only", "--partscan", card)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	loop := strings.TrimSpace(out)
 	defer run(context.WithoutCancel(ctx), in.Run, t.Losetup, "--detach", loop)
 	dev := loop + "p2"
 	if err := waitForNode(ctx, in, loop, dev); err != nil {
-		return nil, err
+		return err
 	}
 	mnt, err := os.MkdirTemp(in.TempDir, "root-")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer os.Remove(mnt)
 	// noload: never replay the journal of a card under test.
 	if _, err := run(ctx, in.Run, t.Mount, "-t", "ext4", "-o", "ro,noload", dev, mnt); err != nil {
-		return nil, err
+		return err
 	}
 	defer run(context.WithoutCancel(ctx), in.Run, t.Umount, mnt)
-	modes := map[string]os.FileMode{}
-	for _, p := range paths {
-		if info, err := os.Lstat(filepath.Join(mnt, p)); err == nil {
-			modes[p] = info.Mode()
+	return fn(mnt)
+}
+
+// WithInstalledSSD shows fn an installed SSD as the installed system sees
+// it: root is its root filesystem (or subvolumes) mounted read-only, boot
+// the FAT's files (copied out with mtools: this host's kernel may have no
+// vfat). spec names the partitions (by label, as the config gives them).
+// It needs root.
+func (in *Inspector) WithInstalledSSD(ctx context.Context, img string, spec *DiskSpec, l config.Layout, fn func(root, boot string) error) error {
+	t := in.Tools
+	var bootPart *PartSpec
+	rootN := 0
+	for i, p := range spec.Partitions {
+		switch p.Label {
+		case l.BootLabel:
+			bootPart = &spec.Partitions[i]
+		case l.RootLabel:
+			rootN = p.Number
 		}
 	}
-	return modes, nil
+	if bootPart == nil || rootN == 0 {
+		return fmt.Errorf("the SSD has no partition labelled %q or %q:\n%s", l.BootLabel, l.RootLabel, spec)
+	}
+	boot, err := os.MkdirTemp(in.TempDir, "ssd-boot-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(boot)
+	fat := fmt.Sprintf("%s@@%d", img, bootPart.FirstLBA*512)
+	// mcopy fails on an empty FAT ("::*" not found): then boot stays empty
+	// and the checks say what is missing.
+	if _, err := run(ctx, in.Run, t.Mcopy, "-s", "-n", "-i", fat, "::*", boot+"/"); err != nil && !strings.Contains(err.Error(), `"::*" not found`) {
+		return fmt.Errorf("copy the SSD's boot partition: %w", err)
+	}
+	out, err := run(ctx, in.Run, t.Losetup, "--find", "--show", "--read-only", "--partscan", img)
+	if err != nil {
+		return err
+	}
+	loop := strings.TrimSpace(out)
+	defer run(context.WithoutCancel(ctx), in.Run, t.Losetup, "--detach", loop)
+	rootDev := fmt.Sprintf("%sp%d", loop, rootN)
+	if err := waitForNode(ctx, in, loop, rootDev); err != nil {
+		return err
+	}
+	mnt, err := os.MkdirTemp(in.TempDir, "ssd-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(mnt)
+	var mounted []string
+	defer func() {
+		for i := len(mounted) - 1; i >= 0; i-- {
+			run(context.WithoutCancel(ctx), in.Run, t.Umount, mounted[i])
+		}
+	}()
+	mount := func(fstype, opts, at string) error {
+		if _, err := run(ctx, in.Run, t.Mount, "-t", fstype, "-o", opts, rootDev, at); err != nil {
+			return err
+		}
+		mounted = append(mounted, at)
+		return nil
+	}
+	if l.RootFS == config.FSBtrfs {
+		for _, m := range l.SubvolumeMounts() {
+			if err := mount("btrfs", "ro,subvol="+m.Subvolume, filepath.Join(mnt, m.Path)); err != nil {
+				return err
+			}
+		}
+	} else if err := mount(l.RootFS, "ro,noload", mnt); err != nil {
+		return err
+	}
+	return fn(mnt, boot)
 }

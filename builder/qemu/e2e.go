@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nixpi/nixpi/builder"
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
@@ -25,6 +26,12 @@ type Options struct {
 	Mirror string
 	// Config is the install config written to the card.
 	Config string
+	// StandIn is the stand-in nixpkgs' source tree
+	// (testdata/e2e/standin-nixpkgs). When set, the harness serves it and an
+	// empty binary cache to the guest, and writes the run's config with the
+	// stand-in's pins in [nixos]: the device steps fetch and build with the
+	// real Nix in the guest, from this instead of nixpkgs.
+	StandIn string
 	// Dir is the work directory: card copies, SSDs, console logs.
 	Dir string
 	// DeviceBinary is passed to builder.Build (nil: the embedded binaries).
@@ -40,8 +47,19 @@ type E2E struct {
 	Inspector *Inspector
 	Config    *config.Config
 	Card      string
+	// StandIn and Server are the served stand-in nixpkgs (nil without
+	// Options.StandIn).
+	StandIn *StandIn
+	Server  *StandInServer
 	// Timings are the phases run so far and how long each took.
 	Timings []Timing
+}
+
+// Close stops the stand-in server.
+func (e *E2E) Close() {
+	if e != nil && e.Server != nil {
+		e.Server.Close()
+	}
 }
 
 // Timing is one phase's duration.
@@ -97,7 +115,9 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 	e := &E2E{
 		Harness: Harness{
 			Dir: opts.Dir, Run: runner, Tools: tools, Log: logf,
-			BootTimeout: 6 * time.Minute,
+			// One boot installs NixOS: the Nix steps under emulation take many
+			// minutes.
+			BootTimeout: 25 * time.Minute,
 			MaxBoots:    5,
 			SSDSize:     16 << 30,
 			SSDSerial:   "NIXPIE2ESSD0001",
@@ -121,6 +141,16 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 			return err
 		})
 		if err != nil {
+			return e, err
+		}
+	}
+	if opts.StandIn != "" {
+		err := e.Phase("stand-in nixpkgs", func() error { return e.serveStandIn(ctx, opts, base) })
+		if err != nil {
+			return e, err
+		}
+		opts.Config = filepath.Join(opts.Dir, "nixpi.toml")
+		if e.Config, err = config.Load(opts.Config); err != nil {
 			return e, err
 		}
 	}
@@ -152,6 +182,59 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 	return e, nil
 }
 
+// StandInKey is the stand-in binary cache's public key: any key of the
+// right form, as the cache serves nothing to sign.
+const StandInKey = "stand-in-cache-1:c3RhbmQtaW4gY2FjaGUga2V5LCBzaWducyBub3RoaW4="
+
+// serveStandIn stages the stand-in nixpkgs with the base image's arm64
+// busybox, serves it, routes the VMs' network to the server, and writes
+// the run's config: the given one with the stand-in's pins.
+func (e *E2E) serveStandIn(ctx context.Context, opts Options, base string) error {
+	if err := Check(e.Tools.NixHash, e.Tools.Busybox); err != nil {
+		return err
+	}
+	busybox := filepath.Join(opts.Dir, "busybox-arm64")
+	if err := e.Inspector.CopyRootFile(ctx, base, "/usr/bin/busybox", busybox); err != nil {
+		return fmt.Errorf("the base image's busybox (busybox-static): %w", err)
+	}
+	s, err := StageStandIn(ctx, e.Run, e.Tools.NixHash, opts.StandIn, busybox, filepath.Join(opts.Dir, "standin-nixpkgs"))
+	if err != nil {
+		return err
+	}
+	srv, err := ServeStandIn(s)
+	if err != nil {
+		return err
+	}
+	e.StandIn, e.Server = s, srv
+	e.GuestForward = GuestForward(e.Tools.Busybox, srv.Port())
+	e.logf("stand-in nixpkgs %s (NAR hash %s, %d KiB tarball) served on 127.0.0.1:%d as %s, empty cache %s",
+		s.Rev, s.NARHash, len(s.Tarball)>>10, srv.Port(), srv.TarballURL(), srv.CacheURL())
+	tmpl, err := os.ReadFile(opts.Config)
+	if err != nil {
+		return err
+	}
+	text, err := WithStandInPins(string(tmpl), srv, s)
+	if err != nil {
+		return fmt.Errorf("%s: %w", opts.Config, err)
+	}
+	return os.WriteFile(filepath.Join(opts.Dir, "nixpi.toml"), []byte(text), 0o644)
+}
+
+// WithStandInPins adds the stand-in's pins and cache to a config's [nixos]
+// table (which must not set them itself).
+func WithStandInPins(toml string, srv *StandInServer, s *StandIn) (string, error) {
+	pins := fmt.Sprintf("# Written by the e2e harness: the stand-in nixpkgs (test data) and its empty cache.\n"+
+		"nixpkgs_url = %q\nnixpkgs_rev = %q\nnixpkgs_sha256 = %q\nsubstituters = [%q]\ntrusted_public_keys = [%q]\n",
+		srv.TarballURL(), s.Rev, s.NARHash, srv.CacheURL(), StandInKey)
+	lines := strings.SplitAfter(toml, "\n")
+	for i, line := range lines {
+		if strings.TrimSpace(line) == "[nixos]" {
+			return strings.Join(lines[:i+1], "") + pins + strings.Join(lines[i+1:], ""), nil
+		}
+	}
+	return "", fmt.Errorf("no [nixos] table to put the stand-in's pins in")
+}
+
 // BlankSSD makes a new, empty SSD.
 func (e *E2E) BlankSSD(path string) error { return NewBlankDisk(path, e.SSDSize) }
 
@@ -177,6 +260,13 @@ func (e *E2E) SwapBytes(in *Install) (int64, error) {
 	return int64(sw.Resolve(state.RAMBytes)), nil
 }
 
+// Reference is what the uninterrupted run left on its SSD, for the
+// interrupted runs to end in.
+type Reference struct {
+	Disk  *DiskSpec
+	NixOS *InstalledSpec // nil without the stand-in
+}
+
 // checkLayout checks a finished run's SSD against the config.
 func (e *E2E) checkLayout(ctx context.Context, in *Install) (*DiskSpec, Problems, error) {
 	swap, err := e.SwapBytes(in)
@@ -191,9 +281,78 @@ func (e *E2E) checkLayout(ctx context.Context, in *Install) (*DiskSpec, Problems
 	return spec, append(p, CheckSSD(spec, e.Config, swap)...), nil
 }
 
+// secrets are the config's secret values, which no log, journal or store
+// file may contain.
+func (e *E2E) secrets() []string {
+	var s []string
+	for _, u := range e.Config.Users {
+		if h := u.PasswordHash.Reveal(); h != "" {
+			s = append(s, h)
+		}
+	}
+	if e.Config.WLAN != nil && e.Config.WLAN.PSK.Reveal() != "" {
+		s = append(s, e.Config.WLAN.PSK.Reveal())
+	}
+	return s
+}
+
+// checkNixOS checks the NixOS a finished run installed (with the stand-in
+// nixpkgs): the SSD mounted read-only as the system sees it, the journal,
+// install.log and consoles free of secrets, and the guest's use of the
+// stand-in server.
+func (e *E2E) checkNixOS(ctx context.Context, in *Install, spec *DiskSpec) (*InstalledSpec, Problems, error) {
+	if e.StandIn == nil {
+		return nil, nil, nil
+	}
+	var p Problems
+	state, err := in.Journal.CurrentState()
+	if err != nil {
+		p.addf("%s: %v", in.Name, err)
+	}
+	if state.SystemPath == "" {
+		p.addf("%s: the journal records no built system (state system_path)", in.Name)
+	}
+	want := NixOSWant{Hostname: e.Config.System.Hostname, SystemPath: state.SystemPath, NixpkgsRev: e.StandIn.Rev,
+		Firmware: StandInFirmware, Secrets: e.secrets(), NixInstantiate: e.Tools.NixInstantiate, Run: e.Run}
+	var installed *InstalledSpec
+	err = e.Inspector.WithInstalledSSD(ctx, in.SSD, spec, e.Config.Layout, func(root, boot string) error {
+		for _, s := range CheckNixOSRoot(ctx, root, boot, want) {
+			p.addf("%s: %s", in.Name, s)
+		}
+		var err error
+		installed, err = DescribeInstalled(root, boot)
+		return err
+	})
+	if err != nil {
+		return nil, p, fmt.Errorf("%s: inspect the installed SSD: %w", in.Name, err)
+	}
+	card, err := OpenCard(in.Card, e.Run, e.Tools)
+	if err != nil {
+		return installed, p, err
+	}
+	journalText, err := card.ReadFile(ctx, cardpath.Journal)
+	if err != nil {
+		return installed, p, err
+	}
+	consoles, err := in.Consoles()
+	if err != nil {
+		return installed, p, err
+	}
+	for _, s := range CheckNoSecrets(map[string]string{"the journal": string(journalText), "install.log": in.InstallLog, "the consoles": consoles}, want.Secrets) {
+		p.addf("%s: %s", in.Name, s)
+	}
+	requests := strings.Join(e.Server.Requests(), "\n")
+	for _, r := range []string{"GET " + StandInCachePath + "/nix-cache-info 200", "GET " + strings.TrimPrefix(e.Server.TarballURL(), "http://"+GuestServerAddr) + " 200"} {
+		if !strings.Contains(requests, r) {
+			p.addf("%s: the guest never asked the stand-in server for %q; it served:\n%s", in.Name, r, requests)
+		}
+	}
+	return installed, p, nil
+}
+
 // Uninterrupted runs the install without interruption and checks the SSD
 // against the config.
-func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*DiskSpec, Problems, error) {
+func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*Reference, Problems, error) {
 	var in *Install
 	err := e.Phase("scenario uninterrupted", func() error {
 		var err error
@@ -210,12 +369,20 @@ func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*DiskSpec, 
 		return nil, p, err
 	}
 	e.logf("uninterrupted: SSD:\n%s", spec)
-	return spec, p, nil
+	installed, nixos, err := e.checkNixOS(ctx, in, spec)
+	p = append(p, nixos...)
+	if err != nil {
+		return nil, p, err
+	}
+	if installed != nil {
+		e.logf("uninterrupted: installed:\n%s", installed)
+	}
+	return &Reference{Disk: spec, NixOS: installed}, p, nil
 }
 
 // PowerCut runs the install with one power cut and compares the SSD with
 // the uninterrupted run's.
-func (e *E2E) PowerCut(ctx context.Context, hookedCard string, cut *Cut, reference *DiskSpec) (Problems, error) {
+func (e *E2E) PowerCut(ctx context.Context, hookedCard string, cut *Cut, reference *Reference) (Problems, error) {
 	name := "power-cut-" + cut.Step
 	var in *Install
 	err := e.Phase("scenario "+name, func() error {
@@ -232,8 +399,16 @@ func (e *E2E) PowerCut(ctx context.Context, hookedCard string, cut *Cut, referen
 	if err != nil {
 		return p, err
 	}
+	installed, nixos, err := e.checkNixOS(ctx, in, spec)
+	p = append(p, nixos...)
+	if err != nil {
+		return p, err
+	}
 	if reference != nil {
-		p = append(p, CompareSpecs(name, spec, reference)...)
+		p = append(p, CompareSpecs(name, spec, reference.Disk)...)
+		if installed != nil && reference.NixOS != nil {
+			p = append(p, CompareInstalled(name, installed, reference.NixOS)...)
+		}
 	}
 	return p, nil
 }

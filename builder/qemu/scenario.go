@@ -33,6 +33,8 @@ type Harness struct {
 	SSDSerial   string
 	MemoryMiB   int
 	CPUs        int
+	// GuestForward is the VMs' one way out (VM.GuestForward).
+	GuestForward string
 	// WantSteps, when set, is the step list the journal must record. The
 	// e2e test sets it from steps.All(); `nixpi test --qemu` cannot, as the
 	// host binary does not link the device service.
@@ -47,7 +49,7 @@ func (h *Harness) logf(format string, args ...any) {
 
 func (h *Harness) vm(dir, card, ssd string) *VM {
 	return &VM{Card: card, SSD: ssd, SSDSerial: h.SSDSerial, MemoryMiB: h.MemoryMiB, CPUs: h.CPUs,
-		Dir: dir, Run: h.Run, Tools: h.Tools, Log: h.Log}
+		GuestForward: h.GuestForward, Dir: dir, Run: h.Run, Tools: h.Tools, Log: h.Log}
 }
 
 // HookBoot is the first boot of a freshly written card.

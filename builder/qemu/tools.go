@@ -29,27 +29,37 @@ type Tools struct {
 	Losetup       string // util-linux
 	Partx         string // util-linux
 	Btrfs         string // btrfs-progs
+	// NixHash pins the stand-in nixpkgs by its NAR hash; NixInstantiate
+	// parses the configuration files found on the SSD (nix-bin).
+	NixHash        string
+	NixInstantiate string
+	// Busybox is the host's static busybox: its nc carries each of the
+	// guest's connections to the stand-in server (busybox-static).
+	Busybox string
 }
 
 // DefaultTools are the paths on Debian.
 func DefaultTools() Tools {
 	return Tools{
-		QemuSystem:    "/usr/bin/qemu-system-aarch64",
-		Mmdebstrap:    "/usr/bin/mmdebstrap",
-		UpdateBinfmts: "/usr/sbin/update-binfmts",
-		Chroot:        "/usr/sbin/chroot",
-		Mount:         "/usr/bin/mount",
-		Umount:        "/usr/bin/umount",
-		Mcopy:         "/usr/bin/mcopy",
-		Mtype:         "/usr/bin/mtype",
-		MkfsFAT:       "/usr/sbin/mkfs.fat",
-		FsckFAT:       "/usr/sbin/fsck.fat",
-		MkfsExt4:      "/usr/sbin/mkfs.ext4",
-		Sgdisk:        "/usr/sbin/sgdisk",
-		Blkid:         "/usr/sbin/blkid",
-		Losetup:       "/usr/sbin/losetup",
-		Partx:         "/usr/bin/partx",
-		Btrfs:         "/usr/bin/btrfs",
+		QemuSystem:     "/usr/bin/qemu-system-aarch64",
+		Mmdebstrap:     "/usr/bin/mmdebstrap",
+		UpdateBinfmts:  "/usr/sbin/update-binfmts",
+		Chroot:         "/usr/sbin/chroot",
+		Mount:          "/usr/bin/mount",
+		Umount:         "/usr/bin/umount",
+		Mcopy:          "/usr/bin/mcopy",
+		Mtype:          "/usr/bin/mtype",
+		MkfsFAT:        "/usr/sbin/mkfs.fat",
+		FsckFAT:        "/usr/sbin/fsck.fat",
+		MkfsExt4:       "/usr/sbin/mkfs.ext4",
+		Sgdisk:         "/usr/sbin/sgdisk",
+		Blkid:          "/usr/sbin/blkid",
+		Losetup:        "/usr/sbin/losetup",
+		Partx:          "/usr/bin/partx",
+		Btrfs:          "/usr/bin/btrfs",
+		NixHash:        "/usr/bin/nix-hash",
+		NixInstantiate: "/usr/bin/nix-instantiate",
+		Busybox:        "/bin/busybox",
 	}
 }
 
@@ -65,8 +75,11 @@ var debianPackage = map[string]string{
 	"fsck.fat":            "dosfstools",
 	"mkfs.ext4":           "e2fsprogs",
 
-	"sgdisk": "gdisk",
-	"btrfs":  "btrfs-progs",
+	"sgdisk":          "gdisk",
+	"btrfs":           "btrfs-progs",
+	"nix-hash":        "nix-bin",
+	"nix-instantiate": "nix-bin",
+	"busybox":         "busybox-static",
 }
 
 // Check reports every tool in paths that is missing, with the apt-get line

@@ -32,6 +32,11 @@ type VM struct {
 	SSDSerial string
 	MemoryMiB int
 	CPUs      int
+	// GuestForward, when set, gives the machine a network card on QEMU's
+	// user network restricted to this one guestfwd rule (GuestForward
+	// makes it): the guest gets an address by DHCP and reaches the host's
+	// server and nothing else. Unset: no network at all.
+	GuestForward string
 	// Dir receives the console log of each boot (console-N.log) and the
 	// kernel files taken from the card.
 	Dir   string
@@ -129,11 +134,17 @@ func (v *VM) Argv(kernel, initrd, cmdline, qmpSocket string) []string {
 		"-drive", "if=none,id=ssd,format=raw,file="+v.SSD,
 		"-device", "qemu-xhci,id=xhci",
 		"-device", "usb-storage,bus=xhci.0,drive=ssd,serial="+v.SSDSerial,
-		// No network: nothing may leave this machine, and the disk steps
-		// must not need it.
-		"-nic", "none",
 	)
-	return argv
+	if v.GuestForward == "" {
+		// No network: nothing may leave this machine.
+		return append(argv, "-nic", "none")
+	}
+	// restrict=on: nothing leaves this machine except through the
+	// guestfwd rule (QEMU's option syntax doubles a literal comma).
+	return append(argv,
+		"-netdev", "user,id=net0,restrict=on,guestfwd="+strings.ReplaceAll(v.GuestForward, ",", ",,"),
+		"-device", "virtio-net-pci,netdev=net0",
+	)
 }
 
 // powerButtonGrace is how long a clean shutdown may take after the power

@@ -33,6 +33,12 @@ func TestVMArgv(t *testing.T) {
 	if argv := v.Argv("/w/k", "", "console=ttyAMA0", "/w/q"); slices.Contains(argv, "-initrd") {
 		t.Errorf("-initrd without an initramfs: %v", argv)
 	}
+	v.GuestForward = GuestForward("/bin/busybox", 40123)
+	joined = strings.Join(v.Argv("/w/k", "", "console=ttyAMA0", "/w/q"), " ")
+	want := "-netdev user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:/bin/busybox nc 127.0.0.1 40123 -device virtio-net-pci,netdev=net0"
+	if !strings.HasSuffix(joined, want) || strings.Contains(joined, "-nic none") {
+		t.Errorf("with the stand-in server, argv ends\n%s\nwant\n%s", joined, want)
+	}
 }
 
 // TestE2EConfig: the e2e config is a valid install config with what the

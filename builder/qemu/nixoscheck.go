@@ -1,0 +1,404 @@
+package qemu
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/nixpi/nixpi/firstboot/system"
+)
+
+// NixOSWant is what an installed SSD must show, seen from the host: its root
+// at a directory (the store at nix/), the FAT's files at another.
+type NixOSWant struct {
+	Hostname string
+	// SystemPath is the toplevel the journal recorded; "" skips that
+	// comparison.
+	SystemPath string
+	// NixpkgsRev is the pinned revision /etc/nixos/nixpi-pins.json must name.
+	NixpkgsRev string
+	// Firmware maps each file the firmware step puts on the FAT to the
+	// start of its content (the stand-in's files say what they are).
+	Firmware map[string]string
+	// Secrets must appear nowhere in the store (world-readable), and each
+	// must be in a root-only file under /etc/nixos/secrets.
+	Secrets []string
+	// NixInstantiate parses the configuration files (nix-bin).
+	NixInstantiate string
+	Run            system.Runner
+}
+
+// StandInFirmware is what the stand-in's firmware packages put on the FAT,
+// under the names the firmware step gives them.
+var StandInFirmware = map[string]string{
+	"start4.elf":          "stand-in share/raspberrypi/boot/start4.elf ",
+	"fixup4.dat":          "stand-in share/raspberrypi/boot/fixup4.dat ",
+	"bcm2711-rpi-4-b.dtb": "stand-in share/raspberrypi/boot/bcm2711-rpi-4-b.dtb ",
+	"u-boot-rpi4.bin":     "stand-in u-boot.bin ",
+	"armstub8-gic.bin":    "stand-in armstub8-gic.bin ",
+}
+
+// SSDConfigTxt is what the SSD's config.txt must set, by section (DESIGN.md
+// §4): U-Boot as the kernel, the GIC armstub, 64-bit, the UART U-Boot needs.
+var SSDConfigTxt = map[string][]string{
+	"pi4": {"kernel=u-boot-rpi4.bin", "enable_gic=1", "armstub=armstub8-gic.bin"},
+	"all": {"arm_64bit=1", "enable_uart=1"},
+}
+
+// InstalledSpec is what decides an installed SSD's content, to compare an
+// interrupted run with the uninterrupted one.
+type InstalledSpec struct {
+	System      string
+	Generations []string
+	StorePaths  []string
+	BootFiles   []string // path sha256, under boot/
+}
+
+func (s *InstalledSpec) String() string {
+	return fmt.Sprintf("system %s\ngenerations %v\nstore %d paths: %v\nboot files:\n  %s", s.System, s.Generations,
+		len(s.StorePaths), s.StorePaths, strings.Join(s.BootFiles, "\n  "))
+}
+
+// resolveIn follows p's symbolic links inside root, as the installed
+// system would see them (absolute targets are in root, not on the host).
+func resolveIn(root, p string) (string, error) {
+	for hops := 0; hops < 40; hops++ {
+		parts := strings.Split(strings.Trim(filepath.Clean(p), "/"), "/")
+		cur, relinked := "/", false
+		for i, part := range parts {
+			if part == "" {
+				continue
+			}
+			next := filepath.Join(cur, part)
+			info, err := os.Lstat(filepath.Join(root, next))
+			if err != nil {
+				return "", err
+			}
+			if info.Mode()&fs.ModeSymlink != 0 {
+				target, err := os.Readlink(filepath.Join(root, next))
+				if err != nil {
+					return "", err
+				}
+				if !filepath.IsAbs(target) {
+					target = filepath.Join(cur, target)
+				}
+				p, relinked = filepath.Join(append([]string{target}, parts[i+1:]...)...), true
+				break
+			}
+			cur = next
+		}
+		if !relinked {
+			return cur, nil
+		}
+	}
+	return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+}
+
+// CheckNixOSRoot checks an installed SSD mounted at root: the system
+// profile and the toplevel it points at (built from the configuration),
+// /etc/NIXOS, extlinux.conf and every file it names, the firmware and
+// config.txt on the FAT, the configuration files (parsed by a real Nix),
+// the pins, and that no secret entered the store.
+func CheckNixOSRoot(ctx context.Context, root, boot string, w NixOSWant) Problems {
+	var p Problems
+	system, err := resolveIn(root, "/nix/var/nix/profiles/system")
+	switch {
+	case err != nil:
+		p.addf("the system profile /nix/var/nix/profiles/system: %v", err)
+	case !strings.HasPrefix(system, "/nix/store/") || !strings.Contains(filepath.Base(system), "-nixos-system-"+w.Hostname+"-"):
+		p.addf("the system profile points at %s, not a toplevel of host %s", system, w.Hostname)
+	case w.SystemPath != "" && system != w.SystemPath:
+		p.addf("the system profile points at %s, the journal recorded %s", system, w.SystemPath)
+	}
+	if err == nil {
+		for _, f := range []string{"init", "kernel", "initrd", "dtbs", "bin/switch-to-configuration", "etc/hostname"} {
+			if _, err := resolveIn(root, filepath.Join(system, f)); err != nil {
+				p.addf("the toplevel %s has no %s: %v", system, f, err)
+			}
+		}
+		if host, err := resolveIn(root, filepath.Join(system, "etc/hostname")); err == nil {
+			if data, _ := os.ReadFile(filepath.Join(root, host)); string(data) != w.Hostname+"\n" {
+				p.addf("the toplevel's etc/hostname says %q, the configuration %q", data, w.Hostname)
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "etc/NIXOS")); err != nil {
+		p.addf("/etc/NIXOS: %v", err)
+	}
+	p = append(p, checkExtlinux(root, boot, system)...)
+	p = append(p, checkFirmware(boot, w.Firmware)...)
+	p = append(p, checkNixOSConfig(ctx, root, w)...)
+	p = append(p, checkSecrets(root, w.Secrets)...)
+	return p
+}
+
+// checkExtlinux checks that extlinux.conf boots the profile's system and
+// that every file it names is on the FAT, the kernel and initrd equal to
+// the toplevel's.
+func checkExtlinux(root, boot, system string) Problems {
+	var p Problems
+	conf := filepath.Join(boot, "extlinux", "extlinux.conf")
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		p.addf("extlinux.conf on the boot partition: %v", err)
+		return p
+	}
+	named := map[string][]string{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 {
+			continue
+		}
+		key := strings.ToUpper(f[0])
+		switch key {
+		case "LINUX", "KERNEL", "INITRD", "FDT", "FDTDIR":
+			path := f[1]
+			if filepath.IsAbs(path) {
+				path = filepath.Join(boot, path)
+			} else {
+				path = filepath.Join(boot, "extlinux", path)
+			}
+			if _, err := os.Stat(path); err != nil {
+				p.addf("extlinux.conf names %s %s, which is not on the boot partition: %v", key, f[1], err)
+			}
+			named[key] = append(named[key], path)
+		case "APPEND":
+			named[key] = append(named[key], strings.Join(f[1:], " "))
+		}
+	}
+	kernels := append(named["LINUX"], named["KERNEL"]...)
+	if len(kernels) == 0 || len(named["INITRD"]) == 0 {
+		p.addf("extlinux.conf names no kernel or no initrd:\n%s", data)
+		return p
+	}
+	if system == "" {
+		return p
+	}
+	if len(named["APPEND"]) == 0 || !strings.Contains(named["APPEND"][0], "init="+system+"/init") {
+		p.addf("the first extlinux.conf entry does not boot %s (APPEND %v)", system, named["APPEND"])
+	}
+	for _, pair := range [][2]string{{kernels[0], "kernel"}, {named["INITRD"][0], "initrd"}} {
+		src, err := resolveIn(root, filepath.Join(system, pair[1]))
+		if err != nil {
+			continue // reported above
+		}
+		a, _ := SHA256File(pair[0])
+		b, _ := SHA256File(filepath.Join(root, src))
+		if a == "" || a != b {
+			p.addf("the %s extlinux.conf boots (%s) differs from the system's %s", pair[1], pair[0], src)
+		}
+	}
+	return p
+}
+
+func checkFirmware(boot string, firmware map[string]string) Problems {
+	var p Problems
+	names := make([]string, 0, len(firmware))
+	for n := range firmware {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		data, err := os.ReadFile(filepath.Join(boot, name))
+		if err != nil {
+			p.addf("firmware %s on the boot partition: %v", name, err)
+			continue
+		}
+		if !bytes.HasPrefix(data, []byte(firmware[name])) {
+			p.addf("firmware %s on the boot partition is not the package's file (starts %q, want %q)", name, firstLine(data), firmware[name])
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(boot, "config.txt"))
+	if err != nil {
+		p.addf("config.txt on the boot partition: %v", err)
+		return p
+	}
+	sections := map[string][]string{}
+	section := "all"
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]") {
+			section = strings.Trim(line, "[]")
+		} else if line != "" && !strings.HasPrefix(line, "#") {
+			sections[section] = append(sections[section], line)
+		}
+	}
+	for _, s := range []string{"pi4", "all"} {
+		for _, want := range SSDConfigTxt[s] {
+			if !slices.Contains(sections[s], want) {
+				p.addf("config.txt on the boot partition has no %q in [%s]:\n%s", want, s, data)
+			}
+		}
+	}
+	return p
+}
+
+func firstLine(data []byte) string {
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	if len(line) > 60 {
+		line = line[:60]
+	}
+	return string(line)
+}
+
+func checkNixOSConfig(ctx context.Context, root string, w NixOSWant) Problems {
+	var p Problems
+	for _, f := range []string{"configuration.nix", "hardware-configuration.nix"} {
+		path := filepath.Join(root, "etc/nixos", f)
+		if _, err := os.Stat(path); err != nil {
+			p.addf("/etc/nixos/%s: %v", f, err)
+			continue
+		}
+		if w.Run != nil && w.NixInstantiate != "" {
+			if _, err := w.Run.Output(ctx, w.NixInstantiate, "--parse", path); err != nil {
+				p.addf("/etc/nixos/%s does not parse: %v", f, err)
+			}
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(root, "etc/nixos/nixpi-pins.json"))
+	if err != nil {
+		p.addf("/etc/nixos/nixpi-pins.json: %v", err)
+		return p
+	}
+	var pins map[string]any
+	if err := json.Unmarshal(data, &pins); err != nil {
+		p.addf("/etc/nixos/nixpi-pins.json: %v", err)
+	} else if w.NixpkgsRev != "" && !strings.Contains(string(data), w.NixpkgsRev) {
+		p.addf("/etc/nixos/nixpi-pins.json does not name the pinned revision %s: %s", w.NixpkgsRev, data)
+	}
+	return p
+}
+
+// checkSecrets: no secret in any file of the (world-readable) store, and
+// each in a root-only file under /etc/nixos/secrets, so the scan looked for
+// something that is really on the SSD.
+func checkSecrets(root string, secrets []string) Problems {
+	var p Problems
+	if len(secrets) == 0 {
+		return p
+	}
+	found := make([]bool, len(secrets))
+	secretDir := filepath.Join(root, "etc/nixos/secrets")
+	entries, err := os.ReadDir(secretDir)
+	if err != nil {
+		p.addf("/etc/nixos/secrets: %v", err)
+	}
+	for _, e := range entries {
+		path := filepath.Join(secretDir, e.Name())
+		info, err := os.Lstat(path)
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		st, _ := info.Sys().(*syscall.Stat_t)
+		if info.Mode().Perm()&0o077 != 0 || st == nil || st.Uid != 0 {
+			p.addf("/etc/nixos/secrets/%s is mode %v, not root-only", e.Name(), info.Mode().Perm())
+		}
+		data, _ := os.ReadFile(path)
+		for i, s := range secrets {
+			if bytes.Contains(data, []byte(s)) {
+				found[i] = true
+			}
+		}
+	}
+	for i, ok := range found {
+		if !ok {
+			p.addf("secret %d of the config is in no file under /etc/nixos/secrets", i+1)
+		}
+	}
+	filepath.WalkDir(filepath.Join(root, "nix/store"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		for i, s := range secrets {
+			if bytes.Contains(data, []byte(s)) {
+				// Never print the secret itself.
+				p.addf("secret %d of the config is in the world-readable store: %s", i+1, strings.TrimPrefix(path, root))
+			}
+		}
+		return nil
+	})
+	return p
+}
+
+// CheckNoSecrets reports each text (journal, install.log, consoles: name →
+// content) that contains a secret.
+func CheckNoSecrets(texts map[string]string, secrets []string) Problems {
+	var p Problems
+	names := make([]string, 0, len(texts))
+	for n := range texts {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		for i, s := range secrets {
+			if strings.Contains(texts[n], s) {
+				p.addf("secret %d of the config is in %s", i+1, n)
+			}
+		}
+	}
+	return p
+}
+
+// DescribeInstalled summarises what an installed SSD holds: the system,
+// the profile's generations, the store's paths and every file on the FAT
+// with its sha256.
+func DescribeInstalled(root, boot string) (*InstalledSpec, error) {
+	s := &InstalledSpec{}
+	var err error
+	if s.System, err = resolveIn(root, "/nix/var/nix/profiles/system"); err != nil {
+		s.System = "none (" + err.Error() + ")"
+	}
+	profiles, _ := filepath.Glob(filepath.Join(root, "nix/var/nix/profiles/system-*-link"))
+	for _, g := range profiles {
+		target, _ := os.Readlink(g)
+		s.Generations = append(s.Generations, filepath.Base(g)+" -> "+target)
+	}
+	entries, err := os.ReadDir(filepath.Join(root, "nix/store"))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") {
+			s.StorePaths = append(s.StorePaths, e.Name())
+		}
+	}
+	err = filepath.WalkDir(boot, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(data)
+		rel, _ := filepath.Rel(boot, path)
+		s.BootFiles = append(s.BootFiles, rel+" "+hex.EncodeToString(sum[:8]))
+		return nil
+	})
+	return s, err
+}
+
+// CompareInstalled reports how got differs from want (the uninterrupted
+// run's).
+func CompareInstalled(name string, got, want *InstalledSpec) Problems {
+	var p Problems
+	if g, w := got.String(), want.String(); g != w {
+		p.addf("%s: the installed system differs from the uninterrupted run's:\n got: %s\nwant: %s", name, g, w)
+	}
+	return p
+}

@@ -1,0 +1,457 @@
+package qemu
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/system"
+)
+
+const standInSrc = "../../testdata/e2e/standin-nixpkgs"
+
+// hostStandIn stages the stand-in with the host's static busybox, which the
+// host's Nix runs in its sandbox as the guest's runs the arm64 one. It
+// skips without root (the host's Nix has no daemon: building needs the
+// store) or without the tools, unless NIXPI_REQUIRE_NIX=1.
+func hostStandIn(t *testing.T) (*StandIn, Tools) {
+	t.Helper()
+	tools := DefaultTools()
+	var missing []string
+	for _, p := range []string{tools.NixHash, tools.NixInstantiate, "/usr/bin/nix-build", "/usr/bin/nix", tools.Busybox} {
+		if _, err := exec.LookPath(p); err != nil {
+			missing = append(missing, p)
+		}
+	}
+	switch {
+	case len(missing) > 0 && os.Getenv("NIXPI_REQUIRE_NIX") == "1":
+		t.Fatalf("NIXPI_REQUIRE_NIX=1 but %v missing: apt-get install nix-bin busybox-static", missing)
+	case len(missing) > 0:
+		t.Skipf("stand-in nixpkgs tests need %v (apt-get install nix-bin busybox-static)", missing)
+	case os.Geteuid() != 0:
+		t.Skip("stand-in nixpkgs builds need root (the host's Nix writes its store directly)")
+	}
+	s, err := StageStandIn(context.Background(), system.ExecRunner{}, tools.NixHash, standInSrc, tools.Busybox, filepath.Join(t.TempDir(), "standin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, tools
+}
+
+func nixOut(t *testing.T, argv ...string) string {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", system.QuoteArgv(argv), err, stderr.String())
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// nixErr runs argv, which must fail, and returns its stderr.
+func nixErr(t *testing.T, argv ...string) string {
+	t.Helper()
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	if err == nil {
+		t.Fatalf("%s succeeded, want a failure:\n%s", system.QuoteArgv(argv), out)
+	}
+	return string(out)
+}
+
+// Offline, sandboxed builds on the host.
+var hostNixOpts = []string{"--option", "sandbox", "true", "--option", "substituters", ""}
+
+func TestTarballIsDeterministic(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "b", "c"), 0o700)
+	os.WriteFile(filepath.Join(dir, "b", "c", "run"), []byte("#!/bin/sh\n"), 0o700)
+	os.WriteFile(filepath.Join(dir, "a.nix"), []byte("{ }\n"), 0o600)
+	one, err := Tarball(dir, "top")
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Hour)
+	os.Chtimes(filepath.Join(dir, "a.nix"), later, later)
+	two, _ := Tarball(dir, "top")
+	if !bytes.Equal(one, two) {
+		t.Fatal("the same tree packs to different tarballs after a change of mtime")
+	}
+	gz, err := gzip.NewReader(bytes.NewReader(one))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(gz)
+	var got []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.ModTime.Unix() != 0 || h.Uid != 0 || h.Gid != 0 {
+			t.Errorf("%s: mtime %v uid %d gid %d, want all zero", h.Name, h.ModTime, h.Uid, h.Gid)
+		}
+		got = append(got, fmt.Sprintf("%s %o", h.Name, h.Mode))
+	}
+	want := "top/ 755,top/a.nix 644,top/b/ 755,top/b/c/ 755,top/b/c/run 755"
+	if strings.Join(got, ",") != want {
+		t.Errorf("entries %q, want %q", strings.Join(got, ","), want)
+	}
+}
+
+// TestStandInServedAndPinned serves the staged stand-in and fetches it with
+// the host's real fetchTarball and the NAR hash the harness computed: the
+// pin the e2e config carries verifies what the server sends.
+func TestStandInServedAndPinned(t *testing.T) {
+	s, tools := hostStandIn(t)
+	srv, err := ServeStandIn(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	base := fmt.Sprintf("http://127.0.0.1:%d", srv.Port())
+	tarballPath := strings.TrimPrefix(srv.TarballURL(), "http://"+GuestServerAddr)
+	for path, want := range map[string]int{
+		StandInCachePath + "/nix-cache-info":                           200,
+		StandInCachePath + "/0123456789abcdfghijklmnpqrsvwxyz.narinfo": 404,
+		tarballPath:                     200,
+		"/nixpkgs/archive/other.tar.gz": 404,
+	} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+		if strings.HasSuffix(path, "nix-cache-info") && !strings.Contains(string(body), "StoreDir: /nix/store\n") {
+			t.Errorf("nix-cache-info has no StoreDir line: %q", body)
+		}
+	}
+	if n := len(srv.Requests()); n != 4 {
+		t.Errorf("the server recorded %d requests, want 4: %v", n, srv.Requests())
+	}
+	expr := fmt.Sprintf(`builtins.fetchTarball { url = %q; sha256 = %q; }`, base+tarballPath, s.NARHash)
+	fetched := strings.Trim(nixOut(t, tools.NixInstantiate, "--eval", "--read-write-mode", "--json", "-E", expr), `"`)
+	if got := nixOut(t, tools.NixHash, "--type", "sha256", "--base32", fetched); got != s.NARHash {
+		t.Errorf("fetched tree %s hashes to %s, the pin is %s", fetched, got, s.NARHash)
+	}
+	// A different tree does not pass the pin.
+	wrong := strings.Replace(s.NARHash, s.NARHash[:1], map[bool]string{true: "1", false: "0"}[s.NARHash[0] == '0'], 1)
+	expr = fmt.Sprintf(`builtins.fetchTarball { url = %q; sha256 = %q; name = "stand-in-wrong-pin"; }`, base+tarballPath, wrong)
+	if out := nixErr(t, tools.NixInstantiate, "--eval", "--read-write-mode", "-E", expr); !strings.Contains(out, "hash mismatch") {
+		t.Errorf("fetchTarball with a wrong pin: %s", out)
+	}
+}
+
+// standInConfig copies a golden configuration of firstboot/nixos and wraps
+// it for the host: the same modules, with the host's platform forced
+// (mkForce beats the configuration's "aarch64-linux").
+func standInConfig(t *testing.T, golden string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range []string{"configuration.nix", "hardware-configuration.nix"} {
+		data, err := os.ReadFile(filepath.Join("../../firstboot/nixos/testdata", golden, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, f), data, 0o644)
+	}
+	wrap := filepath.Join(dir, "host.nix")
+	os.WriteFile(wrap, []byte(`{ lib, ... }: {
+  imports = [ ./configuration.nix ];
+  nixpkgs.hostPlatform = lib.mkForce builtins.currentSystem;
+}
+`), 0o644)
+	return wrap
+}
+
+func TestStandInEvaluatesOurConfigurations(t *testing.T) {
+	s, tools := hostStandIn(t)
+	for _, golden := range []string{"defaults", "ext4", "mbr", "noswap", "users-keys-wlan", "wlan-open", "extra-module"} {
+		conf := standInConfig(t, golden)
+		expr := fmt.Sprintf(`let n = import %s/nixos { configuration = %s; }; in
+		  [ n.config.networking.hostName n.config.fileSystems."/".device n.config.boot.loader.generic-extlinux-compatible.configurationLimit n.system.drvPath ]`, s.Dir, conf)
+		out := nixOut(t, tools.NixInstantiate, "--eval", "--read-write-mode", "--strict", "--json", "-E", expr)
+		if !strings.Contains(out, "/dev/disk/by-label/") || !strings.Contains(out, "-nixos-system-") {
+			t.Errorf("%s: evaluation gave %s", golden, out)
+		}
+	}
+	// The module system's rules hold: priorities, mkIf, an unknown option,
+	// a wrong type.
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(text), 0o644)
+		return p
+	}
+	prio := write("prio.nix", `{ lib, config, ... }: {
+  imports = [ { networking.hostName = lib.mkDefault "low"; } { networking.hostName = lib.mkForce "forced"; } ];
+  networking.hostName = "plain";
+  services.openssh.enable = lib.mkIf (config.networking.hostName == "forced") true;
+  boot.kernelParams = lib.mkMerge [ [ "a" ] [ "b" ] ];
+}`)
+	expr := fmt.Sprintf(`let c = (import %s/nixos { configuration = %s; }).config; in [ c.networking.hostName c.services.openssh.enable c.boot.kernelParams c.boot.loader.grub.enable ]`, s.Dir, prio)
+	if got := nixOut(t, tools.NixInstantiate, "--eval", "--strict", "--json", "-E", expr); got != `["forced",true,["a","b"],true]` {
+		t.Errorf("priorities: %s", got)
+	}
+	for name, c := range map[string]struct{ module, want string }{
+		"unknown":  {`{ boot.loader.raspberryPi.enable = true; }`, "The option `boot.loader.raspberryPi' does not exist"},
+		"type":     {`{ boot.loader.grub.enable = "no"; }`, "A definition for option `boot.loader.grub.enable' is not of type `boolean'"},
+		"conflict": {`{ imports = [ { networking.hostName = "a"; } ]; networking.hostName = "b"; }`, "`networking.hostName' has conflicting definition values"},
+	} {
+		f := write(name+".nix", c.module)
+		expr := fmt.Sprintf(`(import %s/nixos { configuration = %s; }).config.boot.loader.grub.enable == (import %s/nixos { configuration = %s; }).config.networking.hostName`, s.Dir, f, s.Dir, f)
+		if out := nixErr(t, tools.NixInstantiate, "--eval", "--strict", "-E", expr); !strings.Contains(out, c.want) {
+			t.Errorf("%s: want %q in:\n%s", name, c.want, out)
+		}
+	}
+	// Our configuration without its boot loader lines fails the toplevel's
+	// assertion, as it would fail to boot.
+	noLoader := write("noloader.nix", `{ lib, ... }: { imports = [ `+standInConfig(t, "defaults")+` ]; boot.loader.grub.enable = lib.mkForce true; }`)
+	expr = fmt.Sprintf(`(import %s/nixos { configuration = %s; }).system.drvPath`, s.Dir, noLoader)
+	if out := nixErr(t, tools.NixInstantiate, "--eval", "--read-write-mode", "-E", expr); !strings.Contains(out, "boot.loader.grub.enable = false") {
+		t.Errorf("grub left on: %s", out)
+	}
+}
+
+// TestStandInInstallsAndChecks builds a toplevel of a golden configuration
+// in the host's sandbox, installs it into a directory the way the install
+// step does (nix copy, then the stand-in's nixos-install), puts the
+// firmware and config.txt where the firmware step does, and runs the
+// harness's SSD checks on it; then breaks it in the ways they must catch.
+func TestStandInInstallsAndChecks(t *testing.T) {
+	s, tools := hostStandIn(t)
+	conf := standInConfig(t, "users-keys-wlan")
+	toplevel := nixOut(t, append([]string{"nix-build", "--no-out-link", s.Dir + "/nixos", "--arg", "configuration", conf, "-A", "system"}, hostNixOpts...)...)
+	root := filepath.Join(t.TempDir(), "mnt")
+	os.MkdirAll(filepath.Join(root, "boot"), 0o755)
+	nixOut(t, "nix", "--extra-experimental-features", "nix-command", "copy", "--no-check-sigs", "--to", "local?root="+root, toplevel)
+	installTools := nixOut(t, append([]string{"nix-build", "--no-out-link", s.Dir, "-A", "nixos-install-tools"}, hostNixOpts...)...)
+	nixOut(t, installTools+"/bin/nixos-install", "--root", root, "--system", toplevel, "--no-root-passwd", "--no-channel-copy")
+	fw := strings.Fields(nixOut(t, append([]string{"nix-build", "--no-out-link", s.Dir, "-A", "raspberrypifw", "-A", "ubootRaspberryPi4_64bit", "-A", "raspberrypi-armstubs"}, hostNixOpts...)...))
+	if len(fw) != 3 {
+		t.Fatalf("firmware packages: %v", fw)
+	}
+	for src, dst := range map[string]string{
+		fw[0] + "/share/raspberrypi/boot/start4.elf":          "start4.elf",
+		fw[0] + "/share/raspberrypi/boot/fixup4.dat":          "fixup4.dat",
+		fw[0] + "/share/raspberrypi/boot/bcm2711-rpi-4-b.dtb": "bcm2711-rpi-4-b.dtb",
+		fw[1] + "/u-boot.bin":                                 "u-boot-rpi4.bin",
+		fw[2] + "/armstub8-gic.bin":                           "armstub8-gic.bin",
+	} {
+		if err := copyFile(src, filepath.Join(root, "boot", dst)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(root, "boot/config.txt"), []byte("[pi4]\nkernel=u-boot-rpi4.bin\nenable_gic=1\narmstub=armstub8-gic.bin\n\n[all]\narm_64bit=1\nenable_uart=1\navoid_warnings=1\n"), 0o644)
+	// What the configure and nixpkgs steps leave in /etc/nixos.
+	etc := filepath.Join(root, "etc/nixos")
+	os.MkdirAll(filepath.Join(etc, "secrets"), 0o700)
+	for _, f := range []string{"configuration.nix", "hardware-configuration.nix"} {
+		copyFile(filepath.Join("../../firstboot/nixos/testdata/users-keys-wlan", f), filepath.Join(etc, f))
+	}
+	secret := "$6$nixpihosttest$notarealhashbutsecretenough"
+	os.WriteFile(filepath.Join(etc, "secrets/alice.hashedPassword"), []byte(secret+"\n"), 0o400)
+	os.WriteFile(filepath.Join(etc, "nixpi-pins.json"), []byte(`{"rev":"`+s.Rev+`","sha256":"`+s.NARHash+`"}`), 0o644)
+
+	want := NixOSWant{Hostname: "garden-pi", SystemPath: toplevel, NixpkgsRev: s.Rev, Firmware: StandInFirmware,
+		Secrets: []string{secret}, NixInstantiate: tools.NixInstantiate, Run: system.ExecRunner{}}
+	ctx := context.Background()
+	if p := CheckNixOSRoot(ctx, root, filepath.Join(root, "boot"), want); len(p) > 0 {
+		t.Fatalf("a good install fails the checks:\n%s", strings.Join(p, "\n"))
+	}
+	conf2, err := os.ReadFile(filepath.Join(root, "boot/extlinux/extlinux.conf"))
+	if err != nil || !strings.Contains(string(conf2), "APPEND init="+toplevel+"/init") {
+		t.Fatalf("extlinux.conf: %v\n%s", err, conf2)
+	}
+	before, err := DescribeInstalled(root, filepath.Join(root, "boot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same install on an SSD image, seen the way the e2e sees it.
+	viaSSD := installedSSDView(t, root, want)
+	if p := CompareInstalled("ssd image", viaSSD, before); len(p) > 0 {
+		t.Errorf("the SSD image shows another install than the directory: %s", p)
+	}
+	// Running nixos-install again (a resumed install step) changes nothing.
+	nixOut(t, installTools+"/bin/nixos-install", "--root", root, "--system", toplevel, "--no-root-passwd", "--no-channel-copy")
+	after, _ := DescribeInstalled(root, filepath.Join(root, "boot"))
+	if p := CompareInstalled("rerun", after, before); len(p) > 0 {
+		t.Errorf("nixos-install run twice: %s", p)
+	}
+
+	// Each breakage is caught.
+	kernels, _ := filepath.Glob(filepath.Join(root, "boot/nixos/*-Image"))
+	if len(kernels) != 1 {
+		t.Fatalf("kernels on the FAT: %v", kernels)
+	}
+	breakages := []struct {
+		name  string
+		do    func()
+		undo  func()
+		wants string
+	}{
+		{"kernel gone", func() { os.Rename(kernels[0], kernels[0]+".x") }, func() { os.Rename(kernels[0]+".x", kernels[0]) }, "not on the boot partition"},
+		{"no /etc/NIXOS", func() { os.Remove(filepath.Join(root, "etc/NIXOS")) }, func() { os.WriteFile(filepath.Join(root, "etc/NIXOS"), nil, 0o644) }, "/etc/NIXOS"},
+		{"secret in the store", func() {
+			os.MkdirAll(filepath.Join(root, "nix/store/00000000000000000000000000000000-leak"), 0o755)
+			os.WriteFile(filepath.Join(root, "nix/store/00000000000000000000000000000000-leak/passwd"), []byte("alice:"+secret+":"), 0o444)
+		}, func() { os.RemoveAll(filepath.Join(root, "nix/store/00000000000000000000000000000000-leak")) }, "in the world-readable store"},
+		{"secret readable", func() { os.Chmod(filepath.Join(etc, "secrets/alice.hashedPassword"), 0o644) },
+			func() { os.Chmod(filepath.Join(etc, "secrets/alice.hashedPassword"), 0o400) }, "not root-only"},
+		{"no U-Boot", func() { os.Rename(filepath.Join(root, "boot/u-boot-rpi4.bin"), filepath.Join(root, "u")) },
+			func() { os.Rename(filepath.Join(root, "u"), filepath.Join(root, "boot/u-boot-rpi4.bin")) }, "u-boot-rpi4.bin"},
+		{"config.txt without U-Boot", func() {
+			os.WriteFile(filepath.Join(root, "boot/config.txt"), []byte("[all]\narm_64bit=1\nenable_uart=1\n"), 0o644)
+		},
+			func() {}, `"kernel=u-boot-rpi4.bin" in [pi4]`},
+		{"broken configuration.nix", func() { os.WriteFile(filepath.Join(etc, "configuration.nix"), []byte("{ a = ; }"), 0o644) },
+			func() {}, "configuration.nix does not parse"},
+		{"other system", func() { want.SystemPath = "/nix/store/00000000000000000000000000000000-nixos-system-garden-pi-x" }, func() { want.SystemPath = toplevel }, "the journal recorded"},
+	}
+	for _, b := range breakages {
+		b.do()
+		p := CheckNixOSRoot(ctx, root, filepath.Join(root, "boot"), want)
+		b.undo()
+		if !strings.Contains(strings.Join(p, "\n"), b.wants) {
+			t.Errorf("%s: the checks say %q, want %q", b.name, p, b.wants)
+		}
+		for _, line := range p {
+			if strings.Contains(line, secret) {
+				t.Errorf("%s: a problem quotes the secret: %s", b.name, line)
+			}
+		}
+	}
+	if p := CheckNoSecrets(map[string]string{"journal": "ok", "install.log": "x " + secret}, []string{secret}); len(p) != 1 || !strings.Contains(p[0], "install.log") {
+		t.Errorf("CheckNoSecrets: %v", p)
+	}
+}
+
+// TestE2EConfigWithStandInPins: the e2e config with the pins the harness
+// adds is a valid config that fetches the stand-in from the guest's view of
+// the server and uses its cache only.
+func TestE2EConfigWithStandInPins(t *testing.T) {
+	s := &StandIn{Rev: strings.Repeat("ab", 20), NARHash: strings.Repeat("0", 52), Tarball: []byte("x")}
+	srv, err := ServeStandIn(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	tmpl, err := os.ReadFile("../../testdata/e2e/nixpi.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := WithStandInPins(string(tmpl), srv, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "nixpi.toml")
+	os.WriteFile(path, []byte(text), 0o644)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	n := cfg.NixOS
+	if n.NixpkgsURL != "http://10.0.2.100/stand-in-nixpkgs/"+s.Rev+".tar.gz" || n.NixpkgsRev != s.Rev || n.NixpkgsSHA256 != s.NARHash ||
+		len(n.Substituters) != 1 || n.Substituters[0] != "http://10.0.2.100/stand-in-cache" || len(n.TrustedPublicKeys) != 1 {
+		t.Errorf("pins in the run's config: %+v", n)
+	}
+	if len(cfg.Users) != 1 || cfg.Users[0].PasswordHash.Reveal() == "" {
+		t.Errorf("the e2e config has no user with a password hash for the secret checks: %+v", cfg.Users)
+	}
+	if _, err := WithStandInPins("schema = 1\n", srv, s); err == nil {
+		t.Error("a config without [nixos] got pins")
+	}
+}
+
+// installedSSDView puts an installed root onto an SSD image laid out as the
+// e2e config asks (GPT: FAT "boot", swap, btrfs "root" with @, @nix,
+// @home), then checks and describes it through Inspector.WithInstalledSSD.
+func installedSSDView(t *testing.T, root string, want NixOSWant) *InstalledSpec {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	img := filepath.Join(dir, "ssd.img")
+	if err := NewBlankDisk(img, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	sh := func(argv ...string) string { return nixOut(t, argv...) }
+	sh("sgdisk", "-n1:2048:+128M", "-t1:EF00", "-n2:0:+64M", "-t2:8200", "-n3:0:0", "-t3:8300", img)
+	loop := sh("losetup", "--find", "--show", "--partscan", img)
+	t.Cleanup(func() { exec.Command("losetup", "--detach", loop).Run() })
+	in := &Inspector{Run: system.ExecRunner{Log: func(l string) { t.Log(l) }}, Tools: DefaultTools(), TempDir: dir}
+	for _, n := range []string{"p1", "p2", "p3"} {
+		if err := waitForNode(ctx, in, loop, loop+n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh("mkfs.fat", "-F", "32", "-n", "boot", loop+"p1")
+	sh("mkswap", "-L", "swap", loop+"p2")
+	sh("mkfs.btrfs", "-q", "-L", "root", loop+"p3")
+	mnt := filepath.Join(dir, "mnt")
+	os.MkdirAll(mnt, 0o755)
+	sh("mount", "-t", "btrfs", loop+"p3", mnt)
+	for _, sub := range []string{"@", "@nix", "@home"} {
+		sh("btrfs", "-q", "subvolume", "create", filepath.Join(mnt, sub))
+	}
+	sh("cp", "-a", root+"/nix/.", filepath.Join(mnt, "@nix"))
+	for _, d := range []string{"etc", "boot", "nix", "home"} {
+		if d == "etc" {
+			sh("cp", "-a", filepath.Join(root, "etc"), filepath.Join(mnt, "@"))
+		} else {
+			os.MkdirAll(filepath.Join(mnt, "@", d), 0o755)
+		}
+	}
+	sh("umount", mnt)
+	entries, _ := os.ReadDir(filepath.Join(root, "boot"))
+	argv := []string{"mcopy", "-s", "-i", loop + "p1"}
+	for _, e := range entries {
+		argv = append(argv, filepath.Join(root, "boot", e.Name()))
+	}
+	sh(append(argv, "::/")...)
+	exec.Command("losetup", "--detach", loop).Run()
+
+	spec, err := in.Inspect(ctx, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Layout.Subvolumes = []string{"@", "@nix", "@home"}
+	var got *InstalledSpec
+	err = in.WithInstalledSSD(ctx, img, spec, cfg.Layout, func(r, boot string) error {
+		if p := CheckNixOSRoot(ctx, r, boot, want); len(p) > 0 {
+			t.Errorf("the install on an SSD image fails the checks:\n%s", strings.Join(p, "\n"))
+		}
+		var err error
+		got, err = DescribeInstalled(r, boot)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command("losetup", "--associated", img).Output(); len(out) > 0 {
+		t.Errorf("WithInstalledSSD left a loop device: %s", out)
+	}
+	return got
+}

@@ -1,0 +1,60 @@
+# The options the stand-in NixOS declares: those nixpi's templates set, and
+# the few its toy toplevel reads. Each is declared where nixpkgs declares it
+# (firstboot/nixos/options_test.go names the file); a definition of any
+# other option fails as on NixOS ("The option `...' does not exist").
+{ lib, pkgs }:
+let
+  inherit (lib) mkOption types;
+  bool = default: mkOption { type = types.bool; inherit default; hasDefault = true; };
+  list = mkOption { type = types.listOf; default = [ ]; hasDefault = true; };
+  str = default: mkOption { type = types.str; inherit default; hasDefault = default != null; };
+  nullOrStr = mkOption { type = types.nullOrStr; default = null; hasDefault = true; };
+in
+{
+  nixpkgs.hostPlatform = str null;
+  networking.hostName = str "nixos";
+  networking.wireless = {
+    enable = bool false;
+    extraConfig = mkOption { type = types.lines; default = ""; hasDefault = true; };
+    secretsFile = nullOrStr;
+    networks._attrsOf = {
+      pskRaw = nullOrStr;
+      hidden = bool false;
+    };
+  };
+  time.timeZone = nullOrStr;
+  i18n.defaultLocale = str "en_US.UTF-8";
+  console.keyMap = str "us";
+  users.users._attrsOf = {
+    isNormalUser = bool false;
+    extraGroups = list;
+    hashedPasswordFile = nullOrStr;
+    openssh.authorizedKeys.keys = list;
+  };
+  security.sudo.wheelNeedsPassword = bool true;
+  services.openssh.enable = bool false;
+  systemd.tmpfiles.rules = list;
+  nix.settings = mkOption { type = types.settings; default = { }; hasDefault = true; };
+  system.stateVersion = str null;
+  boot.loader.grub.enable = bool true;
+  boot.loader.timeout = mkOption { type = types.int; default = 5; hasDefault = true; };
+  boot.loader.generic-extlinux-compatible = {
+    enable = bool false;
+    configurationLimit = mkOption { type = types.int; default = 20; hasDefault = true; };
+  };
+  boot.kernelPackages = mkOption { type = types.raw; default = pkgs.linuxPackages; hasDefault = true; };
+  boot.kernelParams = list;
+  boot.initrd.availableKernelModules = list;
+  boot.initrd.systemd.tpm2.enable = bool true;
+  hardware.enableRedistributableFirmware = bool false;
+  fileSystems._attrsOf = {
+    device = str null;
+    fsType = str "auto";
+    options = mkOption { type = types.listOf; default = [ "defaults" ]; hasDefault = true; };
+  };
+  swapDevices = list;
+  environment.systemPackages = list;
+  environment.etc._attrsOf = {
+    text = mkOption { type = types.lines; default = null; hasDefault = true; };
+  };
+}
