@@ -48,9 +48,9 @@ var StandInFirmware = map[string]string{
 	"armstub8-gic.bin":    "stand-in armstub8-gic.bin ",
 }
 
-// SSDConfigTxt is what the SSD's config.txt must set, by section (DESIGN.md
+// wantConfigTxt is what the SSD's config.txt must set, by section (DESIGN.md
 // §4): U-Boot as the kernel, the GIC armstub, 64-bit, the UART U-Boot needs.
-var SSDConfigTxt = map[string][]string{
+var wantConfigTxt = map[string][]string{
 	"pi4": {"kernel=u-boot-rpi4.bin", "enable_gic=1", "armstub=armstub8-gic.bin"},
 	"all": {"arm_64bit=1", "enable_uart=1"},
 }
@@ -235,7 +235,7 @@ func checkFirmware(boot string, firmware map[string]string) Problems {
 		}
 	}
 	for _, s := range []string{"pi4", "all"} {
-		for _, want := range SSDConfigTxt[s] {
+		for _, want := range wantConfigTxt[s] {
 			if !slices.Contains(sections[s], want) {
 				p.addf("config.txt on the boot partition has no %q in [%s]:\n%s", want, s, data)
 			}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
@@ -454,4 +455,14 @@ func installedSSDView(t *testing.T, root string, want NixOSWant) *InstalledSpec 
 		t.Errorf("WithInstalledSSD left a loop device: %s", out)
 	}
 	return got
+}
+
+// TestStandInFirmwareCoversBootFiles: the firmware the checks expect on the
+// SSD includes every file the device must put there.
+func TestStandInFirmwareCoversBootFiles(t *testing.T) {
+	for _, f := range bootfiles.SSDBootFiles {
+		if _, ok := StandInFirmware[f]; !ok {
+			t.Errorf("StandInFirmware has no %s, which bootfiles.SSDBootFiles requires on the SSD", f)
+		}
+	}
 }
