@@ -383,6 +383,14 @@ func (e *Engine) runStep(ctx context.Context, step Step) (Outcome, error) {
 		}
 		return RebootRequested, nil
 	}
+	// What the step wrote must be on its disks before the journal says it
+	// is done: after a power cut a file may otherwise be there but empty
+	// (ext4's delayed allocation), and the rerun would trust it.
+	if e.Env.Machine != nil {
+		if err := e.Env.Machine.Sync(ctx); err != nil {
+			return e.fail(name, fmt.Errorf("sync after %s: %w", name, err))
+		}
+	}
 	if err := e.append(name, journal.Done, "", "", ""); err != nil {
 		return e.fail(name, err)
 	}

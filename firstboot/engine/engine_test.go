@@ -507,6 +507,8 @@ func TestRebootFailureIsRecorded(t *testing.T) {
 // started stops the service first.
 type shutdownMachine struct{ cancel context.CancelFunc }
 
+func (shutdownMachine) Sync(context.Context) error { return nil }
+
 func (m shutdownMachine) Reboot(ctx context.Context) error {
 	m.cancel()
 	return fmt.Errorf("reboot: %w", ctx.Err())
@@ -718,5 +720,25 @@ func TestDoneMessageSaysWhatIsTrue(t *testing.T) {
 	want := "all 2 steps done. NixOS is installed on the SSD. Still to come: the hand-over (the EEPROM boot order, retiring the card's boot files, the reboot into NixOS); until then the Pi boots from this card. Once it runs, reach it with: ssh pi@barpi.local"
 	if !strings.Contains(d.text(), want) {
 		t.Errorf("console:\n%s\nwant a line with %q", d.text(), want)
+	}
+}
+
+// TestStepIsSyncedBeforeDone: what a step wrote is flushed to disk before
+// its done entry, once per step that ran (a skipped one wrote nothing).
+func TestStepIsSyncedBeforeDone(t *testing.T) {
+	t.Parallel()
+	m := newMachine(t)
+	synced := -1
+	a := &fakeStep{name: "a"}
+	b := &fakeStep{name: "b", run: func(ctx context.Context, env *engine.Env) error {
+		synced = m.reboots.Syncs()
+		return nil
+	}}
+	eng, _, _ := m.engine(a, b)
+	if out, err := eng.Run(context.Background(), nil); out != engine.Finished || err != nil {
+		t.Fatalf("Run = %v, %v", out, err)
+	}
+	if synced != 1 || m.reboots.Syncs() != 2 {
+		t.Errorf("syncs: %d when b ran (want 1, after a), %d in all (want 2)", synced, m.reboots.Syncs())
 	}
 }

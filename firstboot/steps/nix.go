@@ -170,6 +170,10 @@ func nixSettings(env *engine.Env) [][2]string {
 	s := [][2]string{
 		{"experimental-features", "nix-command flakes"},
 		{"sandbox", "true"},
+		// A store path Nix registers as valid must have its data on disk:
+		// without it a power cut can leave valid-but-empty files (ext4's
+		// delayed allocation) that every later build and copy trusts.
+		{"fsync-store-paths", "true"},
 	}
 	if env.State.RAMBytes > 0 && env.State.RAMBytes <= int64(nixos.SmallPiRAM) {
 		s = append(s, [2]string{"max-jobs", "1"}, [2]string{"cores", "1"})

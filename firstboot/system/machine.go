@@ -3,12 +3,22 @@ package system
 import (
 	"context"
 	"fmt"
+
+	"golang.org/x/sys/unix"
 )
 
 // SystemdMachine is the real Machine: it asks systemd to reboot.
 type SystemdMachine struct {
 	Run       Runner
 	Systemctl string
+}
+
+// Sync implements Machine with sync(2): Nix, mkfs and the steps' own files
+// are written through the page cache, and ext4's delayed allocation leaves
+// a file empty after a power cut until its data is flushed.
+func (SystemdMachine) Sync(context.Context) error {
+	unix.Sync()
+	return nil
 }
 
 // Reboot implements Machine with "systemctl --no-block reboot", which queues

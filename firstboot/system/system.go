@@ -28,6 +28,9 @@ type Machine interface {
 	// Reboot asks the init system to reboot. It returns once the request is
 	// made; the caller should then exit.
 	Reboot(ctx context.Context) error
+	// Sync writes every filesystem's cached data to its disk, so what a
+	// step wrote survives a power cut once the journal says it is done.
+	Sync(ctx context.Context) error
 }
 
 // Tools holds the path of every external tool the service runs, so a missing

@@ -159,6 +159,7 @@ func (r *Runner) Transcript() string {
 type Machine struct {
 	mu      sync.Mutex
 	reboots int
+	syncs   int
 	// Err, when set, is returned by Reboot.
 	Err error
 }
@@ -172,6 +173,21 @@ func (m *Machine) Reboot(ctx context.Context) error {
 	}
 	m.reboots++
 	return nil
+}
+
+// Sync implements system.Machine: it only counts.
+func (m *Machine) Sync(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.syncs++
+	return nil
+}
+
+// Syncs is how many times the filesystems were to be synced.
+func (m *Machine) Syncs() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.syncs
 }
 
 // Reboots is how many reboots were requested.
