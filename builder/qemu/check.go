@@ -375,7 +375,7 @@ func CheckMounts(in *Install, cfg *config.Config, swapBytes int64) Problems {
 // CompareSpecs reports how got differs from want (the uninterrupted run).
 func CompareSpecs(name string, got, want *DiskSpec) Problems {
 	var p Problems
-	if g, w := got.String(), want.String(); g != w {
+	if g, w := got.withoutIDs().String(), want.withoutIDs().String(); g != w {
 		p.addf("%s: the SSD differs from the uninterrupted run's:\n got: %s\nwant: %s", name, g, w)
 	}
 	return p

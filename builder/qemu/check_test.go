@@ -198,10 +198,21 @@ func TestCheckSSD(t *testing.T) {
 			t.Errorf("%s: problems %q do not include %q", tc.name, p, tc.want)
 		}
 	}
+	// Each install draws its own IDs: they may differ, the layout may not.
 	other := goodSpec()
-	other.Partitions[2].UUID = "different"
+	other.DiskGUID, other.Partitions[0].UniqueGUID, other.Partitions[2].UUID = "other", "other", "other"
+	if p := CompareSpecs("cut", other, goodSpec()); len(p) != 0 {
+		t.Errorf("specs that differ only in their IDs are reported: %v", p)
+	}
+	other = goodSpec()
+	other.Partitions[2].Label = "different"
 	if p := CompareSpecs("cut", other, goodSpec()); len(p) != 1 {
-		t.Errorf("a different root UUID was not reported: %v", p)
+		t.Errorf("a different root label was not reported: %v", p)
+	}
+	other = goodSpec()
+	other.Partitions[1].LastLBA++
+	if p := CompareSpecs("cut", other, goodSpec()); len(p) != 1 {
+		t.Errorf("a different swap size was not reported: %v", p)
 	}
 	if p := CompareSpecs("cut", goodSpec(), goodSpec()); len(p) != 0 {
 		t.Errorf("equal specs differ: %v", p)

@@ -30,6 +30,20 @@ type DiskSpec struct {
 	FATCheck string
 }
 
+// withoutIDs is the spec with the disk's, partitions' and filesystems'
+// unique IDs blanked: every install draws its own (the Pi's serial and a
+// seed kept in its journal), so two installs agree on everything else.
+func (s *DiskSpec) withoutIDs() *DiskSpec {
+	c := *s
+	c.DiskGUID = ""
+	c.Partitions = make([]PartSpec, len(s.Partitions))
+	for i, p := range s.Partitions {
+		p.UniqueGUID, p.UUID = "", ""
+		c.Partitions[i] = p
+	}
+	return &c
+}
+
 // PartSpec is one GPT partition and the filesystem on it.
 type PartSpec struct {
 	Number     int
