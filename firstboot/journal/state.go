@@ -1,7 +1,6 @@
 package journal
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 )
@@ -107,12 +106,8 @@ func (h *HandOver) Message() []string {
 // LastHandOver is the hand-over as the journal's last saved state has it;
 // nil before the eeprom step ran.
 func LastHandOver(j *Journal) *HandOver {
-	raw := j.LastState()
-	if raw == nil {
-		return nil
-	}
-	var st State
-	if json.Unmarshal(raw, &st) != nil {
+	st, err := j.CurrentState()
+	if err != nil {
 		return nil
 	}
 	return st.HandOver
