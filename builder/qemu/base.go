@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,11 +39,59 @@ type BaseRecipe struct {
 	Hostname         string   `json:"hostname"`
 	FATStart         int64    `json:"fat_start"` // bytes
 	FATSize          int64    `json:"fat_size"`  // bytes
+	// Bootloader is what Raspberry Pi OS's rpi-eeprom package puts in
+	// /lib/firmware/raspberrypi/bootloader-2711/default, which the eeprom
+	// step reads (Debian has no rpi-eeprom package): a Pi 4 bootloader image
+	// and recovery.bin. Empty leaves the directory out.
+	Bootloader []BaseFile `json:"bootloader"`
+}
+
+// BaseFile is a file the base image gets from the host. Its content, not
+// where it came from, is part of the recipe.
+type BaseFile struct {
+	Name   string `json:"name"` // the file's name in the image's directory
+	SHA256 string `json:"sha256"`
+	Src    string `json:"-"`
+}
+
+// BootloaderDir is where the base image keeps Recipe.Bootloader.
+const BootloaderDir = "/lib/firmware/raspberrypi/bootloader-2711/default"
+
+// WithBootloader adds the newest pieeprom-*.bin and the recovery.bin found
+// in dir to the recipe: a raspberrypi/rpi-eeprom checkout's
+// firmware-2711/default, or ../shared/testdata/rpi-eeprom (images/ holds
+// the images there).
+func (r BaseRecipe) WithBootloader(dir string) (BaseRecipe, error) {
+	// Release images only: the test data also has a modified one.
+	releases := func(pattern string) []string {
+		m, _ := filepath.Glob(pattern)
+		return slices.DeleteFunc(m, func(p string) bool { return strings.Contains(filepath.Base(p), "-freeze") })
+	}
+	images := releases(filepath.Join(dir, "pieeprom-*.bin"))
+	if len(images) == 0 {
+		images = releases(filepath.Join(dir, "images", "pieeprom-*.bin"))
+	}
+	// The names carry the release date, so the last in order is the newest.
+	if len(images) == 0 {
+		return r, fmt.Errorf("no Pi 4 bootloader image (pieeprom-DATE.bin) in %q or its images/: pass a raspberrypi/rpi-eeprom checkout's firmware-2711/default", dir)
+	}
+	slices.Sort(images)
+	files := []BaseFile{}
+	for _, src := range []string{images[len(images)-1], filepath.Join(dir, "recovery.bin")} {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return r, fmt.Errorf("bootloader files for the base image: %w", err)
+		}
+		sum := sha256.Sum256(data)
+		files = append(files, BaseFile{Name: filepath.Base(src), SHA256: hex.EncodeToString(sum[:]), Src: src})
+	}
+	r.Bootloader = files
+	return r, nil
 }
 
 // baseRecipeVersion changes when the code that turns a recipe into an image
 // changes in a way that alters the image.
-const baseRecipeVersion = 2
+const baseRecipeVersion = 3
 
 // DefaultBaseRecipe is a Raspberry Pi OS Trixie arm64 Lite lookalike made
 // of Debian packages, plus what the device service would install from the
@@ -391,6 +440,19 @@ func (b *BaseBuilder) layout(root, fatTree, diskID string) error {
 		{filepath.Join(root, "etc", "hosts"), "127.0.0.1\tlocalhost\n127.0.1.1\t" + b.Recipe.Hostname + "\n"},
 		{filepath.Join(root, "etc", "systemd", "network", "50-wired.network"), wiredNetwork},
 		{filepath.Join(root, "etc", "resolv.conf"), resolvConf},
+	}
+	for _, bf := range b.Recipe.Bootloader {
+		data, err := os.ReadFile(bf.Src)
+		if err != nil {
+			return err
+		}
+		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != bf.SHA256 {
+			return fmt.Errorf("%s changed since the recipe was made (sha256 %x, want %s)", bf.Src, sum, bf.SHA256)
+		}
+		files = append(files, struct {
+			path string
+			data string
+		}{filepath.Join(root, BootloaderDir, bf.Name), string(data)})
 	}
 	for _, f := range files {
 		// resolv.conf may be a link into /run; replace it by the file.

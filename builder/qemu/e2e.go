@@ -24,6 +24,11 @@ type Options struct {
 	// Mirror is the Debian mirror the base image is built from (default:
 	// deb.debian.org).
 	Mirror string
+	// Bootloader is a directory with Pi 4 bootloader images and
+	// recovery.bin (BaseRecipe.WithBootloader) for the default base, where
+	// the eeprom step finds them. Empty: the base has none, and the eeprom
+	// step fails saying so.
+	Bootloader string
 	// Config is the install config written to the card.
 	Config string
 	// StandIn is the stand-in nixpkgs' source tree
@@ -133,6 +138,12 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 		recipe := DefaultBaseRecipe()
 		if opts.Mirror != "" {
 			recipe.Mirror = opts.Mirror
+		}
+		if opts.Bootloader != "" {
+			var err error
+			if recipe, err = recipe.WithBootloader(opts.Bootloader); err != nil {
+				return e, err
+			}
 		}
 		b := &BaseBuilder{Recipe: recipe, CacheDir: opts.CacheDir, Run: runner, Tools: tools, Log: logf}
 		err := e.Phase("base image", func() error {

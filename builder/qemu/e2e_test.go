@@ -54,9 +54,12 @@ func TestE2E(t *testing.T) {
 	}
 	e, err := Prepare(ctx, Options{
 		// NIXPI_E2E_BASE: a prebuilt base image instead of the cached one.
-		Base:     os.Getenv("NIXPI_E2E_BASE"),
-		Mirror:   os.Getenv("NIXPI_DEBIAN_MIRROR"),
-		CacheDir: cacheDir, Config: "../../testdata/e2e/nixpi.toml", Dir: dir,
+		Base:   os.Getenv("NIXPI_E2E_BASE"),
+		Mirror: os.Getenv("NIXPI_DEBIAN_MIRROR"),
+		// Raspberry Pi's bootloader images (real ones, ../shared/testdata),
+		// which Raspberry Pi OS's rpi-eeprom package would install.
+		Bootloader: "../../../shared/testdata/rpi-eeprom",
+		CacheDir:   cacheDir, Config: "../../testdata/e2e/nixpi.toml", Dir: dir,
 		StandIn:      "../../testdata/e2e/standin-nixpkgs",
 		DeviceBinary: device, Log: logf,
 		CommandLog: func(line string) { appendLine(filepath.Join(dir, "commands.log"), line) },

@@ -18,6 +18,7 @@ import (
 type testArgs struct {
 	qemu                                             bool
 	base, config, cacheDir, mirror, standIn, workDir string
+	bootloader                                       string
 }
 
 func testFlags(a *testArgs) *pflag.FlagSet {
@@ -28,6 +29,7 @@ func testFlags(a *testArgs) *pflag.FlagSet {
 	flags.StringVar(&a.cacheDir, "cache-dir", "/var/cache/nixpi", "where the default base image is cached")
 	flags.StringVar(&a.mirror, "mirror", "", "Debian mirror for building the default base image (default: http://deb.debian.org/debian)")
 	flags.StringVar(&a.standIn, "stand-in", "", "serve this stand-in nixpkgs (testdata/e2e/standin-nixpkgs in nixpi's source) and an empty binary cache to the guest, and pin it in a copy of the config, so the NixOS steps run without internet; without it the guest has no network")
+	flags.StringVar(&a.bootloader, "bootloader", "", "directory with Pi 4 bootloader images and recovery.bin (a raspberrypi/rpi-eeprom checkout's firmware-2711/default) to put into the default base, where the eeprom step reads them as from Raspberry Pi OS's rpi-eeprom package")
 	flags.StringVar(&a.workDir, "dir", "", "work directory for the card, the SSD and the console logs (default: a new temporary directory, removed when the test passes)")
 	return flags
 }
@@ -36,7 +38,7 @@ func runTest(c *cli, args []string) int {
 	var a testArgs
 	flags := testFlags(&a)
 	usage := func(w io.Writer) {
-		fmt.Fprintln(w, "usage: nixpi test --qemu [--base IMAGE] [--config FILE] [--stand-in DIR] [--dir DIR] [--cache-dir DIR] [--mirror URL]")
+		fmt.Fprintln(w, "usage: nixpi test --qemu [--base IMAGE] [--config FILE] [--stand-in DIR] [--bootloader DIR] [--dir DIR] [--cache-dir DIR] [--mirror URL]")
 		fmt.Fprintln(w, "\nBuilds a card from IMAGE with FILE, boots it in qemu-system-aarch64 with a blank 16 GiB USB")
 		fmt.Fprintln(w, "disk as the SSD, and checks that the hook installs the service, that the service prepares")
 		fmt.Fprintln(w, "the disk as FILE asks, and that the card's journal records it. Needs root and the")
@@ -91,7 +93,7 @@ func runTest(c *cli, args []string) int {
 		defer commands.Close()
 	}
 	opts := qemu.Options{
-		Base: a.base, CacheDir: a.cacheDir, Mirror: a.mirror, Config: cfgPath, StandIn: a.standIn, Dir: dir, Log: logf,
+		Base: a.base, Bootloader: a.bootloader, CacheDir: a.cacheDir, Mirror: a.mirror, Config: cfgPath, StandIn: a.standIn, Dir: dir, Log: logf,
 		CommandLog: func(line string) {
 			if commands != nil {
 				fmt.Fprintln(commands, line)
