@@ -103,10 +103,6 @@ func TestE2E(t *testing.T) {
 			t.Logf("power cut in %s: not in NIXPI_E2E_ONLY, skipped", cut.Step)
 			continue
 		}
-		if why, ok := knownOpen[cut.Step]; ok && os.Getenv("NIXPI_E2E_ONLY") == "" {
-			t.Logf("power cut in %s: skipped by default (%s); NIXPI_E2E_ONLY=%s runs it", cut.Step, why, cut.Step)
-			continue
-		}
 		p, err := e.PowerCut(ctx, hb.Card, cut, reference)
 		report(t, p)
 		if err != nil {
@@ -127,12 +123,6 @@ func TestE2E(t *testing.T) {
 // wanted says whether a scenario runs: all of them, unless NIXPI_E2E_ONLY
 // lists some (partition, format, install, refusal) to shorten a run while
 // working on one; the hook boot and the uninterrupted install always run.
-// knownOpen are the scenarios that still find a defect, with what it is:
-// they run only when NIXPI_E2E_ONLY names them, so `make test` stays a
-// signal while the fix is made.
-var knownOpen = map[string]string{
-	"install": "the install converges, but the SSD's FAT keeps the dirty bit the cut left: the mount step does not run fsck.fat before mounting it again",
-}
 
 func wanted(scenario string) bool {
 	only := os.Getenv("NIXPI_E2E_ONLY")

@@ -476,7 +476,7 @@ func TestDiskStepsBlankDiskTwice(t *testing.T) {
 	var wantRan, wantCmds []string
 	if !hostHasVFAT() {
 		wantRan = []string{"mount"}
-		wantCmds = []string{fmt.Sprintf("/usr/bin/mount -t vfat %s %s", dev+"p1", filepath.Join(root, "mnt/boot"))}
+		wantCmds = []string{"/usr/sbin/fsck.fat -a -w " + dev + "p1", fmt.Sprintf("/usr/bin/mount -t vfat %s %s", dev+"p1", filepath.Join(root, "mnt/boot"))}
 	}
 	if !reflect.DeepEqual(ran, wantRan) {
 		t.Errorf("second run ran %v, want %v (everything else probes done)", ran, wantRan)
@@ -488,6 +488,59 @@ func TestDiskStepsBlankDiskTwice(t *testing.T) {
 		t.Errorf("second run changed the disk:\nbefore %v\nafter  %v", got, again)
 	}
 	diskCheckMounted(t, root, dev)
+}
+
+// TestDiskStepsMountRepairsDirtyFAT: a power cut while the SSD's FAT was
+// mounted leaves its dirty bit set; the next mount step repairs it with
+// fsck.fat before mounting, so the boot filesystem ends clean.
+func TestDiskStepsMountRepairsDirtyFAT(t *testing.T) {
+	diskRequireLoop(t)
+	if !hostHasVFAT() {
+		t.Skip("skipping: this kernel cannot mount FAT")
+	}
+	ctx := context.Background()
+	dev, _ := diskLoop(t, diskTestSize)
+	root := diskRoot(t)
+	t.Cleanup(func() { diskUnmountAll(t, dev, root) })
+	env, _ := diskTestEnv(t, root, diskTestConfig(), dev, nil)
+	if _, err := diskRunSequence(ctx, env, nil, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	diskUnmountAll(t, dev, root)
+	boot := dev + "p1"
+	// What Linux's vfat driver sets while mounted: bit 0 of the FAT32 boot
+	// sector's state byte (offset 0x41).
+	f, err := os.OpenFile(boot, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := make([]byte, 1)
+	if _, err := f.ReadAt(state, 0x41); err != nil {
+		t.Fatal(err)
+	}
+	state[0] |= 1
+	if _, err := f.WriteAt(state, 0x41); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if out, err := exec.Command("fsck.fat", "-n", boot).CombinedOutput(); err == nil {
+		t.Fatalf("fsck.fat -n finds the dirtied FAT clean, so this test shows nothing: %s", out)
+	}
+
+	var logs []string
+	env2, _ := diskTestEnv(t, root, diskTestConfig(), dev, env.State)
+	env2.Progress = func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }
+	if _, err := diskRunSequence(ctx, env2, nil, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "was not cleanly unmounted") }) {
+		t.Errorf("no repair message in %q", logs)
+	}
+	diskCheckMounted(t, root, dev)
+	diskUnmountAll(t, dev, root)
+	if out, err := exec.Command("fsck.fat", "-n", boot).CombinedOutput(); err != nil {
+		t.Errorf("after the mount step and a clean unmount, fsck.fat -n %s: %v: %s", boot, err, out)
+	}
 }
 
 // diskCompareWithPlan checks the disk against the declarative spec, with the

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -147,6 +148,11 @@ func mountOne(ctx context.Context, env *engine.Env, m plannedMount) error {
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return fmt.Errorf("create mount point %q: %w", target, err)
 	}
+	if m.FSType == "vfat" {
+		if err := repairFAT(ctx, env, m.Source); err != nil {
+			return err
+		}
+	}
 	env.Logf("mounting %s at %s", describeMount(m), m.Target)
 	if _, err := env.Run.Output(ctx, m.argv(env)...); err != nil {
 		err = fmt.Errorf("mount %s at %q: %w", m.Source, target, err)
@@ -157,6 +163,26 @@ func mountOne(ctx context.Context, env *engine.Env, m plannedMount) error {
 	}
 	env.Crash("mount:" + strings.TrimPrefix(m.Target, "/"))
 	return nil
+}
+
+// repairFAT runs fsck.fat -a on the boot filesystem before it is mounted.
+// A power cut while it was mounted leaves its dirty bit set (and maybe a
+// half-written cluster chain); Linux mounts it anyway and keeps the bit at
+// unmount, so without this the SSD the Pi will boot from keeps a FAT that
+// every check calls unclean. btrfs and ext4 replay their own logs.
+func repairFAT(ctx context.Context, env *engine.Env, node string) error {
+	out, err := env.Run.Output(ctx, env.Tools.FsckFAT, "-a", "-w", node)
+	var coded interface{ ExitCode() int }
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &coded) && coded.ExitCode() == 1:
+		// 1: errors were found and, with -a, repaired.
+		env.Logf("the boot filesystem %s was not cleanly unmounted (a power cut?); fsck.fat repaired it: %s", node, strings.TrimSpace(string(out)))
+		return nil
+	}
+	return engine.WithHint(fmt.Errorf("check the boot filesystem %q before mounting it: %w", node, err),
+		"the SSD's FAT is damaged beyond what fsck.fat -a repairs; set `wipe = true` in nixpi/nixpi.toml to make the disk again, or repair it on another computer")
 }
 
 func swapOn(ctx context.Context, env *engine.Env, node string) error {

@@ -44,6 +44,7 @@ type Tools struct {
 	MkfsBtrfs string
 	MkfsExt4  string
 	MkfsFAT   string
+	FsckFAT   string
 	Mkswap    string
 	Mount     string
 	// Partx tells the kernel about a new partition table (works on loop
@@ -89,6 +90,7 @@ func DefaultTools() Tools {
 		MkfsBtrfs: "/usr/sbin/mkfs.btrfs",
 		MkfsExt4:  "/usr/sbin/mkfs.ext4",
 		MkfsFAT:   "/usr/sbin/mkfs.fat",
+		FsckFAT:   "/usr/sbin/fsck.fat",
 		Mkswap:    "/usr/sbin/mkswap",
 		Mount:     "/usr/bin/mount",
 		Partx:     "/usr/bin/partx",
