@@ -12,6 +12,7 @@ import (
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/retire"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -58,6 +59,13 @@ type E2E struct {
 	Server  *StandInServer
 	// Timings are the phases run so far and how long each took.
 	Timings []Timing
+	// Bootloader are the bootloader files the default base carries
+	// (BaseRecipe.Bootloader), which the hand-over checks compare with.
+	Bootloader []BaseFile
+	// Bystander: the uninterrupted scenario attaches a third USB disk with
+	// data beside the card and the SSD, which must stay byte-identical (the
+	// config must pick the SSD by identity, not "auto").
+	Bystander bool
 }
 
 // Close stops the stand-in server.
@@ -144,6 +152,7 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 			if recipe, err = recipe.WithBootloader(opts.Bootloader); err != nil {
 				return e, err
 			}
+			e.Bootloader = recipe.Bootloader
 		}
 		b := &BaseBuilder{Recipe: recipe, CacheDir: opts.CacheDir, Run: runner, Tools: tools, Log: logf}
 		err := e.Phase("base image", func() error {
@@ -363,17 +372,46 @@ func (e *E2E) checkNixOS(ctx context.Context, in *Install, spec *DiskSpec) (*Ins
 
 // Uninterrupted runs the install without interruption and checks the SSD
 // against the config.
+//
+// After the hand-over it checks the card and boots a copy of it brought
+// back with restore-card; with Bystander it checks the third disk.
 func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*Reference, Problems, error) {
 	var in *Install
+	var bystanders []USBDisk
+	var bystanderSum string
+	if e.Bystander {
+		d := USBDisk{Path: filepath.Join(e.Dir, "bystander.img"), Serial: "NIXPIE2EOTHER01"}
+		var err error
+		if bystanderSum, err = e.NewBystander(ctx, d.Path); err != nil {
+			return nil, nil, fmt.Errorf("the bystander disk: %w", err)
+		}
+		bystanders = append(bystanders, d)
+	}
 	err := e.Phase("scenario uninterrupted", func() error {
 		var err error
-		in, err = e.RunInstall(ctx, "uninterrupted", hookedCard, e.BlankSSD, nil)
+		in, err = e.RunInstall(ctx, "uninterrupted", hookedCard, e.BlankSSD, nil, bystanders...)
 		return err
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	p := e.CheckInstall(in, nil)
+	p = append(p, e.checkHandOver(ctx, in, hookedCard)...)
+	for _, d := range bystanders {
+		if sum, err := SHA256File(d.Path); err != nil || sum != bystanderSum {
+			p.addf("uninterrupted: the third USB disk (serial %s) changed: sha256 %s, was %s (%v)", d.Serial, sum, bystanderSum, err)
+		}
+	}
+	if in.HandedOver {
+		err := e.Phase("restored card boot", func() error {
+			rp, err := e.RestoreBoot(ctx, in, hookedCard)
+			p = append(p, rp...)
+			return err
+		})
+		if err != nil {
+			return nil, p, err
+		}
+	}
 	spec, layout, err := e.checkLayout(ctx, in)
 	p = append(p, layout...)
 	if err != nil {
@@ -391,6 +429,27 @@ func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*Reference,
 	return &Reference{Disk: spec, NixOS: installed}, p, nil
 }
 
+// checkHandOver checks the card after the hand-over when the config's
+// boot order retires it (tries the SD card before USB).
+func (e *E2E) checkHandOver(ctx context.Context, in *Install, hookedCard string) Problems {
+	order := e.Config.Boot.BootOrder
+	if order == "" {
+		order = config.Default().Boot.BootOrder
+	}
+	if !retire.SDBeforeUSB(order) {
+		return nil
+	}
+	want := HandOverWant{BootOrder: order, Secrets: e.secrets()}
+	for _, f := range e.Bootloader {
+		if f.Name == cardpath.Recovery {
+			want.Recovery = f.Src
+		} else {
+			want.Image = f.Src
+		}
+	}
+	return e.CheckHandOver(ctx, in, hookedCard, want)
+}
+
 // PowerCut runs the install with one power cut and compares the SSD with
 // the uninterrupted run's.
 func (e *E2E) PowerCut(ctx context.Context, hookedCard string, cut *Cut, reference *Reference) (Problems, error) {
@@ -405,6 +464,7 @@ func (e *E2E) PowerCut(ctx context.Context, hookedCard string, cut *Cut, referen
 		return nil, err
 	}
 	p := e.CheckInstall(in, cut)
+	p = append(p, e.checkHandOver(ctx, in, hookedCard)...)
 	spec, layout, err := e.checkLayout(ctx, in)
 	p = append(p, layout...)
 	if err != nil {

@@ -3,7 +3,9 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -130,9 +132,14 @@ type Install struct {
 	Card  string
 	SSD   string
 	Boots []*BootResult
-	// Finished: the service said all steps were done. Failed: it recorded a
-	// failure and stopped.
+	// Finished: the service handed the Pi over to the SSD (HandedOver), or
+	// said all steps were done. Failed: it recorded a failure and stopped.
 	Finished, Failed bool
+	// HandedOver: after the service's last reboot the card no longer
+	// boots (no start4.elf at its root), so a Pi 4's bootloader moves on to
+	// the next boot mode, the SSD; the harness stops there, as it cannot
+	// boot the installed NixOS (the stand-in nixpkgs has no kernel).
+	HandedOver bool
 	// CutBoot is the boot in which the power was cut (0: none).
 	CutBoot int
 	// CutLine is the console line at which the power was cut.
@@ -165,7 +172,9 @@ var (
 // RunInstall boots a copy of the hooked card with the SSD prepared by
 // makeSSD until the service finishes or fails (then it presses the power
 // button), cutting the power once when cut says so.
-func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, makeSSD func(path string) error, cut *Cut) (*Install, error) {
+//
+// bystanders are attached beside the SSD as more USB disks.
+func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, makeSSD func(path string) error, cut *Cut, bystanders ...USBDisk) (*Install, error) {
 	dir := filepath.Join(h.Dir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -182,6 +191,7 @@ func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, makeS
 		return nil, err
 	}
 	vm := h.vm(dir, in.Card, in.SSD)
+	vm.Bystanders = bystanders
 	cutDone := cut == nil
 	for n := 1; n <= h.MaxBoots; n++ {
 		current := ""
@@ -235,19 +245,38 @@ func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, makeS
 		if in.Finished || in.Failed {
 			break
 		}
+		if res.End == EndReboot {
+			boots, err := cardBoots(ctx, card)
+			if err != nil {
+				return in, fmt.Errorf("%s: %w", name, err)
+			}
+			if !boots {
+				in.HandedOver = true
+				break
+			}
+		}
 		if res.End == EndPowerOff {
 			return in, fmt.Errorf("%s: the guest powered off in boot %d before the service finished (console: %s)", name, n, res.Console)
 		}
+	}
+	j, err := readJournal(ctx, card)
+	if err != nil && !in.HandedOver {
+		return in, err
+	}
+	if in.HandedOver {
+		if err != nil {
+			return in, fmt.Errorf("%s: the card no longer boots, and its journal cannot be read: %w", name, err)
+		}
+		if !rebootedIntoSSD(j) {
+			return in, fmt.Errorf("%s: the card no longer boots, but its journal does not end in the hand-over's reboot (consoles in %s)", name, dir)
+		}
+		in.Finished = true
 	}
 	if !in.Finished && !in.Failed {
 		return in, fmt.Errorf("%s: the service neither finished nor failed within %d boots (consoles in %s)", name, h.MaxBoots, dir)
 	}
 	if !cutDone {
 		return in, fmt.Errorf("%s: %s never happened: no such console line in step %s", name, cut, cut.Step)
-	}
-	j, err := readJournal(ctx, card)
-	if err != nil {
-		return in, err
 	}
 	in.Journal = j
 	log, err := card.ReadFile(ctx, cardpath.Log)
@@ -256,6 +285,31 @@ func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, makeS
 	}
 	in.InstallLog = string(log)
 	return in, nil
+}
+
+// pi4Firmware is what a Pi 4's bootloader loads from a card's FAT: without
+// it the card is passed over for the next mode in BOOT_ORDER.
+const pi4Firmware = "start4.elf"
+
+// cardBoots says whether a Pi 4 would boot the card.
+func cardBoots(ctx context.Context, card *Card) (bool, error) {
+	_, err := card.ReadFile(ctx, pi4Firmware)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// rebootedIntoSSD says whether the journal ends in the hand-over: the
+// service finished and its last step asked for the reboot.
+func rebootedIntoSSD(j *journal.Journal) bool {
+	if len(j.Entries) == 0 {
+		return false
+	}
+	state, err := j.CurrentState()
+	last := j.Entries[len(j.Entries)-1]
+	return err == nil && state.HandOver != nil && state.HandOver.Finished && state.HandOver.Rebooted &&
+		last.Event == journal.Reboot && len(state.Steps) > 0 && last.Step == state.Steps[len(state.Steps)-1]
 }
 
 func readJournal(ctx context.Context, card *Card) (*journal.Journal, error) {

@@ -30,8 +30,10 @@ type VM struct {
 	// SSDSerial is the USB serial number; it makes the disk's
 	// /dev/disk/by-id name and identity stable across boots and scenarios.
 	SSDSerial string
-	MemoryMiB int
-	CPUs      int
+	// Bystanders are more USB disks, which the service must leave alone.
+	Bystanders []USBDisk
+	MemoryMiB  int
+	CPUs       int
 	// GuestForward, when set, gives the machine a network card on QEMU's
 	// user network restricted to this one guestfwd rule (GuestForward
 	// makes it): the guest gets an address by DHCP and reaches the host's
@@ -43,6 +45,12 @@ type VM struct {
 	Run   system.Runner
 	Tools Tools
 	Log   func(format string, args ...any)
+}
+
+// USBDisk is a disk image attached to the machine's USB controller.
+type USBDisk struct {
+	Path   string // raw image
+	Serial string
 }
 
 // Action is what a watcher wants done with the running machine.
@@ -135,6 +143,12 @@ func (v *VM) Argv(kernel, initrd, cmdline, qmpSocket string) []string {
 		"-device", "qemu-xhci,id=xhci",
 		"-device", "usb-storage,bus=xhci.0,drive=ssd,serial="+v.SSDSerial,
 	)
+	for i, d := range v.Bystanders {
+		id := fmt.Sprintf("usb%d", i+1)
+		argv = append(argv,
+			"-drive", "if=none,id="+id+",format=raw,file="+d.Path,
+			"-device", "usb-storage,bus=xhci.0,drive="+id+",serial="+d.Serial)
+	}
 	if v.GuestForward == "" {
 		// No network: nothing may leave this machine.
 		return append(argv, "-nic", "none")

@@ -544,9 +544,11 @@ func writeMarker(path string, f journal.Entry) error {
 	return nil
 }
 
-// doneMessage says what is true once the selected steps are done: with
-// every step done, NixOS is on the SSD but the Pi still boots from the card
-// until the hand-over, which is not part of this release's steps.
+// doneMessage says what is true once the selected steps are done. The
+// hand-over's reboot step ends a normal install before this line; when the
+// service gets this far, the card booted again after the hand-over (the
+// SSD did not boot, and the order falls back to the card), or the step
+// list has no hand-over.
 func (e *Engine) doneMessage() string {
 	var left []string
 	for _, s := range e.Steps {
@@ -557,8 +559,10 @@ func (e *Engine) doneMessage() string {
 	if len(left) > 0 {
 		return " Not done yet: " + strings.Join(left, ", ") + "."
 	}
-	return " NixOS is installed on the SSD. Still to come: the hand-over (the EEPROM boot order, retiring the card's boot files, the reboot into NixOS); until then the Pi boots from this card." +
-		reachMessage(e.Env)
+	if ho := e.Env.State.HandOver; ho != nil && ho.Finished {
+		return fmt.Sprintf(" NixOS is installed on the SSD and the hand-over is done (BOOT_ORDER %s), yet the Pi booted this card: the SSD did not boot. Check that it is connected (directly, not through a hub) and see nixpi report on this card.", ho.BootOrder)
+	}
+	return " NixOS is installed on the SSD, but no hand-over ran: the Pi still boots from this card." + reachMessage(e.Env)
 }
 
 // reachMessage tells a person how to reach the installed system once it runs.

@@ -717,9 +717,24 @@ func TestDoneMessageSaysWhatIsTrue(t *testing.T) {
 	if out, err := eng.Run(context.Background(), nil); err != nil || out != engine.Finished {
 		t.Fatalf("Run = %v, %v", out, err)
 	}
-	want := "all 2 steps done. NixOS is installed on the SSD. Still to come: the hand-over (the EEPROM boot order, retiring the card's boot files, the reboot into NixOS); until then the Pi boots from this card. Once it runs, reach it with: ssh pi@barpi.local"
+	want := "all 2 steps done. NixOS is installed on the SSD, but no hand-over ran: the Pi still boots from this card. Once it runs, reach it with: ssh pi@barpi.local"
 	if !strings.Contains(d.text(), want) {
 		t.Errorf("console:\n%s\nwant a line with %q", d.text(), want)
+	}
+
+	// The card booted again after a finished hand-over: the SSD did not boot.
+	m2 := newMachine(t)
+	handOver := &fakeStep{name: "done", run: func(ctx context.Context, env *engine.Env) error {
+		env.State.HandOver = &journal.HandOver{Finished: true, BootOrder: "0xf14"}
+		return nil
+	}}
+	eng, d, _ = m2.engine(handOver)
+	eng.Env.Config = cfg
+	if out, err := eng.Run(context.Background(), nil); err != nil || out != engine.Finished {
+		t.Fatalf("Run = %v, %v", out, err)
+	}
+	if want := "yet the Pi booted this card: the SSD did not boot"; !strings.Contains(d.text(), want) || !strings.Contains(d.text(), "BOOT_ORDER 0xf14") {
+		t.Errorf("after the hand-over, console:\n%s\nwant a line with %q", d.text(), want)
 	}
 }
 

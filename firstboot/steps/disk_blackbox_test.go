@@ -495,17 +495,13 @@ func TestDiskStepsBlankDiskTwice(t *testing.T) {
 // fsck.fat before mounting, so the boot filesystem ends clean.
 func TestDiskStepsMountRepairsDirtyFAT(t *testing.T) {
 	diskRequireLoop(t)
-	if !hostHasVFAT() {
-		t.Skip("skipping: this kernel cannot mount FAT")
-	}
 	ctx := context.Background()
 	dev, _ := diskLoop(t, diskTestSize)
 	root := diskRoot(t)
 	t.Cleanup(func() { diskUnmountAll(t, dev, root) })
 	env, _ := diskTestEnv(t, root, diskTestConfig(), dev, nil)
-	if _, err := diskRunSequence(ctx, env, nil, "", nil); err != nil {
-		t.Fatal(err)
-	}
+	_, err := diskRunSequence(ctx, env, nil, "", nil)
+	diskCheckFATMountOnly(t, err, root, dev+"p1")
 	diskUnmountAll(t, dev, root)
 	boot := dev + "p1"
 	// What Linux's vfat driver sets while mounted: bit 0 of the FAT32 boot
@@ -530,13 +526,16 @@ func TestDiskStepsMountRepairsDirtyFAT(t *testing.T) {
 	var logs []string
 	env2, _ := diskTestEnv(t, root, diskTestConfig(), dev, env.State)
 	env2.Progress = func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }
-	if _, err := diskRunSequence(ctx, env2, nil, "", nil); err != nil {
-		t.Fatal(err)
-	}
+	// The repair comes before the mount, so a kernel without vfat (this
+	// host's may have none) still shows it.
+	_, err = diskRunSequence(ctx, env2, nil, "", nil)
+	diskCheckFATMountOnly(t, err, root, dev+"p1")
 	if !slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "was not cleanly unmounted") }) {
 		t.Errorf("no repair message in %q", logs)
 	}
-	diskCheckMounted(t, root, dev)
+	if hostHasVFAT() {
+		diskCheckMounted(t, root, dev)
+	}
 	diskUnmountAll(t, dev, root)
 	if out, err := exec.Command("fsck.fat", "-n", boot).CombinedOutput(); err != nil {
 		t.Errorf("after the mount step and a clean unmount, fsck.fat -n %s: %v: %s", boot, err, out)
@@ -1534,7 +1533,8 @@ func TestDiskStepsMBRAndExt4(t *testing.T) {
 	env2, rec := diskTestEnv(t, root, cfg, dev, env.State)
 	ran, err := diskRunSequence(ctx, env2, nil, "", nil)
 	diskCheckFATMountOnly(t, err, root, dev+"p1")
-	if len(ran) > 1 || len(rec.destructive()) > 1 {
+	// fsck.fat and the mount.
+	if len(ran) > 1 || len(rec.destructive()) > 2 {
 		t.Errorf("second run ran %v and %q", ran, rec.destructive())
 	}
 }

@@ -615,6 +615,7 @@ func TestDiskMountGolden(t *testing.T) {
 	u.put(t, "/proc/filesystems", "nodev\tproc\n\text4\n\tvfat\n\tbtrfs\n")
 	u.run.On("", u.env.Tools.Mount)
 	u.run.On("", u.env.Tools.Swapon)
+	u.run.On("", u.env.Tools.FsckFAT)
 	var crashes []string
 	u.env.CrashPoint = func(p string) { crashes = append(crashes, p) }
 	step := steps.NewMount()

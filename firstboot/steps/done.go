@@ -10,6 +10,7 @@ import (
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/progress"
+	"github.com/nixpi/nixpi/firstboot/retire"
 )
 
 type doneStep struct{}
@@ -45,7 +46,7 @@ func (doneStep) Run(ctx context.Context, env *engine.Env) error {
 	if ho.BootOrder == "" {
 		ho.BootOrder = wantedOrder(env).Value
 	}
-	if ho.Retired == "" && !SDBeforeUSB(ho.BootOrder) {
+	if ho.Retired == "" && !retire.SDBeforeUSB(ho.BootOrder) {
 		ho.Retired = fmt.Sprintf("not retired: BOOT_ORDER %s tries USB first, the card is the fallback", ho.BootOrder)
 	}
 	ho.Address = address(ctx, env)

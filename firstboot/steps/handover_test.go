@@ -21,8 +21,8 @@ import (
 func TestRetireSDBeforeUSB(t *testing.T) {
 	t.Parallel()
 	for order, want := range map[string]bool{"0xf41": true, "0xf14": false, "0xf461": true, "0x41": true, "0xf4": false, "0xf40": true, "0xF21": true, "0xf241": true, "0xf412": true, "0xf142": false} {
-		if got := SDBeforeUSB(order); got != want {
-			t.Errorf("SDBeforeUSB(%s) = %v", order, got)
+		if got := retire.SDBeforeUSB(order); got != want {
+			t.Errorf("retire.SDBeforeUSB(%s) = %v", order, got)
 		}
 	}
 }
@@ -53,7 +53,7 @@ func TestRetireOrders(t *testing.T) {
 			boot := h.Path(h.BootDir)
 			before := h.card(t)
 			runRetire(t, h)
-			if !SDBeforeUSB(order) {
+			if !retire.SDBeforeUSB(order) {
 				after := h.card(t)
 				for _, f := range []string{cardpath.EEPROMUpdate, cardpath.EEPROMSig, cardpath.Recovery} {
 					delete(after, f)

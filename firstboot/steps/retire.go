@@ -25,27 +25,12 @@ func (retireStep) Describe() string {
 	return "moving the card's boot files into " + cardpath.Retired + "/ so the next boot is the SSD's (nixpi restore-card puts them back)"
 }
 
-// SDBeforeUSB says whether a BOOT_ORDER tries the SD card (modes 0 and 1)
-// before USB mass storage (4); nibbles are read from the right.
-func SDBeforeUSB(order string) bool {
-	digits := strings.ToLower(strings.TrimPrefix(strings.ToLower(order), "0x"))
-	for i := len(digits) - 1; i >= 0; i-- {
-		switch digits[i] {
-		case '0', '1':
-			return true
-		case '4':
-			return false
-		}
-	}
-	return false
-}
-
 func (retireStep) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 	order := wantedOrder(env).Value
 	if ho := env.State.HandOver; ho != nil && ho.Finished {
 		return true, "the hand-over finished in an earlier boot: a card brought back with nixpi restore-card stays bootable", nil
 	}
-	if !SDBeforeUSB(order) {
+	if !retire.SDBeforeUSB(order) {
 		return true, fmt.Sprintf("BOOT_ORDER %s tries USB before the SD card: the card stays bootable, as a fallback", order), nil
 	}
 	card := retire.DirCard(env.Path(env.BootDir))
@@ -84,7 +69,7 @@ func leftAtRoot(card retire.Card) ([]string, error) {
 func (retireStep) Run(ctx context.Context, env *engine.Env) error {
 	order := wantedOrder(env).Value
 	ho := handOver(env)
-	if !SDBeforeUSB(order) {
+	if !retire.SDBeforeUSB(order) {
 		// Only reached when the engine redoes an interrupted step (no probe).
 		ho.Retired = fmt.Sprintf("not retired: BOOT_ORDER %s tries USB first, the card is the fallback", order)
 		return nil

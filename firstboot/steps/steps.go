@@ -8,7 +8,7 @@ import "github.com/nixpi/nixpi/firstboot/engine"
 // All returns the steps in the order they run. Their names are the names on
 // the command line (--only) and in the journal.
 func All() []engine.Step {
-	return []engine.Step{
+	return append([]engine.Step{
 		NewPreflight(),
 		NewArm64(),
 		NewPackages(),
@@ -24,5 +24,5 @@ func All() []engine.Step {
 		NewInstall(),
 		NewFirmware(),
 		NewVerify(),
-	}
+	}, HandOver()...)
 }

@@ -1,0 +1,287 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/nixpi/nixpi/builder"
+	"github.com/nixpi/nixpi/firstboot/cardpath"
+	"github.com/nixpi/nixpi/firstboot/eeprom"
+	"github.com/nixpi/nixpi/firstboot/retire"
+)
+
+// rootBootFiles are files of the base card's FAT root that a Pi 4 boots
+// from; after the hand-over none of them may be left at the root.
+var rootBootFiles = []string{pi4Firmware, "fixup4.dat", cardpath.ConfigTxt, cardpath.Cmdline, "kernel8.img", "initramfs8", "bcm2711-rpi-4-b.dtb"}
+
+// HandOverWant is what the hand-over must leave on the card.
+type HandOverWant struct {
+	// BootOrder is the config's boot.boot_order.
+	BootOrder string
+	// Image and Recovery are the bootloader files the base image carries
+	// (BaseRecipe.Bootloader): the staged update must be Image with
+	// BootOrder set and every other setting kept, and recovery.bin a copy
+	// of Recovery. Empty (a base given by the user): only the update's own
+	// consistency is checked.
+	Image, Recovery string
+	// Secrets may not be left in the card's nixpi.toml.
+	Secrets []string
+}
+
+// CheckHandOver checks the card of a run that handed the Pi over to the SSD
+// against the card before it (hooked): the machine asked for a reboot; the
+// boot files are gone from the root, each under nixpi/retired/ with its
+// content and listed in the manifest; the staged EEPROM update has the
+// boot order and a matching pieeprom.sig; recovery.bin is there; the
+// config keeps no secret; the journal records the hand-over.
+func (e *E2E) CheckHandOver(ctx context.Context, in *Install, hooked string, want HandOverWant) Problems {
+	var p Problems
+	if !in.HandedOver {
+		p.addf("%s: the card still boots after the service's last boot: the hand-over did not retire it", in.Name)
+		return p
+	}
+	last := in.Boots[len(in.Boots)-1]
+	if last.End != EndReboot {
+		p.addf("%s: the last boot ended with %s, want the reboot into the SSD", in.Name, last.End)
+	}
+	if console, err := os.ReadFile(last.Console); err != nil || !strings.Contains(string(console), "reboot: Restarting system") {
+		p.addf("%s: the last boot's console (%s) does not show the kernel restarting the machine", in.Name, last.Console)
+	}
+	card, err := OpenCard(in.Card, e.Run, e.Tools)
+	if err != nil {
+		p.addf("%s: %v", in.Name, err)
+		return p
+	}
+	before, err := OpenCard(hooked, e.Run, e.Tools)
+	if err != nil {
+		p.addf("%s: %v", in.Name, err)
+		return p
+	}
+
+	manifestData, err := card.ReadFile(ctx, cardpath.RetiredManifest)
+	var m retire.Manifest
+	if err == nil {
+		err = json.Unmarshal(manifestData, &m)
+	}
+	if err != nil {
+		p.addf("%s: the retired card's manifest: %v", in.Name, err)
+	}
+	moved := map[string]retire.File{}
+	for _, f := range m.Moved {
+		moved[f.Name] = f
+	}
+	for _, name := range rootBootFiles {
+		orig, err := before.ReadFile(ctx, name)
+		if err != nil {
+			p.addf("%s: the hooked card: %v", in.Name, err)
+			continue
+		}
+		if _, err := card.ReadFile(ctx, name); !errors.Is(err, fs.ErrNotExist) {
+			p.addf("%s: %s is still at the card's root after the hand-over (%v)", in.Name, name, err)
+		}
+		got, err := card.ReadFile(ctx, path.Join(cardpath.Retired, name))
+		switch {
+		case err != nil:
+			p.addf("%s: %s was not moved to %s: %v", in.Name, name, cardpath.Retired, err)
+		case !bytes.Equal(got, orig):
+			p.addf("%s: %s/%s differs from the file it was at the root", in.Name, cardpath.Retired, name)
+		}
+		if f, ok := moved[name]; !ok || f.SHA256 != sha256Hex(orig) {
+			p.addf("%s: the manifest does not list %s with its sha256 (%+v)", in.Name, name, f)
+		}
+	}
+	if m.BootOrder != want.BootOrder {
+		p.addf("%s: the manifest records boot order %q, want %q", in.Name, m.BootOrder, want.BootOrder)
+	}
+
+	p = append(p, e.checkStaged(ctx, in.Name, card, want)...)
+
+	toml, err := card.ReadFile(ctx, cardpath.Config)
+	if err != nil {
+		p.addf("%s: %v", in.Name, err)
+	}
+	for _, s := range CheckNoSecrets(map[string]string{"the card's " + cardpath.Config: string(toml)}, want.Secrets) {
+		p.addf("%s: %s", in.Name, s)
+	}
+
+	state, err := in.Journal.CurrentState()
+	switch {
+	case err != nil:
+		p.addf("%s: %v", in.Name, err)
+	case state.HandOver == nil:
+		p.addf("%s: the journal records no hand-over", in.Name)
+	default:
+		ho := state.HandOver
+		if !ho.Finished || !ho.Rebooted || ho.BootOrder != want.BootOrder || len(ho.Staged) != 3 || len(ho.Scrubbed) == 0 {
+			p.addf("%s: the journal's hand-over is %+v, want finished, rebooted, boot order %s, three files staged, secrets scrubbed", in.Name, *ho, want.BootOrder)
+		}
+	}
+	return p
+}
+
+// checkStaged checks the EEPROM update at the card's root.
+func (e *E2E) checkStaged(ctx context.Context, name string, card *Card, want HandOverWant) Problems {
+	var p Problems
+	upd, err := card.ReadFile(ctx, cardpath.EEPROMUpdate)
+	if err != nil {
+		p.addf("%s: no staged EEPROM update: %v", name, err)
+		return p
+	}
+	im, err := eeprom.Parse(upd)
+	if err != nil {
+		p.addf("%s: the staged %s is no bootloader image: %v", name, cardpath.EEPROMUpdate, err)
+		return p
+	}
+	if got, _ := eeprom.Lookup(im.Config(), "BOOT_ORDER"); got != want.BootOrder {
+		p.addf("%s: the staged update's BOOT_ORDER is %q, want %q; its config:\n%s", name, got, want.BootOrder, im.Config())
+	}
+	sig, err := card.ReadFile(ctx, cardpath.EEPROMSig)
+	if err != nil || !eeprom.SigMatches(sig, upd) || !bytes.Contains(sig, []byte("\nts: ")) {
+		p.addf("%s: %s does not hold %s's sha256 and a ts: line (%v): %q", name, cardpath.EEPROMSig, cardpath.EEPROMUpdate, err, sig)
+	}
+	recovery, err := card.ReadFile(ctx, cardpath.Recovery)
+	if err != nil {
+		p.addf("%s: %s is not at the card's root: %v", name, cardpath.Recovery, err)
+	}
+	if want.Image == "" {
+		return p
+	}
+	if orig, err := os.ReadFile(want.Recovery); err != nil || !bytes.Equal(recovery, orig) {
+		p.addf("%s: %s differs from Raspberry Pi OS's %s (%v)", name, cardpath.Recovery, want.Recovery, err)
+	}
+	wantUpd, err := expectedUpdate(want.Image, want.BootOrder)
+	if err != nil {
+		p.addf("%s: %v", name, err)
+	} else if !bytes.Equal(upd, wantUpd) {
+		p.addf("%s: the staged update is not %s with only BOOT_ORDER=%s set (sha256 %s, want %s)", name, filepath.Base(want.Image), want.BootOrder, sha256Hex(upd), sha256Hex(wantUpd))
+	}
+	return p
+}
+
+// expectedUpdate is image with BOOT_ORDER set in its own config, every
+// other byte kept: what rpi-eeprom-config --config writes for it (the
+// eeprom package is tested byte for byte against it).
+func expectedUpdate(image, order string) ([]byte, error) {
+	data, err := os.ReadFile(image)
+	if err != nil {
+		return nil, err
+	}
+	im, err := eeprom.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", image, err)
+	}
+	cfg, err := eeprom.SetKeys(im.Config(), eeprom.Setting{Key: "BOOT_ORDER", Value: order})
+	if err != nil {
+		return nil, err
+	}
+	if err := im.SetConfig(cfg); err != nil {
+		return nil, err
+	}
+	return im.Bytes(), nil
+}
+
+// RestoreBoot undoes the hand-over on a copy of the run's card with nixpi
+// restore-card's code, checks the boot files are back and the staged
+// update gone, then boots the copy with a blank SSD: the card must boot
+// its Raspberry Pi OS to a login prompt with no hook and no service.
+func (e *E2E) RestoreBoot(ctx context.Context, in *Install, hooked string) (Problems, error) {
+	var p Problems
+	dir := filepath.Join(e.Dir, in.Name+"-restored")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	card := filepath.Join(dir, "card.img")
+	if err := CopySparseFile(in.Card, card); err != nil {
+		return nil, err
+	}
+	r, err := builder.RestoreCard(card)
+	if err != nil {
+		return nil, fmt.Errorf("restore-card: %w", err)
+	}
+	e.logf("%s: restore-card put back %d entries and removed %v", in.Name, len(r.Moved), r.Removed)
+	restored, err := OpenCard(card, e.Run, e.Tools)
+	if err != nil {
+		return nil, err
+	}
+	before, err := OpenCard(hooked, e.Run, e.Tools)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range rootBootFiles {
+		orig, err := before.ReadFile(ctx, name)
+		got, gerr := restored.ReadFile(ctx, name)
+		if err != nil || gerr != nil || !bytes.Equal(got, orig) {
+			p.addf("restore-card: %s is not back at the card's root as it was (%v, %v)", name, err, gerr)
+		}
+	}
+	for _, name := range []string{cardpath.EEPROMUpdate, cardpath.EEPROMSig, cardpath.Recovery} {
+		if _, err := restored.ReadFile(ctx, name); !errors.Is(err, fs.ErrNotExist) {
+			p.addf("restore-card: the staged %s is still on the card (%v)", name, err)
+		}
+	}
+	ssd := filepath.Join(dir, "ssd.img")
+	if err := e.BlankSSD(ssd); err != nil {
+		return p, err
+	}
+	defer os.Remove(ssd)
+	var login, service bool
+	watch := func(line string) Action {
+		if stepHeader.MatchString(line) || strings.Contains(line, "nixpi-firstb") {
+			service = true
+		}
+		if strings.Contains(line, " login:") {
+			login = true
+			return PowerOff
+		}
+		return Continue
+	}
+	res, err := e.vm(dir, card, ssd).Boot(ctx, 1, e.BootTimeout, watch)
+	if err != nil {
+		return p, fmt.Errorf("boot the restored card: %w", err)
+	}
+	if !login {
+		p.addf("the restored card did not boot to a login prompt (ended with %s; console %s)", res.End, res.Console)
+	}
+	if service {
+		p.addf("the restored card ran nixpi's service again (console %s): done must have disabled it", res.Console)
+	}
+	if console, err := os.ReadFile(res.Console); err == nil && hookUnit.Match(console) {
+		p.addf("the restored card ran the first-boot hook again (console %s)", res.Console)
+	}
+	return p, nil
+}
+
+// NewBystander makes a USB disk with an ext4 filesystem holding a file,
+// and returns its sha256: after a run it must be byte-identical.
+func (e *E2E) NewBystander(ctx context.Context, path string) (string, error) {
+	if err := NewBlankDisk(path, 1<<30); err != nil {
+		return "", err
+	}
+	data, err := os.MkdirTemp(e.Dir, "bystander-data-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(data)
+	if err := os.WriteFile(filepath.Join(data, "thesis.txt"), []byte("a disk that was plugged in and must not be touched\n"), 0o644); err != nil {
+		return "", err
+	}
+	if _, err := run(ctx, e.Run, e.Tools.MkfsExt4, "-q", "-F", "-L", "thesis", "-d", data, path); err != nil {
+		return "", err
+	}
+	return SHA256File(path)
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
