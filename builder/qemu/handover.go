@@ -193,7 +193,8 @@ func expectedUpdate(image, order string) ([]byte, error) {
 // RestoreBoot undoes the hand-over on a copy of the run's card with nixpi
 // restore-card's code, checks the boot files are back and the staged
 // update gone, then boots the copy with a blank SSD: the card must boot
-// its Raspberry Pi OS to a login prompt with no hook and no service.
+// its Raspberry Pi OS to multi-user.target (the login prompt) with no hook
+// and no service.
 func (e *E2E) RestoreBoot(ctx context.Context, in *Install, hooked string) (Problems, error) {
 	var p Problems
 	dir := filepath.Join(e.Dir, in.Name+"-restored")
@@ -234,13 +235,16 @@ func (e *E2E) RestoreBoot(ctx context.Context, in *Install, hooked string) (Prob
 		return p, err
 	}
 	defer os.Remove(ssd)
-	var login, service bool
+	// multi-user.target is reached once every unit it wants has started
+	// (the service, were it still enabled, among them); the login prompt
+	// follows, but without a newline a line reader may never see it.
+	var multiUser, service bool
 	watch := func(line string) Action {
 		if stepHeader.MatchString(line) || strings.Contains(line, "nixpi-firstb") {
 			service = true
 		}
-		if strings.Contains(line, " login:") {
-			login = true
+		if strings.Contains(line, "Reached target") && strings.Contains(line, "multi-user.target") {
+			multiUser = true
 			return PowerOff
 		}
 		return Continue
@@ -249,8 +253,8 @@ func (e *E2E) RestoreBoot(ctx context.Context, in *Install, hooked string) (Prob
 	if err != nil {
 		return p, fmt.Errorf("boot the restored card: %w", err)
 	}
-	if !login {
-		p.addf("the restored card did not boot to a login prompt (ended with %s; console %s)", res.End, res.Console)
+	if !multiUser {
+		p.addf("the restored card did not boot to multi-user.target, its login prompt (ended with %s; console %s)", res.End, res.Console)
 	}
 	if service {
 		p.addf("the restored card ran nixpi's service again (console %s): done must have disabled it", res.Console)
