@@ -59,6 +59,10 @@ func runTest(c *cli, args []string) int {
 	if !a.qemu {
 		return c.fail(usagef("test: pass --qemu: booting the card under QEMU is the only test (see nixpi test --help)"))
 	}
+	if a.base == "" && a.bootloader == "" {
+		return c.fail(usagef("test: the default base has no Raspberry Pi bootloader images, which the service's eeprom step reads as Raspberry Pi OS's rpi-eeprom package installs them: " +
+			"pass --bootloader DIR (a checkout of github.com/raspberrypi/rpi-eeprom: its firmware-2711/default), or --base with a Raspberry Pi OS image"))
+	}
 	if os.Geteuid() != 0 {
 		return c.fail(errors.New("test: needs root: it attaches the SSD image through a loop device and mounts its btrfs to check it (run it with sudo)"))
 	}
@@ -118,7 +122,7 @@ func runTest(c *cli, args []string) int {
 		fmt.Fprintf(c.stderr, "nixpi test: consoles, disks and commands.log kept in %s\n", dir)
 		return c.fail(fmt.Errorf("test: %w", err))
 	}
-	fmt.Fprintf(c.stdout, "PASS: the card installed the service and prepared the SSD as %s asks\n", cfgPath)
+	fmt.Fprintf(c.stdout, "PASS: the card's install under QEMU did what %s asks, and every check passed\n", cfgPath)
 	if a.workDir == "" {
 		os.RemoveAll(dir)
 	} else {

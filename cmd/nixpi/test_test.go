@@ -25,6 +25,7 @@ func TestTestCommandUsage(t *testing.T) {
 		{"no mode", nil, "pass --qemu"},
 		{"unknown flag", []string{"--qemu", "--frobnicate"}, "unknown flag"},
 		{"stray argument", []string{"--qemu", "card.img"}, `unexpected argument "card.img"`},
+		{"default base without bootloader images", []string{"--qemu"}, "pass --bootloader DIR"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := runTestCommand(tc.args...)
@@ -53,7 +54,7 @@ func TestTestCommandBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	work := filepath.Join(dir, "work")
-	code, stdout, stderr := runTestCommand("--qemu", "--config", cfg, "--dir", work, "--cache-dir", filepath.Join(dir, "cache"))
+	code, stdout, stderr := runTestCommand("--qemu", "--config", cfg, "--bootloader", dir, "--dir", work, "--cache-dir", filepath.Join(dir, "cache"))
 	if code != exitFailure {
 		t.Errorf("exit %d, want %d; stderr: %s", code, exitFailure, stderr)
 	}
