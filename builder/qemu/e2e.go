@@ -12,6 +12,7 @@ import (
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/retire"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
@@ -396,6 +397,13 @@ func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*Reference,
 		return nil, nil, err
 	}
 	p := e.CheckInstall(in, nil)
+	if in.Journal != nil {
+		var steps strings.Builder
+		for _, en := range in.Journal.Entries {
+			steps.WriteString("  " + journal.FormatEntry(en) + "\n")
+		}
+		e.logf("uninterrupted: the card's journal, step by step:\n%s", steps.String())
+	}
 	p = append(p, e.checkHandOver(ctx, in, hookedCard)...)
 	for _, d := range bystanders {
 		if sum, err := SHA256File(d.Path); err != nil || sum != bystanderSum {
