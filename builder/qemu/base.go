@@ -108,7 +108,7 @@ func DefaultBaseRecipe() BaseRecipe {
 		Packages: []string{
 			"systemd", "systemd-sysv", "udev", "dbus", "kmod",
 			"linux-image-arm64", "raspi-firmware", "initramfs-tools", "zstd",
-			"util-linux", "mount", "e2fsprogs", "btrfs-progs", "dosfstools", "gdisk", "fdisk", "parted",
+			"util-linux", "mount", "e2fsprogs", "btrfs-progs", "dosfstools", "gdisk", "fdisk", "parted", "iproute2",
 			"nix-setup-systemd", "busybox-static",
 		},
 		InitramfsModules: []string{"virtio_pci", "virtio_blk", "xhci_pci", "xhci_hcd", "usb_storage", "uas", "sd_mod", "ext4"},

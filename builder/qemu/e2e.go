@@ -447,7 +447,7 @@ func (e *E2E) checkHandOver(ctx context.Context, in *Install, hookedCard string)
 	if !retire.SDBeforeUSB(order) {
 		return nil
 	}
-	want := HandOverWant{BootOrder: order, Secrets: e.secrets()}
+	want := HandOverWant{BootOrder: order, Secrets: e.secrets(), Address: e.GuestForward != ""}
 	for _, f := range e.Bootloader {
 		if f.Name == cardpath.Recovery {
 			want.Recovery = f.Src

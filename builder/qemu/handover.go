@@ -36,6 +36,9 @@ type HandOverWant struct {
 	Image, Recovery string
 	// Secrets may not be left in the card's nixpi.toml.
 	Secrets []string
+	// Address: the machine had a network, so the last message must give
+	// the address it had.
+	Address bool
 }
 
 // CheckHandOver checks the card of a run that handed the Pi over to the SSD
@@ -124,6 +127,9 @@ func (e *E2E) CheckHandOver(ctx context.Context, in *Install, hooked string, wan
 		ho := state.HandOver
 		if !ho.Finished || !ho.Rebooted || ho.BootOrder != want.BootOrder || len(ho.Staged) != 3 || len(ho.Scrubbed) == 0 {
 			p.addf("%s: the journal's hand-over is %+v, want finished, rebooted, boot order %s, three files staged, secrets scrubbed", in.Name, *ho, want.BootOrder)
+		}
+		if want.Address && ho.Address == "" {
+			p.addf("%s: the hand-over's last message has no address for the Pi, though it had a network", in.Name)
 		}
 	}
 	return p

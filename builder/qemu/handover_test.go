@@ -132,7 +132,7 @@ func handedOver(t *testing.T, card string, ho journal.HandOver) *Install {
 }
 
 func goodHandOver() journal.HandOver {
-	return journal.HandOver{BootOrder: "0xf41", Finished: true, Rebooted: true, Staged: []string{"a", "b", "c"}, Scrubbed: []string{"users.pi.password_hash"}}
+	return journal.HandOver{BootOrder: "0xf41", Address: "10.0.2.15", Finished: true, Rebooted: true, Staged: []string{"a", "b", "c"}, Scrubbed: []string{"users.pi.password_hash"}}
 }
 
 // TestCheckHandOver: a correct hand-over passes, and each thing a broken
@@ -142,7 +142,7 @@ func TestCheckHandOver(t *testing.T) {
 	hookedFiles, retiredFiles := handOverCards(t)
 	hooked := fatCardImage(t, hookedFiles)
 	e := &E2E{Harness: Harness{Run: system.ExecRunner{}, Tools: DefaultTools()}}
-	want := HandOverWant{BootOrder: "0xf41", Image: testImage, Recovery: testRecovery, Secrets: []string{testSecret}}
+	want := HandOverWant{BootOrder: "0xf41", Image: testImage, Recovery: testRecovery, Secrets: []string{testSecret}, Address: true}
 	ctx := context.Background()
 
 	good := fatCardImage(t, retiredFiles)
@@ -191,6 +191,8 @@ func TestCheckHandOver(t *testing.T) {
 			want: "the last boot ended with"},
 		{name: "card still boots", card: good, in: func(in *Install) { in.HandedOver = false },
 			want: "the card still boots"},
+		{name: "no address though networked", card: good, ho: func(h *journal.HandOver) { h.Address = "" },
+			want: "no address for the Pi"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ho := goodHandOver()
