@@ -64,7 +64,9 @@ func TestE2E(t *testing.T) {
 		DeviceBinary: device, Log: logf,
 		CommandLog: func(line string) { appendLine(filepath.Join(dir, "commands.log"), line) },
 	})
-	defer e.Close()
+	if e != nil { // Prepare returns what it made even when it fails
+		defer e.Close()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,7 +135,9 @@ func runTest(c *cli, args []string) int {
 // install with their checks.
 func testQEMU(c *cli, opts qemu.Options) (qemu.Problems, *qemu.E2E, error) {
 	e, err := qemu.Prepare(c.ctx, opts)
-	defer e.Close()
+	if e != nil { // Prepare returns what it made even when it fails
+		defer e.Close()
+	}
 	if err != nil {
 		return nil, e, err
 	}
