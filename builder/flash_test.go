@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/fixture"
 )
@@ -212,6 +214,14 @@ func TestFlashRefusals(t *testing.T) {
 	mnt := t.TempDir()
 	sh(t, "mount", "-t", "ext4", "-o", "ro,noload", mounted+"p2", mnt)
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	// Swap in use: the kernel writes it whenever it likes, flash must not.
+	swap := loopDevice(t, 64<<20, false)
+	sh(t, "mkswap", swap)
+	sh(t, "swapon", swap)
+	t.Cleanup(func() { exec.Command("swapoff", swap).Run() })
+	// Held: device-mapper built on the disk (as LVM or dm-crypt would be).
+	held := loopDevice(t, size, true)
+	holder, heldRoot := heldBy(t, held, size)
 
 	for _, tc := range []struct {
 		name string
@@ -222,6 +232,8 @@ func TestFlashRefusals(t *testing.T) {
 		{"partition", card + "p1", nil, "is partition 1 of /dev/" + filepath.Base(card)},
 		{"mounted", mounted, nil, "p2 is mounted at " + mnt},
 		{"too small", small, nil, "smaller than the image"},
+		{"swap", swap, nil, "/dev/" + filepath.Base(swap) + " is in use as swap (swapoff " + swap + " first)"},
+		{"held", held, func(o *FlashOptions) { o.Root = heldRoot }, "/dev/" + filepath.Base(held) + " is held by /dev/" + holder},
 		{"non-removable", card, func(o *FlashOptions) { o.AllowNonRemovable = false }, "not removable"},
 		{"not confirmed", card, func(o *FlashOptions) {
 			o.Yes = false
@@ -259,6 +271,60 @@ func TestFlashRefusals(t *testing.T) {
 				t.Errorf("refusal changed %s", tc.dev)
 			}
 		})
+	}
+}
+
+// heldBy makes dev (of size bytes) held by another device and returns
+// the holder's name and the Root flash must look from: a device-mapper
+// linear device over dev, removed at cleanup, when the kernel has
+// device-mapper; else a copy of what /sys and /proc say of dev, with a
+// holder added, for a kernel without (the refusal reads only those).
+func heldBy(t *testing.T, dev string, size int64) (holder, root string) {
+	t.Helper()
+	if _, err := exec.LookPath("dmsetup"); err == nil && exists("/sys/class/misc/device-mapper") {
+		name := fmt.Sprintf("nixpi-flash-test-%d-%s", os.Getpid(), filepath.Base(dev))
+		sh(t, "dmsetup", "create", name, "--table", fmt.Sprintf("0 %d linear %s 0", size/512, dev))
+		t.Cleanup(func() { exec.Command("dmsetup", "remove", "--retry", name).Run() })
+		holders, err := os.ReadDir("/sys/class/block/" + filepath.Base(dev) + "/holders")
+		if err != nil || len(holders) != 1 {
+			t.Fatalf("holders of %s after dmsetup create: %v, %v; want one", dev, holders, err)
+		}
+		return holders[0].Name(), "/"
+	}
+	t.Logf("no device-mapper in this kernel: %s is given a holder in a copy of /sys", dev)
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		t.Fatal(err)
+	}
+	root = t.TempDir()
+	sys := filepath.Join(root, "sys/devices/virtual/block", filepath.Base(dev))
+	real := "/sys/class/block/" + filepath.Base(dev)
+	for _, attr := range []string{"size", "removable", "queue/logical_block_size", "loop/backing_file"} {
+		b, err := os.ReadFile(filepath.Join(real, attr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(sys, attr), b)
+	}
+	writeFile(t, filepath.Join(sys, "holders/dm-0"), nil)
+	link := filepath.Join(root, "sys/dev/block", fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)))
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil || os.Symlink(sys, link) != nil {
+		t.Fatal("sysfs link", err)
+	}
+	for _, f := range []string{"self/mountinfo", "swaps"} {
+		b, err := os.ReadFile("/proc/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(root, "proc", f), b)
+	}
+	return "dm-0", root
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil || os.WriteFile(path, data, 0o644) != nil {
+		t.Fatalf("write %s: %v", path, err)
 	}
 }
 
