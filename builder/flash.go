@@ -10,7 +10,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 	"unsafe"
 
@@ -90,16 +89,8 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 	if root == "" {
 		root = "/"
 	}
-	disk, err := ProbeDisk(root, opts.Device)
+	disk, err := probeFlashDisk(root, opts)
 	if err != nil {
-		return nil, err
-	}
-	// With Unmount the disk's own mounts (never /) are left for after the
-	// confirmation; every other use refuses now.
-	if err := disk.checkUnused(root, opts.Unmount); err != nil {
-		return nil, err
-	}
-	if err := disk.checkRemovable(opts.AllowNonRemovable); err != nil {
 		return nil, err
 	}
 	image, err := openFlashImage(ctx, opts, logf)
@@ -132,40 +123,7 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 			return nil, fmt.Errorf("refusing %s: its blocks are %d bytes and the range %d-%d of %s does not fall on them (a bmap with smaller blocks?)", disk, disk.LogicalBlock, r.Start, r.End, image.bmap)
 		}
 	}
-	var unmount []string
-	if opts.Unmount {
-		unmount = disk.mountPoints(root)
-	}
-	if !opts.Yes {
-		if opts.Confirm == nil {
-			return nil, fmt.Errorf("refusing %s: no confirmation (pass --yes when nothing can ask)", disk)
-		}
-		description := disk.Describe()
-		for _, m := range unmount {
-			description += fmt.Sprintf("  mounted at %s: unmounted first (--unmount)\n", m)
-		}
-		typed, err := opts.Confirm(description, disk.Name)
-		if err != nil {
-			return nil, fmt.Errorf("confirmation: %w; %s was not changed", err, disk.Path)
-		}
-		if typed != disk.Name && typed != disk.Path {
-			return nil, fmt.Errorf("confirmation %q is not %q: %s was not changed", typed, disk.Name, disk.Path)
-		}
-	}
-	for i := len(unmount) - 1; i >= 0; i-- { // the deepest first
-		logf("unmounting %s", unmount[i])
-		if err := unix.Unmount(unmount[i], 0); err != nil {
-			return nil, fmt.Errorf("unmount %q: %w (close what uses it and try again); %s was not written", unmount[i], err, disk.Path)
-		}
-	}
-	if len(unmount) > 0 {
-		if err := disk.checkUnused(root, false); err != nil {
-			return nil, err
-		}
-	}
-	// Exclusive from here to the end: nobody mounts or partitions it
-	// while it is written.
-	dev, err := disk.openExclusive()
+	dev, err := disk.claim(root, opts, logf)
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +168,45 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 	}
 	res.Verify, res.Verified = time.Since(start), true
 	return res, nil
+}
+
+// claim asks for the confirmation (unless opts.Yes), unmounts the disk's
+// filesystems with opts.Unmount and checks again, then opens the disk
+// exclusively, for direct writes: from then to the end nobody mounts or
+// partitions it while it is written. Nothing is written here.
+func (d *Disk) claim(root string, opts FlashOptions, logf func(string, ...any)) (*os.File, error) {
+	var unmount []string
+	if opts.Unmount {
+		unmount = d.mountPoints(root)
+	}
+	if !opts.Yes {
+		if opts.Confirm == nil {
+			return nil, fmt.Errorf("refusing %s: no confirmation (pass --yes when nothing can ask)", d)
+		}
+		description := d.Describe()
+		for _, m := range unmount {
+			description += fmt.Sprintf("  mounted at %s: unmounted first (--unmount)\n", m)
+		}
+		typed, err := opts.Confirm(description, d.Name)
+		if err != nil {
+			return nil, fmt.Errorf("confirmation: %w; %s was not changed", err, d.Path)
+		}
+		if typed != d.Name && typed != d.Path {
+			return nil, fmt.Errorf("confirmation %q is not %q: %s was not changed", typed, d.Name, d.Path)
+		}
+	}
+	for i := len(unmount) - 1; i >= 0; i-- { // the deepest first
+		logf("unmounting %s", unmount[i])
+		if err := unix.Unmount(unmount[i], 0); err != nil {
+			return nil, fmt.Errorf("unmount %q: %w (close what uses it and try again); %s was not written", unmount[i], err, d.Path)
+		}
+	}
+	if len(unmount) > 0 {
+		if err := d.checkUnused(root, false); err != nil {
+			return nil, err
+		}
+	}
+	return d.openExclusive()
 }
 
 func flashFailed(ctx context.Context, err error) error {
@@ -410,7 +407,7 @@ func writeRanges(ctx context.Context, img, dev *os.File, ranges []MappedRange, t
 // verifyChunks reads every written chunk back from the disk, bypassing
 // the page cache, and compares it with the image's; a mismatch names the
 // first byte that differs.
-func verifyChunks(ctx context.Context, img *os.File, disk *Disk, chunks []chunk, total int64, progress func(string, int64, int64)) error {
+func verifyChunks(ctx context.Context, img io.ReaderAt, disk *Disk, chunks []chunk, total int64, progress func(string, int64, int64)) error {
 	fd, err := unix.Open(disk.Path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("verify: open %q: %w", disk.Path, err)
@@ -432,7 +429,9 @@ func verifyChunks(ctx context.Context, img *os.File, disk *Disk, chunks []chunk,
 		}
 		if sha256.Sum256(buf[:c.n]) != c.sum {
 			want := make([]byte, c.n)
-			if _, err := img.ReadAt(want, c.off); err != nil {
+			if _, err := img.ReadAt(want, c.off); errors.Is(err, errNotKept) {
+				return fmt.Errorf("verify: %s differs from what was written in bytes %d-%d (the card does not keep what was written: try another card)", disk.Path, c.off, c.off+c.n)
+			} else if err != nil {
 				return fmt.Errorf("verify: read image at byte %d: %w", c.off, err)
 			}
 			i := int64(0)
@@ -447,42 +446,6 @@ func verifyChunks(ctx context.Context, img *os.File, disk *Disk, chunks []chunk,
 		}
 	}
 	return nil
-}
-
-// BuildAndFlash builds a card from build.Base and build.Config, as Build
-// does, and flashes it onto flash.Device: the card equals what `nixpi
-// build` would have written. The disk is checked before the build, so a
-// refusal costs no build time; the image is built into a temporary
-// directory in flash.TempDir and removed at the end, whatever happens.
-// build.Out and flash.Image are set here.
-func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Result, *FlashResult, error) {
-	root := flash.Root
-	if root == "" {
-		root = "/"
-	}
-	disk, err := ProbeDisk(root, flash.Device)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := disk.checkUnused(root, flash.Unmount); err != nil {
-		return nil, nil, err
-	}
-	if err := disk.checkRemovable(flash.AllowNonRemovable); err != nil {
-		return nil, nil, err
-	}
-	dir, err := os.MkdirTemp(flash.TempDir, ".nixpi-flash-build-*")
-	if err != nil {
-		return nil, nil, fmt.Errorf("temporary directory for the card image: %w (set TMPDIR to a directory with room)", err)
-	}
-	defer os.RemoveAll(dir)
-	build.Out = filepath.Join(dir, "card.img")
-	built, err := Build(ctx, build)
-	if err != nil {
-		return nil, nil, err
-	}
-	flash.Image, flash.SHA256 = built.Out, built.SHA256
-	res, err := Flash(ctx, flash)
-	return built, res, err
 }
 
 func (d *Disk) checkRemovable(allowNonRemovable bool) error {
