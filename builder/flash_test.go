@@ -594,3 +594,101 @@ func watchSize(t *testing.T, dir string) func() int64 {
 	}()
 	return func() int64 { close(stop); return <-done }
 }
+
+// TestFlashBaseFaults: building onto a disk too small is refused before
+// anything is written; a cancel while the base is decoded onto the disk,
+// a disk that fails half way and data changed before the read-back all
+// say the card is incomplete.
+func TestFlashBaseFaults(t *testing.T) {
+	t.Parallel()
+	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
+	st, err := os.Stat(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := st.Size()
+	opts := func(t *testing.T) Options { return testOptions(t, base, filepath.Join(t.TempDir(), "unused.img")) }
+
+	t.Run("too small", func(t *testing.T) {
+		dev := loopDevice(t, size-4<<20, true)
+		before := fileSum(t, dev, size)
+		_, _, err := BuildAndFlash(context.Background(), opts(t), loopFlash("", dev))
+		if err == nil || errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "smaller than the image") || !strings.Contains(err.Error(), dev+" was not changed") {
+			t.Errorf("build and flash onto a disk smaller than the image: %v, want it refused, unchanged", err)
+		}
+		if fileSum(t, dev, size) != before {
+			t.Errorf("the refusal changed %s", dev)
+		}
+	})
+
+	t.Run("interrupted", func(t *testing.T) {
+		dev := loopDevice(t, size, false)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		o := opts(t)
+		o.Progress = func(done, total int64) {
+			if done > size*3/4 {
+				cancel()
+			}
+		}
+		_, _, err := BuildAndFlash(ctx, o, loopFlash("", dev))
+		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "interrupted") {
+			t.Errorf("build and flash cancelled while the root was written: %v, want interrupted, the card is incomplete", err)
+		}
+	})
+
+	t.Run("write error", func(t *testing.T) {
+		dir := t.TempDir()
+		sh(t, "mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(16<<20, 10), "nixpi-flash-test", dir)
+		t.Cleanup(func() { exec.Command("umount", dir).Run() })
+		file := filepath.Join(dir, "card.dev")
+		if err := os.WriteFile(file, nil, 0o600); err != nil || os.Truncate(file, size) != nil {
+			t.Fatal("create device file", err)
+		}
+		dev := sh(t, "losetup", "--find", "--show", file)
+		t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
+		_, _, err := BuildAndFlash(context.Background(), opts(t), loopFlash("", dev))
+		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "write "+strconv.Quote(dev)+" at byte ") {
+			t.Errorf("build and flash onto %s, which fails after 16 MiB: %v, want the write error, its byte and that the card is incomplete", dev, err)
+		}
+	})
+
+	t.Run("lost data", func(t *testing.T) {
+		dev := loopDevice(t, size, false)
+		backing := strings.TrimSpace(sh(t, "cat", "/sys/class/block/"+filepath.Base(dev)+"/loop/backing_file"))
+		flash := loopFlash("", dev)
+		f, err := os.Open(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		ranges, err := MappedRanges(f, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The root's last data (the root is the base's), which the
+		// read-back reaches last.
+		bad := ranges[len(ranges)-1].Start + 100
+		changed := false
+		flash.Progress = func(phase string, done, total int64) {
+			if phase != "verify" || changed {
+				return
+			}
+			changed = true
+			f, err := os.OpenFile(backing, os.O_WRONLY, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			if _, err := f.WriteAt([]byte("old data old data"), bad); err != nil {
+				t.Error(err)
+			}
+		}
+		_, _, err = BuildAndFlash(context.Background(), opts(t), flash)
+		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "verify: "+dev+" differs from ") {
+			t.Errorf("build and flash onto %s changed before the read-back: %v, want the difference named and that the card is incomplete", dev, err)
+		}
+		t.Log(err)
+	})
+}
