@@ -475,15 +475,18 @@ func TestFlashRefusesRootDisk(t *testing.T) {
 }
 
 // Building and flashing in one go gives the card that build then flash
-// gives, from a raw base and from an xz one, with no image on the
+// gives, from a raw base, an xz one and one whose root only debugfs
+// reads, with no image on the
 // workstation meanwhile: the temporary directory never holds as much as
 // the image, and nothing at the end.
 func TestFlashBaseEqualsBuildThenFlash(t *testing.T) {
 	t.Parallel()
 	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
 	sh(t, "xz", "-T0", "-1", "-k", base)
-	for _, b := range []string{base, base + ".xz"} {
-		t.Run(filepath.Base(b), func(t *testing.T) {
+	// A root go-diskfs cannot read is read by debugfs, off the disk.
+	old := writeFixture(t, fixture.Options{Layout: fixture.LayoutBullseye, Arch: fixture.ArchArmhf, FATSize: fixture.MinFATSize, RootFeatures: []string{"^metadata_csum"}}).Path
+	for name, b := range map[string]string{"raw": base, "xz": base + ".xz", "debugfs": old} {
+		t.Run(name, func(t *testing.T) {
 			// The manifest names the base as given: build from the same.
 			img := buildBmapCard(t, b)
 			st, err := os.Stat(img)

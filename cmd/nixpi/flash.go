@@ -68,7 +68,9 @@ func runFlash(c *cli, args []string) int {
 		return strings.TrimSpace(line), nil
 	}
 	opts.Log = func(msg string) { fmt.Fprintln(c.stderr, "nixpi flash:", msg) }
+	opts.TempDir = c.getenv("TMPDIR")
 	if f, ok := c.stderr.(*os.File); ok {
+		build.Progress = source.TerminalProgress(f, "building onto the card")
 		bars := map[string]func(int64, int64){}
 		for _, phase := range []string{"write", "verify"} {
 			bars[phase] = source.TerminalProgress(f, phase)
