@@ -10,6 +10,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -406,7 +410,9 @@ func writeRanges(ctx context.Context, img, dev *os.File, ranges []MappedRange, t
 
 // verifyChunks reads every written chunk back from the disk, bypassing
 // the page cache, and compares it with the image's; a mismatch names the
-// first byte that differs.
+// first byte that differs. The chunks are hashed on every CPU while the
+// next ones are read, so the read-back takes about one direct read of
+// them, not that plus the hashing.
 func verifyChunks(ctx context.Context, img io.ReaderAt, disk *Disk, chunks []chunk, total int64, progress func(string, int64, int64)) error {
 	fd, err := unix.Open(disk.Path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -414,38 +420,77 @@ func verifyChunks(ctx context.Context, img io.ReaderAt, disk *Disk, chunks []chu
 	}
 	dev := os.NewFile(uintptr(fd), disk.Path)
 	defer dev.Close()
-	buf, err := alignedBuffer(flashChunk)
-	if err != nil {
-		return err
-	}
-	defer unix.Munmap(buf)
-	var done int64
-	for _, c := range chunks {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+	read := func(buf []byte, c chunk) error {
 		if _, err := io.ReadFull(io.NewSectionReader(dev, c.off, c.n), buf[:c.n]); err != nil {
 			return fmt.Errorf("verify: read %q at byte %d: %w", disk.Path, c.off, err)
 		}
-		if sha256.Sum256(buf[:c.n]) != c.sum {
-			want := make([]byte, c.n)
-			if _, err := img.ReadAt(want, c.off); errors.Is(err, errNotKept) {
-				return fmt.Errorf("verify: %s differs from what was written in bytes %d-%d (the card does not keep what was written: try another card)", disk.Path, c.off, c.off+c.n)
-			} else if err != nil {
-				return fmt.Errorf("verify: read image at byte %d: %w", c.off, err)
-			}
-			i := int64(0)
-			for i < c.n && want[i] == buf[i] {
-				i++
-			}
-			return fmt.Errorf("verify: %s differs from the image at byte %d (the card does not keep what was written: try another card)", disk.Path, c.off+i)
-		}
-		done += c.n
-		if progress != nil {
-			progress("verify", done, total)
-		}
+		return nil
 	}
-	return nil
+	hashers := runtime.GOMAXPROCS(0)
+	free := make(chan []byte, hashers+1)
+	for range hashers + 1 {
+		buf, err := alignedBuffer(flashChunk)
+		if err != nil {
+			return err
+		}
+		defer unix.Munmap(buf)
+		free <- buf
+	}
+	bad := make([]bool, len(chunks)) // each set by one hasher
+	var anyBad atomic.Bool
+	var hashing sync.WaitGroup
+	var done int64
+	err = func() error {
+		defer hashing.Wait() // before the buffers go
+		for i, c := range chunks {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if anyBad.Load() {
+				return nil
+			}
+			buf := <-free
+			if err := read(buf, c); err != nil {
+				return err
+			}
+			hashing.Add(1)
+			go func() {
+				defer hashing.Done()
+				if sha256.Sum256(buf[:c.n]) != c.sum {
+					bad[i] = true
+					anyBad.Store(true)
+				}
+				free <- buf
+			}()
+			done += c.n
+			if progress != nil {
+				progress("verify", done, total)
+			}
+		}
+		return nil
+	}()
+	if err != nil {
+		return err
+	}
+	i := slices.Index(bad, true)
+	if i < 0 {
+		return nil
+	}
+	c, buf := chunks[i], <-free
+	if err := read(buf, c); err != nil {
+		return err
+	}
+	want := make([]byte, c.n)
+	if _, err := img.ReadAt(want, c.off); errors.Is(err, errNotKept) {
+		return fmt.Errorf("verify: %s differs from what was written in bytes %d-%d (the card does not keep what was written: try another card)", disk.Path, c.off, c.off+c.n)
+	} else if err != nil {
+		return fmt.Errorf("verify: read image at byte %d: %w", c.off, err)
+	}
+	j := int64(0)
+	for j < c.n && want[j] == buf[j] {
+		j++
+	}
+	return fmt.Errorf("verify: %s differs from the image at byte %d (the card does not keep what was written: try another card)", disk.Path, c.off+j)
 }
 
 func (d *Disk) checkRemovable(allowNonRemovable bool) error {
