@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -315,6 +316,24 @@ func discardGaps(disk *Disk, dev *os.File, ranges []MappedRange, size int64) int
 type chunk struct {
 	off, n int64
 	sum    [sha256.Size]byte
+	// blocks are the CRC-32Cs of its 4 KiB blocks when the image's bytes
+	// are not kept to compare with (flash --base): they find the first
+	// bad block.
+	blocks []uint32
+}
+
+// verifyBlock is the unit chunk.blocks check.
+const verifyBlock = 4096
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// blockSums are the CRC-32Cs of b's verifyBlock-byte blocks.
+func blockSums(b []byte) []uint32 {
+	sums := make([]uint32, 0, (len(b)+verifyBlock-1)/verifyBlock)
+	for i := 0; i < len(b); i += verifyBlock {
+		sums = append(sums, crc32.Checksum(b[i:min(i+verifyBlock, len(b))], castagnoli))
+	}
+	return sums
 }
 
 // alignedBuffer is n bytes aligned to a page, as O_DIRECT needs.
@@ -490,6 +509,12 @@ func verifyChunks(ctx context.Context, img io.ReaderAt, disk *Disk, chunks []chu
 	}
 	want := make([]byte, c.n)
 	if _, err := img.ReadAt(want, c.off); errors.Is(err, errNotKept) {
+		got := blockSums(buf[:c.n])
+		for k := range c.blocks {
+			if got[k] != c.blocks[k] {
+				return fmt.Errorf("verify: %s differs from what was written at byte %d, in the %d bytes there (the card does not keep what was written: try another card)", disk.Path, c.off+int64(k)*verifyBlock, min(verifyBlock, c.n-int64(k)*verifyBlock))
+			}
+		}
 		return fmt.Errorf("verify: %s differs from what was written in bytes %d-%d (the card does not keep what was written: try another card)", disk.Path, c.off, c.off+c.n)
 	} else if err != nil {
 		return fmt.Errorf("verify: read image at byte %d: %w", c.off, err)

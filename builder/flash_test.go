@@ -689,8 +689,9 @@ func TestFlashBaseFaults(t *testing.T) {
 			}
 		}
 		_, _, err = BuildAndFlash(context.Background(), opts(t), flash)
-		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "verify: "+dev+" differs from ") {
-			t.Errorf("build and flash onto %s changed before the read-back: %v, want the difference named and that the card is incomplete", dev, err)
+		want := fmt.Sprintf("verify: %s differs from what was written at byte %d,", dev, bad/4096*4096)
+		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), want) {
+			t.Errorf("build and flash onto %s changed before the read-back: %v, want %q and that the card is incomplete", dev, err, want)
 		}
 		t.Log(err)
 	})

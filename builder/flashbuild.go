@@ -232,7 +232,7 @@ func (s *streamedImage) flush() error {
 	if n%s.disk.LogicalBlock != 0 || off%s.disk.LogicalBlock != 0 {
 		return fmt.Errorf("the image's bytes %d-%d do not fall on the %d-byte blocks of %s: is the base a disk image?", off, off+n, s.disk.LogicalBlock, s.disk.Path)
 	}
-	if err := s.writeChunk(s.buf[:n], off); err != nil {
+	if err := s.writeChunk(s.buf[:n], off, true); err != nil {
 		return err
 	}
 	if last := len(s.written) - 1; last >= 0 && s.written[last].End == off {
@@ -243,8 +243,9 @@ func (s *streamedImage) flush() error {
 	return nil
 }
 
-// writeChunk writes b (aligned) at off onto the disk and keeps its hash.
-func (s *streamedImage) writeChunk(b []byte, off int64) error {
+// writeChunk writes b (aligned) at off onto the disk and keeps its hash,
+// and with streamed (the bytes are not kept) its blocks'.
+func (s *streamedImage) writeChunk(b []byte, off int64, streamed bool) error {
 	s.started = true
 	if _, err := s.dev.WriteAt(b, off); err != nil {
 		var pe *os.PathError
@@ -253,7 +254,11 @@ func (s *streamedImage) writeChunk(b []byte, off int64) error {
 		}
 		return fmt.Errorf("write %q at byte %d: %w", s.disk.Path, off, err)
 	}
-	s.chunks = append(s.chunks, chunk{off: off, n: int64(len(b)), sum: sha256.Sum256(b)})
+	c := chunk{off: off, n: int64(len(b)), sum: sha256.Sum256(b)}
+	if streamed {
+		c.blocks = blockSums(b)
+	}
+	s.chunks = append(s.chunks, c)
 	s.total += int64(len(b))
 	return nil
 }
@@ -376,7 +381,7 @@ func (s *streamedImage) writeRanges(ctx context.Context, ranges []Range, from, t
 			if _, err := (view{s: s}).ReadAt(b, off); err != nil {
 				return fmt.Errorf("read the image at byte %d: %w", off, err)
 			}
-			if err := s.writeChunk(b, off); err != nil {
+			if err := s.writeChunk(b, off, false); err != nil {
 				return err
 			}
 			if progress != nil {
