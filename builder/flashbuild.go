@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -122,8 +123,25 @@ type streamedImage struct {
 	bufOff  int64
 	bufLen  int
 	written []Range // the data on the disk at and after headEnd, in order
-	chunks  []chunk // every direct write, for the read-back
-	total   int64   // bytes written
+
+	// While the base is decoded a writer goroutine writes what flush
+	// hands it, so the decoding goes on meanwhile; it owns chunks and
+	// total until stopWriter.
+	free    chan []byte // the other aligned buffer, once written
+	jobs    chan streamJob
+	stopped chan struct{} // closed when the writer is gone
+	failed  atomic.Bool   // the writer's error is set
+	werr    error         // its first error; read after stopped
+	buffers [][]byte
+
+	chunks []chunk // every direct write, for the read-back
+	total  int64   // bytes written
+}
+
+// streamJob is bytes of the base for the writer to put onto the disk.
+type streamJob struct {
+	buf []byte
+	off int64
 }
 
 // headAlign rounds the head's end up so that the disk's part starts on a
@@ -141,19 +159,54 @@ func newStreamedImage(disk *Disk, dev *os.File, tempDir string) (*streamedImage,
 		head.Close()
 		return nil, fmt.Errorf("open %q: %w", disk.Path, err)
 	}
-	buf, err := alignedBuffer(flashChunk)
-	if err != nil {
-		head.Close()
-		rd.Close()
-		return nil, err
+	s := &streamedImage{disk: disk, dev: dev, rd: rd, head: head, free: make(chan []byte, 1), jobs: make(chan streamJob), stopped: make(chan struct{})}
+	for range 2 {
+		buf, err := alignedBuffer(flashChunk)
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+		s.buffers = append(s.buffers, buf)
 	}
-	return &streamedImage{disk: disk, dev: dev, rd: rd, head: head, buf: buf}, nil
+	s.buf = s.buffers[0]
+	s.free <- s.buffers[1]
+	go s.writer()
+	return s, nil
+}
+
+// writer writes the jobs in order until stopWriter; after an error it
+// only hands the buffers back.
+func (s *streamedImage) writer() {
+	defer close(s.stopped)
+	for j := range s.jobs {
+		if s.werr == nil {
+			if s.werr = s.writeChunk(j.buf, j.off, true); s.werr != nil {
+				s.failed.Store(true)
+			}
+		}
+		s.free <- j.buf[:cap(j.buf)]
+	}
+}
+
+// stopWriter waits for the writer to finish and says its error. Called
+// more than once it says the same.
+func (s *streamedImage) stopWriter() error {
+	select {
+	case <-s.stopped:
+	default:
+		close(s.jobs)
+		<-s.stopped
+	}
+	return s.werr
 }
 
 func (s *streamedImage) close() {
+	s.stopWriter()
 	s.head.Close()
 	s.rd.Close()
-	unix.Munmap(s.buf)
+	for _, b := range s.buffers {
+		unix.Munmap(b)
+	}
 }
 
 // Name is the disk's, for the decoder's messages.
@@ -221,9 +274,12 @@ func (s *streamedImage) findHeadEnd() error {
 	return nil
 }
 
-// flush writes the pending bytes onto the disk, hashing them for the
-// read-back.
+// flush hands the pending bytes to the writer, which puts them onto the
+// disk, and takes the other buffer once it is free.
 func (s *streamedImage) flush() error {
+	if s.failed.Load() {
+		return s.stopWriter()
+	}
 	if s.bufLen == 0 {
 		return nil
 	}
@@ -232,9 +288,9 @@ func (s *streamedImage) flush() error {
 	if n%s.disk.LogicalBlock != 0 || off%s.disk.LogicalBlock != 0 {
 		return fmt.Errorf("the image's bytes %d-%d do not fall on the %d-byte blocks of %s: is the base a disk image?", off, off+n, s.disk.LogicalBlock, s.disk.Path)
 	}
-	if err := s.writeChunk(s.buf[:n], off, true); err != nil {
-		return err
-	}
+	s.started = true
+	s.jobs <- streamJob{s.buf[:n], off}
+	s.buf = <-s.free
 	if last := len(s.written) - 1; last >= 0 && s.written[last].End == off {
 		s.written[last].End = off + n
 	} else {
@@ -246,7 +302,6 @@ func (s *streamedImage) flush() error {
 // writeChunk writes b (aligned) at off onto the disk and keeps its hash,
 // and with streamed (the bytes are not kept) its blocks'.
 func (s *streamedImage) writeChunk(b []byte, off int64, streamed bool) error {
-	s.started = true
 	if _, err := s.dev.WriteAt(b, off); err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
@@ -381,6 +436,7 @@ func (s *streamedImage) writeRanges(ctx context.Context, ranges []Range, from, t
 			if _, err := (view{s: s}).ReadAt(b, off); err != nil {
 				return fmt.Errorf("read the image at byte %d: %w", off, err)
 			}
+			s.started = true
 			if err := s.writeChunk(b, off, false); err != nil {
 				return err
 			}
@@ -404,6 +460,9 @@ func (s *streamedImage) build(ctx context.Context, opts Options, flash FlashOpti
 	copied, err := src.Stream(ctx, s)
 	if err == nil {
 		err = s.flush()
+	}
+	if werr := s.stopWriter(); err == nil {
+		err = werr
 	}
 	if err == nil {
 		err = ctx.Err()
