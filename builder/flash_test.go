@@ -611,6 +611,13 @@ func TestFlashBaseFaults(t *testing.T) {
 	}
 	size := st.Size()
 	opts := func(t *testing.T) Options { return testOptions(t, base, filepath.Join(t.TempDir(), "unused.img")) }
+	// The boot partition's temporary file goes here, not where another
+	// test looks for leftovers.
+	loopFlash := func(img, dev string) FlashOptions {
+		o := loopFlash(img, dev)
+		o.TempDir = t.TempDir()
+		return o
+	}
 
 	t.Run("too small", func(t *testing.T) {
 		dev := loopDevice(t, size-4<<20, true)

@@ -149,7 +149,7 @@ type streamJob struct {
 const headAlign = 1 << 20
 
 func newStreamedImage(disk *Disk, dev *os.File, tempDir string) (*streamedImage, error) {
-	head, err := os.CreateTemp(tempDir, ".nixpi-flash-head-*.img")
+	head, err := os.CreateTemp(tempDir, ".nixpi-flash-boot-*.tmp")
 	if err != nil {
 		return nil, fmt.Errorf("temporary file for the boot partition: %w (set TMPDIR to a directory with room)", err)
 	}
