@@ -47,6 +47,20 @@ func MappedRanges(f *os.File, size int64) ([]Range, error) {
 // is mapped whole, zero blocks and all (what flash writes without a bmap:
 // an image that is not nixpi's may hold a filesystem it cannot read).
 func mappedRanges(f *os.File, size int64, skipZeros bool) ([]Range, error) {
+	var data []Range
+	err := source.WalkData(f, 0, size, func(start, end int64) error {
+		data = append(data, Range{start, end})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return mapImage(f, f.Name(), size, data, skipZeros)
+}
+
+// mapImage is mappedRanges of the image named name, read through r, whose
+// bytes outside the data ranges (sorted) are holes.
+func mapImage(r io.ReaderAt, name string, size int64, data []Range, skipZeros bool) ([]Range, error) {
 	var found []Range
 	add := func(start, end int64) {
 		start = start / BmapBlockSize * BmapBlockSize
@@ -56,16 +70,15 @@ func mappedRanges(f *os.File, size int64, skipZeros bool) ([]Range, error) {
 		}
 	}
 	buf := make([]byte, 1<<20)
-	err := source.WalkData(f, 0, size, func(data, hole int64) error {
+	for _, d := range data {
 		if !skipZeros {
-			add(data, hole)
-			return nil
+			add(d.Start, d.End)
+			continue
 		}
-		data = data / BmapBlockSize * BmapBlockSize
-		for off := data; off < hole; off += int64(len(buf)) {
-			n := min(int64(len(buf)), hole-off)
-			if _, err := f.ReadAt(buf[:n], off); err != nil {
-				return fmt.Errorf("read %q at byte %d: %w", f.Name(), off, err)
+		for off := d.Start / BmapBlockSize * BmapBlockSize; off < d.End; off += int64(len(buf)) {
+			n := min(int64(len(buf)), d.End-off)
+			if _, err := r.ReadAt(buf[:n], off); err != nil {
+				return nil, fmt.Errorf("read %q at byte %d: %w", name, off, err)
 			}
 			for i := int64(0); i < n; i += BmapBlockSize {
 				if !isZeroBlock(buf[i:min(i+BmapBlockSize, n)]) {
@@ -73,13 +86,9 @@ func mappedRanges(f *os.File, size int64, skipZeros bool) ([]Range, error) {
 				}
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
 	add(0, 512)
-	if t, err := baseimage.ReadTable(f); err == nil && !t.GPT {
+	if t, err := baseimage.ReadTable(r); err == nil && !t.GPT {
 		for _, p := range t.Partitions {
 			if p.End() > size {
 				continue // not ours to judge: nothing of it is on the image
@@ -87,12 +96,12 @@ func mappedRanges(f *os.File, size int64, skipZeros bool) ([]Range, error) {
 			var rs [][2]int64
 			switch {
 			case baseimage.IsFAT(p.Type):
-				if rs, err = fatfs.AllocatedRanges(f, p.Start); err != nil {
-					return nil, fmt.Errorf("map %q: partition %d: %w", f.Name(), p.Index, err)
+				if rs, err = fatfs.AllocatedRanges(r, p.Start); err != nil {
+					return nil, fmt.Errorf("map %q: partition %d: %w", name, p.Index, err)
 				}
 			default:
-				if rs, _, err = ext4Allocated(f, p.Start, p.Size); err != nil {
-					return nil, fmt.Errorf("map %q: partition %d: %w", f.Name(), p.Index, err)
+				if rs, _, err = ext4Allocated(r, p.Start, p.Size); err != nil {
+					return nil, fmt.Errorf("map %q: partition %d: %w", name, p.Index, err)
 				}
 			}
 			for _, r := range rs {

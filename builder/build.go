@@ -100,16 +100,11 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		}
 	}
 
-	// The config is checked first: it is the cheapest input to get wrong.
-	cfg, cfgRaw, cfgCanonical, err := readConfig(opts.Config, logf)
+	cfg, files, err := readCardInputs(opts, logf)
 	if err != nil {
 		return nil, err
 	}
-
-	m := &Manifest{
-		NixpiVersion: assets.Version,
-		Config:       ManifestInput{SHA256: sha256Hex(cfgRaw)},
-	}
+	m := files.manifest
 
 	for _, line := range removeLeftovers(opts.Out) {
 		logf("%s", line)
@@ -124,7 +119,6 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer out.Discard()
 
-	files := cardFiles{epoch: opts.Epoch, config: cfgCanonical, manifest: m}
 	early := newEarlyCard(out, files, opts, logf)
 
 	logf("copying base image %s", opts.Base)
@@ -194,6 +188,21 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 	res.Manifest = m
 	return res, nil
+}
+
+// readCardInputs reads and checks the config, first: it is the cheapest
+// input to get wrong. It returns the card's files so far, and its manifest
+// to fill in.
+func readCardInputs(opts Options, logf func(format string, args ...any)) (*config.Config, cardFiles, error) {
+	if opts.Config == "" {
+		return nil, cardFiles{}, fmt.Errorf("no install config: pass --config nixpi.toml (`nixpi config init > nixpi.toml` writes an example)")
+	}
+	cfg, raw, canonical, err := readConfig(opts.Config, logf)
+	if err != nil {
+		return nil, cardFiles{}, err
+	}
+	m := &Manifest{NixpiVersion: assets.Version, Config: ManifestInput{SHA256: sha256Hex(raw)}}
+	return cfg, cardFiles{epoch: opts.Epoch, config: canonical, manifest: m}, nil
 }
 
 // readConfig reads and validates the install config: as given, and

@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -90,16 +94,8 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 	if root == "" {
 		root = "/"
 	}
-	disk, err := ProbeDisk(root, opts.Device)
+	disk, err := probeFlashDisk(root, opts)
 	if err != nil {
-		return nil, err
-	}
-	// With Unmount the disk's own mounts (never /) are left for after the
-	// confirmation; every other use refuses now.
-	if err := disk.checkUnused(root, opts.Unmount); err != nil {
-		return nil, err
-	}
-	if err := disk.checkRemovable(opts.AllowNonRemovable); err != nil {
 		return nil, err
 	}
 	image, err := openFlashImage(ctx, opts, logf)
@@ -132,40 +128,7 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 			return nil, fmt.Errorf("refusing %s: its blocks are %d bytes and the range %d-%d of %s does not fall on them (a bmap with smaller blocks?)", disk, disk.LogicalBlock, r.Start, r.End, image.bmap)
 		}
 	}
-	var unmount []string
-	if opts.Unmount {
-		unmount = disk.mountPoints(root)
-	}
-	if !opts.Yes {
-		if opts.Confirm == nil {
-			return nil, fmt.Errorf("refusing %s: no confirmation (pass --yes when nothing can ask)", disk)
-		}
-		description := disk.Describe()
-		for _, m := range unmount {
-			description += fmt.Sprintf("  mounted at %s: unmounted first (--unmount)\n", m)
-		}
-		typed, err := opts.Confirm(description, disk.Name)
-		if err != nil {
-			return nil, fmt.Errorf("confirmation: %w; %s was not changed", err, disk.Path)
-		}
-		if typed != disk.Name && typed != disk.Path {
-			return nil, fmt.Errorf("confirmation %q is not %q: %s was not changed", typed, disk.Name, disk.Path)
-		}
-	}
-	for i := len(unmount) - 1; i >= 0; i-- { // the deepest first
-		logf("unmounting %s", unmount[i])
-		if err := unix.Unmount(unmount[i], 0); err != nil {
-			return nil, fmt.Errorf("unmount %q: %w (close what uses it and try again); %s was not written", unmount[i], err, disk.Path)
-		}
-	}
-	if len(unmount) > 0 {
-		if err := disk.checkUnused(root, false); err != nil {
-			return nil, err
-		}
-	}
-	// Exclusive from here to the end: nobody mounts or partitions it
-	// while it is written.
-	dev, err := disk.openExclusive()
+	dev, err := disk.claim(root, opts, logf)
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +173,45 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 	}
 	res.Verify, res.Verified = time.Since(start), true
 	return res, nil
+}
+
+// claim asks for the confirmation (unless opts.Yes), unmounts the disk's
+// filesystems with opts.Unmount and checks again, then opens the disk
+// exclusively, for direct writes: from then to the end nobody mounts or
+// partitions it while it is written. Nothing is written here.
+func (d *Disk) claim(root string, opts FlashOptions, logf func(string, ...any)) (*os.File, error) {
+	var unmount []string
+	if opts.Unmount {
+		unmount = d.mountPoints(root)
+	}
+	if !opts.Yes {
+		if opts.Confirm == nil {
+			return nil, fmt.Errorf("refusing %s: no confirmation (pass --yes when nothing can ask)", d)
+		}
+		description := d.Describe()
+		for _, m := range unmount {
+			description += fmt.Sprintf("  mounted at %s: unmounted first (--unmount)\n", m)
+		}
+		typed, err := opts.Confirm(description, d.Name)
+		if err != nil {
+			return nil, fmt.Errorf("confirmation: %w; %s was not changed", err, d.Path)
+		}
+		if typed != d.Name && typed != d.Path {
+			return nil, fmt.Errorf("confirmation %q is not %q: %s was not changed", typed, d.Name, d.Path)
+		}
+	}
+	for i := len(unmount) - 1; i >= 0; i-- { // the deepest first
+		logf("unmounting %s", unmount[i])
+		if err := unix.Unmount(unmount[i], 0); err != nil {
+			return nil, fmt.Errorf("unmount %q: %w (close what uses it and try again); %s was not written", unmount[i], err, d.Path)
+		}
+	}
+	if len(unmount) > 0 {
+		if err := d.checkUnused(root, false); err != nil {
+			return nil, err
+		}
+	}
+	return d.openExclusive()
 }
 
 func flashFailed(ctx context.Context, err error) error {
@@ -314,6 +316,24 @@ func discardGaps(disk *Disk, dev *os.File, ranges []MappedRange, size int64) int
 type chunk struct {
 	off, n int64
 	sum    [sha256.Size]byte
+	// blocks are the CRC-32Cs of its 4 KiB blocks when the image's bytes
+	// are not kept to compare with (flash --base): they find the first
+	// bad block.
+	blocks []uint32
+}
+
+// verifyBlock is the unit chunk.blocks check.
+const verifyBlock = 4096
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// blockSums are the CRC-32Cs of b's verifyBlock-byte blocks.
+func blockSums(b []byte) []uint32 {
+	sums := make([]uint32, 0, (len(b)+verifyBlock-1)/verifyBlock)
+	for i := 0; i < len(b); i += verifyBlock {
+		sums = append(sums, crc32.Checksum(b[i:min(i+verifyBlock, len(b))], castagnoli))
+	}
+	return sums
 }
 
 // alignedBuffer is n bytes aligned to a page, as O_DIRECT needs.
@@ -361,10 +381,18 @@ func writeRanges(ctx context.Context, img, dev *os.File, ranges []MappedRange, t
 					if _, err := img.ReadAt(buf[:n], off); err != nil {
 						return fmt.Errorf("read image at byte %d: %w", off, err)
 					}
+					// The chunk's hash and the range's at once: with a
+					// bmap every byte is hashed twice here.
+					c := chunk{off: off, n: n}
+					summed := make(chan struct{})
+					go func() {
+						c.sum = sha256.Sum256(buf[:n])
+						close(summed)
+					}()
 					if rangeHash != nil {
 						rangeHash.Write(buf[:n])
 					}
-					c := chunk{off: off, n: n, sum: sha256.Sum256(buf[:n])}
+					<-summed
 					off += n
 					if off == r.End && rangeHash != nil && hex.EncodeToString(rangeHash.Sum(nil)) != r.SHA256 {
 						return fmt.Errorf("the image does not match its .bmap in bytes %d-%d (the image changed after the bmap was made: rebuild it, or remove the .bmap)", r.Start, r.End)
@@ -409,80 +437,93 @@ func writeRanges(ctx context.Context, img, dev *os.File, ranges []MappedRange, t
 
 // verifyChunks reads every written chunk back from the disk, bypassing
 // the page cache, and compares it with the image's; a mismatch names the
-// first byte that differs.
-func verifyChunks(ctx context.Context, img *os.File, disk *Disk, chunks []chunk, total int64, progress func(string, int64, int64)) error {
+// first byte that differs. The chunks are hashed on every CPU while the
+// next ones are read, so the read-back takes about one direct read of
+// them, not that plus the hashing.
+func verifyChunks(ctx context.Context, img io.ReaderAt, disk *Disk, chunks []chunk, total int64, progress func(string, int64, int64)) error {
 	fd, err := unix.Open(disk.Path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("verify: open %q: %w", disk.Path, err)
 	}
 	dev := os.NewFile(uintptr(fd), disk.Path)
 	defer dev.Close()
-	buf, err := alignedBuffer(flashChunk)
-	if err != nil {
-		return err
-	}
-	defer unix.Munmap(buf)
-	var done int64
-	for _, c := range chunks {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+	read := func(buf []byte, c chunk) error {
 		if _, err := io.ReadFull(io.NewSectionReader(dev, c.off, c.n), buf[:c.n]); err != nil {
 			return fmt.Errorf("verify: read %q at byte %d: %w", disk.Path, c.off, err)
 		}
-		if sha256.Sum256(buf[:c.n]) != c.sum {
-			want := make([]byte, c.n)
-			if _, err := img.ReadAt(want, c.off); err != nil {
-				return fmt.Errorf("verify: read image at byte %d: %w", c.off, err)
-			}
-			i := int64(0)
-			for i < c.n && want[i] == buf[i] {
-				i++
-			}
-			return fmt.Errorf("verify: %s differs from the image at byte %d (the card does not keep what was written: try another card)", disk.Path, c.off+i)
+		return nil
+	}
+	hashers := runtime.GOMAXPROCS(0)
+	free := make(chan []byte, hashers+1)
+	for range hashers + 1 {
+		buf, err := alignedBuffer(flashChunk)
+		if err != nil {
+			return err
 		}
-		done += c.n
-		if progress != nil {
-			progress("verify", done, total)
+		defer unix.Munmap(buf)
+		free <- buf
+	}
+	bad := make([]bool, len(chunks)) // each set by one hasher
+	var anyBad atomic.Bool
+	var hashing sync.WaitGroup
+	var done int64
+	err = func() error {
+		defer hashing.Wait() // before the buffers go
+		for i, c := range chunks {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if anyBad.Load() {
+				return nil
+			}
+			buf := <-free
+			if err := read(buf, c); err != nil {
+				return err
+			}
+			hashing.Add(1)
+			go func() {
+				defer hashing.Done()
+				if sha256.Sum256(buf[:c.n]) != c.sum {
+					bad[i] = true
+					anyBad.Store(true)
+				}
+				free <- buf
+			}()
+			done += c.n
+			if progress != nil {
+				progress("verify", done, total)
+			}
 		}
-	}
-	return nil
-}
-
-// BuildAndFlash builds a card from build.Base and build.Config, as Build
-// does, and flashes it onto flash.Device: the card equals what `nixpi
-// build` would have written. The disk is checked before the build, so a
-// refusal costs no build time; the image is built into a temporary
-// directory in flash.TempDir and removed at the end, whatever happens.
-// build.Out and flash.Image are set here.
-func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Result, *FlashResult, error) {
-	root := flash.Root
-	if root == "" {
-		root = "/"
-	}
-	disk, err := ProbeDisk(root, flash.Device)
+		return nil
+	}()
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	if err := disk.checkUnused(root, flash.Unmount); err != nil {
-		return nil, nil, err
+	i := slices.Index(bad, true)
+	if i < 0 {
+		return nil
 	}
-	if err := disk.checkRemovable(flash.AllowNonRemovable); err != nil {
-		return nil, nil, err
+	c, buf := chunks[i], <-free
+	if err := read(buf, c); err != nil {
+		return err
 	}
-	dir, err := os.MkdirTemp(flash.TempDir, ".nixpi-flash-build-*")
-	if err != nil {
-		return nil, nil, fmt.Errorf("temporary directory for the card image: %w (set TMPDIR to a directory with room)", err)
+	want := make([]byte, c.n)
+	if _, err := img.ReadAt(want, c.off); errors.Is(err, errNotKept) {
+		got := blockSums(buf[:c.n])
+		for k := range c.blocks {
+			if got[k] != c.blocks[k] {
+				return fmt.Errorf("verify: %s differs from what was written at byte %d, in the %d bytes there (the card does not keep what was written: try another card)", disk.Path, c.off+int64(k)*verifyBlock, min(verifyBlock, c.n-int64(k)*verifyBlock))
+			}
+		}
+		return fmt.Errorf("verify: %s differs from what was written in bytes %d-%d (the card does not keep what was written: try another card)", disk.Path, c.off, c.off+c.n)
+	} else if err != nil {
+		return fmt.Errorf("verify: read image at byte %d: %w", c.off, err)
 	}
-	defer os.RemoveAll(dir)
-	build.Out = filepath.Join(dir, "card.img")
-	built, err := Build(ctx, build)
-	if err != nil {
-		return nil, nil, err
+	j := int64(0)
+	for j < c.n && want[j] == buf[j] {
+		j++
 	}
-	flash.Image, flash.SHA256 = built.Out, built.SHA256
-	res, err := Flash(ctx, flash)
-	return built, res, err
+	return fmt.Errorf("verify: %s differs from the image at byte %d (the card does not keep what was written: try another card)", disk.Path, c.off+j)
 }
 
 func (d *Disk) checkRemovable(allowNonRemovable bool) error {

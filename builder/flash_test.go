@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/fixture"
 )
@@ -212,6 +214,14 @@ func TestFlashRefusals(t *testing.T) {
 	mnt := t.TempDir()
 	sh(t, "mount", "-t", "ext4", "-o", "ro,noload", mounted+"p2", mnt)
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	// Swap in use: the kernel writes it whenever it likes, flash must not.
+	swap := loopDevice(t, 64<<20, false)
+	sh(t, "mkswap", swap)
+	sh(t, "swapon", swap)
+	t.Cleanup(func() { exec.Command("swapoff", swap).Run() })
+	// Held: device-mapper built on the disk (as LVM or dm-crypt would be).
+	held := loopDevice(t, size, true)
+	holder, heldRoot := heldBy(t, held, size)
 
 	for _, tc := range []struct {
 		name string
@@ -222,6 +232,8 @@ func TestFlashRefusals(t *testing.T) {
 		{"partition", card + "p1", nil, "is partition 1 of /dev/" + filepath.Base(card)},
 		{"mounted", mounted, nil, "p2 is mounted at " + mnt},
 		{"too small", small, nil, "smaller than the image"},
+		{"swap", swap, nil, "/dev/" + filepath.Base(swap) + " is in use as swap (swapoff " + swap + " first)"},
+		{"held", held, func(o *FlashOptions) { o.Root = heldRoot }, "/dev/" + filepath.Base(held) + " is held by /dev/" + holder},
 		{"non-removable", card, func(o *FlashOptions) { o.AllowNonRemovable = false }, "not removable"},
 		{"not confirmed", card, func(o *FlashOptions) {
 			o.Yes = false
@@ -259,6 +271,60 @@ func TestFlashRefusals(t *testing.T) {
 				t.Errorf("refusal changed %s", tc.dev)
 			}
 		})
+	}
+}
+
+// heldBy makes dev (of size bytes) held by another device and returns
+// the holder's name and the Root flash must look from: a device-mapper
+// linear device over dev, removed at cleanup, when the kernel has
+// device-mapper; else a copy of what /sys and /proc say of dev, with a
+// holder added, for a kernel without (the refusal reads only those).
+func heldBy(t *testing.T, dev string, size int64) (holder, root string) {
+	t.Helper()
+	if _, err := exec.LookPath("dmsetup"); err == nil && exists("/sys/class/misc/device-mapper") {
+		name := fmt.Sprintf("nixpi-flash-test-%d-%s", os.Getpid(), filepath.Base(dev))
+		sh(t, "dmsetup", "create", name, "--table", fmt.Sprintf("0 %d linear %s 0", size/512, dev))
+		t.Cleanup(func() { exec.Command("dmsetup", "remove", "--retry", name).Run() })
+		holders, err := os.ReadDir("/sys/class/block/" + filepath.Base(dev) + "/holders")
+		if err != nil || len(holders) != 1 {
+			t.Fatalf("holders of %s after dmsetup create: %v, %v; want one", dev, holders, err)
+		}
+		return holders[0].Name(), "/"
+	}
+	t.Logf("no device-mapper in this kernel: %s is given a holder in a copy of /sys", dev)
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		t.Fatal(err)
+	}
+	root = t.TempDir()
+	sys := filepath.Join(root, "sys/devices/virtual/block", filepath.Base(dev))
+	real := "/sys/class/block/" + filepath.Base(dev)
+	for _, attr := range []string{"size", "removable", "queue/logical_block_size", "loop/backing_file"} {
+		b, err := os.ReadFile(filepath.Join(real, attr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(sys, attr), b)
+	}
+	writeFile(t, filepath.Join(sys, "holders/dm-0"), nil)
+	link := filepath.Join(root, "sys/dev/block", fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)))
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil || os.Symlink(sys, link) != nil {
+		t.Fatal("sysfs link", err)
+	}
+	for _, f := range []string{"self/mountinfo", "swaps"} {
+		b, err := os.ReadFile("/proc/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(root, "proc", f), b)
+	}
+	return "dm-0", root
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil || os.WriteFile(path, data, 0o644) != nil {
+		t.Fatalf("write %s: %v", path, err)
 	}
 }
 
@@ -409,41 +475,231 @@ func TestFlashRefusesRootDisk(t *testing.T) {
 }
 
 // Building and flashing in one go gives the card that build then flash
-// gives, and leaves no image behind.
+// gives, from a raw base, an xz one and one whose root only debugfs
+// reads, with no image on the
+// workstation meanwhile: the temporary directory never holds as much as
+// the image, and nothing at the end.
 func TestFlashBaseEqualsBuildThenFlash(t *testing.T) {
 	t.Parallel()
 	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
-	img := buildBmapCard(t, base)
-	st, err := os.Stat(img)
+	sh(t, "xz", "-T0", "-1", "-k", base)
+	// A root go-diskfs cannot read is read by debugfs, off the disk.
+	old := writeFixture(t, fixture.Options{Layout: fixture.LayoutBullseye, Arch: fixture.ArchArmhf, FATSize: fixture.MinFATSize, RootFeatures: []string{"^metadata_csum"}}).Path
+	for name, b := range map[string]string{"raw": base, "xz": base + ".xz", "debugfs": old} {
+		t.Run(name, func(t *testing.T) {
+			// The manifest names the base as given: build from the same.
+			img := buildBmapCard(t, b)
+			st, err := os.Stat(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			size := st.Size()
+			separate := loopDevice(t, size, false)
+			if _, err := Flash(context.Background(), loopFlash(img, separate)); err != nil {
+				t.Fatal(err)
+			}
+			oneGo := loopDevice(t, size, true)
+			// Old data in the gaps: only the mapped blocks can equal.
+			tmp := t.TempDir()
+			opts := testOptions(t, b, filepath.Join(t.TempDir(), "unused.img"))
+			flash := loopFlash("", oneGo)
+			flash.TempDir = tmp
+			peak := watchSize(t, tmp)
+			built, res, err := BuildAndFlash(context.Background(), opts, flash)
+			held := peak()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("decoder %s; %d of %d bytes written, %d discarded; %s held up to %d bytes", built.Decoder, res.Written, size, res.Discarded, tmp, held)
+			if !res.Verified || res.Written <= 0 || res.Written >= size || built.Manifest == nil || built.Manifest.Base.Arch == "" {
+				t.Errorf("build and flash: %+v, %+v: want the card written in part, verified, and its manifest", built, res)
+			}
+			if held <= 0 || held >= size/2 {
+				t.Errorf("%s held up to %d bytes during build and flash of a %d-byte image, want some but well under half", tmp, held, size)
+			}
+			if left, _ := os.ReadDir(tmp); len(left) != 0 {
+				t.Errorf("%s holds %v after build and flash, want nothing", tmp, left)
+			}
+			ranges, err := ReadBmap(img+".bmap", size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, _ := os.Open(separate)
+			defer a.Close()
+			d, _ := os.Open(oneGo)
+			defer d.Close()
+			for _, r := range ranges {
+				x, y := make([]byte, r.End-r.Start), make([]byte, r.End-r.Start)
+				a.ReadAt(x, r.Start)
+				if _, err := d.ReadAt(y, r.Start); err != nil || string(x) != string(y) {
+					t.Fatalf("bytes %d-%d of the card built and flashed in one go differ from build, then flash (%v)", r.Start, r.End, err)
+				}
+			}
+			var gaps int64
+			for i, r := range ranges {
+				if i > 0 {
+					gaps += r.Start - ranges[i-1].End
+				}
+			}
+			if res.Discarded < gaps {
+				t.Errorf("discarded %d bytes, want the %d between the mapped ranges", res.Discarded, gaps)
+			}
+			// A loop device's discard zeroes: the whole card equals.
+			if fileSum(t, oneGo, size) != fileSum(t, separate, size) {
+				t.Errorf("build and flash in one go wrote a card other than build, then flash")
+			}
+		})
+	}
+	// A refused disk costs no build.
+	flash := loopFlash("", base)
+	if _, _, err := BuildAndFlash(context.Background(), testOptions(t, base, filepath.Join(t.TempDir(), "unused.img")), flash); err == nil || !strings.Contains(err.Error(), "is not a block device") {
+		t.Errorf("build and flash onto a file: %v, want it refused", err)
+	}
+}
+
+// watchSize polls the bytes that files in dir take (allocated, not their
+// apparent size), those this process holds open there after removing them
+// included, until the returned function is called, which says the most
+// it saw.
+func watchSize(t *testing.T, dir string) func() int64 {
+	t.Helper()
+	stop, done := make(chan struct{}), make(chan int64)
+	allocated := func(path string) int64 {
+		st, err := os.Stat(path)
+		if err != nil || !st.Mode().IsRegular() {
+			return 0
+		}
+		return st.Sys().(*syscall.Stat_t).Blocks * 512
+	}
+	go func() {
+		var peak int64
+		for {
+			var total int64
+			filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+				total += allocated(path)
+				return nil
+			})
+			fds, _ := os.ReadDir("/proc/self/fd")
+			for _, fd := range fds {
+				fdPath := "/proc/self/fd/" + fd.Name()
+				if target, err := os.Readlink(fdPath); err == nil && strings.HasPrefix(target, dir+"/") && strings.HasSuffix(target, " (deleted)") {
+					total += allocated(fdPath)
+				}
+			}
+			peak = max(peak, total)
+			select {
+			case <-stop:
+				done <- peak
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	return func() int64 { close(stop); return <-done }
+}
+
+// TestFlashBaseFaults: building onto a disk too small is refused before
+// anything is written; a cancel while the base is decoded onto the disk,
+// a disk that fails half way and data changed before the read-back all
+// say the card is incomplete.
+func TestFlashBaseFaults(t *testing.T) {
+	t.Parallel()
+	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
+	st, err := os.Stat(base)
 	if err != nil {
 		t.Fatal(err)
 	}
 	size := st.Size()
-	separate := loopDevice(t, size, false)
-	if _, err := Flash(context.Background(), loopFlash(img, separate)); err != nil {
-		t.Fatal(err)
+	opts := func(t *testing.T) Options { return testOptions(t, base, filepath.Join(t.TempDir(), "unused.img")) }
+	// The boot partition's temporary file goes here, not where another
+	// test looks for leftovers.
+	loopFlash := func(img, dev string) FlashOptions {
+		o := loopFlash(img, dev)
+		o.TempDir = t.TempDir()
+		return o
 	}
-	oneGo := loopDevice(t, size, false)
-	tmp := t.TempDir()
-	opts := testOptions(t, base, filepath.Join(t.TempDir(), "unused.img"))
-	flash := loopFlash("", oneGo)
-	flash.TempDir = tmp
-	built, res, err := BuildAndFlash(context.Background(), opts, flash)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !res.FromBmap || !res.Verified || built.SHA256 == "" {
-		t.Errorf("build and flash: %+v, %+v: want the bmap used and the card verified", built, res)
-	}
-	if fileSum(t, oneGo, size) != fileSum(t, separate, size) {
-		t.Errorf("build and flash in one go wrote a card other than build, then flash")
-	}
-	if left, _ := os.ReadDir(tmp); len(left) != 0 {
-		t.Errorf("%s holds %v after build and flash, want nothing", tmp, left)
-	}
-	// A refused disk costs no build.
-	flash.Device = img
-	if _, _, err := BuildAndFlash(context.Background(), opts, flash); err == nil || !strings.Contains(err.Error(), "is not a block device") {
-		t.Errorf("build and flash onto a file: %v, want it refused", err)
-	}
+
+	t.Run("too small", func(t *testing.T) {
+		dev := loopDevice(t, size-4<<20, true)
+		before := fileSum(t, dev, size)
+		_, _, err := BuildAndFlash(context.Background(), opts(t), loopFlash("", dev))
+		if err == nil || errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "smaller than the image") || !strings.Contains(err.Error(), dev+" was not changed") {
+			t.Errorf("build and flash onto a disk smaller than the image: %v, want it refused, unchanged", err)
+		}
+		if fileSum(t, dev, size) != before {
+			t.Errorf("the refusal changed %s", dev)
+		}
+	})
+
+	t.Run("interrupted", func(t *testing.T) {
+		dev := loopDevice(t, size, false)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		o := opts(t)
+		o.Progress = func(done, total int64) {
+			if done > size*3/4 {
+				cancel()
+			}
+		}
+		_, _, err := BuildAndFlash(ctx, o, loopFlash("", dev))
+		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "interrupted") {
+			t.Errorf("build and flash cancelled while the root was written: %v, want interrupted, the card is incomplete", err)
+		}
+	})
+
+	t.Run("write error", func(t *testing.T) {
+		dir := t.TempDir()
+		sh(t, "mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(16<<20, 10), "nixpi-flash-test", dir)
+		t.Cleanup(func() { exec.Command("umount", dir).Run() })
+		file := filepath.Join(dir, "card.dev")
+		if err := os.WriteFile(file, nil, 0o600); err != nil || os.Truncate(file, size) != nil {
+			t.Fatal("create device file", err)
+		}
+		dev := sh(t, "losetup", "--find", "--show", file)
+		t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
+		_, _, err := BuildAndFlash(context.Background(), opts(t), loopFlash("", dev))
+		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "write "+strconv.Quote(dev)+" at byte ") {
+			t.Errorf("build and flash onto %s, which fails after 16 MiB: %v, want the write error, its byte and that the card is incomplete", dev, err)
+		}
+	})
+
+	t.Run("lost data", func(t *testing.T) {
+		dev := loopDevice(t, size, false)
+		backing := strings.TrimSpace(sh(t, "cat", "/sys/class/block/"+filepath.Base(dev)+"/loop/backing_file"))
+		flash := loopFlash("", dev)
+		f, err := os.Open(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		ranges, err := MappedRanges(f, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The root's last data (the root is the base's), which the
+		// read-back reaches last.
+		bad := ranges[len(ranges)-1].Start + 100
+		changed := false
+		flash.Progress = func(phase string, done, total int64) {
+			if phase != "verify" || changed {
+				return
+			}
+			changed = true
+			f, err := os.OpenFile(backing, os.O_WRONLY, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			if _, err := f.WriteAt([]byte("old data old data"), bad); err != nil {
+				t.Error(err)
+			}
+		}
+		_, _, err = BuildAndFlash(context.Background(), opts(t), flash)
+		want := fmt.Sprintf("verify: %s differs from what was written at byte %d,", dev, bad/4096*4096)
+		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), want) {
+			t.Errorf("build and flash onto %s changed before the read-back: %v, want %q and that the card is incomplete", dev, err, want)
+		}
+		t.Log(err)
+	})
 }

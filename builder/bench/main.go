@@ -53,6 +53,7 @@ type config struct {
 	rootMiB     int64
 	runs        int
 	goDecoders  bool
+	flashOnly   bool
 	xzLevel     int
 }
 
@@ -75,6 +76,7 @@ func main() {
 	flag.IntVar(&c.xzLevel, "xz-level", 3, "xz preset for the generated base (3 compresses several times faster than the default 6 and decodes at about the same speed)")
 	flag.IntVar(&c.runs, "runs", 1, "measure this many times, alternating, and report the median")
 	flag.BoolVar(&c.goDecoders, "go", true, "also time the pure-Go parallel xz decoder (the path without xz-utils)")
+	flag.BoolVar(&c.flashOnly, "flash-only", false, "with -nixpi, as root: build the card once and run only the flash bench")
 	flag.Parse()
 
 	if *decodeBase != "" {
@@ -84,7 +86,7 @@ func main() {
 		}
 		return
 	}
-	if flag.NArg() != 0 || c.runs < 1 {
+	if flag.NArg() != 0 || c.runs < 1 || c.flashOnly && c.nixpi == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -141,10 +143,16 @@ func bench(ctx context.Context, c config) error {
 		argv []string
 		out  bool // writes out (removed before each run)
 	}
+	build := []string{c.nixpi, "build", "--base", base, "--config", nixpiConfig, "--out", out, "--force", "--quiet"}
+	if c.flashOnly {
+		if _, err := measure(ctx, build); err != nil {
+			return fmt.Errorf("nixpi build for the flash bench: %w", err)
+		}
+		return benchFlash(ctx, c, out)
+	}
 	contenders := []contender{{"xz -T0 -dc > /dev/null", []string{"xz", "-T0", "-dc", base}, false}}
 	if c.nixpi != "" {
-		contenders = append(contenders, contender{"nixpi build",
-			[]string{c.nixpi, "build", "--base", base, "--config", nixpiConfig, "--out", out, "--force", "--quiet"}, true})
+		contenders = append(contenders, contender{"nixpi build", build, true})
 	} else {
 		contenders = append(contenders, contender{"builder/source (default decoder)",
 			[]string{self, "-decode", base, "-out", out}, true})
@@ -193,7 +201,7 @@ func bench(ctx context.Context, c config) error {
 	if c.nixpi != "" {
 		// The last contender may have left a bare base in out: flash a card.
 		os.Remove(out)
-		if _, err := measure(ctx, contenders[1].argv); err != nil {
+		if _, err := measure(ctx, build); err != nil {
 			return fmt.Errorf("nixpi build for the flash bench: %w", err)
 		}
 		return benchFlash(ctx, c, out)

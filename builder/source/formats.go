@@ -16,7 +16,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-func (s *Source) writeGzip(ctx context.Context, dst *os.File, in io.Reader, image hash.Hash) (int64, error) {
+func (s *Source) writeGzip(ctx context.Context, dst Sink, in io.Reader, image hash.Hash) (int64, error) {
 	zr, err := gzip.NewReader(bufio.NewReaderSize(in, 256<<10))
 	if err != nil {
 		return 0, decodeError(Gzip, err)
@@ -26,7 +26,7 @@ func (s *Source) writeGzip(ctx context.Context, dst *os.File, in io.Reader, imag
 	return n, decodeError(Gzip, err)
 }
 
-func (s *Source) writeZstd(ctx context.Context, dst *os.File, in io.Reader, image hash.Hash) (int64, error) {
+func (s *Source) writeZstd(ctx context.Context, dst Sink, in io.Reader, image hash.Hash) (int64, error) {
 	// Low-memory mode and a 128 MiB window cap keep RSS bounded; zstd -19
 	// uses 8 MiB windows, and --long=27 (the largest common choice) 128 MiB.
 	zr, err := zstd.NewReader(in, zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(128<<20))
@@ -43,7 +43,7 @@ func (s *Source) writeZstd(ctx context.Context, dst *os.File, in io.Reader, imag
 // one sequential read, a URL is downloaded (and hashed) to a temporary file
 // under Options.TempDir. Either way the checksum is verified before
 // anything is extracted.
-func (s *Source) writeZip(ctx context.Context, dst *os.File, in *inputReader, image hash.Hash) (int64, error) {
+func (s *Source) writeZip(ctx context.Context, dst Sink, in *inputReader, image hash.Hash) (int64, error) {
 	archive := s.file
 	if archive == nil {
 		tmp, err := os.CreateTemp(s.opts.TempDir, "nixpi-base-*.zip")

@@ -77,6 +77,7 @@ type Source struct {
 	input   io.Reader     // the input from byte 0, whatever kind
 	tempZip string        // downloaded zip to remove on Close
 	used    bool
+	stream  bool    // Stream: only decoders that write in order
 	plan    *xzPlan // once chosen
 }
 

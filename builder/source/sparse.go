@@ -27,10 +27,19 @@ func isZeros(p []byte) bool {
 	return len(p) == 0 || p[0] == 0 && bytes.Equal(p[1:], p[:len(p)-1])
 }
 
+// Sink is what Stream writes the image into: a regular file, or anything
+// that takes the image's data runs in order (an *os.File is one).
+type Sink interface {
+	WriteAt(p []byte, off int64) (int, error)
+	// Truncate sets the image's size, once its bytes are all written.
+	Truncate(size int64) error
+	Name() string // for messages
+}
+
 // writeSparse writes p at off in f, which must read as zeros there (a fresh
 // or truncated file): zero pages are skipped rather than written, and
 // runs of data pages go out in one write.
-func writeSparse(f *os.File, off int64, p []byte) error {
+func writeSparse(f Sink, off int64, p []byte) error {
 	run := -1 // start of the pending run of data pages in p
 	flush := func(end int) error {
 		if run < 0 {
@@ -62,7 +71,7 @@ func writeSparse(f *os.File, off int64, p []byte) error {
 // copySparse streams r into f from offset 0, sparsely, then sets f's size
 // to the number of bytes copied (a trailing hole still counts). image, when
 // not nil, receives every byte.
-func copySparse(ctx context.Context, f *os.File, r io.Reader, image hash.Hash) (int64, error) {
+func copySparse(ctx context.Context, f Sink, r io.Reader, image hash.Hash) (int64, error) {
 	buf := make([]byte, copyChunk)
 	var off int64
 	for {

@@ -118,26 +118,43 @@ func (in *inputReader) sum() string { return hex.EncodeToString(in.sha.Sum(nil))
 // file. On any error, including a checksum mismatch found only at the end,
 // dst holds garbage: the caller must delete it. A Source can be written once.
 func (s *Source) WriteTo(ctx context.Context, dst *os.File) (Stats, error) {
-	st := Stats{Format: s.Format, ChecksumOrigin: s.ChecksumOrigin}
 	if s.used {
-		return st, errors.New("base image was already read: open it again")
+		return Stats{}, errors.New("base image was already read: open it again")
 	}
-	s.used = true
 	if err := dst.Truncate(0); err != nil {
-		return st, fmt.Errorf("truncate %q: %w", dst.Name(), err)
+		return Stats{}, fmt.Errorf("truncate %q: %w", dst.Name(), err)
 	}
 	if _, err := dst.Seek(0, io.SeekStart); err != nil {
-		return st, fmt.Errorf("seek %q: %w", dst.Name(), err)
+		return Stats{}, fmt.Errorf("seek %q: %w", dst.Name(), err)
 	}
+	stopWriteback := startWriteback(dst)
+	defer stopWriteback()
+	return s.write(ctx, dst, dst)
+}
+
+// Stream is WriteTo into a Sink that need not be a file: the image's data
+// runs arrive front to back (increasing offsets, all-zero 4 KiB pages left
+// out), nothing is read back from dst, and Truncate sets the size last.
+// xz is then decoded by xz-utils through a pipe, or by the sequential Go
+// decoder, never in parallel blocks.
+func (s *Source) Stream(ctx context.Context, dst Sink) (Stats, error) {
+	if s.used {
+		return Stats{}, errors.New("base image was already read: open it again")
+	}
+	s.stream, s.plan = true, nil // a plan made for WriteTo may not stream
+	return s.write(ctx, dst, nil)
+}
+
+// write decodes into dst; file is dst when it is a file (WriteTo).
+func (s *Source) write(ctx context.Context, dst Sink, file *os.File) (Stats, error) {
+	st := Stats{Format: s.Format, ChecksumOrigin: s.ChecksumOrigin}
+	s.used = true
 	prog := &progress{fn: s.opts.Progress, total: s.Size}
 	in := &inputReader{r: s.input, sha: sha256.New(), progress: prog, hashed: s.opts.InputHashed}
 	var image hash.Hash
 	if s.opts.HashImage {
 		image = sha256.New()
 	}
-
-	stopWriteback := startWriteback(dst)
-	defer stopWriteback()
 
 	var err error
 	switch s.Format {
@@ -152,7 +169,7 @@ func (s *Source) WriteTo(ctx context.Context, dst *os.File) (Stats, error) {
 		st.Decoder = "zstd"
 		st.ImageSize, err = s.writeZstd(ctx, dst, in, image)
 	case XZ:
-		st.Decoder, st.ImageSize, err = s.writeXZ(ctx, dst, in, image, prog)
+		st.Decoder, st.ImageSize, err = s.writeXZ(ctx, dst, file, in, image, prog)
 	case Zip:
 		st.Decoder = "zip"
 		st.ImageSize, err = s.writeZip(ctx, dst, in, image)

@@ -50,14 +50,14 @@ func (s *Source) xzPlan() *xzPlan {
 		xzPath = ""
 	}
 	switch {
-	case xzPath != "" && s.file != nil && !s.opts.HashImage:
+	case xzPath != "" && s.file != nil && !s.opts.HashImage && !s.stream:
 		s.plan.decoder, s.plan.xzPath = xzUtilsFile, xzPath
 		if idx, err := xzpar.ReadIndex(s.file, s.Size); err == nil {
 			s.plan.index = idx
 		}
 	case xzPath != "":
 		s.plan.decoder, s.plan.xzPath = xzUtilsPipe, xzPath
-	case s.file != nil && s.opts.Workers > 1:
+	case s.file != nil && s.opts.Workers > 1 && !s.stream:
 		// A damaged tail leaves no usable index: the sequential decoder
 		// then reports what is wrong.
 		if idx, err := xzpar.ReadIndex(s.file, s.Size); err == nil && len(idx.Blocks) > 1 {
@@ -67,18 +67,19 @@ func (s *Source) xzPlan() *xzPlan {
 	return s.plan
 }
 
-// writeXZ decodes with the planned decoder.
-func (s *Source) writeXZ(ctx context.Context, dst *os.File, in *inputReader, image hash.Hash, prog *progress) (string, int64, error) {
+// writeXZ decodes with the planned decoder. file is dst when it is a
+// file; the decoders that need one are not planned for a Stream.
+func (s *Source) writeXZ(ctx context.Context, dst Sink, file *os.File, in *inputReader, image hash.Hash, prog *progress) (string, int64, error) {
 	plan := s.xzPlan()
 	switch plan.decoder {
 	case xzUtilsFile:
-		return s.xzUtilsLocal(ctx, plan, dst, in, prog)
+		return s.xzUtilsLocal(ctx, plan, file, in, prog)
 	case xzUtilsPipe:
 		n, err := s.xzUtilsPiped(ctx, plan.xzPath, dst, in, image)
 		return "xz-utils", n, err
 	case xzParallel:
 		idx := plan.index
-		n, skipped, err := s.decodeParallel(ctx, idx, dst, in, image, prog)
+		n, skipped, err := s.decodeParallel(ctx, idx, file, in, image, prog)
 		decoder := fmt.Sprintf("parallel xz (%d blocks, %d workers)", len(idx.Blocks), s.opts.Workers)
 		if skipped > 0 {
 			decoder = fmt.Sprintf("parallel xz (%d blocks, %d of them repeat a block of zeros: not decoded; %d workers)", len(idx.Blocks), skipped, s.opts.Workers)

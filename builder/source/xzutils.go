@@ -203,10 +203,10 @@ func decodedToZeros(path string, b xzpar.Block) (bool, error) {
 }
 
 // xzUtilsPiped feeds the input (hashed on the way) to xz through a pipe:
-// for a URL. Without image hashing xz writes dst itself; with it, the image
-// passes through here to be hashed.
-func (s *Source) xzUtilsPiped(ctx context.Context, xzPath string, dst *os.File, in *inputReader, image hash.Hash) (int64, error) {
-	if image == nil {
+// for a URL. Without image hashing xz writes a file dst itself; with it,
+// or into another Sink, the image passes through here.
+func (s *Source) xzUtilsPiped(ctx context.Context, xzPath string, dst Sink, in *inputReader, image hash.Hash) (int64, error) {
+	if dst, ok := dst.(*os.File); ok && image == nil {
 		if err := s.runXZ(ctx, xzPath, in, dst, ""); err != nil {
 			return 0, err
 		}

@@ -17,7 +17,7 @@ import (
 
 func flashFlags(opts *builder.FlashOptions, build *builder.Options) *pflag.FlagSet {
 	flags := pflag.NewFlagSet("flash", pflag.ContinueOnError)
-	flags.StringVar(&build.Base, "base", "", "build the card from this Raspberry Pi OS image (as nixpi build --base) and flash it; no IMAGE then")
+	flags.StringVar(&build.Base, "base", "", "build the card from this Raspberry Pi OS image (as nixpi build --base) straight onto DEVICE, in one pass with no image on disk; no IMAGE then")
 	flags.StringVar(&build.Config, "config", "", "with --base: the install config (nixpi.toml)")
 	flags.BoolVar(&opts.Yes, "yes", false, "do not ask for the device name to be typed back")
 	flags.BoolVar(&opts.AllowNonRemovable, "allow-non-removable", false, "accept a disk that is neither removable nor on USB/MMC (a loop device)")
@@ -68,7 +68,9 @@ func runFlash(c *cli, args []string) int {
 		return strings.TrimSpace(line), nil
 	}
 	opts.Log = func(msg string) { fmt.Fprintln(c.stderr, "nixpi flash:", msg) }
+	opts.TempDir = c.getenv("TMPDIR")
 	if f, ok := c.stderr.(*os.File); ok {
+		build.Progress = source.TerminalProgress(f, "building onto the card")
 		bars := map[string]func(int64, int64){}
 		for _, phase := range []string{"write", "verify"} {
 			bars[phase] = source.TerminalProgress(f, phase)

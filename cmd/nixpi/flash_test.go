@@ -51,6 +51,12 @@ func flashCLI(ctx context.Context, stdin string, args ...string) nixpiRun {
 	return nixpiRun{code, stdout.String(), stderr.String()}
 }
 
+func runNixpiCtx(ctx context.Context, env map[string]string, args ...string) nixpiRun {
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, args, strings.NewReader(""), &stdout, &stderr, func(k string) string { return env[k] })
+	return nixpiRun{code, stdout.String(), stderr.String()}
+}
+
 func TestFlashCLI(t *testing.T) {
 	t.Parallel()
 	if r := flashCLI(context.Background(), "", "card.img"); r.code != exitUsage || !strings.Contains(r.stderr, "want IMAGE and DEVICE") {
@@ -95,13 +101,24 @@ func TestFlashCLI(t *testing.T) {
 		t.Errorf("%s after nixpi flash does not equal %s", dev, img)
 	}
 
-	// Build and flash in one command: the card nixpi build wrote.
+	// Build and flash in one command: the card nixpi build wrote, and
+	// nothing left in TMPDIR, where the boot partition is kept meanwhile.
 	oneGo := flashLoop(t, st.Size())
-	if r := runNixpiEnv(t, env, "flash", "--base", base.Path, "--config", cfg, "--yes", "--allow-non-removable", oneGo); r.code != exitOK || !strings.Contains(r.stdout, "verified in") {
+	env["TMPDIR"] = t.TempDir()
+	if r := runNixpiEnv(t, env, "flash", "--base", base.Path, "--config", cfg, "--yes", "--allow-non-removable", oneGo); r.code != exitOK || !strings.Contains(r.stdout, "verified in") || !strings.Contains(r.stderr, "as "+base.Path+" is decoded") {
 		t.Fatalf("flash --base: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	if prefixSum(t, oneGo, st.Size()) != prefixSum(t, img, st.Size()) {
 		t.Errorf("flash --base wrote a card other than nixpi build's")
+	}
+	if left, _ := os.ReadDir(env["TMPDIR"]); len(left) != 0 {
+		t.Errorf("TMPDIR holds %v after flash --base, want nothing", left)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	cancel()
+	r = runNixpiCtx(ctx, env, "flash", "--base", base.Path, "--config", cfg, "--yes", "--allow-non-removable", oneGo)
+	if r.code != exitFailure || !strings.Contains(r.stderr, "interrupted before writing: "+oneGo+" was not changed") {
+		t.Errorf("flash --base interrupted at once: exit %d, %q; want 1 and that the card was not changed", r.code, r.stderr)
 	}
 	for _, args := range [][]string{{"--base", base.Path, oneGo}, {"--config", cfg, img, oneGo}, {"--base", base.Path, "--config", cfg, img, oneGo}} {
 		if r := flashCLI(context.Background(), "", args...); r.code != exitUsage {
