@@ -11,7 +11,7 @@ OUT ?= out
 DEMO_PACKAGES := e2fsprogs dosfstools mtools fdisk util-linux xz-utils
 TEST_PACKAGES := $(DEMO_PACKAGES) gdisk btrfs-progs exfatprogs zstd gzip zip unzip python3 \
 	qemu-user-static qemu-system-arm binfmt-support mmdebstrap arch-test debian-archive-keyring \
-	nix-bin busybox-static cryptsetup-bin zsh fish bmap-tools
+	nix-bin busybox-static cryptsetup-bin zsh fish bmap-tools dmsetup
 
 DEVICE_BINS := assets/device/nixpi-firstboot-linux-arm64 assets/device/nixpi-firstboot-linux-arm
 
