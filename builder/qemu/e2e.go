@@ -241,19 +241,45 @@ func (e *E2E) serveStandIn(ctx context.Context, opts Options, base string) error
 	return os.WriteFile(filepath.Join(opts.Dir, "nixpi.toml"), []byte(text), 0o644)
 }
 
-// WithStandInPins adds the stand-in's pins and cache to a config's [nixos]
-// table (which must not set them itself).
+// WithStandInPins puts the stand-in's pins and cache into a config's
+// [nixos] table, in place of any the config sets itself (the example config
+// names cache.nixos.org, which the guest cannot reach).
 func WithStandInPins(toml string, srv *StandInServer, s *StandIn) (string, error) {
 	pins := fmt.Sprintf("# Written by the e2e harness: the stand-in nixpkgs (test data) and its empty cache.\n"+
 		"nixpkgs_url = %q\nnixpkgs_rev = %q\nnixpkgs_sha256 = %q\nsubstituters = [%q]\ntrusted_public_keys = [%q]\n",
 		srv.TarballURL(), s.Rev, s.NARHash, srv.CacheURL(), StandInKey)
-	lines := strings.SplitAfter(toml, "\n")
-	for i, line := range lines {
-		if strings.TrimSpace(line) == "[nixos]" {
-			return strings.Join(lines[:i+1], "") + pins + strings.Join(lines[i+1:], ""), nil
+	replaced := map[string]bool{"nixpkgs_url": true, "nixpkgs_rev": true, "nixpkgs_sha256": true, "substituters": true, "trusted_public_keys": true}
+	var out strings.Builder
+	inNixOS, found, inArray := false, false, false
+	for _, line := range strings.SplitAfter(toml, "\n") {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "[") && !inArray {
+			inNixOS = trimmed == "[nixos]"
+			out.WriteString(line)
+			if inNixOS {
+				found = true
+				out.WriteString(pins)
+			}
+			continue
 		}
+		if inArray {
+			// The rest of a replaced multi-line array.
+			inArray = !strings.Contains(trimmed, "]")
+			continue
+		}
+		key, value, ok := strings.Cut(trimmed, "=")
+		if inNixOS && ok && replaced[strings.TrimSpace(key)] {
+			value = strings.TrimSpace(value)
+			inArray = strings.HasPrefix(value, "[") && !strings.Contains(value, "]")
+			out.WriteString("# (replaced by the e2e harness) " + trimmed + "\n")
+			continue
+		}
+		out.WriteString(line)
 	}
-	return "", fmt.Errorf("no [nixos] table to put the stand-in's pins in")
+	if !found {
+		return "", fmt.Errorf("no [nixos] table to put the stand-in's pins in")
+	}
+	return out.String(), nil
 }
 
 // BlankSSD makes a new, empty SSD.

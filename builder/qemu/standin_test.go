@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -359,6 +360,24 @@ func TestE2EConfigWithStandInPins(t *testing.T) {
 	tmpl, err := os.ReadFile("../../testdata/e2e/nixpi.toml")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// nixpi test --qemu's default: the example config, which names
+	// cache.nixos.org; a multi-line array is replaced whole.
+	example := strings.Replace(string(config.Example()), "substituters = [\"https://cache.nixos.org\"]",
+		"substituters = [\n  \"https://cache.nixos.org\",\n]", 1)
+	if !strings.Contains(example, "substituters = [\n") {
+		t.Fatal("the example config no longer sets substituters as this test expects")
+	}
+	exampleText, err := WithStandInPins(example, srv, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := config.Parse("example.toml", []byte(exampleText))
+	if err != nil {
+		t.Fatalf("the example config with the stand-in's pins: %v\n%s", err, exampleText)
+	}
+	if ex.NixOS.NixpkgsRev != s.Rev || !slices.Equal(ex.NixOS.Substituters, []string{srv.CacheURL()}) || len(ex.NixOS.TrustedPublicKeys) != 1 {
+		t.Errorf("the example config's pins: %+v", ex.NixOS)
 	}
 	text, err := WithStandInPins(string(tmpl), srv, s)
 	if err != nil {
