@@ -116,7 +116,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 		{[]string{"run"}, "--config and --boot-dir are required"},
 		{[]string{"run", "--config", "nixpi.toml", "--boot-dir", "/boot/firmware"}, "must be absolute paths"},
-		{append(runArgs, "--only", "preflight,nope"), `unknown step "nope" (steps: preflight,arm64,packages,target,partition,format,mount,network,nix,nixpkgs,configure,system,install,firmware,verify)`},
+		{append(runArgs, "--only", "preflight,nope"), `unknown step "nope" (steps: preflight,arm64,packages,target,partition,format,mount,network,nix,nixpkgs,configure,system,install,firmware,verify,eeprom,scrub,retire,done,reboot)`},
 		{append(runArgs, "--target", "sda"), `--target "sda": want a device path`},
 		{append(runArgs, "extra"), `unexpected argument "extra"`},
 		{[]string{"run", "--bogus"}, "unknown flag: --bogus"},
