@@ -150,6 +150,15 @@ func TestCheckHandOver(t *testing.T) {
 		t.Fatalf("a correct hand-over: %q", p)
 	}
 
+	// A config without secrets: nothing scrubbed, and that is right.
+	noSecrets := want
+	noSecrets.Secrets = nil
+	plain := goodHandOver()
+	plain.Scrubbed = nil
+	if p := e.CheckHandOver(ctx, handedOver(t, good, plain), hooked, noSecrets); len(p) > 0 {
+		t.Errorf("a hand-over with no secrets to scrub: %q", p)
+	}
+
 	change := func(edit func(files map[string][]byte)) string {
 		files := map[string][]byte{}
 		for k, v := range retiredFiles {
@@ -186,6 +195,8 @@ func TestCheckHandOver(t *testing.T) {
 		{name: "secret left on the card", card: change(func(f map[string][]byte) { f[cardpath.Config] = hookedFiles[cardpath.Config] }),
 			want: "secret 1 of the config is in the card's nixpi/nixpi.toml"},
 		{name: "journal says not rebooted", card: good, ho: func(h *journal.HandOver) { h.Rebooted = false },
+			want: "the journal's hand-over is"},
+		{name: "secrets not scrubbed", card: good, ho: func(h *journal.HandOver) { h.Scrubbed = nil },
 			want: "the journal's hand-over is"},
 		{name: "powered off, not rebooted", card: good, in: func(in *Install) { in.Boots[0].End = EndPowerOff },
 			want: "the last boot ended with"},
