@@ -584,7 +584,9 @@ func reachMessage(env *Env) string {
 	if len(users) == 0 {
 		return fmt.Sprintf(" Once it runs, log in on the console of %s.", host)
 	}
-	return fmt.Sprintf(" Once it runs, reach it with: ssh %s@%s.local (or the address your router lists for %s).", users[0], host, host)
+	// The generated configuration publishes no mDNS name (avahi's options
+	// are being reshaped in nixpkgs), so HOST.local is not promised.
+	return fmt.Sprintf(" Once it runs, reach it with: ssh %s@ADDRESS, the address your router lists for %s.", users[0], host)
 }
 
 // Plan prints, for --dry-run, what Run would do: the failure state and each

@@ -717,7 +717,7 @@ func TestDoneMessageSaysWhatIsTrue(t *testing.T) {
 	if out, err := eng.Run(context.Background(), nil); err != nil || out != engine.Finished {
 		t.Fatalf("Run = %v, %v", out, err)
 	}
-	want := "all 2 steps done. NixOS is installed on the SSD, but no hand-over ran: the Pi still boots from this card. Once it runs, reach it with: ssh pi@barpi.local"
+	want := "all 2 steps done. NixOS is installed on the SSD, but no hand-over ran: the Pi still boots from this card. Once it runs, reach it with: ssh pi@ADDRESS, the address your router lists for barpi."
 	if !strings.Contains(d.text(), want) {
 		t.Errorf("console:\n%s\nwant a line with %q", d.text(), want)
 	}

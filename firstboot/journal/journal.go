@@ -317,9 +317,20 @@ func Print(w io.Writer, j *Journal) error {
 				order = append(order, e.Step)
 			}
 		}
+		final := j.Entries[len(j.Entries)-1]
+		handedOver := false
+		if ho := LastHandOver(j); ho != nil {
+			handedOver = ho.Rebooted
+		}
 		for _, step := range order {
 			last, _ := j.Last(step)
-			fmt.Fprintf(bw, "  %-10s %s\n", step, describe(last))
+			d := describe(last)
+			if handedOver && final.Step == step && final.Event == Reboot {
+				// The SSD's NixOS writes nothing to the card: this reboot is
+				// the journal's last word, not a wait.
+				d = fmt.Sprintf("rebooted into the SSD in boot %d (the card records nothing after this)", last.Boot)
+			}
+			fmt.Fprintf(bw, "  %-10s %s\n", step, d)
 		}
 	}
 	return bw.Flush()

@@ -224,3 +224,36 @@ func TestFormatEntryKeepsOneLine(t *testing.T) {
 		t.Errorf("FormatEntry = %q", line)
 	}
 }
+
+// The hand-over's reboot is the card's last entry: report calls it the
+// reboot into the SSD, while the 64-bit switch's reboot is still a wait.
+func TestPrintHandOverReboot(t *testing.T) {
+	t.Parallel()
+	rebooted := json.RawMessage(`{"hand_over":{"finished":true,"rebooted":true}}`)
+	cases := []struct {
+		name    string
+		entries []Entry
+		want    string
+	}{
+		{"hand-over reboot", []Entry{
+			{Step: "arm64", Event: Reboot, Boot: 2},
+			{Step: "arm64", Event: Done, Boot: 3},
+			{Step: "reboot", Event: Reboot, Boot: 3, State: rebooted},
+		}, "reboot     rebooted into the SSD in boot 3"},
+		{"64-bit switch pending", []Entry{
+			{Step: "arm64", Event: Reboot, Boot: 2},
+		}, "arm64      waiting for the reboot requested in boot 2"},
+		{"hand-over not asked yet", []Entry{
+			{Step: "reboot", Event: Reboot, Boot: 3, State: json.RawMessage(`{"hand_over":{"finished":true}}`)},
+		}, "reboot     waiting for the reboot requested in boot 3"},
+	}
+	for _, c := range cases {
+		var out bytes.Buffer
+		if err := Print(&out, &Journal{Entries: c.entries}); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), c.want) {
+			t.Errorf("%s: Print lacks %q:\n%s", c.name, c.want, out.String())
+		}
+	}
+}

@@ -88,7 +88,7 @@ func (h *HandOver) Message() []string {
 	}
 	lines := []string{"install complete: NixOS boots from the SSD after this reboot, as " + host + "."}
 	if h.Address != "" {
-		lines = append(lines, fmt.Sprintf("this Pi had the address %s (the router may give NixOS the same one; %s.local also works with mDNS).", h.Address, host))
+		lines = append(lines, fmt.Sprintf("this Pi had the address %s (the router may give NixOS the same one, or lists %s with its new address).", h.Address, host))
 	}
 	if len(h.Logins) > 0 {
 		lines = append(lines, "log in as: "+strings.Join(h.Logins, ", ")+".")
