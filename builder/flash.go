@@ -72,6 +72,19 @@ type FlashResult struct {
 	Verified  bool
 }
 
+func (o FlashOptions) logf(format string, args ...any) {
+	if o.Log != nil {
+		o.Log(fmt.Sprintf(format, args...))
+	}
+}
+
+func (o FlashOptions) rootDir() string {
+	if o.Root == "" {
+		return "/"
+	}
+	return o.Root
+}
+
 // ErrCardIncomplete marks a failure after the card was first written to.
 var ErrCardIncomplete = errors.New("the card is incomplete: do not boot it, flash it again")
 
@@ -85,15 +98,7 @@ const flashChunk = 8 << 20
 // device is opened for writing. An error after the first write wraps
 // ErrCardIncomplete.
 func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
-	logf := func(format string, args ...any) {
-		if opts.Log != nil {
-			opts.Log(fmt.Sprintf(format, args...))
-		}
-	}
-	root := opts.Root
-	if root == "" {
-		root = "/"
-	}
+	logf, root := opts.logf, opts.rootDir()
 	disk, err := probeFlashDisk(root, opts)
 	if err != nil {
 		return nil, err

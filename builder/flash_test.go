@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -96,17 +97,9 @@ func TestFlashOverOldData(t *testing.T) {
 			if res.FromBmap != bmap {
 				t.Errorf("from bmap %v, want %v", res.FromBmap, bmap)
 			}
-			a, _ := os.Open(img)
-			defer a.Close()
+			requireMappedEqual(t, img, dev, ranges, "on "+dev)
 			b, _ := os.Open(dev)
 			defer b.Close()
-			for _, r := range ranges {
-				x, y := make([]byte, r.End-r.Start), make([]byte, r.End-r.Start)
-				a.ReadAt(x, r.Start)
-				if _, err := b.ReadAt(y, r.Start); err != nil || string(x) != string(y) {
-					t.Fatalf("mapped bytes %d-%d differ on %s (%v)", r.Start, r.End, dev, err)
-				}
-			}
 			table, err := baseimage.ReadTable(b)
 			if err != nil {
 				t.Fatal(err)
@@ -524,17 +517,7 @@ func TestFlashBaseEqualsBuildThenFlash(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a, _ := os.Open(separate)
-			defer a.Close()
-			d, _ := os.Open(oneGo)
-			defer d.Close()
-			for _, r := range ranges {
-				x, y := make([]byte, r.End-r.Start), make([]byte, r.End-r.Start)
-				a.ReadAt(x, r.Start)
-				if _, err := d.ReadAt(y, r.Start); err != nil || string(x) != string(y) {
-					t.Fatalf("bytes %d-%d of the card built and flashed in one go differ from build, then flash (%v)", r.Start, r.End, err)
-				}
-			}
+			requireMappedEqual(t, separate, oneGo, ranges, "of the card built and flashed in one go, from build then flash")
 			var gaps int64
 			for i, r := range ranges {
 				if i > 0 {
@@ -702,4 +685,29 @@ func TestFlashBaseFaults(t *testing.T) {
 		}
 		t.Log(err)
 	})
+}
+
+// requireMappedEqual stops the test at the first range the bmap maps whose
+// bytes in got differ from those in want.
+func requireMappedEqual(t *testing.T, want, got string, ranges []MappedRange, what string) {
+	t.Helper()
+	a, err := os.Open(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := os.Open(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, r := range ranges {
+		x, y := make([]byte, r.End-r.Start), make([]byte, r.End-r.Start)
+		if _, err := a.ReadAt(x, r.Start); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.ReadAt(y, r.Start); err != nil || !bytes.Equal(x, y) {
+			t.Fatalf("mapped bytes %d-%d differ %s (%v)", r.Start, r.End, what, err)
+		}
+	}
 }

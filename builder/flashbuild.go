@@ -30,19 +30,11 @@ import (
 // and flash.Image are not used; Result.SHA256 stays empty (the image is
 // never whole in one place to hash).
 func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Result, *FlashResult, error) {
-	logf := func(format string, args ...any) {
-		if flash.Log != nil {
-			flash.Log(fmt.Sprintf(format, args...))
-		}
-	}
+	logf, root := flash.logf, flash.rootDir()
 	buildLogf := func(format string, args ...any) {
 		if build.Log != nil {
 			build.Log(fmt.Sprintf(format, args...))
 		}
-	}
-	root := flash.Root
-	if root == "" {
-		root = "/"
 	}
 	disk, err := probeFlashDisk(root, flash)
 	if err != nil {
