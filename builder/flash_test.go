@@ -1,7 +1,6 @@
 package builder
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/builder/buildertest"
 	"github.com/nixpi/nixpi/builder/fixture"
 )
 
@@ -702,12 +702,8 @@ func requireMappedEqual(t *testing.T, want, got string, ranges []MappedRange, wh
 	}
 	defer b.Close()
 	for _, r := range ranges {
-		x, y := make([]byte, r.End-r.Start), make([]byte, r.End-r.Start)
-		if _, err := a.ReadAt(x, r.Start); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.ReadAt(y, r.Start); err != nil || !bytes.Equal(x, y) {
-			t.Fatalf("mapped bytes %d-%d differ %s (%v)", r.Start, r.End, what, err)
+		if !buildertest.SameRange(t, a, b, r.Start, r.End) {
+			t.Fatalf("mapped bytes %d-%d differ %s", r.Start, r.End, what)
 		}
 	}
 }

@@ -130,28 +130,10 @@ func assertSameOutside(t testing.TB, a, b string, from, to int64) {
 		t.Fatalf("%s is %d bytes, %s is %d", a, sa.Size(), b, sb.Size())
 	}
 	for _, r := range [][2]int64{{0, from}, {to, sa.Size()}} {
-		if !sameRange(t, fa, fb, r[0], r[1]) {
+		if !SameRange(t, fa, fb, r[0], r[1]) {
 			t.Errorf("%s and %s differ in bytes [%d, %d), outside partition 1", a, b, r[0], r[1])
 		}
 	}
-}
-
-func sameRange(t testing.TB, a, b io.ReaderAt, from, to int64) bool {
-	bufA, bufB := make([]byte, 1<<20), make([]byte, 1<<20)
-	for off := from; off < to; {
-		n := min(int64(len(bufA)), to-off)
-		if _, err := a.ReadAt(bufA[:n], off); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.ReadAt(bufB[:n], off); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(bufA[:n], bufB[:n]) {
-			return false
-		}
-		off += n
-	}
-	return true
 }
 
 func checkELF(t testing.TB, binary []byte, arch string) {

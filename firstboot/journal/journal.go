@@ -317,26 +317,22 @@ func Print(w io.Writer, j *Journal) error {
 				order = append(order, e.Step)
 			}
 		}
+		// The SSD's NixOS writes nothing to the card: the hand-over's reboot
+		// is the journal's last word, not a wait.
 		final := j.Entries[len(j.Entries)-1]
-		handedOver := false
-		if ho := LastHandOver(j); ho != nil {
-			handedOver = ho.Rebooted
+		intoSSD := ""
+		if ho := LastHandOver(j); ho != nil && ho.Rebooted && final.Event == Reboot {
+			intoSSD = final.Step
 		}
 		for _, step := range order {
 			last, _ := j.Last(step)
-			d := describe(last)
-			if handedOver && final.Step == step && final.Event == Reboot {
-				// The SSD's NixOS writes nothing to the card: this reboot is
-				// the journal's last word, not a wait.
-				d = fmt.Sprintf("rebooted into the SSD in boot %d (the card records nothing after this)", last.Boot)
-			}
-			fmt.Fprintf(bw, "  %-10s %s\n", step, d)
+			fmt.Fprintf(bw, "  %-10s %s\n", step, describe(last, step == intoSSD))
 		}
 	}
 	return bw.Flush()
 }
 
-func describe(e Entry) string {
+func describe(e Entry, intoSSD bool) string {
 	switch e.Event {
 	case Start:
 		return fmt.Sprintf("interrupted (started in boot %d, never finished; redone from its start on the next run)", e.Boot)
@@ -345,6 +341,9 @@ func describe(e Entry) string {
 	case Skip:
 		return "done (already in place)"
 	case Reboot:
+		if intoSSD {
+			return fmt.Sprintf("rebooted into the SSD in boot %d (the card records nothing after this)", e.Boot)
+		}
 		return fmt.Sprintf("waiting for the reboot requested in boot %d", e.Boot)
 	case Fail:
 		s := "FAILED: " + e.Msg
