@@ -12,8 +12,8 @@ import (
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/eeprom"
 	"github.com/nixpi/nixpi/firstboot/journal"
-	"github.com/nixpi/nixpi/firstboot/retire"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -470,7 +470,7 @@ func (e *E2E) checkHandOver(ctx context.Context, in *Install, hookedCard string)
 	if order == "" {
 		order = config.Default().Boot.BootOrder
 	}
-	if !retire.SDBeforeUSB(order) {
+	if !eeprom.SDBeforeUSB(order) {
 		return nil
 	}
 	want := HandOverWant{BootOrder: order, Secrets: e.secrets(), Address: e.GuestForward != ""}

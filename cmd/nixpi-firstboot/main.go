@@ -1,6 +1,7 @@
 // Command nixpi-firstboot is the device service: "hook" (run once by
 // systemd.run from cmdline.txt: installs the service), "run" (the unattended
-// install, a systemd unit) and "status" (the journal, readably). The work
+// install, a systemd unit), "status" (the journal, readably) and "confirm"
+// (on the installed NixOS: its word that it booted, then the card retired). The work
 // lives in firstboot/; this file only parses flags and wires things up.
 package main
 
@@ -42,6 +43,10 @@ type deps struct {
 	sleep   func(ctx context.Context, d time.Duration) error
 	steps   func() []engine.Step
 	hook    func(ctx context.Context, root, bootDir string, logf func(format string, args ...any)) error
+	// mountCard and unmountCard mount the card's FAT for confirm (nil:
+	// the mount syscalls).
+	mountCard   func(dev, dir string) error
+	unmountCard func(dir string) error
 }
 
 func main() {
@@ -64,6 +69,9 @@ commands:
           run the install steps (the nixpi-firstboot.service unit)
   status  [--boot-dir DIR]   print the install journal
   hook    [--boot-dir DIR]   install the service from the card (run by systemd.run)
+  confirm [--trial FILE] [--card-dir DIR]
+          on the installed NixOS (its nixpi-confirm unit): record on the card
+          that NixOS booted from the SSD, then retire the card
 
 With no arguments it runs the hook when the kernel command line names it in
 systemd.run=. Exit status: 0 done or waiting for a later boot, 1 failed or
@@ -86,6 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, d deps) i
 		return cmdStatus(args[1:], stdout, stderr, d)
 	case "hook":
 		return cmdHook(ctx, args[1:], stdout, stderr, d)
+	case "confirm":
+		return cmdConfirm(ctx, args[1:], stdout, stderr, d)
 	case "-h", "--help", "help":
 		usage(stdout)
 		return exitOK

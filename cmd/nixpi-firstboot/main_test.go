@@ -39,6 +39,8 @@ type device struct {
 	// now is the device's clock; it moves only when the service sleeps, so
 	// bounded waits end at once.
 	now time.Time
+	// mounts records confirm's mounts of the card ("DEV DIR", "umount DIR").
+	mounts []string
 }
 
 func newDevice(t *testing.T) *device {
@@ -87,6 +89,16 @@ func (d *device) cli(args ...string) (int, string, string) {
 			d.hooks = append(d.hooks, bootDir)
 			return d.hookErr
 		},
+		// The card's FAT is laid out at the mount point already: the test
+		// checks that the right partition was asked for.
+		mountCard: func(dev, dir string) error {
+			d.mounts = append(d.mounts, strings.TrimPrefix(dev, d.root)+" "+strings.TrimPrefix(dir, d.root))
+			return nil
+		},
+		unmountCard: func(dir string) error {
+			d.mounts = append(d.mounts, "umount "+strings.TrimPrefix(dir, d.root))
+			return nil
+		},
 	})
 	return code, stdout.String(), stderr.String()
 }
@@ -116,7 +128,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 		{[]string{"run"}, "--config and --boot-dir are required"},
 		{[]string{"run", "--config", "nixpi.toml", "--boot-dir", "/boot/firmware"}, "must be absolute paths"},
-		{append(runArgs, "--only", "preflight,nope"), `unknown step "nope" (steps: preflight,arm64,packages,target,partition,format,mount,network,nix,nixpkgs,configure,system,install,firmware,verify,eeprom,scrub,retire,done,reboot)`},
+		{append(runArgs, "--only", "preflight,nope"), `unknown step "nope" (steps: preflight,arm64,packages,target,partition,format,mount,network,nix,nixpkgs,configure,system,install,firmware,verify,eeprom,trial,confirm,scrub,retire,done,reboot)`},
 		{append(runArgs, "--target", "sda"), `--target "sda": want a device path`},
 		{append(runArgs, "extra"), `unexpected argument "extra"`},
 		{[]string{"run", "--bogus"}, "unknown flag: --bogus"},

@@ -135,7 +135,7 @@ func TestSecretsNeverShownInARun(t *testing.T) {
 		t.Fatalf("status: exit %d\n%s\n%s", code, out3, err3)
 	}
 	shown := d.shown(out1, err1, out2, err2, out3, err3)
-	if !strings.Contains(shown["/dev/ttyAMA0"], "step 4 of 20, target") || !strings.Contains(shown["/boot/firmware/nixpi/install.log"], "HomeNet") {
+	if !strings.Contains(shown["/dev/ttyAMA0"], "step 4 of 22, target") || !strings.Contains(shown["/boot/firmware/nixpi/install.log"], "HomeNet") {
 		t.Fatalf("the consoles or install log lack the run (so this test proves nothing):\n%s", shown["/dev/ttyAMA0"])
 	}
 	assertNoSecrets(t, shown)

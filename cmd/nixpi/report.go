@@ -65,7 +65,7 @@ func runReport(c *cli, args []string) int {
 		return c.fail(err)
 	}
 	if ho := journal.LastHandOver(j); ho != nil {
-		fmt.Fprintf(c.stdout, "\nhand-over:\n%s\n", strings.Join(ho.Report(), "\n"))
+		fmt.Fprintf(&out, "\n%s\n\nhand-over:\n%s\n", ho.ConfirmLine(), strings.Join(ho.Report(), "\n"))
 	}
 	if len(card.failed) > 0 {
 		fmt.Fprintf(&out, "\n%s:\n%s", cardpath.Failed, card.failed)

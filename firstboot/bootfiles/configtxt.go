@@ -165,3 +165,69 @@ func SetArm64(configTxt string) (string, bool) {
 	}
 	return out + Arm64Key + "=1" + eol, true
 }
+
+// mayApplyToPi4: a setting here may take effect on some Pi 4 family board
+// (a Pi 4, 400 or CM4, with whatever HDMI, GPIO or serial number).
+func (f filters) mayApplyToPi4() bool {
+	if f.none {
+		return false
+	}
+	switch f.model {
+	case "", "pi4", "pi400", "cm4", "cm4s":
+		return true
+	}
+	return strings.HasPrefix(f.model, "board-type")
+}
+
+// maxIncludeDepth bounds include chains (a file including itself).
+const maxIncludeDepth = 8
+
+// EEPROMWriteProtected finds an eeprom_write_protect=1 that may take
+// effect on a Pi 4: in config.txt or a file it includes (include NAME,
+// read through readFile), in any section but [none] and other boards'
+// ([pi5] does not apply to a Pi 4). The bootloader then sets the EEPROM's
+// write-protect bits, and with the /WP pin low (which Linux cannot see)
+// recovery.bin cannot flash. where is "FILE line N".
+func EEPROMWriteProtected(readFile func(name string) (string, error), name string) (on bool, where string) {
+	return writeProtected(readFile, name, 0)
+}
+
+func writeProtected(readFile func(string) (string, error), name string, depth int) (bool, string) {
+	if depth > maxIncludeDepth {
+		return false, ""
+	}
+	text, err := readFile(name)
+	if err != nil {
+		return false, ""
+	}
+	var f filters
+	on, where := false, ""
+	for i, raw := range strings.SplitAfter(text, "\n") {
+		trimmed := strings.TrimSpace(strings.TrimRight(raw, "\r\n"))
+		switch {
+		case trimmed == "" || trimmed[0] == '#':
+		case trimmed[0] == '[':
+			if end := strings.IndexByte(trimmed, ']'); end > 0 {
+				f.apply(trimmed[1:end])
+			}
+		case strings.HasPrefix(trimmed, "include ") || strings.HasPrefix(trimmed, "include\t"):
+			if !f.mayApplyToPi4() {
+				continue
+			}
+			inc := strings.TrimSpace(trimmed[len("include"):])
+			if ok, w := writeProtected(readFile, inc, depth+1); ok {
+				on, where = true, w
+			}
+		default:
+			key, value, ok := strings.Cut(trimmed, "=")
+			if ok && strings.TrimSpace(key) == "eeprom_write_protect" && f.mayApplyToPi4() {
+				// The last assignment wins, but one that may apply is enough
+				// to make the update unsafe to count on.
+				if nonZero(strings.TrimSpace(value)) {
+					on, where = true, name+" line "+strconv.Itoa(i+1)
+				}
+			}
+		}
+	}
+	return on, where
+}

@@ -39,6 +39,16 @@ const (
 	Retired         = Dir + "/retired"
 	RetiredManifest = Dir + "/retired.json"
 
+	// TryBoot is what the Pi 4 firmware reads instead of config.txt for one
+	// boot after a reboot with the tryboot flag: the hand-over's trial boot
+	// of NixOS on the SSD, through TrialUBoot and TrialArmstub (from the
+	// installed system's own nixpkgs), which NixOS removes once it has
+	// confirmed.
+	TryBoot      = "tryboot.txt"
+	TrialDir     = Dir + "/trial"
+	TrialUBoot   = TrialDir + "/u-boot-rpi4.bin"
+	TrialArmstub = TrialDir + "/armstub8-gic.bin"
+
 	// The staged bootloader EEPROM update, at the root where the boot ROM
 	// and recovery.bin look for it. recovery.bin renames itself to
 	// RecoveryDone once it has flashed the update.
@@ -46,6 +56,16 @@ const (
 	EEPROMSig    = "pieeprom.sig"
 	Recovery     = "recovery.bin"
 	RecoveryDone = "RECOVERY.000"
+)
+
+// On the SSD's root filesystem, relative to "/": what the trial boot leaves
+// for the installed NixOS, whose generated configuration runs
+// SSDConfirmUnit while SSDTrial exists.
+const (
+	SSDStateDir    = "var/lib/nixpi"
+	SSDBinary      = SSDStateDir + "/" + BinaryName
+	SSDTrial       = SSDStateDir + "/trial.json"
+	SSDConfirmUnit = "nixpi-confirm.service"
 )
 
 // In the root filesystem, relative to "/": where the payload puts things.
@@ -59,3 +79,13 @@ const (
 	UnitWantedBy       = "etc/systemd/system/multi-user.target.wants/" + UnitName
 	UnitWantedByTarget = "../" + UnitName
 )
+
+// TrialRecord is SSDTrial: what the installed NixOS needs to find the card
+// before it can read the card's journal. The card's service writes it, the
+// confirm command on NixOS reads it.
+type TrialRecord struct {
+	V            int    `json:"v"`
+	CardPartUUID string `json:"card_partuuid"`
+	// System is the store path the trial expects NixOS to run.
+	System string `json:"system"`
+}

@@ -261,7 +261,11 @@ func TestParseErrors(t *testing.T) {
 		{"wlan non-ascii psk", head + "[wlan]\nssid = \"x\"\npsk = \"pässwörter\"\ncountry = \"GB\"\n", []string{`4: wlan.psk has characters outside printable ASCII`}},
 		{"boot order not hex", head + "[boot]\nboot_order = \"f41\"\n", []string{`3: boot.boot_order = "f41": write hex like "0xf41"`}},
 		{"boot order bad nibble", head + "[boot]\nboot_order = \"0xf91\"\n", []string{`3: boot.boot_order = "0xf91": digit 9 is not a Pi 4 boot mode`}},
-		{"boot order no usb", head + "[boot]\nboot_order = \"0xf21\"\n", []string{`3: boot.boot_order = "0xf21" has no USB mode (4), so the Pi would never boot the SSD`}},
+		{"boot order no usb", head + "[boot]\nboot_order = \"0xf21\"\n", []string{`3: boot.boot_order = "0xf21": BOOT_ORDER 0xf21 has no USB mode (4), so the Pi would never boot the SSD`}},
+		// The bootloader tries nothing after a stop (e) or restart (f).
+		{"boot order stop before usb", head + "[boot]\nboot_order = \"0x4e1\"\n", []string{`3: boot.boot_order = "0x4e1": BOOT_ORDER 0x4e1 never reaches USB: read from the right, mode 2 is e (stop)`}},
+		{"boot order stop first", head + "[boot]\nboot_order = \"0x41e\"\n", []string{`3: boot.boot_order = "0x41e": BOOT_ORDER 0x41e never reaches USB: read from the right, mode 1 is e (stop)`}},
+		{"boot order restart before usb", head + "[boot]\nboot_order = \"0x4f1\"\n", []string{`3: boot.boot_order = "0x4f1": BOOT_ORDER 0x4f1 never reaches USB: read from the right, mode 2 is f (restart)`}},
 		{"boot order too long", head + "[boot]\nboot_order = \"0x1111111f4\"\n", []string{`3: boot.boot_order = "0x1111111f4": write hex like "0xf41" (at most 8 digits`}},
 		{"status listen", head + "[status]\nenable = true\nlisten = \"80\"\n", []string{`4: status.listen = "80": use HOST:PORT or :PORT`}},
 		{"not utf-8", head + "[system]\nhostname = \"\xff\"\n", []string{`0: the file is not UTF-8 text`}},

@@ -15,6 +15,8 @@ import (
 	"time"
 	_ "time/tzdata" // knownTimezone's fallback: the IANA names on any machine
 	"unicode/utf8"
+
+	"github.com/nixpi/nixpi/firstboot/eeprom"
 )
 
 // Limits the layout must respect.
@@ -435,8 +437,8 @@ func (v *validator) boot(b *Boot) {
 			return
 		}
 	}
-	if !strings.ContainsAny(modes, "45") {
-		v.add("boot.boot_order", "boot.boot_order = %q has no USB mode (4), so the Pi would never boot the SSD; use \"0xf41\"", b.BootOrder)
+	if err := eeprom.ReachesUSB(b.BootOrder); err != nil {
+		v.add("boot.boot_order", "boot.boot_order = %q: %v", b.BootOrder, err)
 	}
 }
 

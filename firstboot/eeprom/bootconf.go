@@ -3,7 +3,6 @@ package eeprom
 import (
 	"bytes"
 	"fmt"
-	"strconv"
 	"strings"
 )
 
@@ -79,21 +78,14 @@ func Lookup(config []byte, key string) (string, bool) {
 }
 
 // Has reports whether config already says what s says: its first KEY= line
-// has the value (BOOT_ORDER compared as a number, so 0xF41 equals 0xf41).
+// has the value; for BOOT_ORDER, every assignment that may be in force
+// (HasBootOrder), as the bootloader applies the last that matches.
 func Has(config []byte, s Setting) bool {
-	v, ok := Lookup(config, s.Key)
-	if !ok {
-		return false
-	}
-	if v == s.Value {
-		return true
-	}
 	if s.Key == "BOOT_ORDER" {
-		a, errA := strconv.ParseUint(v, 0, 32)
-		b, errB := strconv.ParseUint(s.Value, 0, 32)
-		return errA == nil && errB == nil && a == b
+		return HasBootOrder(config, s.Value)
 	}
-	return false
+	v, ok := Lookup(config, s.Key)
+	return ok && v == s.Value
 }
 
 // SetKeys applies settings to a bootconf.txt in order: the first KEY= line is

@@ -110,8 +110,16 @@ func TestHasAndLookup(t *testing.T) {
 	if _, ok := Lookup(cfg, "HDMI_DELAY"); ok {
 		t.Fatal("Lookup found an absent key")
 	}
+	// The [pi4] section's BOOT_ORDER=0x1 comes later and wins on a Pi 4: the
+	// config does not have 0xf41, whatever its first line says.
+	for _, o := range []string{"0xf41", "0x1"} {
+		if Has(cfg, Setting{"BOOT_ORDER", o}) {
+			t.Errorf("Has(BOOT_ORDER=%s) of a config with two assignments in force", o)
+		}
+	}
+	cfg = []byte("[all]\r\nBOOT_UART=0\r\nBOOT_ORDER=0xF41\r\n[none]\nBOOT_ORDER=0x1\n")
 	for s, want := range map[Setting]bool{
-		{"BOOT_ORDER", "0xf41"}:     true, // same number
+		{"BOOT_ORDER", "0xf41"}:     true, // same number; [none] never applies
 		{"BOOT_ORDER", "0x0f41"}:    true,
 		{"BOOT_ORDER", "0xf14"}:     false,
 		{"BOOT_UART", "0"}:          true,

@@ -53,6 +53,9 @@ type StageOptions struct {
 	// Wrote, when set, is called after each file is in place (the hand-over
 	// step's crash points).
 	Wrote func(name string)
+	// Check, when set, vets each file read from BootloaderDir (the image,
+	// recovery.bin) before anything is staged: the package's md5sums.
+	Check func(path string, data []byte) error
 }
 
 // ErrTooOld reports a bootloader image older than StageOptions.MinVersion.
@@ -92,7 +95,7 @@ func Stage(opts StageOptions) (Result, error) {
 			return Result{}, fmt.Errorf("eeprom stage: %w", err)
 		}
 	}
-	if hasAll(opts.CurrentConfig, opts.Want) {
+	if hasAll(opts.CurrentConfig, opts.Want) && (opts.CurrentVersion == 0 || opts.CurrentVersion >= opts.MinVersion) {
 		return Result{Reason: fmt.Sprintf("bootloader already has %s, nothing to update", settingsString(opts.Want))}, nil
 	}
 
@@ -113,7 +116,7 @@ func Stage(opts StageOptions) (Result, error) {
 	if bytes.Count(base, []byte("\n")) < 3 {
 		base = src.image.Config()
 	}
-	cfg, err := SetKeys(base, opts.Want...)
+	cfg, err := setAll(base, opts.Want)
 	if err != nil {
 		return Result{}, fmt.Errorf("eeprom stage: %w", err)
 	}
@@ -134,9 +137,18 @@ func Stage(opts StageOptions) (Result, error) {
 	if now.Unix() < 0 {
 		return Result{}, fmt.Errorf("eeprom stage: clock says %s, before 1970: set the time", now)
 	}
-	recovery, err := os.ReadFile(filepath.Join(filepath.Dir(src.path), RecoveryFile))
+	recoveryPath := filepath.Join(filepath.Dir(src.path), RecoveryFile)
+	recovery, err := os.ReadFile(recoveryPath)
 	if err != nil {
 		return Result{}, fmt.Errorf("eeprom stage: %w: reinstall the rpi-eeprom package", err)
+	}
+	if opts.Check != nil {
+		if err := opts.Check(src.path, src.data); err != nil {
+			return Result{}, fmt.Errorf("eeprom stage: %w", err)
+		}
+		if err := opts.Check(recoveryPath, recovery); err != nil {
+			return Result{}, fmt.Errorf("eeprom stage: %w", err)
+		}
 	}
 	files := []struct {
 		name string
@@ -184,6 +196,22 @@ func ParseBootloaderVersion(out []byte) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("bootloader version: no timestamp line in %q: is this a Pi 4 with current firmware?", out)
+}
+
+// setAll applies want to config; BOOT_ORDER is written exactly once.
+func setAll(config []byte, want []Setting) ([]byte, error) {
+	var err error
+	for _, s := range want {
+		if s.Key == "BOOT_ORDER" {
+			config, err = SetBootOrder(config, s.Value)
+		} else {
+			config, err = SetKeys(config, s)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return config, nil
 }
 
 func hasAll(config []byte, want []Setting) bool {
@@ -251,6 +279,7 @@ type sourceImage struct {
 	path    string
 	version int64
 	image   *Image
+	data    []byte // the file as read
 }
 
 // VersionDate is a bootloader build timestamp as its release is named,
@@ -286,7 +315,7 @@ func pickImage(dir string, releases []string, current int64) (sourceImage, error
 			return sourceImage{}, fmt.Errorf("%q has no BUILD_TIMESTAMP: reinstall the rpi-eeprom package", path)
 		}
 		if ts >= current {
-			return sourceImage{path: path, version: ts, image: im}, nil
+			return sourceImage{path: path, version: ts, image: im, data: data}, nil
 		}
 		older = append(older, fmt.Sprintf("%q (build %d)", path, ts))
 	}

@@ -274,6 +274,7 @@ func (e *Engine) prepareEnv() {
 	if e.Env.LED == nil {
 		e.Env.LED = e.led
 	}
+	e.Env.Boot = e.boot
 }
 
 // Run runs the selected steps (all when only is empty). The returned error
@@ -308,6 +309,11 @@ func (e *Engine) Run(ctx context.Context, only []string) (Outcome, error) {
 			return e.fail(ConfigStep, fmt.Errorf("remove failure marker: %w", err))
 		}
 	}
+	if ho := e.Env.State.HandOver; ho != nil && ho.Finished && !e.Env.OnNixOS && len(only) == 0 {
+		// The card boots again after a finished hand-over: restored by a
+		// person (nixpi restore-card). Nothing may retire it again.
+		sel = afterHandOver(sel)
+	}
 	if err := e.checkNeeds(sel); err != nil {
 		e.say("refused: %v", err)
 		return Refused, err
@@ -329,6 +335,16 @@ func (e *Engine) Run(ctx context.Context, only []string) (Outcome, error) {
 	e.led(progress.Finished)
 	e.say("all %d steps done.%s", len(sel), e.doneMessage())
 	return Finished, nil
+}
+
+func afterHandOver(steps []Step) []Step {
+	var sel []Step
+	for _, s := range steps {
+		if _, ok := s.(AfterHandOver); ok {
+			sel = append(sel, s)
+		}
+	}
+	return sel
 }
 
 func (e *Engine) runStep(ctx context.Context, step Step) (Outcome, error) {
@@ -354,6 +370,9 @@ func (e *Engine) runStep(ctx context.Context, step Step) (Outcome, error) {
 		}
 		if seen && last.Event == journal.Reboot {
 			// Never reboot-loop: one reboot per request.
+			if r, ok := step.(NotTakenReporter); ok {
+				return e.fail(name, r.NotTaken(e.Env, last.Boot, why))
+			}
 			return e.fail(name, WithHint(
 				fmt.Errorf("%s: still not in effect after the reboot requested in boot %d (%s)", name, last.Boot, why),
 				"the change made before the reboot did not take effect; see "+cardpath.Log+" on the card"))
@@ -363,7 +382,7 @@ func (e *Engine) runStep(ctx context.Context, step Step) (Outcome, error) {
 	if err := e.append(name, journal.Start, "", "", ""); err != nil {
 		return e.fail(name, err)
 	}
-	e.Env.rebootWhy = ""
+	e.Env.rebootWhy, e.Env.tryboot = "", false
 	e.Env.Redo = seen && last.Event == journal.Start
 	err := step.Run(ctx, e.Env)
 	e.Env.Redo = false
@@ -372,11 +391,22 @@ func (e *Engine) runStep(ctx context.Context, step Step) (Outcome, error) {
 	}
 	if why := e.Env.rebootWhy; why != "" {
 		e.Env.rebootWhy = ""
+		reboot := e.Env.Machine.Reboot
+		if e.Env.tryboot {
+			reboot = e.Env.Machine.TryReboot
+		}
+		// The step's files and the journal entry are on the card before the
+		// reboot: the next boot decides by them.
+		if e.Env.Machine != nil {
+			if err := e.Env.Machine.Sync(ctx); err != nil {
+				return e.fail(name, fmt.Errorf("sync before the reboot: %w", err))
+			}
+		}
 		if err := e.append(name, journal.Reboot, why, "", ""); err != nil {
 			return e.fail(name, err)
 		}
 		e.say("  %s: rebooting to %s", name, why)
-		if err := e.Env.Machine.Reboot(ctx); err != nil {
+		if err := reboot(ctx); err != nil {
 			// Cancelled means the shutdown is under way (this service is
 			// stopped first): not a failure, the next boot goes on.
 			return e.failOrInterrupt(ctx, name, WithHint(err, "power the Pi off and on; the install continues after the boot"))
@@ -560,7 +590,10 @@ func (e *Engine) doneMessage() string {
 		return " Not done yet: " + strings.Join(left, ", ") + "."
 	}
 	if ho := e.Env.State.HandOver; ho != nil && ho.Finished {
-		return fmt.Sprintf(" NixOS is installed on the SSD and the hand-over is done (BOOT_ORDER %s), yet the Pi booted this card: the SSD did not boot. Check that it is connected (directly, not through a hub) and see nixpi report on this card.", ho.BootOrder)
+		if e.Env.OnNixOS {
+			return " " + ho.ConfirmLine() + "."
+		}
+		return fmt.Sprintf(" The hand-over is done (%s; BOOT_ORDER %s), yet the Pi booted this card: it was made bootable again (nixpi restore-card), or the SSD no longer boots (check that it is connected directly, not through a hub). See nixpi report on this card.", ho.ConfirmLine(), ho.BootOrder)
 	}
 	return " NixOS is installed on the SSD, but no hand-over ran: the Pi still boots from this card." + reachMessage(e.Env)
 }

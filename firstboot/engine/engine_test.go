@@ -509,6 +509,8 @@ type shutdownMachine struct{ cancel context.CancelFunc }
 
 func (shutdownMachine) Sync(context.Context) error { return nil }
 
+func (m shutdownMachine) TryReboot(ctx context.Context) error { return m.Reboot(ctx) }
+
 func (m shutdownMachine) Reboot(ctx context.Context) error {
 	m.cancel()
 	return fmt.Errorf("reboot: %w", ctx.Err())
@@ -722,7 +724,8 @@ func TestDoneMessageSaysWhatIsTrue(t *testing.T) {
 		t.Errorf("console:\n%s\nwant a line with %q", d.text(), want)
 	}
 
-	// The card booted again after a finished hand-over: the SSD did not boot.
+	// The card booted again after a finished hand-over: restored, or the SSD
+	// no longer boots.
 	m2 := newMachine(t)
 	handOver := &fakeStep{name: "done", run: func(ctx context.Context, env *engine.Env) error {
 		env.State.HandOver = &journal.HandOver{Finished: true, BootOrder: "0xf14"}
@@ -733,7 +736,7 @@ func TestDoneMessageSaysWhatIsTrue(t *testing.T) {
 	if out, err := eng.Run(context.Background(), nil); err != nil || out != engine.Finished {
 		t.Fatalf("Run = %v, %v", out, err)
 	}
-	if want := "yet the Pi booted this card: the SSD did not boot"; !strings.Contains(d.text(), want) || !strings.Contains(d.text(), "BOOT_ORDER 0xf14") {
+	if want := "yet the Pi booted this card: it was made bootable again (nixpi restore-card), or the SSD no longer boots"; !strings.Contains(d.text(), want) || !strings.Contains(d.text(), "BOOT_ORDER 0xf14") {
 		t.Errorf("after the hand-over, console:\n%s\nwant a line with %q", d.text(), want)
 	}
 }

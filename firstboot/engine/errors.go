@@ -34,3 +34,20 @@ func HintOf(err error) string {
 type Describer interface {
 	Describe() string
 }
+
+// NotTakenReporter is implemented by steps whose reboot can fail to take
+// effect in a way they can explain (a trial boot that never confirmed, an
+// EEPROM update that was not flashed): the engine records the step's error
+// instead of its generic "still not in effect" one.
+type NotTakenReporter interface {
+	// NotTaken returns the failure for a reboot requested in boot
+	// requestedIn whose effect the probe, which said why, does not find.
+	NotTaken(env *Env, requestedIn int, why string) error
+}
+
+// AfterHandOver is implemented by the steps that still run once the
+// hand-over has finished, on a card that boots again (restored with nixpi
+// restore-card): only they run then, so the card is never retired twice.
+type AfterHandOver interface {
+	AfterHandOver()
+}

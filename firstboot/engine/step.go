@@ -64,13 +64,27 @@ type Env struct {
 	// started and never finished (a power cut): what the step finds half
 	// made by itself may need making again.
 	Redo bool
+	// OnNixOS is set when the service runs on the installed NixOS from the
+	// SSD (nixpi-firstboot confirm), with the card's FAT mounted at
+	// BootDir, instead of on the card's Raspberry Pi OS.
+	OnNixOS bool
+	// Boot is the journal's number of this boot (set by the engine).
+	Boot int
+	// Addresses lists the machine's global addresses, IPv4 first; nil
+	// reads the real interfaces.
+	Addresses func() ([]string, error)
 
 	rebootWhy string
+	tryboot   bool
 }
 
 // RequestReboot tells the engine that the step's effect needs a reboot: once
 // Run returns nil the engine records it, reboots through Machine and exits.
-func (e *Env) RequestReboot(why string) { e.rebootWhy = why }
+func (e *Env) RequestReboot(why string) { e.rebootWhy, e.tryboot = why, false }
+
+// RequestTrialReboot is RequestReboot into the bootloader's TRYBOOT mode
+// (Machine.TryReboot): the next boot, and only that one, reads tryboot.txt.
+func (e *Env) RequestTrialReboot(why string) { e.rebootWhy, e.tryboot = why, true }
 
 // Clock returns the current time from Now, or the real clock.
 func (e *Env) Clock() time.Time {

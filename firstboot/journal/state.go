@@ -3,6 +3,7 @@ package journal
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Disk is the identity of the target disk as recorded in the journal; resume
@@ -72,11 +73,56 @@ type HandOver struct {
 	Hostname string   `json:"hostname,omitempty"`
 	Address  string   `json:"address,omitempty"`
 	Logins   []string `json:"logins,omitempty"`
+	// CardPartUUID is the card's FAT partition as the SSD's NixOS finds it
+	// to confirm (an MBR PARTUUID, "1234abcd-01").
+	CardPartUUID string `json:"card_partuuid,omitempty"`
+	// TrialBoot is the boot in which the trial boot of NixOS on the SSD was
+	// requested (0: not yet); Trybooted says it went through the
+	// bootloader's one-shot TRYBOOT mode (an order that tries USB first
+	// needs none: the SSD boots before the card).
+	TrialBoot int  `json:"trial_boot,omitempty"`
+	Trybooted bool `json:"trybooted,omitempty"`
+	// Confirmed is NixOS's own word, written from the SSD, that it booted:
+	// only then is the card retired.
+	Confirmed *Confirmation `json:"confirmed,omitempty"`
 	// Finished is set by the done step: the card's work is over, and a card
 	// restored with nixpi restore-card is left bootable.
 	Finished bool `json:"finished,omitempty"`
 	// Rebooted is set by the reboot step once it has asked for the reboot.
 	Rebooted bool `json:"rebooted,omitempty"`
+}
+
+// Confirmation is what the installed NixOS recorded when it booted from
+// the SSD and confirmed.
+type Confirmation struct {
+	// Time is when it confirmed, Boot the journal's number of that boot,
+	// BootedAt when its kernel started (zero when unknown).
+	Time     time.Time `json:"time"`
+	Boot     int       `json:"boot"`
+	BootedAt time.Time `json:"booted_at,omitempty"`
+	// System is the running system (/run/current-system), Generation the
+	// system profile's generation it came from (0 when unknown).
+	System     string `json:"system"`
+	Generation int    `json:"generation,omitempty"`
+	// Addresses are NixOS's global addresses, IPv4 first.
+	Addresses []string `json:"addresses,omitempty"`
+}
+
+// ConfirmLine is the one line a person who powered a Pi on and came back
+// wants to read: whether NixOS booted from the SSD, or why not.
+func (h *HandOver) ConfirmLine() string {
+	const prefix = "NixOS booted from the SSD: "
+	switch c := h.Confirmed; {
+	case c != nil:
+		s := fmt.Sprintf("%sconfirmed at %s (boot %d)", prefix, c.Time.UTC().Format("2006-01-02 15:04:05 UTC"), c.Boot)
+		if len(c.Addresses) > 0 {
+			s += ", address " + strings.Join(c.Addresses, ", ")
+		}
+		return s
+	case h.TrialBoot > 0:
+		return fmt.Sprintf("%snot confirmed: the trial boot requested in boot %d has not confirmed (if the card booted again since, it did not boot: see the trial step)", prefix, h.TrialBoot)
+	}
+	return prefix + "not yet: the install has not reached the trial boot"
 }
 
 // Message is what the consoles show at the end of the install, and nixpi
@@ -87,7 +133,13 @@ func (h *HandOver) Message() []string {
 		host = "nixos"
 	}
 	lines := []string{"install complete: NixOS boots from the SSD after this reboot, as " + host + "."}
-	if h.Address != "" {
+	if c := h.Confirmed; c != nil {
+		lines[0] = fmt.Sprintf("install complete: NixOS runs from the SSD as %s (it confirmed in boot %d).", host, c.Boot)
+	}
+	switch {
+	case h.Confirmed != nil && len(h.Confirmed.Addresses) > 0:
+		lines = append(lines, fmt.Sprintf("NixOS has the address %s.", strings.Join(h.Confirmed.Addresses, ", ")))
+	case h.Address != "":
 		lines = append(lines, fmt.Sprintf("this Pi had the address %s (the router may give NixOS the same one, or lists %s with its new address).", h.Address, host))
 	}
 	if len(h.Logins) > 0 {
@@ -124,11 +176,14 @@ func (h *HandOver) Report() []string {
 	add("boot order", h.BootOrder)
 	add("bootloader", h.Bootloader)
 	add("eeprom", h.EEPROM)
+	add("trial", trialReport(h))
 	add("retired", h.Retired)
 	add("scrubbed", strings.Join(h.Scrubbed, ", "))
 	add("address", h.Address)
 	add("logins", strings.Join(h.Logins, ", "))
 	switch {
+	case h.Finished && h.Confirmed != nil:
+		add("state", "finished; NixOS runs from the SSD")
 	case h.Rebooted:
 		add("state", "finished; rebooted into the SSD")
 	case h.Finished:
@@ -145,4 +200,14 @@ type Nix struct {
 	Installer     string `json:"installer"` // "debian" or "official"
 	Version       string `json:"version"`
 	TarballSHA256 string `json:"tarball_sha256,omitempty"`
+}
+
+func trialReport(h *HandOver) string {
+	switch {
+	case h.TrialBoot == 0:
+		return ""
+	case h.Trybooted:
+		return fmt.Sprintf("requested in boot %d (one TRYBOOT of the SSD; the card's config.txt is untouched)", h.TrialBoot)
+	}
+	return fmt.Sprintf("requested in boot %d (a plain reboot: the boot order tries USB first)", h.TrialBoot)
 }

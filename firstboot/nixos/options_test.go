@@ -48,6 +48,17 @@ var declaredIn = map[string]string{
 	"networking.wireless.networks.<name>.hidden": "nixos/modules/services/networking/wpa_supplicant.nix",
 	"systemd.tmpfiles.rules":                     "nixos/modules/system/boot/systemd/tmpfiles.nix",
 
+	// The confirm unit: systemd.services (nixos/modules/system/boot/systemd.nix)
+	// is attrsOf the unit options of nixos/lib/systemd-unit-options.nix;
+	// unitConfig and serviceConfig are free-form unit file sections.
+	"systemd.services.<name>.description":                    "nixos/lib/systemd-unit-options.nix",
+	"systemd.services.<name>.wantedBy":                       "nixos/lib/systemd-unit-options.nix",
+	"systemd.services.<name>.wants":                          "nixos/lib/systemd-unit-options.nix",
+	"systemd.services.<name>.after":                          "nixos/lib/systemd-unit-options.nix",
+	"systemd.services.<name>.unitConfig.ConditionPathExists": "nixos/lib/systemd-unit-options.nix",
+	"systemd.services.<name>.serviceConfig.Type":             "nixos/lib/systemd-unit-options.nix",
+	"systemd.services.<name>.serviceConfig.ExecStart":        "nixos/lib/systemd-unit-options.nix",
+
 	// nix.settings is a freeform submodule; these four are declared in it,
 	// experimental-features is freeform (any nix.conf setting).
 	"nix.settings.experimental-features": "nixos/modules/config/nix.nix",
@@ -76,7 +87,7 @@ var removedOptions = []string{
 
 // attrsOfNames are the options whose attribute names are entries (a file
 // system's mount point, a user's name), not option names.
-var attrsOfNames = []string{"fileSystems", "users.users", "networking.wireless.networks"}
+var attrsOfNames = []string{"fileSystems", "users.users", "networking.wireless.networks", "systemd.services"}
 
 // optionPaths lists the option paths a module's evaluated value sets.
 func optionPaths(v map[string]any) []string {

@@ -405,18 +405,3 @@ func (m *Manifest) Summary() string {
 	}
 	return s
 }
-
-// SDBeforeUSB says whether a BOOT_ORDER tries the SD card (modes 0 and 1)
-// before USB mass storage (4); nibbles are read from the right.
-func SDBeforeUSB(order string) bool {
-	digits := strings.ToLower(strings.TrimPrefix(strings.ToLower(order), "0x"))
-	for i := len(digits) - 1; i >= 0; i-- {
-		switch digits[i] {
-		case '0', '1':
-			return true
-		case '4':
-			return false
-		}
-	}
-	return false
-}

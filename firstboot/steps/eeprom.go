@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/eeprom"
@@ -25,6 +28,15 @@ import (
 // bootloaders boot from the SD card and the network only.
 const MinUSBBootVersion = 1599135103
 
+// MinTrybootVersion is the BUILD_TIMESTAMP of pieeprom-2020-12-11.bin, the
+// first stable Pi 4 bootloader with tryboot (firmware-2711/release-notes.md:
+// "2020-12-14 - Promote pieeprom-2020-12-11.bin to stable ... Feature
+// freeze to support stable release of BCM2711 XHCI boot, tryboot"; the
+// 2020-10-28 beta had it first). An older bootloader would ignore the trial
+// boot's flag and boot the card again, so it is updated first, like one
+// without the boot order.
+const MinTrybootVersion = 1607685317
+
 // Where Raspberry Pi OS's rpi-eeprom package keeps the Pi 4 bootloader
 // images and the file that selects the release (rpi-eeprom-update reads the
 // same).
@@ -32,7 +44,49 @@ const (
 	bootloaderDir    = "/lib/firmware/raspberrypi/bootloader-2711"
 	eepromUpdateConf = "/etc/default/rpi-eeprom-update"
 	deviceTreeCompat = "/proc/device-tree/compatible"
+	// eepromMD5sums is dpkg's record of the files the rpi-eeprom package
+	// installed: an image that differs from it was changed after the
+	// install (a damaged card) and must not be flashed.
+	eepromMD5sums = "/var/lib/dpkg/info/rpi-eeprom.md5sums"
 )
+
+// packageCheck returns the Stage check against eepromMD5sums. Without that
+// file (the images did not come from the package: a hand-made root) the
+// images are staged as found, and the log says so.
+func packageCheck(env *engine.Env) (func(path string, data []byte) error, error) {
+	data, err := os.ReadFile(env.Path(eepromMD5sums))
+	if errors.Is(err, os.ErrNotExist) {
+		env.Logf("%s not found: the bootloader images were not installed by the rpi-eeprom package, so they are not checked against it", eepromMD5sums)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	sums := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if sum, name, ok := strings.Cut(strings.TrimSpace(line), "  "); ok {
+			sums["/"+strings.TrimPrefix(strings.TrimSpace(name), "/")] = strings.ToLower(sum)
+		}
+	}
+	return func(path string, data []byte) error {
+		rel, err := filepath.Rel(env.Root, path)
+		if err != nil {
+			return err
+		}
+		name := "/" + filepath.ToSlash(rel)
+		want, ok := sums[name]
+		if !ok {
+			return engine.WithHint(fmt.Errorf("%s is not listed in %s: it did not come from the rpi-eeprom package", name, eepromMD5sums),
+				"reinstall the package (sudo apt-get install --reinstall rpi-eeprom) or remove the file")
+		}
+		got := md5.Sum(data)
+		if hex.EncodeToString(got[:]) != want {
+			return engine.WithHint(fmt.Errorf("%s differs from what the rpi-eeprom package installed (md5 %x, the package lists %s): the card may be damaged", name, got, want),
+				"reinstall the package (sudo apt-get install --reinstall rpi-eeprom), or write the image to another card")
+		}
+		return nil
+	}, nil
+}
 
 const updateBootloaderHint = "update the bootloader on this card's Raspberry Pi OS (sudo apt-get install rpi-eeprom && sudo rpi-eeprom-update -a, then reboot), " +
 	"or write Raspberry Pi Imager's \"Misc utility images > Bootloader\" to a spare card and boot it once; then power the Pi off and on to continue"
@@ -136,17 +190,33 @@ func wantedOrder(env *engine.Env) eeprom.Setting {
 	return eeprom.Setting{Key: "BOOT_ORDER", Value: order}
 }
 
-// alreadySet checks a bootloader that has the wanted order already is one
-// that boots from USB; it reports whether nothing needs staging.
-func alreadySet(bl bootloader, want eeprom.Setting) (bool, error) {
+// minVersion is the oldest bootloader the hand-over can count on for want:
+// one with tryboot when the card comes first (the trial boot needs it), one
+// that boots from USB otherwise.
+func minVersion(want eeprom.Setting) int64 {
+	if eeprom.SDBeforeUSB(want.Value) {
+		return MinTrybootVersion
+	}
+	return MinUSBBootVersion
+}
+
+// inEffect says whether the running bootloader already does what the
+// hand-over needs: every BOOT_ORDER assignment in force is want, and it is
+// new enough (an unknown version, 0, is a machine that is no Pi).
+func inEffect(bl bootloader, want eeprom.Setting) (bool, string) {
 	if !eeprom.Has(bl.config, want) {
-		return false, nil
+		return false, fmt.Sprintf("the running bootloader (%s) does not have %s", bl, want)
 	}
-	if bl.version != 0 && bl.version < MinUSBBootVersion {
-		return false, engine.WithHint(fmt.Errorf("the running bootloader, %s, has %s but is older than %s, the first release that boots from USB mass storage",
-			bl, want, eeprom.VersionDate(MinUSBBootVersion)), updateBootloaderHint)
+	if bl.version != 0 && bl.version < minVersion(want) {
+		return false, fmt.Sprintf("the running bootloader (%s) has %s but is older than %s, the first release with the trial boot (tryboot) and USB boot", bl, want, eeprom.VersionDate(minVersion(want)))
 	}
-	return true, nil
+	return true, fmt.Sprintf("the running bootloader (%s) already has %s", bl, want)
+}
+
+// noBootloader is a machine that is no Raspberry Pi and has no vcgencmd:
+// there is no EEPROM to set (a development machine).
+func noBootloader(env *engine.Env, b board) bool {
+	return !b.pi4 && !env.Exists(env.Tools.Vcgencmd)
 }
 
 func (s eepromStep) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
@@ -154,40 +224,24 @@ func (s eepromStep) Probe(ctx context.Context, env *engine.Env) (bool, string, e
 	if err != nil {
 		return false, "", err
 	}
+	if noBootloader(env, b) {
+		return true, fmt.Sprintf("not a Raspberry Pi (device tree: %q) and no vcgencmd: no bootloader EEPROM to set", b.compat), nil
+	}
 	bl, err := readBootloader(ctx, env, b)
 	if err != nil {
 		return false, "", err
 	}
-	want := wantedOrder(env)
-	if ok, err := alreadySet(bl, want); err != nil || ok {
-		return ok, fmt.Sprintf("the running bootloader (%s) already has %s", bl, want), err
-	}
-	if why, ok := stagedUpdate(env, want); ok {
-		return true, why, nil
-	}
-	return false, fmt.Sprintf("the running bootloader (%s) does not have %s", bl, want), nil
+	ok, why := inEffect(bl, wantedOrder(env))
+	return ok, why, nil
 }
 
-// stagedUpdate reports an update already on the card that carries want,
-// with a .sig that matches it and recovery.bin to flash it.
-func stagedUpdate(env *engine.Env, want eeprom.Setting) (string, bool) {
-	dir := env.Path(env.BootDir)
-	upd, err := os.ReadFile(filepath.Join(dir, cardpath.EEPROMUpdate))
-	if err != nil {
-		return "", false
-	}
-	im, err := eeprom.Parse(upd)
-	if err != nil || !eeprom.Has(im.Config(), want) {
-		return "", false
-	}
-	sig, err := os.ReadFile(filepath.Join(dir, cardpath.EEPROMSig))
-	if err != nil || !eeprom.SigMatches(sig, upd) {
-		return "", false
-	}
-	if _, err := os.Stat(filepath.Join(dir, cardpath.Recovery)); err != nil {
-		return "", false
-	}
-	return fmt.Sprintf("an update with %s is staged on the card; it is flashed on the next boot", want), true
+// NotTaken is an update staged before the reboot that the bootloader does
+// not run now: recovery.bin did not flash it.
+func (eepromStep) NotTaken(env *engine.Env, requestedIn int, why string) error {
+	return engine.WithHint(
+		fmt.Errorf("the bootloader update staged in boot %d was not flashed: %s; the card still boots Raspberry Pi OS and nothing depends on the update yet", requestedIn, why),
+		"the EEPROM may be write-protected (the /WP jumper or pin, eeprom_write_protect=1 in config.txt or a file it includes), or the board has no EEPROM (a CM4S); "+
+			"remove the protection, or set the boot order yourself (sudo rpi-eeprom-config --edit, then reboot), then delete "+cardpath.Failed+" on the card and power the Pi off and on")
 }
 
 func (s eepromStep) Run(ctx context.Context, env *engine.Env) error {
@@ -195,8 +249,8 @@ func (s eepromStep) Run(ctx context.Context, env *engine.Env) error {
 	if err != nil {
 		return err
 	}
-	if !b.pi4 {
-		env.Logf("not a Raspberry Pi (device tree: %q): staging as for a Pi 4, where the files would take effect", b.compat)
+	if noBootloader(env, b) {
+		return nil
 	}
 	bl, err := readBootloader(ctx, env, b)
 	if err != nil {
@@ -205,22 +259,30 @@ func (s eepromStep) Run(ctx context.Context, env *engine.Env) error {
 	want := wantedOrder(env)
 	ho := handOver(env)
 	ho.BootOrder, ho.Bootloader = want.Value, bl.String()
-	if ok, err := alreadySet(bl, want); err != nil || ok {
-		ho.EEPROM = fmt.Sprintf("the running bootloader (%s) already has %s: nothing staged", bl, want)
-		return err
+	if ok, why := inEffect(bl, want); ok {
+		ho.EEPROM = why + ": nothing staged"
+		return nil
 	}
 	bootDir := env.Path(env.BootDir)
-	if on, line := writeProtected(filepath.Join(bootDir, cardpath.ConfigTxt)); on {
-		hint := "set eeprom_write_protect=0 in config.txt on the card (and remove the /WP jumper, if fitted), then power the Pi off and on"
-		if order := currentOrder(bl); strings.Contains(order, "4") {
+	readCard := func(name string) (string, error) {
+		data, err := os.ReadFile(filepath.Join(bootDir, filepath.FromSlash(name)))
+		return string(data), err
+	}
+	if on, where := bootfiles.EEPROMWriteProtected(readCard, cardpath.ConfigTxt); on {
+		hint := "set eeprom_write_protect=0 on the card (and remove the /WP jumper, if fitted), then power the Pi off and on"
+		if order := currentOrder(bl); eeprom.ReachesUSB(order) == nil {
 			hint += fmt.Sprintf(", or set boot.boot_order to the bootloader's current order, %s", order)
 		}
-		return engine.WithHint(fmt.Errorf("the EEPROM is write-protected (config.txt line %d: eeprom_write_protect=1), so the update that sets %s would not be flashed; nothing was staged", line, want), hint)
+		return engine.WithHint(fmt.Errorf("the EEPROM is write-protected (%s: eeprom_write_protect=1), so the update that sets %s would not be flashed; nothing was staged", where, want), hint)
 	}
 	if err := removeTornStaging(bootDir); err != nil {
 		return err
 	}
 	releases, err := releaseDirs(env)
+	if err != nil {
+		return err
+	}
+	check, err := packageCheck(env)
 	if err != nil {
 		return err
 	}
@@ -232,11 +294,12 @@ func (s eepromStep) Run(ctx context.Context, env *engine.Env) error {
 		Want:           []eeprom.Setting{want},
 		TargetDir:      bootDir,
 		Now:            env.Clock(),
-		MinVersion:     MinUSBBootVersion,
+		MinVersion:     minVersion(want),
+		Check:          check,
 		Wrote:          func(name string) { env.Crash("eeprom: wrote " + name) },
 	})
 	if errors.Is(err, eeprom.ErrTooOld) {
-		return engine.WithHint(fmt.Errorf("%w; %s is the first release that boots from USB mass storage", err, eeprom.VersionDate(MinUSBBootVersion)),
+		return engine.WithHint(fmt.Errorf("%w; %s is the first release the hand-over can count on (USB boot and tryboot)", err, eeprom.VersionDate(minVersion(want))),
 			"update the rpi-eeprom package on the card's Raspberry Pi OS (apt-get install rpi-eeprom), then power the Pi off and on")
 	}
 	if err != nil {
@@ -244,11 +307,16 @@ func (s eepromStep) Run(ctx context.Context, env *engine.Env) error {
 	}
 	ho.EEPROM = res.Reason
 	ho.Staged = nil
-	if res.Staged {
-		ho.Staged = []string{cardpath.EEPROMUpdate, cardpath.EEPROMSig, cardpath.Recovery}
+	if !res.Staged {
+		return nil
 	}
+	ho.Staged = []string{cardpath.EEPROMUpdate, cardpath.EEPROMSig, cardpath.Recovery}
 	env.Logf("%s", res.Reason)
 	env.Logf("bootloader config staged:\n%s", res.Config)
+	// Nothing may depend on the new order before the bootloader runs it:
+	// the boot ROM flashes the update on this reboot, and the probe reads
+	// the order back in the next boot.
+	env.RequestReboot("let the boot ROM flash the bootloader update, then read " + want.String() + " back")
 	return nil
 }
 
@@ -263,24 +331,6 @@ func handOver(env *engine.Env) *journal.HandOver {
 func currentOrder(bl bootloader) string {
 	v, _ := eeprom.Lookup(bl.config, "BOOT_ORDER")
 	return v
-}
-
-// writeProtected finds an active eeprom_write_protect=1 in config.txt: the
-// bootloader then sets the EEPROM's write-protect bits, and with the /WP pin
-// low (which Linux cannot see) recovery.bin cannot flash.
-func writeProtected(configTxt string) (bool, int) {
-	data, err := os.ReadFile(configTxt)
-	if err != nil {
-		return false, 0
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "=")
-		if ok && strings.TrimSpace(k) == "eeprom_write_protect" && strings.TrimSpace(v) == "1" {
-			return true, n
-		}
-	}
-	return false, 0
 }
 
 // removeTornStaging deletes the temporary files a power cut inside Stage

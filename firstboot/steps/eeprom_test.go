@@ -3,8 +3,10 @@ package steps
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -75,10 +77,10 @@ func TestEEPROMStagesWhatRpiEepromConfigWrites(t *testing.T) {
 	}
 	systemtest.Golden(t, "eeprom-stage.argv", h.run.Transcript())
 
-	// Already staged: the probe says so, a rerun writes nothing (the .sig
-	// keeps its timestamp).
+	// Staged is not done: only the running bootloader counts. A rerun
+	// writes nothing (the .sig keeps its timestamp).
 	done, why, err = step.Probe(ctx, h.Env)
-	if !done || err != nil || !strings.Contains(why, "staged") {
+	if done || err != nil || !strings.Contains(why, "does not have") {
 		t.Fatalf("Probe after staging = %v, %q, %v", done, why, err)
 	}
 	before := h.card(t)
@@ -144,18 +146,19 @@ func TestEEPROMBootloaderTooOld(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 
-	// The running bootloader has the order but predates USB boot.
+	// The running bootloader has the order but predates USB boot and
+	// tryboot: it is updated as one without the order.
 	h := newHandoverEnv(t, "0xf41", "[all]\nBOOT_UART=0\nWAKE_ON_GPIO=1\nPOWER_OFF_ON_HALT=0\nBOOT_ORDER=0xf41\n", "2020-06-15")
-	_, _, err := NewEEPROM().Probe(ctx, h.Env)
-	for _, want := range []string{"2020-06-15", "older than 2020-09-03", "USB mass storage"} {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("Probe err = %v, want it to say %q", err, want)
-		}
+	done, why, err := NewEEPROM().Probe(ctx, h.Env)
+	if done || err != nil || !strings.Contains(why, "2020-06-15") || !strings.Contains(why, "older than 2020-12-11") {
+		t.Errorf("Probe = %v, %q, %v", done, why, err)
 	}
-	if err := NewEEPROM().Run(ctx, h.Env); err == nil || !strings.Contains(engine.HintOf(err), "rpi-eeprom-update -a") {
-		t.Errorf("Run err = %v, hint %q", err, engine.HintOf(err))
+	if err := NewEEPROM().Run(ctx, h.Env); err != nil {
+		t.Fatal(err)
 	}
-	h.assertNothingStaged(t)
+	if upd, _ := h.staged(t); !bytes.Contains(upd, []byte("BOOT_ORDER=0xf41")) {
+		t.Error("the update lacks the order")
+	}
 
 	// The OS only has images from before USB boot.
 	h = newHandoverEnv(t, "0xf41", shippedBootloaderConfig, "2020-04-16")
@@ -165,7 +168,7 @@ func TestEEPROMBootloaderTooOld(t *testing.T) {
 	h.link(t, filepath.Join(rpiEEPROMData(t), "images", "pieeprom-2020-06-15.bin"), filepath.Join(bootloaderDir, "default", "pieeprom-2020-06-15.bin"))
 	h.link(t, filepath.Join(rpiEEPROMData(t), "recovery.bin"), filepath.Join(bootloaderDir, "default", "recovery.bin"))
 	err = NewEEPROM().Run(ctx, h.Env)
-	if err == nil || !strings.Contains(err.Error(), "pieeprom-2020-06-15.bin") || !strings.Contains(err.Error(), "2020-09-03") ||
+	if err == nil || !strings.Contains(err.Error(), "pieeprom-2020-06-15.bin") || !strings.Contains(err.Error(), "2020-12-11") ||
 		!strings.Contains(engine.HintOf(err), "apt-get install rpi-eeprom") {
 		t.Errorf("Run err = %v, hint %q", err, engine.HintOf(err))
 	}
@@ -199,30 +202,22 @@ func TestEEPROMNotAPi4(t *testing.T) {
 	}
 }
 
-// Off a Pi (the QEMU run), with no vcgencmd, the image's own config is the
-// base, as for a factory EEPROM.
-func TestEEPROMNotAPiStagesImageConfig(t *testing.T) {
+// Off a Pi, with no vcgencmd, there is no bootloader to set: nothing is
+// staged and nothing waits for a reboot. (The QEMU harness plays the
+// bootloader with a vcgencmd of its own.)
+func TestEEPROMNotAPiNoBootloader(t *testing.T) {
 	t.Parallel()
 	h := newHandoverEnv(t, "0xf41", "", "")
 	h.put(t, deviceTreeCompat, "linux,dummy-virt\x00")
 	h.remove(t, h.Tools.Vcgencmd)
+	done, why, err := NewEEPROM().Probe(context.Background(), h.Env)
+	if !done || err != nil || !strings.Contains(why, "no bootloader EEPROM") {
+		t.Fatalf("Probe = %v, %q, %v", done, why, err)
+	}
 	if err := NewEEPROM().Run(context.Background(), h.Env); err != nil {
 		t.Fatal(err)
 	}
-	upd, _ := h.staged(t)
-	im, _ := eeprom.Parse(upd)
-	src, err := os.ReadFile(filepath.Join(rpiEEPROMData(t), "images", "pieeprom-2023-01-11.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srcIm, _ := eeprom.Parse(src)
-	want, _ := eeprom.SetKeys(srcIm.Config(), eeprom.Setting{Key: "BOOT_ORDER", Value: "0xf41"})
-	if !bytes.Equal(im.Config(), want) || !bytes.Contains(want, []byte("WAKE_ON_GPIO=1\n")) {
-		t.Errorf("config = %q, want the image's own plus BOOT_ORDER, %q", im.Config(), want)
-	}
-	if !strings.Contains(h.log(), "not a Raspberry Pi") {
-		t.Errorf("log = %s", h.log())
-	}
+	h.assertNothingStaged(t)
 }
 
 func TestEEPROMWriteProtected(t *testing.T) {
@@ -325,5 +320,84 @@ func cutAt(t *testing.T, env *engine.Env, point string, f func() error) {
 	}()
 	if err := f(); err != nil {
 		t.Fatalf("before the cut at %s: %v", point, err)
+	}
+}
+
+// eeprom_write_protect counts wherever it may take effect on a Pi 4: in a
+// file config.txt includes, under [pi4] or a conditional filter; not
+// under [pi5] or [none].
+func TestEEPROMWriteProtectSections(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		configTxt, extra string
+		protected        bool
+	}{
+		"in an included file":  {"[all]\narm_64bit=1\ninclude extra.txt\n", "eeprom_write_protect=1\n", true},
+		"under [pi4]":          {"[pi4]\neeprom_write_protect=1\n[all]\n", "", true},
+		"under a gpio filter":  {"[gpio4=1]\neeprom_write_protect=1\n[all]\n", "", true},
+		"under [pi5]":          {"[pi5]\neeprom_write_protect=1\n[all]\narm_64bit=1\n", "", false},
+		"under [none]":         {"[none]\neeprom_write_protect=1\n[all]\n", "", false},
+		"include under [pi5]":  {"[pi5]\ninclude extra.txt\n[all]\n", "eeprom_write_protect=1\n", false},
+		"an include of itself": {"include config.txt\n", "", false},
+		"set to 0":             {"[all]\neeprom_write_protect=0\n", "", false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			h := newHandoverEnv(t, "0xf41", shippedBootloaderConfig, "2023-01-11")
+			h.put(t, filepath.Join(h.BootDir, "config.txt"), tc.configTxt)
+			if tc.extra != "" {
+				h.put(t, filepath.Join(h.BootDir, "extra.txt"), tc.extra)
+			}
+			err := NewEEPROM().Run(context.Background(), h.Env)
+			if tc.protected {
+				if err == nil || !strings.Contains(err.Error(), "write-protected") {
+					t.Fatalf("err = %v, want a write-protect refusal", err)
+				}
+				h.assertNothingStaged(t)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.staged(t)
+		})
+	}
+}
+
+// Before it is staged, an image is checked against the rpi-eeprom
+// package's md5sums: a changed file on the card is never flashed.
+func TestEEPROMChecksPackageMD5sums(t *testing.T) {
+	t.Parallel()
+	md5sums := func(t *testing.T, h *handoverEnv, tamper string) {
+		var b strings.Builder
+		for _, rel := range []string{"default/pieeprom-2022-11-25.bin", "default/pieeprom-2023-01-11.bin", "default/recovery.bin", "latest/pieeprom-2026-08-04.bin", "latest/recovery.bin"} {
+			name := strings.TrimPrefix(filepath.Join(bootloaderDir, rel), "/")
+			data, err := os.ReadFile(h.Path("/" + name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := md5.Sum(data)
+			if rel == tamper {
+				sum[0] ^= 0xff
+			}
+			fmt.Fprintf(&b, "%s  %s\n", hex.EncodeToString(sum[:]), name)
+		}
+		h.put(t, eepromMD5sums, b.String())
+	}
+	h := newHandoverEnv(t, "0xf41", shippedBootloaderConfig, "2023-01-11")
+	md5sums(t, h, "")
+	if err := NewEEPROM().Run(context.Background(), h.Env); err != nil {
+		t.Fatal(err)
+	}
+	h.staged(t)
+
+	for _, tamper := range []string{"default/pieeprom-2023-01-11.bin", "default/recovery.bin"} {
+		h := newHandoverEnv(t, "0xf41", shippedBootloaderConfig, "2023-01-11")
+		md5sums(t, h, tamper)
+		err := NewEEPROM().Run(context.Background(), h.Env)
+		if err == nil || !strings.Contains(err.Error(), "differs from what the rpi-eeprom package installed") || !strings.Contains(engine.HintOf(err), "--reinstall rpi-eeprom") {
+			t.Errorf("%s changed: err = %v", tamper, err)
+		}
+		h.assertNothingStaged(t)
 	}
 }

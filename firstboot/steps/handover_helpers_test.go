@@ -115,7 +115,80 @@ func newHandoverEnv(t *testing.T, order, runningConfig, runningDate string) *han
 	h.run.On("2: eth0    inet 192.168.1.23/24 brd 192.168.1.255 scope global dynamic noprefixroute eth0\\       valid_lft 86000sec preferred_lft 86000sec\n",
 		h.Tools.IP, "-o", "addr", "show", "scope", "global")
 	h.run.On("", h.Tools.Systemctl, "disable", cardpath.UnitName)
+
+	// What the install left for the trial: the card's FAT and the SSD
+	// mounted, the service binary on the card, the boot files the firmware
+	// step took from the store, the installed system.
+	mountinfo := "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/mmcblk0p2 rw\n" +
+		"30 22 179:1 / " + h.Path(h.BootDir) + " rw,relatime shared:2 - vfat /dev/mmcblk0p1 rw,fmask=0022\n" +
+		"40 22 0:41 /@ " + h.Path(installRoot) + " rw,relatime shared:40 - btrfs /dev/sda3 rw,subvol=/@\n"
+	h.put(t, "/proc/self/mountinfo", mountinfo)
+	h.run.On(`{"blockdevices":[{"name":"mmcblk0p1","kname":"mmcblk0p1","path":"/dev/mmcblk0p1","type":"part","maj:min":"179:1","size":536870912,"fstype":"vfat","label":"bootfs","partuuid":"1234abcd-01"}]}`,
+		h.Tools.Lsblk, "-J", "-b", "-O", "/dev/mmcblk0p1")
+	h.put(t, filepath.Join(h.BootDir, cardpath.Binary), "nixpi-firstboot binary for the test\n")
+	h.State.SystemPath = "/nix/store/0000000000000000000000000000test-nixos-system-garden"
+	h.State.Firmware = map[string]string{}
+	for name, src := range map[string]string{"u-boot-rpi4.bin": "/nix/store/uboot/u-boot.bin", "armstub8-gic.bin": "/nix/store/armstubs/armstub8-gic.bin"} {
+		h.put(t, src, "store "+name+"\n")
+		h.State.Firmware[name] = src
+	}
 	return h
+}
+
+// nextBoot is the Pi booting again: a new boot id, the saved state as the
+// engine loads it from the journal.
+func (h *handoverEnv) nextBoot(t *testing.T, id string) {
+	t.Helper()
+	h.put(t, "/proc/sys/kernel/random/boot_id", id+"\n")
+	h.State = &journal.State{}
+	h.OnNixOS = false
+}
+
+// flashStaged plays the boot ROM and recovery.bin on a reboot: the staged
+// update becomes the running bootloader (its config and build), and
+// recovery.bin renames itself.
+func (h *handoverEnv) flashStaged(t *testing.T) {
+	t.Helper()
+	boot := h.Path(h.BootDir)
+	upd, err := os.ReadFile(filepath.Join(boot, cardpath.EEPROMUpdate))
+	if err != nil {
+		t.Fatalf("nothing staged to flash: %v", err)
+	}
+	im, err := eeprom.Parse(upd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, _ := im.BuildTimestamp()
+	h.run.Set(string(im.Config()), h.Tools.Vcgencmd, "bootloader_config")
+	h.run.Set(time.Unix(ts, 0).UTC().Format("2006/01/02 15:04:05")+"\nversion 0123456789abcdef (release)\ntimestamp "+strconv.FormatInt(ts, 10)+"\nupdate-time 0\ncapabilities 0x0000007f\n",
+		h.Tools.Vcgencmd, "bootloader_version")
+	if err := os.Rename(filepath.Join(boot, cardpath.Recovery), filepath.Join(boot, cardpath.RecoveryDone)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// asNixOS is the trial boot coming up: NixOS runs from the SSD (the same
+// temporary root plays its root), the card's FAT mounted at BootDir.
+func (h *handoverEnv) asNixOS(t *testing.T, id string) {
+	t.Helper()
+	h.nextBoot(t, id)
+	h.OnNixOS = true
+	full := h.Path("/run/current-system")
+	os.MkdirAll(filepath.Dir(full), 0o755)
+	os.Remove(full)
+	if err := os.Symlink("/nix/store/0000000000000000000000000000test-nixos-system-garden", full); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(h.Path(systemProfile))
+	h.link(t, "system-1-link", systemProfile)
+	h.put(t, "/proc/stat", "cpu  1 2 3\nbtime 1764640000\n")
+	h.Addresses = func() ([]string, error) { return []string{"192.168.1.42"}, nil }
+}
+
+// confirmed marks the hand-over as NixOS confirmed it, for the tests of
+// the steps after confirm.
+func (h *handoverEnv) confirmed() {
+	handOver(h.Env).Confirmed = &journal.Confirmation{Time: time.Date(2026, 11, 25, 4, 0, 0, 0, time.UTC), Boot: 3, System: h.State.SystemPath}
 }
 
 const testSSHKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb1bCm6DZZiwDHR6GkqAHP8CjUJ7VO5S2ekvMjr9xBv alice@laptop"

@@ -451,7 +451,7 @@ func TestAllStepsInOrder(t *testing.T) {
 	for _, s := range steps.All() {
 		names = append(names, s.Name())
 	}
-	want := "preflight arm64 packages target partition format mount network nix nixpkgs configure system install firmware verify eeprom scrub retire done reboot"
+	want := "preflight arm64 packages target partition format mount network nix nixpkgs configure system install firmware verify eeprom trial confirm scrub retire done reboot"
 	if got := strings.Join(names, " "); got != want {
 		t.Errorf("steps.All() = %s\nwant          %s", got, want)
 	}

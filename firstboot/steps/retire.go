@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/nixpi/nixpi/firstboot/cardpath"
+	"github.com/nixpi/nixpi/firstboot/eeprom"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/retire"
 )
@@ -20,7 +21,7 @@ type retireStep struct{}
 func NewRetire() engine.Step { return retireStep{} }
 
 func (retireStep) Name() string    { return "retire" }
-func (retireStep) Needs() []string { return []string{"eeprom", "scrub"} }
+func (retireStep) Needs() []string { return []string{"eeprom", "confirm", "scrub"} }
 func (retireStep) Describe() string {
 	return "moving the card's boot files into " + cardpath.Retired + "/ so the next boot is the SSD's (nixpi restore-card puts them back)"
 }
@@ -30,7 +31,7 @@ func (retireStep) Probe(ctx context.Context, env *engine.Env) (bool, string, err
 	if ho := env.State.HandOver; ho != nil && ho.Finished {
 		return true, "the hand-over finished in an earlier boot: a card brought back with nixpi restore-card stays bootable", nil
 	}
-	if !retire.SDBeforeUSB(order) {
+	if !eeprom.SDBeforeUSB(order) {
 		return true, fmt.Sprintf("BOOT_ORDER %s tries USB before the SD card: the card stays bootable, as a fallback", order), nil
 	}
 	card := retire.DirCard(env.Path(env.BootDir))
@@ -69,10 +70,15 @@ func leftAtRoot(card retire.Card) ([]string, error) {
 func (retireStep) Run(ctx context.Context, env *engine.Env) error {
 	order := wantedOrder(env).Value
 	ho := handOver(env)
-	if !retire.SDBeforeUSB(order) {
+	if !eeprom.SDBeforeUSB(order) {
 		// Only reached when the engine redoes an interrupted step (no probe).
 		ho.Retired = fmt.Sprintf("not retired: BOOT_ORDER %s tries USB first, the card is the fallback", order)
 		return nil
+	}
+	if ho.Confirmed == nil {
+		// A Pi must never be left booting nothing: only NixOS's own word
+		// that it booted from the SSD lets the card go.
+		return errors.New("retire: NixOS has not confirmed a boot from the SSD, so the card stays bootable")
 	}
 	card := retire.DirCard(env.Path(env.BootDir))
 	m, err := retire.Retire(card, order, ho.Staged, env.Crash)

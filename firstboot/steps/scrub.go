@@ -18,13 +18,14 @@ import (
 type scrubStep struct{}
 
 // NewScrub removes the Wi-Fi key and the password hashes from the card's
-// nixpi/nixpi.toml once they are on the SSD, so a card lying around leaks
-// nothing. It runs before retire: a retired card never runs the service
+// nixpi/nixpi.toml once NixOS has booted from the SSD with them (before
+// that, a failed trial boot is retried from the card's config), so a card
+// lying around leaks nothing. It runs before retire: a retired card never runs the service
 // again, so nothing could finish an interrupted scrub.
 func NewScrub() engine.Step { return scrubStep{} }
 
 func (scrubStep) Name() string    { return "scrub" }
-func (scrubStep) Needs() []string { return []string{"verify"} }
+func (scrubStep) Needs() []string { return []string{"confirm"} }
 func (scrubStep) Describe() string {
 	return "removing the Wi-Fi key and password hashes from " + cardpath.Config + " (the SSD has them)"
 }

@@ -31,3 +31,18 @@ func (m SystemdMachine) Reboot(ctx context.Context) error {
 	}
 	return nil
 }
+
+// TrybootArgument is the reboot argument the raspberrypi firmware driver
+// passes to the bootloader as the tryboot flag; the partition number is
+// required once an argument follows it.
+const TrybootArgument = "0 tryboot"
+
+// TryReboot implements Machine with systemctl's --reboot-argument, which
+// reaches the kernel's reboot(2) (LINUX_REBOOT_CMD_RESTART2) and so the
+// firmware driver's SET_REBOOT_FLAGS.
+func (m SystemdMachine) TryReboot(ctx context.Context) error {
+	if _, err := m.Run.Output(ctx, m.Systemctl, "--no-block", "--reboot-argument="+TrybootArgument, "reboot"); err != nil {
+		return fmt.Errorf("reboot with the tryboot flag: %w", err)
+	}
+	return nil
+}

@@ -28,6 +28,11 @@ type Machine interface {
 	// Reboot asks the init system to reboot. It returns once the request is
 	// made; the caller should then exit.
 	Reboot(ctx context.Context) error
+	// TryReboot reboots once into the Pi 4 bootloader's TRYBOOT mode: the
+	// next boot reads tryboot.txt instead of config.txt; the flag is gone
+	// after that one boot, so a crash, reset or power cycle comes back to
+	// config.txt.
+	TryReboot(ctx context.Context) error
 	// Sync writes every filesystem's cached data to its disk, so what a
 	// step wrote survives a power cut once the journal says it is done.
 	Sync(ctx context.Context) error

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -52,6 +53,22 @@ func (r *Runner) On(stdout string, prefix ...string) *Reply {
 	rep := &Reply{Prefix: prefix, Stdout: stdout}
 	r.replies = append(r.replies, rep)
 	return rep
+}
+
+// Set replaces the replies for exactly prefix with one that answers
+// stdout: the machine changed (a bootloader flashed), so the command's
+// answer did too.
+func (r *Runner) Set(stdout string, prefix ...string) *Reply {
+	r.mu.Lock()
+	kept := r.replies[:0]
+	for _, rep := range r.replies {
+		if !slices.Equal(rep.Prefix, prefix) {
+			kept = append(kept, rep)
+		}
+	}
+	r.replies = kept
+	r.mu.Unlock()
+	return r.On(stdout, prefix...)
 }
 
 // Fail scripts a failure (exit code and stderr) for commands starting with prefix.
@@ -157,9 +174,10 @@ func (r *Runner) Transcript() string {
 
 // Machine records reboot requests; the host never reboots in a test.
 type Machine struct {
-	mu      sync.Mutex
-	reboots int
-	syncs   int
+	mu       sync.Mutex
+	reboots  int
+	tryboots int
+	syncs    int
 	// Err, when set, is returned by Reboot.
 	Err error
 }
@@ -173,6 +191,24 @@ func (m *Machine) Reboot(ctx context.Context) error {
 	}
 	m.reboots++
 	return nil
+}
+
+// TryReboot implements system.Machine: it counts, as Reboot does.
+func (m *Machine) TryReboot(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.Err != nil {
+		return m.Err
+	}
+	m.tryboots++
+	return nil
+}
+
+// TryReboots is how many reboots into TRYBOOT mode were requested.
+func (m *Machine) TryReboots() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tryboots
 }
 
 // Sync implements system.Machine: it only counts.

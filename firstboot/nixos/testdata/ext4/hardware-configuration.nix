@@ -40,4 +40,17 @@
   };
   # Swap: the size of the Pi's memory (layout.swap_size = "ram").
   swapDevices = [ { device = "/dev/disk/by-label/swap"; } ];
+
+  # nixpi's hand-over: the first boot of this system from the SSD tells the
+  # SD card's journal that NixOS booted, then retires the card, with the
+  # card's own nixpi-firstboot (copied to /var/lib/nixpi). It runs only
+  # while /var/lib/nixpi/trial.json exists, which it removes once done.
+  systemd.services.nixpi-confirm = {
+    description = "nixpi: confirm that NixOS booted from the SSD, then retire the SD card";
+    wantedBy = [ "multi-user.target" ];
+    wants = [ "network-online.target" ];
+    after = [ "network-online.target" "local-fs.target" ];
+    unitConfig.ConditionPathExists = "/var/lib/nixpi/trial.json";
+    serviceConfig = { Type = "oneshot"; ExecStart = "/var/lib/nixpi/nixpi-firstboot confirm"; };
+  };
 }
