@@ -95,6 +95,9 @@ func newNixUnit(t *testing.T) *nixUnit {
 		"30 22 179:1 / /boot/firmware rw - vfat /dev/mmcblk0p1 rw\n"+
 		"40 22 0:40 /@ "+r+"/mnt rw - btrfs /dev/sda3 rw,subvol=/@\n"+
 		"43 40 8:1 / "+r+"/mnt/boot rw - vfat /dev/sda1 rw\n")
+	if err := os.MkdirAll(u.env.Path("/mnt/boot"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := steps.NewConfigure().Run(context.Background(), u.env); err != nil {
 		t.Fatal(err)
 	}
