@@ -357,7 +357,7 @@ func installed(t *testing.T) *nixUnit {
 	return u
 }
 
-func TestFirmwareWritesConfigTxtLastAndResumes(t *testing.T) {
+func TestFirmwareWritesStart4ElfLastAndResumes(t *testing.T) {
 	t.Parallel()
 	u := installed(t)
 	step := steps.NewFirmware()
@@ -370,8 +370,10 @@ func TestFirmwareWritesConfigTxtLastAndResumes(t *testing.T) {
 		" raspberrypifw ubootRaspberryPi4_64bit raspberrypi-armstubs --no-link --print-out-paths --log-format internal-json" {
 		t.Errorf("ran %q", got)
 	}
-	if _, err := os.Stat(u.env.Path("/mnt/boot/config.txt")); !os.IsNotExist(err) {
-		t.Fatalf("config.txt written before every boot file: %v", err)
+	for _, n := range []string{"config.txt", "start4.elf"} {
+		if _, err := os.Stat(u.env.Path("/mnt/boot/" + n)); !os.IsNotExist(err) {
+			t.Fatalf("%s written before every boot file: %v", n, err)
+		}
 	}
 	if done, why := probe(t, u, step); done || why != "overlays/vc4-kms-v3d.dtbo on the SSD's boot partition is missing or differs" {
 		t.Errorf("Probe after the power cut = %v, %q", done, why)
