@@ -123,7 +123,7 @@ func TestSecretsNeverShownInARun(t *testing.T) {
 	if code != exitFailure || !strings.Contains(err2, "no USB disk matches") {
 		t.Fatalf("run: exit %d, want 1 and no USB disk\n%s\n%s", code, out2, err2)
 	}
-	keyfile, err := os.ReadFile(filepath.Join(d.root, "/etc/NetworkManager/system-connections/nixpi-wlan.nmconnection"))
+	keyfile, err := os.ReadFile(filepath.Join(d.root, "/run/NetworkManager/system-connections/nixpi-wlan.nmconnection"))
 	if err != nil || !strings.Contains(string(keyfile), "psk="+secretPSK) {
 		t.Fatalf("the psk did not reach NetworkManager's keyfile (so this test proves nothing): %v\n%s", err, keyfile)
 	}

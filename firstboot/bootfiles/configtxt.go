@@ -126,6 +126,21 @@ func Arm64Effective(configTxt string) (on bool, line int) {
 	return on, line
 }
 
+// Pi4Value gives the value of the last key= setting that applies to a
+// Raspberry Pi 4 whatever its HDMI, EDID or serial (in [all], [pi4] or
+// before any filter), and whether there is one: what the firmware loads for
+// kernel= or armstub=.
+func Pi4Value(configTxt, key string) (string, bool) {
+	_, settings, _ := parseConfigTxt(configTxt)
+	value, found := "", false
+	for _, s := range settings {
+		if s.key == key && s.forPi4 {
+			value, found = s.value, true
+		}
+	}
+	return value, found
+}
+
 func nonZero(v string) bool {
 	n, err := strconv.ParseInt(v, 0, 64)
 	return err == nil && n != 0

@@ -183,3 +183,22 @@ func FuzzSetArm64(f *testing.F) {
 		}
 	})
 }
+
+func TestPi4Value(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name, in, key, want string
+		found               bool
+	}{
+		{"the SSD's config.txt", SSDConfigTxt, "kernel", "u-boot-rpi4.bin", true},
+		{"the SSD's armstub", SSDConfigTxt, "armstub", "armstub8-gic.bin", true},
+		{"absent", SSDConfigTxt, "initramfs", "", false},
+		{"last wins", "kernel=a.img\n[pi4]\nkernel = b.img\n", "kernel", "b.img", true},
+		{"pi3 does not apply", "kernel=a.img\n[pi3]\nkernel=b.img\n", "kernel", "a.img", true},
+		{"a conditional section may not apply", "[HDMI:1]\nkernel=b.img\n", "kernel", "", false},
+	} {
+		if got, found := Pi4Value(tt.in, tt.key); got != tt.want || found != tt.found {
+			t.Errorf("%s: Pi4Value(%q) = %q, %v; want %q, %v", tt.name, tt.key, got, found, tt.want, tt.found)
+		}
+	}
+}

@@ -147,6 +147,25 @@ func TestWaitBringsUpWiFiWithNetworkManager(t *testing.T) {
 	if len(*leds) != 2 || (*leds)[0] != progress.WaitingForNetwork || (*leds)[1] != progress.Working {
 		t.Errorf("leds = %v", *leds)
 	}
+	noSecretUnder(t, env.Root, "etc", "s3cret")
+}
+
+// noSecretUnder fails when any file under root/dir holds secret: the card's
+// root filesystem must not keep the Wi-Fi passphrase.
+func noSecretUnder(t *testing.T, root, dir, secret string) {
+	t.Helper()
+	err := filepath.Walk(filepath.Join(root, dir), func(p string, info os.FileInfo, err error) error {
+		if err != nil || !info.Mode().IsRegular() {
+			return err
+		}
+		if data, err := os.ReadFile(p); err != nil || strings.Contains(string(data), secret) {
+			t.Errorf("%s holds the Wi-Fi key (%v)", strings.TrimPrefix(p, root), err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestWaitWpaSupplicant(t *testing.T) {
@@ -157,6 +176,10 @@ func TestWaitWpaSupplicant(t *testing.T) {
 	env.Config.WLAN = &config.WLAN{SSID: "IEEE", PSK: "password", Country: "GB", Hidden: true}
 	put(t, env.Root, env.Tools.WpaSupplicant, "", 0o755)
 	put(t, env.Root, env.Tools.Dhcpcd, "", 0o755)
+	image := "ctrl_interface=DIR=/var/run/wpa_supplicant GROUP=netdev\nupdate_config=1\ncountry=GB\n"
+	put(t, env.Root, WpaSupplicantCfg, image, 0o600)
+	put(t, env.Root, "proc/self/mountinfo", "22 1 179:2 / / rw - ext4 /dev/root rw\n", 0o644)
+	run.On("", env.Tools.Mount, "--bind").Times = 1
 	run.On("", env.Tools.Systemctl, "restart", "dhcpcd.service").Times = 1
 	run.OnRun = func(argv []string) {
 		if strings.HasSuffix(argv[0], "systemctl") {
@@ -167,8 +190,24 @@ func TestWaitWpaSupplicant(t *testing.T) {
 	if err := Wait(context.Background(), env, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	systemtest.Golden(t, "wifi-wpasupplicant.argv", run.Transcript())
-	data, err := os.ReadFile(filepath.Join(env.Root, WpaSupplicantCfg))
+	systemtest.Golden(t, "wifi-wpasupplicant.argv", strings.ReplaceAll(run.Transcript(), env.Root, "$ROOT"))
+	run.Fail(1, "", env.Tools.Mount) // a second bind would be one too many
+	run.On("", env.Tools.Systemctl, "restart", "dhcpcd.service")
+	put(t, env.Root, "proc/self/mountinfo", "22 1 179:2 / / rw - ext4 /dev/root rw\n"+
+		"31 22 0:25 /nixpi/wpa_supplicant.conf "+filepath.Join(env.Root, WpaSupplicantCfg)+" rw - tmpfs tmpfs rw\n", 0o644)
+	// The same boot again (the step redone): the file in /run is rewritten
+	// in place, since the bind mount holds its inode, and not bound twice.
+	if err := StartWiFi(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(env.Root, WpaSupplicantCfg)); string(got) != image {
+		t.Errorf("the card's wpa_supplicant.conf changed:\n%s", got)
+	}
+	st, err := os.Stat(filepath.Join(env.Root, WpaSupplicantRun))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("%s: %v %v", WpaSupplicantRun, st, err)
+	}
+	data, err := os.ReadFile(filepath.Join(env.Root, WpaSupplicantRun))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,6 +219,7 @@ func TestWaitWpaSupplicant(t *testing.T) {
 	if strings.Contains(string(data), "password") {
 		t.Error("the passphrase itself is in wpa_supplicant.conf")
 	}
+	noSecretUnder(t, env.Root, "etc", "f42c6fc52df0ebef9ebb4b90b38a5f902e83fe1b135a70e23aed762e9710a12e")
 }
 
 func TestWaitTimesOutWithHint(t *testing.T) {

@@ -14,13 +14,19 @@ import (
 	"github.com/google/renameio/v2"
 
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
 )
 
 // Files the Wi-Fi setup writes. The pre-shared key goes only into these
-// root-only files, never into a command line (the runner logs argv).
+// root-only files, never into a command line (the runner logs argv), and
+// only under /run: a tmpfs, so no passphrase stays on the card once the Pi
+// is off. NetworkManager reads /run/NetworkManager/system-connections/ as
+// it does /etc's. wpa_supplicant (through dhcpcd's hook) reads only /etc's
+// file, so the one in /run is bind-mounted over it for this boot.
 const (
-	NMConnection     = "/etc/NetworkManager/system-connections/nixpi-wlan.nmconnection"
+	NMConnection     = "/run/NetworkManager/system-connections/nixpi-wlan.nmconnection"
+	WpaSupplicantRun = "/run/nixpi/wpa_supplicant.conf"
 	WpaSupplicantCfg = "/etc/wpa_supplicant/wpa_supplicant.conf"
 	nmConnectionID   = "nixpi-wlan"
 )
@@ -54,7 +60,7 @@ func StartWiFi(ctx context.Context, env *engine.Env) error {
 		_, err := env.Run.Output(ctx, t.Nmcli, "connection", "up", "id", nmConnectionID)
 		return err
 	case env.Exists(t.WpaSupplicant):
-		if err := writeSecret(env.Path(WpaSupplicantCfg), wpaConfig(w)); err != nil {
+		if err := bindWpaConfig(ctx, env, wpaConfig(w)); err != nil {
 			return err
 		}
 		unit := "wpa_supplicant.service"
@@ -69,11 +75,53 @@ func StartWiFi(ctx context.Context, env *engine.Env) error {
 }
 
 func writeSecret(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("wi-fi: %w", err)
 	}
 	if err := renameio.WriteFile(path, data, 0o600); err != nil {
 		return fmt.Errorf("wi-fi: %w", err)
+	}
+	return nil
+}
+
+// bindWpaConfig writes the wpa_supplicant config to /run and bind-mounts it
+// over the card's, which stays as it was underneath. A second call in the
+// same boot rewrites the /run file in place: a rename would leave the bind
+// mount showing the old one.
+func bindWpaConfig(ctx context.Context, env *engine.Env, data []byte) error {
+	src, dst := env.Path(WpaSupplicantRun), env.Path(WpaSupplicantCfg)
+	if err := os.MkdirAll(filepath.Dir(src), 0o700); err != nil {
+		return fmt.Errorf("wi-fi: %w", err)
+	}
+	f, err := os.OpenFile(src, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("wi-fi: %w", err)
+	}
+	_, werr := f.Write(data)
+	// An earlier file of another mode keeps it through O_CREATE.
+	if err := errors.Join(werr, f.Chmod(0o600), f.Close()); err != nil {
+		return fmt.Errorf("wi-fi: write %q: %w", src, err)
+	}
+	mounts, err := disk.ReadMountInfo(env.Root)
+	if err != nil {
+		return fmt.Errorf("wi-fi: %w", err)
+	}
+	if disk.MountAt(mounts, dst) != nil {
+		return nil
+	}
+	// The mount point: an image without the file gets an empty one, which
+	// holds nothing secret.
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("wi-fi: %w", err)
+	}
+	mp, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("wi-fi: %w", err)
+	}
+	mp.Close()
+	if _, err := env.Run.Output(ctx, env.Tools.Mount, "--bind", src, dst); err != nil {
+		return engine.WithHint(fmt.Errorf("wi-fi: bind %q over %q: %w", src, dst, err),
+			"plug an Ethernet cable into the Pi, or use a Raspberry Pi OS image with NetworkManager (Bookworm or later)")
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -218,6 +219,9 @@ func Retire(c Card, bootOrder string, staged []string, crash func(point string))
 		added = append(added, f)
 	}
 	sort.SliceStable(added, func(i, j int) bool { return moveRank(added[i].Name) < moveRank(added[j].Name) })
+	if err := checkMoves(c, append(slices.Clone(m.Moved), added...)); err != nil {
+		return nil, err
+	}
 	if err := c.MkdirAll(cardpath.Retired); err != nil {
 		return nil, err
 	}
@@ -246,28 +250,58 @@ func Retire(c Card, bootOrder string, staged []string, crash func(point string))
 	return m, nil
 }
 
+// checkMoves refuses, before anything moves, every entry place would
+// refuse: checked one by one as they move, a collision late in the list
+// would leave start4.elf and the rest already moved.
+func checkMoves(c Card, moves []File) error {
+	var bad []string
+	for _, f := range moves {
+		atRoot, atRetired, err := where(c, f.Name, retiredPath(f.Name))
+		if err != nil {
+			return err
+		}
+		if err := conflict(f.Name, f.Name, retiredPath(f.Name), atRoot, atRetired); err != nil {
+			bad = append(bad, err.Error())
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("retire: %s; nothing was moved", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
 // place moves name from `from` to `to` unless it is there already; it
-// reports whether it moved it. Both or neither present is an error: a
-// person (or a damaged FAT) made that, and guessing which copy is right
-// could lose the card's files.
+// reports whether it moved it.
 func place(c Card, name, from, to string) (bool, error) {
-	atFrom, err := exists(c, from)
+	atFrom, atTo, err := where(c, from, to)
 	if err != nil {
 		return false, err
 	}
-	atTo, err := exists(c, to)
-	if err != nil {
-		return false, err
-	}
-	switch {
-	case atFrom && !atTo:
+	if atFrom && !atTo {
 		return true, c.Rename(from, to)
-	case atTo && !atFrom:
-		return false, nil
-	case atFrom && atTo:
-		return false, fmt.Errorf("both /%s and /%s exist: keep the right one, delete the other, and run again", from, to)
 	}
-	return false, fmt.Errorf("neither /%s nor /%s exists: %s lists %s but the card lost it", from, to, cardpath.RetiredManifest, name)
+	return false, conflict(name, from, to, atFrom, atTo)
+}
+
+func where(c Card, from, to string) (atFrom, atTo bool, err error) {
+	if atFrom, err = exists(c, from); err != nil {
+		return false, false, err
+	}
+	atTo, err = exists(c, to)
+	return atFrom, atTo, err
+}
+
+// conflict says why an entry cannot move: both or neither present is an
+// error, since a person (or a damaged FAT) made that, and guessing which
+// copy is right could lose the card's files. nil when it can move or has.
+func conflict(name, from, to string, atFrom, atTo bool) error {
+	switch {
+	case atFrom && atTo:
+		return fmt.Errorf("both /%s and /%s exist: keep the right one, delete the other, and run again", from, to)
+	case !atFrom && !atTo:
+		return fmt.Errorf("neither /%s nor /%s exists: %s lists %s but the card lost it", from, to, cardpath.RetiredManifest, name)
+	}
+	return nil
 }
 
 // describe gives a root entry's size, and a file's sha256 or a directory's
@@ -336,17 +370,11 @@ func Restore(c Card) (*Restored, error) {
 		return nil, err
 	}
 	for _, f := range m.Moved {
-		atRoot, err := exists(c, f.Name)
+		atRetired, atRoot, err := where(c, retiredPath(f.Name), f.Name)
 		if err != nil {
 			return nil, err
 		}
-		atRetired, err := exists(c, retiredPath(f.Name))
-		if err != nil {
-			return nil, err
-		}
-		if atRoot == atRetired {
-			// place says why, in the same words as Retire.
-			_, err := place(c, f.Name, retiredPath(f.Name), f.Name)
+		if err := conflict(f.Name, retiredPath(f.Name), f.Name, atRetired, atRoot); err != nil {
 			return nil, fmt.Errorf("restore %s: %w; nothing was changed", f.Name, err)
 		}
 	}

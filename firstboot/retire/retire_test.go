@@ -169,3 +169,70 @@ func keys(m map[string]string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// A name already under nixpi/retired/ that sorts late (vmlinuz moves after
+// start4.elf and config.txt) is found before the first move: the card is
+// left as it was, still bootable, and the message names the collision.
+func TestRetireLateCollisionMovesNothing(t *testing.T) {
+	t.Parallel()
+	c, _ := card(t)
+	if err := c.MkdirAll(cardpath.Retired); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteFile(cardpath.Retired+"/vmlinuz-6.12.0-rpi", []byte("an older copy")); err != nil {
+		t.Fatal(err)
+	}
+	before := contents(t, c)
+	_, err := Retire(c, "0xf41", nil, nil)
+	want := "both /vmlinuz-6.12.0-rpi and /nixpi/retired/vmlinuz-6.12.0-rpi exist"
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.HasSuffix(err.Error(), "nothing was moved") {
+		t.Fatalf("err = %v, want it to name %q and say nothing was moved", err, want)
+	}
+	after := contents(t, c)
+	if strings.Join(keys(after), " ") != strings.Join(keys(before), " ") {
+		t.Errorf("the refused retire changed the card:\nbefore %v\nafter  %v", keys(before), keys(after))
+	}
+	if ok, _ := Bootable(c); !ok {
+		t.Error("the refused retire left the card unbootable")
+	}
+	// Once the person removes the old copy, the same call retires the card.
+	if err := c.Remove(cardpath.Retired + "/vmlinuz-6.12.0-rpi"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Retire(c, "0xf41", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := Bootable(c); ok {
+		t.Error("still bootable after the retry")
+	}
+}
+
+// A rerun after a power cut whose manifest lists an entry the card lost
+// (at neither place) refuses before moving the rest.
+func TestRetireResumeWithALostEntryMovesNothing(t *testing.T) {
+	t.Parallel()
+	c, _ := card(t)
+	cut := errors.New("power cut")
+	func() {
+		defer func() {
+			if r := recover(); r != cut {
+				t.Fatalf("recover() = %v", r)
+			}
+		}()
+		Retire(c, "0xf41", nil, func(p string) {
+			if p == "retire: manifest written" {
+				panic(cut)
+			}
+		})
+	}()
+	if err := os.Remove(filepath.Join(string(c), "kernel8.img")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Retire(c, "0xf41", nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "neither /kernel8.img nor /nixpi/retired/kernel8.img exists") || !strings.HasSuffix(err.Error(), "nothing was moved") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(string(c), "start4.elf")); err != nil {
+		t.Errorf("start4.elf moved: %v", err)
+	}
+}

@@ -12,8 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/google/renameio/v2"
-
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/nixos"
@@ -71,7 +69,7 @@ func sha256Hex(b []byte) string {
 }
 
 // configurePlan renders the files and decides, for each, what to do.
-func configurePlan(env *engine.Env) ([]plannedFile, *writtenState, error) {
+func configurePlan(env *engine.Env, ssd *beneath) ([]plannedFile, *writtenState, error) {
 	layout := disk.EffectiveLayout(env.Config.Layout)
 	// The disk steps size swap = "ram" from the memory preflight read; the
 	// labels, which is what the configuration names, come from the layout.
@@ -82,29 +80,28 @@ func configurePlan(env *engine.Env) ([]plannedFile, *writtenState, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	state, err := readWrittenState(env)
+	state, err := readWrittenState(ssd)
 	if err != nil {
 		return nil, nil, err
 	}
 	var planned []plannedFile
 	add := func(f nixos.File, secret bool) error {
 		p := plannedFile{File: f, secret: secret}
-		target := env.Path(filepath.Join(installRoot, f.Path))
-		fi, err := os.Lstat(target)
+		mode, err := ssd.Lstat(f.Path)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			p.action = actionWrite
 		case err != nil:
 			return fmt.Errorf("configure: %w", err)
-		case !fi.Mode().IsRegular():
+		case !mode.IsRegular():
 			p.action = actionKeep
 		default:
-			have, err := os.ReadFile(target)
+			have, err := ssd.ReadFile(f.Path)
 			if err != nil {
 				return fmt.Errorf("configure: %w", err)
 			}
 			switch {
-			case string(have) == string(f.Data) && fi.Mode().Perm() == os.FileMode(f.Mode):
+			case string(have) == string(f.Data) && mode.Perm() == os.FileMode(f.Mode):
 				p.action = actionNone
 			case string(have) == string(f.Data):
 				p.action = actionChmod
@@ -130,16 +127,16 @@ func configurePlan(env *engine.Env) ([]plannedFile, *writtenState, error) {
 	return planned, state, nil
 }
 
-func readWrittenState(env *engine.Env) (*writtenState, error) {
+func readWrittenState(ssd *beneath) (*writtenState, error) {
 	state := &writtenState{Written: map[string][]string{}}
-	data, err := os.ReadFile(env.Path(filepath.Join(installRoot, configureStateFile)))
-	if errors.Is(err, fs.ErrNotExist) {
+	data, err := ssd.ReadFile(configureStateFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return state, nil
+	case err != nil:
+		return nil, fmt.Errorf("configure: %w", err)
 	}
-	if err == nil {
-		err = json.Unmarshal(data, state)
-	}
-	if err != nil {
+	if err := json.Unmarshal(data, state); err != nil {
 		return nil, engine.WithHint(fmt.Errorf("configure: read %s: %w", configureStateFile, err),
 			fmt.Sprintf("remove %s on the SSD; nixpi then keeps every file in /etc/nixos that it did not write itself", configureStateFile))
 	}
@@ -149,19 +146,18 @@ func readWrittenState(env *engine.Env) (*writtenState, error) {
 	return state, nil
 }
 
-func writeWrittenState(env *engine.Env, state *writtenState) error {
-	path := env.Path(filepath.Join(installRoot, configureStateFile))
+func writeWrittenState(ssd *beneath, state *writtenState) error {
 	data, err := json.MarshalIndent(state, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := ssd.MkdirAll(filepath.Dir(configureStateFile), 0o700); err != nil {
 		return fmt.Errorf("configure: %w", err)
 	}
-	if err := renameio.WriteFile(path, append(data, '\n'), 0o600); err != nil {
-		return fmt.Errorf("configure: write %q: %w", path, err)
+	if err := ssd.WriteFile(configureStateFile, append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("configure: %w", err)
 	}
-	return syncDir(filepath.Dir(path))
+	return nil
 }
 
 // requireNewSystemMounted refuses to write into the card's own /mnt.
@@ -181,7 +177,12 @@ func (configure) Probe(ctx context.Context, env *engine.Env) (bool, string, erro
 	if err := requireNewSystemMounted(env); err != nil {
 		return false, err.Error(), nil
 	}
-	planned, _, err := configurePlan(env)
+	ssd, err := openSSD(env)
+	if err != nil {
+		return false, "", err
+	}
+	defer ssd.Close()
+	planned, _, err := configurePlan(env, ssd)
 	if err != nil {
 		return false, "", err
 	}
@@ -204,30 +205,32 @@ func (configure) Run(ctx context.Context, env *engine.Env) error {
 	if err := requireNewSystemMounted(env); err != nil {
 		return err
 	}
-	planned, state, err := configurePlan(env)
+	ssd, err := openSSD(env)
 	if err != nil {
 		return err
 	}
-	etc := env.Path(filepath.Join(installRoot, nixos.ConfigDir))
-	secrets := env.Path(filepath.Join(installRoot, nixos.SecretsDir))
-	if err := os.MkdirAll(etc, 0o755); err != nil {
+	defer ssd.Close()
+	planned, state, err := configurePlan(env, ssd)
+	if err != nil {
+		return err
+	}
+	if err := ssd.MkdirAll(nixos.ConfigDir, 0o755); err != nil {
 		return fmt.Errorf("configure: %w", err)
 	}
-	if err := os.MkdirAll(secrets, 0o700); err != nil {
+	if err := ssd.MkdirAll(nixos.SecretsDir, 0o700); err != nil {
 		return fmt.Errorf("configure: %w", err)
 	}
-	if err := os.Chmod(secrets, 0o700); err != nil {
+	if err := ssd.Chmod(nixos.SecretsDir, 0o700); err != nil {
 		return fmt.Errorf("configure: %w", err)
 	}
 	for _, p := range planned {
-		target := env.Path(filepath.Join(installRoot, p.Path))
 		switch p.action {
 		case actionNone:
 			env.Logf("%s already written, skipping", p.Path)
 		case actionKeep:
 			env.Logf("%s was edited on the SSD since nixpi wrote it: kept as it is (delete it to have nixpi write it again)", p.Path)
 		case actionChmod:
-			if err := os.Chmod(target, os.FileMode(p.Mode)); err != nil {
+			if err := ssd.Chmod(p.Path, p.Mode); err != nil {
 				return fmt.Errorf("configure: %w", err)
 			}
 			env.Logf("%s: mode set to %04o", p.Path, p.Mode)
@@ -237,19 +240,12 @@ func (configure) Run(ctx context.Context, env *engine.Env) error {
 			sum := sha256Hex(p.Data)
 			if w := state.Written[p.Path]; !slices.Contains(w, sum) {
 				state.Written[p.Path] = append(w, sum)[max(0, len(w)+1-keptVersions):]
-				if err := writeWrittenState(env, state); err != nil {
+				if err := writeWrittenState(ssd, state); err != nil {
 					return err
 				}
 			}
 			env.Crash("configure:" + filepath.Base(p.Path))
-			if err := renameio.WriteFile(target, p.Data, os.FileMode(p.Mode)); err != nil {
-				return fmt.Errorf("configure: write %q: %w", target, err)
-			}
-			// renameio honours the umask; the modes here are exact.
-			if err := os.Chmod(target, os.FileMode(p.Mode)); err != nil {
-				return fmt.Errorf("configure: %w", err)
-			}
-			if err := syncDir(filepath.Dir(target)); err != nil {
+			if err := ssd.WriteFile(p.Path, p.Data, p.Mode); err != nil {
 				return fmt.Errorf("configure: %w", err)
 			}
 			if p.secret {

@@ -47,6 +47,9 @@ func newConfigureUnit(t *testing.T, toml string, mounted bool) *configureUnit {
 	mountinfo := "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw\n"
 	if mounted {
 		mountinfo += fmt.Sprintf("40 22 8:3 /@ %s rw,relatime shared:40 - btrfs /dev/sda3 rw,subvol=/@\n", u.env.Path(installRoot))
+		if err := os.MkdirAll(u.env.Path(installRoot), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	u.write(t, "/proc/self/mountinfo", mountinfo, 0o644)
 	return u
@@ -278,5 +281,64 @@ func TestConfigureFlake(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(u.logs, "\n"), `nixos.flake = "github:me/cfg#pi": wrote only /etc/nixos/hardware-configuration.nix`) {
 		t.Errorf("log:\n%s", strings.Join(u.logs, "\n"))
+	}
+}
+
+// A link anywhere on the way into /mnt/etc/nixos (an SSD from an earlier
+// install, or one a person prepared) is refused, not followed: configure
+// writes nothing through it, nor anything at all, and names the link.
+func TestConfigureRefusesSymlinksUnderMnt(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, link string
+		relative   bool // a relative target, ../ out of the SSD
+	}{
+		{"etc/nixos links to the card's FAT", nixos.ConfigDir, false},
+		{"etc/nixos/secrets links outside", nixos.SecretsDir, false},
+		{"etc/nixos/secrets links outside by ../", nixos.SecretsDir, true},
+		{"the state file's directory links outside", filepath.Dir(configureStateFile), false},
+		{"etc links outside", "/etc", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			u := newConfigureUnit(t, configureTOML, true)
+			outside := u.env.Path("/boot/firmware")
+			if err := os.MkdirAll(outside, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if tc.link != nixos.ConfigDir && tc.link != "/etc" {
+				if err := os.MkdirAll(u.env.Path(filepath.Join(installRoot, filepath.Dir(tc.link))), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			link := u.env.Path(filepath.Join(installRoot, tc.link))
+			target := outside
+			if tc.relative {
+				target, _ = filepath.Rel(filepath.Dir(link), outside)
+			}
+			if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, link); err != nil {
+				t.Fatal(err)
+			}
+			want := fmt.Sprintf("%q on the SSD is a symbolic link to %q: nixpi follows no link under /mnt", filepath.Join(installRoot, tc.link), target)
+			_, _, perr := NewConfigure().Probe(context.Background(), u.env)
+			err := NewConfigure().Run(context.Background(), u.env)
+			for _, e := range []error{perr, err} {
+				if e == nil || !strings.Contains(e.Error(), want) {
+					t.Errorf("error = %v\nwant it to contain %s", e, want)
+				}
+				if h := engine.HintOf(e); !strings.Contains(h, "rm "+filepath.Join(installRoot, tc.link)) {
+					t.Errorf("hint = %q", h)
+				}
+			}
+			if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+				t.Errorf("configure wrote outside the SSD: %v", entries)
+			}
+			if _, err := os.Lstat(u.env.Path(filepath.Join(installRoot, nixos.ConfigurationFile))); err == nil && tc.link != nixos.ConfigDir && tc.link != "/etc" {
+				t.Error("configuration.nix was written before the refusal")
+			}
+		})
 	}
 }

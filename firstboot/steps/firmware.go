@@ -16,9 +16,10 @@ import (
 )
 
 // firmwareStep puts the Pi 4's boot chain onto the SSD's FAT (/mnt/boot)
-// from the same nixpkgs, as nixpkgs' sd-image-aarch64.nix does: firmware,
-// U-Boot, the GIC armstub and the dtbs, then config.txt, written last so
-// that an SSD never looks bootable before all of it is there.
+// from the same nixpkgs, as nixpkgs' sd-image-aarch64.nix does: U-Boot, the
+// GIC armstub, the dtbs and fixup4.dat, then config.txt, then start4.elf.
+// The bootloader passes over a FAT without start4.elf, so a power cut at
+// any point leaves an SSD that is either complete or not tried at all.
 type firmwareStep struct{}
 
 // NewFirmware returns the step that writes the Pi's boot files to the SSD.
@@ -56,6 +57,8 @@ var bootFiles = []bootFile{
 const (
 	bootMount  = installRoot + "/boot"
 	overlaysOn = "overlays"
+	// start4 is the file whose presence makes the bootloader boot a FAT.
+	start4 = "start4.elf"
 )
 
 // firmwarePlan maps each FAT file (overlays/x.dtbo included) to its store
@@ -85,23 +88,38 @@ func firmwarePlan(env *engine.Env, pkgs map[string]string) (map[string]string, e
 	return plan, nil
 }
 
-// firmwareMissing is the first FAT file that differs from its source, or "".
-func firmwareMissing(env *engine.Env, plan map[string]string) string {
-	names := make([]string, 0, len(plan))
+// firmwareOrder is the plan's files in the order they are written, sorted
+// but for start4.elf, which comes after them and config.txt.
+func firmwareOrder(plan map[string]string) (before []string) {
 	for n := range plan {
-		names = append(names, n)
+		if n != start4 {
+			before = append(before, n)
+		}
 	}
-	sort.Strings(names)
-	for _, n := range names {
+	sort.Strings(before)
+	return before
+}
+
+// firmwareMissing is the first FAT file, in the order they are written,
+// that differs from its source, or "".
+func firmwareMissing(env *engine.Env, plan map[string]string) string {
+	for _, n := range firmwareOrder(plan) {
 		if !sameFile(env.Path(filepath.Join(bootMount, n)), env.Path(plan[n])) {
 			return n
 		}
 	}
-	have, _ := os.ReadFile(env.Path(filepath.Join(bootMount, "config.txt")))
-	if string(have) != bootfiles.SSDConfigTxt {
+	if !configTxtWritten(env) {
 		return "config.txt"
 	}
+	if !sameFile(env.Path(filepath.Join(bootMount, start4)), env.Path(plan[start4])) {
+		return start4
+	}
 	return ""
+}
+
+func configTxtWritten(env *engine.Env) bool {
+	have, _ := os.ReadFile(env.Path(filepath.Join(bootMount, "config.txt")))
+	return string(have) == bootfiles.SSDConfigTxt
 }
 
 func sameFile(a, b string) bool {
@@ -146,32 +164,45 @@ func (firmwareStep) Run(ctx context.Context, env *engine.Env) error {
 	}
 	// Recorded first: a rerun after a power cut compares with these.
 	env.State.Firmware = plan
-	names := make([]string, 0, len(plan))
-	for n := range plan {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	written := 0
-	for _, n := range names {
-		dst := env.Path(filepath.Join(bootMount, n))
-		if sameFile(dst, env.Path(plan[n])) {
-			continue
+	if n := firmwareMissing(env, plan); n != "" && n != start4 {
+		// A start4.elf from an earlier run goes first when anything else
+		// changes, so no cut leaves it beside a half-updated FAT.
+		if err := removeBootFile(env.Path(filepath.Join(bootMount, start4))); err != nil {
+			return err
 		}
-		data, err := os.ReadFile(env.Path(plan[n]))
-		if err != nil {
-			return fmt.Errorf("firmware: %w", err)
+	}
+	written := 0
+	for _, n := range append(firmwareOrder(plan), "config.txt", start4) {
+		dst := env.Path(filepath.Join(bootMount, n))
+		var data []byte
+		switch {
+		case n == "config.txt":
+			data = []byte(bootfiles.SSDConfigTxt)
+		case sameFile(dst, env.Path(plan[n])):
+			continue
+		default:
+			if data, err = os.ReadFile(env.Path(plan[n])); err != nil {
+				return fmt.Errorf("firmware: %w", err)
+			}
+			written++
 		}
 		if err := writeBootFile(dst, data); err != nil {
 			return err
 		}
-		written++
 		env.Crash("firmware:" + n)
-	}
-	if err := writeBootFile(env.Path(filepath.Join(bootMount, "config.txt")), []byte(bootfiles.SSDConfigTxt)); err != nil {
-		return err
 	}
 	env.Logf("wrote %d boot files and config.txt to the SSD's boot partition (%d already there)", written, len(plan)-written)
 	return nil
+}
+
+// removeBootFile deletes a file on the FAT, if there, and syncs its directory.
+func removeBootFile(path string) error {
+	if err := os.Remove(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("firmware: %w", err)
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // firmwarePaths tells the built packages apart by what they contain, since

@@ -9,6 +9,7 @@ package steps_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,9 +32,21 @@ const (
 	firmwarePkg = "/nix/store/a2r3f8p3dd8hpm7bk1y9g7lz0ywb7wv4-raspberrypi-firmware-1.20250430"
 	ubootPkg    = "/nix/store/c8y9yjvjc8y0qh8l6sj1l64d7c1h8mvh-uboot-rpi_4_defconfig-2025.01"
 	armstubsPkg = "/nix/store/k1kxl5wkf7g31n8p3wbs5n9a9xg8k0f2-raspberrypi-armstubs-2024-06-11"
-	kernelFile  = "../nixos/4v7k2b0cd1l5rxmhg8f7h3rq2ypwaxcn-linux-6.12.30-Image"
-	initrdFile  = "../nixos/xq0xhx5jlbqp2vc8mi9r93zj3r0lc9cs-initrd-linux-6.12.30-initrd"
+	// The installed system's kernel, initrd and dtbs (<system>/kernel,
+	// initrd, dtbs link there) and the copies extlinux.conf names on the FAT.
+	kernelPkg  = "/nix/store/4v7k2b0cd1l5rxmhg8f7h3rq2ypwaxcn-linux-6.12.30"
+	initrdPkg  = "/nix/store/xq0xhx5jlbqp2vc8mi9r93zj3r0lc9cs-initrd-linux-6.12.30"
+	kernelFile = "../nixos/4v7k2b0cd1l5rxmhg8f7h3rq2ypwaxcn-linux-6.12.30-Image"
+	initrdFile = "../nixos/xq0xhx5jlbqp2vc8mi9r93zj3r0lc9cs-initrd-linux-6.12.30-initrd"
+	dtbsDir    = "../nixos/4v7k2b0cd1l5rxmhg8f7h3rq2ypwaxcn-linux-6.12.30-dtbs"
 )
+
+// The contents of the installed system's boot files, in its store and as
+// copied to the FAT.
+var systemBootFiles = map[string]string{
+	"kernel": "kernel Image 6.12.30", "initrd": "initrd 6.12.30",
+	"dtbs/broadcom/bcm2711-rpi-4-b.dtb": "kernel dtb rpi-4-b", "dtbs/broadcom/bcm2711-rpi-400.dtb": "kernel dtb rpi-400",
+}
 
 // nixLog is what nix build --log-format internal-json writes to stderr:
 // realise, copy-paths and builds activities, a download, a warning.
@@ -77,7 +90,8 @@ func installedSSDLsblk(t *testing.T, plan *disk.Plan) string {
 	for _, p := range plan.Parts {
 		node := disk.PartitionNode("/dev/sda", p.Number)
 		parts = append(parts, map[string]any{"name": filepath.Base(node), "kname": filepath.Base(node), "path": node, "type": "part",
-			"size": p.Sectors * 512, "fstype": p.FSType, "label": p.Label, "uuid": p.FSUUID, "mountpoints": []any{nil}})
+			"size": p.Sectors * 512, "fstype": p.FSType, "label": p.Label, "uuid": p.FSUUID, "mountpoints": []any{nil},
+			"maj:min": fmt.Sprintf("8:%d", p.Number)})
 	}
 	doc.Blockdevices[0]["children"] = parts
 	doc.Blockdevices[0]["pttype"] = "gpt"
@@ -95,6 +109,9 @@ func newNixUnit(t *testing.T) *nixUnit {
 		"30 22 179:1 / /boot/firmware rw - vfat /dev/mmcblk0p1 rw\n"+
 		"40 22 0:40 /@ "+r+"/mnt rw - btrfs /dev/sda3 rw,subvol=/@\n"+
 		"43 40 8:1 / "+r+"/mnt/boot rw - vfat /dev/sda1 rw\n")
+	if err := os.MkdirAll(u.env.Path("/mnt/boot"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := steps.NewConfigure().Run(context.Background(), u.env); err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +144,15 @@ func (u *nixUnit) nixDouble(t *testing.T, argv []string) {
 	case len(argv) > 1 && argv[1] == "copy":
 		u.ran["copy"]++
 		u.put(t, "/mnt"+toplevel+"/init", "#!/bin/sh\n")
+		for link, target := range map[string]string{"kernel": kernelPkg + "/Image", "initrd": initrdPkg + "/initrd", "dtbs": kernelPkg + "/dtbs"} {
+			os.Remove(filepath.Join(mnt, toplevel, link))
+			os.Symlink(target, filepath.Join(mnt, toplevel, link))
+		}
+		u.put(t, "/mnt"+kernelPkg+"/Image", systemBootFiles["kernel"])
+		u.put(t, "/mnt"+initrdPkg+"/initrd", systemBootFiles["initrd"])
+		for _, dtb := range []string{"bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb"} {
+			u.put(t, "/mnt"+kernelPkg+"/dtbs/broadcom/"+dtb, systemBootFiles["dtbs/broadcom/"+dtb])
+		}
 	case len(argv) > 4 && argv[4] == "nixos-install-tools":
 		u.put(t, installTool+"/bin/nixos-install", "")
 	case len(argv) > 4 && argv[4] == "raspberrypifw":
@@ -147,10 +173,12 @@ func (u *nixUnit) nixDouble(t *testing.T, argv []string) {
 		os.Symlink("system-1-link", filepath.Join(profiles, "system"))
 		u.put(t, "/mnt/etc/NIXOS", "")
 		u.put(t, "/mnt/boot/extlinux/extlinux.conf", "# Generated file, all changes will be lost on nixos-rebuild!\nDEFAULT nixos-default\nTIMEOUT 50\n\n"+
-			"LABEL nixos-default\n  MENU LABEL NixOS - Default\n  LINUX "+kernelFile+"\n  INITRD "+initrdFile+"\n  APPEND init="+toplevel+"/init loglevel=4\n  FDTDIR ../nixos/dtbs\n")
-		u.put(t, "/mnt/boot/extlinux/"+kernelFile, "kernel")
-		u.put(t, "/mnt/boot/extlinux/"+initrdFile, "initrd")
-		os.MkdirAll(filepath.Join(mnt, "boot/nixos/dtbs/broadcom"), 0o755)
+			"LABEL nixos-default\n  MENU LABEL NixOS - Default\n  LINUX "+kernelFile+"\n  INITRD "+initrdFile+"\n  APPEND init="+toplevel+"/init loglevel=4\n  FDTDIR "+dtbsDir+"\n")
+		u.put(t, "/mnt/boot/extlinux/"+kernelFile, systemBootFiles["kernel"])
+		u.put(t, "/mnt/boot/extlinux/"+initrdFile, systemBootFiles["initrd"])
+		for _, dtb := range []string{"bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb"} {
+			u.put(t, "/mnt/boot/extlinux/"+dtbsDir+"/broadcom/"+dtb, systemBootFiles["dtbs/broadcom/"+dtb])
+		}
 	}
 }
 
@@ -354,7 +382,7 @@ func installed(t *testing.T) *nixUnit {
 	return u
 }
 
-func TestFirmwareWritesConfigTxtLastAndResumes(t *testing.T) {
+func TestFirmwareWritesStart4ElfLastAndResumes(t *testing.T) {
 	t.Parallel()
 	u := installed(t)
 	step := steps.NewFirmware()
@@ -367,8 +395,10 @@ func TestFirmwareWritesConfigTxtLastAndResumes(t *testing.T) {
 		" raspberrypifw ubootRaspberryPi4_64bit raspberrypi-armstubs --no-link --print-out-paths --log-format internal-json" {
 		t.Errorf("ran %q", got)
 	}
-	if _, err := os.Stat(u.env.Path("/mnt/boot/config.txt")); !os.IsNotExist(err) {
-		t.Fatalf("config.txt written before every boot file: %v", err)
+	for _, n := range []string{"config.txt", "start4.elf"} {
+		if _, err := os.Stat(u.env.Path("/mnt/boot/" + n)); !os.IsNotExist(err) {
+			t.Fatalf("%s written before every boot file: %v", n, err)
+		}
 	}
 	if done, why := probe(t, u, step); done || why != "overlays/vc4-kms-v3d.dtbo on the SSD's boot partition is missing or differs" {
 		t.Errorf("Probe after the power cut = %v, %q", done, why)
@@ -422,9 +452,9 @@ func TestVerifyPassesAndNamesTheMissingPiece(t *testing.T) {
 		want   string
 	}{
 		"initrd": {func(u *nixUnit) { os.Remove(u.env.Path("/mnt/boot/extlinux/" + initrdFile)) },
-			"extlinux.conf names INITRD " + initrdFile + ", which is not on the boot partition"},
+			`/boot/nixos/xq0xhx5jlbqp2vc8mi9r93zj3r0lc9cs-initrd-linux-6.12.30-initrd (INITRD of extlinux.conf's "nixos-default") is missing`},
 		"extlinux.conf": {func(u *nixUnit) { os.Remove(u.env.Path("/mnt/boot/extlinux/extlinux.conf")) }, "/boot/extlinux/extlinux.conf is missing"},
-		"u-boot":        {func(u *nixUnit) { u.put(t, "/mnt/boot/u-boot-rpi4.bin", "other") }, "/boot/u-boot-rpi4.bin is missing or differs from " + ubootPkg + "/u-boot.bin"},
+		"u-boot":        {func(u *nixUnit) { u.put(t, "/mnt/boot/u-boot-rpi4.bin", "other") }, "/boot/u-boot-rpi4.bin differs from " + ubootPkg + "/u-boot.bin"},
 		"NIXOS":         {func(u *nixUnit) { os.Remove(u.env.Path("/mnt/etc/NIXOS")) }, "/etc/NIXOS is missing"},
 		"profile": {func(u *nixUnit) { u.env.State.SystemPath = "/nix/store/zzzz-nixos-system-other" },
 			"the system profile points at " + toplevel + ", not the built /nix/store/zzzz-nixos-system-other"},

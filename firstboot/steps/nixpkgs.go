@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/google/renameio/v2"
-
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/nixos"
 )
@@ -107,12 +105,17 @@ func (nixpkgsStep) Run(ctx context.Context, env *engine.Env) error {
 		return fmt.Errorf("nixpkgs: nix-instantiate printed %q, not a store path", strings.TrimSpace(string(out)))
 	}
 	env.State.NixpkgsPath = path
-	pins := env.Path(filepath.Join(installRoot, nixos.PinsFile))
-	if err := os.MkdirAll(filepath.Dir(pins), 0o755); err != nil {
+	// Beneath /mnt without links, as configure writes the rest of /etc/nixos.
+	ssd, err := openSSD(env)
+	if err != nil {
 		return fmt.Errorf("nixpkgs: %w", err)
 	}
-	if err := renameio.WriteFile(pins, wantPins(env, pin, url, path), 0o644); err != nil {
-		return fmt.Errorf("nixpkgs: write %s: %w", nixos.PinsFile, err)
+	defer ssd.Close()
+	if err := ssd.MkdirAll(nixos.ConfigDir, 0o755); err != nil {
+		return fmt.Errorf("nixpkgs: %w", err)
+	}
+	if err := ssd.WriteFile(nixos.PinsFile, wantPins(env, pin, url, path), 0o644); err != nil {
+		return fmt.Errorf("nixpkgs: %w", err)
 	}
 	env.Logf("nixpkgs %s is %s; recorded in %s", shortRev(pin.Rev), path, nixos.PinsFile)
 	return nil

@@ -65,3 +65,24 @@ func TestNixpkgsHashMismatchSaysSo(t *testing.T) {
 		t.Error("a path was recorded")
 	}
 }
+
+// The pins file goes into /mnt/etc/nixos before configure runs: a link
+// there is refused by this step too, and nothing lands outside the SSD.
+func TestNixpkgsRefusesSymlinkedEtcNixos(t *testing.T) {
+	t.Parallel()
+	u := newConfigureUnit(t, "", true)
+	u.run.On(`"`+standinNixpkgs+`"`+"\n", "/usr/bin/nix-instantiate")
+	outside := u.env.Path("/boot/firmware")
+	u.write(t, "/boot/firmware/config.txt", "[all]\n", 0o644)
+	u.write(t, "/mnt/etc/.keep", "", 0o644)
+	if err := os.Symlink(outside, u.env.Path("/mnt"+nixos.ConfigDir)); err != nil {
+		t.Fatal(err)
+	}
+	err := NewNixpkgs().Run(context.Background(), u.env)
+	if err == nil || !strings.Contains(err.Error(), `"/mnt/etc/nixos" on the SSD is a symbolic link`) {
+		t.Fatalf("error = %v", err)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 1 {
+		t.Errorf("nixpkgs wrote outside the SSD: %v", entries)
+	}
+}
