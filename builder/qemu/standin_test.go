@@ -192,7 +192,7 @@ func TestStandInEvaluatesOurConfigurations(t *testing.T) {
 		expr := fmt.Sprintf(`let n = import %s/nixos { configuration = %s; }; in
 		  [ n.config.networking.hostName n.config.fileSystems."/".device n.config.boot.loader.generic-extlinux-compatible.configurationLimit n.system.drvPath ]`, s.Dir, conf)
 		out := nixOut(t, tools.NixInstantiate, "--eval", "--read-write-mode", "--strict", "--json", "-E", expr)
-		if !strings.Contains(out, "/dev/disk/by-label/") || !strings.Contains(out, "-nixos-system-") {
+		if !strings.Contains(out, "/dev/disk/by-partuuid/") || !strings.Contains(out, "-nixos-system-") {
 			t.Errorf("%s: evaluation gave %s", golden, out)
 		}
 	}
