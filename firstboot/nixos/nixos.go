@@ -156,6 +156,8 @@ type hardwareView struct {
 	Table                      string
 	BootSize                   config.Size
 	ConfigurationLimit         int
+	DeviceTreeFilter           string
+	KernelParams               []string
 	InitrdModules              []string
 	BootLabel, BootDevice      string
 	SwapLabel, SwapDevice      string
@@ -170,6 +172,16 @@ type hardwareView struct {
 // nixos-hardware's raspberry-pi/4 list, as DESIGN.md §4 gives it.
 func InitrdModules() []string {
 	return []string{"xhci_pci", "usbhid", "usb_storage", "uas", "pcie_brcmstb", "reset-raspberrypi", "vc4"}
+}
+
+// DeviceTreeFilter limits the device trees each generation copies onto the
+// FAT to the Pi 4's (hardware.deviceTree.filter, nixos-hardware's value).
+const DeviceTreeFilter = "bcm2711-rpi-*.dtb"
+
+// KernelParams are the consoles nixpkgs' sd-image-aarch64.nix gives the
+// kernel: serial (ttyS0, ttyAMA0) and, last so it is /dev/console, HDMI.
+func KernelParams() []string {
+	return []string{"console=ttyS0,115200n8", "console=ttyAMA0,115200n8", "console=tty0"}
 }
 
 // bootReserve is the FAT space the Pi firmware, U-Boot and the armstubs
@@ -207,6 +219,7 @@ func newHardwareView(cfg *config.Config, d Disk) (*hardwareView, error) {
 		Placeholders: placeholders,
 		Table:        strings.ToUpper(d.Table), BootSize: d.BootSize,
 		ConfigurationLimit: ConfigurationLimit(d.BootSize), InitrdModules: InitrdModules(),
+		DeviceTreeFilter: DeviceTreeFilter, KernelParams: KernelParams(),
 		BootLabel: d.BootLabel, BootDevice: byPartUUID(boot),
 		RootLabel: d.RootLabel, RootDevice: byPartUUID(root), RootFS: d.RootFS,
 		SwapSize: d.SwapSize,

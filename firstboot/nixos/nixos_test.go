@@ -219,6 +219,14 @@ func TestGeneratedValues(t *testing.T) {
 	if got := get(hw, "boot", "loader", "generic-extlinux-compatible", "configurationLimit"); got != float64(ConfigurationLimit(cfg.Layout.BootSize)) || got != float64(1) {
 		t.Errorf("configurationLimit for a 256MiB FAT: %v", got)
 	}
+	// Only the Pi 4's device trees on the FAT with each generation, and the
+	// consoles sd-image-aarch64.nix sets, HDMI (tty0) last: /dev/console.
+	if got := asJSON(get(hw, "hardware", "deviceTree", "filter")); got != `"bcm2711-rpi-*.dtb"` {
+		t.Errorf("hardware.deviceTree.filter = %s", got)
+	}
+	if got := asJSON(get(hw, "boot", "kernelParams")); got != `["console=ttyS0,115200n8","console=ttyAMA0,115200n8","console=tty0"]` {
+		t.Errorf("boot.kernelParams = %s", got)
+	}
 
 	_, files = generateCase(t, goldenCases[3].toml, Machine{RAMBytes: 8 << 30}) // no swap, big Pi
 	if got := asJSON(get(eval(t, files.Configs[1]), "swapDevices")); got != `[]` {

@@ -19,6 +19,12 @@
   boot.loader.generic-extlinux-compatible.enable = true;
   # Each generation puts its kernel, initrd and device trees on the 500MiB FAT.
   boot.loader.generic-extlinux-compatible.configurationLimit = 3;
+  # Only the Pi 4's device trees (4, 400, CM4), as nixos-hardware's
+  # raspberry-pi/4 does: all of arm64's would take about 55 MB more each.
+  hardware.deviceTree.filter = "bcm2711-rpi-*.dtb";
+  # Early boot messages on the serial console and on HDMI (tty0, the last
+  # console=, is /dev/console), as nixpkgs' sd-image-aarch64.nix sets them.
+  boot.kernelParams = [ "console=ttyS0,115200n8" "console=ttyAMA0,115200n8" "console=tty0" ];
 
   # The mainline kernel, which the binary cache has (the vendor kernel is
   # compiled on the Pi for hours).
