@@ -190,9 +190,10 @@ func TestStandInEvaluatesOurConfigurations(t *testing.T) {
 	for _, golden := range []string{"defaults", "ext4", "mbr", "noswap", "users-keys-wlan", "wlan-open", "extra-module"} {
 		conf := standInConfig(t, golden)
 		expr := fmt.Sprintf(`let n = import %s/nixos { configuration = %s; }; in
-		  [ n.config.networking.hostName n.config.fileSystems."/".device n.config.boot.loader.generic-extlinux-compatible.configurationLimit n.system.drvPath ]`, s.Dir, conf)
+		  [ n.config.networking.hostName n.config.fileSystems."/".device n.config.boot.loader.generic-extlinux-compatible.configurationLimit n.system.drvPath
+		    n.config.hardware.deviceTree.filter n.config.boot.kernelParams ]`, s.Dir, conf)
 		out := nixOut(t, tools.NixInstantiate, "--eval", "--read-write-mode", "--strict", "--json", "-E", expr)
-		if !strings.Contains(out, "/dev/disk/by-label/") || !strings.Contains(out, "-nixos-system-") {
+		if !strings.Contains(out, "/dev/disk/by-partuuid/") || !strings.Contains(out, "-nixos-system-") {
 			t.Errorf("%s: evaluation gave %s", golden, out)
 		}
 	}

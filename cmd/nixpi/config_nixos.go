@@ -133,7 +133,9 @@ const configNixosUsage = `usage: nixpi config nixos FILE [--out DIR] [--force]
 
 Print the configuration.nix and hardware-configuration.nix the Pi will write
 for the config in FILE ("-" reads standard input), or write them into DIR.
-What only the Pi knows (its memory) is shown as a comment. Secret files the
+What only the Pi knows (its memory) is shown as a comment, and the ids of
+the SSD's partitions, which the Pi derives when it partitions the disk, as
+placeholders (BOOT-PARTUUID, SWAP-PARTUUID, ROOT-PARTUUID). Secret files the
 Pi writes (password hashes, the Wi-Fi key) are named, never shown.
 
 flags:
@@ -190,6 +192,10 @@ func (c *cli) configNixos(args []string) int {
 			fmt.Fprintf(c.stdout, "wrote %s\n", filepath.Join(*out, filepath.Base(f.Path)))
 		}
 	}
+	if ids := placeholdersIn(files.Configs); len(ids) > 0 {
+		fmt.Fprintf(c.stderr, "nixpi: %s in %s stand for the PARTUUIDs the Pi derives when it partitions the SSD; the files it writes name those\n",
+			strings.Join(ids, ", "), filepath.Base(nixos.HardwareFile))
+	}
 	if cfg.NixOS.Flake != "" {
 		fmt.Fprintf(c.stderr, "nixpi: nixos.flake is set: the Pi writes only %s; import it from %s\n", nixos.HardwareFile, cfg.NixOS.Flake)
 	}
@@ -197,6 +203,20 @@ func (c *cli) configNixos(args []string) int {
 		fmt.Fprintf(c.stderr, "nixpi: the Pi also writes %s (root-only, not shown)\n", s.Path)
 	}
 	return exitOK
+}
+
+// placeholdersIn are the PARTUUID placeholders the files name.
+func placeholdersIn(files []nixos.File) []string {
+	var ids []string
+	for _, id := range nixos.PartUUIDPlaceholders {
+		for _, f := range files {
+			if bytes.Contains(f.Data, []byte("/dev/disk/by-partuuid/"+id)) {
+				ids = append(ids, id)
+				break
+			}
+		}
+	}
+	return ids
 }
 
 // writeNixosFiles writes each file into dir atomically (a temporary file

@@ -71,12 +71,19 @@ func TestConfigNixosPrints(t *testing.T) {
 	if stdout != want {
 		t.Errorf("stdout is not the two generated files:\n%s", stdout)
 	}
-	for _, w := range []string{`device = "/dev/disk/by-label/piroot"`, "UUIDs are not used", "On a Pi with 2 GiB of memory or less"} {
+	// The disk does not exist yet: placeholders, said so in the file and on
+	// stderr; never a label, which could name the SD card's partition.
+	for _, w := range []string{`device = "/dev/disk/by-partuuid/ROOT-PARTUUID"`, "# BOOT-PARTUUID, SWAP-PARTUUID, ROOT-PARTUUID stand for them.", "On a Pi with 2 GiB of memory or less"} {
 		if !strings.Contains(stdout, w) {
 			t.Errorf("output lacks %q", w)
 		}
 	}
-	for _, w := range []string{"the Pi also writes /etc/nixos/secrets/pi.hashedPassword (root-only, not shown)", "/etc/nixos/secrets/wireless.conf"} {
+	if strings.Contains(stdout, "by-label") {
+		t.Error("the printed hardware-configuration.nix names a filesystem by label")
+	}
+	for _, w := range []string{
+		"nixpi: BOOT-PARTUUID, SWAP-PARTUUID, ROOT-PARTUUID in hardware-configuration.nix stand for the PARTUUIDs the Pi derives when it partitions the SSD",
+		"the Pi also writes /etc/nixos/secrets/pi.hashedPassword (root-only, not shown)", "/etc/nixos/secrets/wireless.conf"} {
 		if !strings.Contains(stderr, w) {
 			t.Errorf("stderr lacks %q: %s", w, stderr)
 		}

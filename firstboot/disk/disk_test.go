@@ -156,7 +156,10 @@ func TestPlanRefusals(t *testing.T) {
 	}
 	mbr := layout
 	mbr.Table = config.TableMBR
-	if _, err := NewPlan(mbr, 1<<30, Identity{Size: 3 << 40}, 512); err == nil || !strings.Contains(err.Error(), "MBR partition table cannot address") {
+	// GPT is no way out on such a disk (U-Boot): the message must not send
+	// users there.
+	if _, err := NewPlan(mbr, 1<<30, Identity{Size: 3 << 40}, 512); err == nil || !strings.Contains(err.Error(), "MBR partition table cannot address") ||
+		!strings.Contains(err.Error(), "use a disk smaller than 2 TiB") || strings.Contains(err.Error(), "gpt") {
 		t.Errorf("MBR on 3 TiB: %v", err)
 	}
 	none := layout

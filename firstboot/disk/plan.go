@@ -62,6 +62,10 @@ type Part struct {
 	FSType     string // "vfat", "swap", "btrfs", "ext4" as wipefs/blkid name them
 	Label      string
 	FSUUID     string // as wipefs shows it: "abcd-1234" for FAT, a UUID otherwise
+	// PartUUID is the kernel's PARTUUID of the partition, the name under
+	// /dev/disk/by-partuuid: the partition GUID (GPT), or the MBR disk id
+	// and the partition number, "1a2b3c4d-02".
+	PartUUID string
 }
 
 // Plan is the whole layout of the target disk: table, geometry, every ID.
@@ -196,6 +200,7 @@ func NewPlan(layout config.Layout, ramBytes int64, id Identity, sectorSize int64
 		if l.Table == config.TableGPT {
 			p.GUID = ids.uuid("part-" + role)
 		}
+		p.PartUUID = partUUID(l, ids, role, n)
 		plan.Parts = append(plan.Parts, p)
 	}
 	add(RoleBoot, int64(l.BootSize))
@@ -209,10 +214,44 @@ func NewPlan(layout config.Layout, ramBytes int64, id Identity, sectorSize int64
 	}
 	add(RoleRoot, 0)
 	if l.Table == config.TableMBR && end >= 1<<32 {
-		return nil, fmt.Errorf("an MBR partition table cannot address a disk of %s (%d-byte sectors; the limit is 2^32 sectors); use layout.table = %q",
-			humanSize(id.Size), sectorSize, config.TableGPT)
+		// GPT is no way out: the Pi's U-Boot cannot boot a GPT on a disk
+		// this large either (see MaxBootableSectors).
+		return nil, fmt.Errorf("an MBR partition table cannot address a disk of %s (%d-byte sectors; the limit is 2^32 sectors), and the Pi's U-Boot cannot boot a GPT on it either: use a disk smaller than 2 TiB",
+			humanSize(id.Size), sectorSize)
 	}
 	return plan, nil
+}
+
+// partUUID is the PARTUUID of partition n (role) in layout l.
+func partUUID(l config.Layout, ids idSource, role string, n int) string {
+	if l.Table == config.TableGPT {
+		return ids.uuid("part-" + role)
+	}
+	return fmt.Sprintf("%s-%02d", ids.hex32("mbr-disk-id"), n)
+}
+
+// PartUUIDs are the PARTUUIDs of the partitions NewPlan lays out for
+// layout on the disk id, by role (RoleBoot, RoleSwap when there is swap,
+// RoleRoot). They come from the layout, the swap size and the identity
+// alone, not from the disk's geometry, so the journal's record of the disk
+// gives them without reading the disk.
+func PartUUIDs(layout config.Layout, ramBytes int64, id Identity) (map[string]string, error) {
+	l := EffectiveLayout(layout)
+	swap, err := SwapBytes(l, ramBytes)
+	if err != nil {
+		return nil, err
+	}
+	ids := newIDSource(l, swap, id)
+	roles := []string{RoleBoot}
+	if swap > 0 {
+		roles = append(roles, RoleSwap)
+	}
+	roles = append(roles, RoleRoot)
+	out := map[string]string{}
+	for i, role := range roles {
+		out[role] = partUUID(l, ids, role, i+1)
+	}
+	return out, nil
 }
 
 // Compare says how the table read back from the disk differs from the plan,

@@ -37,9 +37,12 @@ const (
 // SmallPiRAM is the memory at or under which Nix builds one job on one core.
 const SmallPiRAM = 2 * config.GiB
 
-// Disk is what the disk steps make, as far as the configuration names it:
-// filesystems by label, which the config fixes, so the same Disk is exact on
-// the workstation and on the Pi.
+// Disk is what the disk steps make, as far as the configuration names it.
+// Filesystems are named by their partitions' PARTUUIDs, which the disk
+// steps derive on the Pi: labels such as "boot" and "root" are generic (an
+// older Raspberry Pi OS card's FAT is "boot" too) and could name a partition
+// of the SD card or of another disk. On the workstation the ids are not
+// known yet: a Disk without them names placeholders (PartUUIDPlaceholders).
 type Disk struct {
 	Table      string // config.TableGPT or config.TableMBR
 	BootLabel  string
@@ -49,7 +52,15 @@ type Disk struct {
 	RootLabel  string
 	RootFS     string         // config.FSBtrfs or config.FSExt4
 	Subvolumes []config.Mount // btrfs only, root first
+	// The partitions' PARTUUIDs, as /dev/disk/by-partuuid names them (GPT:
+	// the partition GUID; MBR: "<disk id>-NN"); all "" before the disk
+	// exists (`nixpi config nixos`), SwapPartUUID "" without swap.
+	BootPartUUID, SwapPartUUID, RootPartUUID string
 }
+
+// PartUUIDPlaceholders stand for the boot, swap and root partitions'
+// PARTUUIDs in a configuration printed before the disk exists.
+var PartUUIDPlaceholders = [3]string{"BOOT-PARTUUID", "SWAP-PARTUUID", "ROOT-PARTUUID"}
 
 // DiskFromLayout is the disk the disk steps make for a layout. A layout from
 // config.Parse has every field set.
@@ -141,9 +152,12 @@ type mountView struct {
 type hardwareView struct {
 	Flake, FlakeRef, FlakeName string
 	SecretPaths                []string
+	Placeholders               []string // the PARTUUIDs that are placeholders, when they are
 	Table                      string
 	BootSize                   config.Size
 	ConfigurationLimit         int
+	DeviceTreeFilter           string
+	KernelParams               []string
 	InitrdModules              []string
 	BootLabel, BootDevice      string
 	SwapLabel, SwapDevice      string
@@ -160,6 +174,16 @@ func InitrdModules() []string {
 	return []string{"xhci_pci", "usbhid", "usb_storage", "uas", "pcie_brcmstb", "reset-raspberrypi", "vc4"}
 }
 
+// DeviceTreeFilter limits the device trees each generation copies onto the
+// FAT to the Pi 4's (hardware.deviceTree.filter, nixos-hardware's value).
+const DeviceTreeFilter = "bcm2711-rpi-*.dtb"
+
+// KernelParams are the consoles nixpkgs' sd-image-aarch64.nix gives the
+// kernel: serial (ttyS0, ttyAMA0) and, last so it is /dev/console, HDMI.
+func KernelParams() []string {
+	return []string{"console=ttyS0,115200n8", "console=ttyAMA0,115200n8", "console=tty0"}
+}
+
 // bootReserve is the FAT space the Pi firmware, U-Boot and the armstubs
 // take; generationSize is what one generation's kernel, initrd and device
 // trees take on it, with room to spare.
@@ -173,21 +197,35 @@ func ConfigurationLimit(bootSize config.Size) int {
 	return min(max(int((bootSize-bootReserve)/generationSize), 1), 10)
 }
 
-func byLabel(label string) string { return "/dev/disk/by-label/" + label }
+func byPartUUID(id string) string { return "/dev/disk/by-partuuid/" + id }
 
 func newHardwareView(cfg *config.Config, d Disk) (*hardwareView, error) {
 	if d.BootLabel == "" || d.RootLabel == "" {
 		return nil, fmt.Errorf("nixos: the disk has no boot or root label (boot %q, root %q)", d.BootLabel, d.RootLabel)
 	}
+	boot, swap, root := d.BootPartUUID, d.SwapPartUUID, d.RootPartUUID
+	var placeholders []string
+	switch {
+	case boot == "" && swap == "" && root == "":
+		boot, swap, root = PartUUIDPlaceholders[0], PartUUIDPlaceholders[1], PartUUIDPlaceholders[2]
+		placeholders = []string{boot, root}
+		if d.SwapLabel != "" {
+			placeholders = []string{boot, swap, root}
+		}
+	case boot == "" || root == "" || (d.SwapLabel != "") != (swap != ""):
+		return nil, fmt.Errorf("nixos: the disk's partition ids are incomplete (boot %q, swap %q, root %q)", boot, swap, root)
+	}
 	v := &hardwareView{
-		Table: strings.ToUpper(d.Table), BootSize: d.BootSize,
+		Placeholders: placeholders,
+		Table:        strings.ToUpper(d.Table), BootSize: d.BootSize,
 		ConfigurationLimit: ConfigurationLimit(d.BootSize), InitrdModules: InitrdModules(),
-		BootLabel: d.BootLabel, BootDevice: byLabel(d.BootLabel),
-		RootLabel: d.RootLabel, RootDevice: byLabel(d.RootLabel), RootFS: d.RootFS,
+		DeviceTreeFilter: DeviceTreeFilter, KernelParams: KernelParams(),
+		BootLabel: d.BootLabel, BootDevice: byPartUUID(boot),
+		RootLabel: d.RootLabel, RootDevice: byPartUUID(root), RootFS: d.RootFS,
 		SwapSize: d.SwapSize,
 	}
 	if d.SwapLabel != "" {
-		v.SwapLabel, v.SwapDevice = d.SwapLabel, byLabel(d.SwapLabel)
+		v.SwapLabel, v.SwapDevice = d.SwapLabel, byPartUUID(swap)
 	}
 	if ref, name, ok := strings.Cut(cfg.NixOS.Flake, "#"); ok {
 		v.Flake, v.FlakeRef, v.FlakeName = cfg.NixOS.Flake, ref, name

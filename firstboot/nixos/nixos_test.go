@@ -195,19 +195,37 @@ func TestGeneratedValues(t *testing.T) {
 	}
 	asJSON := func(v any) string { b, _ := json.Marshal(v); return string(b) }
 
-	cfg, files := generateCase(t, goldenCases[2].toml, Machine{}) // mbr, custom labels
+	cfg, _ := generateCase(t, goldenCases[2].toml, Machine{}) // mbr, custom labels
+	// On the Pi: the PARTUUIDs the disk steps derived, never the labels.
+	d := DiskFromLayout(cfg.Layout)
+	d.BootPartUUID, d.SwapPartUUID, d.RootPartUUID = "1a2b3c4d-01", "1a2b3c4d-02", "1a2b3c4d-03"
+	files, err := Generate(cfg, d, Machine{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text := string(files.Configs[1].Data); strings.Contains(text, "by-label") || strings.Contains(text, "PARTUUID stand") {
+		t.Errorf("the Pi's hardware-configuration.nix names a label or a placeholder:\n%s", text)
+	}
 	hw := eval(t, files.Configs[1])
-	if got := asJSON(get(hw, "fileSystems", "/var")); got != `{"device":"/dev/disk/by-label/piroot","fsType":"btrfs","options":["subvol=@var","compress=zstd"]}` {
+	if got := asJSON(get(hw, "fileSystems", "/var")); got != `{"device":"/dev/disk/by-partuuid/1a2b3c4d-03","fsType":"btrfs","options":["subvol=@var","compress=zstd"]}` {
 		t.Errorf("/var: %s", got)
 	}
-	if got := asJSON(get(hw, "fileSystems", "/boot", "device")); got != `"/dev/disk/by-label/PIBOOT"` {
+	if got := asJSON(get(hw, "fileSystems", "/boot", "device")); got != `"/dev/disk/by-partuuid/1a2b3c4d-01"` {
 		t.Errorf("/boot device: %s", got)
 	}
-	if got := asJSON(get(hw, "swapDevices")); got != `[{"device":"/dev/disk/by-label/piswap"}]` {
+	if got := asJSON(get(hw, "swapDevices")); got != `[{"device":"/dev/disk/by-partuuid/1a2b3c4d-02"}]` {
 		t.Errorf("swap: %s", got)
 	}
 	if got := get(hw, "boot", "loader", "generic-extlinux-compatible", "configurationLimit"); got != float64(ConfigurationLimit(cfg.Layout.BootSize)) || got != float64(1) {
 		t.Errorf("configurationLimit for a 256MiB FAT: %v", got)
+	}
+	// Only the Pi 4's device trees on the FAT with each generation, and the
+	// consoles sd-image-aarch64.nix sets, HDMI (tty0) last: /dev/console.
+	if got := asJSON(get(hw, "hardware", "deviceTree", "filter")); got != `"bcm2711-rpi-*.dtb"` {
+		t.Errorf("hardware.deviceTree.filter = %s", got)
+	}
+	if got := asJSON(get(hw, "boot", "kernelParams")); got != `["console=ttyS0,115200n8","console=ttyAMA0,115200n8","console=tty0"]` {
+		t.Errorf("boot.kernelParams = %s", got)
 	}
 
 	_, files = generateCase(t, goldenCases[3].toml, Machine{RAMBytes: 8 << 30}) // no swap, big Pi
@@ -330,5 +348,27 @@ func TestNixpkgs(t *testing.T) {
 	}
 	if _, err := Nixpkgs(config.NixOS{Release: "25.11"}); err == nil || !strings.Contains(err.Error(), `nixos.release = "25.11" has no nixpkgs pin in this nixpi (pinned: [26.05])`) {
 		t.Errorf("unpinned release: %v", err)
+	}
+}
+
+// Before the disk exists (the workstation) the file names placeholders and
+// says so; a Disk with only some ids is a bug, not a configuration.
+func TestPartUUIDPlaceholders(t *testing.T) {
+	for _, tc := range []struct {
+		name, toml, says string
+	}{
+		{"swap", "", "when the ids are not known yet:\n# BOOT-PARTUUID, SWAP-PARTUUID, ROOT-PARTUUID stand for them.\n"},
+		{"no swap", "[layout]\nswap_size = \"0\"\n", "when the ids are not known yet:\n# BOOT-PARTUUID, ROOT-PARTUUID stand for them.\n"},
+	} {
+		cfg, files := generateCase(t, tc.toml, Machine{})
+		hw := string(files.Configs[len(files.Configs)-1].Data)
+		if !strings.Contains(hw, tc.says) || strings.Contains(hw, "by-label") {
+			t.Errorf("%s: hardware-configuration.nix does not say what the placeholders stand for, or names a label:\n%s", tc.name, hw)
+		}
+		d := DiskFromLayout(cfg.Layout)
+		d.BootPartUUID = "1a2b3c4d-01"
+		if _, err := Generate(cfg, d, Machine{}); err == nil || !strings.Contains(err.Error(), "the disk's partition ids are incomplete") {
+			t.Errorf("%s: only a boot id: %v", tc.name, err)
+		}
 	}
 }

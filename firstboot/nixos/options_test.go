@@ -22,6 +22,8 @@ var declaredIn = map[string]string{
 	"boot.initrd.availableKernelModules":                         "nixos/modules/system/boot/kernel.nix",
 	"boot.initrd.systemd.tpm2.enable":                            "nixos/modules/system/boot/systemd/tpm2.nix",
 	"hardware.enableRedistributableFirmware":                     "nixos/modules/hardware/all-firmware.nix",
+	"hardware.deviceTree.filter":                                 "nixos/modules/hardware/device-tree.nix",
+	"boot.kernelParams":                                          "nixos/modules/system/boot/kernel.nix",
 
 	"fileSystems.<name>.device":  "nixos/modules/tasks/filesystems.nix",
 	"fileSystems.<name>.fsType":  "nixos/modules/tasks/filesystems.nix",

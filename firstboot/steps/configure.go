@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/nixos"
@@ -76,7 +77,11 @@ func configurePlan(env *engine.Env, ssd *beneath) ([]plannedFile, *writtenState,
 	if _, err := disk.SwapBytes(layout, env.State.RAMBytes); err != nil {
 		return nil, nil, err
 	}
-	files, err := nixos.Generate(env.Config, nixos.DiskFromLayout(layout), nixos.Machine{RAMBytes: env.State.RAMBytes})
+	d, err := configureDisk(env, layout)
+	if err != nil {
+		return nil, nil, err
+	}
+	files, err := nixos.Generate(env.Config, d, nixos.Machine{RAMBytes: env.State.RAMBytes})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -125,6 +130,23 @@ func configurePlan(env *engine.Env, ssd *beneath) ([]plannedFile, *writtenState,
 		}
 	}
 	return planned, state, nil
+}
+
+// configureDisk is the SSD as the configuration names it: the layout's
+// labels and the PARTUUIDs the disk steps derived for the recorded disk
+// (known from the journal's record alone, so configure reads no disk).
+func configureDisk(env *engine.Env, layout config.Layout) (nixos.Disk, error) {
+	d := nixos.DiskFromLayout(layout)
+	if env.State.Target == nil {
+		return d, engine.WithHint(errors.New("configure: no target disk is recorded, and the configuration names its partitions by their PARTUUIDs"),
+			"run the disk steps first (target, partition, format, mount), or the whole install")
+	}
+	ids, err := disk.PartUUIDs(layout, env.State.RAMBytes, identityOfRecord(env.State.Target))
+	if err != nil {
+		return d, fmt.Errorf("configure: %w", err)
+	}
+	d.BootPartUUID, d.SwapPartUUID, d.RootPartUUID = ids[disk.RoleBoot], ids[disk.RoleSwap], ids[disk.RoleRoot]
+	return d, nil
 }
 
 func readWrittenState(ssd *beneath) (*writtenState, error) {

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/nixos"
@@ -41,7 +42,7 @@ func newConfigureUnit(t *testing.T, toml string, mounted bool) *configureUnit {
 	u := &configureUnit{run: &systemtest.Runner{}}
 	u.env = &engine.Env{
 		Config: cfg, Root: t.TempDir(), BootDir: "/boot/firmware", Run: u.run, Tools: system.DefaultTools(),
-		State:    &journal.State{RAMBytes: 1 << 30},
+		State:    &journal.State{RAMBytes: 1 << 30, Target: &journal.Disk{Dev: "/dev/sda", Serial: "S4EVNF0M123456", Size: 500107862016, IDSeed: "00112233445566778899aabbccddeeff"}},
 		Progress: func(f string, a ...any) { u.logs = append(u.logs, fmt.Sprintf(f, a...)) },
 	}
 	mountinfo := "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw\n"
@@ -96,11 +97,51 @@ func (u *configureUnit) runStep(t *testing.T) {
 // want is what the generator makes for the unit's config and memory.
 func (u *configureUnit) want(t *testing.T) *nixos.Files {
 	t.Helper()
-	f, err := nixos.Generate(u.env.Config, nixos.DiskFromLayout(u.env.Config.Layout), nixos.Machine{RAMBytes: u.env.State.RAMBytes})
+	d, err := configureDisk(u.env, u.env.Config.Layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := nixos.Generate(u.env.Config, d, nixos.Machine{RAMBytes: u.env.State.RAMBytes})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// The file names the recorded disk's partitions by the PARTUUIDs the disk
+// steps derive for it, never by label or placeholder; without a recorded
+// disk there is nothing to name.
+func TestConfigureNamesThePartitionsByPARTUUID(t *testing.T) {
+	t.Parallel()
+	u := newConfigureUnit(t, configureTOML, true)
+	u.runStep(t)
+	hw, _ := u.read(t, nixos.HardwareFile)
+	rec := u.env.State.Target
+	ids, err := disk.PartUUIDs(u.env.Config.Layout, u.env.State.RAMBytes, disk.Identity{Serial: rec.Serial, Size: rec.Size, Seed: rec.IDSeed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`device = "/dev/disk/by-partuuid/` + ids[disk.RoleRoot] + `";`,
+		`fileSystems."/boot" = {` + "\n" + `    device = "/dev/disk/by-partuuid/` + ids[disk.RoleBoot] + `";`,
+		`swapDevices = [ { device = "/dev/disk/by-partuuid/` + ids[disk.RoleSwap] + `"; } ];`,
+	} {
+		if !strings.Contains(hw, want) {
+			t.Errorf("hardware-configuration.nix lacks %q:\n%s", want, hw)
+		}
+	}
+	for _, not := range []string{"by-label", "PARTUUID stand", "BOOT-PARTUUID"} {
+		if strings.Contains(hw, not) {
+			t.Errorf("hardware-configuration.nix has %q:\n%s", not, hw)
+		}
+	}
+
+	u = newConfigureUnit(t, configureTOML, true)
+	u.env.State.Target = nil
+	err = NewConfigure().Run(context.Background(), u.env)
+	if err == nil || !strings.Contains(err.Error(), "no target disk is recorded") || !strings.Contains(engine.HintOf(err), "run the disk steps first") {
+		t.Errorf("without a recorded disk: %v (hint %q)", err, engine.HintOf(err))
+	}
 }
 
 const configureTOML = `[[users]]
@@ -183,7 +224,7 @@ func TestConfigureKeepsEditedFiles(t *testing.T) {
 	if c, _ := u.read(t, nixos.ConfigurationFile); c != edited {
 		t.Errorf("the edited configuration.nix was overwritten:\n%s", c)
 	}
-	if hw, _ := u.read(t, nixos.HardwareFile); !strings.Contains(hw, `"/dev/disk/by-label/newroot"`) {
+	if hw, _ := u.read(t, nixos.HardwareFile); !strings.Contains(hw, `3 btrfs "newroot".`) {
 		t.Errorf("hardware-configuration.nix (nixpi's own) did not follow the config:\n%s", hw)
 	}
 	if !strings.Contains(strings.Join(u.logs, "\n"), "/etc/nixos/configuration.nix was edited on the SSD since nixpi wrote it: kept as it is") {

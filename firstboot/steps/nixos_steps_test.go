@@ -90,7 +90,7 @@ func installedSSDLsblk(t *testing.T, plan *disk.Plan) string {
 	for _, p := range plan.Parts {
 		node := disk.PartitionNode("/dev/sda", p.Number)
 		parts = append(parts, map[string]any{"name": filepath.Base(node), "kname": filepath.Base(node), "path": node, "type": "part",
-			"size": p.Sectors * 512, "fstype": p.FSType, "label": p.Label, "uuid": p.FSUUID, "mountpoints": []any{nil},
+			"size": p.Sectors * 512, "fstype": p.FSType, "label": p.Label, "uuid": p.FSUUID, "partuuid": p.PartUUID, "mountpoints": []any{nil},
 			"maj:min": fmt.Sprintf("8:%d", p.Number)})
 	}
 	doc.Blockdevices[0]["children"] = parts
@@ -458,10 +458,10 @@ func TestVerifyPassesAndNamesTheMissingPiece(t *testing.T) {
 		"NIXOS":         {func(u *nixUnit) { os.Remove(u.env.Path("/mnt/etc/NIXOS")) }, "/etc/NIXOS is missing"},
 		"profile": {func(u *nixUnit) { u.env.State.SystemPath = "/nix/store/zzzz-nixos-system-other" },
 			"the system profile points at " + toplevel + ", not the built /nix/store/zzzz-nixos-system-other"},
-		"label": {func(u *nixUnit) {
-			u.lsblk.Stdout = strings.Replace(u.lsblk.Stdout, `"label":"root"`, `"label":"other"`, 1)
+		"partuuid": {func(u *nixUnit) {
+			u.lsblk.Stdout = strings.Replace(u.lsblk.Stdout, `"partuuid":"`+u.plan.Part(disk.RoleRoot).PartUUID+`"`, `"partuuid":"other"`, 1)
 		},
-			"/etc/nixos/hardware-configuration.nix names /dev/disk/by-label/root, which no partition of /dev/sda has"},
+			"/etc/nixos/hardware-configuration.nix names /dev/disk/by-partuuid/" + u.plan.Part(disk.RoleRoot).PartUUID + ", which no partition of /dev/sda has"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			u := installed(t)

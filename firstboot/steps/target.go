@@ -121,6 +121,9 @@ func (target) Run(ctx context.Context, env *engine.Env) error {
 		return engine.WithHint(fmt.Errorf("refusing disk %q: it is read-only", chosen.DevPath()),
 			"check the disk's write-protect switch or use another disk")
 	}
+	if err := checkBootable(env, chosen, name); err != nil {
+		return err
+	}
 	cfg := env.Config.Target
 	if min := int64(cfg.MinSize); chosen.SizeBytes() < min {
 		return engine.WithHint(fmt.Errorf("refusing disk %s: it is smaller than target.min_size = %s", name, cfg.MinSize),
@@ -288,6 +291,29 @@ func findBootDisks(env *engine.Env, devs []disk.Device, mounts []disk.Mount) map
 		}
 	}
 	return boot
+}
+
+// checkBootable refuses, before anything is written, a disk the Pi 4
+// cannot boot from whatever the layout: one with logical sectors other than
+// 512 bytes (the bootloader), one of 2^32 sectors (2 TiB) or more (U-Boot).
+// It applies to --target too.
+func checkBootable(env *engine.Env, d *disk.Device, name string) error {
+	ss, err := disk.LogicalBlockSize(env.Root, d)
+	if err != nil {
+		return engine.WithHint(fmt.Errorf("refusing disk %s: %w", name, err),
+			"check that the disk is attached and shows in lsblk, then start again")
+	}
+	if ss != disk.BootableSectorSize {
+		return engine.WithHint(fmt.Errorf("refusing disk %s: it has %d-byte logical sectors, and the Raspberry Pi 4's bootloader boots only from a USB disk with %d-byte ones (it stops with \"MSD unsupported block size %d\")",
+			name, ss, disk.BootableSectorSize, ss),
+			"nothing was written to it: use another disk, or put this one in another USB enclosure (many USB-to-SATA/NVMe bridges present 512-byte sectors; lsblk -o NAME,LOG-SEC shows what the Pi sees)")
+	}
+	if sectors := d.SizeBytes() / ss; sectors > disk.MaxBootableSectors {
+		return engine.WithHint(fmt.Errorf("refusing disk %s: it has %d sectors, 2 TiB or more, and the Pi's U-Boot reads a USB disk's size with READ CAPACITY(10) only, which cannot tell more than %d: it would reject the GPT and stop at its prompt, and an MBR cannot address more than 2 TiB",
+			name, sectors, int64(disk.MaxBootableSectors)),
+			"nothing was written to it: use a disk smaller than 2 TiB (a \"2 TB\" SSD is 1.8 TiB and works)")
+	}
+	return nil
 }
 
 // checkNotInUse refuses a disk that is in use through any of its devices,

@@ -370,25 +370,27 @@ func ssdSource(env *engine.Env, p string) string {
 	return full
 }
 
-var devRefRE = regexp.MustCompile(`/dev/disk/by-(label|uuid)/([^"\s]+)`)
+var devRefRE = regexp.MustCompile(`/dev/disk/by-(label|uuid|partuuid)/([^"\s]+)`)
 
 // checkLabels compares the filesystems hardware-configuration.nix names
-// (by label or UUID) with what the target disk's partitions carry.
+// (by label, UUID or PARTUUID) with what the target disk's partitions carry.
 func checkLabels(env *engine.Env, d *disk.Device) []string {
 	data, err := os.ReadFile(env.Path(filepath.Join(installRoot, nixos.HardwareFile)))
 	if err != nil {
 		return []string{nixos.HardwareFile + " is missing"}
 	}
-	var labels, uuids []string
+	var labels, uuids, partuuids []string
 	d.Walk(func(p *disk.Device) {
 		if p != d {
 			labels, uuids = append(labels, p.Label), append(uuids, strings.ToLower(p.UUID))
+			partuuids = append(partuuids, strings.ToLower(p.PartUUID))
 		}
 	})
 	var missing []string
 	for _, m := range devRefRE.FindAllStringSubmatch(string(data), -1) {
 		kind, name := m[1], m[2]
-		ok := kind == "label" && slices.Contains(labels, name) || kind == "uuid" && slices.Contains(uuids, strings.ToLower(name))
+		ok := kind == "label" && slices.Contains(labels, name) || kind == "uuid" && slices.Contains(uuids, strings.ToLower(name)) ||
+			kind == "partuuid" && slices.Contains(partuuids, strings.ToLower(name))
 		if !ok {
 			missing = append(missing, fmt.Sprintf("%s names /dev/disk/by-%s/%s, which no partition of %s has", nixos.HardwareFile, kind, name, d.DevPath()))
 		}

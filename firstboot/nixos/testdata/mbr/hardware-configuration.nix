@@ -1,10 +1,14 @@
 # /etc/nixos/hardware-configuration.nix, written by nixpi: how a Raspberry Pi 4
 # boots NixOS from its USB disk (Pi firmware -> U-Boot -> extlinux -> kernel).
 #
-# Filesystems are named by label. The disk steps give the partitions exactly
-# these labels ([layout] in nixpi.toml), so this file is the same on your
-# computer and on the Pi. UUIDs are not used: the disk steps derive them from
-# the disk's serial number and size, which only the Pi sees.
+# Filesystems are named by their partitions' PARTUUIDs, which the disk steps
+# derived for this installation when they partitioned the SSD (GPT: the
+# partition GUIDs; MBR: the disk id and the partition number). Labels are not
+# used: "boot" or "root" could just as well name a partition of the SD card
+# (older Raspberry Pi OS cards label their FAT "boot") or of another disk.
+# Printed before the disk exists, when the ids are not known yet:
+# BOOT-PARTUUID, SWAP-PARTUUID, ROOT-PARTUUID stand for them.
+# The file the Pi writes names the real ones.
 { config, lib, pkgs, modulesPath, ... }:
 
 {
@@ -15,6 +19,12 @@
   boot.loader.generic-extlinux-compatible.enable = true;
   # Each generation puts its kernel, initrd and device trees on the 256MiB FAT.
   boot.loader.generic-extlinux-compatible.configurationLimit = 1;
+  # Only the Pi 4's device trees (4, 400, CM4), as nixos-hardware's
+  # raspberry-pi/4 does: all of arm64's would take about 55 MB more each.
+  hardware.deviceTree.filter = "bcm2711-rpi-*.dtb";
+  # Early boot messages on the serial console and on HDMI (tty0, the last
+  # console=, is /dev/console), as nixpkgs' sd-image-aarch64.nix sets them.
+  boot.kernelParams = [ "console=ttyS0,115200n8" "console=ttyAMA0,115200n8" "console=tty0" ];
 
   # The mainline kernel, which the binary cache has (the vendor kernel is
   # compiled on the Pi for hours).
@@ -30,32 +40,32 @@
 
   # MBR: partition 1 FAT32 "PIBOOT", 2 swap "piswap", 3 btrfs "piroot".
   fileSystems."/" = {
-    device = "/dev/disk/by-label/piroot";
+    device = "/dev/disk/by-partuuid/ROOT-PARTUUID";
     fsType = "btrfs";
     options = [ "subvol=@" "compress=zstd" ];
   };
   fileSystems."/nix" = {
-    device = "/dev/disk/by-label/piroot";
+    device = "/dev/disk/by-partuuid/ROOT-PARTUUID";
     fsType = "btrfs";
     options = [ "subvol=@nix" "compress=zstd" ];
   };
   fileSystems."/home" = {
-    device = "/dev/disk/by-label/piroot";
+    device = "/dev/disk/by-partuuid/ROOT-PARTUUID";
     fsType = "btrfs";
     options = [ "subvol=@home" "compress=zstd" ];
   };
   fileSystems."/var" = {
-    device = "/dev/disk/by-label/piroot";
+    device = "/dev/disk/by-partuuid/ROOT-PARTUUID";
     fsType = "btrfs";
     options = [ "subvol=@var" "compress=zstd" ];
   };
   fileSystems."/boot" = {
-    device = "/dev/disk/by-label/PIBOOT";
+    device = "/dev/disk/by-partuuid/BOOT-PARTUUID";
     fsType = "vfat";
     options = [ "fmask=0022" "dmask=0022" ];
   };
   # Swap: 2GiB.
-  swapDevices = [ { device = "/dev/disk/by-label/piswap"; } ];
+  swapDevices = [ { device = "/dev/disk/by-partuuid/SWAP-PARTUUID"; } ];
 
   # nixpi's hand-over: the first boot of this system from the SSD tells the
   # SD card's journal that NixOS booted, then retires the card, with the

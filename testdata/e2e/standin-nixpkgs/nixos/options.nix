@@ -47,6 +47,7 @@ in
   boot.initrd.availableKernelModules = list;
   boot.initrd.systemd.tpm2.enable = bool true;
   hardware.enableRedistributableFirmware = bool false;
+  hardware.deviceTree.filter = nullOrStr;
   fileSystems._attrsOf = {
     device = str null;
     fsType = str "auto";
