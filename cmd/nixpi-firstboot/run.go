@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -106,16 +104,22 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, d deps
 	return outcome.ExitCode()
 }
 
-// loadConfig reads and checks the config; the digest is of the bytes read,
-// so any edit on the card counts as a person acting on a failure.
+// loadConfig reads and checks the config; the digest is of the bytes read
+// with the secrets blanked (config.ChangeDigest), so an edit on the card
+// counts as a person acting on a failure, and the journal confirms no
+// guessed secret.
 func loadConfig(path, shownPath string) (*config.Config, string, error) {
+	// While the hand-over's scrub rewrites the config in place, a power cut
+	// can tear it; the scrubbed copy beside it is whole.
+	if _, err := os.Stat(path + ".scrubbed"); err == nil {
+		path, shownPath = path+".scrubbed", shownPath+".scrubbed"
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, "", engine.WithHint(fmt.Errorf("config: %w", err),
 			"put the install config at "+shownPath+" (nixpi build writes it there)")
 	}
-	digest := sha256.Sum256(data)
-	sum := hex.EncodeToString(digest[:])
+	sum := config.ChangeDigest(data)
 	cfg, err := config.Parse(shownPath, data)
 	if err != nil {
 		return nil, sum, engine.WithHint(err, "correct "+shownPath+" on the card (check it on a computer with: nixpi config check FILE)")

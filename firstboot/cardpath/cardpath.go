@@ -19,6 +19,9 @@ const (
 	Payload = Dir + "/payload.cpio"
 	// Config is the user's validated install config (it may hold secrets).
 	Config = Dir + "/nixpi.toml"
+	// ConfigScrubbed is the config without its secrets while the hand-over's
+	// scrub overwrites Config in place: readers prefer it while it exists.
+	ConfigScrubbed = Dir + "/nixpi.toml.scrubbed"
 	// Manifest lists every input's and injected file's sha256.
 	Manifest = Dir + "/manifest.json"
 	// Journal is the service's versioned JSON-lines journal, for programs.

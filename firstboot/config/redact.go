@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"regexp"
 	"strings"
@@ -61,4 +63,18 @@ func redactSecrets(err error, data []byte) error {
 		out[i] = &c
 	}
 	return out
+}
+
+// ChangeDigest is the hex sha256 of a config file with every secret value
+// blanked: what the journal records to recognise an edited config, without
+// confirming a guess at the Wi-Fi key or a password hash for whoever reads
+// the card. (An edit of a secret alone is not seen as a change; deleting
+// the failure marker still is.)
+func ChangeDigest(data []byte) string {
+	blanked := secretValueRE.ReplaceAllFunc(data, func(m []byte) []byte {
+		sub := secretValueRE.FindSubmatchIndex(m)
+		return append(append([]byte(nil), m[:sub[2]]...), `""`...)
+	})
+	sum := sha256.Sum256(blanked)
+	return hex.EncodeToString(sum[:])
 }

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -29,5 +32,23 @@ func TestParseErrorsNeverQuoteSecrets(t *testing.T) {
 		if !strings.Contains(msg, "nixpi.toml:") {
 			t.Errorf("%s: error lost its file:line: %s", name, msg)
 		}
+	}
+}
+
+// The journal's config digest changes with an edit, but not with the
+// secrets: a digest of the file would confirm a guessed Wi-Fi key.
+func TestChangeDigestIgnoresSecrets(t *testing.T) {
+	t.Parallel()
+	base := "schema = 1\n[wlan]\nssid = \"home\"\npsk = \"%s\"\n[[users]]\nname = \"a\"\n\"password_hash\" = '%s'\n"
+	a := ChangeDigest([]byte(fmt.Sprintf(base, "correct horse", "$6$x$y")))
+	if b := ChangeDigest([]byte(fmt.Sprintf(base, "another guess", "$6$z$w"))); a != b {
+		t.Error("the digest depends on the secrets")
+	}
+	if c := ChangeDigest([]byte(strings.Replace(fmt.Sprintf(base, "correct horse", "$6$x$y"), "home", "office", 1))); a == c {
+		t.Error("an edit of the ssid is not a change")
+	}
+	sum := sha256.Sum256([]byte(fmt.Sprintf(base, "correct horse", "$6$x$y")))
+	if a == hex.EncodeToString(sum[:]) {
+		t.Error("the digest is the file's")
 	}
 }

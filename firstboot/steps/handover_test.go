@@ -1,8 +1,13 @@
 package steps
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -172,7 +177,8 @@ func TestScrub(t *testing.T) {
 	if strings.Contains(why, "horse") {
 		t.Fatal("the probe quoted a secret")
 	}
-	// A second name for the old file shows what becomes of its data.
+	// A second name for the file shows what becomes of its data: it is
+	// overwritten where it lies, never left in freed clusters.
 	oldName := filepath.Join(t.TempDir(), "old-nixpi.toml")
 	if err := os.Link(path, oldName); err != nil {
 		t.Fatal(err)
@@ -180,10 +186,11 @@ func TestScrub(t *testing.T) {
 	if err := NewScrub().Run(ctx, h.Env); err != nil {
 		t.Fatal(err)
 	}
-	if old, _ := os.ReadFile(oldName); len(old) != len(orig) || strings.Trim(string(old), "\x00") != "" {
-		t.Errorf("the replaced file's data was not overwritten: %q", old)
-	}
 	got, _ := os.ReadFile(path)
+	if old, _ := os.ReadFile(oldName); string(old) != string(got) || len(old) < len(orig) {
+		t.Errorf("the config was not overwritten in place (%d bytes, %d before):\n%s", len(old), len(orig), old)
+	}
+	got = bytes.TrimRight(got, "\n")
 	for _, secret := range []string{h.Config.Users[0].PasswordHash.Reveal(), h.Config.Users[1].PasswordHash.Reveal(), "correct horse battery"} {
 		if strings.Contains(string(got), secret) {
 			t.Errorf("the scrubbed config still holds a secret:\n%s", got)
@@ -211,7 +218,7 @@ func TestScrub(t *testing.T) {
 		}
 		return out
 	}
-	if !slices.Equal(keep(string(orig)), keep(string(got))) {
+	if !slices.Equal(keep(strings.TrimRight(string(orig), "\n")), keep(string(got))) {
 		t.Errorf("scrub changed other lines:\n%s", got)
 	}
 	ho := h.State.HandOver
@@ -225,7 +232,7 @@ func TestScrub(t *testing.T) {
 	if err := NewScrub().Run(ctx, h.Env); err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := os.ReadFile(path); string(again) != string(got) {
+	if again, _ := os.ReadFile(path); string(bytes.TrimRight(again, "\n")) != string(got) {
 		t.Error("a second scrub changed the file")
 	}
 }
@@ -579,5 +586,106 @@ func TestHandOverStopsOnAPi5(t *testing.T) {
 	}
 	if h.Machine.(*systemtest.Machine).Reboots() != 0 {
 		t.Error("rebooted")
+	}
+}
+
+// cardHolds says whether any file on the card holds s.
+func cardHolds(t *testing.T, card, s string) []string {
+	t.Helper()
+	var in []string
+	filepath.WalkDir(card, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if data, _ := os.ReadFile(p); bytes.Contains(data, []byte(s)) {
+				in = append(in, p)
+			}
+		}
+		return nil
+	})
+	return in
+}
+
+// A power cut while the config was overwritten in place leaves it torn;
+// the scrubbed copy beside it is whole: the probe sees the scrub as
+// unfinished, the rerun finishes it, and no secret is left on the card.
+func TestScrubFinishesATornScrub(t *testing.T) {
+	t.Parallel()
+	h := newHandoverEnv(t, "0xf41", shippedBootloaderConfig, "2023-01-11")
+	card := h.Path(h.BootDir)
+	cfgPath := filepath.Join(card, cardpath.Config)
+	orig, _ := os.ReadFile(cfgPath)
+	cutAt(t, h.Env, "scrub: wrote "+cardpath.ConfigScrubbed, func() error { return NewScrub().Run(context.Background(), h.Env) })
+	h.CrashPoint = nil
+	scrubbed, err := os.ReadFile(filepath.Join(card, cardpath.ConfigScrubbed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Torn: the first half of the new text over the old.
+	torn := append(bytes.Clone(scrubbed[:len(scrubbed)/2]), orig[len(scrubbed)/2:]...)
+	h.put(t, filepath.Join(h.BootDir, cardpath.Config), string(torn))
+	if done, why, err := NewScrub().Probe(context.Background(), h.Env); done || err != nil || !strings.Contains(why, "interrupted") {
+		t.Fatalf("Probe = %v, %q, %v", done, why, err)
+	}
+	if err := NewScrub().Run(context.Background(), h.Env); err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"correct horse battery", h.Config.Users[1].PasswordHash.Reveal()} {
+		if in := cardHolds(t, card, secret); len(in) > 0 {
+			t.Errorf("a secret is still in %v", in)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(card, cardpath.ConfigScrubbed)); err == nil {
+		t.Error("the scrubbed copy stays")
+	}
+	if done, _, err := NewScrub().Probe(context.Background(), h.Env); !done || err != nil {
+		t.Errorf("Probe after the rerun = %v, %v", done, err)
+	}
+}
+
+// Copies of the config (an editor's backup) are zeroed and removed; the
+// manifest's sha256 of the config becomes the scrubbed file's; a psk that
+// is the network's name does not stop the scrub.
+func TestScrubCopiesManifestAndPSKAsSSID(t *testing.T) {
+	t.Parallel()
+	h := newHandoverEnv(t, "0xf41", shippedBootloaderConfig, "2023-01-11")
+	card := h.Path(h.BootDir)
+	orig, _ := os.ReadFile(filepath.Join(card, cardpath.Config))
+	origSum := sha256.Sum256(orig)
+	h.put(t, filepath.Join(h.BootDir, cardpath.Config+"~"), string(orig))
+	h.put(t, filepath.Join(h.BootDir, "my-wifi.txt"), "the key is correct horse battery\n")
+	h.put(t, filepath.Join(h.BootDir, "notes.txt"), "nothing secret\n")
+	h.put(t, filepath.Join(h.BootDir, cardpath.Manifest), fmt.Sprintf(`{"nixpi_version":"test","config":{"sha256":%q},"files":[{"path":%q,"size":%d,"sha256":%q},{"path":"nixpi/payload.cpio","size":1,"sha256":"ab"}]}`,
+		hex.EncodeToString(origSum[:]), cardpath.Config, len(orig), hex.EncodeToString(origSum[:])))
+	if err := NewScrub().Run(context.Background(), h.Env); err != nil {
+		t.Fatal(err)
+	}
+	for _, gone := range []string{cardpath.Config + "~", "my-wifi.txt"} {
+		if _, err := os.Stat(filepath.Join(card, gone)); err == nil {
+			t.Errorf("%s holds a secret and stays", gone)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(card, "notes.txt")); err != nil {
+		t.Errorf("a file without secrets was removed: %v", err)
+	}
+	manifest, _ := os.ReadFile(filepath.Join(card, cardpath.Manifest))
+	scrubbed, _ := os.ReadFile(filepath.Join(card, cardpath.Config))
+	sum := sha256.Sum256(scrubbed)
+	if bytes.Contains(manifest, []byte(hex.EncodeToString(origSum[:]))) || !bytes.Contains(manifest, []byte(hex.EncodeToString(sum[:]))) || !bytes.Contains(manifest, []byte("payload.cpio")) {
+		t.Errorf("manifest after the scrub:\n%s", manifest)
+	}
+
+	// The psk is the SSID: the SSID stays, and that is no leak.
+	h = newHandoverEnv(t, "0xf41", shippedBootloaderConfig, "2023-01-11")
+	cfg := *h.Config
+	cfg.WLAN = &config.WLAN{SSID: "samename", PSK: "samename", Country: "DE"}
+	data, err := config.Encode(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.put(t, filepath.Join(h.BootDir, cardpath.Config), string(data))
+	if err := NewScrub().Run(context.Background(), h.Env); err != nil {
+		t.Fatalf("a psk equal to the SSID: %v", err)
+	}
+	if done, _, _ := NewScrub().Probe(context.Background(), h.Env); !done {
+		t.Error("not scrubbed")
 	}
 }

@@ -3,16 +3,21 @@ package steps
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/engine"
-	"github.com/nixpi/nixpi/firstboot/retire"
 )
 
 type scrubStep struct{}
@@ -33,6 +38,10 @@ func (scrubStep) Describe() string {
 const scrubNote = "removed by nixpi after the install: the installed system has it, this card need not"
 
 func (scrubStep) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
+	card := env.Path(env.BootDir)
+	if _, err := os.Stat(filepath.Join(card, cardpath.ConfigScrubbed)); err == nil {
+		return false, "a scrub was interrupted: " + cardpath.Config + " may still hold what it replaces", nil
+	}
 	cfg, _, err := readCardConfig(env)
 	if err != nil {
 		return false, "", err
@@ -69,45 +78,220 @@ func secretKeys(cfg *config.Config) []string {
 	return keys
 }
 
+// secretValues are the secrets' values, for finding them in other files.
+// One equal to a value that stays on the card anyway (the network's name:
+// a psk may be its SSID) reveals nothing and is left out.
+func secretValues(cfg *config.Config) []string {
+	public := map[string]bool{cfg.System.Hostname: true}
+	if cfg.WLAN != nil {
+		public[cfg.WLAN.SSID] = true
+	}
+	for _, u := range cfg.Users {
+		public[u.Name] = true
+	}
+	var out []string
+	add := func(s string) {
+		if s != "" && !public[s] {
+			out = append(out, s)
+		}
+	}
+	for _, u := range cfg.Users {
+		add(u.PasswordHash.Reveal())
+	}
+	if cfg.WLAN != nil {
+		add(cfg.WLAN.PSK.Reveal())
+	}
+	return out
+}
+
+// The scrub never frees a cluster that held a secret (a FAT's free space
+// is there for anyone who reads the card): the config is overwritten in
+// place, padded to at least its old length. A power cut during that write
+// could tear it, so the scrubbed text is first put in
+// cardpath.ConfigScrubbed, which readers prefer while it exists and a
+// rerun finishes from.
 func (scrubStep) Run(ctx context.Context, env *engine.Env) error {
-	cfg, data, err := readCardConfig(env)
-	if err != nil {
+	card := env.Path(env.BootDir)
+	pending := filepath.Join(card, cardpath.ConfigScrubbed)
+	out, err := os.ReadFile(pending)
+	var secrets []string
+	switch {
+	case err == nil:
+		env.Logf("finishing the scrub a power cut interrupted")
+		if secrets, err = secretsOfTorn(card, out); err != nil {
+			return err
+		}
+	case errors.Is(err, os.ErrNotExist):
+		cfg, data, err := readCardConfig(env)
+		if err != nil {
+			return err
+		}
+		ho := handOver(env)
+		if len(ho.Logins) == 0 {
+			ho.Hostname, ho.Logins = cfg.System.Hostname, logins(cfg)
+		}
+		keys := secretKeys(cfg)
+		if len(keys) == 0 {
+			return nil
+		}
+		if out, err = scrubConfig(cfg, data); err != nil {
+			return err
+		}
+		secrets = secretValues(cfg)
+		if err := writeFileSynced(pending, out, 0o644); err != nil {
+			return fmt.Errorf("scrub: %w", err)
+		}
+		env.Crash("scrub: wrote " + cardpath.ConfigScrubbed)
+		ho.Scrubbed = keys
+	default:
 		return err
 	}
-	ho := handOver(env)
-	if len(ho.Logins) == 0 {
-		ho.Hostname, ho.Logins = cfg.System.Hostname, logins(cfg)
-	}
-	keys := secretKeys(cfg)
-	if len(keys) == 0 {
-		return nil
-	}
-	out, err := scrubConfig(cfg, data)
-	if err != nil {
-		return err
-	}
-	// Replaced by a rename, the old file's clusters would be freed with the
-	// secrets still in them, for anyone who reads the card's free space. It
-	// is held open across the replace and overwritten with zeros before it
-	// goes; the config itself is always either the old file or the new one.
-	old, err := os.OpenFile(filepath.Join(env.Path(env.BootDir), cardpath.Config), os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	defer old.Close()
-	if err := retire.DirCard(env.Path(env.BootDir)).WriteFile(cardpath.Config, out); err != nil {
-		return err
+	if err := overwriteInPlace(filepath.Join(card, cardpath.Config), out); err != nil {
+		return fmt.Errorf("scrub: %w", err)
 	}
 	env.Crash("scrub: replaced " + cardpath.Config)
-	if _, err := old.WriteAt(make([]byte, len(data)), 0); err != nil {
-		return fmt.Errorf("overwrite the old %s: %w", cardpath.Config, err)
+	copies, err := scrubCopies(card, secrets)
+	if err != nil {
+		return fmt.Errorf("scrub: %w", err)
 	}
-	if err := old.Sync(); err != nil {
-		return fmt.Errorf("overwrite the old %s: %w", cardpath.Config, err)
+	if err := rewriteManifest(card, out); err != nil {
+		return fmt.Errorf("scrub: %w", err)
 	}
-	ho.Scrubbed = keys
-	env.Logf("removed from %s: %s", cardpath.Config, strings.Join(keys, ", "))
+	if err := os.Remove(pending); err != nil {
+		return fmt.Errorf("scrub: %w", err)
+	}
+	if err := syncDir(filepath.Join(card, cardpath.Dir)); err != nil {
+		return err
+	}
+	if ho := handOver(env); len(ho.Scrubbed) > 0 {
+		env.Logf("removed from %s: %s", cardpath.Config, strings.Join(ho.Scrubbed, ", "))
+	}
+	if len(copies) > 0 {
+		env.Logf("zeroed and removed copies of the config that held its secrets: %s", strings.Join(copies, ", "))
+	}
 	return nil
+}
+
+// secretsOfTorn recovers, after a power cut, the secrets the torn config
+// may still hold: those in what is left of it that the scrubbed text lacks.
+func secretsOfTorn(card string, scrubbed []byte) ([]string, error) {
+	data, err := os.ReadFile(filepath.Join(card, cardpath.Config))
+	if err != nil {
+		return nil, err
+	}
+	if cfg, err := config.Parse(cardpath.Config, data); err == nil {
+		return secretValues(cfg), nil
+	}
+	// Torn: nothing to parse; the copies are found by the lines' values.
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if m := secretRE.FindStringSubmatch(line); m != nil {
+			_, v, _ := strings.Cut(line, "=")
+			if v = strings.Trim(strings.TrimSpace(v), `"'`); v != "" && !bytes.Contains(scrubbed, []byte(v)) {
+				out = append(out, v)
+			}
+		}
+	}
+	return out, nil
+}
+
+// overwriteInPlace writes data over path's own clusters, padded with
+// newlines to at least the old length (TOML ignores blank lines), and
+// fsyncs it: no truncation, so nothing that held the old bytes is freed.
+func overwriteInPlace(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if pad := fi.Size() - int64(len(data)); pad > 0 {
+		data = append(bytes.Clone(data), bytes.Repeat([]byte("\n"), int(pad))...)
+	}
+	_, werr := f.WriteAt(data, 0)
+	return errors.Join(werr, f.Sync(), f.Close())
+}
+
+// maxCopySize bounds the files scrubCopies reads: a config copy is small.
+const maxCopySize = 1 << 20
+
+// scrubCopies zeroes in place and removes every other small file at the
+// card's root or in nixpi/ that holds one of the secrets: an editor's
+// nixpi.toml~ or .bak, a copy made by hand. The journal and the log never
+// hold a secret and stay.
+func scrubCopies(card string, secrets []string) ([]string, error) {
+	if len(secrets) == 0 {
+		return nil, nil
+	}
+	keep := map[string]bool{cardpath.Config: true, cardpath.ConfigScrubbed: true, cardpath.Journal: true, cardpath.Log: true}
+	var removed []string
+	for _, dir := range []string{".", cardpath.Dir} {
+		entries, err := os.ReadDir(filepath.Join(card, dir))
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			rel := path.Join(dir, e.Name())
+			info, err := e.Info()
+			if err != nil || !info.Mode().IsRegular() || info.Size() > maxCopySize || keep[rel] {
+				continue
+			}
+			full := filepath.Join(card, rel)
+			data, err := os.ReadFile(full)
+			if err != nil {
+				return nil, err
+			}
+			if !slices.ContainsFunc(secrets, func(s string) bool { return bytes.Contains(data, []byte(s)) }) {
+				continue
+			}
+			if err := overwriteInPlace(full, make([]byte, len(data))); err != nil {
+				return nil, err
+			}
+			if err := os.Remove(full); err != nil {
+				return nil, err
+			}
+			removed = append(removed, rel)
+		}
+	}
+	return removed, nil
+}
+
+// rewriteManifest puts the scrubbed config's size and sha256 into
+// manifest.json in place of the original's: a sha256 of the file with the
+// secrets would confirm a guess at them. Every other field stays.
+func rewriteManifest(card string, scrubbed []byte) error {
+	p := filepath.Join(card, cardpath.Manifest)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		return fmt.Errorf("%s: %w", cardpath.Manifest, err)
+	}
+	sum := sha256.Sum256(scrubbed)
+	hexSum := hex.EncodeToString(sum[:])
+	if c, ok := m["config"].(map[string]any); ok {
+		c["sha256"] = hexSum
+	}
+	if files, ok := m["files"].([]any); ok {
+		for _, f := range files {
+			if e, ok := f.(map[string]any); ok && e["path"] == cardpath.Config {
+				e["sha256"], e["size"] = hexSum, len(scrubbed)
+			}
+		}
+	}
+	out, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileSynced(p, append(out, '\n'), 0o644)
 }
 
 // logins says who can log in to the installed system, and how.
@@ -137,15 +321,7 @@ var (
 // parse and hold none of the secrets; when the file's shape defeats the line
 // edit (inline tables, multi-line strings) it is written canonically instead.
 func scrubConfig(cfg *config.Config, data []byte) ([]byte, error) {
-	var secrets []string
-	for _, u := range cfg.Users {
-		if u.PasswordHash != "" {
-			secrets = append(secrets, u.PasswordHash.Reveal())
-		}
-	}
-	if cfg.WLAN != nil && cfg.WLAN.PSK != "" {
-		secrets = append(secrets, cfg.WLAN.PSK.Reveal())
-	}
+	secrets := secretValues(cfg)
 	clean := func(out []byte) bool {
 		got, err := config.Parse(cardpath.Config, out)
 		if err != nil || len(secretKeys(got)) > 0 {
