@@ -36,7 +36,7 @@ func TestConfigInitPassesCheck(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("config check of the example: exit %d\n%s", code, stderr)
 	}
-	for _, want := range []string{path + ": ok\n", "target:  the only USB disk (auto), only if empty (wipe = false)", "layout:  GPT, boot 500MiB, swap the size of RAM, btrfs root (@ /, @nix /nix, @home /home)", "boot:    BOOT_ORDER=0xf41"} {
+	for _, want := range []string{path + ": ok\n", "target:  the only USB disk (auto), only if empty (wipe = false)", "layout:  GPT, boot 500MiB, swap the size of RAM (at least 4 GiB minus RAM), btrfs root (@ /, @nix /nix, @home /home)", "boot:    BOOT_ORDER=0xf41"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("check output lacks %q:\n%s", want, stdout)
 		}

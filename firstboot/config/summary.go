@@ -27,7 +27,7 @@ func (c *Config) Summary() []string {
 	swap := "swap " + c.Layout.SwapSize.String()
 	switch {
 	case c.Layout.SwapSize.RAM:
-		swap = "swap the size of RAM"
+		swap = "swap the size of RAM (at least 4 GiB minus RAM)"
 	case c.Layout.SwapSize.Bytes == 0:
 		swap = "no swap"
 	}

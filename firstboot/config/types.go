@@ -83,7 +83,8 @@ func (s Size) Approx() string {
 	return fmt.Sprintf("%.1f %ciB", float64(s)/float64(div), "KMGTPE"[exp])
 }
 
-// SwapSize is "ram" (the size of the Pi's memory, rounded up to MiB) or a Size.
+// SwapSize is "ram" (the size of the Pi's memory, rounded up to MiB, and at
+// least MinMemoryAndSwap minus it) or a Size.
 type SwapSize struct {
 	RAM   bool
 	Bytes Size
@@ -118,8 +119,15 @@ func (s SwapSize) Resolve(ramBytes int64) Size {
 	if !s.RAM {
 		return s.Bytes
 	}
-	return (Size(ramBytes) + MiB - 1) / MiB * MiB
+	ram := (Size(ramBytes) + MiB - 1) / MiB * MiB
+	// Evaluating NixOS allocates 1.8-2 GiB (Nix issue 5200): memory and
+	// swap together get at least 4 GiB, so a 1 GiB Pi gets 3 GiB of swap.
+	return max(ram, MinMemoryAndSwap-ram)
 }
+
+// MinMemoryAndSwap is what memory and swap together must give a NixOS
+// evaluation; swap_size = "ram" and the out-of-memory hint both use it.
+const MinMemoryAndSwap = 4 * GiB
 
 // Secret is a value that must never appear in output: String, GoString and
 // MarshalJSON redact it. Reveal gives the value to the one place that needs it.

@@ -10,3 +10,21 @@ func TestSizeApprox(t *testing.T) {
 		}
 	}
 }
+
+// swap_size = "ram" gives memory and swap together at least 4 GiB, which a
+// NixOS evaluation needs (Nix issue 5200): a 1 GiB Pi gets 3 GiB of swap.
+func TestSwapRAMIsAtLeastFourGiBWithMemory(t *testing.T) {
+	t.Parallel()
+	ram := SwapSize{RAM: true}
+	for mem, want := range map[int64]Size{
+		1 << 30:           3 * GiB,
+		(1 << 30) - 12345: 3 * GiB, // rounded up to MiB first
+		2 << 30:           2 * GiB,
+		4 << 30:           4 * GiB,
+		8 << 30:           8 * GiB,
+	} {
+		if got := ram.Resolve(mem); got != want {
+			t.Errorf("swap for %d bytes of memory = %s, want %s", mem, got, want)
+		}
+	}
+}

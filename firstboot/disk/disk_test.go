@@ -98,7 +98,8 @@ func TestPlanGeometry(t *testing.T) {
 		mib := (1 << 20) / sector
 		total := id.Size / sector
 		gptTail := 1 + 16384/sector // backup header + entries
-		want := []struct{ start, sectors int64 }{{mib, 500 * mib}, {501 * mib, 1024 * mib}, {1525 * mib, 0}}
+		// A 1 GiB Pi's swap = "ram" is 3 GiB: memory and swap make 4 GiB.
+		want := []struct{ start, sectors int64 }{{mib, 500 * mib}, {501 * mib, 3072 * mib}, {3573 * mib, 0}}
 		for i, w := range want {
 			got := p.Parts[i]
 			if got.Start != w.start || (w.sectors != 0 && got.Sectors != w.sectors) {
@@ -250,7 +251,7 @@ func TestNewIDSeed(t *testing.T) {
 		t.Error("a short random read gave a seed")
 	}
 	// The seed goes into every derived ID; no seed derives them as before.
-	id := Identity{Size: 3 << 30}
+	id := Identity{Size: 8 << 30}
 	old, _ := NewPlan(config.Default().Layout, 1<<30, id, 512)
 	id.Seed = a
 	seeded, _ := NewPlan(config.Default().Layout, 1<<30, id, 512)

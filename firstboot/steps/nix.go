@@ -31,16 +31,18 @@ type NixTarball struct {
 }
 
 // OfficialNix is the one pin of the official Nix release nixpi installs
-// when the OS's own Nix is too old. The sha256 is the one the release's
-// own installer script (https://releases.nixos.org/nix/nix-2.24.9/install)
-// embeds for Linux.aarch64; two public copies of that script agree on it
-// (one the script as published, one a trimmed copy vendored by another
-// project, both found through the code index). Update version, URL and
-// sha256 together, from the new release's install script.
+// when the OS's own Nix is too old, or is not aarch64 (32-bit Raspberry Pi
+// OS). The sha256 is the one the release's own installer script
+// (https://releases.nixos.org/nix/nix-2.34.1/install) embeds for
+// Linux.aarch64, read from a public copy of that script through the code
+// index. 2.34 has fsync-store-paths (added in 2.25), which the power-cut
+// safety relies on, and the fixes for CVE-2025-46415/46416 (2.24.15).
+// Update version, URL and sha256 together, from the new release's install
+// script.
 var OfficialNix = NixTarball{
-	Version: "2.24.9",
-	URL:     "https://releases.nixos.org/nix/nix-2.24.9/nix-2.24.9-aarch64-linux.tar.xz",
-	SHA256:  "c57c2830bb407e02dacdf2b63c49cde273f905075b579f6d9a6114c669301f33",
+	Version: "2.34.1",
+	URL:     "https://releases.nixos.org/nix/nix-2.34.1/nix-2.34.1-aarch64-linux.tar.xz",
+	SHA256:  "81aed0600605ee0494d2cd82c441b1ff6ecad7d3efcc6d4505a70aefc67b865c",
 }
 
 // minNix is the oldest Nix nixpkgs evaluates with (lib/minver.nix).
@@ -176,7 +178,9 @@ func nixSettings(env *engine.Env) [][2]string {
 		{"fsync-store-paths", "true"},
 	}
 	if env.State.RAMBytes > 0 && env.State.RAMBytes <= int64(nixos.SmallPiRAM) {
-		s = append(s, [2]string{"max-jobs", "1"}, [2]string{"cores", "1"})
+		// max-jobs does not bound downloads: 16 at once by default, each
+		// with its own buffers, on a Pi whose evaluation already swaps.
+		s = append(s, [2]string{"max-jobs", "1"}, [2]string{"cores", "1"}, [2]string{"max-substitution-jobs", "2"})
 	}
 	return append(s, [2]string{"substituters", strings.Join(n.Substituters, " ")},
 		[2]string{"trusted-public-keys", strings.Join(n.TrustedPublicKeys, " ")})
@@ -300,6 +304,11 @@ func (s nixStep) Run(ctx context.Context, env *engine.Env) error {
 		return err
 	}
 	if have != want {
+		// A Nix that does not know a setting only warns and goes on without
+		// it: fsync-store-paths unknown is a store a power cut can corrupt.
+		if err := knowsSettings(ctx, env, nixBin(env, "nix"), nixSettings(env)); err != nil {
+			return err
+		}
 		if err := os.MkdirAll(filepath.Dir(env.Path(nixConf)), 0o755); err != nil {
 			return fmt.Errorf("nix: %w", err)
 		}
@@ -313,6 +322,32 @@ func (s nixStep) Run(ctx context.Context, env *engine.Env) error {
 			return engine.WithHint(fmt.Errorf("nix: start the Nix daemon: %w", err),
 				"read `journalctl -u nix-daemon` on the Pi")
 		}
+	}
+	return nil
+}
+
+// knowsSettings refuses a Nix that lacks a setting nix.conf is to get, by
+// what `nix config show` lists.
+func knowsSettings(ctx context.Context, env *engine.Env, nix string, settings [][2]string) error {
+	out, err := env.Run.Output(ctx, nix, "--extra-experimental-features", "nix-command", "config", "show")
+	if err != nil {
+		return fmt.Errorf("nix: list the settings this Nix knows: %w", err)
+	}
+	known := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, _, ok := strings.Cut(line, "="); ok {
+			known[strings.TrimSpace(k)] = true
+		}
+	}
+	var missing []string
+	for _, kv := range settings {
+		if !known[kv[0]] {
+			missing = append(missing, kv[0])
+		}
+	}
+	if len(missing) > 0 {
+		return engine.WithHint(fmt.Errorf("nix: %s does not know the setting(s) %s that the install needs", nix, strings.Join(missing, ", ")),
+			fmt.Sprintf("set nix.installer = %q in nixpi/nixpi.toml on the card (Nix %s), or use an OS whose Nix is newer", config.InstallerOfficial, OfficialNix.Version))
 	}
 	return nil
 }
@@ -343,6 +378,19 @@ func (s nixStep) cachedTarballSHA256(env *engine.Env) string {
 // what it installed.
 func (s nixStep) install(ctx context.Context, env *engine.Env) (*journal.Nix, error) {
 	choice := env.Config.Nix.Installer
+	if arch, err := userlandArch(ctx, env); err != nil {
+		return nil, err
+	} else if arch != "arm64" {
+		// Debian's armhf nix-bin builds armv7l, never the aarch64 system;
+		// the official aarch64 Nix runs here since the arm64 step made the
+		// kernel 64-bit.
+		if choice == config.InstallerDebian {
+			return nil, engine.WithHint(fmt.Errorf("nix: nix.installer = %q, but this Raspberry Pi OS is %s (32-bit): its Nix cannot build the aarch64 NixOS", choice, arch),
+				fmt.Sprintf("set nix.installer = %q (or %q) in nixpi/nixpi.toml on the card, or use the 64-bit Raspberry Pi OS", config.InstallerAuto, config.InstallerOfficial))
+		}
+		env.Logf("this Raspberry Pi OS is %s (32-bit): installing the official aarch64 Nix %s, not the OS's", arch, s.tarball.Version)
+		return s.installOfficial(ctx, env)
+	}
 	if choice != config.InstallerOfficial {
 		cand, err := debianCandidate(ctx, env)
 		if err != nil {
@@ -364,6 +412,15 @@ func (s nixStep) install(ctx context.Context, env *engine.Env) (*journal.Nix, er
 		env.Logf("the OS's Nix (%q) is older than %d.%d: installing the official Nix %s", cand, minNix[0], minNix[1], s.tarball.Version)
 	}
 	return s.installOfficial(ctx, env)
+}
+
+// userlandArch is the OS's Debian architecture (arm64, armhf).
+func userlandArch(ctx context.Context, env *engine.Env) (string, error) {
+	out, err := env.Run.Output(ctx, env.Tools.Dpkg, "--print-architecture")
+	if err != nil {
+		return "", fmt.Errorf("nix: the OS's architecture: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 // debianCandidate is the nix-bin version apt would install, "" for none;

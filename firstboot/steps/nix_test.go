@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/network"
 )
 
@@ -24,7 +25,64 @@ const debianNixConf = "# Debian's nix.conf\nbuild-users-group = nixbld\nsandbox 
 func newNixUnit(t *testing.T) (*piEnv, nixStep) {
 	p := newPiEnv(t)
 	p.State.RAMBytes = 1 << 30 // a 1 GB Pi: max-jobs and cores 1
+	p.run.On("arm64\n", p.Tools.Dpkg, "--print-architecture")
+	for _, nix := range []string{p.Tools.Nix, p.Tools.NixProfileBin + "/nix"} {
+		p.run.On(knownNixSettings, nix, "--extra-experimental-features", "nix-command", "config", "show")
+	}
 	return p, nixStep{client: http.DefaultClient, tarball: OfficialNix, retry: network.Retry{Attempts: 1}}
+}
+
+// knownNixSettings is what `nix config show` lists of a current Nix (the
+// keys the install writes among others; Debian trixie's 2.26.3 has them).
+const knownNixSettings = "cores = 0\nexperimental-features = \nfsync-metadata = true\nfsync-store-paths = false\nmax-jobs = 1\n" +
+	"max-substitution-jobs = 16\nsandbox = true\nsubstituters = https://cache.nixos.org/\ntrusted-public-keys = cache.nixos.org-1:x\n"
+
+// A Nix that does not know a setting the install writes (fsync-store-paths
+// before 2.25) is refused: it would only warn and run without it.
+func TestNixRefusesANixWithoutASetting(t *testing.T) {
+	t.Parallel()
+	p, step := newNixUnit(t)
+	p.put(t, p.Tools.Nix, "")
+	p.put(t, "/etc/group", "root:x:0:\nnixbld:x:30000:nixbld1\n")
+	p.run.On("nix (Nix) 2.24.9\n", p.Tools.Nix, "--version")
+	p.run.Set(strings.ReplaceAll(knownNixSettings, "fsync-store-paths = false\n", ""), p.Tools.Nix, "--extra-experimental-features", "nix-command", "config", "show")
+	err := step.Run(context.Background(), p.Env)
+	if err == nil || !strings.Contains(err.Error(), "does not know the setting(s) fsync-store-paths") || !strings.Contains(engine.HintOf(err), `nix.installer = "official"`) {
+		t.Fatalf("Run = %v (hint %q)", err, engine.HintOf(err))
+	}
+	if _, err := os.Stat(p.Path("/etc/nix/nix.conf")); err == nil {
+		t.Error("nix.conf was written for a Nix that ignores part of it")
+	}
+}
+
+// On a 32-bit Raspberry Pi OS, Debian's (armhf) Nix cannot build the
+// aarch64 system: auto installs the official aarch64 Nix, and "debian" is
+// refused with the reason.
+func TestNixOn32BitRaspberryPiOS(t *testing.T) {
+	t.Parallel()
+	p, step := newNixUnit(t)
+	p.run.Set("armhf\n", p.Tools.Dpkg, "--print-architecture")
+	p.Config.Nix.Installer = config.InstallerDebian
+	err := step.Run(context.Background(), p.Env)
+	if err == nil || !strings.Contains(err.Error(), "armhf (32-bit): its Nix cannot build the aarch64 NixOS") {
+		t.Fatalf("debian on armhf: %v", err)
+	}
+	for _, c := range p.run.Calls() {
+		if c[0] == p.Tools.AptCache || c[0] == p.Tools.Env {
+			t.Errorf("ran %v on armhf", c)
+		}
+	}
+	p, step = newNixUnit(t)
+	p.run.Set("armhf\n", p.Tools.Dpkg, "--print-architecture")
+	err = step.Run(context.Background(), p.Env)
+	// The official tarball is not reachable from a test: the step got as
+	// far as downloading it, never asking apt for Debian's Nix.
+	if err == nil || !strings.Contains(err.Error(), "official Nix "+OfficialNix.Version) {
+		t.Fatalf("auto on armhf: %v", err)
+	}
+	if !strings.Contains(p.log(), "installing the official aarch64 Nix") {
+		t.Errorf("log: %s", p.log())
+	}
 }
 
 func TestMergeNixConfKeepsTheAdminsLines(t *testing.T) {
@@ -64,9 +122,11 @@ func TestNixDebianInstaller(t *testing.T) {
 	if err := step.Run(context.Background(), p.Env); err != nil {
 		t.Fatal(err)
 	}
-	want := "/usr/bin/apt-cache policy nix-bin\n" +
+	want := "/usr/bin/dpkg --print-architecture\n" +
+		"/usr/bin/apt-cache policy nix-bin\n" +
 		"/usr/bin/env DEBIAN_FRONTEND=noninteractive /usr/bin/apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 nix-setup-systemd\n" +
 		"/usr/bin/nix --version\n" +
+		"/usr/bin/nix --extra-experimental-features nix-command config show\n" +
 		"/usr/bin/systemctl restart nix-daemon.service\n"
 	if got := p.run.Transcript(); got != want {
 		t.Errorf("ran:\n%s\nwant:\n%s", got, want)
@@ -135,7 +195,7 @@ func TestNixDebianForcedButTooOld(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `nix.installer = "debian", but this OS has nix-bin 2.8.0-1, older than 2.18`) {
 		t.Fatalf("error = %v", err)
 	}
-	if got := p.run.Transcript(); got != "/usr/bin/apt-cache policy nix-bin\n" {
+	if got := p.run.Transcript(); got != "/usr/bin/dpkg --print-architecture\n/usr/bin/apt-cache policy nix-bin\n" {
 		t.Errorf("ran %q", got)
 	}
 }
@@ -177,12 +237,14 @@ func TestNixOfficialInstaller(t *testing.T) {
 	if _, err := os.Stat(p.Path("/etc/bash.bashrc.backup-before-nix")); !os.IsNotExist(err) {
 		t.Errorf("backup left: %v", err)
 	}
-	want := "/usr/bin/apt-cache policy nix-bin\n" +
+	want := "/usr/bin/dpkg --print-architecture\n" +
+		"/usr/bin/apt-cache policy nix-bin\n" +
 		"/usr/bin/env DEBIAN_FRONTEND=noninteractive /usr/bin/apt-get update -o Acquire::Check-Valid-Until=false -o Acquire::Check-Date=false\n" +
 		"/usr/bin/apt-cache policy nix-bin\n" +
 		"/usr/bin/tar -xJf $ROOT/var/cache/nixpi/nix-2.24.9-aarch64-linux.tar.xz -C $ROOT/var/cache/nixpi/nix-unpack\n" +
 		"$ROOT/var/cache/nixpi/nix-unpack/nix-2.24.9-aarch64-linux/install --daemon --yes --no-channel-add\n" +
 		"/nix/var/nix/profiles/default/bin/nix --version\n" +
+		"/nix/var/nix/profiles/default/bin/nix --extra-experimental-features nix-command config show\n" +
 		"/usr/bin/systemctl restart nix-daemon.service\n"
 	if got := strings.ReplaceAll(p.run.Transcript(), p.Root, "$ROOT"); got != want {
 		t.Errorf("ran:\n%s\nwant:\n%s", got, want)
@@ -207,7 +269,7 @@ func TestNixOfficialTarballWithTheWrongHashNeverRuns(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "want "+OfficialNix.SHA256) {
 		t.Fatalf("error = %v", err)
 	}
-	if got := p.run.Transcript(); got != "" {
+	if got := p.run.Transcript(); got != "/usr/bin/dpkg --print-architecture\n" {
 		t.Errorf("ran %q", got)
 	}
 	if _, err := os.Stat(p.Path("/var/cache/nixpi/nix-2.24.9-aarch64-linux.tar.xz")); !os.IsNotExist(err) {

@@ -124,7 +124,7 @@ func systemSwapOn(ctx context.Context, env *engine.Env) error {
 func outOfMemoryError(env *engine.Env, err error) error {
 	ram := config.Size(env.State.RAMBytes)
 	swap := disk.EffectiveLayout(env.Config.Layout).SwapSize.Resolve(env.State.RAMBytes)
-	try := max(4*config.GiB-ram, 2*swap, 2*config.GiB)
+	try := max(config.MinMemoryAndSwap-ram, 2*swap, 2*config.GiB)
 	try = (try + config.GiB - 1) / config.GiB * config.GiB
 	return engine.WithHint(fmt.Errorf("%w; the Pi has %s of memory and %s of swap", err, ram.Approx(), swap.Approx()),
 		fmt.Sprintf("Nix ran out of memory building NixOS: give it more swap, layout.swap_size = %q in nixpi/nixpi.toml (the SSD is partitioned again, so set target.wipe = true), then delete nixpi/FAILED", try.String()))
