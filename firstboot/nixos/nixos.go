@@ -179,9 +179,11 @@ func InitrdModules() []string {
 const DeviceTreeFilter = "bcm2711-rpi-*.dtb"
 
 // KernelParams are the consoles nixpkgs' sd-image-aarch64.nix gives the
-// kernel: serial (ttyS0, ttyAMA0) and, last so it is /dev/console, HDMI.
+// kernel: serial (ttyS0, ttyAMA0) and, last so it is /dev/console, HDMI;
+// and panic=10: a kernel that panics resets the Pi after 10 s instead of
+// hanging, so a trial boot that fails comes back to the card by itself.
 func KernelParams() []string {
-	return []string{"console=ttyS0,115200n8", "console=ttyAMA0,115200n8", "console=tty0"}
+	return []string{"console=ttyS0,115200n8", "console=ttyAMA0,115200n8", "console=tty0", "panic=10"}
 }
 
 // bootReserve is the FAT space the Pi firmware, U-Boot and the armstubs

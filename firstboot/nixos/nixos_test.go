@@ -224,7 +224,7 @@ func TestGeneratedValues(t *testing.T) {
 	if got := asJSON(get(hw, "hardware", "deviceTree", "filter")); got != `"bcm2711-rpi-*.dtb"` {
 		t.Errorf("hardware.deviceTree.filter = %s", got)
 	}
-	if got := asJSON(get(hw, "boot", "kernelParams")); got != `["console=ttyS0,115200n8","console=ttyAMA0,115200n8","console=tty0"]` {
+	if got := asJSON(get(hw, "boot", "kernelParams")); got != `["console=ttyS0,115200n8","console=ttyAMA0,115200n8","console=tty0","panic=10"]` {
 		t.Errorf("boot.kernelParams = %s", got)
 	}
 

@@ -24,7 +24,7 @@
   hardware.deviceTree.filter = "bcm2711-rpi-*.dtb";
   # Early boot messages on the serial console and on HDMI (tty0, the last
   # console=, is /dev/console), as nixpkgs' sd-image-aarch64.nix sets them.
-  boot.kernelParams = [ "console=ttyS0,115200n8" "console=ttyAMA0,115200n8" "console=tty0" ];
+  boot.kernelParams = [ "console=ttyS0,115200n8" "console=ttyAMA0,115200n8" "console=tty0" "panic=10" ];
 
   # The mainline kernel, which the binary cache has (the vendor kernel is
   # compiled on the Pi for hours).
