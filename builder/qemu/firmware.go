@@ -131,15 +131,11 @@ func flashStaged(ctx context.Context, card *Card) (*EEPROM, string, error) {
 	if err != nil {
 		return nil, fmt.Sprintf("%s is no bootloader image (%v): recovery.bin refuses to flash it", cardpath.EEPROMUpdate, err), nil
 	}
-	if err := card.Rename(ctx, cardpath.Recovery, recoveryDone); err != nil {
+	if err := card.Rename(ctx, cardpath.Recovery, cardpath.RecoveryDone); err != nil {
 		return nil, "", err
 	}
 	return state, "", nil
 }
-
-// recoveryDone is the name recovery.bin gives itself on the card once it
-// has flashed the update.
-const recoveryDone = "RECOVERY.000"
 
 // BootSource is where the emulated Pi booted from.
 type BootSource string

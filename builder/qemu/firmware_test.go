@@ -184,7 +184,7 @@ func TestFlashStaged(t *testing.T) {
 		{"a .sig for another image", with(staged, cardpath.EEPROMSig, string(eeprom.Digest(image, 1))), false, "does not hold the sha256"},
 		{"no ts: line", with(staged, cardpath.EEPROMSig, strings.SplitAfter(string(eeprom.Digest(upd, 1)), "\n")[0]), false, "does not hold the sha256"},
 		{"recovery.bin alone", without(staged, cardpath.EEPROMUpdate, cardpath.EEPROMSig), false, "nothing to flash"},
-		{"already flashed", with(without(staged, cardpath.Recovery), recoveryDone, "recovery"), false, ""},
+		{"already flashed", with(without(staged, cardpath.Recovery), cardpath.RecoveryDone, "recovery"), false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -200,10 +200,10 @@ func TestFlashStaged(t *testing.T) {
 				t.Fatalf("flashed %v (%q), want %v (%q)", state != nil, why, tc.flashed, tc.why)
 			}
 			_, recErr := card.ReadFile(ctx, cardpath.Recovery)
-			_, doneErr := card.ReadFile(ctx, recoveryDone)
+			_, doneErr := card.ReadFile(ctx, cardpath.RecoveryDone)
 			if tc.flashed {
 				if state.BootOrder() != "0xf41" || !errors.Is(recErr, fs.ErrNotExist) || doneErr != nil {
-					t.Errorf("after the flash: BOOT_ORDER %s, recovery.bin %v, %s %v", state.BootOrder(), recErr, recoveryDone, doneErr)
+					t.Errorf("after the flash: BOOT_ORDER %s, recovery.bin %v, %s %v", state.BootOrder(), recErr, cardpath.RecoveryDone, doneErr)
 				}
 			} else if _, ok := tc.files[cardpath.Recovery]; ok && recErr != nil {
 				t.Errorf("recovery.bin renamed without a flash: %v", recErr)

@@ -165,7 +165,7 @@ func (e *E2E) checkStaged(ctx context.Context, name string, card *Card, want Han
 	}
 	recoveryName := cardpath.Recovery
 	if flashed {
-		recoveryName = recoveryDone
+		recoveryName = cardpath.RecoveryDone
 	}
 	recovery, err := card.ReadFile(ctx, recoveryName)
 	if err != nil {
@@ -267,7 +267,7 @@ func (e *E2E) RestoreBoot(ctx context.Context, in *Install, hooked string) (Prob
 			p.addf("restore-card: %s is not back at the card's root as it was (%v, %v)", name, err, gerr)
 		}
 	}
-	for _, name := range []string{cardpath.EEPROMUpdate, cardpath.EEPROMSig, cardpath.Recovery} {
+	for _, name := range []string{cardpath.EEPROMUpdate, cardpath.EEPROMSig, cardpath.Recovery, cardpath.RecoveryDone} {
 		if _, err := restored.ReadFile(ctx, name); !errors.Is(err, fs.ErrNotExist) {
 			p.addf("restore-card: the staged %s is still on the card (%v)", name, err)
 		}

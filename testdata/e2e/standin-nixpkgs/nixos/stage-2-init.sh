@@ -44,8 +44,10 @@ mkdir -p /bin /usr/bin
 ln -sfn @busybox@/bin/sh /bin/sh
 ln -sfn @busybox@/bin/env /usr/bin/env
 hostname -F "$system/etc/hostname"
+swaps=
 while read -r device; do
   if dev=$(wait_for "$device" 10) && swapon "$dev"; then
+    swaps="$swaps $dev"
     say "swap on $device ($dev)"
   else
     say "swap $device not turned on"
@@ -95,7 +97,7 @@ dd if="$powerkey" of=/dev/null bs=4096 count=1 2>/dev/null
 say "the power button: shutting down"
 kill -TERM -1
 sleep 1
-swapoff -a
+for dev in $swaps; do swapoff "$dev"; done
 sync
 umount -a -r 2>/dev/null
 mount -o remount,ro / 2>/dev/null
