@@ -1,8 +1,11 @@
 // Package qemu boots a built nixpi card the way a Raspberry Pi 4 would, but
 // in qemu-system-aarch64: the card as a virtio disk, a blank USB mass-storage
-// disk as the SSD, the kernel, initrd and command line taken freshly from the
-// card's FAT partition on every boot. It also builds the Raspberry Pi
-// OS-shaped arm64 base image the end-to-end test starts from.
+// disk as the SSD, and on every power-on the Pi's boot chain played on the
+// host (firmware.go, uboot.go): the EEPROM's BOOT_ORDER and staged update,
+// the card's config.txt or, once after a reboot with '0 tryboot', its
+// tryboot.txt, and for U-Boot the extlinux.conf the install left on the
+// SSD. It also builds the Raspberry Pi OS-shaped arm64 base image the
+// end-to-end test starts from.
 package qemu
 
 import (
@@ -11,6 +14,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -44,19 +48,24 @@ func EncodeMBR(diskID uint32, parts []Partition) []byte {
 	return s
 }
 
-// BootFiles are the kernel and initramfs file names on the FAT partition that
-// the Pi 4 firmware would load, as its config.txt says.
+// BootFiles are what the Pi 4 firmware loads from a FAT partition, as its
+// config.txt (or tryboot.txt) says.
 type BootFiles struct {
-	Kernel string
-	Initrd string // empty: boot without an initramfs
+	Kernel  string
+	Initrd  string // empty: boot without an initramfs
+	Armstub string // empty: the firmware's built-in one
+	Cmdline string // the file with the kernel command line
 }
 
 // ParseConfigTxt finds what a Pi 4 running a 64-bit kernel loads: kernel=,
 // initramfs FILE followkernel, auto_initramfs=1 (kernel8.img ->
-// initramfs8). Only the sections a Pi 4 applies ([all], [pi4], and lines
-// before any section) count; the last setting wins, as in the firmware.
-func ParseConfigTxt(configTxt string) BootFiles {
-	kernel, initrd, auto := "", "", false
+// initramfs8), armstub=, cmdline=. Only the sections a Pi 4 applies ([all],
+// [pi4], and lines before any section; [tryboot] too when the firmware
+// reads the file because of the tryboot flag) count; the last setting
+// wins, as in the firmware.
+func ParseConfigTxt(configTxt string, tryboot bool) BootFiles {
+	files := BootFiles{Cmdline: "cmdline.txt"}
+	auto := false
 	applies := true
 	sc := bufio.NewScanner(strings.NewReader(configTxt))
 	for sc.Scan() {
@@ -69,7 +78,7 @@ func ParseConfigTxt(configTxt string) BootFiles {
 		}
 		if strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]") {
 			section := strings.ToLower(line[1 : len(line)-1])
-			applies = section == "all" || section == "pi4"
+			applies = section == "all" || section == "pi4" || (tryboot && section == "tryboot")
 			continue
 		}
 		if !applies {
@@ -77,7 +86,7 @@ func ParseConfigTxt(configTxt string) BootFiles {
 		}
 		if rest, ok := strings.CutPrefix(line, "initramfs "); ok {
 			if f := strings.Fields(rest); len(f) > 0 {
-				initrd = f[0]
+				files.Initrd = f[0]
 			}
 			continue
 		}
@@ -85,14 +94,18 @@ func ParseConfigTxt(configTxt string) BootFiles {
 		if !ok {
 			continue
 		}
+		value = strings.TrimSpace(value)
 		switch strings.TrimSpace(key) {
 		case "kernel":
-			kernel = strings.TrimSpace(value)
+			files.Kernel = value
+		case "armstub":
+			files.Armstub = value
+		case "cmdline":
+			files.Cmdline = value
 		case "auto_initramfs":
-			auto = strings.TrimSpace(value) == "1"
+			auto = value == "1"
 		}
 	}
-	files := BootFiles{Kernel: kernel, Initrd: initrd}
 	if files.Kernel == "" {
 		files.Kernel = "kernel8.img"
 	}
@@ -134,8 +147,9 @@ func GuestCmdline(cmdlineTxt string) (string, error) {
 	return strings.Join(out, " "), nil
 }
 
-// Card reads files from a card image's FAT partition with mtools, without
-// mounting (this host's kernel may have no vfat driver).
+// Card reads files from the FAT partition of a disk image (a card's boot
+// partition, or partition 1 of the SSD) with mtools, without mounting (this
+// host's kernel may have no vfat driver).
 type Card struct {
 	Path string
 	Boot Partition
@@ -161,6 +175,69 @@ func OpenCard(path string, r system.Runner, t Tools) (*Card, error) {
 	return &Card{Path: path, Boot: Partition{Type: boot.Type, Offset: boot.Start, Size: boot.Size}, run: r, t: t}, nil
 }
 
+// GPT partition types a Pi 4's bootloader reads a FAT from (besides
+// typeESP, which the SSD's boot partition has).
+const typeBasicData = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
+
+// OpenSSDBoot finds partition 1 of a USB disk image, in a GPT or an MBR,
+// when it has a FAT type: where a Pi 4's bootloader looks for the firmware
+// and U-Boot for extlinux.conf. A disk without one (blank, another table)
+// is an error wrapping fs.ErrNotExist: nothing on it boots.
+func OpenSSDBoot(path string, r system.Runner, t Tools) (*Card, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read partition table: %w", err)
+	}
+	defer f.Close()
+	table, err := baseimage.ReadTable(f)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w: %w", path, err, fs.ErrNotExist)
+	}
+	if table.GPT {
+		p, err := gptPartition1(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", path, err)
+		}
+		return &Card{Path: path, Boot: p, run: r, t: t}, nil
+	}
+	p, ok := table.Partition(1)
+	if !ok || !baseimage.IsFAT(p.Type) {
+		return nil, fmt.Errorf("%q: the MBR has no FAT partition 1: %w", path, fs.ErrNotExist)
+	}
+	return &Card{Path: path, Boot: Partition{Type: p.Type, Offset: p.Start, Size: p.Size}, run: r, t: t}, nil
+}
+
+// gptPartition1 reads partition 1 of the GPT whose header is at LBA 1 (a USB
+// disk with 512-byte sectors, as the Pi 4 bootloader needs).
+func gptPartition1(r io.ReaderAt) (Partition, error) {
+	header := make([]byte, 92)
+	if _, err := r.ReadAt(header, 512); err != nil {
+		return Partition{}, fmt.Errorf("read the GPT header: %w", err)
+	}
+	if string(header[:8]) != "EFI PART" {
+		return Partition{}, fmt.Errorf("a protective MBR but no GPT header at LBA 1: %w", fs.ErrNotExist)
+	}
+	entries := int64(binary.LittleEndian.Uint64(header[72:80]))
+	entry := make([]byte, 128)
+	if _, err := r.ReadAt(entry, entries*512); err != nil {
+		return Partition{}, fmt.Errorf("read GPT partition 1: %w", err)
+	}
+	typ := guidString(entry[:16])
+	if typ != typeESP && typ != typeBasicData {
+		return Partition{}, fmt.Errorf("GPT partition 1 has type %s, not a FAT one (EFI system or basic data): %w", typ, fs.ErrNotExist)
+	}
+	first := int64(binary.LittleEndian.Uint64(entry[32:40]))
+	last := int64(binary.LittleEndian.Uint64(entry[40:48]))
+	return Partition{Type: 0xef, Offset: first * 512, Size: (last - first + 1) * 512}, nil
+}
+
+// guidString formats a GUID stored as GPT stores it (the first three fields
+// little-endian) the way sgdisk prints it.
+func guidString(b []byte) string {
+	return fmt.Sprintf("%08X-%04X-%04X-%X-%X", binary.LittleEndian.Uint32(b[0:4]), binary.LittleEndian.Uint16(b[4:6]),
+		binary.LittleEndian.Uint16(b[6:8]), b[8:10], b[10:16])
+}
+
 func (c *Card) image() string { return fmt.Sprintf("%s@@%d", c.Path, c.Boot.Offset) }
 
 // ReadFile returns a file of the FAT partition; name is relative to its
@@ -177,6 +254,15 @@ func (c *Card) ReadFile(ctx context.Context, name string) ([]byte, error) {
 func (c *Card) CopyOut(ctx context.Context, name, dest string) error {
 	if _, err := c.run.Output(ctx, c.t.Mcopy, "-n", "-o", "-i", c.image(), "::"+name, dest); err != nil {
 		return c.fileError(name, err)
+	}
+	return nil
+}
+
+// Rename renames a file of the FAT partition (what recovery.bin does to
+// itself once it has flashed the EEPROM).
+func (c *Card) Rename(ctx context.Context, from, to string) error {
+	if _, err := c.run.Output(ctx, c.t.Mren, "-i", c.image(), "::"+from, "::"+to); err != nil {
+		return c.fileError(from, err)
 	}
 	return nil
 }

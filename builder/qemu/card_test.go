@@ -48,20 +48,31 @@ func TestGuestCmdline(t *testing.T) {
 
 func TestParseConfigTxt(t *testing.T) {
 	t.Parallel()
+	files := func(kernel, initrd string) BootFiles {
+		return BootFiles{Kernel: kernel, Initrd: initrd, Cmdline: "cmdline.txt"}
+	}
 	for _, tc := range []struct {
-		name string
-		in   string
-		want BootFiles
+		name    string
+		in      string
+		tryboot bool
+		want    BootFiles
 	}{
-		{"stock bookworm", "dtparam=audio=on\nauto_initramfs=1\narm_64bit=1\n[cm4]\notg_mode=1\n[all]\n", BootFiles{"kernel8.img", "initramfs8"}},
-		{"no initramfs", "arm_64bit=1\n", BootFiles{"kernel8.img", ""}},
-		{"explicit kernel and initramfs", "kernel=vmlinuz-6.1\ninitramfs initrd.img-6.1 followkernel\n", BootFiles{"vmlinuz-6.1", "initrd.img-6.1"}},
-		{"other models' sections ignored", "[pi5]\nkernel=kernel_2712.img\n[pi4]\nkernel=k4.img # comment\n[all]\n", BootFiles{"k4.img", ""}},
-		{"last setting wins", "kernel=a.img\n[all]\nkernel=b.img\nauto_initramfs=1\n", BootFiles{"b.img", ""}},
-		{"auto initramfs follows kernel name", "kernel=kernel_2712.img\nauto_initramfs=1\n", BootFiles{"kernel_2712.img", "initramfs_2712"}},
+		{"stock bookworm", "dtparam=audio=on\nauto_initramfs=1\narm_64bit=1\n[cm4]\notg_mode=1\n[all]\n", false, files("kernel8.img", "initramfs8")},
+		{"no initramfs", "arm_64bit=1\n", false, files("kernel8.img", "")},
+		{"explicit kernel and initramfs", "kernel=vmlinuz-6.1\ninitramfs initrd.img-6.1 followkernel\n", false, files("vmlinuz-6.1", "initrd.img-6.1")},
+		{"other models' sections ignored", "[pi5]\nkernel=kernel_2712.img\n[pi4]\nkernel=k4.img # comment\n[all]\n", false, files("k4.img", "")},
+		{"last setting wins", "kernel=a.img\n[all]\nkernel=b.img\nauto_initramfs=1\n", false, files("b.img", "")},
+		{"auto initramfs follows kernel name", "kernel=kernel_2712.img\nauto_initramfs=1\n", false, files("kernel_2712.img", "initramfs_2712")},
+		{"the SSD's, with U-Boot and the armstub", "[pi4]\nkernel=u-boot-rpi4.bin\nenable_gic=1\narmstub=armstub8-gic.bin\n[all]\narm_64bit=1\n", false,
+			BootFiles{Kernel: "u-boot-rpi4.bin", Armstub: "armstub8-gic.bin", Cmdline: "cmdline.txt"}},
+		{"the device's tryboot.txt", "[all]\nkernel=nixpi/trial/u-boot-rpi4.bin\narmstub=nixpi/trial/armstub8-gic.bin\narm_64bit=1\n", true,
+			BootFiles{Kernel: "nixpi/trial/u-boot-rpi4.bin", Armstub: "nixpi/trial/armstub8-gic.bin", Cmdline: "cmdline.txt"}},
+		{"[tryboot] applies in a tryboot boot only", "kernel=a.img\n[tryboot]\nkernel=t.img\ncmdline=trial.txt\n[all]\n", true,
+			BootFiles{Kernel: "t.img", Cmdline: "trial.txt"}},
+		{"[tryboot] ignored otherwise", "kernel=a.img\n[tryboot]\nkernel=t.img\ncmdline=trial.txt\n[all]\n", false, files("a.img", "")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := ParseConfigTxt(tc.in); got != tc.want {
+			if got := ParseConfigTxt(tc.in, tc.tryboot); got != tc.want {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})

@@ -2,7 +2,9 @@ package qemu
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -174,9 +176,12 @@ func (h *Harness) CheckInstall(in *Install, cut *Cut) Problems {
 			p.addf("%s: boot %d ran the hook again (%s mentions kernel-command-line.service)", in.Name, b.N, b.Console)
 		}
 	}
-	// Each boot is a journal boot: the service ran in every one.
-	if n := j.BootNumber(""); len(in.Boots) != n-1 {
-		p.addf("%s: %d boots, but the journal saw the service in %d", in.Name, len(in.Boots), n-1)
+	// Each boot of the card is a journal boot: the service ran in every one.
+	if n := j.BootNumber(""); len(in.CardBoots()) != n-1 {
+		p.addf("%s: %d boots of the card, but the journal saw the service in %d", in.Name, len(in.CardBoots()), n-1)
+	}
+	if h.SSDBoots && in.HandedOver && !in.NixOSFrom(SourceUSB) {
+		p.addf("%s: the card was retired, but NixOS never came up on the SSD from a USB boot", in.Name)
 	}
 	if cut != nil {
 		p = append(p, checkCut(in, cut)...)
@@ -447,6 +452,81 @@ func (in *Inspector) RootFiles(ctx context.Context, card string, paths []string)
 		return nil
 	})
 	return modes, err
+}
+
+// CheckNixOSBoots checks the boots of the SSD a run made with a bootable
+// stand-in: each one the firmware and U-Boot made without a complaint
+// (Notes), the stand-in NixOS running the system the journal recorded, and
+// one from USB reaching multi-user.target once the card was retired.
+func CheckNixOSBoots(in *Install, systemPath string, ssdBoots bool) Problems {
+	var p Problems
+	if !ssdBoots || !in.HandedOver {
+		return p
+	}
+	for _, b := range in.Boots {
+		if b.Source == SourceCard {
+			continue
+		}
+		for _, note := range b.Notes {
+			p.addf("%s: boot %d from %s: %s", in.Name, b.N, b.Source, note)
+		}
+		if !b.MultiUser {
+			continue
+		}
+		if console, err := os.ReadFile(b.Console); err != nil || !strings.Contains(strings.ReplaceAll(string(console), "\r", ""), ": "+systemPath+"\n") {
+			p.addf("%s: boot %d from %s: the console (%s) does not show stage 2 running %s (%v)", in.Name, b.N, b.Source, b.Console, systemPath, err)
+		}
+	}
+	return p
+}
+
+// standInLines are the stand-in NixOS's lines of a boot's console, for the
+// log.
+func standInLines(b *BootResult) string {
+	if b.End == EndNoBoot {
+		return "  no boot: " + b.Reason
+	}
+	data, err := os.ReadFile(b.Console)
+	if err != nil {
+		return "  " + err.Error()
+	}
+	var lines []string
+	for _, l := range strings.Split(StripANSI(strings.ReplaceAll(string(data), "\r", "")), "\n") {
+		if strings.Contains(l, "stand-in NixOS") || rebootCommand.MatchString(l) || strings.Contains(l, "reboot: ") {
+			lines = append(lines, "  "+l)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// BaseEEPROM is the bootloader a Pi with this base image's card has: the
+// newest pieeprom-*.bin where Raspberry Pi OS's rpi-eeprom package keeps
+// them (BootloaderDir); nil when the base has none.
+func (in *Inspector) BaseEEPROM(ctx context.Context, base string) (*EEPROM, error) {
+	var state *EEPROM
+	err := in.withCardRoot(ctx, base, func(mnt string) error {
+		dir, err := resolveIn(mnt, BootloaderDir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		images, _ := filepath.Glob(filepath.Join(mnt, dir, "pieeprom-*.bin"))
+		if len(images) == 0 {
+			return nil
+		}
+		// The names carry the release date: the last is the newest.
+		slices.Sort(images)
+		data, err := os.ReadFile(images[len(images)-1])
+		if err != nil {
+			return err
+		}
+		if state, err = EEPROMFromImage(data); err != nil {
+			return fmt.Errorf("the base image's %s: %w", filepath.Join(BootloaderDir, filepath.Base(images[len(images)-1])), err)
+		}
+		return nil
+	})
+	return state, err
 }
 
 // CopyRootFile copies one file out of the card's root filesystem.

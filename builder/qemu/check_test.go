@@ -45,7 +45,7 @@ func install(t *testing.T, events []ev, log string) *Install {
 		if err := os.WriteFile(path, []byte("nixpi: step 1 of 7, preflight\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		in.Boots = append(in.Boots, &BootResult{N: n, Console: path})
+		in.Boots = append(in.Boots, &BootResult{N: n, Console: path, Source: SourceCard})
 	}
 	return in
 }

@@ -130,13 +130,16 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 		Harness: Harness{
 			Dir: opts.Dir, Run: runner, Tools: tools, Log: logf,
 			// One boot installs NixOS: the Nix steps under emulation take many
-			// minutes.
-			BootTimeout: 25 * time.Minute,
-			MaxBoots:    5,
-			SSDSize:     16 << 30,
-			SSDSerial:   "NIXPIE2ESSD0001",
-			MemoryMiB:   2048,
-			CPUs:        2,
+			// minutes. The SSD's stand-in NixOS is up in about a minute.
+			BootTimeout:    25 * time.Minute,
+			SSDBootTimeout: 10 * time.Minute,
+			// A power cut, the service's boots, a trial boot of the SSD, a
+			// USB boot of it, and room for a failed trial.
+			MaxBoots:  8,
+			SSDSize:   16 << 30,
+			SSDSerial: "NIXPIE2ESSD0001",
+			MemoryMiB: 2048,
+			CPUs:      2,
 		},
 		Inspector: &Inspector{Run: runner, Tools: tools, TempDir: opts.Dir},
 		Config:    cfg,
@@ -175,6 +178,9 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 			return e, err
 		}
 	}
+	if e.EEPROM, err = e.Inspector.BaseEEPROM(ctx, base); err != nil {
+		return e, err
+	}
 	baseCard, err := OpenCard(base, runner, tools)
 	if err != nil {
 		return e, err
@@ -208,20 +214,31 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 const StandInKey = "stand-in-cache-1:c3RhbmQtaW4gY2FjaGUga2V5LCBzaWducyBub3RoaW4="
 
 // serveStandIn stages the stand-in nixpkgs with the base image's arm64
-// busybox, serves it, routes the VMs' network to the server, and writes
-// the run's config: the given one with the stand-in's pins.
+// busybox and, when the base has one, its Debian kernel (then the installed
+// system boots), serves it, routes the VMs' network to the server, and
+// writes the run's config: the given one with the stand-in's pins.
 func (e *E2E) serveStandIn(ctx context.Context, opts Options, base string) error {
 	if err := Check(e.Tools.NixHash, e.Tools.Busybox); err != nil {
 		return err
 	}
-	busybox := filepath.Join(opts.Dir, "busybox-arm64")
-	if err := e.Inspector.CopyRootFile(ctx, base, "/usr/bin/busybox", busybox); err != nil {
+	boot := Bootstrap{Busybox: filepath.Join(opts.Dir, "busybox-arm64")}
+	if err := e.Inspector.CopyRootFile(ctx, base, "/usr/bin/busybox", boot.Busybox); err != nil {
 		return fmt.Errorf("the base image's busybox (busybox-static): %w", err)
 	}
-	s, err := StageStandIn(ctx, e.Run, e.Tools.NixHash, opts.StandIn, busybox, filepath.Join(opts.Dir, "standin-nixpkgs"))
+	k, err := e.Inspector.CopyKernel(ctx, base, filepath.Join(opts.Dir, "standin-kernel"))
+	if err != nil {
+		// A base without a Debian kernel (Raspberry Pi OS keeps its kernel
+		// on the FAT only) installs a system that cannot boot here.
+		e.logf("stand-in nixpkgs: no kernel from the base image (%v): the installed system will not be booted", err)
+	} else {
+		boot.Kernel = k.Dir
+		e.logf("stand-in nixpkgs: kernel %s from the base image with %d modules", k.Version, len(k.Modules))
+	}
+	s, err := StageStandIn(ctx, e.Run, e.Tools.NixHash, opts.StandIn, boot, filepath.Join(opts.Dir, "standin-nixpkgs"))
 	if err != nil {
 		return err
 	}
+	e.SSDBoots = s.Bootable
 	srv, err := ServeStandIn(s)
 	if err != nil {
 		return err
@@ -388,6 +405,7 @@ func (e *E2E) checkNixOS(ctx context.Context, in *Install, spec *DiskSpec) (*Ins
 	for _, s := range CheckNoSecrets(map[string]string{"the journal": string(journalText), "install.log": in.InstallLog, "the consoles": consoles}, want.Secrets) {
 		p.addf("%s: %s", in.Name, s)
 	}
+	p = append(p, CheckNixOSBoots(in, state.SystemPath, e.SSDBoots)...)
 	requests := strings.Join(e.Server.Requests(), "\n")
 	for _, r := range []string{"GET " + StandInCachePath + "/nix-cache-info 200", "GET " + strings.TrimPrefix(e.Server.TarballURL(), "http://"+GuestServerAddr) + " 200"} {
 		if !strings.Contains(requests, r) {
@@ -416,7 +434,7 @@ func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*Reference,
 	}
 	err := e.Phase("scenario uninterrupted", func() error {
 		var err error
-		in, err = e.RunInstall(ctx, "uninterrupted", hookedCard, e.BlankSSD, nil, bystanders...)
+		in, err = e.RunInstall(ctx, "uninterrupted", hookedCard, InstallOptions{MakeSSD: e.BlankSSD, Bystanders: bystanders})
 		return err
 	})
 	if err != nil {
@@ -460,6 +478,11 @@ func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*Reference,
 	if installed != nil {
 		e.logf("uninterrupted: installed:\n%s", installed)
 	}
+	for _, b := range in.Boots {
+		if b.Source != SourceCard {
+			e.logf("uninterrupted: boot %d from %s (%s), %s after %s:\n%s", b.N, b.Source, b.Via, b.End, b.Duration.Round(100*time.Millisecond), standInLines(b))
+		}
+	}
 	return &Reference{Disk: spec, NixOS: installed}, p, nil
 }
 
@@ -491,7 +514,7 @@ func (e *E2E) PowerCut(ctx context.Context, hookedCard string, cut *Cut, referen
 	var in *Install
 	err := e.Phase("scenario "+name, func() error {
 		var err error
-		in, err = e.RunInstall(ctx, name, hookedCard, e.BlankSSD, cut)
+		in, err = e.RunInstall(ctx, name, hookedCard, InstallOptions{MakeSSD: e.BlankSSD, Cut: cut})
 		return err
 	})
 	if err != nil {
@@ -548,7 +571,7 @@ func (e *E2E) Refusal(ctx context.Context, hookedCard string) (Problems, error) 
 	var in *Install
 	err := e.Phase("scenario refusal", func() error {
 		var err error
-		in, err = e.RunInstall(ctx, "refusal", hookedCard, makeSSD, nil)
+		in, err = e.RunInstall(ctx, "refusal", hookedCard, InstallOptions{MakeSSD: makeSSD})
 		return err
 	})
 	if err != nil {

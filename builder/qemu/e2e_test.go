@@ -15,9 +15,10 @@ import (
 // TestE2E builds a card from the Debian-made base image (trixie, with
 // Debian's Nix) and boots it in qemu-system-aarch64 through every scenario:
 // the hook boot, an uninterrupted install of NixOS onto the SSD with the real
-// Nix in the guest and the stand-in nixpkgs served by the host, power cuts
-// inside the partition, format and install steps, and the refusal of a disk
-// with data. It takes many minutes, so it only
+// Nix in the guest and the stand-in nixpkgs served by the host, then the
+// installed SSD booted as the Pi's firmware and U-Boot would once the card
+// is retired, power cuts inside the partition, format and install steps,
+// and the refusal of a disk with data. It takes many minutes, so it only
 // runs when asked: `make e2e` (NIXPI_E2E=1, as root).
 func TestE2E(t *testing.T) {
 	if os.Getenv("NIXPI_E2E") != "1" {

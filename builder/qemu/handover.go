@@ -53,12 +53,17 @@ func (e *E2E) CheckHandOver(ctx context.Context, in *Install, hooked string, wan
 		p.addf("%s: the card still boots after the service's last boot: the hand-over did not retire it", in.Name)
 		return p
 	}
-	last := in.Boots[len(in.Boots)-1]
+	cardBoots := in.CardBoots()
+	if len(cardBoots) == 0 {
+		p.addf("%s: the card never booted", in.Name)
+		return p
+	}
+	last := cardBoots[len(cardBoots)-1]
 	if last.End != EndReboot {
-		p.addf("%s: the last boot ended with %s, want the reboot into the SSD", in.Name, last.End)
+		p.addf("%s: the card's last boot ended with %s, want the reboot into the SSD", in.Name, last.End)
 	}
 	if console, err := os.ReadFile(last.Console); err != nil || !strings.Contains(string(console), "reboot: Restarting system") {
-		p.addf("%s: the last boot's console (%s) does not show the kernel restarting the machine", in.Name, last.Console)
+		p.addf("%s: the card's last boot's console (%s) does not show the kernel restarting the machine", in.Name, last.Console)
 	}
 	card, err := OpenCard(in.Card, e.Run, e.Tools)
 	if err != nil {
@@ -107,7 +112,8 @@ func (e *E2E) CheckHandOver(ctx context.Context, in *Install, hooked string, wan
 		p.addf("%s: the manifest records boot order %q, want %q", in.Name, m.BootOrder, want.BootOrder)
 	}
 
-	p = append(p, e.checkStaged(ctx, in.Name, card, want)...)
+	p = append(p, e.checkStaged(ctx, in.Name, card, want, len(in.EEPROMUpdates) > 0)...)
+	p = append(p, checkFlashed(in, want.BootOrder, e.SSDBoots)...)
 
 	toml, err := card.ReadFile(ctx, cardpath.Config)
 	if err != nil {
@@ -136,8 +142,9 @@ func (e *E2E) CheckHandOver(ctx context.Context, in *Install, hooked string, wan
 	return p
 }
 
-// checkStaged checks the EEPROM update at the card's root.
-func (e *E2E) checkStaged(ctx context.Context, name string, card *Card, want HandOverWant) Problems {
+// checkStaged checks the EEPROM update at the card's root; flashed: the
+// harness's boot ROM has flashed it since, and renamed recovery.bin.
+func (e *E2E) checkStaged(ctx context.Context, name string, card *Card, want HandOverWant, flashed bool) Problems {
 	var p Problems
 	upd, err := card.ReadFile(ctx, cardpath.EEPROMUpdate)
 	if err != nil {
@@ -156,21 +163,49 @@ func (e *E2E) checkStaged(ctx context.Context, name string, card *Card, want Han
 	if err != nil || !eeprom.SigMatches(sig, upd) || !bytes.Contains(sig, []byte("\nts: ")) {
 		p.addf("%s: %s does not hold %s's sha256 and a ts: line (%v): %q", name, cardpath.EEPROMSig, cardpath.EEPROMUpdate, err, sig)
 	}
-	recovery, err := card.ReadFile(ctx, cardpath.Recovery)
+	recoveryName := cardpath.Recovery
+	if flashed {
+		recoveryName = cardpath.RecoveryDone
+	}
+	recovery, err := card.ReadFile(ctx, recoveryName)
 	if err != nil {
-		p.addf("%s: %s is not at the card's root: %v", name, cardpath.Recovery, err)
+		p.addf("%s: %s is not at the card's root: %v", name, recoveryName, err)
 	}
 	if want.Image == "" {
 		return p
 	}
 	if orig, err := os.ReadFile(want.Recovery); err != nil || !bytes.Equal(recovery, orig) {
-		p.addf("%s: %s differs from Raspberry Pi OS's %s (%v)", name, cardpath.Recovery, want.Recovery, err)
+		p.addf("%s: %s differs from Raspberry Pi OS's %s (%v)", name, recoveryName, want.Recovery, err)
 	}
 	wantUpd, err := expectedUpdate(want.Image, want.BootOrder)
 	if err != nil {
 		p.addf("%s: %v", name, err)
 	} else if !bytes.Equal(upd, wantUpd) {
 		p.addf("%s: the staged update is not %s with only BOOT_ORDER=%s set (sha256 %s, want %s)", name, filepath.Base(want.Image), want.BootOrder, sha256Hex(upd), sha256Hex(wantUpd))
+	}
+	return p
+}
+
+// checkFlashed checks what the harness's boot ROM did with the staged
+// update: flashed once, with the wanted order, before the first boot that
+// passed over the retired card. Without a bootable SSD the harness stops
+// before that boot, and nothing may have been flashed yet.
+func checkFlashed(in *Install, order string, ssdBoots bool) Problems {
+	var p Problems
+	switch {
+	case len(in.EEPROMUpdates) == 0 && ssdBoots:
+		p.addf("%s: the staged EEPROM update was never flashed: recovery.bin did not run (is %s with a matching %s at the card's root?)", in.Name, cardpath.EEPROMUpdate, cardpath.EEPROMSig)
+	case len(in.EEPROMUpdates) > 1:
+		p.addf("%s: the boot ROM flashed %d updates, want one: %+v", in.Name, len(in.EEPROMUpdates), in.EEPROMUpdates)
+	case len(in.EEPROMUpdates) == 1 && in.EEPROMUpdates[0].BootOrder != order:
+		p.addf("%s: the flashed bootloader has BOOT_ORDER %s, want %s", in.Name, in.EEPROMUpdates[0].BootOrder, order)
+	case len(in.EEPROMUpdates) == 1:
+		if cb := in.CardBoots(); len(cb) > 0 && in.EEPROMUpdates[0].Boot != cb[len(cb)-1].N+1 {
+			p.addf("%s: the update was flashed before boot %d, want before boot %d, the first after the card's last", in.Name, in.EEPROMUpdates[0].Boot, cb[len(cb)-1].N+1)
+		}
+	}
+	if ssdBoots && in.EEPROM.BootOrder() != order {
+		p.addf("%s: the bootloader ends with BOOT_ORDER %s, want %s", in.Name, in.EEPROM.BootOrder(), order)
 	}
 	return p
 }
@@ -232,7 +267,7 @@ func (e *E2E) RestoreBoot(ctx context.Context, in *Install, hooked string) (Prob
 			p.addf("restore-card: %s is not back at the card's root as it was (%v, %v)", name, err, gerr)
 		}
 	}
-	for _, name := range []string{cardpath.EEPROMUpdate, cardpath.EEPROMSig, cardpath.Recovery} {
+	for _, name := range []string{cardpath.EEPROMUpdate, cardpath.EEPROMSig, cardpath.Recovery, cardpath.RecoveryDone} {
 		if _, err := restored.ReadFile(ctx, name); !errors.Is(err, fs.ErrNotExist) {
 			p.addf("restore-card: the staged %s is still on the card (%v)", name, err)
 		}
@@ -256,7 +291,7 @@ func (e *E2E) RestoreBoot(ctx context.Context, in *Install, hooked string) (Prob
 		}
 		return Continue
 	}
-	res, err := e.vm(dir, card, ssd).Boot(ctx, 1, e.BootTimeout, watch)
+	res, err := e.bootCard(ctx, e.vm(dir, card, ssd), e.pi(dir, card, ssd), watch)
 	if err != nil {
 		return p, fmt.Errorf("boot the restored card: %w", err)
 	}

@@ -45,7 +45,15 @@ func fatCardImage(t *testing.T, files map[string][]byte) string {
 	if out, err := exec.Command(tools.MkfsFAT, "-F", "32", "--offset", "2048", img, "40960").CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.fat: %v: %s", err, out)
 	}
-	image := img + "@@1048576"
+	putFATFiles(t, img+"@@1048576", files)
+	return img
+}
+
+// putFATFiles copies files (parent directories made as needed) into the FAT
+// at image ("IMG@@OFFSET", as mtools takes it).
+func putFATFiles(t *testing.T, image string, files map[string][]byte) {
+	t.Helper()
+	tools := DefaultTools()
 	src := t.TempDir()
 	made := map[string]bool{}
 	names := make([]string, 0, len(files))
@@ -78,7 +86,6 @@ func fatCardImage(t *testing.T, files map[string][]byte) string {
 			t.Fatalf("mcopy %s: %v: %s", name, err, out)
 		}
 	}
-	return img
 }
 
 // handOverCards returns a hooked card's files and the files of the same
@@ -127,7 +134,7 @@ func handedOver(t *testing.T, card string, ho journal.HandOver) *Install {
 		t.Fatal(err)
 	}
 	return &Install{Name: "t", Card: card, Finished: true, HandedOver: true,
-		Boots:   []*BootResult{{N: 1, Console: console, End: EndReboot}},
+		Boots:   []*BootResult{{N: 1, Console: console, End: EndReboot, Source: SourceCard}},
 		Journal: &journal.Journal{Entries: []journal.Entry{{Step: "reboot", Event: journal.Reboot, Boot: 1, State: state}}}}
 }
 
@@ -199,7 +206,7 @@ func TestCheckHandOver(t *testing.T) {
 		{name: "secrets not scrubbed", card: good, ho: func(h *journal.HandOver) { h.Scrubbed = nil },
 			want: "the journal's hand-over is"},
 		{name: "powered off, not rebooted", card: good, in: func(in *Install) { in.Boots[0].End = EndPowerOff },
-			want: "the last boot ended with"},
+			want: "the card's last boot ended with"},
 		{name: "card still boots", card: good, in: func(in *Install) { in.HandedOver = false },
 			want: "the card still boots"},
 		{name: "no address though networked", card: good, ho: func(h *journal.HandOver) { h.Address = "" },
@@ -253,5 +260,38 @@ func TestWithBootloader(t *testing.T) {
 	}
 	if _, err := DefaultBaseRecipe().WithBootloader(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no Pi 4 bootloader image") {
 		t.Errorf("an empty directory: %v", err)
+	}
+}
+
+// TestCheckFlashed: the staged update is flashed once, with the wanted
+// order, before the first boot after the card's last.
+func TestCheckFlashed(t *testing.T) {
+	t.Parallel()
+	flashed := func(updates ...EEPROMUpdate) *Install {
+		in := &Install{Name: "t", Boots: []*BootResult{{N: 1, Source: SourceCard, End: EndReboot}, {N: 2, Source: SourceUSB, End: EndPowerOff}},
+			EEPROMUpdates: updates, EEPROM: &EEPROM{Config: []byte("[all]\nBOOT_ORDER=0xf41\n")}}
+		if len(updates) == 0 {
+			in.EEPROM = &EEPROM{}
+		}
+		return in
+	}
+	good := EEPROMUpdate{Boot: 2, BootOrder: "0xf41", Timestamp: 1}
+	for _, tc := range []struct {
+		name     string
+		in       *Install
+		ssdBoots bool
+		want     string
+	}{
+		{"flashed before the USB boot", flashed(good), true, ""},
+		{"never flashed", flashed(), true, "never flashed"},
+		{"never flashed, no SSD boot", flashed(), false, ""},
+		{"twice", flashed(good, good), true, "flashed 2 updates"},
+		{"another order", flashed(EEPROMUpdate{Boot: 2, BootOrder: "0xf14"}), true, "has BOOT_ORDER 0xf14"},
+		{"too late", flashed(EEPROMUpdate{Boot: 3, BootOrder: "0xf41"}), true, "before boot 3, want before boot 2"},
+	} {
+		p := checkFlashed(tc.in, "0xf41", tc.ssdBoots)
+		if got := strings.Join(p, "\n"); !strings.Contains(got, tc.want) || (tc.want == "") != (got == "") {
+			t.Errorf("%s: problems %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

@@ -25,8 +25,20 @@ import (
 // serves it the stand-in as the nixpkgs tarball, and an empty binary cache.
 
 // StandInBusybox is where the stand-in tree expects its one binary, the
-// static busybox that builds every stand-in derivation.
-const StandInBusybox = "bootstrap/busybox"
+// static busybox that builds every stand-in derivation; StandInKernelDir
+// where a bootable stand-in has its kernel (StandInKernel's files).
+const (
+	StandInBusybox   = "bootstrap/busybox"
+	StandInKernelDir = "bootstrap/kernel"
+)
+
+// Bootstrap is what the harness adds to the stand-in tree: a static busybox
+// for the guest, and optionally a kernel with modules (a StandInKernel's
+// Dir), which makes the installed system boot.
+type Bootstrap struct {
+	Busybox string
+	Kernel  string
+}
 
 // StandIn is a staged stand-in nixpkgs: the tree with its busybox, and the
 // pins a config needs to fetch it.
@@ -41,14 +53,17 @@ type StandIn struct {
 	// Tarball is the tree as a .tar.gz with one top directory, as GitHub
 	// serves nixpkgs.
 	Tarball []byte
+	// Bootable: the tree has a kernel (Bootstrap.Kernel), so the system it
+	// builds boots; without one its kernel and initrd are text.
+	Bootable bool
 }
 
 var hexRev = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
-// StageStandIn copies the stand-in tree from src into dst with busybox (a
-// static binary for the guest's architecture) as bootstrap/busybox, and
-// pins it: the NAR hash comes from the host's nix-hash, the real tool.
-func StageStandIn(ctx context.Context, run system.Runner, nixHash, src, busybox, dst string) (*StandIn, error) {
+// StageStandIn copies the stand-in tree from src into dst with the
+// bootstrap files (for the guest's architecture) in bootstrap/, and pins it:
+// the NAR hash comes from the host's nix-hash, the real tool.
+func StageStandIn(ctx context.Context, run system.Runner, nixHash, src string, boot Bootstrap, dst string) (*StandIn, error) {
 	if err := Check(nixHash); err != nil {
 		return nil, err
 	}
@@ -62,10 +77,12 @@ func StageStandIn(ctx context.Context, run system.Runner, nixHash, src, busybox,
 		rel, _ := filepath.Rel(src, p)
 		target := filepath.Join(dst, rel)
 		switch {
+		case d.IsDir() && rel == filepath.FromSlash(StandInKernelDir):
+			return fs.SkipDir // a kernel left there by hand; only boot.Kernel's is staged
 		case d.IsDir():
 			return os.MkdirAll(target, 0o755)
 		case rel == filepath.FromSlash(StandInBusybox):
-			return nil // a host-side test's copy; the staged one is busybox
+			return nil // a host-side test's copy; the staged one is boot.Busybox
 		case d.Type().IsRegular():
 			data, err := os.ReadFile(p)
 			if err != nil {
@@ -79,18 +96,23 @@ func StageStandIn(ctx context.Context, run system.Runner, nixHash, src, busybox,
 	if err != nil {
 		return nil, fmt.Errorf("stage the stand-in nixpkgs: %w", err)
 	}
-	bb, err := os.ReadFile(busybox)
+	bb, err := os.ReadFile(boot.Busybox)
 	if err != nil {
 		return nil, fmt.Errorf("stage the stand-in nixpkgs: its busybox: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(dst, StandInBusybox), bb, 0o755); err != nil {
 		return nil, err
 	}
+	if boot.Kernel != "" {
+		if err := copyTree(boot.Kernel, filepath.Join(dst, StandInKernelDir)); err != nil {
+			return nil, fmt.Errorf("stage the stand-in nixpkgs: its kernel: %w", err)
+		}
+	}
 	rev, err := os.ReadFile(filepath.Join(dst, ".git-revision"))
 	if err != nil {
 		return nil, fmt.Errorf("stand-in nixpkgs: %w", err)
 	}
-	s := &StandIn{Dir: dst, Rev: strings.TrimSpace(string(rev))}
+	s := &StandIn{Dir: dst, Rev: strings.TrimSpace(string(rev)), Bootable: boot.Kernel != ""}
 	if !hexRev.MatchString(s.Rev) {
 		return nil, fmt.Errorf("stand-in nixpkgs: .git-revision is %q, want 40 hex digits", s.Rev)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -29,6 +30,13 @@ const standInSrc = "../../testdata/e2e/standin-nixpkgs"
 // store) or without the tools, unless NIXPI_REQUIRE_NIX=1.
 func hostStandIn(t *testing.T) (*StandIn, Tools) {
 	t.Helper()
+	return hostStandInWith(t, "")
+}
+
+// hostStandInWith stages it with a kernel directory (StandInKernel's
+// layout) too: a bootable stand-in.
+func hostStandInWith(t *testing.T, kernel string) (*StandIn, Tools) {
+	t.Helper()
 	tools := DefaultTools()
 	var missing []string
 	for _, p := range []string{tools.NixHash, tools.NixInstantiate, "/usr/bin/nix-build", "/usr/bin/nix", tools.Busybox} {
@@ -44,7 +52,7 @@ func hostStandIn(t *testing.T) (*StandIn, Tools) {
 	case os.Geteuid() != 0:
 		t.Skip("stand-in nixpkgs builds need root (the host's Nix writes its store directly)")
 	}
-	s, err := StageStandIn(context.Background(), system.ExecRunner{}, tools.NixHash, standInSrc, tools.Busybox, filepath.Join(t.TempDir(), "standin"))
+	s, err := StageStandIn(context.Background(), system.ExecRunner{}, tools.NixHash, standInSrc, Bootstrap{Busybox: tools.Busybox, Kernel: kernel}, filepath.Join(t.TempDir(), "standin"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -484,5 +492,191 @@ func TestStandInFirmwareCoversBootFiles(t *testing.T) {
 		if _, ok := StandInFirmware[f]; !ok {
 			t.Errorf("StandInFirmware has no %s, which bootfiles.SSDBootFiles requires on the SSD", f)
 		}
+	}
+}
+
+// confirmUnit is the unit the generated configuration declares to confirm
+// a trial boot of the SSD, and one more with a script and an environment.
+const confirmUnit = `
+  systemd.services.nixpi-confirm = {
+    description = "nixpi: confirm that NixOS booted from the SSD, then retire the SD card";
+    wantedBy = [ "multi-user.target" ];
+    wants = [ "network-online.target" ];
+    after = [ "network-online.target" "local-fs.target" ];
+    unitConfig.ConditionPathExists = "/var/lib/nixpi/trial.json";
+    serviceConfig = { Type = "oneshot"; ExecStart = "/var/lib/nixpi/nixpi-firstboot confirm"; };
+  };
+  systemd.services.greeter = {
+    wantedBy = [ "multi-user.target" ];
+    environment.GREETING = "it's me";
+    script = ''echo "greeter: $GREETING"'';
+    serviceConfig.Type = "oneshot";
+    unitConfig.ConditionPathExists = [ "/" "!/nonexistent" ];
+  };
+  systemd.services.not-wanted = { wantedBy = [ "sleep.target" ]; script = "exit 3"; };
+`
+
+// TestStandInBootable builds, with a kernel in bootstrap/ (a fake one: the
+// host's Nix builds for the host), the bootable stand-in's toplevel: the
+// kernel and modules are the bootstrap's, the initrd a newc archive with
+// busybox, the modules and stage 1 that two builds make byte for byte, the
+// init stage 2 with the units, and extlinux.conf boots it.
+func TestStandInBootable(t *testing.T) {
+	kernel := t.TempDir()
+	for name, text := range map[string]string{
+		"Image": "fake kernel Image\n", "version": "6.12.0-test\n", "modules.load": "kernel/fs/btrfs/btrfs.ko\nkernel/fs/fat/vfat.ko\n",
+		"modules/kernel/fs/btrfs/btrfs.ko": "fake btrfs.ko\n", "modules/kernel/fs/fat/vfat.ko": "fake vfat.ko\n",
+	} {
+		os.MkdirAll(filepath.Dir(filepath.Join(kernel, name)), 0o755)
+		os.WriteFile(filepath.Join(kernel, name), []byte(text), 0o644)
+	}
+	s, tools := hostStandInWith(t, kernel)
+	if !s.Bootable {
+		t.Fatal("a stand-in staged with a kernel is not bootable")
+	}
+	dir := t.TempDir()
+	conf := standInConfig(t, "defaults")
+	os.WriteFile(filepath.Join(dir, "units.nix"), []byte("{ ... }: { imports = [ "+conf+" ];\n"+confirmUnit+"}\n"), 0o644)
+	toplevel := nixOut(t, append([]string{"nix-build", "--no-out-link", s.Dir + "/nixos", "--arg", "configuration", filepath.Join(dir, "units.nix"), "-A", "system"}, hostNixOpts...)...)
+
+	if got, _ := os.ReadFile(toplevel + "/kernel"); string(got) != "fake kernel Image\n" {
+		t.Errorf("the toplevel's kernel is %q, not the bootstrap's Image", got)
+	}
+	if got, _ := os.ReadFile(toplevel + "/kernel-modules/6.12.0-test/kernel/fs/fat/vfat.ko"); string(got) != "fake vfat.ko\n" {
+		t.Errorf("the kernel's modules: %q", got)
+	}
+
+	// The initrd: what is in it, and the same bytes from a second build.
+	initrd, err := os.ReadFile(toplevel + "/initrd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unpacked := t.TempDir()
+	cmd := exec.Command("sh", "-c", "gzip -dc | "+tools.Busybox+" cpio -id")
+	cmd.Dir, cmd.Stdin = unpacked, bytes.NewReader(initrd)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("unpack the initrd: %v: %s", err, out)
+	}
+	for name, want := range map[string]string{
+		"init":                                 "stand-in NixOS stage 1",
+		"bin/busybox":                          "",
+		"etc/stand-in-fs.sh":                   "by_partuuid",
+		"etc/stand-in-early-mounts":            "/dev/disk/by-label/root / btrfs subvol=@,compress=zstd\n/dev/disk/by-label/root /nix btrfs subvol=@nix,compress=zstd\n",
+		"etc/stand-in-initrd-modules":          "xhci_pci usbhid usb_storage uas pcie_brcmstb reset-raspberrypi vc4",
+		"lib/modules/stand-in-modules.load":    "kernel/fs/btrfs/btrfs.ko\nkernel/fs/fat/vfat.ko\n",
+		"lib/modules/kernel/fs/btrfs/btrfs.ko": "fake btrfs.ko\n",
+	} {
+		got, err := os.ReadFile(filepath.Join(unpacked, name))
+		if err != nil || !strings.Contains(string(got), want) {
+			t.Errorf("the initrd's %s: %.200q (%v), want %q in it", name, got, err, want)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(unpacked, "init")); err != nil || fi.Mode()&0o111 == 0 {
+		t.Errorf("the initrd's init is not executable (%v)", err)
+	}
+	drv := nixOut(t, "nix-store", "--query", "--deriver", filepath.Dir(mustReadlink(t, toplevel+"/initrd")))
+	nixOut(t, append([]string{"nix-build", "--no-out-link", "--check", drv}, hostNixOpts...)...)
+
+	// Stage 2: its units, run here by its own start_unit (no mounts).
+	init := mustReadlink(t, toplevel+"/init")
+	text, err := os.ReadFile(init)
+	if err != nil || !strings.HasPrefix(string(text), "#!/nix/store/") || regexp.MustCompile(`@[a-zA-Z]+@`).Match(text) {
+		t.Fatalf("stage 2 %s: %v\n%s", init, err, text)
+	}
+	if out, err := exec.Command(tools.Busybox, "sh", "-n", init).CombinedOutput(); err != nil {
+		t.Errorf("stage 2 does not parse: %v: %s", err, out)
+	}
+	units := regexp.MustCompile(`(?m)^\. (/nix/store/\S+-stand-in-units)$`).FindStringSubmatch(string(text))
+	startUnit := regexp.MustCompile(`(?ms)^start_unit\(\) \{.*?^\}`).FindString(string(text))
+	if units == nil || startUnit == "" {
+		t.Fatalf("stage 2 has no units file or no start_unit:\n%s", text)
+	}
+	run := `say() { echo "stand-in NixOS: $*"; }` + "\n" + startUnit + "\n. " + units[1] + "\n"
+	out, err := exec.Command(tools.Busybox, "sh", "-c", run).CombinedOutput()
+	want := "stand-in NixOS: started greeter\ngreeter: it's me\nstand-in NixOS: greeter exited with 0\n" +
+		"stand-in NixOS: skipped nixpi-confirm: ConditionPathExists=/var/lib/nixpi/trial.json, and /var/lib/nixpi/trial.json does not exist\n"
+	if err != nil || string(out) != want {
+		t.Errorf("the units in stage 2's order:\n%s(%v)\nwant\n%s", out, err, want)
+	}
+	unitsText, _ := os.ReadFile(units[1])
+	if !strings.Contains(string(unitsText), "start_unit 'nixpi-confirm' 'oneshot' /nix/store/") || strings.Contains(string(unitsText), "not-wanted") {
+		t.Errorf("the units file:\n%s", unitsText)
+	}
+
+	// Installed as the install step does it: extlinux.conf boots this init
+	// with the toplevel's kernel and initrd.
+	root := filepath.Join(t.TempDir(), "mnt")
+	os.MkdirAll(filepath.Join(root, "boot"), 0o755)
+	nixOut(t, "nix", "--extra-experimental-features", "nix-command", "copy", "--no-check-sigs", "--to", "local?root="+root, toplevel)
+	installTools := nixOut(t, append([]string{"nix-build", "--no-out-link", s.Dir, "-A", "nixos-install-tools"}, hostNixOpts...)...)
+	nixOut(t, installTools+"/bin/nixos-install", "--root", root, "--system", toplevel, "--no-root-passwd", "--no-channel-copy")
+	extlinux, err := os.ReadFile(filepath.Join(root, "boot/extlinux/extlinux.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels, _ := ParseExtlinux(string(extlinux)).BootOrder()
+	if len(labels) == 0 || !strings.HasPrefix(labels[0].Append, "init="+toplevel+"/init loglevel=4") {
+		t.Fatalf("extlinux.conf does not boot the toplevel's init:\n%s", extlinux)
+	}
+	for what, p := range map[string]string{"kernel": labels[0].Kernel, "initrd": labels[0].Initrd} {
+		got, err := os.ReadFile(filepath.Join(root, "boot/extlinux", p))
+		want, _ := os.ReadFile(filepath.Join(toplevel, what))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("extlinux.conf's %s %s is not the toplevel's (%v)", what, p, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "boot/extlinux", labels[0].FDTDir, rpi4FDTFile)); err != nil {
+		t.Errorf("FDTDIR %s has no %s: %v", labels[0].FDTDir, rpi4FDTFile, err)
+	}
+}
+
+func mustReadlink(t *testing.T, p string) string {
+	t.Helper()
+	target, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return target
+}
+
+// TestStandInPartUUID: stage 1's PARTUUID of a partition, from the table
+// itself (there is no udev), is what sgdisk and the MBR say.
+func TestStandInPartUUID(t *testing.T) {
+	t.Parallel()
+	tools := DefaultTools()
+	if _, err := exec.LookPath(tools.Busybox); err != nil {
+		t.Skip("busybox-static not installed")
+	}
+	if _, err := exec.LookPath(tools.Sgdisk); err != nil {
+		t.Skip("gdisk not installed")
+	}
+	lib := filepath.Join(standInSrc, "nixos/stand-in-fs.sh")
+	partuuid := func(img string, n int) string {
+		out, err := exec.Command(tools.Busybox, "sh", "-c", `. "$0"; partuuid "$1" "$2"`, lib, img, fmt.Sprint(n)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("partuuid %s %d: %v: %s", img, n, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	gpt := filepath.Join(t.TempDir(), "gpt.img")
+	NewBlankDisk(gpt, 64<<20)
+	if out, err := exec.Command(tools.Sgdisk, "-n1:2048:+8M", "-t1:EF00", "-n2:0:+8M", "-n3:0:0", gpt).CombinedOutput(); err != nil {
+		t.Fatalf("sgdisk: %v: %s", err, out)
+	}
+	for n := 1; n <= 3; n++ {
+		info, _ := exec.Command(tools.Sgdisk, fmt.Sprintf("--info=%d", n), gpt).Output()
+		p, err := parseSgdiskInfo(string(info))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := partuuid(gpt, n); got != strings.ToLower(p.UniqueGUID) {
+			t.Errorf("GPT partition %d: %s, sgdisk says %s", n, got, p.UniqueGUID)
+		}
+	}
+	mbr := filepath.Join(t.TempDir(), "mbr.img")
+	os.WriteFile(mbr, EncodeMBR(0x0badcafe, []Partition{{Type: 0x0c, Offset: 1 << 20, Size: 1 << 20}, {Type: 0x83, Offset: 2 << 20, Size: 1 << 20}}), 0o644)
+	os.Truncate(mbr, 4<<20)
+	if got := partuuid(mbr, 2); got != "0badcafe-02" {
+		t.Errorf("MBR partition 2: %s, want 0badcafe-02", got)
 	}
 }

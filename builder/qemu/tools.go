@@ -21,9 +21,11 @@ type Tools struct {
 	Umount        string // mount
 	Mcopy         string // mtools
 	Mtype         string // mtools
+	Mren          string // mtools
 	MkfsFAT       string // dosfstools
 	FsckFAT       string // dosfstools
 	MkfsExt4      string // e2fsprogs
+	Debugfs       string // e2fsprogs
 	Sgdisk        string // gdisk
 	Blkid         string // util-linux
 	Losetup       string // util-linux
@@ -49,9 +51,11 @@ func DefaultTools() Tools {
 		Umount:         "/usr/bin/umount",
 		Mcopy:          "/usr/bin/mcopy",
 		Mtype:          "/usr/bin/mtype",
+		Mren:           "/usr/bin/mren",
 		MkfsFAT:        "/usr/sbin/mkfs.fat",
 		FsckFAT:        "/usr/sbin/fsck.fat",
 		MkfsExt4:       "/usr/sbin/mkfs.ext4",
+		Debugfs:        "/usr/sbin/debugfs",
 		Sgdisk:         "/usr/sbin/sgdisk",
 		Blkid:          "/usr/sbin/blkid",
 		Losetup:        "/usr/sbin/losetup",
@@ -71,6 +75,8 @@ var debianPackage = map[string]string{
 	"update-binfmts":      "binfmt-support qemu-user-static",
 	"mcopy":               "mtools",
 	"mtype":               "mtools",
+	"mren":                "mtools",
+	"debugfs":             "e2fsprogs",
 	"mkfs.fat":            "dosfstools",
 	"fsck.fat":            "dosfstools",
 	"mkfs.ext4":           "e2fsprogs",

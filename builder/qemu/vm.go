@@ -21,9 +21,8 @@ import (
 )
 
 // VM is an emulated Raspberry Pi 4 with its SD card and a USB SSD. The
-// virt machine has no Pi firmware, so Boot does the firmware's job: read
-// config.txt and cmdline.txt from the card's FAT and load the kernel and
-// initramfs they name.
+// virt machine has no Pi firmware: Pi.PowerOn plays it and gives Boot the
+// kernel, initramfs and command line to start.
 type VM struct {
 	Card string // card image (raw)
 	SSD  string // USB disk image (raw)
@@ -39,8 +38,12 @@ type VM struct {
 	// makes it): the guest gets an address by DHCP and reaches the host's
 	// server and nothing else. Unset: no network at all.
 	GuestForward string
+	// EEPROM, when set, is the bootloader's state the guest can read (the
+	// stand-in vcgencmd): QEMU's fw_cfg carries its config and version
+	// text as opt/nixpi/bootloader_config and opt/nixpi/bootloader_version.
+	EEPROM *EEPROM
 	// Dir receives the console log of each boot (console-N.log) and the
-	// kernel files taken from the card.
+	// kernel files taken for it.
 	Dir   string
 	Run   system.Runner
 	Tools Tools
@@ -76,14 +79,29 @@ const (
 	EndPowerOff End = "power off" // the guest powered off
 	EndCut      End = "power cut" // killed on a watcher's request
 	EndTimeout  End = "timeout"   // killed after the boot's time limit
+	// EndNoBoot: the firmware or U-Boot found nothing to boot, so QEMU never
+	// ran (BootResult.Reason says why).
+	EndNoBoot End = "no boot"
 )
 
 // BootResult describes one boot.
 type BootResult struct {
 	N        int
 	End      End
-	Console  string // path of the captured serial console
+	Console  string // path of the captured serial console ("" for EndNoBoot)
 	Duration time.Duration
+	// Source is where the firmware booted from, Via what it loaded.
+	Source BootSource
+	Via    string
+	// Reason says why nothing booted (EndNoBoot); Notes what the firmware
+	// and U-Boot reported on the way.
+	Reason string
+	Notes  []string
+	// RebootCommand is the argument the guest rebooted with, as the kernel
+	// printed it ("Restarting system with command '0 tryboot'").
+	RebootCommand string
+	// MultiUser: the stand-in NixOS reached multi-user.target in this boot.
+	MultiUser bool
 }
 
 func (v *VM) logf(format string, args ...any) {
@@ -92,40 +110,9 @@ func (v *VM) logf(format string, args ...any) {
 	}
 }
 
-// kernelFiles copies the kernel and initramfs the card's config.txt names,
-// and returns them with the guest command line.
-func (v *VM) kernelFiles(ctx context.Context, n int) (kernel, initrd, cmdline string, err error) {
-	card, err := OpenCard(v.Card, v.Run, v.Tools)
-	if err != nil {
-		return "", "", "", err
-	}
-	configTxt, err := card.ReadFile(ctx, "config.txt")
-	if err != nil {
-		return "", "", "", err
-	}
-	cmdlineTxt, err := card.ReadFile(ctx, "cmdline.txt")
-	if err != nil {
-		return "", "", "", err
-	}
-	if cmdline, err = GuestCmdline(string(cmdlineTxt)); err != nil {
-		return "", "", "", err
-	}
-	files := ParseConfigTxt(string(configTxt))
-	kernel = filepath.Join(v.Dir, fmt.Sprintf("boot-%d-kernel", n))
-	if err := card.CopyOut(ctx, files.Kernel, kernel); err != nil {
-		return "", "", "", fmt.Errorf("the kernel config.txt names: %w", err)
-	}
-	if files.Initrd != "" {
-		initrd = filepath.Join(v.Dir, fmt.Sprintf("boot-%d-initrd", n))
-		if err := card.CopyOut(ctx, files.Initrd, initrd); err != nil {
-			return "", "", "", fmt.Errorf("the initramfs config.txt names: %w", err)
-		}
-	}
-	return kernel, initrd, cmdline, nil
-}
-
-// Argv is the qemu-system-aarch64 command line for one boot.
-func (v *VM) Argv(kernel, initrd, cmdline, qmpSocket string) []string {
+// Argv is the qemu-system-aarch64 command line for one boot; fwCfg are
+// -fw_cfg values.
+func (v *VM) Argv(kernel, initrd, cmdline, qmpSocket string, fwCfg ...string) []string {
 	argv := []string{v.Tools.QemuSystem,
 		"-M", "virt", "-cpu", "cortex-a72",
 		"-smp", strconv.Itoa(v.CPUs), "-m", strconv.Itoa(v.MemoryMiB),
@@ -143,6 +130,9 @@ func (v *VM) Argv(kernel, initrd, cmdline, qmpSocket string) []string {
 		"-device", "qemu-xhci,id=xhci",
 		"-device", "usb-storage,bus=xhci.0,drive=ssd,serial="+v.SSDSerial,
 	)
+	for _, f := range fwCfg {
+		argv = append(argv, "-fw_cfg", f)
+	}
 	for i, d := range v.Bystanders {
 		id := fmt.Sprintf("usb%d", i+1)
 		argv = append(argv,
@@ -165,19 +155,25 @@ func (v *VM) Argv(kernel, initrd, cmdline, qmpSocket string) []string {
 // button before the power is cut.
 const powerButtonGrace = 60 * time.Second
 
-// Boot powers the machine on once and runs it until the guest reboots or
-// powers off, the watcher cuts the power, or timeout passes.
-func (v *VM) Boot(ctx context.Context, n int, timeout time.Duration, watch Watcher) (*BootResult, error) {
+// rebootCommand is the kernel's last line when the guest reboots with an
+// argument (kernel/reboot.c): `systemctl reboot --reboot-argument='0 tryboot'`
+// prints "reboot: Restarting system with command '0 tryboot'".
+var rebootCommand = regexp.MustCompile(`reboot: Restarting system with command '([^']*)'`)
+
+// Boot powers the machine on once with what plan says to start and runs it
+// until the guest reboots or powers off, the watcher cuts the power, or
+// timeout passes. The plan's kernel files are removed afterwards.
+func (v *VM) Boot(ctx context.Context, n int, plan *BootPlan, timeout time.Duration, watch Watcher) (*BootResult, error) {
 	start := time.Now()
-	kernel, initrd, cmdline, err := v.kernelFiles(ctx, n)
+	defer os.Remove(plan.Kernel)
+	if plan.Initrd != "" {
+		defer os.Remove(plan.Initrd)
+	}
+	fwCfg, err := v.fwCfg()
 	if err != nil {
 		return nil, fmt.Errorf("boot %d: %w", n, err)
 	}
-	defer os.Remove(kernel)
-	if initrd != "" {
-		defer os.Remove(initrd)
-	}
-	res := &BootResult{N: n, Console: filepath.Join(v.Dir, fmt.Sprintf("console-%d.log", n))}
+	res := &BootResult{N: n, Console: filepath.Join(v.Dir, fmt.Sprintf("console-%d.log", n)), Source: plan.Source, Via: plan.Via, Notes: plan.Notes}
 	logFile, err := os.Create(res.Console)
 	if err != nil {
 		return nil, fmt.Errorf("boot %d: %w", n, err)
@@ -186,7 +182,7 @@ func (v *VM) Boot(ctx context.Context, n int, timeout time.Duration, watch Watch
 	qmp := filepath.Join(v.Dir, "qmp.sock")
 	os.Remove(qmp)
 
-	argv := v.Argv(kernel, initrd, cmdline, qmp)
+	argv := v.Argv(plan.Kernel, plan.Initrd, plan.Cmdline, qmp, fwCfg...)
 	v.logf("boot %d: %s", n, system.QuoteArgv(argv))
 	cmd := exec.Command(argv[0], argv[1:]...)
 	// A harness that dies must not leave a machine running.
@@ -247,6 +243,9 @@ func (v *VM) Boot(ctx context.Context, n int, timeout time.Duration, watch Watch
 				exited = true
 				break
 			}
+			if m := rebootCommand.FindStringSubmatch(line); m != nil {
+				res.RebootCommand = m[1]
+			}
 			if watch != nil {
 				act(watch(line))
 			}
@@ -282,12 +281,36 @@ func (v *VM) Boot(ctx context.Context, n int, timeout time.Duration, watch Watch
 			res.End = EndPowerOff
 		}
 	}
-	v.logf("boot %d: %s after %s (console: %s)", n, res.End, res.Duration.Round(100*time.Millisecond), res.Console)
+	v.logf("boot %d (%s): %s after %s (console: %s)", n, res.Source, res.End, res.Duration.Round(100*time.Millisecond), res.Console)
 	if res.End == EndTimeout {
 		return res, fmt.Errorf("boot %d: no reboot or power-off within %s; console %s ends:\n%s", n, timeout, res.Console, tail.String())
 	}
 	return res, nil
 }
+
+// fwCfg writes the EEPROM's state where QEMU's fw_cfg reads it, fresh for
+// every boot (the boot ROM may have flashed an update).
+func (v *VM) fwCfg() ([]string, error) {
+	if v.EEPROM == nil {
+		return nil, nil
+	}
+	var args []string
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"bootloader_config", v.EEPROM.Config}, {"bootloader_version", []byte(v.EEPROM.VersionText())}} {
+		p := filepath.Join(v.Dir, "eeprom-"+f.name)
+		if err := os.WriteFile(p, f.data, 0o644); err != nil {
+			return nil, err
+		}
+		args = append(args, "name="+FwCfgPrefix+f.name+",file="+p)
+	}
+	return args, nil
+}
+
+// FwCfgPrefix is where the guest finds the EEPROM's state under
+// /sys/firmware/qemu_fw_cfg/by_name/ (module qemu_fw_cfg).
+const FwCfgPrefix = "opt/nixpi/"
 
 var ansiEscape = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)
 

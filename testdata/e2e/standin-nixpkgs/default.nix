@@ -52,20 +52,49 @@ let
     done
   '';
 
-  kernelVersion = "6.12.0-stand-in";
+  # A bootable stand-in: the harness puts the e2e base image's Debian arm64
+  # kernel and the modules the stand-in's stage 1 loads in bootstrap/kernel
+  # (Image, version, modules/, modules.load). The host-side tests have none:
+  # then the kernel is a text file, and the system does not boot.
+  bootable = builtins.pathExists ./bootstrap/kernel/Image;
+  kernelVersion = if bootable
+    then builtins.replaceStrings [ "\n" ] [ "" ] (builtins.readFile ./bootstrap/kernel/version)
+    else "6.12.0-stand-in";
+
+  # Device trees: stand-ins either way (QEMU's virt machine makes its own).
+  standInDtbs = ''
+    mkdir -p $out/dtbs/broadcom
+    echo "stand-in device tree for the Raspberry Pi 4 B" > $out/dtbs/broadcom/bcm2711-rpi-4-b.dtb
+    for board in 400 cm4 cm4s; do
+      echo "stand-in device tree for the Raspberry Pi $board" > $out/dtbs/broadcom/bcm2711-rpi-$board.dtb
+    done
+  '';
 in
 {
   inherit lib busybox runCommand writeText writeScript system;
 
-  # The mainline kernel's layout: Image, dtbs/, modules.
+  # The mainline kernel's layout: Image, dtbs/, lib/modules/VERSION.
+  # standInBootable says whether Image is a real kernel (Debian's, copied by
+  # the harness: not built here, and not the mainline nixpkgs one) with the
+  # modules stage 1 loads and their load order, stand-in-modules.load.
   linuxPackages = {
-    kernel = runCommand "linux-${kernelVersion}" { version = kernelVersion; } ''
-      mkdir -p $out/dtbs/broadcom $out/lib/modules/${kernelVersion}
+    kernel = if bootable then runCommand "linux-${kernelVersion}-stand-in" {
+      version = kernelVersion;
+      standInBootable = true;
+    } ''
+      ${standInDtbs}
+      mkdir -p $out/lib/modules/${kernelVersion}
+      cp ${bootstrap}/kernel/Image $out/Image
+      cp -r ${bootstrap}/kernel/modules/. $out/lib/modules/${kernelVersion}/
+      cp ${bootstrap}/kernel/modules.load $out/lib/modules/${kernelVersion}/stand-in-modules.load
+      echo "stand-in: Debian's kernel ${kernelVersion} and the modules the stand-in NixOS loads (test data for nixpi's QEMU run, not nixpkgs' kernel)" > $out/lib/modules/${kernelVersion}/stand-in-README
+    '' else runCommand "linux-${kernelVersion}" {
+      version = kernelVersion;
+      standInBootable = false;
+    } ''
+      ${standInDtbs}
+      mkdir -p $out/lib/modules/${kernelVersion}
       echo "stand-in kernel Image ${kernelVersion} (test data, not a kernel)" > $out/Image
-      echo "stand-in device tree for the Raspberry Pi 4 B" > $out/dtbs/broadcom/bcm2711-rpi-4-b.dtb
-      for board in 400 cm4 cm4s; do
-        echo "stand-in device tree for the Raspberry Pi $board" > $out/dtbs/broadcom/bcm2711-rpi-$board.dtb
-      done
       echo "stand-in modules of ${kernelVersion}" > $out/lib/modules/${kernelVersion}/modules.dep
     '';
   };

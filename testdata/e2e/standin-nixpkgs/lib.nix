@@ -21,6 +21,8 @@ let
   concatMapStringsSep = sep: f: l: concatStringsSep sep (map f l);
   mapAttrsToList = f: a: map (n: f n a.${n}) (attrNames a);
   hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
+  escapeShellArg = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] (toString s) + "'";
+  filterAttrs = pred: a: listToAttrs (map (n: { name = n; value = a.${n}; }) (filter (n: pred n a.${n}) (attrNames a)));
 
   # The types nixos/options.nix declares with, and how each merges several
   # definitions of the same priority.
@@ -39,6 +41,13 @@ let
         if builtins.all isList xs then concatLists xs else mergeEqual (path ++ [ n ]) xs) vs;
     };
     raw = { name = "raw value"; check = _: true; merge = mergeEqual; };
+    # A free-form attribute set (unitConfig, serviceConfig, environment):
+    # merged key by key, the values of a key must agree.
+    attrs = {
+      name = "attribute set";
+      check = isAttrs;
+      merge = path: vs: builtins.zipAttrsWith (n: xs: mergeEqual (path ++ [ n ]) xs) vs;
+    };
   };
 
   mergeEqual = path: vs:
@@ -121,7 +130,7 @@ let
 
   self = {
     inherit mkOverride mkOption types evalModules genAttrs mapAttrs optional optionals optionalString
-      concatMapStrings concatMapStringsSep mapAttrsToList unique hasPrefix;
+      concatMapStrings concatMapStringsSep mapAttrsToList unique hasPrefix escapeShellArg filterAttrs;
     mkDefault = mkOverride 1000;
     mkForce = mkOverride 50;
     mkIf = condition: content: { _type = "if"; inherit condition content; };

@@ -9,6 +9,7 @@ let
   list = mkOption { type = types.listOf; default = [ ]; hasDefault = true; };
   str = default: mkOption { type = types.str; inherit default; hasDefault = default != null; };
   nullOrStr = mkOption { type = types.nullOrStr; default = null; hasDefault = true; };
+  attrs = mkOption { type = types.attrs; default = { }; hasDefault = true; };
 in
 {
   nixpkgs.hostPlatform = str null;
@@ -34,6 +35,21 @@ in
   security.sudo.wheelNeedsPassword = bool true;
   services.openssh.enable = bool false;
   systemd.tmpfiles.rules = list;
+  # The units the stand-in's stage 2 starts (those wantedBy
+  # multi-user.target); nixos/lib/systemd-unit-options.nix declares them.
+  systemd.services._attrsOf = {
+    enable = bool true;
+    description = str "";
+    wantedBy = list;
+    after = list;
+    wants = list;
+    requires = list;
+    path = list;
+    environment = attrs;
+    script = mkOption { type = types.lines; default = ""; hasDefault = true; };
+    unitConfig = attrs;
+    serviceConfig = attrs;
+  };
   nix.settings = mkOption { type = types.settings; default = { }; hasDefault = true; };
   system.stateVersion = str null;
   boot.loader.grub.enable = bool true;
@@ -52,6 +68,8 @@ in
     device = str null;
     fsType = str "auto";
     options = mkOption { type = types.listOf; default = [ "defaults" ]; hasDefault = true; };
+    # Stage 1 mounts it (with /, /nix, /var, ... as NixOS's pathsNeededForBoot).
+    neededForBoot = bool false;
   };
   swapDevices = list;
   environment.systemPackages = list;
