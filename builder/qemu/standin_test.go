@@ -561,7 +561,7 @@ func TestStandInBootable(t *testing.T) {
 		"init":                                 "stand-in NixOS stage 1",
 		"bin/busybox":                          "",
 		"etc/stand-in-fs.sh":                   "by_partuuid",
-		"etc/stand-in-early-mounts":            "/dev/disk/by-label/root / btrfs subvol=@,compress=zstd\n/dev/disk/by-label/root /nix btrfs subvol=@nix,compress=zstd\n",
+		"etc/stand-in-early-mounts":            "/dev/disk/by-partuuid/ROOT-PARTUUID / btrfs subvol=@,compress=zstd\n/dev/disk/by-partuuid/ROOT-PARTUUID /nix btrfs subvol=@nix,compress=zstd\n",
 		"etc/stand-in-initrd-modules":          "xhci_pci usbhid usb_storage uas pcie_brcmstb reset-raspberrypi vc4",
 		"lib/modules/stand-in-modules.load":    "kernel/fs/btrfs/btrfs.ko\nkernel/fs/fat/vfat.ko\n",
 		"lib/modules/kernel/fs/btrfs/btrfs.ko": "fake btrfs.ko\n",
