@@ -17,6 +17,7 @@ import (
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/eeprom"
+	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/retire"
 )
 
@@ -132,8 +133,14 @@ func (e *E2E) CheckHandOver(ctx context.Context, in *Install, hooked string, wan
 	default:
 		ho := state.HandOver
 		// A config without secrets leaves nothing to scrub.
-		if !ho.Finished || !ho.Rebooted || ho.BootOrder != want.BootOrder || len(ho.Staged) != 3 || (len(want.Secrets) > 0) != (len(ho.Scrubbed) > 0) {
-			p.addf("%s: the journal's hand-over is %+v, want finished, rebooted, boot order %s, three files staged, secrets scrubbed if the config has any (%d)", in.Name, *ho, want.BootOrder, len(want.Secrets))
+		if !ho.Finished || ho.Confirmed == nil || !ho.Trybooted || ho.TrialBoot == 0 || ho.BootOrder != want.BootOrder || len(ho.Staged) != 3 || (len(want.Secrets) > 0) != (len(ho.Scrubbed) > 0) {
+			p.addf("%s: the journal's hand-over is %+v, want finished, confirmed by NixOS after a tryboot, boot order %s, three files staged, secrets scrubbed if the config has any (%d)", in.Name, *ho, want.BootOrder, len(want.Secrets))
+		}
+		p = append(p, checkConfirmedTrial(in, ho)...)
+		for _, name := range []string{cardpath.TryBoot, cardpath.TrialUBoot} {
+			if _, err := card.ReadFile(ctx, name); !errors.Is(err, fs.ErrNotExist) {
+				p.addf("%s: the trial's %s is still on the card after NixOS confirmed (%v)", in.Name, name, err)
+			}
 		}
 		if want.Address && ho.Address == "" {
 			p.addf("%s: the hand-over's last message has no address for the Pi, though it had a network", in.Name)
@@ -200,12 +207,38 @@ func checkFlashed(in *Install, order string, ssdBoots bool) Problems {
 	case len(in.EEPROMUpdates) == 1 && in.EEPROMUpdates[0].BootOrder != order:
 		p.addf("%s: the flashed bootloader has BOOT_ORDER %s, want %s", in.Name, in.EEPROMUpdates[0].BootOrder, order)
 	case len(in.EEPROMUpdates) == 1:
-		if cb := in.CardBoots(); len(cb) > 0 && in.EEPROMUpdates[0].Boot != cb[len(cb)-1].N+1 {
-			p.addf("%s: the update was flashed before boot %d, want before boot %d, the first after the card's last", in.Name, in.EEPROMUpdates[0].Boot, cb[len(cb)-1].N+1)
+		// Nothing may depend on the new order before it is flashed: the
+		// update goes in before the card boots again to read it back, and
+		// so before the trial.
+		if len(in.TrybootRequests) > 0 && in.EEPROMUpdates[0].Boot > in.TrybootRequests[0] {
+			p.addf("%s: the update was flashed before boot %d, after the trial was requested in boot %d", in.Name, in.EEPROMUpdates[0].Boot, in.TrybootRequests[0])
 		}
 	}
 	if ssdBoots && in.EEPROM.BootOrder() != order {
 		p.addf("%s: the bootloader ends with BOOT_ORDER %s, want %s", in.Name, in.EEPROM.BootOrder(), order)
+	}
+	return p
+}
+
+// checkConfirmedTrial checks that the confirmation came from NixOS booted
+// through the trial: the boot after the tryboot request read the card's
+// tryboot.txt and reached multi-user.target on the SSD, and the card's
+// retirement came after it.
+func checkConfirmedTrial(in *Install, ho *journal.HandOver) Problems {
+	var p Problems
+	if len(in.TrybootRequests) != 1 {
+		p.addf("%s: the guest asked for %d tryboot reboots (%v), want one", in.Name, len(in.TrybootRequests), in.TrybootRequests)
+		return p
+	}
+	trial := in.TrybootRequests[0] + 1
+	if trial > len(in.Boots) || in.Boots[trial-1].Source != SourceTryboot || !in.Boots[trial-1].MultiUser {
+		p.addf("%s: boot %d, after the tryboot request, did not bring NixOS up from the card's tryboot.txt", in.Name, trial)
+	}
+	if ho.Confirmed == nil {
+		return p
+	}
+	if !strings.Contains(ho.ConfirmLine(), "NixOS booted from the SSD: confirmed at") {
+		p.addf("%s: the confirmation reads %q", in.Name, ho.ConfirmLine())
 	}
 	return p
 }
@@ -222,7 +255,7 @@ func expectedUpdate(image, order string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", image, err)
 	}
-	cfg, err := eeprom.SetKeys(im.Config(), eeprom.Setting{Key: "BOOT_ORDER", Value: order})
+	cfg, err := eeprom.SetBootOrder(im.Config(), order)
 	if err != nil {
 		return nil, err
 	}

@@ -122,24 +122,28 @@ func handOverCards(t *testing.T) (hooked, retired map[string][]byte) {
 	return hooked, retired
 }
 
-// handedOver is an Install that ended in the hand-over's reboot.
+// handedOver is an Install whose card asked for the trial (a tryboot
+// reboot), whose NixOS came up from tryboot.txt and confirmed, and whose
+// retired card then passed the Pi on to the SSD over USB.
 func handedOver(t *testing.T, card string, ho journal.HandOver) *Install {
 	t.Helper()
-	state, err := json.Marshal(journal.State{Steps: []string{"verify", "reboot"}, HandOver: &ho})
+	state, err := json.Marshal(journal.State{Steps: []string{"verify", "trial", "confirm", "done"}, HandOver: &ho})
 	if err != nil {
 		t.Fatal(err)
 	}
 	console := filepath.Join(t.TempDir(), "console-1.log")
-	if err := os.WriteFile(console, []byte("nixpi: step 2 of 2, reboot\n[ 99.1] reboot: Restarting system\n"), 0o644); err != nil {
+	if err := os.WriteFile(console, []byte("nixpi: step 2 of 4, trial\n[ 99.1] reboot: Restarting system with command '0 tryboot'\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return &Install{Name: "t", Card: card, Finished: true, HandedOver: true,
-		Boots:   []*BootResult{{N: 1, Console: console, End: EndReboot, Source: SourceCard}},
-		Journal: &journal.Journal{Entries: []journal.Entry{{Step: "reboot", Event: journal.Reboot, Boot: 1, State: state}}}}
+	return &Install{Name: "t", Card: card, Finished: true, HandedOver: true, TrybootRequests: []int{1}, NixOSBoots: []int{2, 3},
+		Boots: []*BootResult{{N: 1, Console: console, End: EndReboot, Source: SourceCard},
+			{N: 2, End: EndCut, Source: SourceTryboot, MultiUser: true}, {N: 3, End: EndCut, Source: SourceUSB, MultiUser: true}},
+		Journal: &journal.Journal{Entries: []journal.Entry{{Step: "done", Event: journal.Done, Boot: 2, State: state}}}}
 }
 
 func goodHandOver() journal.HandOver {
-	return journal.HandOver{BootOrder: "0xf41", Address: "10.0.2.15", Finished: true, Rebooted: true, Staged: []string{"a", "b", "c"}, Scrubbed: []string{"users.pi.password_hash"}}
+	return journal.HandOver{BootOrder: "0xf41", Address: "10.0.2.15", Finished: true, Staged: []string{"a", "b", "c"}, Scrubbed: []string{"users.pi.password_hash"},
+		TrialBoot: 1, Trybooted: true, Confirmed: &journal.Confirmation{Boot: 2, System: "/nix/store/x-nixos-system", Addresses: []string{"10.0.2.15"}}}
 }
 
 // TestCheckHandOver: a correct hand-over passes, and each thing a broken
@@ -201,8 +205,16 @@ func TestCheckHandOver(t *testing.T) {
 			want: "recovery.bin is not at the card's root"},
 		{name: "secret left on the card", card: change(func(f map[string][]byte) { f[cardpath.Config] = hookedFiles[cardpath.Config] }),
 			want: "secret 1 of the config is in the card's nixpi/nixpi.toml"},
-		{name: "journal says not rebooted", card: good, ho: func(h *journal.HandOver) { h.Rebooted = false },
+		{name: "NixOS never confirmed", card: good, ho: func(h *journal.HandOver) { h.Confirmed = nil },
 			want: "the journal's hand-over is"},
+		{name: "no trial boot", card: good, ho: func(h *journal.HandOver) { h.Trybooted = false },
+			want: "the journal's hand-over is"},
+		{name: "no tryboot request", card: good, in: func(in *Install) { in.TrybootRequests = nil },
+			want: "asked for 0 tryboot reboots"},
+		{name: "NixOS not up in the trial boot", card: good, in: func(in *Install) { in.Boots[1].MultiUser = false },
+			want: "did not bring NixOS up from the card's tryboot.txt"},
+		{name: "trial files left", card: change(func(f map[string][]byte) { f[cardpath.TryBoot] = []byte("[all]\n") }),
+			want: "the trial's tryboot.txt is still on the card"},
 		{name: "secrets not scrubbed", card: good, ho: func(h *journal.HandOver) { h.Scrubbed = nil },
 			want: "the journal's hand-over is"},
 		{name: "powered off, not rebooted", card: good, in: func(in *Install) { in.Boots[0].End = EndPowerOff },
@@ -264,11 +276,12 @@ func TestWithBootloader(t *testing.T) {
 }
 
 // TestCheckFlashed: the staged update is flashed once, with the wanted
-// order, before the first boot after the card's last.
+// order, before the trial boot.
 func TestCheckFlashed(t *testing.T) {
 	t.Parallel()
 	flashed := func(updates ...EEPROMUpdate) *Install {
-		in := &Install{Name: "t", Boots: []*BootResult{{N: 1, Source: SourceCard, End: EndReboot}, {N: 2, Source: SourceUSB, End: EndPowerOff}},
+		in := &Install{Name: "t", Boots: []*BootResult{{N: 1, Source: SourceCard, End: EndReboot}, {N: 2, Source: SourceCard, End: EndReboot},
+			{N: 3, Source: SourceTryboot, End: EndCut}}, TrybootRequests: []int{2},
 			EEPROMUpdates: updates, EEPROM: &EEPROM{Config: []byte("[all]\nBOOT_ORDER=0xf41\n")}}
 		if len(updates) == 0 {
 			in.EEPROM = &EEPROM{}
@@ -282,12 +295,12 @@ func TestCheckFlashed(t *testing.T) {
 		ssdBoots bool
 		want     string
 	}{
-		{"flashed before the USB boot", flashed(good), true, ""},
+		{"flashed before the card read it back", flashed(good), true, ""},
 		{"never flashed", flashed(), true, "never flashed"},
 		{"never flashed, no SSD boot", flashed(), false, ""},
 		{"twice", flashed(good, good), true, "flashed 2 updates"},
 		{"another order", flashed(EEPROMUpdate{Boot: 2, BootOrder: "0xf14"}), true, "has BOOT_ORDER 0xf14"},
-		{"too late", flashed(EEPROMUpdate{Boot: 3, BootOrder: "0xf41"}), true, "before boot 3, want before boot 2"},
+		{"too late", flashed(EEPROMUpdate{Boot: 3, BootOrder: "0xf41"}), true, "before boot 3, after the trial was requested in boot 2"},
 	} {
 		p := checkFlashed(tc.in, "0xf41", tc.ssdBoots)
 		if got := strings.Join(p, "\n"); !strings.Contains(got, tc.want) || (tc.want == "") != (got == "") {

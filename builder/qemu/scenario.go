@@ -496,7 +496,7 @@ func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, opts 
 	}
 	if in.HandedOver && !h.SSDBoots {
 		if !rebootedIntoSSD(j) {
-			return in, fmt.Errorf("%s: the card no longer boots, but its journal does not end in the hand-over's reboot (consoles in %s)", name, dir)
+			return in, fmt.Errorf("%s: the card no longer boots, but its journal records no hand-over confirmed by NixOS (consoles in %s)", name, dir)
 		}
 		in.Finished = true
 	}
@@ -519,16 +519,11 @@ func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, opts 
 // it the card is passed over for the next mode in BOOT_ORDER.
 const pi4Firmware = "start4.elf"
 
-// rebootedIntoSSD says whether the journal ends in the hand-over: the
-// service finished and its last step asked for the reboot.
+// rebootedIntoSSD says whether the journal records the finished
+// hand-over: NixOS confirmed from the SSD, and the card was retired.
 func rebootedIntoSSD(j *journal.Journal) bool {
-	if len(j.Entries) == 0 {
-		return false
-	}
 	state, err := j.CurrentState()
-	last := j.Entries[len(j.Entries)-1]
-	return err == nil && state.HandOver != nil && state.HandOver.Finished && state.HandOver.Rebooted &&
-		last.Event == journal.Reboot && len(state.Steps) > 0 && last.Step == state.Steps[len(state.Steps)-1]
+	return err == nil && state.HandOver != nil && state.HandOver.Finished && state.HandOver.Confirmed != nil
 }
 
 func readJournal(ctx context.Context, card *Card) (*journal.Journal, error) {
