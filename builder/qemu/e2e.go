@@ -329,6 +329,9 @@ func (e *E2E) SwapBytes(in *Install) (int64, error) {
 type Reference struct {
 	Disk  *DiskSpec
 	NixOS *InstalledSpec // nil without the stand-in
+	// Trial is the Pi as it was when the card asked for the trial boot:
+	// where the scenarios of a trial that fails start.
+	Trial *Snapshot
 }
 
 // checkLayout checks a finished run's SSD against the config.
@@ -434,7 +437,8 @@ func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*Reference,
 	}
 	err := e.Phase("scenario uninterrupted", func() error {
 		var err error
-		in, err = e.RunInstall(ctx, "uninterrupted", hookedCard, InstallOptions{MakeSSD: e.BlankSSD, Bystanders: bystanders})
+		in, err = e.RunInstall(ctx, "uninterrupted", hookedCard, InstallOptions{MakeSSD: e.BlankSSD, Bystanders: bystanders,
+			SnapshotDir: filepath.Join(e.Dir, "uninterrupted-trial")})
 		return err
 	})
 	if err != nil {
@@ -483,7 +487,90 @@ func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*Reference,
 			e.logf("uninterrupted: boot %d from %s (%s), %s after %s:\n%s", b.N, b.Source, b.Via, b.End, b.Duration.Round(100*time.Millisecond), standInLines(b))
 		}
 	}
-	return &Reference{Disk: spec, NixOS: installed}, p, nil
+	return &Reference{Disk: spec, NixOS: installed, Trial: in.Snapshot}, p, nil
+}
+
+// TrialNotConfirmed starts from the Pi as the card asked for the trial
+// boot, breaks the trial (break_ changes the SSD copy, or cut cuts the
+// power during the trial boot), and checks what a Pi owner must find: the
+// Pi came back to the card by itself, the service stopped saying that the
+// SSD did not boot NixOS, and nothing of the card was retired or scrubbed.
+func (e *E2E) TrialNotConfirmed(ctx context.Context, name string, from *Snapshot, break_ func(ssd string) error, cut *Cut) (Problems, error) {
+	if from == nil {
+		return nil, fmt.Errorf("%s: the uninterrupted run took no snapshot at the trial boot", name)
+	}
+	dir := filepath.Join(e.Dir, name+"-from")
+	snap, err := takeSnapshot(&Pi{Card: from.Card, SSD: from.SSD, EEPROM: from.EEPROM, Tryboot: from.Tryboot}, dir, from.After)
+	if err != nil {
+		return nil, err
+	}
+	if break_ != nil {
+		if err := break_(snap.SSD); err != nil {
+			return nil, fmt.Errorf("%s: break the SSD: %w", name, err)
+		}
+	}
+	var in *Install
+	err = e.Phase("scenario "+name, func() error {
+		var err error
+		in, err = e.RunInstall(ctx, name, "", InstallOptions{From: snap, Cut: cut})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return e.CheckTrialNotConfirmed(ctx, in), nil
+}
+
+// CheckTrialNotConfirmed checks a run whose trial boot never confirmed.
+func (e *E2E) CheckTrialNotConfirmed(ctx context.Context, in *Install) Problems {
+	var p Problems
+	if !in.Failed {
+		p.addf("%s: the service did not stop after a trial boot that never confirmed", in.Name)
+	}
+	if in.NixOSFrom(SourceUSB) {
+		p.addf("%s: NixOS came up from USB: the card was retired without a confirmation", in.Name)
+	}
+	if cb := in.CardBoots(); len(cb) == 0 || cb[len(cb)-1].N != len(in.Boots) {
+		p.addf("%s: the Pi did not come back to the card's Raspberry Pi OS after the trial", in.Name)
+	}
+	if j := in.Journal; j != nil && len(j.Entries) > 0 {
+		last := j.Entries[len(j.Entries)-1]
+		if last.Step != "trial" || last.Event != journal.Fail || !strings.Contains(last.Msg, "the SSD did not boot NixOS") || !strings.Contains(last.Msg, "nothing was retired") {
+			p.addf("%s: the journal ends with %s %s %q, want the trial's failure saying the SSD did not boot NixOS", in.Name, last.Step, last.Event, last.Msg)
+		}
+		if ho := journal.LastHandOver(j); ho == nil || ho.Confirmed != nil || !strings.Contains(ho.ConfirmLine(), "not confirmed") {
+			p.addf("%s: the hand-over reads %+v", in.Name, ho)
+		}
+	} else {
+		p.addf("%s: no journal", in.Name)
+	}
+	card, err := OpenCard(in.Card, e.Run, e.Tools)
+	if err != nil {
+		p.addf("%s: %v", in.Name, err)
+		return p
+	}
+	if _, err := card.ReadFile(ctx, pi4Firmware); err != nil {
+		p.addf("%s: %s is not at the card's root: the card was retired though NixOS never confirmed (%v)", in.Name, pi4Firmware, err)
+	}
+	if _, err := card.ReadFile(ctx, cardpath.RetiredManifest); err == nil {
+		p.addf("%s: the card has %s: something was retired", in.Name, cardpath.RetiredManifest)
+	}
+	if toml, err := card.ReadFile(ctx, cardpath.Config); err != nil || (len(e.secrets()) > 0 && len(CheckNoSecrets(map[string]string{"c": string(toml)}, e.secrets())) == 0) {
+		p.addf("%s: the card's config lost its secrets before NixOS confirmed: a retry could not install with them (%v)", in.Name, err)
+	}
+	return p
+}
+
+// BreakExtlinux renames the SSD's extlinux.conf: U-Boot then finds nothing
+// to boot, as with an enclosure U-Boot cannot read.
+func (e *E2E) BreakExtlinux(ctx context.Context) func(ssd string) error {
+	return func(ssd string) error {
+		fat, err := OpenSSDBoot(ssd, e.Run, e.Tools)
+		if err != nil {
+			return err
+		}
+		return fat.Rename(ctx, "extlinux/extlinux.conf", "extlinux/extlinux.conf.broken")
+	}
 }
 
 // checkHandOver checks the card after the hand-over when the config's

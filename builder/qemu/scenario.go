@@ -437,11 +437,11 @@ func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, opts 
 				in.Failed = true
 				return PowerOff
 			}
-			if allStepDone.MatchString(line) {
-				in.Finished = true
-				return PowerOff
-			}
 			if plan.Source == SourceCard {
+				if allStepDone.MatchString(line) {
+					in.Finished = true
+					return PowerOff
+				}
 				return Continue
 			}
 			switch {
