@@ -28,6 +28,7 @@ import (
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/source"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/configcheck"
 )
 
 // Options is one build.
@@ -40,6 +41,10 @@ type Options struct {
 	SHA256 string
 	// Config is the path of the install config (nixpi.toml).
 	Config string
+	// NixParser parses nixos.extra_module and the generated configuration
+	// when the config is checked (configcheck.FindParser); the zero value
+	// is nixpi's own bracket check, which a warning then names.
+	NixParser configcheck.Parser
 	// Out is the card image to write. It must not exist unless Force.
 	Out   string
 	Force bool
@@ -197,7 +202,7 @@ func readCardInputs(opts Options, logf func(format string, args ...any)) (*confi
 	if opts.Config == "" {
 		return nil, cardFiles{}, fmt.Errorf("no install config: pass --config nixpi.toml (`nixpi config init > nixpi.toml` writes an example)")
 	}
-	cfg, raw, canonical, err := readConfig(opts.Config, logf)
+	cfg, raw, canonical, err := readConfig(opts, logf)
 	if err != nil {
 		return nil, cardFiles{}, err
 	}
@@ -205,9 +210,12 @@ func readCardInputs(opts Options, logf func(format string, args ...any)) (*confi
 	return cfg, cardFiles{epoch: opts.Epoch, config: canonical, manifest: m}, nil
 }
 
-// readConfig reads and validates the install config: as given, and
-// canonical (what goes onto the card).
-func readConfig(path string, logf func(format string, args ...any)) (cfg *config.Config, raw, canonical []byte, err error) {
+// readConfig reads the install config and checks it as the Pi will
+// (configcheck), so a card never carries a config the Pi refuses after
+// wiping the SSD. It returns it as given, and canonical (what goes onto the
+// card).
+func readConfig(opts Options, logf func(format string, args ...any)) (cfg *config.Config, raw, canonical []byte, err error) {
+	path := opts.Config
 	raw, err = config.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, nil, fmt.Errorf("read config: %w (`nixpi config init > nixpi.toml` writes an example to start from)", err)
@@ -215,9 +223,15 @@ func readConfig(path string, logf func(format string, args ...any)) (cfg *config
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("read config: %w", err)
 	}
-	cfg, err = config.Parse(path, raw)
+	// Not cancelled with the build: parsing takes milliseconds, and a
+	// Ctrl-C reaches nix-instantiate through the terminal all the same.
+	res, err := configcheck.Check(context.Background(), path, raw, opts.NixParser)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("config: %w", err)
+	}
+	cfg = res.Config
+	if res.ModuleParsedBy != "" && !opts.NixParser.ByNix() {
+		warnf(opts, "nixos.extra_module was checked by nixpi's own bracket check only, not parsed by Nix (no nix-instantiate on PATH): a syntax error it misses stops the install on the Pi; install Nix (apt-get install nix-bin) to have it parsed before the card is written")
 	}
 	for _, w := range cfg.Warnings() {
 		logf("warning: %s", w)

@@ -87,7 +87,7 @@ func cmdConfirm(ctx context.Context, args []string, stdout, stderr io.Writer, d 
 		eng.Display = &progress.Display{Root: d.root, Warn: eng.LogLine}
 	}
 	configPath := filepath.Join(*cardDir, cardpath.Config)
-	cfg, sum, cfgErr := loadConfig(filepath.Join(d.root, configPath), configPath)
+	cfg, sum, cfgErr := loadConfig(ctx, filepath.Join(d.root, configPath), configPath, d.nixParser, eng.LogLine)
 	eng.ConfigSHA256, env.Config = sum, cfg
 	if cfgErr != nil {
 		outcome, err := eng.RecordFailure(engine.ConfigStep, cfgErr)

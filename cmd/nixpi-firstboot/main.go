@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nixpi/nixpi/firstboot/cardpath"
+	"github.com/nixpi/nixpi/firstboot/configcheck"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/steps"
 	"github.com/nixpi/nixpi/firstboot/system"
@@ -47,15 +48,19 @@ type deps struct {
 	// the mount syscalls).
 	mountCard   func(dev, dir string) error
 	unmountCard func(dir string) error
+	// nixParser checks the config's Nix (the zero value: nixpi's own
+	// bracket check, what a Pi without Nix has).
+	nixParser configcheck.Parser
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, deps{
-		root:  "/",
-		tools: system.DefaultTools(),
-		steps: steps.All,
-		hook:  runHook,
+		root:      "/",
+		tools:     system.DefaultTools(),
+		steps:     steps.All,
+		hook:      runHook,
+		nixParser: configcheck.FindParser(os.Getenv("PATH")),
 	})
 	stop()
 	os.Exit(code)

@@ -241,6 +241,44 @@ func TestBadConfigFailsAndStays(t *testing.T) {
 	}
 }
 
+// The Pi runs nixpi build's checks on the card's config before any step:
+// a config that build would refuse (a release without a pin, a module that
+// does not parse, a NUL in a string) stops at the config step, with no
+// command run and no disk touched, at the key's line.
+func TestPiRefusesWhatBuildRefuses(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, body, want string }{
+		{"release without a pin", "schema = 1\n[nixos]\nrelease = \"25.11\"\n", `nixpi.toml:3: nixos.release = "25.11" has no nixpkgs pin`},
+		{"module that does not parse", "schema = 1\n[nixos]\nextra_module = \"{ ... }: { x = [ ; }\"\n", "nixpi.toml:3: nixos.extra_module does not parse as Nix"},
+		{"NUL in a string", "schema = 1\n[system]\nhostname = \"pi\\u0000\"\n", `nixpi.toml:3: system.hostname = "pi\x00" holds a NUL`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			d := newDevice(t)
+			d.put("/boot/firmware/nixpi/nixpi.toml", tt.body)
+			code, stdout, stderr := d.cli(runArgs...)
+			if code != exitFailure || !strings.Contains(stderr, tt.want) {
+				t.Errorf("exit %d, want 1 and %q\nstdout:\n%s\nstderr:\n%s", code, tt.want, stdout, stderr)
+			}
+			if got := d.events(); got != "config:fail" || len(d.run.Calls()) != 0 {
+				t.Errorf("journal %q, calls %v; want only the config step's failure", got, d.run.Calls())
+			}
+		})
+	}
+}
+
+// Where no nix-instantiate parsed the module, the service says so on its
+// output (the system journal, before the card's log is open).
+func TestPiSaysHowTheModuleWasParsed(t *testing.T) {
+	t.Parallel()
+	d := newDevice(t)
+	d.put("/boot/firmware/nixpi/nixpi.toml", "schema = 1\n[nixos]\nextra_module = \"{ ... }: { }\"\n")
+	_, stdout, _ := d.cli(append(runArgs, "--dry-run")...)
+	if !strings.Contains(stdout, "config: nixos.extra_module checked by nixpi's own bracket check only") {
+		t.Errorf("stdout:\n%s", stdout)
+	}
+}
+
 func snapshot(t *testing.T, root string) string {
 	t.Helper()
 	var lines []string

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/configcheck"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/progress"
 	"github.com/nixpi/nixpi/firstboot/statuspage"
@@ -66,7 +67,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, d deps
 		}
 	}
 
-	cfg, sum, cfgErr := loadConfig(filepath.Join(d.root, *configPath), *configPath)
+	cfg, sum, cfgErr := loadConfig(ctx, filepath.Join(d.root, *configPath), *configPath, d.nixParser, eng.LogLine)
 	eng.ConfigSHA256 = sum
 	env.Config = cfg
 	if *dryRun {
@@ -104,11 +105,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, d deps
 	return outcome.ExitCode()
 }
 
-// loadConfig reads and checks the config; the digest is of the bytes read
-// with the secrets blanked (config.ChangeDigest), so an edit on the card
-// counts as a person acting on a failure, and the journal confirms no
-// guessed secret.
-func loadConfig(path, shownPath string) (*config.Config, string, error) {
+// loadConfig reads the config and checks it as nixpi build did
+// (configcheck: a release without a pin, an extra_module that does not
+// parse), before any step touches a disk; logf hears how the module was
+// parsed when Nix did not. The digest is of the bytes read with the secrets
+// blanked (config.ChangeDigest), so an edit on the card counts as a person
+// acting on a failure, and the journal confirms no guessed secret.
+func loadConfig(ctx context.Context, path, shownPath string, nix configcheck.Parser, logf func(string)) (*config.Config, string, error) {
 	// While the hand-over's scrub rewrites the config in place, a power cut
 	// can tear it; the scrubbed copy beside it is whole.
 	if _, err := os.Stat(path + ".scrubbed"); err == nil {
@@ -120,9 +123,12 @@ func loadConfig(path, shownPath string) (*config.Config, string, error) {
 			"put the install config at "+shownPath+" (nixpi build writes it there)")
 	}
 	sum := config.ChangeDigest(data)
-	cfg, err := config.Parse(shownPath, data)
+	res, err := configcheck.Check(ctx, shownPath, data, nix)
 	if err != nil {
 		return nil, sum, engine.WithHint(err, "correct "+shownPath+" on the card (check it on a computer with: nixpi config check FILE)")
 	}
-	return cfg, sum, nil
+	if res.ModuleParsedBy != "" && !nix.ByNix() {
+		logf("config: nixos.extra_module checked by " + res.ModuleParsedBy + " (no nix-instantiate on PATH yet); Nix parses it when it builds the system")
+	}
+	return res.Config, sum, nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/nixpi/nixpi/assets"
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/builder/source"
+	"github.com/nixpi/nixpi/firstboot/configcheck"
 	"github.com/nixpi/nixpi/firstboot/inputfile"
 )
 
@@ -60,8 +60,8 @@ func runBuild(c *cli, args []string) int {
 	opts.Warn = func(msg string) { fmt.Fprintln(c.stderr, "nixpi build: warning:", msg) }
 	if !quiet {
 		opts.Log = func(msg string) { fmt.Fprintln(c.stderr, "nixpi build:", msg) }
-		if f, ok := c.stderr.(*os.File); ok {
-			opts.Progress = source.TerminalProgress(f, "decompressing base")
+		if c.stderrFile != nil {
+			opts.Progress = source.TerminalProgress(c.stderrFile, "decompressing base")
 		}
 	}
 	res, err := builder.Build(c.ctx, opts)
@@ -82,9 +82,10 @@ func runBuild(c *cli, args []string) int {
 	return exitOK
 }
 
-// buildEnvironment applies SOURCE_DATE_EPOCH and NIXPI_DEVICE_BINARIES
-// to a build (nixpi build, nixpi flash --base).
+// buildEnvironment applies SOURCE_DATE_EPOCH, NIXPI_DEVICE_BINARIES and
+// the nix-instantiate on PATH to a build (nixpi build, nixpi flash --base).
 func buildEnvironment(c *cli, opts *builder.Options) error {
+	opts.NixParser = configcheck.FindParser(c.getenv("PATH"))
 	if s := c.getenv("SOURCE_DATE_EPOCH"); s != "" {
 		secs, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || secs < 0 {

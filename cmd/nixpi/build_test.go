@@ -596,3 +596,58 @@ func TestBuildWarnsAboutConfig(t *testing.T) {
 		t.Errorf("a card without secrets is called private:\n%s", r.stderr)
 	}
 }
+
+// build runs config check's checks (configcheck), so a card never carries
+// what the Pi refuses after wiping the SSD: a module that does not parse,
+// a NUL in a string, a release without a pin. Nothing is written.
+func TestBuildRunsTheConfigCheck(t *testing.T) {
+	t.Parallel()
+	env := deviceBinariesEnv(t)
+	base := writeTestFixture(t, t.TempDir(), fixture.Options{})
+	for _, tt := range []struct{ name, body, want string }{
+		{"module that does not parse", "schema = 1\n[nixos]\nextra_module = '''\n{ ... }: {\n  x = [ 1 ;\n}\n'''\n", ":6: nixos.extra_module does not parse as Nix (line 3, column 1 of the module)"},
+		{"NUL in a string", "schema = 1\n[system]\nhostname = \"pi\\u0000\"\n", `:3: system.hostname = "pi\x00" holds a NUL (U+0000)`},
+		{"release without a pin", "schema = 1\n[nixos]\nrelease = \"25.11\"\n", `:3: nixos.release = "25.11" has no nixpkgs pin in this nixpi`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			cfg := writeTestFile(t, filepath.Join(dir, "nixpi.toml"), tt.body)
+			before := dirNames(t, dir)
+			r := runNixpiEnv(t, env, "build", "--base", base.Path, "--config", cfg, "--out", filepath.Join(dir, "card.img"))
+			if r.code != exitFailure || !strings.Contains(r.stderr, "build: config: "+cfg+tt.want) {
+				t.Errorf("exit %d, want 1 and %q:\n%s", r.code, cfg+tt.want, r.stderr)
+			}
+			assertNoOutput(t, dir, before)
+			if c, _, stderr := runNixpi(t, "", "config", "check", cfg); c != exitFailure || !strings.Contains(stderr, cfg+tt.want) {
+				t.Errorf("config check says otherwise: exit %d\n%s", c, stderr)
+			}
+		})
+	}
+}
+
+// Without nix-instantiate, build says the module was only bracket-checked,
+// as config check does; with it, it says nothing.
+func TestBuildSaysHowTheModuleWasParsed(t *testing.T) {
+	t.Parallel()
+	env := deviceBinariesEnv(t)
+	dir := t.TempDir()
+	base := writeTestFixture(t, dir, fixture.Options{})
+	cfg := writeTestFile(t, filepath.Join(dir, "nixpi.toml"), "schema = 1\n[nixos]\nextra_module = \"{ ... }: { }\"\n")
+	r := runNixpiEnv(t, env, "build", "--base", base.Path, "--config", cfg, "--out", filepath.Join(dir, "card.img"), "--quiet")
+	if r.code != exitOK || !strings.Contains(r.stderr, "warning: nixos.extra_module was checked by nixpi's own bracket check only, not parsed by Nix (no nix-instantiate on PATH)") {
+		t.Errorf("without Nix: exit %d\n%s", r.code, r.stderr)
+	}
+	nix, err := exec.LookPath("nix-instantiate")
+	if err != nil {
+		if os.Getenv("NIXPI_REQUIRE_NIX") == "1" {
+			t.Fatal("NIXPI_REQUIRE_NIX=1 but nix-instantiate is not on PATH")
+		}
+		t.Skip("nix-instantiate not on PATH")
+	}
+	env["PATH"] = filepath.Dir(nix)
+	r = runNixpiEnv(t, env, "build", "--base", base.Path, "--config", cfg, "--out", filepath.Join(dir, "card2.img"), "--quiet")
+	if r.code != exitOK || strings.Contains(r.stderr, "bracket check") {
+		t.Errorf("with Nix: exit %d\n%s", r.code, r.stderr)
+	}
+}

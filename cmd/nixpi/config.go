@@ -51,14 +51,7 @@ func runConfig(c *cli, args []string) int {
 		}
 		return exitOK
 	case "check":
-		if wantsHelp(rest) {
-			fmt.Fprint(c.stdout, configUsage)
-			return exitOK
-		}
-		if len(rest) != 1 {
-			return c.configUsage("config check needs exactly one FILE")
-		}
-		return c.configCheck(rest[0])
+		return c.configCheck(rest)
 	case "nixos":
 		return c.configNixos(rest)
 	default:
@@ -71,31 +64,33 @@ func (c *cli) configUsage(msg string) int {
 	return exitUsage
 }
 
-func (c *cli) configCheck(path string) int {
-	name, data, err := c.loadConfig(path)
-	if err != nil {
-		return c.fail(fmt.Errorf("config check: %w", err))
+func (c *cli) configCheck(args []string) int {
+	// Flags parsed, though check has none but --help, so that `--` lets
+	// FILE start with "-".
+	flags := pflag.NewFlagSet("config check", pflag.ContinueOnError)
+	flags.SetOutput(io.Discard)
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(c.stdout, configUsage)
+			return exitOK
+		}
+		return c.configUsage(err.Error())
 	}
-	cfg, err := config.Parse(name, data)
-	var problems config.Errors
-	if errors.As(err, &problems) {
-		return c.printProblems(name, problems, "nixpi config check")
+	if flags.NArg() != 1 {
+		return c.configUsage("config check needs exactly one FILE")
 	}
-	if err != nil {
-		return c.fail(fmt.Errorf("config check: %w", err))
-	}
-	parser := c.nixParser()
-	if problems, _ := c.nixosProblems(name, data, cfg, parser); len(problems) > 0 {
-		return c.printProblems(name, problems, "nixpi config check")
+	res, name, code, ok := c.checkConfig("config check", flags.Arg(0))
+	if !ok {
+		return code
 	}
 	fmt.Fprintf(c.stdout, "%s: ok\n", name)
-	for _, line := range cfg.Summary() {
+	for _, line := range res.Config.Summary() {
 		fmt.Fprintln(c.stdout, "  "+line)
 	}
-	if cfg.NixOS.ExtraModule != "" {
-		fmt.Fprintf(c.stdout, "  extra_module parses (%s)\n", parser.name())
+	if res.ModuleParsedBy != "" {
+		fmt.Fprintf(c.stdout, "  extra_module parses (%s)\n", res.ModuleParsedBy)
 	}
-	for _, w := range cfg.Warnings() {
+	for _, w := range res.Config.Warnings() {
 		fmt.Fprintln(c.stderr, "nixpi: warning: "+w)
 	}
 	return exitOK

@@ -2,23 +2,21 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 
 	"github.com/google/renameio/v2"
 	"github.com/spf13/pflag"
 
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/configcheck"
 	"github.com/nixpi/nixpi/firstboot/inputfile"
 	"github.com/nixpi/nixpi/firstboot/nixos"
+	"github.com/nixpi/nixpi/firstboot/termtext"
 )
 
 // loadConfig reads FILE ("-": standard input) as `config check` and
@@ -41,92 +39,30 @@ func (c *cli) loadConfig(path string) (name string, data []byte, err error) {
 // printProblems prints config problems compiler-style and returns exit 1.
 func (c *cli) printProblems(name string, problems config.Errors, again string) int {
 	for _, p := range problems {
-		fmt.Fprintln(c.stderr, escapeControl(p.Error()))
+		fmt.Fprintln(c.stderr, termtext.Line(p.Error()))
 	}
 	fmt.Fprintf(c.stderr, "nixpi: %s: %d problem(s); fix them and run `%s` again\n", name, len(problems), again)
 	return exitFailure
 }
 
-// nixParser parses Nix text with nix-instantiate when it is on PATH.
-type nixParser struct{ bin string }
-
-func (c *cli) nixParser() nixParser {
-	for _, dir := range filepath.SplitList(c.getenv("PATH")) {
-		p := filepath.Join(dir, "nix-instantiate")
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return nixParser{bin: p}
-		}
-	}
-	return nixParser{}
-}
-
-var nixErrorAtRE = regexp.MustCompile(`at «string»:(\d+):(\d+)`)
-
-// parse returns where and why text does not parse, or nil.
-func (n nixParser) parse(ctx context.Context, text string) *nixos.SyntaxError {
-	if n.bin == "" {
-		var se *nixos.SyntaxError
-		if err := nixos.CheckSyntax(text); errors.As(err, &se) {
-			return se
-		}
-		return nil
-	}
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, n.bin, "--store", "dummy://", "--parse", "-E", text)
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
-	if err := cmd.Run(); err == nil {
-		return nil
-	}
-	msg, _, _ := strings.Cut(strings.TrimSpace(stderr.String()), "\n")
-	se := &nixos.SyntaxError{Line: 1, Col: 1, Msg: strings.TrimPrefix(msg, "error: ")}
-	if m := nixErrorAtRE.FindStringSubmatch(stderr.String()); m != nil {
-		se.Line, _ = strconv.Atoi(m[1])
-		se.Col, _ = strconv.Atoi(m[2])
-	}
-	return se
-}
-
-func (n nixParser) name() string {
-	if n.bin == "" {
-		return "nixpi's own bracket check only; install Nix to have nix-instantiate --parse it"
-	}
-	return "nix-instantiate --parse"
-}
-
-// nixosProblems are the problems of cfg that show in the NixOS
-// configuration rather than in the TOML: an unpinned release, an
-// extra_module that does not parse, a generated file that does not parse.
-func (c *cli) nixosProblems(name string, data []byte, cfg *config.Config, parser nixParser) (config.Errors, *nixos.Files) {
-	var errs config.Errors
-	if _, err := nixos.Nixpkgs(cfg.NixOS); err != nil {
-		errs = append(errs, &config.Error{Key: "nixos.release", Msg: err.Error()})
-	}
-	if m := cfg.NixOS.ExtraModule; m != "" {
-		if se := parser.parse(c.ctx, m); se != nil {
-			e := &config.Error{Key: "nixos.extra_module", Msg: fmt.Sprintf("nixos.extra_module does not parse as Nix (line %d, column %d of the module): %s", se.Line, se.Col, se.Msg)}
-			errs = append(errs, e)
-			errs = config.AtLines(name, data, errs)
-			if start := config.ValueStartLine(data, "nixos.extra_module"); start > 0 {
-				e.Line = start + se.Line - 1
-			}
-			return errs, nil
-		}
-	}
-	files, err := nixos.Generate(cfg, nixos.DiskFromLayout(cfg.Layout), nixos.Machine{})
+// checkConfig reads FILE and runs the one config check (configcheck, as
+// build and the Pi do), with nix-instantiate when PATH has it. When ok is
+// false the command exits with code: the problems, or why FILE could not
+// be checked, are printed.
+func (c *cli) checkConfig(cmd, path string) (res *configcheck.Result, name string, code int, ok bool) {
+	name, data, err := c.loadConfig(path)
 	if err != nil {
-		var cerr *config.Error
-		if !errors.As(err, &cerr) {
-			cerr = &config.Error{Msg: err.Error()}
-		}
-		errs = append(errs, cerr)
-		return config.AtLines(name, data, errs), nil
+		return nil, name, c.fail(fmt.Errorf("%s: %w", cmd, err)), false
 	}
-	for _, f := range files.Configs {
-		if se := parser.parse(c.ctx, string(f.Data)); se != nil {
-			errs = append(errs, &config.Error{Key: "nixos", Msg: fmt.Sprintf("the generated %s does not parse (line %d: %s); this is a nixpi bug, please report it with this config", f.Path, se.Line, se.Msg)})
-		}
+	res, err = configcheck.Check(c.ctx, name, data, configcheck.FindParser(c.getenv("PATH")))
+	var problems config.Errors
+	if errors.As(err, &problems) {
+		return nil, name, c.printProblems(name, problems, "nixpi "+cmd), false
 	}
-	return config.AtLines(name, data, errs), files
+	if err != nil {
+		return nil, name, c.fail(fmt.Errorf("%s: %w", cmd, err)), false
+	}
+	return res, name, exitOK, true
 }
 
 const configNixosUsage = `usage: nixpi config nixos FILE [--out DIR] [--force]
@@ -159,22 +95,11 @@ func (c *cli) configNixos(args []string) int {
 	if *force && *out == "" {
 		return c.configUsage("config nixos: --force only makes sense with --out DIR")
 	}
-	name, data, err := c.loadConfig(flags.Arg(0))
-	if err != nil {
-		return c.fail(fmt.Errorf("config nixos: %w", err))
+	res, _, code, ok := c.checkConfig("config nixos", flags.Arg(0))
+	if !ok {
+		return code
 	}
-	cfg, err := config.Parse(name, data)
-	var problems config.Errors
-	if errors.As(err, &problems) {
-		return c.printProblems(name, problems, "nixpi config nixos")
-	}
-	if err != nil {
-		return c.fail(fmt.Errorf("config nixos: %w", err))
-	}
-	problems, files := c.nixosProblems(name, data, cfg, c.nixParser())
-	if len(problems) > 0 {
-		return c.printProblems(name, problems, "nixpi config nixos")
-	}
+	cfg, files := res.Config, res.Files
 	if *out == "" {
 		for i, f := range files.Configs {
 			if i > 0 {

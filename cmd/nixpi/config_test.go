@@ -134,3 +134,19 @@ func TestConfigUsageAndFailures(t *testing.T) {
 		t.Errorf("config --help: exit %d, %q", code, stdout)
 	}
 }
+
+// `--` lets FILE start with "-"; "-" alone is standard input.
+func TestConfigCheckFileLikeAnOption(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := writeTestFile(t, filepath.Join(dir, "-x.toml"), "schema = 1\n")
+	if code, stdout, stderr := runNixpi(t, "", "config", "check", "--", path); code != exitOK || !strings.Contains(stdout, path+": ok") {
+		t.Errorf("config check -- %s: exit %d, %s%s", path, code, stdout, stderr)
+	}
+	if code, _, stderr := runNixpi(t, "", "config", "check", "--bogus"); code != exitUsage || !strings.Contains(stderr, "unknown flag: --bogus") {
+		t.Errorf("config check --bogus: exit %d, %s", code, stderr)
+	}
+	if code, stdout, _ := runNixpi(t, "schema = 1\n", "config", "check", "-"); code != exitOK || !strings.Contains(stdout, "<stdin>: ok") {
+		t.Errorf("config check -: exit %d, %s", code, stdout)
+	}
+}

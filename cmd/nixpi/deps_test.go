@@ -21,7 +21,8 @@ var deviceService = []string{
 // the journal, the config and the boot files are written.
 var contract = []string{
 	"firstboot/cardpath", "firstboot/config", "firstboot/journal", "firstboot/bootfiles",
-	"firstboot/nixos", "firstboot/inputfile", "firstboot/retire",
+	"firstboot/nixos", "firstboot/inputfile", "firstboot/retire", "firstboot/configcheck",
+	"firstboot/termtext",
 }
 
 // goListDeps is `go list -deps` of pkgs, for goos/goarch.

@@ -140,6 +140,7 @@ func (c *cli) eepromConfig(args []string) int {
 			}
 			return c.writeOut("config", a.out, im.Config(), a.force, builder.Input{What: "IMAGE", Path: imagePath})
 		}
+		// From the image: c.stdout escapes it (--out writes it as it is).
 		if _, err := c.stdout.Write(im.Config()); err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
 		}

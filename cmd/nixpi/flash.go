@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -69,7 +68,7 @@ func runFlash(c *cli, args []string) int {
 	}
 	opts.Log = func(msg string) { fmt.Fprintln(c.stderr, "nixpi flash:", msg) }
 	opts.TempDir = c.getenv("TMPDIR")
-	if f, ok := c.stderr.(*os.File); ok {
+	if f := c.stderrFile; f != nil {
 		build.Progress = source.TerminalProgress(f, "building onto the card")
 		bars := map[string]func(int64, int64){}
 		for _, phase := range []string{"write", "verify"} {

@@ -1,16 +1,26 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 
 	"github.com/nixpi/nixpi/builder/buildertest"
 	"github.com/nixpi/nixpi/builder/fixture"
+	"github.com/nixpi/nixpi/firstboot/eeprom"
+	"github.com/nixpi/nixpi/firstboot/journal"
 )
 
 // hostileText is what a card can carry to take over the terminal that
@@ -170,5 +180,298 @@ func TestBadInputCorpus(t *testing.T) {
 				t.Errorf("%s changed", input)
 			}
 		})
+	}
+}
+
+// hostileStrings are the ways untrusted text attacks a terminal, each sent
+// through every command below: ANSI escapes (clear, retitle), a carriage
+// return that overwrites the line, a NUL, a line break before a fake last
+// line, invalid UTF-8, a bidi override and a C1 CSI.
+var hostileStrings = []string{
+	"\x1b[2J\x1b]0;owned\x07",
+	"safe\roverwritten",
+	"nul\x00byte",
+	"busy\nINSTALL COMPLETE: NixOS runs from the SSD",
+	"bad \xff\xfe utf-8",
+	"\u202eevil",
+	"c1 \u009b31m",
+}
+
+// hostileAll is every hostile string in one; hostileUTF8 those a config,
+// which must be UTF-8 text, can hold.
+var (
+	hostileAll  = strings.Join(hostileStrings, " ")
+	hostileUTF8 = strings.ReplaceAll(hostileAll, "\xff\xfe", "")
+)
+
+// assertNoRawHostile checks that none of hostileStrings reaches out raw: no
+// control byte, no invalid UTF-8, no bidi or C1 control, and no line that
+// starts with the fake one. Text after fileFrom (a file shown as it is,
+// after its header) may hold lines of its own.
+func assertNoRawHostile(t *testing.T, what, out, fileFrom string) {
+	t.Helper()
+	assertNoRawBytes(t, what, out)
+	lines := out
+	if fileFrom != "" {
+		lines, _, _ = strings.Cut(out, fileFrom)
+	}
+	for _, line := range strings.Split(lines, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "INSTALL COMPLETE") {
+			t.Errorf("%s prints a fake line from the card: %q", what, line)
+		}
+	}
+}
+
+// assertNoRawBytes is assertNoRawHostile for a file shown whole (report
+// --json, eeprom config), whose lines are the file's.
+func assertNoRawBytes(t *testing.T, what, out string) {
+	t.Helper()
+	for _, raw := range []string{"\x1b", "\x07", "\r", "\x00", "\xff", "\u202e", "\u009b"} {
+		if strings.Contains(out, raw) {
+			t.Errorf("%s prints a raw %q:\n%q", what, raw, out)
+		}
+	}
+}
+
+// tomlString writes s as a TOML basic string, control characters escaped
+// as TOML spells them, so the file carries what the escapes decode to; an
+// invalid UTF-8 byte, which no escape writes, stays raw.
+func tomlString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			b.WriteByte(s[i])
+		case r == '"' || r == '\\':
+			b.WriteString(`\` + string(r))
+		case r < 0x20 || (r >= 0x7f && r < 0xa0) || (r >= 0x2000 && r < 0x2100):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String() + `"`
+}
+
+// openPTY opens a pseudo-terminal in raw mode (no \n to \r\n) and collects
+// what is written to its slave; done closes the slave and returns that.
+func openPTY(t *testing.T) (slave *os.File, done func() string) {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { master.Close() })
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Skipf("unlock pseudo-terminal: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Skipf("pseudo-terminal number: %v", err)
+	}
+	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("open pseudo-terminal: %v", err)
+	}
+	if _, err := term.MakeRaw(int(slave.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string)
+	go func() {
+		var b bytes.Buffer
+		io.Copy(&b, master) // ends with EIO once the slave is closed
+		got <- b.String()
+	}()
+	return slave, func() string {
+		slave.Close()
+		return <-got
+	}
+}
+
+// TestHostileTextThroughEveryCommand sends hostileStrings through every
+// command that shows what a card, a disk, a config or an image holds:
+// nothing reaches stdout or stderr raw, and each journal entry or
+// hand-over value stays on its line.
+func TestHostileTextThroughEveryCommand(t *testing.T) {
+	t.Parallel()
+	// A card whose journal fields, hand-over and files are hostile.
+	ho := journal.HandOver{BootOrder: hostileAll, EEPROM: hostileAll, Retired: hostileAll, Logins: hostileStrings, Address: hostileAll,
+		Confirmed: &journal.Confirmation{Boot: 3, System: hostileAll, Addresses: hostileStrings}}
+	state, err := json.Marshal(journal.State{HandOver: &ho})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jsonl bytes.Buffer
+	for _, s := range hostileStrings {
+		e := journal.Entry{V: journal.Version, Step: "target" + s, Event: journal.Fail, Boot: 1, Msg: s, Hint: s, State: state}
+		line, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jsonl.Write(append(line, '\n'))
+	}
+	// A line no Pi writes: raw bytes, which only --json shows.
+	jsonl.WriteString(`{"v":1,"msg":"` + hostileAll + "\"}\n")
+	files := map[string][]byte{"journal.jsonl": jsonl.Bytes(), "FAILED": []byte(hostileAll + "\n"), "install.log": []byte(hostileAll + "\n")}
+	card := cardImage(t, files)
+
+	r := runNixpiEnv(t, nil, "report", "--log", card)
+	if r.code != exitOK {
+		t.Fatalf("report: exit %d: %s", r.code, r.stderr)
+	}
+	assertNoRawHostile(t, "report", r.stdout+r.stderr, "nixpi/FAILED:")
+	for _, want := range []string{`FAILED: busy\nINSTALL COMPLETE`, `retired    \x1b[2J`, `address \x1b[2J`, `safe\roverwritten`} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("report lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	// --json: the card's bytes into a pipe, escaped on a terminal.
+	if r := runNixpiEnv(t, nil, "report", "--json", card); r.code != exitOK || r.stdout != jsonl.String() {
+		t.Errorf("report --json into a pipe: exit %d, not the card's bytes:\n%q", r.code, r.stdout)
+	}
+	tty, output := openPTY(t)
+	var stderr bytes.Buffer
+	code := run(context.Background(), []string{"report", "--json", card}, strings.NewReader(""), tty, &stderr, func(string) string { return "" })
+	onTerminal := output()
+	if code != exitOK || !strings.Contains(onTerminal, `\x1b[2J`) {
+		t.Errorf("report --json on a terminal: exit %d, %q", code, onTerminal)
+	}
+	assertNoRawBytes(t, "report --json on a terminal", onTerminal+stderr.String())
+
+	// inspect: a base whose cmdline.txt, card config and journal are hostile.
+	dir := t.TempDir()
+	base := writeTestFixture(t, dir, fixture.Options{})
+	at := base.Path + "@@" + strconv.FormatInt(base.BootPart.Start, 10)
+	cmdline := writeTestFile(t, filepath.Join(dir, "cmdline.txt"), "console=tty1 "+hostileAll+"\n")
+	cardConfig := writeTestFile(t, filepath.Join(dir, "nixpi.toml"), "schema = 1\n[system]\nhostname = "+tomlString(hostileUTF8)+"\n")
+	local := writeTestFile(t, filepath.Join(dir, "journal.jsonl"), jsonl.String())
+	for _, argv := range [][]string{{"mmd", "-i", at, "::/nixpi"}, {"mcopy", "-o", "-i", at, cmdline, "::/cmdline.txt"},
+		{"mcopy", "-i", at, cardConfig, "::/nixpi/nixpi.toml"}, {"mcopy", "-i", at, local, "::/nixpi/journal.jsonl"}} {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", argv, err, out)
+		}
+	}
+	r = runNixpiEnv(t, nil, "inspect", base.Path)
+	assertNoRawHostile(t, "inspect", r.stdout+r.stderr, "")
+	for _, want := range []string{`cmdline.txt: console=tty1 \x1b[2J`, "nixpi config: unreadable: nixpi/nixpi.toml:3: system.hostname", `busy\nINSTALL COMPLETE`} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("inspect lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = runNixpiEnv(t, nil, "inspect", "--json", base.Path)
+	assertNoRawHostile(t, "inspect --json", r.stdout+r.stderr, "")
+	var in map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &in); err != nil {
+		t.Errorf("inspect --json is no longer JSON once escaped: %v", err)
+	}
+
+	// eeprom config: an image whose bootconf.txt is hostile.
+	if data := eepromDataOrEmpty(t); data != "" {
+		im, err := eeprom.Parse(mustRead(t, filepath.Join(data, "images", "pieeprom-2020-09-03.bin")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := im.SetConfig([]byte("[all]\nBOOT_ORDER=0xf41\n# " + hostileAll + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		img := filepath.Join(dir, "pieeprom.bin")
+		if err := os.WriteFile(img, im.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r = runNixpiEnv(t, nil, "eeprom", "config", img)
+		if r.code != exitOK || !strings.Contains(r.stdout, `# \x1b[2J`) {
+			t.Errorf("eeprom config: exit %d, %q", r.code, r.stdout)
+		}
+		assertNoRawBytes(t, "eeprom config", r.stdout+r.stderr)
+	}
+
+	// A hostile name on the command line comes back escaped in the error.
+	r = runNixpiEnv(t, nil, "inspect", filepath.Join(dir, hostileAll+".img"))
+	if r.code != exitFailure {
+		t.Errorf("inspect of a missing hostile name: exit %d", r.code)
+	}
+	assertNoRawHostile(t, "inspect's error", r.stdout+r.stderr, "")
+}
+
+// eepromDataOrEmpty is eepromData, or "" without the real images.
+func eepromDataOrEmpty(t *testing.T) string {
+	data := filepath.Join(eepromRepoRoot(t), "..", "shared", "testdata", "rpi-eeprom")
+	if _, err := os.Stat(filepath.Join(data, "images")); err != nil {
+		t.Logf("real bootloader images not found at %s: eeprom config is not tried", data)
+		return ""
+	}
+	return data
+}
+
+// TestHostileConfigRefusedEverywhere puts each hostile string in a config
+// (in a plain value, a list entry, the module, a secret) and gives it to
+// every command that reads one: each refuses it at FILE:LINE, before
+// anything is written, and shows none of it raw.
+func TestHostileConfigRefusedEverywhere(t *testing.T) {
+	t.Parallel()
+	env := deviceBinariesEnv(t)
+	dir := t.TempDir()
+	base := writeTestFixture(t, dir, fixture.Options{})
+	type place struct{ name, toml, key string }
+	for i, s := range hostileStrings {
+		for _, p := range []place{
+			{"hostname", "[system]\nhostname = " + tomlString(s) + "\n", "system.hostname"},
+			{"ssh key", "[[users]]\nname = \"al\"\nssh_keys = [" + tomlString(s) + "]\n", "users[0].ssh_keys"},
+			{"module", "[nixos]\nextra_module = " + tomlString("{ ... }: { } # "+s) + "\n", "nixos.extra_module"},
+			{"psk", "[wlan]\nssid = \"home\"\ncountry = \"DE\"\npsk = " + tomlString("12345678"+s) + "\n", "wlan.psk"},
+		} {
+			t.Run(fmt.Sprintf("%d %s", i, p.name), func(t *testing.T) {
+				t.Parallel()
+				if p.key == "nixos.extra_module" && s == hostileStrings[3] {
+					t.Skip("a line break is what a module may hold")
+				}
+				dir := t.TempDir()
+				wantAt := "nixpi.toml:"
+				if !utf8.ValidString(s) {
+					wantAt = "not UTF-8 text"
+				}
+				cfg := writeTestFile(t, filepath.Join(dir, "nixpi.toml"), "schema = 1\n"+p.toml)
+				dev := filepath.Join(dir, "card.img")
+				for _, args := range [][]string{
+					{"config", "check", cfg},
+					{"config", "nixos", cfg},
+					{"build", "--base", base.Path, "--config", cfg, "--out", dev},
+				} {
+					before := dirNames(t, dir)
+					r := runNixpiEnv(t, env, args...)
+					if r.code != exitFailure || !strings.Contains(r.stderr, wantAt) {
+						t.Errorf("%s: exit %d, want 1 and %q:\n%s", args[:2], r.code, wantAt, r.stderr)
+					}
+					if wantAt == "nixpi.toml:" && !strings.Contains(r.stderr, p.key) {
+						t.Errorf("%s does not name %s:\n%s", args[:2], p.key, r.stderr)
+					}
+					assertNoRawHostile(t, strings.Join(args[:2], " "), r.stdout+r.stderr, "")
+					assertNoSecret(t, r.stdout+r.stderr)
+					assertNoOutput(t, dir, before)
+				}
+			})
+		}
+	}
+}
+
+// flash --base refuses a hostile config before it writes the card.
+func TestFlashBaseRefusesHostileConfig(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for losetup (CI runs as root)")
+	}
+	dir := t.TempDir()
+	base := writeTestFixture(t, dir, fixture.Options{})
+	cfg := writeTestFile(t, filepath.Join(dir, "nixpi.toml"), "schema = 1\n[system]\nhostname = "+tomlString(hostileUTF8)+"\n")
+	dev := flashLoop(t, 64<<20)
+	blank := prefixSum(t, dev, 64<<20)
+	r := runNixpiEnv(t, deviceBinariesEnv(t), "flash", "--base", base.Path, "--config", cfg, "--yes", "--allow-non-removable", dev)
+	if r.code != exitFailure || !strings.Contains(r.stderr, cfg+":3: system.hostname") {
+		t.Errorf("flash --base: exit %d, want 1 and the config's line:\n%s", r.code, r.stderr)
+	}
+	assertNoRawHostile(t, "flash --base", r.stdout+r.stderr, "")
+	if prefixSum(t, dev, 64<<20) != blank {
+		t.Errorf("flash --base wrote %s for a config it refuses", dev)
 	}
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 
 	"github.com/nixpi/nixpi/firstboot/inputfile"
@@ -13,6 +15,10 @@ import (
 // with an ioctl message.
 func checkImageArg(path string) error {
 	st, err := os.Stat(path)
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%q: %w", path, pe.Err)
+	}
 	if err != nil {
 		return err
 	}

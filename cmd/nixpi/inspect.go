@@ -12,6 +12,7 @@ import (
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/eeprom"
+	"github.com/nixpi/nixpi/firstboot/termtext"
 )
 
 func inspectFlags(asJSON *bool) *pflag.FlagSet {
@@ -53,11 +54,9 @@ func runInspect(c *cli, args []string) int {
 		}
 		return c.usableCard(in)
 	}
-	// Names, cmdline.txt, the config and the journal come from the card:
-	// rendered whole, then printed with their control characters escaped.
 	var out strings.Builder
 	printInspection(&out, in)
-	if _, err := io.WriteString(c.stdout, escapeControl(out.String())); err != nil {
+	if _, err := io.WriteString(c.stdout, out.String()); err != nil {
 		return c.fail(fmt.Errorf("inspect: %w", err))
 	}
 	return c.usableCard(in)
@@ -84,12 +83,23 @@ func (c *cli) warnReadableSecrets(in *builder.Inspection) {
 	if err != nil || !st.Mode().IsRegular() || in.FAT == nil || !in.FAT.CarriesSecrets || st.Mode().Perm()&0o077 == 0 {
 		return
 	}
-	fmt.Fprint(c.stderr, escapeControl(fmt.Sprintf("nixpi: warning: %s holds a Wi-Fi key or a password hash and is readable by others (mode %04o): chmod 600 %s\n",
-		in.Path, st.Mode().Perm(), in.Path)))
+	fmt.Fprintf(c.stderr, "nixpi: warning: %s holds a Wi-Fi key or a password hash and is readable by others (mode %04o): chmod 600 %s\n",
+		in.Path, st.Mode().Perm(), in.Path)
 }
 
+// printInspection renders what inspect found. Each value read from the card
+// goes through termtext.Line, so a name, a cmdline.txt or a journal message
+// with a line break cannot fake the lines after it.
 func printInspection(w io.Writer, in *builder.Inspection) {
-	fmt.Fprintf(w, "image:      %s (%s)\n", in.Path, config.Size(in.Size).Approx())
+	one := termtext.Line
+	all := func(names []string) string {
+		shown := make([]string, len(names))
+		for i, n := range names {
+			shown[i] = one(n)
+		}
+		return strings.Join(shown, " ")
+	}
+	fmt.Fprintf(w, "image:      %s (%s)\n", one(in.Path), config.Size(in.Size).Approx())
 	fmt.Fprintf(w, "partitions: %s", in.Table)
 	if in.DiskID != "" {
 		fmt.Fprintf(w, ", disk id %s", in.DiskID)
@@ -104,8 +114,8 @@ func printInspection(w io.Writer, in *builder.Inspection) {
 	}
 	if f := in.FAT; f != nil {
 		fmt.Fprintf(w, "boot partition: label %q, %s, %s free\n", f.Label, config.Size(f.Size).Approx(), config.Size(f.Free).Approx())
-		fmt.Fprintf(w, "  files: %s\n", strings.Join(f.BootFiles, " "))
-		fmt.Fprintf(w, "  cmdline.txt: %s\n", f.Cmdline)
+		fmt.Fprintf(w, "  files: %s\n", all(f.BootFiles))
+		fmt.Fprintf(w, "  cmdline.txt: %s\n", one(f.Cmdline))
 		fmt.Fprintf(w, "  first-boot hook: %s\n", yesNo(f.HookPresent, "present", "absent"))
 		arm64 := "not set"
 		if f.Arm64Line > 0 {
@@ -113,32 +123,37 @@ func printInspection(w io.Writer, in *builder.Inspection) {
 		}
 		fmt.Fprintf(w, "  config.txt arm_64bit for a Pi 4: %s\n", arm64)
 		if f.Retired != nil {
-			fmt.Fprintf(w, "  retired by the hand-over: %s (nixpi restore-card undoes it)\n", f.Retired.Summary())
+			fmt.Fprintf(w, "  retired by the hand-over: %s (nixpi restore-card undoes it)\n", one(f.Retired.Summary()))
 		}
 		if len(f.Staged) > 0 {
-			fmt.Fprintf(w, "  staged EEPROM update: %s", strings.Join(f.Staged, " "))
+			fmt.Fprintf(w, "  staged EEPROM update: %s", all(f.Staged))
 			if order, ok := eeprom.Lookup([]byte(f.StagedConfig), "BOOT_ORDER"); ok {
-				fmt.Fprintf(w, " (BOOT_ORDER=%s)", order)
+				fmt.Fprintf(w, " (BOOT_ORDER=%s)", one(order))
 			}
 			fmt.Fprintln(w)
 		}
 		if len(f.NixpiFiles) > 0 {
-			fmt.Fprintf(w, "  nixpi files: %s\n", strings.Join(f.NixpiFiles, " "))
+			fmt.Fprintf(w, "  nixpi files: %s\n", all(f.NixpiFiles))
 		}
 		if m := f.Manifest; m != nil {
-			fmt.Fprintf(w, "manifest: nixpi %s, SOURCE_DATE_EPOCH %d (%s)\n", m.NixpiVersion, m.SourceDateEpoch, m.EpochFrom)
-			fmt.Fprintf(w, "  base:   sha256 %s (%s, %s userland, boot at %s)\n", m.Base.SHA256, m.Base.Format, m.Base.Arch, m.Base.BootDir)
-			fmt.Fprintf(w, "  config: sha256 %s\n", m.Config.SHA256)
+			fmt.Fprintf(w, "manifest: nixpi %s, SOURCE_DATE_EPOCH %d (%s)\n", one(m.NixpiVersion), m.SourceDateEpoch, one(m.EpochFrom))
+			fmt.Fprintf(w, "  base:   sha256 %s (%s, %s userland, boot at %s)\n", one(m.Base.SHA256), one(m.Base.Format), one(m.Base.Arch), one(m.Base.BootDir))
+			fmt.Fprintf(w, "  config: sha256 %s\n", one(m.Config.SHA256))
 			for _, file := range m.Files {
-				fmt.Fprintf(w, "  %-24s %9d  sha256 %s\n", file.Path, file.Size, file.SHA256)
+				fmt.Fprintf(w, "  %-24s %9d  sha256 %s\n", one(file.Path), file.Size, one(file.SHA256))
 			}
 		}
 		if f.ConfigError != "" {
-			fmt.Fprintf(w, "nixpi config: unreadable: %s\n", f.ConfigError)
+			// One problem a line, as config check prints them.
+			problems := strings.Split(f.ConfigError, "\n")
+			fmt.Fprintf(w, "nixpi config: unreadable: %s\n", one(problems[0]))
+			for _, p := range problems[1:] {
+				fmt.Fprintf(w, "  %s\n", one(p))
+			}
 		} else if f.Config != "" {
 			fmt.Fprintln(w, "nixpi config (secrets redacted):")
 			for _, line := range strings.Split(strings.TrimRight(f.Config, "\n"), "\n") {
-				fmt.Fprintf(w, "  %s\n", line)
+				fmt.Fprintf(w, "  %s\n", one(line))
 			}
 		}
 		if j := f.Journal; j != nil {
@@ -151,22 +166,22 @@ func printInspection(w io.Writer, in *builder.Inspection) {
 			}
 			fmt.Fprintln(w, " (nixpi report prints it all)")
 			for _, s := range j.Steps {
-				line := fmt.Sprintf("  %-12s %s", s.Step, s.Event)
+				line := fmt.Sprintf("  %-12s %s", one(s.Step), one(s.Event))
 				if s.Msg != "" {
-					line += "  " + s.Msg
+					line += "  " + one(s.Msg)
 				}
 				if s.Hint != "" {
-					line += " (hint: " + s.Hint + ")"
+					line += " (hint: " + one(s.Hint) + ")"
 				}
 				fmt.Fprintln(w, line)
 			}
 			if j.Last != "" {
-				fmt.Fprintf(w, "  last: %s\n", j.Last)
+				fmt.Fprintf(w, "  last: %s\n", one(j.Last))
 			}
 		}
 	}
 	for _, p := range in.Problems {
-		fmt.Fprintf(w, "problem: %s\n", p)
+		fmt.Fprintf(w, "problem: %s\n", one(p))
 	}
 }
 

@@ -15,8 +15,10 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/term"
 
 	"github.com/nixpi/nixpi/builder"
+	"github.com/nixpi/nixpi/firstboot/termtext"
 )
 
 const (
@@ -27,11 +29,21 @@ const (
 
 // cli is one invocation's world, so tests run commands in-process.
 type cli struct {
-	ctx    context.Context
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-	getenv func(string) string
+	ctx   context.Context
+	stdin io.Reader
+	// stdout and stderr escape all they print (termtext): much of it comes
+	// from a card, a disk, a config or an image, and none of it may drive
+	// the terminal.
+	stdout, stderr *termtext.Writer
+	// rawStdout is stdout as given, for bytes meant for a program
+	// (report --json into a pipe), and stdoutTerminal says it is a
+	// terminal, where they are escaped all the same.
+	rawStdout      io.Writer
+	stdoutTerminal bool
+	// stderrFile is stderr when it is a file, for the progress bars, which
+	// draw with control characters of their own.
+	stderrFile *os.File
+	getenv     func(string) string
 }
 
 // command is one entry of the command table, the one place that lists
@@ -80,22 +92,33 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
-	c := &cli{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
+	c := &cli{ctx: ctx, stdin: stdin, stdout: termtext.NewWriter(stdout), stderr: termtext.NewWriter(stderr), rawStdout: stdout, getenv: getenv}
+	if f, ok := stdout.(*os.File); ok {
+		c.stdoutTerminal = term.IsTerminal(int(f.Fd()))
+	}
+	c.stderrFile, _ = stderr.(*os.File)
+	code := c.dispatch(args)
+	c.stdout.Flush()
+	c.stderr.Flush()
+	return code
+}
+
+func (c *cli) dispatch(args []string) int {
 	if len(args) == 0 {
-		c.usage(stderr)
+		c.usage(c.stderr)
 		return exitUsage
 	}
 	switch args[0] {
 	case "-h", "--help":
-		c.usage(stdout)
+		c.usage(c.stdout)
 		return exitOK
 	case "--version":
 		return runVersion(c, args[1:])
 	}
 	cmd, ok := commandTable()[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "nixpi: unknown command %q\n", args[0])
-		c.usage(stderr)
+		fmt.Fprintf(c.stderr, "nixpi: unknown command %q\n", args[0])
+		c.usage(c.stderr)
 		return exitUsage
 	}
 	return cmd.run(c, args[1:])
@@ -151,8 +174,7 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 // fail prints err and returns its exit status: 2 for usage errors, 1 otherwise.
 func (c *cli) fail(err error) int {
-	// Errors can quote a card's or a file's content: escaped for the terminal.
-	fmt.Fprintf(c.stderr, "nixpi: %s\n", escapeControl(err.Error()))
+	fmt.Fprintf(c.stderr, "nixpi: %s\n", err)
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage

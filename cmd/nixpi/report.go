@@ -50,15 +50,23 @@ func runReport(c *cli, args []string) int {
 		return c.fail(fmt.Errorf("report: %w", err))
 	}
 	if *raw {
-		c.stdout.Write(card.journal)
+		// As they are for a program reading a pipe; escaped on a terminal,
+		// where the card's bytes would drive it.
+		out := c.rawStdout
+		if c.stdoutTerminal {
+			out = c.stdout
+		}
+		if _, err := out.Write(card.journal); err != nil {
+			return c.fail(fmt.Errorf("report: %w", err))
+		}
 		return exitOK
 	}
 	j, err := journal.Read(bytes.NewReader(card.journal))
 	if err != nil {
 		return c.fail(fmt.Errorf("report: %q: %w", path, err))
 	}
-	// Everything shown comes from the card: rendered whole, then printed
-	// with its control characters escaped.
+	// Everything shown comes from the card; c.stdout escapes it, and each
+	// journal entry and hand-over value stays on its line (journal).
 	var out bytes.Buffer
 	fmt.Fprintf(&out, "card: %s, partition %d, %s\n", path, card.partition, cardpath.Journal)
 	if err := journal.Print(&out, j); err != nil {
@@ -73,7 +81,7 @@ func runReport(c *cli, args []string) int {
 	if *showLog {
 		fmt.Fprintf(&out, "\n%s:\n%s", cardpath.Log, card.log)
 	}
-	if _, err := io.WriteString(c.stdout, escapeControl(out.String())); err != nil {
+	if _, err := c.stdout.Write(out.Bytes()); err != nil {
 		return c.fail(fmt.Errorf("report: %w", err))
 	}
 	if len(j.Entries) == 0 && j.Skipped > 0 {

@@ -530,7 +530,7 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-func TestAtLinesAndValueStartLine(t *testing.T) {
+func TestAtLinesAndValueStart(t *testing.T) {
 	t.Parallel()
 	data := []byte("schema = 1\n[nixos]\nrelease = \"26.05\"\nextra_module = '''\n{ }\n'''\n[wlan]\nssid = \"x\"\n")
 	errs := AtLines("f.toml", data, Errors{{Key: "wlan.ssid", Msg: "b"}, {Key: "nixos.release", Msg: "a"}, {Key: "nixos.flake", Msg: "c"}})
@@ -538,12 +538,23 @@ func TestAtLinesAndValueStartLine(t *testing.T) {
 		t.Errorf("AtLines:\n%s", got)
 	}
 	for key, want := range map[string]int{"nixos.extra_module": 5, "nixos.release": 3, "nixos.flake": 0} {
-		if got := ValueStartLine(data, key); got != want {
-			t.Errorf("ValueStartLine(%s) = %d, want %d", key, got, want)
+		if got, _ := locateKeys(data).valueStart(data, key); got != want {
+			t.Errorf("valueStart(%s) = %d, want %d", key, got, want)
 		}
 	}
-	if got := ValueStartLine([]byte("schema = 1\n[nixos]\nextra_module = \"{ }\"\n"), "nixos.extra_module"); got != 3 {
-		t.Errorf("one-line extra_module starts on line %d, want 3", got)
+	one := []byte("schema = 1\n[nixos]\nextra_module = \"{ }\"\n")
+	if got, multiLine := locateKeys(one).valueStart(one, "nixos.extra_module"); got != 3 || multiLine {
+		t.Errorf("one-line extra_module starts on line %d (multi-line %v), want 3, false", got, multiLine)
+	}
+	// A problem on the module's second line is on the file's, when the
+	// module is written over lines; else on the key's.
+	errs = AtLines("f.toml", data, Errors{{Key: "nixos.extra_module", ValueLine: 2, Msg: "m"}})
+	if got := errs.Error(); got != "f.toml:6: m" {
+		t.Errorf("multi-line module, its line 2: %s", got)
+	}
+	errs = AtLines("f.toml", one, Errors{{Key: "nixos.extra_module", ValueLine: 2, Msg: "m"}})
+	if got := errs.Error(); got != "f.toml:3: m" {
+		t.Errorf("one-line module, its line 2: %s", got)
 	}
 }
 

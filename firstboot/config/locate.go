@@ -235,31 +235,45 @@ func skipValue(s string, i int, line *int) int {
 // AtLines fills in the file name and line of problems found after Parse
 // (in the NixOS configuration, say) from their keys.
 func AtLines(name string, data []byte, errs Errors) Errors {
-	lines := locateKeys(data)
+	return locateKeys(data).place(name, data, errs)
+}
+
+// place sets each problem's file and line: its key's, or for a problem on
+// a line of a value written over several lines (the module), that line of
+// the file.
+func (kl keyLines) place(name string, data []byte, errs Errors) Errors {
 	for _, e := range errs {
 		e.File = name
-		e.Line = lines.find(e.Key)
+		e.Line = kl.find(e.Key)
+		if start, multiLine := kl.valueStart(data, e.Key); e.ValueLine > 0 && multiLine {
+			e.Line = start + e.ValueLine - 1
+		}
 	}
 	return errs.sorted()
 }
 
-// ValueStartLine is the line on which the text of key's string value
-// starts: the key's own line, or the next one for a multi-line string that
-// opens with a newline, which TOML drops. 0 when the key is not in data.
-func ValueStartLine(data []byte, key string) int {
-	found, ok := locateKeys(data)[key]
+// valueStart is the line on which the text of key's string value starts:
+// the key's own line, or the next one for a multi-line string that opens
+// with a newline, which TOML drops; 0 when the key is not in data.
+// multiLine says the value is a multi-line string, whose lines are the
+// file's (in a one-line string, a \n escape starts the value's next line).
+func (kl keyLines) valueStart(data []byte, key string) (line int, multiLine bool) {
+	found, ok := kl[key]
 	if !ok {
-		return 0
+		return 0, false
 	}
-	line := found[0]
+	line = found[0]
 	text := strings.Split(string(data), "\n")[line-1]
 	if _, value, ok := strings.Cut(text, "="); ok {
 		value = strings.TrimSpace(value)
 		for _, delim := range []string{"'''", `"""`} {
-			if rest, ok := strings.CutPrefix(value, delim); ok && strings.TrimRight(rest, "\r") == "" {
-				return line + 1
+			if rest, ok := strings.CutPrefix(value, delim); ok {
+				if strings.TrimRight(rest, "\r") == "" {
+					return line + 1, true
+				}
+				return line, true
 			}
 		}
 	}
-	return line
+	return line, false
 }

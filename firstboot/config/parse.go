@@ -25,6 +25,9 @@ type Error struct {
 	Line int // 0 when no single line is to blame (a missing key)
 	Key  string
 	Msg  string
+	// ValueLine is the line within Key's multi-line value (the module) the
+	// problem is on, 1-based; 0 blames the key's line.
+	ValueLine int
 }
 
 func (e *Error) Error() string {
@@ -137,11 +140,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		if !errors.As(err, &verrs) {
 			return nil, err
 		}
-		for _, e := range verrs {
-			e.File = name
-			e.Line = lines.find(e.Key)
-		}
-		return nil, verrs.sorted()
+		return nil, lines.place(name, data, verrs)
 	}
 	return cfg, nil
 }
@@ -185,7 +184,7 @@ var (
 	tableErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): type mismatch for [^:]+: expected (\w+) but found (.+)$`)
 )
 
-func decodeError(name string, data []byte, err error, decoding bool) error {
+func decodeError(name string, data []byte, err error, decoding bool) Errors {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		if decoding && pe.LastKey != "" {

@@ -1,68 +1,151 @@
 package config
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"regexp"
+	"slices"
 	"strings"
+
+	"github.com/BurntSushi/toml"
 )
 
-// secretValueRE finds the value written for a secret key (psk,
-// password_hash) on a config line, quoted or not, finished or not.
-var secretValueRE = regexp.MustCompile(`(?:psk|password_hash)["']?\s*=\s*("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s,}#]+)`)
+// secretKeyNames are the keys whose values are secrets (Secret fields).
+var secretKeyNames = []string{"psk", "password_hash"}
+
+// assignmentRE finds KEY = VALUE wherever a key may stand (a line's start,
+// after the dot of a dotted key, in an inline table), in a file that may not
+// parse. KEY is the key's last part as TOML may spell it (bare, "basic" with
+// escapes such as "p\u0073k", 'literal'); VALUE is a string of any of
+// TOML's four kinds, finished or not, or the token up to a separator.
+var assignmentRE = regexp.MustCompile(`(?m)(?:^|[\s.{,])(` +
+	`[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'` +
+	`)[ \t]*=[ \t]*(` +
+	`"""(?s:(?:\\.|[^\\])*?)(?:"""|\z)|'''(?s:.*?)(?:'''|\z)|"(?:[^"\\\n]|\\.)*"?|'[^'\n]*'?|[^\s,}#]+` +
+	`)`)
+
+// secretValue is where a file sets a secret key, and what it says.
+type secretValue struct {
+	start, end int // the value's bytes in the file
+	// values are the value as written (without its quotes) and as TOML
+	// reads it, when they differ: an error may quote either.
+	values []string
+	// text runs from the value to the end of its last line, lines
+	// firstLine to lastLine: what a syntax error there may quote pieces of.
+	text                string
+	firstLine, lastLine int
+}
+
+// secretValues finds every value written for a secret key. An unquoted one
+// is not TOML and runs to the end of its line: all of it may be the secret.
+func secretValues(data []byte) []secretValue {
+	var out []secretValue
+	prevEnd := 0
+	for _, m := range assignmentRE.FindAllSubmatchIndex(data, -1) {
+		start, end := m[4], m[5]
+		if start < prevEnd || !slices.Contains(secretKeyNames, keyName(string(data[m[2]:m[3]]))) {
+			continue
+		}
+		raw := string(data[start:end])
+		if raw[0] != '"' && raw[0] != '\'' {
+			end = lineEnd(data, start)
+			raw = string(data[start:end])
+		}
+		prevEnd = end
+		s := secretValue{start: start, end: end, text: string(data[start:lineEnd(data, end)])}
+		s.firstLine = 1 + bytes.Count(data[:start], []byte("\n"))
+		s.lastLine = s.firstLine + strings.Count(raw, "\n")
+		add := func(v string) {
+			if v = strings.TrimSpace(v); v != "" && !slices.Contains(s.values, v) {
+				s.values = append(s.values, v)
+			}
+		}
+		add(strings.Trim(raw, `"'`))
+		var decoded struct{ V string }
+		if _, err := toml.Decode("V = "+raw, &decoded); err == nil {
+			add(decoded.V)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// keyName is a key part as TOML reads it: "p\u0073k" is psk.
+func keyName(part string) string {
+	switch part[0] {
+	case '\'':
+		return strings.Trim(part, "'")
+	case '"':
+		var m map[string]any
+		if _, err := toml.Decode(part+" = 0", &m); err == nil {
+			for k := range m {
+				return k
+			}
+		}
+	}
+	return part
+}
+
+func lineEnd(data []byte, i int) int {
+	if nl := bytes.IndexByte(data[i:], '\n'); nl >= 0 {
+		return i + nl
+	}
+	return len(data)
+}
 
 // quotedRE finds what an error message quotes.
 var quotedRE = regexp.MustCompile(`"[^"]*"|'[^']*'`)
 
 // redactSecrets keeps the secrets of a config that failed to parse out of
-// the error, which goes to the terminal, and on the Pi to the journal,
-// install.log and the consoles. Parse never quotes a secret it understood, but a TOML syntax
-// error quotes the token it stopped at (an unquoted psk, say), and a config
-// that does not parse has no Secret values to hide behind.
-func redactSecrets(err error, data []byte) error {
-	var secrets []string
-	for _, m := range secretValueRE.FindAllSubmatch(data, -1) {
-		if v := strings.Trim(string(m[1]), `"'`); v != "" {
-			secrets = append(secrets, v)
-		}
-	}
+// the errors, which go to the terminal, and on the Pi to the journal,
+// install.log and the consoles. Parse never quotes a secret it understood,
+// but a TOML syntax error quotes the token it stopped at (an unquoted psk,
+// one character of it), and a config that does not parse has no Secret
+// values to hide behind. So a message about a line holding a secret loses
+// every quoted piece of that line, however short; one about another line
+// loses a secret quoted whole, and any quoted piece of one that is long
+// enough to tell something.
+func redactSecrets(errs Errors, data []byte) Errors {
+	secrets := secretValues(data)
 	if len(secrets) == 0 {
-		return err
-	}
-	// Shorter pieces would blank out ordinary words (a user's name) and
-	// give away next to nothing.
-	const minPiece = 4
-	redact := func(msg string) string {
-		for _, s := range secrets {
-			if len(s) >= minPiece {
-				msg = strings.ReplaceAll(msg, s, Secret(s).String())
-			}
-		}
-		return quotedRE.ReplaceAllStringFunc(msg, func(q string) string {
-			inner := q[1 : len(q)-1]
-			for _, s := range secrets {
-				if len(inner) >= minPiece && strings.Contains(s, inner) {
-					return q[:1] + Secret(s).String() + q[:1]
-				}
-			}
-			return q
-		})
-	}
-	var errs Errors
-	if !errors.As(err, &errs) {
-		if msg := redact(err.Error()); msg != err.Error() {
-			return errors.New(msg)
-		}
-		return err
+		return errs
 	}
 	out := make(Errors, len(errs))
 	for i, e := range errs {
 		c := *e
-		c.Msg = redact(c.Msg)
+		c.Msg = redact(c.Msg, c.Line, secrets)
 		out[i] = &c
 	}
 	return out
+}
+
+// minPiece is the shortest secret replaced wherever it appears in a
+// message, quoted or not: a shorter one would blank out ordinary words.
+const minPiece = 4
+
+func redact(msg string, line int, secrets []secretValue) string {
+	for _, s := range secrets {
+		for _, v := range s.values {
+			if len(v) >= minPiece {
+				msg = strings.ReplaceAll(msg, v, redacted)
+			}
+		}
+	}
+	return quotedRE.ReplaceAllStringFunc(msg, func(q string) string {
+		inner := q[1 : len(q)-1]
+		if inner == "" || inner == redacted {
+			return q
+		}
+		for _, s := range secrets {
+			onLine := line == 0 || (line >= s.firstLine && line <= s.lastLine)
+			long := len(inner) >= minPiece && slices.ContainsFunc(s.values, func(v string) bool { return strings.Contains(v, inner) })
+			if (onLine && strings.Contains(s.text, inner)) || slices.Contains(s.values, inner) || long {
+				return q[:1] + redacted + q[:1]
+			}
+		}
+		return q
+	})
 }
 
 // ChangeDigest is the hex sha256 of a config file with every secret value
@@ -71,10 +154,12 @@ func redactSecrets(err error, data []byte) error {
 // the card. (An edit of a secret alone is not seen as a change; deleting
 // the failure marker still is.)
 func ChangeDigest(data []byte) string {
-	blanked := secretValueRE.ReplaceAllFunc(data, func(m []byte) []byte {
-		sub := secretValueRE.FindSubmatchIndex(m)
-		return append(append([]byte(nil), m[:sub[2]]...), `""`...)
-	})
-	sum := sha256.Sum256(blanked)
+	var blanked []byte
+	last := 0
+	for _, s := range secretValues(data) {
+		blanked = append(append(blanked, data[last:s.start]...), `""`...)
+		last = s.end
+	}
+	sum := sha256.Sum256(append(blanked, data[last:]...))
 	return hex.EncodeToString(sum[:])
 }

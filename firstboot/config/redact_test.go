@@ -52,3 +52,81 @@ func TestChangeDigestIgnoresSecrets(t *testing.T) {
 		t.Error("the digest is the file's")
 	}
 }
+
+// A secret key is known however TOML spells it: quoted, 'literal',
+// escaped, dotted, in an inline table.
+func TestRedactionKnowsEveryKeySpelling(t *testing.T) {
+	t.Parallel()
+	const psk = "CorrectHorseBatteryStaple"
+	const hash = "$6$saltsalt$Zm9vYmFyYmF6cXV4"
+	for name, body := range map[string]string{
+		`"psk"`:                   "schema = 1\n[wlan]\nssid = \"home\"\n\"psk\" = " + psk + "\n",
+		`'psk'`:                   "schema = 1\n[wlan]\nssid = \"home\"\n'psk' = " + psk + "\n",
+		`"p\u0073k"`:              "schema = 1\n[wlan]\nssid = \"home\"\n\"p\\u0073k\" = " + psk + "\n",
+		`wlan."psk"`:              "schema = 1\nwlan.\"psk\" = " + psk + "\n",
+		"inline table":            "schema = 1\nwlan = { ssid = \"home\", \"p\\u0073k\" = " + psk + " }\n",
+		`"password\u005fhash"`:    "schema = 1\n[[users]]\nname = \"pi\"\n\"password\\u005fhash\" = " + hash + "\n",
+		`'password_hash'`:         "schema = 1\n[[users]]\nname = \"pi\"\n'password_hash' = " + hash + "\n",
+		"multi-line psk, cut off": "schema = 1\n[wlan]\nssid = \"home\"\npsk = \"\"\"" + psk + "\"\"\" x\n",
+	} {
+		_, err := Parse("nixpi.toml", []byte(body))
+		if err == nil {
+			t.Errorf("%s: parsed", name)
+			continue
+		}
+		msg := err.Error()
+		if strings.Contains(msg, "Horse") || strings.Contains(msg, "Zm9v") || strings.Contains(msg, "saltsalt") {
+			t.Errorf("%s: error quotes the secret: %s", name, msg)
+		}
+		if !strings.Contains(msg, "nixpi.toml:") {
+			t.Errorf("%s: error lost its file:line: %s", name, msg)
+		}
+	}
+}
+
+// A syntax error may quote a single character of a secret, or a short
+// one whole: on the secret's line no quoted piece of it is shown.
+func TestRedactionShortPieces(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ body, piece string }{
+		{"psk = x7!", `"x"`},
+		{"psk = \"ab\" cd", `'c'`},
+		{"psk = \"a\\qb\"", `'\q'`},
+		{"psk = 12ab", `'a'`},
+	} {
+		_, err := Parse("nixpi.toml", []byte("schema = 1\n[wlan]\nssid = \"home\"\n"+tt.body+"\n"))
+		if err == nil {
+			t.Errorf("%s: parsed", tt.body)
+			continue
+		}
+		if msg := err.Error(); strings.Contains(msg, tt.piece) || !strings.Contains(msg, "(redacted)") {
+			t.Errorf("%s: error shows %s: %s", tt.body, tt.piece, msg)
+		}
+	}
+	// On another line a character that is also in the secret is just a
+	// character; the secret quoted whole is not.
+	_, err := Parse("nixpi.toml", []byte("schema = 1\n[wlan]\nssid = \"home\"\npsk = \"xyzw1234\"\n[system]\nhostname = x!\n"))
+	if err == nil || !strings.Contains(err.Error(), `nixpi.toml:6: not valid TOML: expected value but found "x" instead`) {
+		t.Errorf("another line's error lost its quote: %v", err)
+	}
+	_, err = Parse("nixpi.toml", []byte("schema = 1\n[wlan]\nssid = \"home\"\npsk = \"xyzw1234\"\n[system]\nhostname = xyzw1234\n"))
+	if err == nil || strings.Contains(err.Error(), "xyzw1234") {
+		t.Errorf("another line's error quotes the secret: %v", err)
+	}
+}
+
+// The digest blanks a secret however its key is spelled and however long
+// its value, so it confirms no guess.
+func TestChangeDigestIgnoresSecretsHoweverSpelled(t *testing.T) {
+	t.Parallel()
+	for _, base := range []string{
+		"schema = 1\n[wlan]\n\"p\\u0073k\" = \"%s\"\n",
+		"schema = 1\nwlan = { ssid = \"x\", 'psk' = '%s' }\n",
+		"schema = 1\n[wlan]\npsk = \"\"\"\n%s\n\"\"\"\n",
+		"schema = 1\n[[users]]\nname = \"a\"\n\"password\\u005fhash\" = \"%s\"\n",
+	} {
+		if ChangeDigest([]byte(fmt.Sprintf(base, "correct horse"))) != ChangeDigest([]byte(fmt.Sprintf(base, "another guess"))) {
+			t.Errorf("the digest of %q depends on the secret", base)
+		}
+	}
+}

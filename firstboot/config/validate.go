@@ -8,15 +8,18 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 	_ "time/tzdata" // knownTimezone's fallback: the IANA names on any machine
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/nixpi/nixpi/firstboot/eeprom"
+	"github.com/nixpi/nixpi/firstboot/termtext"
 )
 
 // Limits the layout must respect.
@@ -32,6 +35,7 @@ const (
 // Errors whose entries name the key they concern; Parse adds file and line.
 func (c *Config) Validate() error {
 	v := &validator{}
+	v.text(c)
 	if c.Schema != SchemaVersion {
 		v.add("schema", "schema = %d is not supported: this nixpi reads schema %d", c.Schema, SchemaVersion)
 	}
@@ -52,9 +56,17 @@ func (c *Config) Validate() error {
 	return v.errs
 }
 
-type validator struct{ errs Errors }
+type validator struct {
+	errs Errors
+	// unsafe are the keys whose values hold a control character: that is
+	// their problem, and the checks of their form would only repeat it.
+	unsafe map[string]bool
+}
 
 func (v *validator) add(key, format string, args ...any) {
+	if v.unsafe[key] {
+		return
+	}
 	v.errs = append(v.errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
@@ -194,20 +206,19 @@ func (v *validator) nixos(n *NixOS) {
 		v.add("nixos.nixpkgs_sha256", "nixos.nixpkgs_sha256 is set without nixos.nixpkgs_rev; add the commit it belongs to or remove the hash")
 	}
 	if n.NixpkgsURL != "" {
-		if u, err := url.Parse(n.NixpkgsURL); err != nil || !slices.Contains(nixpkgsURLSchemes, u.Scheme) || (u.Scheme != "file" && u.Host == "") || strings.ContainsAny(n.NixpkgsURL, "\"\\${} \t\n") {
-			v.add("nixos.nixpkgs_url", "nixos.nixpkgs_url = %q is not a tarball URL; write one like %q (schemes: %s), or remove it to fetch nixpkgs from GitHub", n.NixpkgsURL, "https://github.com/NixOS/nixpkgs/archive/REV.tar.gz", strings.Join(nixpkgsURLSchemes, ", "))
-		} else if u.User != nil {
+		// Credentials are looked for first: the other message quotes the URL.
+		if user, _ := userinfo(n.NixpkgsURL); user {
 			v.add("nixos.nixpkgs_url", "nixos.nixpkgs_url carries a user name or password, which would end up in the install log; use a URL without one")
+		} else if u, err := url.Parse(n.NixpkgsURL); err != nil || !slices.Contains(nixpkgsURLSchemes, u.Scheme) || (u.Scheme != "file" && u.Host == "") || strings.ContainsAny(n.NixpkgsURL, "\"\\${} \t\n") {
+			v.add("nixos.nixpkgs_url", "nixos.nixpkgs_url = %q is not a tarball URL; write one like %q (schemes: %s), or remove it to fetch nixpkgs from GitHub", n.NixpkgsURL, "https://github.com/NixOS/nixpkgs/archive/REV.tar.gz", strings.Join(nixpkgsURLSchemes, ", "))
 		}
 	}
 	v.flake(n)
 	if len(n.Substituters) == 0 {
 		v.add("nixos.substituters", "nixos.substituters is empty: without a binary cache the Pi would compile all of NixOS itself (days); use [%q]", CacheNixOS)
 	}
-	for _, s := range n.Substituters {
-		if u, err := url.Parse(s); err != nil || !slices.Contains(substituterSchemes, u.Scheme) || (u.Scheme != "file" && u.Host == "") {
-			v.add("nixos.substituters", "substituter %q is not a binary cache URL; write one like %q (schemes: %s)", s, CacheNixOS, strings.Join(substituterSchemes, ", "))
-		}
+	for i, s := range n.Substituters {
+		v.substituter(i, s)
 	}
 	for _, k := range n.TrustedPublicKeys {
 		if !validCacheKey(k) {
@@ -217,6 +228,56 @@ func (v *validator) nixos(n *NixOS) {
 }
 
 var nixpkgsURLSchemes = []string{"https", "http", "file"}
+
+// substituter checks one entry of nixos.substituters. The Pi writes them
+// into nix.conf separated by spaces, where # starts a comment: a space or a
+// # would change what the Pi trusts, so both are refused, not quoted. A
+// password (and over http or s3 any user name, which may be a token) would
+// be printed by check and inspect and end up in the world-readable store;
+// ssh's user name is only that.
+func (v *validator) substituter(i int, s string) {
+	const key = "nixos.substituters"
+	user, password := userinfo(s)
+	switch u, err := url.Parse(s); {
+	case password || (user && (err != nil || !strings.HasPrefix(u.Scheme, "ssh"))):
+		v.add(key, "substituter %d (%s) carries a user name or password, which would be printed and end up in the Nix store; use a URL without one (a netrc file or an ssh key gives the Pi access)", i+1, withoutUserinfo(s))
+	case strings.Contains(s, "#") || strings.ContainsFunc(s, unicode.IsSpace):
+		v.add(key, "substituter %q holds a space or '#', which nix.conf reads as the end of the entry or a comment; percent-encode them (%%20, %%23)", s)
+	case err != nil || !slices.Contains(substituterSchemes, u.Scheme) || (u.Scheme != "file" && u.Host == ""):
+		v.add(key, "substituter %q is not a binary cache URL; write one like %q (schemes: %s)", s, CacheNixOS, strings.Join(substituterSchemes, ", "))
+	}
+}
+
+// userinfo says whether URL s names a user, and a password, before its
+// host. It reads the text, so a URL that does not parse is judged too.
+func userinfo(s string) (user, password bool) {
+	_, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return false, false
+	}
+	if end := strings.IndexAny(rest, "/?#"); end >= 0 {
+		rest = rest[:end]
+	}
+	at := strings.LastIndexByte(rest, '@')
+	if at < 0 {
+		return false, false
+	}
+	return true, strings.Contains(rest[:at], ":")
+}
+
+// withoutUserinfo is URL s without the user name and password, to name it
+// in a message.
+func withoutUserinfo(s string) string {
+	scheme, rest, _ := strings.Cut(s, "://")
+	end := len(rest)
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		end = i
+	}
+	if at := strings.LastIndexByte(rest[:end], '@'); at >= 0 {
+		rest = rest[at+1:]
+	}
+	return strconv.Quote(scheme + "://" + rest)
+}
 
 var substituterSchemes = []string{"https", "http", "s3", "ssh", "ssh-ng", "file"}
 
@@ -236,7 +297,12 @@ func (v *validator) flake(n *NixOS) {
 	}
 	ref, name, ok := strings.Cut(n.Flake, "#")
 	const how = `write "URI#name", e.g. "github:you/nixos-config#barpi" for nixosConfigurations.barpi`
+	_, password := userinfo(ref)
 	switch {
+	case password:
+		// Not quoted: printed, logged and in the store, it would give the
+		// repository away.
+		v.add("nixos.flake", "nixos.flake carries a password (user:password@), which would be printed, logged on the Pi and end up in the Nix store; use a URL without one (an ssh:// URL with a deploy key, or a public repository)")
 	case !ok || ref == "" || name == "":
 		v.add("nixos.flake", "nixos.flake = %q has no #name; %s", n.Flake, how)
 	case strings.HasPrefix(ref, "/") || strings.HasPrefix(ref, ".") || strings.HasPrefix(ref, "path:") || strings.HasPrefix(ref, "file:"):
@@ -463,4 +529,109 @@ func printableASCII(s string) bool {
 
 func printableNoSpace(s string) bool {
 	return printableASCII(s) && !strings.Contains(s, " ")
+}
+
+// text refuses, in every string of the config, the characters
+// termtext.Unsafe names (NUL, escape, carriage return, the bidi controls)
+// and line breaks and tabs outside nixos.extra_module: they would rewrite
+// the files the Pi writes from the config (nix.conf, configuration.nix,
+// wpa_supplicant.conf) or the terminal that shows it, and a bidi control
+// makes a line read differently from what it does. A secret's value is
+// never quoted, nor a URL's that carries credentials.
+func (v *validator) text(c *Config) {
+	v.unsafe = map[string]bool{}
+	walkStrings(reflect.ValueOf(c).Elem(), "", func(key, what, s string, secret bool) {
+		multiLine := key == "nixos.extra_module"
+		line, r, ok := unsafeRune(s, multiLine)
+		if ok {
+			return
+		}
+		shown := fmt.Sprintf(" = %q", s)
+		switch user, _ := userinfo(s); {
+		case secret || user:
+			shown = ""
+		case multiLine:
+			shown = fmt.Sprintf(" (line %d of the module)", line)
+		}
+		allowed := "no value in this file may hold one"
+		if multiLine {
+			allowed = "a module may hold tabs and line breaks, no other control character"
+		}
+		v.add(key, "%s%s holds %s: %s; remove it", what, shown, runeName(r), allowed)
+		if multiLine {
+			v.errs[len(v.errs)-1].ValueLine = line
+		}
+		v.unsafe[key] = true
+	})
+}
+
+// walkStrings calls f for every string in the config value rv, with its
+// dotted key ("users[1].ssh_keys"), a name for it in messages ("ssh_keys
+// entry 2 of users[1]") and whether it is a Secret.
+func walkStrings(rv reflect.Value, key string, f func(key, what, s string, secret bool)) {
+	switch rv.Kind() {
+	case reflect.Pointer:
+		if !rv.IsNil() {
+			walkStrings(rv.Elem(), key, f)
+		}
+	case reflect.Struct:
+		t := rv.Type()
+		for i := range t.NumField() {
+			name := tagName(t.Field(i))
+			if name == "" || name == "-" {
+				continue // SwapSize's fields: not strings in the file
+			}
+			sub := name
+			if key != "" {
+				sub = key + "." + name
+			}
+			walkStrings(rv.Field(i), sub, f)
+		}
+	case reflect.Slice:
+		for i := range rv.Len() {
+			if rv.Index(i).Kind() == reflect.String {
+				f(key, fmt.Sprintf("%s entry %d", key, i+1), rv.Index(i).String(), false)
+				continue
+			}
+			walkStrings(rv.Index(i), fmt.Sprintf("%s[%d]", key, i), f)
+		}
+	case reflect.String:
+		f(key, key, rv.String(), rv.Type() == reflect.TypeOf(Secret("")))
+	}
+}
+
+// unsafeRune finds the first character of s a config may not hold, and its
+// line in s; ok when there is none. A multi-line value (the module) may hold
+// tabs and line breaks, CRLF ones too: TOML keeps a multi-line string's CR.
+func unsafeRune(s string, multiLine bool) (line int, r rune, ok bool) {
+	line = 1
+	for i, r := range s {
+		switch {
+		case multiLine && (r == '\t' || r == '\n' || (r == '\r' && strings.HasPrefix(s[i+1:], "\n"))):
+		case r == '\t' || r == '\n' || termtext.Unsafe(r):
+			return line, r, false
+		}
+		if r == '\n' {
+			line++
+		}
+	}
+	return 0, 0, true
+}
+
+func runeName(r rune) string {
+	switch {
+	case r == 0:
+		return "a NUL (U+0000)"
+	case r == '\n':
+		return "a line break"
+	case r == '\t':
+		return "a tab"
+	case r == '\r':
+		return "a carriage return (U+000D)"
+	case r == 0x1b:
+		return "an escape character (U+001B), which drives terminals"
+	case r >= 0x200e:
+		return fmt.Sprintf("a bidi control (%U), which makes text read differently from what it is", r)
+	}
+	return fmt.Sprintf("a control character (%U)", r)
 }

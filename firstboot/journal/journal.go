@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nixpi/nixpi/firstboot/cardpath"
+	"github.com/nixpi/nixpi/firstboot/termtext"
 )
 
 // Version is written as "v" in every entry. Readers skip nothing they do
@@ -271,21 +272,19 @@ func (j *Journal) CurrentState() (State, error) {
 
 // FormatEntry renders one entry as a line for people:
 // "2026-11-25 02:31:00Z boot 2  format     done  already formatted (hint: ...)".
+// Each field goes through termtext.Line: a message with a command's
+// multi-line stderr, or a card made to fake lines, stays on its line.
 func FormatEntry(e Entry) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s boot %d  %-10s %-6s", e.Time.UTC().Format("2006-01-02 15:04:05Z"), e.Boot, oneLine.Replace(e.Step), oneLine.Replace(string(e.Event)))
+	fmt.Fprintf(&b, "%s boot %d  %-10s %-6s", e.Time.UTC().Format("2006-01-02 15:04:05Z"), e.Boot, termtext.Line(e.Step), termtext.Line(string(e.Event)))
 	if e.Msg != "" {
-		b.WriteString(" " + oneLine.Replace(e.Msg))
+		b.WriteString(" " + termtext.Line(e.Msg))
 	}
 	if e.Hint != "" {
-		b.WriteString(" (hint: " + oneLine.Replace(e.Hint) + ")")
+		b.WriteString(" (hint: " + termtext.Line(e.Hint) + ")")
 	}
 	return strings.TrimRight(b.String(), " ")
 }
-
-// oneLine keeps an entry on its line: a message with a command's
-// multi-line stderr, or a card made to fake lines, shows its breaks as \n.
-var oneLine = strings.NewReplacer("\r", `\r`, "\n", `\n`)
 
 // Print writes the journal for people: every entry, then a summary of each
 // step's latest event and, when the install stopped on a failure, its hint.
@@ -326,7 +325,7 @@ func Print(w io.Writer, j *Journal) error {
 		}
 		for _, step := range order {
 			last, _ := j.Last(step)
-			fmt.Fprintf(bw, "  %-10s %s\n", step, describe(last, step == intoSSD))
+			fmt.Fprintf(bw, "  %-10s %s\n", termtext.Line(step), describe(last, step == intoSSD))
 		}
 	}
 	return bw.Flush()
@@ -346,11 +345,11 @@ func describe(e Entry, intoSSD bool) string {
 		}
 		return fmt.Sprintf("waiting for the reboot requested in boot %d", e.Boot)
 	case Fail:
-		s := "FAILED: " + e.Msg
+		s := "FAILED: " + termtext.Line(e.Msg)
 		if e.Hint != "" {
-			s += "\n             fix: " + e.Hint
+			s += "\n             fix: " + termtext.Line(e.Hint)
 		}
 		return s
 	}
-	return string(e.Event)
+	return termtext.Line(string(e.Event))
 }

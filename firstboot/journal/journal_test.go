@@ -257,3 +257,26 @@ func TestPrintHandOverReboot(t *testing.T) {
 		}
 	}
 }
+
+// A failed step's message and hint, in the steps summary, and every
+// hand-over value read from the card stay on their line and show no
+// control character raw.
+func TestPrintAndHandOverKeepOneLine(t *testing.T) {
+	t.Parallel()
+	const fake = "busy\nINSTALL COMPLETE: NixOS runs from the SSD\x1b[2J"
+	j := &Journal{Entries: []Entry{{Step: "target", Event: Fail, Time: t0, Boot: 1, Msg: fake, Hint: fake}}}
+	var out bytes.Buffer
+	if err := Print(&out, j); err != nil {
+		t.Fatal(err)
+	}
+	ho := &HandOver{BootOrder: fake, Retired: fake, Logins: []string{fake}, Confirmed: &Confirmation{Boot: 2, Addresses: []string{fake}}}
+	text := out.String() + ho.ConfirmLine() + "\n" + strings.Join(ho.Report(), "\n")
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "INSTALL COMPLETE") || strings.Contains(line, "\x1b") {
+			t.Errorf("a value from the card broke out of its line: %q\n%s", line, text)
+		}
+	}
+	if !strings.Contains(text, `FAILED: busy\nINSTALL COMPLETE: NixOS runs from the SSD\x1b[2J`) || !strings.Contains(text, `retired    busy\nINSTALL`) {
+		t.Errorf("values not shown escaped:\n%s", text)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/nixpi/nixpi/firstboot/termtext"
 )
 
 // Disk is the identity of the target disk as recorded in the journal; resume
@@ -109,14 +111,15 @@ type Confirmation struct {
 }
 
 // ConfirmLine is the one line a person who powered a Pi on and came back
-// wants to read: whether NixOS booted from the SSD, or why not.
+// wants to read: whether NixOS booted from the SSD, or why not. It stays one
+// line whatever the card says.
 func (h *HandOver) ConfirmLine() string {
 	const prefix = "NixOS booted from the SSD: "
 	switch c := h.Confirmed; {
 	case c != nil:
 		s := fmt.Sprintf("%sconfirmed at %s (boot %d)", prefix, c.Time.UTC().Format("2006-01-02 15:04:05 UTC"), c.Boot)
 		if len(c.Addresses) > 0 {
-			s += ", address " + strings.Join(c.Addresses, ", ")
+			s += ", address " + termtext.Line(strings.Join(c.Addresses, ", "))
 		}
 		return s
 	case h.TrialBoot > 0:
@@ -165,12 +168,13 @@ func LastHandOver(j *Journal) *HandOver {
 	return st.HandOver
 }
 
-// Report is the hand-over for nixpi report, one line per step's outcome.
+// Report is the hand-over for nixpi report, one line per step's outcome:
+// a value read from the card with a line break in it stays on its line.
 func (h *HandOver) Report() []string {
 	var lines []string
 	add := func(label, v string) {
 		if v != "" {
-			lines = append(lines, fmt.Sprintf("  %-10s %s", label, v))
+			lines = append(lines, fmt.Sprintf("  %-10s %s", label, termtext.Line(v)))
 		}
 	}
 	add("boot order", h.BootOrder)
