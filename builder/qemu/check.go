@@ -461,9 +461,9 @@ func (in *Inspector) RootFiles(ctx context.Context, card string, paths []string)
 }
 
 // CheckNixOSBoots checks the boots of the SSD a run made with a bootable
-// stand-in: each one the firmware and U-Boot made without a complaint
-// (Notes), the stand-in NixOS running the system the journal recorded, and
-// one from USB reaching multi-user.target once the card was retired.
+// stand-in: the firmware and U-Boot made each without a complaint (Notes),
+// and each that reached multi-user.target ran the system the journal
+// recorded. (CheckInstall wants one from USB to reach it.)
 func CheckNixOSBoots(in *Install, systemPath string, ssdBoots bool) Problems {
 	var p Problems
 	if !ssdBoots || !in.HandedOver {

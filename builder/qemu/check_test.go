@@ -314,3 +314,28 @@ func TestCheckHookBoot(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckNixOSBoots(t *testing.T) {
+	t.Parallel()
+	const system = "/nix/store/00000000000000000000000000000000-nixos-system-nixpi-e2e-26.05"
+	console := filepath.Join(t.TempDir(), "console-2.log")
+	os.WriteFile(console, []byte("stand-in NixOS: stage 2 of 26.05 (uptime 11.3 s): "+system+"\r\n"+StandInMultiUser+"\r\n"), 0o644)
+	in := func(notes ...string) *Install {
+		return &Install{Name: "t", HandedOver: true, NixOSBoots: []int{2}, Boots: []*BootResult{
+			{N: 1, Source: SourceCard, End: EndReboot},
+			{N: 2, Source: SourceUSB, End: EndPowerOff, Console: console, MultiUser: true, Notes: notes},
+		}}
+	}
+	if p := CheckNixOSBoots(in(), system, true); len(p) > 0 {
+		t.Errorf("a good boot: %v", p)
+	}
+	if p := CheckNixOSBoots(in(), system+"-other", true); len(p) != 1 || !strings.Contains(p[0], "does not show stage 2 running") {
+		t.Errorf("another system: %v", p)
+	}
+	if p := CheckNixOSBoots(in("U-Boot: label nixos-default: FDTDIR x: no dtb"), system, true); len(p) != 1 || !strings.Contains(p[0], "FDTDIR") {
+		t.Errorf("a note: %v", p)
+	}
+	if p := CheckNixOSBoots(in(), system+"-other", false); len(p) > 0 {
+		t.Errorf("without a bootable stand-in: %v", p)
+	}
+}
