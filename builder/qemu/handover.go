@@ -313,9 +313,12 @@ func (e *E2E) RestoreBoot(ctx context.Context, in *Install, hooked string) (Prob
 	// multi-user.target is reached once every unit it wants has started
 	// (the service, were it still enabled, among them); the login prompt
 	// follows, but without a newline a line reader may never see it.
+	// The hand-over finished on NixOS, so the card's own service is still
+	// enabled: on the restored card's first boot it runs only done, which
+	// says where NixOS is and disables itself; no other step may run.
 	var multiUser, service bool
 	watch := func(line string) Action {
-		if stepHeader.MatchString(line) || strings.Contains(line, "nixpi-firstb") {
+		if m := stepHeader.FindStringSubmatch(line); m != nil && m[1] != "done" {
 			service = true
 		}
 		if strings.Contains(line, "Reached target") && strings.Contains(line, "multi-user.target") {
@@ -332,7 +335,10 @@ func (e *E2E) RestoreBoot(ctx context.Context, in *Install, hooked string) (Prob
 		p.addf("the restored card did not boot to multi-user.target, its login prompt (ended with %s; console %s)", res.End, res.Console)
 	}
 	if service {
-		p.addf("the restored card ran nixpi's service again (console %s): done must have disabled it", res.Console)
+		p.addf("the restored card ran a step of nixpi's service other than done (console %s): a finished hand-over must never retire it again", res.Console)
+	}
+	if _, err := restored.ReadFile(ctx, pi4Firmware); err != nil {
+		p.addf("restore-card: after its boot the restored card has no %s: it was retired again (%v)", pi4Firmware, err)
 	}
 	if console, err := os.ReadFile(res.Console); err == nil && hookUnit.Match(console) {
 		p.addf("the restored card ran the first-boot hook again (console %s)", res.Console)
