@@ -88,9 +88,6 @@ func packageCheck(env *engine.Env) (func(path string, data []byte) error, error)
 	}, nil
 }
 
-const updateBootloaderHint = "update the bootloader on this card's Raspberry Pi OS (sudo apt-get install rpi-eeprom && sudo rpi-eeprom-update -a, then reboot), " +
-	"or write Raspberry Pi Imager's \"Misc utility images > Bootloader\" to a spare card and boot it once; then power the Pi off and on to continue"
-
 type eepromStep struct{}
 
 // NewEEPROM sets the bootloader's BOOT_ORDER to boot.boot_order, keeping
