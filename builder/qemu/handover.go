@@ -12,7 +12,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"time"
 
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
@@ -265,6 +267,13 @@ func expectedUpdate(image, order string) ([]byte, error) {
 	return im.Bytes(), nil
 }
 
+// restoredServiceGrace is how long a restored card's boot may go on after
+// its login prompt for the service to finish.
+const restoredServiceGrace = 3 * time.Minute
+
+// serviceEnd is the service's last line in a run that finished its steps.
+var serviceEnd = regexp.MustCompile(`nixpi: all \d+ steps done`)
+
 // RestoreBoot undoes the hand-over on a copy of the run's card with nixpi
 // restore-card's code, checks the boot files are back and the staged
 // update gone, then boots the copy with a blank SSD: the card must boot
@@ -310,19 +319,26 @@ func (e *E2E) RestoreBoot(ctx context.Context, in *Install, hooked string) (Prob
 		return p, err
 	}
 	defer os.Remove(ssd)
-	// multi-user.target is reached once every unit it wants has started
-	// (the service, were it still enabled, among them); the login prompt
-	// follows, but without a newline a line reader may never see it.
-	// The hand-over finished on NixOS, so the card's own service is still
-	// enabled: on the restored card's first boot it runs only done, which
-	// says where NixOS is and disables itself; no other step may run.
-	var multiUser, service bool
+	// The login prompt says the card booted its Raspberry Pi OS; systemd's
+	// own "Reached target multi-user.target" is not printed once a getty
+	// owns the console. The hand-over finished on NixOS, so the card's own
+	// service is still enabled: on the restored card's first boot it runs
+	// only done, which says where NixOS is and disables itself; no other
+	// step may run. The boot ends when the service has said its last word,
+	// or a while after the prompt if it never does.
+	var loggedIn time.Time
+	var service, serviceEnded bool
 	watch := func(line string) Action {
 		if m := stepHeader.FindStringSubmatch(line); m != nil && m[1] != "done" {
 			service = true
 		}
-		if strings.Contains(line, "Reached target") && strings.Contains(line, "multi-user.target") {
-			multiUser = true
+		if serviceEnd.MatchString(line) {
+			serviceEnded = true
+		}
+		if strings.HasSuffix(line, string(loginPrompt)) && loggedIn.IsZero() {
+			loggedIn = time.Now()
+		}
+		if !loggedIn.IsZero() && (serviceEnded || time.Since(loggedIn) > restoredServiceGrace) {
 			return PowerOff
 		}
 		return Continue
@@ -331,8 +347,11 @@ func (e *E2E) RestoreBoot(ctx context.Context, in *Install, hooked string) (Prob
 	if err != nil {
 		return p, fmt.Errorf("boot the restored card: %w", err)
 	}
-	if !multiUser {
-		p.addf("the restored card did not boot to multi-user.target, its login prompt (ended with %s; console %s)", res.End, res.Console)
+	if loggedIn.IsZero() {
+		p.addf("the restored card did not boot to its login prompt (ended with %s; console %s)", res.End, res.Console)
+	}
+	if !serviceEnded {
+		p.addf("the restored card's service never said it was done (console %s): its only step, done, must finish and disable it", res.Console)
 	}
 	if service {
 		p.addf("the restored card ran a step of nixpi's service other than done (console %s): a finished hand-over must never retire it again", res.Console)

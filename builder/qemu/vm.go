@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -200,6 +201,7 @@ func (v *VM) Boot(ctx context.Context, n int, plan *BootPlan, timeout time.Durat
 	go func() {
 		sc := bufio.NewScanner(io.TeeReader(stdout, logFile))
 		sc.Buffer(make([]byte, 64*1024), 1<<20)
+		sc.Split(scanConsoleLines)
 		for sc.Scan() {
 			line := StripANSI(strings.TrimRight(sc.Text(), "\r"))
 			tail.add(line)
@@ -381,4 +383,20 @@ func qmpCommand(socket, command string) error {
 		}
 	}
 	return nil
+}
+
+// loginPrompt ends the console's output when getty waits for a name: no
+// newline follows it, so a line scanner alone would never pass it on.
+var loginPrompt = []byte(" login: ")
+
+// scanConsoleLines splits the console into lines, and also hands over a
+// pending login prompt as a line of its own.
+func scanConsoleLines(data []byte, atEOF bool) (int, []byte, error) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return bufio.ScanLines(data, atEOF)
+	}
+	if bytes.HasSuffix(data, loginPrompt) {
+		return len(data), data, nil
+	}
+	return bufio.ScanLines(data, atEOF)
 }

@@ -1,6 +1,8 @@
 package qemu
 
 import (
+	"bufio"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -82,5 +84,27 @@ func TestStripANSI(t *testing.T) {
 	}
 	if hookFinished.MatchString("         Starting kernel-command-li…ommand from Kernel Command Line...") {
 		t.Error("the hook's start line counts as finished")
+	}
+}
+
+func TestScanConsoleLinesPassesOnTheLoginPrompt(t *testing.T) {
+	// The prompt arrives in pieces and no newline follows it.
+	r, w := io.Pipe()
+	go func() {
+		for _, piece := range []string{"[  OK  ] Started getty\r\n", "\x1b[6nraspberrypi log", "in: "} {
+			w.Write([]byte(piece))
+		}
+		// Left open, as getty leaves the console: the prompt must come
+		// through without EOF.
+	}()
+	sc := bufio.NewScanner(r)
+	sc.Split(scanConsoleLines)
+	var got []string
+	for len(got) < 2 && sc.Scan() {
+		got = append(got, StripANSI(strings.TrimRight(sc.Text(), "\r")))
+	}
+	w.Close()
+	if len(got) != 2 || got[0] != "[  OK  ] Started getty" || !strings.HasSuffix(got[1], "raspberrypi login: ") {
+		t.Fatalf("lines %q, want the getty line and then the prompt", got)
 	}
 }
