@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -210,6 +211,60 @@ func retiredCard(t *testing.T) (string, fixture.Partition, map[string]string) {
 		}
 	})
 	return img, p, built
+}
+
+// A restore cut off after FATCard's copy of a file and before its remove
+// left the file at the root and under nixpi/retired/: restore-card again
+// finishes it.
+func TestRestoreCardFinishesAnInterruptedRestore(t *testing.T) {
+	t.Parallel()
+	img, p, built := retiredCard(t)
+	withFAT(t, img, p, func(c *FATCard) {
+		for _, name := range []string{"kernel8.img", "overlays/README"} {
+			data, err := c.ReadFile(cardpath.Retired + "/" + name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.MkdirAll(path.Dir(name)); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.WriteFile(name, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if _, err := RestoreCard(img); err != nil {
+		t.Fatal(err)
+	}
+	restored, _ := fatTree(t, img, p)
+	sameTree(t, "card restored after an interrupted restore", built, restored)
+	buildertest.FsckFAT(t, img, p.Start, p.Size)
+}
+
+// retired.json is data from the card: a staged name nixpi does not stage
+// (the journal) is refused, the card byte for byte untouched.
+func TestRestoreCardRefusesAStagedNameNixpiDoesNotStage(t *testing.T) {
+	t.Parallel()
+	img, p, _ := retiredCard(t)
+	withFAT(t, img, p, func(c *FATCard) {
+		m, err := retire.ReadManifest(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Staged = []string{cardpath.EEPROMUpdate, cardpath.Journal}
+		data, _ := json.Marshal(m)
+		if err := c.WriteFile(cardpath.RetiredManifest, data); err != nil {
+			t.Fatal(err)
+		}
+	})
+	before := buildertest.FileSHA256(t, img)
+	_, err := RestoreCard(img)
+	if err == nil || !strings.Contains(err.Error(), `lists "nixpi/journal.jsonl" as a staged EEPROM update file`) || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("restore with the journal listed as staged: %v", err)
+	}
+	if buildertest.FileSHA256(t, img) != before {
+		t.Error("the refused restore changed the image")
+	}
 }
 
 // A card nixpi never retired is refused, byte for byte untouched.
