@@ -98,8 +98,8 @@ const flashChunk = 8 << 20
 // device is opened for writing. An error after the first write wraps
 // ErrCardIncomplete.
 func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
-	logf, root := opts.logf, opts.rootDir()
-	disk, err := probeFlashDisk(root, opts)
+	logf := opts.logf
+	disk, err := probeFlashDisk(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +133,7 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 			return nil, fmt.Errorf("refusing %s: its blocks are %d bytes and the range %d-%d of %s does not fall on them (a bmap with smaller blocks?)", disk, disk.LogicalBlock, r.Start, r.End, image.bmap)
 		}
 	}
-	dev, err := disk.claim(root, opts, logf)
+	dev, err := disk.claim(opts, logf)
 	if err != nil {
 		return nil, err
 	}
@@ -184,10 +184,13 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 // filesystems with opts.Unmount and checks again, then opens the disk
 // exclusively, for direct writes: from then to the end nobody mounts or
 // partitions it while it is written. Nothing is written here.
-func (d *Disk) claim(root string, opts FlashOptions, logf func(string, ...any)) (*os.File, error) {
+func (d *Disk) claim(opts FlashOptions, logf func(string, ...any)) (*os.File, error) {
 	var unmount []string
 	if opts.Unmount {
-		unmount = d.mountPoints(root)
+		var err error
+		if unmount, err = d.mountPoints(); err != nil {
+			return nil, fmt.Errorf("refusing %s: %w", d, err)
+		}
 	}
 	if !opts.Yes {
 		if opts.Confirm == nil {
@@ -212,7 +215,7 @@ func (d *Disk) claim(root string, opts FlashOptions, logf func(string, ...any)) 
 		}
 	}
 	if len(unmount) > 0 {
-		if err := d.checkUnused(root, false); err != nil {
+		if err := d.checkUnused(false); err != nil {
 			return nil, err
 		}
 	}
@@ -287,7 +290,7 @@ func flashRanges(img *os.File, bmap string, size int64) ([]MappedRange, bool, er
 // reads them, and a card with fewer blocks in use writes faster. A disk
 // that cannot, or a discard that fails, changes nothing that matters.
 func discardGaps(disk *Disk, dev *os.File, ranges []MappedRange, size int64) int64 {
-	if readSys(disk.sys, "queue/discard_max_bytes") == "0" || readSys(disk.sys, "queue/discard_max_bytes") == "" {
+	if limit := disk.Attr("queue/discard_max_bytes"); limit == "0" || limit == "" {
 		return 0
 	}
 	var done, pos int64

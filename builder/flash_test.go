@@ -215,6 +215,28 @@ func TestFlashRefusals(t *testing.T) {
 	// Held: device-mapper built on the disk (as LVM or dm-crypt would be).
 	held := loopDevice(t, size, true)
 	holder, heldRoot := heldBy(t, held, size)
+	// Read by a loop device whose filesystem is mounted: the loop driver
+	// claims nothing, so only the loop devices' records tell.
+	backing := loopDevice(t, size, false)
+	sh(t, "dd", "if="+img, "of="+backing, "bs=4M", "conv=fsync", "status=none")
+	over := sh(t, "losetup", "--find", "--show", "--partscan", "--read-only", backing)
+	t.Cleanup(func() { exec.Command("losetup", "--detach", over).Run() })
+	waitFor(t, over, over+"p2")
+	overMnt := t.TempDir()
+	sh(t, "mount", "-t", "ext4", "-o", "ro,noload", over+"p2", overMnt)
+	t.Cleanup(func() { exec.Command("umount", overMnt).Run() })
+	// Two loop devices stacked on a partition, the top one mounted.
+	stacked := loopDevice(t, size, false)
+	sh(t, "dd", "if="+img, "of="+stacked, "bs=4M", "conv=fsync", "status=none")
+	sh(t, "blockdev", "--rereadpt", stacked)
+	waitFor(t, stacked, stacked+"p2")
+	lower := sh(t, "losetup", "--find", "--show", "--read-only", stacked+"p2")
+	t.Cleanup(func() { exec.Command("losetup", "--detach", lower).Run() })
+	upper := sh(t, "losetup", "--find", "--show", "--read-only", lower)
+	t.Cleanup(func() { exec.Command("losetup", "--detach", upper).Run() })
+	upperMnt := t.TempDir()
+	sh(t, "mount", "-t", "ext4", "-o", "ro,noload", upper, upperMnt)
+	t.Cleanup(func() { exec.Command("umount", upperMnt).Run() })
 
 	for _, tc := range []struct {
 		name string
@@ -222,11 +244,15 @@ func TestFlashRefusals(t *testing.T) {
 		opts func(*FlashOptions)
 		want string
 	}{
-		{"partition", card + "p1", nil, "is partition 1 of /dev/" + filepath.Base(card)},
-		{"mounted", mounted, nil, "p2 is mounted at " + mnt},
+		{"partition", card + "p1", nil, `is partition 1 of "` + card + `": flash writes a whole disk, pass ` + card},
+		{"mounted", mounted, nil, `p2" is mounted at "` + mnt + `" (umount "` + mnt + `" first, or pass --unmount)`},
 		{"too small", small, nil, "smaller than the image"},
-		{"swap", swap, nil, "/dev/" + filepath.Base(swap) + " is in use as swap (swapoff " + swap + " first)"},
-		{"held", held, func(o *FlashOptions) { o.Root = heldRoot }, "/dev/" + filepath.Base(held) + " is held by /dev/" + holder},
+		{"swap", swap, nil, fmt.Sprintf("%q is active swap (swapoff %q first)", swap, swap)},
+		{"held", held, func(o *FlashOptions) { o.Root = heldRoot }, fmt.Sprintf("%q is held by %q", held, "/dev/"+holder)},
+		{"backing a mounted loop device", backing, nil, fmt.Sprintf("%q is the backing file of loop device %q (detach it first: losetup --detach %q); %q (on %q) is mounted at %q",
+			backing, over, over, over+"p2", backing, overMnt)},
+		{"stacked loop devices", stacked, nil, fmt.Sprintf("%q is the backing file of loop device %q (detach it first: losetup --detach %q); %q (on %q) is the backing file of loop device %q (detach it first: losetup --detach %q); %q (on %q) is mounted at %q",
+			stacked+"p2", lower, lower, lower, stacked+"p2", upper, upper, upper, lower, upperMnt)},
 		{"non-removable", card, func(o *FlashOptions) { o.AllowNonRemovable = false }, "not removable"},
 		{"not confirmed", card, func(o *FlashOptions) {
 			o.Yes = false

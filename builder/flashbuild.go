@@ -30,13 +30,13 @@ import (
 // and flash.Image are not used; Result.SHA256 stays empty (the image is
 // never whole in one place to hash).
 func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Result, *FlashResult, error) {
-	logf, root := flash.logf, flash.rootDir()
+	logf := flash.logf
 	buildLogf := func(format string, args ...any) {
 		if build.Log != nil {
 			build.Log(fmt.Sprintf(format, args...))
 		}
 	}
-	disk, err := probeFlashDisk(root, flash)
+	disk, err := probeFlashDisk(flash)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -56,7 +56,7 @@ func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Res
 		return nil, nil, err
 	}
 	defer src.Close()
-	dev, err := disk.claim(root, flash, logf)
+	dev, err := disk.claim(flash, logf)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -81,12 +81,12 @@ func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Res
 // it (opts.Unmount leaves its mounts for after the confirmation) or when
 // it is not removable without opts.AllowNonRemovable. With Unmount the
 // disk's own mounts (never /) are left for after the confirmation.
-func probeFlashDisk(root string, opts FlashOptions) (*Disk, error) {
-	disk, err := ProbeDisk(root, opts.Device)
+func probeFlashDisk(opts FlashOptions) (*Disk, error) {
+	disk, err := ProbeDisk(opts.rootDir(), opts.Device)
 	if err != nil {
 		return nil, err
 	}
-	if err := disk.checkUnused(root, opts.Unmount); err != nil {
+	if err := disk.checkUnused(opts.Unmount); err != nil {
 		return nil, err
 	}
 	if err := disk.checkRemovable(opts.AllowNonRemovable); err != nil {

@@ -3,30 +3,31 @@ package builder
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path"
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/fatfs"
+	"github.com/nixpi/nixpi/firstboot/blockdev"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/retire"
 )
 
 // RestoreCard makes a card the hand-over retired bootable again: the boot
 // files go back from nixpi/retired/ to the FAT's root as its manifest lists
-// them, the staged EEPROM update files are deleted, the journal stays. A
-// card nixpi did not retire is refused with nothing changed, as is one
-// whose partition is mounted (the kernel's view and ours would disagree).
+// them, the staged EEPROM update files are deleted, the journal stays (see
+// retire.Restore for what it checks first). A card nixpi did not retire is
+// refused with nothing changed, as is a device anything uses (a mounted
+// partition: the kernel's view and ours would disagree) and an image a loop
+// device reads.
 func RestoreCard(imagePath string) (*retire.Restored, error) {
-	if err := refuseMounted(imagePath); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(imagePath, os.O_RDWR, 0)
+	f, err := openCard("/", imagePath)
 	if err != nil {
-		return nil, fmt.Errorf("open %q: %w", imagePath, err)
+		return nil, err
 	}
 	defer f.Close()
 	p1, err := cardFAT(f, imagePath)
@@ -53,6 +54,61 @@ func RestoreCard(imagePath string) (*retire.Restored, error) {
 	return r, nil
 }
 
+// openCard opens the card at path (under root's /proc and /sys) to write
+// it. A device is known by its number, whatever name path is (a symbolic
+// link, a /dev/disk/by-id path): it is refused while anything uses it, and
+// opened exclusively, so nothing mounts it meanwhile. An image file is
+// refused while a loop device reads it: mounted from there, it would
+// change underneath a filesystem.
+func openCard(root, path string) (*os.File, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %q: %w", path, err)
+	}
+	if st.Mode().IsRegular() {
+		loops, err := blockdev.LoopsOf(root, path)
+		if err != nil {
+			return nil, err
+		}
+		if len(loops) > 0 {
+			quoted := make([]string, len(loops))
+			for i, l := range loops {
+				quoted[i] = fmt.Sprintf("%q", l)
+			}
+			return nil, fmt.Errorf("refusing %q: loop device %s reads it, and what is mounted from there would change underneath: unmount it and detach it first (losetup --detach %s), or restore the loop device instead; nothing was changed",
+				path, strings.Join(quoted, ", "), strings.Join(loops, " "))
+		}
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open %q: %w", path, err)
+		}
+		return f, nil
+	}
+	d, err := blockdev.ProbeNode(root, path)
+	var part *blockdev.PartitionError
+	if errors.As(err, &part) {
+		return nil, fmt.Errorf("%w: restore-card takes the whole card, pass %s", err, part.Disk)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: pass a card image or the card's whole disk (lsblk lists them)", err)
+	}
+	uses, err := d.Uses()
+	if err != nil {
+		return nil, err
+	}
+	if len(uses) > 0 {
+		return nil, fmt.Errorf("refusing %q: it is in use: %s: unmount it (in every mount namespace) and detach what is named first; nothing was changed", path, blockdev.Join(uses))
+	}
+	f, err := d.OpenExclusive(unix.O_RDWR)
+	if errors.Is(err, unix.EBUSY) {
+		return nil, fmt.Errorf("refusing %q: it is in use (the kernel holds it: a filesystem, swap, another device or program): close that first; nothing was changed", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %q: %w", path, err)
+	}
+	return f, nil
+}
+
 // cardFAT finds a Raspberry Pi card's FAT boot partition: partition 1 of an
 // MBR table.
 func cardFAT(f *os.File, name string) (baseimage.Partition, error) {
@@ -65,33 +121,6 @@ func cardFAT(f *os.File, name string) (baseimage.Partition, error) {
 		return baseimage.Partition{}, fmt.Errorf("%q: %w: it is not a Raspberry Pi OS card", name, err)
 	}
 	return p1, nil
-}
-
-// refuseMounted refuses a block device any of whose partitions (or itself)
-// is mounted, as /proc/mounts lists them.
-func refuseMounted(dev string) error {
-	st, err := os.Stat(dev)
-	if err != nil {
-		return err
-	}
-	if st.Mode()&fs.ModeDevice == 0 {
-		return nil
-	}
-	data, err := os.ReadFile("/proc/mounts")
-	if err != nil {
-		return err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		rest, ok := strings.CutPrefix(f[0], dev)
-		if ok && strings.Trim(strings.TrimPrefix(rest, "p"), "0123456789") == "" {
-			return fmt.Errorf("%s is mounted at %s: unmount it first (umount %s)", f[0], f[1], f[0])
-		}
-	}
-	return nil
 }
 
 // FATCard is a retire.Card on a FAT opened with fatfs. fatfs has no rename,

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path"
@@ -197,6 +199,74 @@ func TestRestoreCardUndoesRetire(t *testing.T) {
 	}
 }
 
+// retiredCard is a built card retired as the hand-over does it, with the
+// built card's files.
+func retiredCard(t *testing.T) (string, fixture.Partition, map[string]string) {
+	t.Helper()
+	img, p := buildCard(t)
+	built, _ := fatTree(t, img, p)
+	withFAT(t, img, p, func(c *FATCard) {
+		if _, err := retire.Retire(c, "0xf41", nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	return img, p, built
+}
+
+// A restore cut off after FATCard's copy of a file and before its remove
+// left the file at the root and under nixpi/retired/: restore-card again
+// finishes it.
+func TestRestoreCardFinishesAnInterruptedRestore(t *testing.T) {
+	t.Parallel()
+	img, p, built := retiredCard(t)
+	withFAT(t, img, p, func(c *FATCard) {
+		for _, name := range []string{"kernel8.img", "overlays/README"} {
+			data, err := c.ReadFile(cardpath.Retired + "/" + name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.MkdirAll(path.Dir(name)); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.WriteFile(name, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if _, err := RestoreCard(img); err != nil {
+		t.Fatal(err)
+	}
+	restored, _ := fatTree(t, img, p)
+	sameTree(t, "card restored after an interrupted restore", built, restored)
+	buildertest.FsckFAT(t, img, p.Start, p.Size)
+}
+
+// retired.json is data from the card: a staged name nixpi does not stage
+// (the journal) is refused, the card byte for byte untouched.
+func TestRestoreCardRefusesAStagedNameNixpiDoesNotStage(t *testing.T) {
+	t.Parallel()
+	img, p, _ := retiredCard(t)
+	withFAT(t, img, p, func(c *FATCard) {
+		m, err := retire.ReadManifest(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Staged = []string{cardpath.EEPROMUpdate, cardpath.Journal}
+		data, _ := json.Marshal(m)
+		if err := c.WriteFile(cardpath.RetiredManifest, data); err != nil {
+			t.Fatal(err)
+		}
+	})
+	before := buildertest.FileSHA256(t, img)
+	_, err := RestoreCard(img)
+	if err == nil || !strings.Contains(err.Error(), `lists "nixpi/journal.jsonl" as a staged EEPROM update file`) || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("restore with the journal listed as staged: %v", err)
+	}
+	if buildertest.FileSHA256(t, img) != before {
+		t.Error("the refused restore changed the image")
+	}
+}
+
 // A card nixpi never retired is refused, byte for byte untouched.
 func TestRestoreCardRefusesUnretired(t *testing.T) {
 	t.Parallel()
@@ -237,19 +307,16 @@ func stagedUpdate(t *testing.T) []byte {
 }
 
 // restore-card on the card's device (a loop device, as a card reader shows
-// it): refused while a partition is mounted, done once it is not.
+// it): refused while a partition is mounted, whatever name the device is
+// given (its node, a symbolic link, a /dev/disk/by-id path) and on the
+// image a loop device reads, each time with the card unchanged; done once
+// nothing is mounted.
 func TestRestoreCardOnLoopDevice(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for losetup and mount (CI runs as root)")
 	}
-	img, p := buildCard(t)
-	built, _ := fatTree(t, img, p)
-	withFAT(t, img, p, func(c *FATCard) {
-		if _, err := retire.Retire(c, "0xf41", nil, nil); err != nil {
-			t.Fatal(err)
-		}
-	})
+	img, p, built := retiredCard(t)
 	run := func(argv ...string) string {
 		t.Helper()
 		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
@@ -273,21 +340,60 @@ func TestRestoreCardOnLoopDevice(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	link := filepath.Join(t.TempDir(), "card")
+	if err := os.Symlink(dev, link); err != nil {
+		t.Fatal(err)
+	}
+	byID := byIDLink(t, dev)
 	mnt := t.TempDir()
 	run("mount", "-t", "ext4", "-o", "ro,noload", p2, mnt)
-	before := buildertest.FileSHA256(t, img)
-	_, err := RestoreCard(dev)
+	mounted := fmt.Sprintf("%q is mounted at %q", p2, mnt)
+	for _, tc := range []struct{ name, path, want string }{
+		{"device", dev, mounted},
+		{"symbolic link", link, mounted},
+		{"by-id path", byID, mounted},
+		{"partition", p2, fmt.Sprintf("is partition 2 of %q: restore-card takes the whole card, pass %s", dev, dev)},
+		{"image a loop device reads", img, fmt.Sprintf("loop device %q reads it", dev)},
+	} {
+		before := buildertest.FileSHA256(t, img)
+		_, err := RestoreCard(tc.path)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("restore of a mounted card through its %s %s: %v, want it to say %s", tc.name, tc.path, err, tc.want)
+		}
+		if buildertest.FileSHA256(t, img) != before {
+			t.Errorf("the refused restore through the %s changed the card", tc.name)
+		}
+	}
 	run("umount", mnt)
-	if err == nil || !strings.Contains(err.Error(), p2+" is mounted at "+mnt) {
-		t.Fatalf("restore of a mounted card: %v", err)
-	}
-	if buildertest.FileSHA256(t, img) != before {
-		t.Error("the refused restore changed the card")
-	}
-	if _, err := RestoreCard(dev); err != nil {
+	if _, err := RestoreCard(byID); err != nil {
 		t.Fatal(err)
 	}
 	restored, _ := fatTree(t, img, p)
 	sameTree(t, "card restored on its device", built, restored)
 	buildertest.FsckFAT(t, img, p.Start, p.Size)
+}
+
+// byIDLink is a /dev/disk/by-id name for dev, as udev would make one,
+// removed at cleanup (with the directories it made).
+func byIDLink(t *testing.T, dev string) string {
+	t.Helper()
+	var made []string
+	for _, d := range []string{"/dev/disk", "/dev/disk/by-id"} {
+		if err := os.Mkdir(d, 0o755); err == nil {
+			made = append(made, d)
+		} else if !errors.Is(err, os.ErrExist) {
+			t.Fatal(err)
+		}
+	}
+	link := fmt.Sprintf("/dev/disk/by-id/usb-nixpi_test_card_%d-%s-0:0", os.Getpid(), filepath.Base(dev))
+	if err := os.Symlink("../../"+filepath.Base(dev), link); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.Remove(link)
+		for i := len(made) - 1; i >= 0; i-- {
+			os.Remove(made[i]) // only when empty: another test's link stays
+		}
+	})
+	return link
 }

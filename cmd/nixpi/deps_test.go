@@ -17,12 +17,13 @@ var deviceService = []string{
 	"firstboot/progress", "firstboot/hook", "firstboot/statuspage",
 }
 
-// contract are the packages both sides share: what the card holds and how
-// the journal, the config and the boot files are written.
+// contract are the packages both sides share: what the card holds, how
+// the journal, the config and the boot files are written, and the
+// block-device model both sides judge a disk by.
 var contract = []string{
 	"firstboot/cardpath", "firstboot/config", "firstboot/journal", "firstboot/bootfiles",
 	"firstboot/nixos", "firstboot/inputfile", "firstboot/retire", "firstboot/configcheck",
-	"firstboot/termtext",
+	"firstboot/termtext", "firstboot/blockdev",
 }
 
 // goListDeps is `go list -deps` of pkgs, for goos/goarch.
@@ -70,6 +71,11 @@ func TestContractImportsNoDeviceService(t *testing.T) {
 		for _, p := range deviceService {
 			if deps[module+p] {
 				t.Errorf("contract package %s imports %s: both sides read it, so it may import only other contract packages", c, p)
+			}
+		}
+		for p := range deps {
+			if strings.HasPrefix(p, module+"builder") || strings.HasPrefix(p, "github.com/diskfs/go-diskfs") {
+				t.Errorf("contract package %s imports %s: the device binary links it, and must never carry the image builder", c, p)
 			}
 		}
 	}

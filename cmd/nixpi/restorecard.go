@@ -21,7 +21,8 @@ func runRestoreCard(c *cli, args []string) int {
 		fmt.Fprintln(w, "usage: nixpi restore-card IMAGE|DEVICE")
 		fmt.Fprintln(w, "\nMakes a card the install retired bootable again: moves the boot files back from")
 		fmt.Fprintf(w, "%s/ to the FAT's root as %s lists them and deletes the staged EEPROM\n", cardpath.Retired, cardpath.RetiredManifest)
-		fmt.Fprintln(w, "update; the install journal stays. Refuses a card nixpi did not retire, and a mounted one.")
+		fmt.Fprintln(w, "update; the install journal stays. Refuses a card nixpi did not retire, one in use (a mounted")
+		fmt.Fprintf(w, "partition), and one whose files or %s are not what the retire wrote.\n", cardpath.RetiredManifest)
 	}
 	if code, done := c.parseFlags(flags, args, usage); done {
 		return code

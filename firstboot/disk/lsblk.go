@@ -1,6 +1,6 @@
 // Package disk reads what the device service needs to know about block
-// devices (lsblk, wipefs, sfdisk, /proc/self/mountinfo, /proc/swaps,
-// /dev/disk/by-id) and plans the target disk's layout: partition geometry and
+// devices (lsblk, wipefs, sfdisk, /dev/disk/by-id; whether anything uses a
+// disk, and the mount tables, are firstboot/blockdev's) and plans the target disk's layout: partition geometry and
 // the GUIDs/UUIDs derived from the config and the disk's identity, so a rerun
 // or a resume after a power cut writes exactly the same thing.
 //

@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nixpi/nixpi/firstboot/blockdev"
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
@@ -104,7 +105,7 @@ func diskLoop(t *testing.T, size int64) (dev, img string) {
 // and every mount gone, for mounts from dev's partitions or under dir.
 func diskUnmountAll(t *testing.T, dev, dir string) {
 	t.Helper()
-	swaps, _ := disk.ReadSwaps("/")
+	swaps, _ := blockdev.ReadSwaps("/")
 	for _, s := range swaps {
 		if strings.HasPrefix(s, dev+"p") {
 			if out, err := exec.Command("swapoff", s).CombinedOutput(); err != nil {
@@ -364,7 +365,7 @@ func diskCheckMounted(t *testing.T, root, dev string) {
 			t.Errorf("mount at mnt/boot = %+v, want vfat %s", m, dev+"p1")
 		}
 	}
-	swaps, _ := disk.ReadSwaps("/")
+	swaps, _ := blockdev.ReadSwaps("/")
 	if !slices.Contains(swaps, dev+"p2") {
 		t.Errorf("swap %s is not on (active: %v)", dev+"p2", swaps)
 	}
@@ -736,7 +737,62 @@ func TestDiskStepsRefuse(t *testing.T) {
 				diskMountRO(t, loop, filepath.Join(t.TempDir(), "through-loop"))
 			},
 			config:   func(c *config.Config) { c.Target.Wipe = true },
-			want:     []string{`p1" is the backing file of loop device "/dev/loop`, `, which is mounted at "`},
+			want:     []string{`p1" is the backing file of loop device "/dev/loop`, `p1") is mounted at "`},
+			wantHint: "detach the loop devices",
+		},
+		{
+			// The loop driver claims nothing of what it reads: only the
+			// loop devices' own records show this.
+			name: "whole disk backing a loop device whose filesystem is mounted",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskExt4Partition(t, dev)
+				loop := diskAttach(t, "--read-only", "--partscan", dev)
+				diskWaitNode(t, loop, loop+"p1")
+				diskMountRO(t, loop+"p1", filepath.Join(t.TempDir(), "through-loop"))
+			},
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{`" is the backing file of loop device "/dev/loop`, `p1" (on "/dev/loop`, `") is mounted at "`},
+			wantHint: "detach the loop devices",
+		},
+		{
+			name: "loop device over a loop device over a partition, mounted",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskExt4Partition(t, dev)
+				lower := diskAttach(t, "--read-only", dev+"p1")
+				upper := diskAttach(t, "--read-only", lower)
+				diskMountRO(t, upper, filepath.Join(t.TempDir(), "stacked"))
+			},
+			config: func(c *config.Config) { c.Target.Wipe = true },
+			want: []string{`p1" is the backing file of loop device "/dev/loop`, `" (on "` + "/dev/loop", `p1") is the backing file of loop device "/dev/loop`,
+				`") is mounted at "`},
+			wantHint: "detach the loop devices",
+		},
+		{
+			// No mount table shows the filesystem, and the file's path is
+			// the detached filesystem's: the loop driver's st_dev of the
+			// file names the partition.
+			name: "loop device over a file on the disk, its filesystem lazily unmounted",
+			size: 2 << 30,
+			prepare: func(t *testing.T, dev, img, root string) {
+				diskExt4Partition(t, dev)
+				dir := filepath.Join(t.TempDir(), "lazy")
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				// noinit_itable: no inode tables zeroed behind the test's back.
+				diskMust(t, "mount", "-o", "noinit_itable", dev+"p1", dir)
+				file := filepath.Join(dir, "inner.img")
+				if err := os.WriteFile(file, make([]byte, 1<<20), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				diskAttach(t, "--read-only", file)
+				diskMust(t, "sync")
+				diskMust(t, "umount", "--lazy", dir)
+			},
+			config:   func(c *config.Config) { c.Target.Wipe = true },
+			want:     []string{`p1" holds "/inner.img", the backing file of loop device "/dev/loop`},
 			wantHint: "detach the loop devices",
 		},
 		{
@@ -836,6 +892,23 @@ func diskExt4Partition(t *testing.T, dev string) {
 	diskMust(t, "sgdisk", "--new=1:2048:+100M", dev)
 	diskMust(t, "partx", "--update", dev)
 	diskMust(t, "mkfs.ext4", "-q", "-L", "inuse", dev+"p1")
+}
+
+// diskWaitNode waits for the partition node path of disk to appear.
+func diskWaitNode(t *testing.T, disk, path string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if i == 50 {
+			t.Fatalf("%s did not appear", path)
+		}
+		if i == 5 {
+			_ = exec.Command("partx", "--update", disk).Run()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // diskAttach attaches a loop device to file (losetup options first) and

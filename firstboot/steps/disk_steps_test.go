@@ -81,7 +81,9 @@ func newDiskUnit(t *testing.T, lsblkFile, mountinfoFile string) *diskUnit {
 }
 
 // sized makes the files standing in for the whole disks lsblk lists as
-// large as lsblk says, all zeros (sparse): the blank rule reads them.
+// large as lsblk says, all zeros (sparse): the blank rule reads them. And
+// sysfs shows the disks and their partitions by the numbers lsblk gives,
+// as the kernel would: the in-use check finds a disk by its number there.
 func (u *diskUnit) sized(t *testing.T, lsblk []byte) {
 	t.Helper()
 	devs, err := disk.ParseLsblk(lsblk)
@@ -97,6 +99,30 @@ func (u *diskUnit) sized(t *testing.T, lsblk []byte) {
 			t.Fatal(err)
 		}
 		f.Close()
+		sys := filepath.Join("/sys/devices/virtual/block", d.KName)
+		u.sysfsEntry(t, sys, d, 0)
+		for i, c := range d.Children {
+			if c.Type == "part" {
+				u.sysfsEntry(t, filepath.Join(sys, c.KName), c, i+1)
+			}
+		}
+	}
+}
+
+// sysfsEntry is a block device's sysfs directory sys (partition n of its
+// disk when n > 0), and the links to it by name and by number.
+func (u *diskUnit) sysfsEntry(t *testing.T, sys string, d disk.Device, n int) {
+	t.Helper()
+	u.put(t, sys+"/dev", d.MajMin+"\n")
+	u.put(t, sys+"/size", fmt.Sprintf("%d\n", d.SizeBytes()/512))
+	if n > 0 {
+		u.put(t, sys+"/partition", fmt.Sprintf("%d\n", n))
+	}
+	for _, l := range []string{"/sys/dev/block/" + d.MajMin, "/sys/class/block/" + d.KName} {
+		if _, err := os.Lstat(u.env.Path(l)); err == nil {
+			continue // a later lsblk listing of the same device
+		}
+		u.link(t, l, filepath.Join("../../..", sys))
 	}
 }
 
@@ -363,6 +389,14 @@ func TestDiskTargetInUseRefused(t *testing.T) {
 	u := newDiskUnit(t, "lsblk-pi-two-usb.json", "mountinfo-pi")
 	u.env.Config.Target = config.Target{Serial: "4C530001230417105384", Wipe: true}
 	u.put(t, "/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n/dev/sdb1                               partition\t65532\t0\t-2\n")
+	// /proc/swaps names a path; the node there says which device it is
+	// (only stat'ed: the refusal opens nothing).
+	if err := os.Remove(u.env.Path("/dev/sdb1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(u.env.Path("/dev/sdb1"), unix.S_IFBLK|0o600, int(unix.Mkdev(8, 17))); err != nil {
+		t.Skipf("skipping: making a block device node needs root: %v", err)
+	}
 	err := steps.NewTarget().Run(context.Background(), u.env)
 	if err == nil || !strings.Contains(err.Error(), `refusing disk "/dev/sdb": it is in use: "/dev/sdb1" is active swap`) {
 		t.Fatalf("error = %v", err)

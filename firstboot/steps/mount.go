@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nixpi/nixpi/firstboot/blockdev"
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/engine"
@@ -99,7 +100,7 @@ func (mount) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 		}
 	}
 	if swap != "" {
-		swaps, err := disk.ReadSwaps(env.Root)
+		swaps, err := blockdev.ReadSwaps(env.Root)
 		if err != nil {
 			return false, "", err
 		}
@@ -186,7 +187,7 @@ func repairFAT(ctx context.Context, env *engine.Env, node string) error {
 }
 
 func swapOn(ctx context.Context, env *engine.Env, node string) error {
-	swaps, err := disk.ReadSwaps(env.Root)
+	swaps, err := blockdev.ReadSwaps(env.Root)
 	if err != nil {
 		return err
 	}

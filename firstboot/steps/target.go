@@ -6,14 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/nixpi/nixpi/firstboot/blockdev"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/disk"
@@ -276,7 +273,7 @@ func findBootDisks(env *engine.Env, devs []disk.Device, mounts []disk.Mount) map
 		if p.path == "" {
 			continue
 		}
-		m := disk.MountOf(mounts, env.Path(p.path))
+		m := blockdev.MountOf(mounts, env.Path(p.path))
 		if m == nil {
 			continue
 		}
@@ -316,103 +313,37 @@ func checkBootable(env *engine.Env, d *disk.Device, name string) error {
 	return nil
 }
 
-// checkNotInUse refuses a disk that is in use through any of its devices,
-// naming each use, before anything is written: mounted in any mount
-// namespace, active swap, held by another device (device mapper, RAID, LVM:
-// lsblk's tree and the sysfs holders), backing a loop device directly or
-// through a file on it. Last, each device is opened exclusively, as mkfs
-// would be: the kernel refuses that while anything at all holds it.
+// checkNotInUse refuses, before anything is written, a disk that is in
+// use through any of its devices, naming each use (blockdev's model, which
+// nixpi flash shares): mounted in any mount namespace, active swap, held
+// by another device (device mapper, RAID, LVM), backing a loop device
+// directly, stacked or through a file on it, and what is mounted from
+// those. Last, the disk is opened exclusively, as mkfs would open it: the
+// kernel refuses that while anything at all holds it.
 func checkNotInUse(env *engine.Env, d *disk.Device) error {
-	mounts, err := disk.ReadAllMountInfo(env.Root)
+	dev, err := blockdev.ParseDev(d.MajMin)
+	if err != nil {
+		return fmt.Errorf("disk %q: lsblk gives no device number: %w", d.DevPath(), err)
+	}
+	bd, err := blockdev.Probe(env.Root, dev, env.Path(d.DevPath()))
+	if err != nil {
+		return engine.WithHint(fmt.Errorf("refusing disk %q: %w", d.DevPath(), err),
+			"check that the disk is attached and shows in lsblk, then start again")
+	}
+	uses, err := bd.Uses()
 	if err != nil {
 		return err
 	}
-	swaps, err := disk.ReadSwaps(env.Root)
-	if err != nil {
-		return err
-	}
-	var problems []string
-	add := func(format string, a ...any) {
-		if p := fmt.Sprintf(format, a...); !slices.Contains(problems, p) {
-			problems = append(problems, p)
+	if len(uses) == 0 {
+		if uses, err = bd.Busy(); err != nil {
+			return fmt.Errorf("disk %q: %w", d.DevPath(), err)
 		}
 	}
-	ours := map[string]*disk.Device{}
-	d.Walk(func(c *disk.Device) {
-		ours[c.MajMin] = c
-		for _, mp := range c.Mountpoints {
-			if mp == "[SWAP]" {
-				add("%q is active swap", c.DevPath())
-			} else {
-				add("%q is mounted at %q", c.DevPath(), mp)
-			}
-		}
-		for _, m := range mounts {
-			if m.MajMin == c.MajMin || m.Source == c.DevPath() {
-				add("%q is mounted at %q", c.DevPath(), m.MountPoint)
-			}
-		}
-		if slices.Contains(swaps, c.DevPath()) {
-			add("%q is active swap", c.DevPath())
-		}
-		if c != d && c.Type != "part" {
-			add("%q is held by %s %q", c.DevPath(), c.Type, c.Name)
-		}
-		if c.KName != "" {
-			holders, _ := os.ReadDir(env.Path(filepath.Join("/sys/class/block", c.KName, "holders")))
-			for _, h := range holders {
-				add("%q is held by %q", c.DevPath(), "/dev/"+h.Name())
-			}
-		}
-	})
-	for _, l := range disk.LoopBackings(env.Root) {
-		loop := majMinOfPath(env.Path(l.Loop), true)
-		if _, self := ours[loop]; self {
-			continue // the target is that loop device
-		}
-		var where string
-		for _, m := range mounts {
-			if m.MajMin == loop || m.Source == l.Loop {
-				where = fmt.Sprintf(", which is mounted at %q", m.MountPoint)
-			}
-		}
-		if c, ok := ours[majMinOfPath(env.Path(l.File), true)]; ok {
-			add("%q is the backing file of loop device %q%s", c.DevPath(), l.Loop, where)
-		} else if c, ok := ours[majMinOfPath(env.Path(l.File), false)]; ok {
-			add("%q holds %q, the backing file of loop device %q%s", c.DevPath(), l.File, l.Loop, where)
-		}
-	}
-	if len(problems) == 0 {
-		d.Walk(func(c *disk.Device) {
-			if f, err := os.OpenFile(env.Path(c.DevPath()), os.O_RDONLY|syscall.O_EXCL, 0); err == nil {
-				f.Close()
-			} else if errors.Is(err, syscall.EBUSY) {
-				add("%q is busy: the kernel holds it for a filesystem, swap or another device", c.DevPath())
-			}
-		})
-	}
-	if len(problems) > 0 {
-		return engine.WithHint(fmt.Errorf("refusing disk %q: it is in use: %s", d.DevPath(), strings.Join(problems, "; ")),
+	if len(uses) > 0 {
+		return engine.WithHint(fmt.Errorf("refusing disk %q: it is in use: %s", d.DevPath(), blockdev.Join(uses)),
 			"unmount it (in every container too), turn its swap off, detach the loop devices and remove the device-mapper/RAID users named (or pick another disk), then start again")
 	}
 	return nil
-}
-
-// majMinOfPath is the "major:minor" of the block device at path (device) or
-// of the filesystem that holds path (!device); "" when there is none.
-func majMinOfPath(path string, device bool) string {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		return ""
-	}
-	n := uint64(st.Dev)
-	if device {
-		if st.Mode&syscall.S_IFMT != syscall.S_IFBLK {
-			return ""
-		}
-		n = uint64(st.Rdev)
-	}
-	return fmt.Sprintf("%d:%d", unix.Major(n), unix.Minor(n))
 }
 
 // resumable says whether a disk is this installation's own earlier partial
