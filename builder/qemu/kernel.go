@@ -32,6 +32,7 @@ var StandInModules = []string{
 	"vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8", // /boot and the card's FAT (default codepage and iocharsets)
 	"qemu_fw_cfg",        // the bootloader's state the harness passes (vcgencmd)
 	"evdev", "gpio_keys", // the virt machine's power button, for a clean shutdown
+	"virtio_net", // the network NixOS's DHCP brings up (stage 2's udhcpc)
 }
 
 // StandInKernel is a kernel and modules copied out of a base image for the

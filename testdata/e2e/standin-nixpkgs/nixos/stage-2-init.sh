@@ -4,9 +4,10 @@
 # to /run/current-system and /bin/sh to busybox's, turns the swap on, runs
 # every systemd.services unit wanted by multi-user.target in name order (the
 # units file: start_unit lines), says it reached multi-user.target, and
-# stays up until the power button, which shuts it down cleanly. No systemd,
-# udev or network: a toy that shows the installed system boots, from a real
-# kernel and a real initrd.
+# stays up until the power button, which shuts it down cleanly. The network
+# is DHCP on eth0 (NixOS's default networking.useDHCP; busybox's udhcpc
+# stands in for dhcpcd). No systemd or udev: a toy that shows the installed
+# system boots, from a real kernel and a real initrd.
 export PATH=@busybox@/bin
 . @fsLib@
 
@@ -53,6 +54,29 @@ while read -r device; do
     say "swap $device not turned on"
   fi
 done < @swaps@
+
+# The virt machine's virtio NIC is eth0: no udev renames it. udhcpc runs
+# its script on a lease; the script sets what dhcpcd would.
+ifconfig lo 127.0.0.1 up
+if [ -e /sys/class/net/eth0 ]; then
+  cat > /run/udhcpc.script <<'END'
+#!@busybox@/bin/sh
+case "$1" in
+bound|renew)
+  ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up
+  for r in $router; do route add default gw "$r" dev "$interface"; done ;;
+deconfig) ifconfig "$interface" 0.0.0.0 up ;;
+esac
+END
+  chmod 0755 /run/udhcpc.script
+  if udhcpc -i eth0 -n -q -t 5 -T 2 -s /run/udhcpc.script >/dev/null 2>&1; then
+    say "eth0: DHCP address $(ifconfig eth0 | sed -n 's/.*inet addr:\([0-9.]*\).*/\1/p')"
+  else
+    say "eth0: no DHCP lease"
+  fi
+else
+  say "no network interface (eth0)"
+fi
 
 # start_unit NAME TYPE RUN [CONDITION...]: a unit whose every
 # ConditionPathExists= holds ("!PATH": PATH must not exist) starts RUN; a
