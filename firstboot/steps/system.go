@@ -86,6 +86,9 @@ func (systemStep) Run(ctx context.Context, env *engine.Env) error {
 	}
 	env.Logf("building the NixOS system (progress every %s)", nixProgressEvery)
 	out, p, err := runNix(ctx, env, "system", argv)
+	if peaks := memoryPeaks(env); peaks != "" {
+		env.Logf("%s", peaks)
+	}
 	if errors.Is(err, errOutOfMemory) {
 		return outOfMemoryError(env, err)
 	}
