@@ -33,6 +33,9 @@ type NixOSWant struct {
 	// Secrets must appear nowhere in the store (world-readable), and each
 	// must be in a root-only file under /etc/nixos/secrets.
 	Secrets []string
+	// Channel is the channel `nixos-rebuild switch --upgrade` must follow
+	// (the tmpfiles rule that seeds /root/.nix-channels); "" skips that.
+	Channel string
 	// NixInstantiate parses the configuration files (nix-bin).
 	NixInstantiate string
 	Run            system.Runner
@@ -135,10 +138,82 @@ func CheckNixOSRoot(ctx context.Context, root, boot string, w NixOSWant) Problem
 	if _, err := os.Stat(filepath.Join(root, "etc/NIXOS")); err != nil {
 		p.addf("/etc/NIXOS: %v", err)
 	}
+	if err == nil {
+		p = append(p, checkRebuild(root, system, w)...)
+	}
 	p = append(p, checkExtlinux(root, boot, system)...)
 	p = append(p, checkFirmware(boot, w.Firmware)...)
 	p = append(p, checkNixOSConfig(ctx, root, w)...)
 	p = append(p, checkSecrets(root, w.Secrets)...)
+	return p
+}
+
+// checkRebuild checks that `nixos-rebuild switch` on the installed system
+// would find nixpkgs: the system's NIX_PATH (etc/set-environment, which
+// shells and sudo read) resolves <nixpkgs>, as Nix does (the first
+// nixpkgs=PATH entry whose PATH exists; a bare entry with a nixpkgs in it),
+// on the installed root, to a nixpkgs with nixos/default.nix and the pinned
+// revision; nixos-config= names the configuration on the root; and the
+// channel --upgrade follows is the release's.
+func checkRebuild(root, system string, w NixOSWant) Problems {
+	var p Problems
+	env, err := resolveIn(root, filepath.Join(system, "etc/set-environment"))
+	var data []byte
+	if err == nil {
+		data, err = os.ReadFile(filepath.Join(root, env))
+	}
+	if err != nil {
+		p.addf("the system has no etc/set-environment for NIX_PATH (nixos-rebuild would find no nixpkgs): %v", err)
+		return p
+	}
+	var nixPath []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "export NIX_PATH="); ok {
+			nixPath = strings.Split(strings.Trim(v, `"`), ":")
+		}
+	}
+	find := func(name string) (string, bool) {
+		for _, e := range nixPath {
+			prefix, dir, ok := strings.Cut(e, "=")
+			if !ok {
+				dir, prefix = filepath.Join(e, name), name
+			}
+			if prefix != name {
+				continue
+			}
+			if r, err := resolveIn(root, dir); err == nil {
+				return r, true
+			}
+		}
+		return "", false
+	}
+	nixpkgs, ok := find("nixpkgs")
+	switch {
+	case !ok:
+		p.addf("NIX_PATH %q finds no nixpkgs on the installed root: nixos-rebuild switch would fail", nixPath)
+	default:
+		if _, err := os.Stat(filepath.Join(root, nixpkgs, "nixos/default.nix")); err != nil {
+			p.addf("<nixpkgs> on the installed root is %s, which has no nixos/default.nix: %v", nixpkgs, err)
+		}
+		if rev, _ := os.ReadFile(filepath.Join(root, nixpkgs, ".git-revision")); w.NixpkgsRev != "" && strings.TrimSpace(string(rev)) != w.NixpkgsRev {
+			p.addf("<nixpkgs> on the installed root is %s at revision %q, not the pinned %s", nixpkgs, rev, w.NixpkgsRev)
+		}
+	}
+	if conf, ok := find("nixos-config"); !ok {
+		p.addf("NIX_PATH %q names no nixos-config on the installed root", nixPath)
+	} else if conf != "/etc/nixos/configuration.nix" {
+		p.addf("NIX_PATH's nixos-config is %s, not /etc/nixos/configuration.nix", conf)
+	}
+	if w.Channel != "" {
+		rules, err := resolveIn(root, filepath.Join(system, "etc/tmpfiles.d/00-nixos.conf"))
+		if err == nil {
+			data, err = os.ReadFile(filepath.Join(root, rules))
+		}
+		want := "f /root/.nix-channels - - - - " + w.Channel + " nixos\\n"
+		if err != nil || !slices.Contains(strings.Split(string(data), "\n"), want) {
+			p.addf("the system's tmpfiles rules do not subscribe root to %s (nixos-rebuild switch --upgrade would follow another channel): want %q (%v)", w.Channel, want, err)
+		}
+	}
 	return p
 }
 

@@ -251,7 +251,11 @@ func TestStandInEvaluatesOurConfigurations(t *testing.T) {
 func TestStandInInstallsAndChecks(t *testing.T) {
 	s, tools := hostStandIn(t)
 	conf := standInConfig(t, "users-keys-wlan")
-	toplevel := nixOut(t, append([]string{"nix-build", "--no-out-link", s.Dir + "/nixos", "--arg", "configuration", conf, "-A", "system"}, hostNixOpts...)...)
+	// Built from the stand-in in the store, as the Pi builds from the
+	// fetched nixpkgs: pkgs.path is a store path, which the configuration's
+	// nix.nixPath keeps in the system's closure for nixos-rebuild.
+	src := nixOut(t, "nix-store", "--add", s.Dir)
+	toplevel := nixOut(t, append([]string{"nix-build", "--no-out-link", src + "/nixos", "--arg", "configuration", conf, "-A", "system"}, hostNixOpts...)...)
 	root := filepath.Join(t.TempDir(), "mnt")
 	os.MkdirAll(filepath.Join(root, "boot"), 0o755)
 	nixOut(t, "nix", "--extra-experimental-features", "nix-command", "copy", "--no-check-sigs", "--to", "local?root="+root, toplevel)
@@ -283,7 +287,7 @@ func TestStandInInstallsAndChecks(t *testing.T) {
 	os.WriteFile(filepath.Join(etc, "secrets/alice.hashedPassword"), []byte(secret+"\n"), 0o400)
 	os.WriteFile(filepath.Join(etc, "nixpi-pins.json"), []byte(`{"rev":"`+s.Rev+`","sha256":"`+s.NARHash+`"}`), 0o644)
 
-	want := NixOSWant{Hostname: "garden-pi", SystemPath: toplevel, NixpkgsRev: s.Rev, Firmware: StandInFirmware,
+	want := NixOSWant{Hostname: "garden-pi", SystemPath: toplevel, NixpkgsRev: s.Rev, Channel: "https://nixos.org/channels/nixos-26.05", Firmware: StandInFirmware,
 		Secrets: []string{secret}, NixInstantiate: tools.NixInstantiate, Run: system.ExecRunner{}}
 	ctx := context.Background()
 	if p := CheckNixOSRoot(ctx, root, filepath.Join(root, "boot"), want); len(p) > 0 {
@@ -336,6 +340,10 @@ func TestStandInInstallsAndChecks(t *testing.T) {
 			func() {}, `"kernel=u-boot-rpi4.bin" in [pi4]`},
 		{"broken configuration.nix", func() { os.WriteFile(filepath.Join(etc, "configuration.nix"), []byte("{ a = ; }"), 0o644) },
 			func() {}, "configuration.nix does not parse"},
+		{"no nixpkgs for nixos-rebuild", func() { os.Rename(filepath.Join(root, src), filepath.Join(root, src+".x")) },
+			func() { os.Rename(filepath.Join(root, src+".x"), filepath.Join(root, src)) }, "finds no nixpkgs on the installed root"},
+		{"upgrade follows another channel", func() { want.Channel = "https://nixos.org/channels/nixos-25.11" },
+			func() { want.Channel = "https://nixos.org/channels/nixos-26.05" }, "do not subscribe root to https://nixos.org/channels/nixos-25.11"},
 		{"other system", func() { want.SystemPath = "/nix/store/00000000000000000000000000000000-nixos-system-garden-pi-x" }, func() { want.SystemPath = toplevel }, "the journal recorded"},
 	}
 	for _, b := range breakages {

@@ -270,7 +270,12 @@ type configurationView struct {
 	Memory                             string // "small", "large" or "unknown"
 	RAM                                string
 	Release                            string
+	Channel                            string
 }
+
+// ChannelURL is the NixOS channel of a release, which `nixos-rebuild switch
+// --upgrade` follows on the installed system (system.defaultChannel).
+func ChannelURL(release string) string { return "https://nixos.org/channels/nixos-" + release }
 
 // PasswordFile is where a user's password hash lives on the installed system.
 func PasswordFile(user string) string { return path.Join(SecretsDir, user+".hashedPassword") }
@@ -280,7 +285,7 @@ func newConfigurationView(cfg *config.Config, m Machine) *configurationView {
 		ExtraModule: strings.TrimRight(cfg.NixOS.ExtraModule, "\n"),
 		Hostname:    cfg.System.Hostname, Timezone: cfg.System.Timezone, Locale: cfg.System.Locale, Keymap: cfg.System.Keymap,
 		Substituters: cfg.NixOS.Substituters, TrustedPublicKeys: cfg.NixOS.TrustedPublicKeys,
-		Release: cfg.NixOS.Release,
+		Release: cfg.NixOS.Release, Channel: ChannelURL(cfg.NixOS.Release),
 	}
 	for _, u := range cfg.Users {
 		uv := userView{Name: u.Name, Keys: u.SSHKeys}

@@ -372,3 +372,54 @@ func TestPartUUIDPlaceholders(t *testing.T) {
 		}
 	}
 }
+
+// After the install, nixos-rebuild finds nixpkgs: the release channel once
+// fetched, else the store path the system was built from (kept in its
+// closure by builtins.storePath); --upgrade follows the release's channel.
+// Both are lib.mkDefault, so the user's own win without a conflict.
+func TestNixPathAfterInstall(t *testing.T) {
+	bin := nixInstantiate(t)
+	_, files := generateCase(t, "", Machine{RAMBytes: 4 << 30})
+	path := writeTemp(t, "configuration.nix", files.Configs[0].Data)
+	c := nixEvalModule(t, bin, path)
+	nix, _ := c["nix"].(map[string]any)
+	np, _ := nix["nixPath"].(map[string]any)
+	want := []any{
+		"nixpkgs=/nix/var/nix/profiles/per-user/root/channels/nixos",
+		"nixpkgs=" + testNixpkgsPath,
+		"nixos-config=" + ConfigurationFile,
+		"/nix/var/nix/profiles/per-user/root/channels",
+	}
+	if got, _ := json.Marshal(np["content"]); np["priority"] != float64(1000) || string(got) != mustJSON(want) {
+		t.Errorf("nix.nixPath = %s, want lib.mkDefault %s", mustJSON(np), mustJSON(want))
+	}
+	sys, _ := c["system"].(map[string]any)
+	dc, _ := sys["defaultChannel"].(map[string]any)
+	if dc["priority"] != float64(1000) || dc["content"] != "https://nixos.org/channels/nixos-26.05" || ChannelURL("26.05") != dc["content"] {
+		t.Errorf("system.defaultChannel = %s", mustJSON(dc))
+	}
+	// The store path is named without a copy: builtins.storePath gives the
+	// same path (a "${pkgs.path}" would copy it to /nix/store/HASH-HASH-source),
+	// and a nixpkgs outside the store (-I nixpkgs=~/nixpkgs) is taken as it is.
+	for _, tc := range []struct{ pkgsPath, want string }{
+		{testNixpkgsPath, testNixpkgsPath},
+		{"/home/pi/nixpkgs", "/home/pi/nixpkgs"},
+	} {
+		expr := `let m = import ` + path + ` { config = { }; modulesPath = "/m";
+		  lib = { mkDefault = x: x; hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p; };
+		  pkgs = { linuxPackages = null; path = ` + NixString(tc.pkgsPath) + `; }; };
+		in builtins.elemAt m.nix.nixPath 1`
+		out, err := runNix(t, bin, "--eval", "--strict", "--json", "-E", expr)
+		if err != nil || string(bytes.TrimSpace(out)) != mustJSON("nixpkgs="+tc.want) {
+			t.Errorf("pkgs.path %s: nixPath entry %s, %v; want nixpkgs=%s", tc.pkgsPath, out, err, tc.want)
+		}
+	}
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}

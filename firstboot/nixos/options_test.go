@@ -70,6 +70,12 @@ var declaredIn = map[string]string{
 	"nix.settings.cores":                 "nixos/modules/config/nix.nix",
 
 	"system.stateVersion": "nixos/modules/misc/version.nix",
+
+	// nixos-rebuild after the install: nix.nixPath (listOf str) and the
+	// internal system.defaultChannel (str, seeds /root/.nix-channels through
+	// a tmpfiles rule) are both declared in nix-channel.nix.
+	"nix.nixPath":           "nixos/modules/config/nix-channel.nix",
+	"system.defaultChannel": "nixos/modules/config/nix-channel.nix",
 }
 
 // removedOptions must never be set: removed (a failed assertion) or renamed
@@ -98,6 +104,10 @@ func optionPaths(v map[string]any) []string {
 	walk = func(prefix string, v any) {
 		switch x := v.(type) {
 		case map[string]any:
+			if x["_type"] == "override" {
+				walk(prefix, x["content"]) // lib.mkDefault VALUE
+				return
+			}
 			for k, sub := range x {
 				p := k
 				if prefix != "" {
