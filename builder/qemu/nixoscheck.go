@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/nixpi/nixpi/firstboot/nixos"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -145,6 +147,41 @@ func CheckNixOSRoot(ctx context.Context, root, boot string, w NixOSWant) Problem
 	p = append(p, checkFirmware(boot, w.Firmware)...)
 	p = append(p, checkNixOSConfig(ctx, root, w)...)
 	p = append(p, checkSecrets(root, w.Secrets)...)
+	p = append(p, checkWirelessKey(root, system)...)
+	return p
+}
+
+// checkWirelessKey: the Wi-Fi key, when there is one, is where
+// wpa_supplicant (its own user since NixOS 26.05) can open it: every
+// directory above it passable by others, the file root's and readable by
+// no one else, and the system's tmpfiles rule giving its group read access.
+func checkWirelessKey(root, system string) Problems {
+	var p Problems
+	file := filepath.Join(root, nixos.WirelessFile)
+	info, err := os.Lstat(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return p
+	}
+	st, _ := info.Sys().(*syscall.Stat_t)
+	if err != nil || !info.Mode().IsRegular() || st == nil || st.Uid != 0 || info.Mode().Perm()&0o007 != 0 {
+		p.addf("%s is not a root-owned file that others cannot read: %v %v", nixos.WirelessFile, info.Mode(), err)
+	}
+	for dir := filepath.Dir(nixos.WirelessFile); dir != "/"; dir = filepath.Dir(dir) {
+		if d, err := os.Stat(filepath.Join(root, dir)); err != nil || d.Mode().Perm()&0o001 == 0 {
+			p.addf("wpa_supplicant cannot pass %s to the Wi-Fi key (mode %v, %v)", dir, d.Mode().Perm(), err)
+		}
+	}
+	if system == "" {
+		return p
+	}
+	rules, err := resolveIn(root, filepath.Join(system, "etc/tmpfiles.d/00-nixos.conf"))
+	var data []byte
+	if err == nil {
+		data, err = os.ReadFile(filepath.Join(root, rules))
+	}
+	if err != nil || !slices.Contains(strings.Split(string(data), "\n"), nixos.WirelessTmpfilesRule) {
+		p.addf("the system's tmpfiles rules do not give wpa_supplicant the Wi-Fi key (%q): %v", nixos.WirelessTmpfilesRule, err)
+	}
 	return p
 }
 
@@ -369,6 +406,14 @@ func checkSecrets(root string, secrets []string) Problems {
 	if err != nil {
 		p.addf("/etc/nixos/secrets: %v", err)
 	}
+	// The Wi-Fi key's own file (checkWirelessKey checks its mode).
+	if data, err := os.ReadFile(filepath.Join(root, nixos.WirelessFile)); err == nil {
+		for i, s := range secrets {
+			if bytes.Contains(data, []byte(s)) {
+				found[i] = true
+			}
+		}
+	}
 	for _, e := range entries {
 		path := filepath.Join(secretDir, e.Name())
 		info, err := os.Lstat(path)
@@ -388,7 +433,7 @@ func checkSecrets(root string, secrets []string) Problems {
 	}
 	for i, ok := range found {
 		if !ok {
-			p.addf("secret %d of the config is in no file under /etc/nixos/secrets", i+1)
+			p.addf("secret %d of the config is in no file under /etc/nixos/secrets or %s", i+1, nixos.WirelessFile)
 		}
 	}
 	filepath.WalkDir(filepath.Join(root, "nix/store"), func(path string, d fs.DirEntry, err error) error {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/nixos"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -279,16 +280,19 @@ func TestStandInInstallsAndChecks(t *testing.T) {
 	os.WriteFile(filepath.Join(root, "boot/config.txt"), []byte("[pi4]\nkernel=u-boot-rpi4.bin\nenable_gic=1\narmstub=armstub8-gic.bin\n\n[all]\narm_64bit=1\nenable_uart=1\navoid_warnings=1\n"), 0o644)
 	// What the configure and nixpkgs steps leave in /etc/nixos.
 	etc := filepath.Join(root, "etc/nixos")
+	os.MkdirAll(etc, 0o755)
 	os.MkdirAll(filepath.Join(etc, "secrets"), 0o700)
 	for _, f := range []string{"configuration.nix", "hardware-configuration.nix"} {
 		copyFile(filepath.Join("../../firstboot/nixos/testdata/users-keys-wlan", f), filepath.Join(etc, f))
 	}
 	secret := "$6$nixpihosttest$notarealhashbutsecretenough"
 	os.WriteFile(filepath.Join(etc, "secrets/alice.hashedPassword"), []byte(secret+"\n"), 0o400)
+	wifiKey := "correct horse battery staple"
+	os.WriteFile(filepath.Join(root, nixos.WirelessFile), []byte("psk_nixpi="+wifiKey+"\n"), 0o600)
 	os.WriteFile(filepath.Join(etc, "nixpi-pins.json"), []byte(`{"rev":"`+s.Rev+`","sha256":"`+s.NARHash+`"}`), 0o644)
 
 	want := NixOSWant{Hostname: "garden-pi", SystemPath: toplevel, NixpkgsRev: s.Rev, Channel: "https://nixos.org/channels/nixos-26.05", Firmware: StandInFirmware,
-		Secrets: []string{secret}, NixInstantiate: tools.NixInstantiate, Run: system.ExecRunner{}}
+		Secrets: []string{secret, wifiKey}, NixInstantiate: tools.NixInstantiate, Run: system.ExecRunner{}}
 	ctx := context.Background()
 	if p := CheckNixOSRoot(ctx, root, filepath.Join(root, "boot"), want); len(p) > 0 {
 		t.Fatalf("a good install fails the checks:\n%s", strings.Join(p, "\n"))
@@ -340,6 +344,9 @@ func TestStandInInstallsAndChecks(t *testing.T) {
 			func() {}, `"kernel=u-boot-rpi4.bin" in [pi4]`},
 		{"broken configuration.nix", func() { os.WriteFile(filepath.Join(etc, "configuration.nix"), []byte("{ a = ; }"), 0o644) },
 			func() {}, "configuration.nix does not parse"},
+		{"Wi-Fi key behind a root-only directory", func() { os.Chmod(etc, 0o700) }, func() { os.Chmod(etc, 0o755) }, "wpa_supplicant cannot pass /etc/nixos"},
+		{"Wi-Fi key readable by all", func() { os.Chmod(filepath.Join(root, nixos.WirelessFile), 0o644) },
+			func() { os.Chmod(filepath.Join(root, nixos.WirelessFile), 0o600) }, "others cannot read"},
 		{"no nixpkgs for nixos-rebuild", func() { os.Rename(filepath.Join(root, src), filepath.Join(root, src+".x")) },
 			func() { os.Rename(filepath.Join(root, src+".x"), filepath.Join(root, src)) }, "finds no nixpkgs on the installed root"},
 		{"upgrade follows another channel", func() { want.Channel = "https://nixos.org/channels/nixos-25.11" },

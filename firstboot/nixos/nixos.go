@@ -21,11 +21,17 @@ const (
 	ConfigDir         = "/etc/nixos"
 	ConfigurationFile = ConfigDir + "/configuration.nix"
 	HardwareFile      = ConfigDir + "/hardware-configuration.nix"
-	// SecretsDir holds the password hashes and the Wi-Fi key, root-only.
-	// The configuration names these files by string, so they never enter
-	// the world-readable Nix store.
-	SecretsDir   = ConfigDir + "/secrets"
-	WirelessFile = SecretsDir + "/wireless.conf"
+	// SecretsDir holds the password hashes, root-only (0700). The
+	// configuration names these files and WirelessFile by string, so they
+	// never enter the world-readable Nix store.
+	SecretsDir = ConfigDir + "/secrets"
+	// WirelessFile holds the Wi-Fi key, outside SecretsDir: since 26.05
+	// wpa_supplicant runs as its own user, which can open only a file whose
+	// directories it may pass and that its group may read. nixpi writes it
+	// root-only (the group does not exist before NixOS's first boot), and
+	// the configuration's tmpfiles rule (WirelessTmpfilesRule) makes it
+	// root:wpa_supplicant 0640 at every boot.
+	WirelessFile = ConfigDir + "/wpa_supplicant-secrets.conf"
 	// PinsFile records what the system was built from (nixpkgs rev,
 	// sha256, URL, store path; the Nix version and installer), so every
 	// install can be reproduced after the fact. The nixpkgs step writes it.
@@ -93,7 +99,8 @@ type File struct {
 
 // Files are what the device writes: Configs (hardware-configuration.nix,
 // and configuration.nix unless nixos.flake is set) and Secrets (root-only,
-// 0600, in SecretsDir). Never print Secrets.
+// 0600: the password hashes in SecretsDir, the Wi-Fi key in WirelessFile).
+// Never print Secrets.
 type Files struct {
 	Configs []File
 	Secrets []File
@@ -120,6 +127,9 @@ func Generate(cfg *config.Config, d Disk, m Machine) (*Files, error) {
 	files := &Files{Secrets: secrets(cfg)}
 	for _, s := range files.Secrets {
 		hw.SecretPaths = append(hw.SecretPaths, s.Path)
+		if s.Path == WirelessFile {
+			hw.WirelessRule = WirelessTmpfilesRule
+		}
 	}
 	render := func(name string, data any) ([]byte, error) {
 		var buf bytes.Buffer
@@ -152,6 +162,7 @@ type mountView struct {
 type hardwareView struct {
 	Flake, FlakeRef, FlakeName string
 	SecretPaths                []string
+	WirelessRule               string   // with a Wi-Fi key: the tmpfiles rule a flake must set
 	Placeholders               []string // the PARTUUIDs that are placeholders, when they are
 	Table                      string
 	BootSize                   config.Size
@@ -277,6 +288,11 @@ type configurationView struct {
 // --upgrade` follows on the installed system (system.defaultChannel).
 func ChannelURL(release string) string { return "https://nixos.org/channels/nixos-" + release }
 
+// WirelessTmpfilesRule gives wpa_supplicant (user and group wpa_supplicant,
+// made by NixOS) read access to WirelessFile, root keeping it: systemd-tmpfiles
+// "z" adjusts mode and owner of an existing file, at boot and on each switch.
+const WirelessTmpfilesRule = "z " + WirelessFile + " 0640 root wpa_supplicant -"
+
 // PasswordFile is where a user's password hash lives on the installed system.
 func PasswordFile(user string) string { return path.Join(SecretsDir, user+".hashedPassword") }
 
@@ -301,7 +317,7 @@ func newConfigurationView(cfg *config.Config, m Machine) *configurationView {
 		wv := &wlanView{SSID: w.SSID, CountryLine: "country=" + w.Country, Hidden: w.Hidden}
 		if w.PSK != "" {
 			wv.SecretsFile, wv.PSKRef = WirelessFile, "ext:"+wirelessPSKVar
-			wv.TmpfilesRule = "z " + WirelessFile + " 0400 wpa_supplicant wpa_supplicant -"
+			wv.TmpfilesRule = WirelessTmpfilesRule
 		}
 		v.WLAN = wv
 	}

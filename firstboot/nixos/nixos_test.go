@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -256,6 +257,14 @@ func TestGeneratedValues(t *testing.T) {
 	}
 	if get(c, "nix", "settings", "max-jobs") != float64(1) || get(c, "nix", "settings", "cores") != float64(1) {
 		t.Errorf("a 1 GiB Pi: nix.settings = %s", asJSON(get(c, "nix", "settings")))
+	}
+	// wpa_supplicant (its own user since 26.05) can read the key: not under
+	// the root-only secrets/, and made root:wpa_supplicant 0640 at boot.
+	if strings.HasPrefix(WirelessFile, SecretsDir+"/") || path.Dir(WirelessFile) != ConfigDir {
+		t.Errorf("WirelessFile %s: wpa_supplicant cannot pass %s", WirelessFile, SecretsDir)
+	}
+	if got := asJSON(get(c, "systemd", "tmpfiles", "rules")); got != `["z /etc/nixos/wpa_supplicant-secrets.conf 0640 root wpa_supplicant -"]` {
+		t.Errorf("tmpfiles rules for the Wi-Fi key: %s", got)
 	}
 	wantSecrets := map[string]string{
 		"/etc/nixos/secrets/alice.hashedPassword": sha512Hash + "\n",

@@ -3,7 +3,9 @@
 # nixos.flake is set, so this is the only file nixpi writes: import it from
 # nixosConfigurations.garden in github:alice/nixos-config.
 # The password hashes and the Wi-Fi key from nixpi.toml are in root-only files
-# for your configuration to use: /etc/nixos/secrets/alice.hashedPassword, /etc/nixos/secrets/wireless.conf.
+# for your configuration to use: /etc/nixos/secrets/alice.hashedPassword, /etc/nixos/wpa_supplicant-secrets.conf.
+# wpa_supplicant runs as its own user: give it the Wi-Fi key with
+#   systemd.tmpfiles.rules = [ "z /etc/nixos/wpa_supplicant-secrets.conf 0640 root wpa_supplicant -" ];
 #
 # Filesystems are named by their partitions' PARTUUIDs, which the disk steps
 # derived for this installation when they partitioned the SSD (GPT: the

@@ -52,14 +52,15 @@ in
     enable = true;
     extraConfig = "country=DE";
     # The passphrase is in this file on the SSD, not in the Nix store.
-    secretsFile = "/etc/nixos/secrets/wireless.conf";
+    secretsFile = "/etc/nixos/wpa_supplicant-secrets.conf";
     networks."Garden Wi-Fi \${x}" = {
       pskRaw = "ext:psk_nixpi";
       hidden = true;
     };
   };
-  # nixpi writes the file root-only; wpa_supplicant runs as its own user.
-  systemd.tmpfiles.rules = [ "z /etc/nixos/secrets/wireless.conf 0400 wpa_supplicant wpa_supplicant -" ];
+  # wpa_supplicant runs as its own user: the file is root:wpa_supplicant 0640,
+  # in /etc/nixos (which it may pass), not in the root-only secrets/.
+  systemd.tmpfiles.rules = [ "z /etc/nixos/wpa_supplicant-secrets.conf 0640 root wpa_supplicant -" ];
 
   nix.settings = {
     experimental-features = [ "nix-command" "flakes" ];
