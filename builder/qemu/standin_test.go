@@ -235,6 +235,17 @@ func TestStandInEvaluatesOurConfigurations(t *testing.T) {
 			t.Errorf("%s: want %q in:\n%s", name, c.want, out)
 		}
 	}
+	// What nixpi sets as lib.mkDefault gives way to the user's own setting
+	// (an extra_module, a flake) without a conflict: the manual a 1 GiB Pi
+	// leaves out, the kernel, the device trees, the boot loader's limit.
+	own := write("own.nix", `{ pkgs, ... }: { imports = [ `+standInConfig(t, "users-keys-wlan")+` ];
+  documentation.nixos.enable = true; hardware.deviceTree.filter = "bcm2711-rpi-4-b.dtb";
+  boot.kernelPackages = pkgs.linuxPackages // { own = true; }; boot.loader.generic-extlinux-compatible.configurationLimit = 2;
+  nix.nixPath = [ "nixpkgs=/mine" ]; }`)
+	expr = fmt.Sprintf(`let c = (import %s/nixos { configuration = %s; }).config; in [ c.documentation.nixos.enable c.hardware.deviceTree.filter (c.boot.kernelPackages.own or false) c.boot.loader.generic-extlinux-compatible.configurationLimit c.nix.nixPath ]`, s.Dir, own)
+	if got := nixOut(t, tools.NixInstantiate, "--eval", "--strict", "--json", "-E", expr); got != `[true,"bcm2711-rpi-4-b.dtb",true,2,["nixpkgs=/mine"]]` {
+		t.Errorf("the user's own settings: %s", got)
+	}
 	// Our configuration without its boot loader lines fails the toplevel's
 	// assertion, as it would fail to boot.
 	noLoader := write("noloader.nix", `{ lib, ... }: { imports = [ `+standInConfig(t, "defaults")+` ]; boot.loader.grub.enable = lib.mkForce true; }`)

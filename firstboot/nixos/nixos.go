@@ -40,7 +40,10 @@ const (
 	wirelessPSKVar = "psk_nixpi"
 )
 
-// SmallPiRAM is the memory at or under which Nix builds one job on one core.
+// SmallPiRAM is the memory at or under which Nix builds one job on one core
+// and the NixOS manual is off by default (documentation.nixos.enable, whose
+// options reference evaluates every option). The preflight step measures
+// the Pi's memory (engine state RAMBytes), as swap_size = "ram" uses it.
 const SmallPiRAM = 2 * config.GiB
 
 // Disk is what the disk steps make, as far as the configuration names it.
@@ -120,7 +123,7 @@ func Generate(cfg *config.Config, d Disk, m Machine) (*Files, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nixos: templates: %w", err)
 	}
-	hw, err := newHardwareView(cfg, d)
+	hw, err := newHardwareView(cfg, d, m)
 	if err != nil {
 		return nil, err
 	}
@@ -176,6 +179,7 @@ type hardwareView struct {
 	RootLabel, RootDevice      string
 	RootFS                     string
 	Mounts                     []mountView
+	Memory, RAM                string // as configurationView's
 }
 
 // InitrdModules are the modules stage 1 needs to find the root on a Pi 4's
@@ -212,7 +216,7 @@ func ConfigurationLimit(bootSize config.Size) int {
 
 func byPartUUID(id string) string { return "/dev/disk/by-partuuid/" + id }
 
-func newHardwareView(cfg *config.Config, d Disk) (*hardwareView, error) {
+func newHardwareView(cfg *config.Config, d Disk, m Machine) (*hardwareView, error) {
 	if d.BootLabel == "" || d.RootLabel == "" {
 		return nil, fmt.Errorf("nixos: the disk has no boot or root label (boot %q, root %q)", d.BootLabel, d.RootLabel)
 	}
@@ -237,6 +241,7 @@ func newHardwareView(cfg *config.Config, d Disk) (*hardwareView, error) {
 		RootLabel: d.RootLabel, RootDevice: byPartUUID(root), RootFS: d.RootFS,
 		SwapSize: d.SwapSize,
 	}
+	v.Memory, v.RAM = memoryClass(m)
 	if d.SwapLabel != "" {
 		v.SwapLabel, v.SwapDevice = d.SwapLabel, byPartUUID(swap)
 	}
@@ -321,15 +326,21 @@ func newConfigurationView(cfg *config.Config, m Machine) *configurationView {
 		}
 		v.WLAN = wv
 	}
+	v.Memory, v.RAM = memoryClass(m)
+	return v
+}
+
+// memoryClass is "unknown" (the workstation), "small" (SmallPiRAM or less:
+// one build job, no NixOS manual; with the RAM for people) or "large".
+func memoryClass(m Machine) (class, ram string) {
 	switch {
 	case m.RAMBytes <= 0:
-		v.Memory = "unknown"
+		return "unknown", ""
 	case config.Size(m.RAMBytes) <= SmallPiRAM:
-		v.Memory, v.RAM = "small", config.Size(m.RAMBytes).Approx()
+		return "small", config.Size(m.RAMBytes).Approx()
 	default:
-		v.Memory = "large"
+		return "large", ""
 	}
-	return v
 }
 
 // secrets are the root-only files the configuration refers to.

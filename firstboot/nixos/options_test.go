@@ -74,8 +74,12 @@ var declaredIn = map[string]string{
 	// nixos-rebuild after the install: nix.nixPath (listOf str) and the
 	// internal system.defaultChannel (str, seeds /root/.nix-channels through
 	// a tmpfiles rule) are both declared in nix-channel.nix.
-	"nix.nixPath":           "nixos/modules/config/nix-channel.nix",
-	"system.defaultChannel": "nixos/modules/config/nix-channel.nix",
+	"nix.nixPath": "nixos/modules/config/nix-channel.nix",
+
+	// documentation.nixos.enable: bool, default true (its options
+	// reference evaluates every option).
+	"documentation.nixos.enable": "nixos/modules/misc/documentation.nix",
+	"system.defaultChannel":      "nixos/modules/config/nix-channel.nix",
 }
 
 // removedOptions must never be set: removed (a failed assertion) or renamed
@@ -91,6 +95,8 @@ var removedOptions = []string{
 	"users.users.<name>.passwordFile",
 	"networking.wireless.environmentFile",
 	"sound.enable",
+	// renamed to documentation.man.cache.enable (documentation.nix).
+	"documentation.man.generateCaches",
 }
 
 // attrsOfNames are the options whose attribute names are entries (a file

@@ -64,6 +64,7 @@ in
   };
   system.defaultChannel = str "https://nixos.org/channels/nixos-unstable";
   system.stateVersion = str null;
+  documentation.nixos.enable = bool true;
   boot.loader.grub.enable = bool true;
   boot.loader.timeout = mkOption { type = types.int; default = 5; hasDefault = true; };
   boot.loader.generic-extlinux-compatible = {
