@@ -14,6 +14,7 @@ import (
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/eeprom"
 	"github.com/nixpi/nixpi/firstboot/journal"
+	"github.com/nixpi/nixpi/firstboot/nixos"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -380,7 +381,7 @@ func (e *E2E) checkNixOS(ctx context.Context, in *Install, spec *DiskSpec) (*Ins
 		p.addf("%s: the journal records no built system (state system_path)", in.Name)
 	}
 	want := NixOSWant{Hostname: e.Config.System.Hostname, SystemPath: state.SystemPath, NixpkgsRev: e.StandIn.Rev,
-		Firmware: StandInFirmware, Secrets: e.secrets(), NixInstantiate: e.Tools.NixInstantiate, Run: e.Run}
+		Channel: nixos.ChannelURL(e.Config.NixOS.Release), Firmware: StandInFirmware, Secrets: e.secrets(), NixInstantiate: e.Tools.NixInstantiate, Run: e.Run}
 	var installed *InstalledSpec
 	err = e.Inspector.WithInstalledSSD(ctx, in.SSD, spec, e.Config.Layout, func(root, boot string) error {
 		for _, s := range CheckNixOSRoot(ctx, root, boot, want) {

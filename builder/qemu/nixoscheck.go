@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/nixpi/nixpi/firstboot/nixos"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -33,6 +35,9 @@ type NixOSWant struct {
 	// Secrets must appear nowhere in the store (world-readable), and each
 	// must be in a root-only file under /etc/nixos/secrets.
 	Secrets []string
+	// Channel is the channel `nixos-rebuild switch --upgrade` must follow
+	// (the tmpfiles rule that seeds /root/.nix-channels); "" skips that.
+	Channel string
 	// NixInstantiate parses the configuration files (nix-bin).
 	NixInstantiate string
 	Run            system.Runner
@@ -135,10 +140,117 @@ func CheckNixOSRoot(ctx context.Context, root, boot string, w NixOSWant) Problem
 	if _, err := os.Stat(filepath.Join(root, "etc/NIXOS")); err != nil {
 		p.addf("/etc/NIXOS: %v", err)
 	}
+	if err == nil {
+		p = append(p, checkRebuild(root, system, w)...)
+	}
 	p = append(p, checkExtlinux(root, boot, system)...)
 	p = append(p, checkFirmware(boot, w.Firmware)...)
 	p = append(p, checkNixOSConfig(ctx, root, w)...)
 	p = append(p, checkSecrets(root, w.Secrets)...)
+	p = append(p, checkWirelessKey(root, system)...)
+	return p
+}
+
+// checkWirelessKey: the Wi-Fi key, when there is one, is where
+// wpa_supplicant (its own user since NixOS 26.05) can open it: every
+// directory above it passable by others, the file root's and readable by
+// no one else, and the system's tmpfiles rule giving its group read access.
+func checkWirelessKey(root, system string) Problems {
+	var p Problems
+	file := filepath.Join(root, nixos.WirelessFile)
+	info, err := os.Lstat(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return p
+	}
+	st, _ := info.Sys().(*syscall.Stat_t)
+	if err != nil || !info.Mode().IsRegular() || st == nil || st.Uid != 0 || info.Mode().Perm()&0o007 != 0 {
+		p.addf("%s is not a root-owned file that others cannot read: %v %v", nixos.WirelessFile, info.Mode(), err)
+	}
+	for dir := filepath.Dir(nixos.WirelessFile); dir != "/"; dir = filepath.Dir(dir) {
+		if d, err := os.Stat(filepath.Join(root, dir)); err != nil || d.Mode().Perm()&0o001 == 0 {
+			p.addf("wpa_supplicant cannot pass %s to the Wi-Fi key (mode %v, %v)", dir, d.Mode().Perm(), err)
+		}
+	}
+	if system == "" {
+		return p
+	}
+	rules, err := resolveIn(root, filepath.Join(system, "etc/tmpfiles.d/00-nixos.conf"))
+	var data []byte
+	if err == nil {
+		data, err = os.ReadFile(filepath.Join(root, rules))
+	}
+	if err != nil || !slices.Contains(strings.Split(string(data), "\n"), nixos.WirelessTmpfilesRule) {
+		p.addf("the system's tmpfiles rules do not give wpa_supplicant the Wi-Fi key (%q): %v", nixos.WirelessTmpfilesRule, err)
+	}
+	return p
+}
+
+// checkRebuild checks that `nixos-rebuild switch` on the installed system
+// would find nixpkgs: the system's NIX_PATH (etc/set-environment, which
+// shells and sudo read) resolves <nixpkgs>, as Nix does (the first
+// nixpkgs=PATH entry whose PATH exists; a bare entry with a nixpkgs in it),
+// on the installed root, to a nixpkgs with nixos/default.nix and the pinned
+// revision; nixos-config= names the configuration on the root; and the
+// channel --upgrade follows is the release's.
+func checkRebuild(root, system string, w NixOSWant) Problems {
+	var p Problems
+	env, err := resolveIn(root, filepath.Join(system, "etc/set-environment"))
+	var data []byte
+	if err == nil {
+		data, err = os.ReadFile(filepath.Join(root, env))
+	}
+	if err != nil {
+		p.addf("the system has no etc/set-environment for NIX_PATH (nixos-rebuild would find no nixpkgs): %v", err)
+		return p
+	}
+	var nixPath []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "export NIX_PATH="); ok {
+			nixPath = strings.Split(strings.Trim(v, `"`), ":")
+		}
+	}
+	find := func(name string) (string, bool) {
+		for _, e := range nixPath {
+			prefix, dir, ok := strings.Cut(e, "=")
+			if !ok {
+				dir, prefix = filepath.Join(e, name), name
+			}
+			if prefix != name {
+				continue
+			}
+			if r, err := resolveIn(root, dir); err == nil {
+				return r, true
+			}
+		}
+		return "", false
+	}
+	nixpkgs, ok := find("nixpkgs")
+	switch {
+	case !ok:
+		p.addf("NIX_PATH %q finds no nixpkgs on the installed root: nixos-rebuild switch would fail", nixPath)
+	default:
+		if _, err := os.Stat(filepath.Join(root, nixpkgs, "nixos/default.nix")); err != nil {
+			p.addf("<nixpkgs> on the installed root is %s, which has no nixos/default.nix: %v", nixpkgs, err)
+		}
+		if rev, _ := os.ReadFile(filepath.Join(root, nixpkgs, ".git-revision")); w.NixpkgsRev != "" && strings.TrimSpace(string(rev)) != w.NixpkgsRev {
+			p.addf("<nixpkgs> on the installed root is %s at revision %q, not the pinned %s", nixpkgs, rev, w.NixpkgsRev)
+		}
+	}
+	if conf, ok := find("nixos-config"); !ok {
+		p.addf("NIX_PATH %q names no nixos-config on the installed root", nixPath)
+	} else if conf != "/etc/nixos/configuration.nix" {
+		p.addf("NIX_PATH's nixos-config is %s, not /etc/nixos/configuration.nix", conf)
+	}
+	if w.Channel != "" {
+		rules, err := resolveIn(root, filepath.Join(system, "etc/tmpfiles.d/00-nixos.conf"))
+		if err == nil {
+			data, err = os.ReadFile(filepath.Join(root, rules))
+		}
+		want := "f /root/.nix-channels - - - - " + w.Channel + " nixos\\n"
+		if err != nil || !slices.Contains(strings.Split(string(data), "\n"), want) {
+			p.addf("the system's tmpfiles rules do not subscribe root to %s (nixos-rebuild switch --upgrade would follow another channel): want %q (%v)", w.Channel, want, err)
+		}
+	}
 	return p
 }
 
@@ -294,6 +406,14 @@ func checkSecrets(root string, secrets []string) Problems {
 	if err != nil {
 		p.addf("/etc/nixos/secrets: %v", err)
 	}
+	// The Wi-Fi key's own file (checkWirelessKey checks its mode).
+	if data, err := os.ReadFile(filepath.Join(root, nixos.WirelessFile)); err == nil {
+		for i, s := range secrets {
+			if bytes.Contains(data, []byte(s)) {
+				found[i] = true
+			}
+		}
+	}
 	for _, e := range entries {
 		path := filepath.Join(secretDir, e.Name())
 		info, err := os.Lstat(path)
@@ -313,7 +433,7 @@ func checkSecrets(root string, secrets []string) Problems {
 	}
 	for i, ok := range found {
 		if !ok {
-			p.addf("secret %d of the config is in no file under /etc/nixos/secrets", i+1)
+			p.addf("secret %d of the config is in no file under /etc/nixos/secrets or %s", i+1, nixos.WirelessFile)
 		}
 	}
 	filepath.WalkDir(filepath.Join(root, "nix/store"), func(path string, d fs.DirEntry, err error) error {

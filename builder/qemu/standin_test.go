@@ -19,6 +19,7 @@ import (
 
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/nixos"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -234,6 +235,17 @@ func TestStandInEvaluatesOurConfigurations(t *testing.T) {
 			t.Errorf("%s: want %q in:\n%s", name, c.want, out)
 		}
 	}
+	// What nixpi sets as lib.mkDefault gives way to the user's own setting
+	// (an extra_module, a flake) without a conflict: the manual a 1 GiB Pi
+	// leaves out, the kernel, the device trees, the boot loader's limit.
+	own := write("own.nix", `{ pkgs, ... }: { imports = [ `+standInConfig(t, "users-keys-wlan")+` ];
+  documentation.nixos.enable = true; hardware.deviceTree.filter = "bcm2711-rpi-4-b.dtb";
+  boot.kernelPackages = pkgs.linuxPackages // { own = true; }; boot.loader.generic-extlinux-compatible.configurationLimit = 2;
+  nix.nixPath = [ "nixpkgs=/mine" ]; }`)
+	expr = fmt.Sprintf(`let c = (import %s/nixos { configuration = %s; }).config; in [ c.documentation.nixos.enable c.hardware.deviceTree.filter (c.boot.kernelPackages.own or false) c.boot.loader.generic-extlinux-compatible.configurationLimit c.nix.nixPath ]`, s.Dir, own)
+	if got := nixOut(t, tools.NixInstantiate, "--eval", "--strict", "--json", "-E", expr); got != `[true,"bcm2711-rpi-4-b.dtb",true,2,["nixpkgs=/mine"]]` {
+		t.Errorf("the user's own settings: %s", got)
+	}
 	// Our configuration without its boot loader lines fails the toplevel's
 	// assertion, as it would fail to boot.
 	noLoader := write("noloader.nix", `{ lib, ... }: { imports = [ `+standInConfig(t, "defaults")+` ]; boot.loader.grub.enable = lib.mkForce true; }`)
@@ -251,7 +263,11 @@ func TestStandInEvaluatesOurConfigurations(t *testing.T) {
 func TestStandInInstallsAndChecks(t *testing.T) {
 	s, tools := hostStandIn(t)
 	conf := standInConfig(t, "users-keys-wlan")
-	toplevel := nixOut(t, append([]string{"nix-build", "--no-out-link", s.Dir + "/nixos", "--arg", "configuration", conf, "-A", "system"}, hostNixOpts...)...)
+	// Built from the stand-in in the store, as the Pi builds from the
+	// fetched nixpkgs: pkgs.path is a store path, which the configuration's
+	// nix.nixPath keeps in the system's closure for nixos-rebuild.
+	src := nixOut(t, "nix-store", "--add", s.Dir)
+	toplevel := nixOut(t, append([]string{"nix-build", "--no-out-link", src + "/nixos", "--arg", "configuration", conf, "-A", "system"}, hostNixOpts...)...)
 	root := filepath.Join(t.TempDir(), "mnt")
 	os.MkdirAll(filepath.Join(root, "boot"), 0o755)
 	nixOut(t, "nix", "--extra-experimental-features", "nix-command", "copy", "--no-check-sigs", "--to", "local?root="+root, toplevel)
@@ -275,16 +291,19 @@ func TestStandInInstallsAndChecks(t *testing.T) {
 	os.WriteFile(filepath.Join(root, "boot/config.txt"), []byte("[pi4]\nkernel=u-boot-rpi4.bin\nenable_gic=1\narmstub=armstub8-gic.bin\n\n[all]\narm_64bit=1\nenable_uart=1\navoid_warnings=1\n"), 0o644)
 	// What the configure and nixpkgs steps leave in /etc/nixos.
 	etc := filepath.Join(root, "etc/nixos")
+	os.MkdirAll(etc, 0o755)
 	os.MkdirAll(filepath.Join(etc, "secrets"), 0o700)
 	for _, f := range []string{"configuration.nix", "hardware-configuration.nix"} {
 		copyFile(filepath.Join("../../firstboot/nixos/testdata/users-keys-wlan", f), filepath.Join(etc, f))
 	}
 	secret := "$6$nixpihosttest$notarealhashbutsecretenough"
 	os.WriteFile(filepath.Join(etc, "secrets/alice.hashedPassword"), []byte(secret+"\n"), 0o400)
+	wifiKey := "correct horse battery staple"
+	os.WriteFile(filepath.Join(root, nixos.WirelessFile), []byte("psk_nixpi="+wifiKey+"\n"), 0o600)
 	os.WriteFile(filepath.Join(etc, "nixpi-pins.json"), []byte(`{"rev":"`+s.Rev+`","sha256":"`+s.NARHash+`"}`), 0o644)
 
-	want := NixOSWant{Hostname: "garden-pi", SystemPath: toplevel, NixpkgsRev: s.Rev, Firmware: StandInFirmware,
-		Secrets: []string{secret}, NixInstantiate: tools.NixInstantiate, Run: system.ExecRunner{}}
+	want := NixOSWant{Hostname: "garden-pi", SystemPath: toplevel, NixpkgsRev: s.Rev, Channel: "https://nixos.org/channels/nixos-26.05", Firmware: StandInFirmware,
+		Secrets: []string{secret, wifiKey}, NixInstantiate: tools.NixInstantiate, Run: system.ExecRunner{}}
 	ctx := context.Background()
 	if p := CheckNixOSRoot(ctx, root, filepath.Join(root, "boot"), want); len(p) > 0 {
 		t.Fatalf("a good install fails the checks:\n%s", strings.Join(p, "\n"))
@@ -336,6 +355,13 @@ func TestStandInInstallsAndChecks(t *testing.T) {
 			func() {}, `"kernel=u-boot-rpi4.bin" in [pi4]`},
 		{"broken configuration.nix", func() { os.WriteFile(filepath.Join(etc, "configuration.nix"), []byte("{ a = ; }"), 0o644) },
 			func() {}, "configuration.nix does not parse"},
+		{"Wi-Fi key behind a root-only directory", func() { os.Chmod(etc, 0o700) }, func() { os.Chmod(etc, 0o755) }, "wpa_supplicant cannot pass /etc/nixos"},
+		{"Wi-Fi key readable by all", func() { os.Chmod(filepath.Join(root, nixos.WirelessFile), 0o644) },
+			func() { os.Chmod(filepath.Join(root, nixos.WirelessFile), 0o600) }, "others cannot read"},
+		{"no nixpkgs for nixos-rebuild", func() { os.Rename(filepath.Join(root, src), filepath.Join(root, src+".x")) },
+			func() { os.Rename(filepath.Join(root, src+".x"), filepath.Join(root, src)) }, "finds no nixpkgs on the installed root"},
+		{"upgrade follows another channel", func() { want.Channel = "https://nixos.org/channels/nixos-25.11" },
+			func() { want.Channel = "https://nixos.org/channels/nixos-26.05" }, "do not subscribe root to https://nixos.org/channels/nixos-25.11"},
 		{"other system", func() { want.SystemPath = "/nix/store/00000000000000000000000000000000-nixos-system-garden-pi-x" }, func() { want.SystemPath = toplevel }, "the journal recorded"},
 	}
 	for _, b := range breakages {

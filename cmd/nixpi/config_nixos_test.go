@@ -83,7 +83,7 @@ func TestConfigNixosPrints(t *testing.T) {
 	}
 	for _, w := range []string{
 		"nixpi: BOOT-PARTUUID, SWAP-PARTUUID, ROOT-PARTUUID in hardware-configuration.nix stand for the PARTUUIDs the Pi derives when it partitions the SSD",
-		"the Pi also writes /etc/nixos/secrets/pi.hashedPassword (root-only, not shown)", "/etc/nixos/secrets/wireless.conf"} {
+		"the Pi also writes /etc/nixos/secrets/pi.hashedPassword (root-only, not shown)", "/etc/nixos/wpa_supplicant-secrets.conf"} {
 		if !strings.Contains(stderr, w) {
 			t.Errorf("stderr lacks %q: %s", w, stderr)
 		}

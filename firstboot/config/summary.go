@@ -102,7 +102,7 @@ func (c *Config) Warnings() []string {
 		w = append(w, "no [[users]]: you will not be able to log in to the installed system; add a user with a password_hash or ssh_keys")
 	}
 	if c.NixOS.Flake != "" && (len(c.Users) > 0 || c.WLAN != nil) {
-		w = append(w, "nixos.flake is set: your flake decides users, Wi-Fi and [system]; nixpi only writes the password hashes and Wi-Fi key to root-only files under /etc/nixos/secrets/ that your flake may use")
+		w = append(w, "nixos.flake is set: your flake decides users, Wi-Fi and [system]; nixpi only writes the password hashes (root-only files under /etc/nixos/secrets/) and the Wi-Fi key (/etc/nixos/wpa_supplicant-secrets.conf, root-only until a tmpfiles rule gives it to wpa_supplicant) for your flake to use")
 	}
 	if c.Target.Wipe {
 		w = append(w, "target.wipe = true: the chosen disk is erased even if it holds data")

@@ -56,17 +56,27 @@ func nixParse(t *testing.T, bin, path string) {
 	}
 }
 
+// testNixpkgsPath is pkgs.path in nixEvalModule: a store path, as the
+// pinned nixpkgs is on the Pi.
+const testNixpkgsPath = "/nix/store/00000000000000000000000000000000-source"
+
 // nixEvalModule evaluates a NixOS module file to JSON with stand-in
-// arguments: pkgs.linuxPackages is a marker string, and imports are left
-// out (they are other files and the user's module). A Nix path literal in
-// the result fails here, since the dummy store cannot take a copy of it:
-// that is what keeps secrets as strings, out of the store.
+// arguments: pkgs.linuxPackages is a marker string, pkgs.path
+// testNixpkgsPath, lib has the functions the templates use (mkDefault as
+// nixpkgs' lib writes it: {_type = "override"; priority = 1000; content}),
+// and imports are left out (they are other files and the user's module). A
+// Nix path literal in the result fails here, since the dummy store cannot
+// take a copy of it: that is what keeps secrets as strings, out of the store.
 func nixEvalModule(t *testing.T, bin, path string) map[string]any {
 	t.Helper()
 	expr := `let
+  lib = {
+    mkDefault = content: { _type = "override"; priority = 1000; inherit content; };
+    hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
+  };
   m = import ` + path + ` {
-    config = { }; lib = { }; modulesPath = "/modules";
-    pkgs = { linuxPackages = "<pkgs.linuxPackages>"; };
+    config = { }; inherit lib; modulesPath = "/modules";
+    pkgs = { linuxPackages = "<pkgs.linuxPackages>"; path = "` + testNixpkgsPath + `"; };
   };
 in builtins.removeAttrs m [ "imports" ]`
 	out, err := runNix(t, bin, "--eval", "--strict", "--json", "-E", expr)

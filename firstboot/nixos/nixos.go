@@ -21,11 +21,17 @@ const (
 	ConfigDir         = "/etc/nixos"
 	ConfigurationFile = ConfigDir + "/configuration.nix"
 	HardwareFile      = ConfigDir + "/hardware-configuration.nix"
-	// SecretsDir holds the password hashes and the Wi-Fi key, root-only.
-	// The configuration names these files by string, so they never enter
-	// the world-readable Nix store.
-	SecretsDir   = ConfigDir + "/secrets"
-	WirelessFile = SecretsDir + "/wireless.conf"
+	// SecretsDir holds the password hashes, root-only (0700). The
+	// configuration names these files and WirelessFile by string, so they
+	// never enter the world-readable Nix store.
+	SecretsDir = ConfigDir + "/secrets"
+	// WirelessFile holds the Wi-Fi key, outside SecretsDir: since 26.05
+	// wpa_supplicant runs as its own user, which can open only a file whose
+	// directories it may pass and that its group may read. nixpi writes it
+	// root-only (the group does not exist before NixOS's first boot), and
+	// the configuration's tmpfiles rule (WirelessTmpfilesRule) makes it
+	// root:wpa_supplicant 0640 at every boot.
+	WirelessFile = ConfigDir + "/wpa_supplicant-secrets.conf"
 	// PinsFile records what the system was built from (nixpkgs rev,
 	// sha256, URL, store path; the Nix version and installer), so every
 	// install can be reproduced after the fact. The nixpkgs step writes it.
@@ -34,7 +40,10 @@ const (
 	wirelessPSKVar = "psk_nixpi"
 )
 
-// SmallPiRAM is the memory at or under which Nix builds one job on one core.
+// SmallPiRAM is the memory at or under which Nix builds one job on one core
+// and the NixOS manual is off by default (documentation.nixos.enable, whose
+// options reference evaluates every option). The preflight step measures
+// the Pi's memory (engine state RAMBytes), as swap_size = "ram" uses it.
 const SmallPiRAM = 2 * config.GiB
 
 // Disk is what the disk steps make, as far as the configuration names it.
@@ -93,7 +102,8 @@ type File struct {
 
 // Files are what the device writes: Configs (hardware-configuration.nix,
 // and configuration.nix unless nixos.flake is set) and Secrets (root-only,
-// 0600, in SecretsDir). Never print Secrets.
+// 0600: the password hashes in SecretsDir, the Wi-Fi key in WirelessFile).
+// Never print Secrets.
 type Files struct {
 	Configs []File
 	Secrets []File
@@ -113,13 +123,16 @@ func Generate(cfg *config.Config, d Disk, m Machine) (*Files, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nixos: templates: %w", err)
 	}
-	hw, err := newHardwareView(cfg, d)
+	hw, err := newHardwareView(cfg, d, m)
 	if err != nil {
 		return nil, err
 	}
 	files := &Files{Secrets: secrets(cfg)}
 	for _, s := range files.Secrets {
 		hw.SecretPaths = append(hw.SecretPaths, s.Path)
+		if s.Path == WirelessFile {
+			hw.WirelessRule = WirelessTmpfilesRule
+		}
 	}
 	render := func(name string, data any) ([]byte, error) {
 		var buf bytes.Buffer
@@ -152,6 +165,7 @@ type mountView struct {
 type hardwareView struct {
 	Flake, FlakeRef, FlakeName string
 	SecretPaths                []string
+	WirelessRule               string   // with a Wi-Fi key: the tmpfiles rule a flake must set
 	Placeholders               []string // the PARTUUIDs that are placeholders, when they are
 	Table                      string
 	BootSize                   config.Size
@@ -165,6 +179,7 @@ type hardwareView struct {
 	RootLabel, RootDevice      string
 	RootFS                     string
 	Mounts                     []mountView
+	Memory, RAM                string // as configurationView's
 }
 
 // InitrdModules are the modules stage 1 needs to find the root on a Pi 4's
@@ -201,7 +216,7 @@ func ConfigurationLimit(bootSize config.Size) int {
 
 func byPartUUID(id string) string { return "/dev/disk/by-partuuid/" + id }
 
-func newHardwareView(cfg *config.Config, d Disk) (*hardwareView, error) {
+func newHardwareView(cfg *config.Config, d Disk, m Machine) (*hardwareView, error) {
 	if d.BootLabel == "" || d.RootLabel == "" {
 		return nil, fmt.Errorf("nixos: the disk has no boot or root label (boot %q, root %q)", d.BootLabel, d.RootLabel)
 	}
@@ -226,6 +241,7 @@ func newHardwareView(cfg *config.Config, d Disk) (*hardwareView, error) {
 		RootLabel: d.RootLabel, RootDevice: byPartUUID(root), RootFS: d.RootFS,
 		SwapSize: d.SwapSize,
 	}
+	v.Memory, v.RAM = memoryClass(m)
 	if d.SwapLabel != "" {
 		v.SwapLabel, v.SwapDevice = d.SwapLabel, byPartUUID(swap)
 	}
@@ -270,7 +286,17 @@ type configurationView struct {
 	Memory                             string // "small", "large" or "unknown"
 	RAM                                string
 	Release                            string
+	Channel                            string
 }
+
+// ChannelURL is the NixOS channel of a release, which `nixos-rebuild switch
+// --upgrade` follows on the installed system (system.defaultChannel).
+func ChannelURL(release string) string { return "https://nixos.org/channels/nixos-" + release }
+
+// WirelessTmpfilesRule gives wpa_supplicant (user and group wpa_supplicant,
+// made by NixOS) read access to WirelessFile, root keeping it: systemd-tmpfiles
+// "z" adjusts mode and owner of an existing file, at boot and on each switch.
+const WirelessTmpfilesRule = "z " + WirelessFile + " 0640 root wpa_supplicant -"
 
 // PasswordFile is where a user's password hash lives on the installed system.
 func PasswordFile(user string) string { return path.Join(SecretsDir, user+".hashedPassword") }
@@ -280,7 +306,7 @@ func newConfigurationView(cfg *config.Config, m Machine) *configurationView {
 		ExtraModule: strings.TrimRight(cfg.NixOS.ExtraModule, "\n"),
 		Hostname:    cfg.System.Hostname, Timezone: cfg.System.Timezone, Locale: cfg.System.Locale, Keymap: cfg.System.Keymap,
 		Substituters: cfg.NixOS.Substituters, TrustedPublicKeys: cfg.NixOS.TrustedPublicKeys,
-		Release: cfg.NixOS.Release,
+		Release: cfg.NixOS.Release, Channel: ChannelURL(cfg.NixOS.Release),
 	}
 	for _, u := range cfg.Users {
 		uv := userView{Name: u.Name, Keys: u.SSHKeys}
@@ -296,19 +322,25 @@ func newConfigurationView(cfg *config.Config, m Machine) *configurationView {
 		wv := &wlanView{SSID: w.SSID, CountryLine: "country=" + w.Country, Hidden: w.Hidden}
 		if w.PSK != "" {
 			wv.SecretsFile, wv.PSKRef = WirelessFile, "ext:"+wirelessPSKVar
-			wv.TmpfilesRule = "z " + WirelessFile + " 0400 wpa_supplicant wpa_supplicant -"
+			wv.TmpfilesRule = WirelessTmpfilesRule
 		}
 		v.WLAN = wv
 	}
+	v.Memory, v.RAM = memoryClass(m)
+	return v
+}
+
+// memoryClass is "unknown" (the workstation), "small" (SmallPiRAM or less:
+// one build job, no NixOS manual; with the RAM for people) or "large".
+func memoryClass(m Machine) (class, ram string) {
 	switch {
 	case m.RAMBytes <= 0:
-		v.Memory = "unknown"
+		return "unknown", ""
 	case config.Size(m.RAMBytes) <= SmallPiRAM:
-		v.Memory, v.RAM = "small", config.Size(m.RAMBytes).Approx()
+		return "small", config.Size(m.RAMBytes).Approx()
 	default:
-		v.Memory = "large"
+		return "large", ""
 	}
-	return v
 }
 
 // secrets are the root-only files the configuration refers to.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -194,6 +195,14 @@ func TestGeneratedValues(t *testing.T) {
 		return cur
 	}
 	asJSON := func(v any) string { b, _ := json.Marshal(v); return string(b) }
+	// mkDefault: the value of a lib.mkDefault definition, "not mkDefault"
+	// for any other.
+	mkDefault := func(v any) any {
+		if m, ok := v.(map[string]any); ok && m["_type"] == "override" && m["priority"] == float64(1000) {
+			return m["content"]
+		}
+		return "not mkDefault"
+	}
 
 	cfg, _ := generateCase(t, goldenCases[2].toml, Machine{}) // mbr, custom labels
 	// On the Pi: the PARTUUIDs the disk steps derived, never the labels.
@@ -216,16 +225,33 @@ func TestGeneratedValues(t *testing.T) {
 	if got := asJSON(get(hw, "swapDevices")); got != `[{"device":"/dev/disk/by-partuuid/1a2b3c4d-02"}]` {
 		t.Errorf("swap: %s", got)
 	}
-	if got := get(hw, "boot", "loader", "generic-extlinux-compatible", "configurationLimit"); got != float64(ConfigurationLimit(cfg.Layout.BootSize)) || got != float64(1) {
+	if got := mkDefault(get(hw, "boot", "loader", "generic-extlinux-compatible", "configurationLimit")); got != float64(ConfigurationLimit(cfg.Layout.BootSize)) || got != float64(1) {
 		t.Errorf("configurationLimit for a 256MiB FAT: %v", got)
 	}
 	// Only the Pi 4's device trees on the FAT with each generation, and the
 	// consoles sd-image-aarch64.nix sets, HDMI (tty0) last: /dev/console.
-	if got := asJSON(get(hw, "hardware", "deviceTree", "filter")); got != `"bcm2711-rpi-*.dtb"` {
+	if got := asJSON(mkDefault(get(hw, "hardware", "deviceTree", "filter"))); got != `"bcm2711-rpi-*.dtb"` {
 		t.Errorf("hardware.deviceTree.filter = %s", got)
 	}
 	if got := asJSON(get(hw, "boot", "kernelParams")); got != `["console=ttyS0,115200n8","console=ttyAMA0,115200n8","console=tty0","panic=10"]` {
 		t.Errorf("boot.kernelParams = %s", got)
+	}
+	// What a user's configuration or flake may set otherwise is mkDefault;
+	// lists, which merge with the user's, are not (a user's list would
+	// replace a mkDefault one, and stage 1 would lose the USB modules).
+	for _, p := range [][]string{{"nixpkgs", "hostPlatform"}, {"boot", "loader", "grub", "enable"}, {"boot", "loader", "generic-extlinux-compatible", "enable"},
+		{"boot", "kernelPackages"}, {"boot", "initrd", "systemd", "tpm2", "enable"}, {"hardware", "enableRedistributableFirmware"}} {
+		if mkDefault(get(hw, p...)) == "not mkDefault" {
+			t.Errorf("%s = %s, want lib.mkDefault", strings.Join(p, "."), asJSON(get(hw, p...)))
+		}
+	}
+	if mkDefault(get(hw, "boot", "kernelParams")) != "not mkDefault" || mkDefault(get(hw, "boot", "initrd", "availableKernelModules")) != "not mkDefault" {
+		t.Error("a list nixpi needs is lib.mkDefault: the user's own list would replace it")
+	}
+	// The workstation does not know the memory: the manual stays as NixOS
+	// has it, the file says what a small Pi gets.
+	if get(hw, "documentation") != nil {
+		t.Errorf("documentation set without the memory known: %s", asJSON(get(hw, "documentation")))
 	}
 
 	_, files = generateCase(t, goldenCases[3].toml, Machine{RAMBytes: 8 << 30}) // no swap, big Pi
@@ -236,8 +262,17 @@ func TestGeneratedValues(t *testing.T) {
 		t.Errorf("an 8 GiB Pi got max-jobs = %s", got)
 	}
 
+	if hw := eval(t, files.Configs[1]); get(hw, "documentation") != nil {
+		t.Errorf("an 8 GiB Pi: documentation = %s", asJSON(get(hw, "documentation")))
+	}
+
 	cfg, files = generateCase(t, goldenCases[4].toml, Machine{RAMBytes: 1 << 30}) // users, keys, wlan, 1 GiB Pi
 	c := eval(t, files.Configs[0])
+	// A 1 GiB Pi: no NixOS manual (its options reference evaluates every
+	// option), by default only, so nixos.extra_module can turn it on.
+	if got := mkDefault(get(eval(t, files.Configs[1]), "documentation", "nixos", "enable")); got != false {
+		t.Errorf("a 1 GiB Pi: documentation.nixos.enable = %v, want lib.mkDefault false", got)
+	}
 	if got := asJSON(get(c, "users", "users", "alice", "hashedPasswordFile")); got != `"/etc/nixos/secrets/alice.hashedPassword"` {
 		t.Errorf("alice's password file: %s", got)
 	}
@@ -256,6 +291,14 @@ func TestGeneratedValues(t *testing.T) {
 	}
 	if get(c, "nix", "settings", "max-jobs") != float64(1) || get(c, "nix", "settings", "cores") != float64(1) {
 		t.Errorf("a 1 GiB Pi: nix.settings = %s", asJSON(get(c, "nix", "settings")))
+	}
+	// wpa_supplicant (its own user since 26.05) can read the key: not under
+	// the root-only secrets/, and made root:wpa_supplicant 0640 at boot.
+	if strings.HasPrefix(WirelessFile, SecretsDir+"/") || path.Dir(WirelessFile) != ConfigDir {
+		t.Errorf("WirelessFile %s: wpa_supplicant cannot pass %s", WirelessFile, SecretsDir)
+	}
+	if got := asJSON(get(c, "systemd", "tmpfiles", "rules")); got != `["z /etc/nixos/wpa_supplicant-secrets.conf 0640 root wpa_supplicant -"]` {
+		t.Errorf("tmpfiles rules for the Wi-Fi key: %s", got)
 	}
 	wantSecrets := map[string]string{
 		"/etc/nixos/secrets/alice.hashedPassword": sha512Hash + "\n",
@@ -371,4 +414,55 @@ func TestPartUUIDPlaceholders(t *testing.T) {
 			t.Errorf("%s: only a boot id: %v", tc.name, err)
 		}
 	}
+}
+
+// After the install, nixos-rebuild finds nixpkgs: the release channel once
+// fetched, else the store path the system was built from (kept in its
+// closure by builtins.storePath); --upgrade follows the release's channel.
+// Both are lib.mkDefault, so the user's own win without a conflict.
+func TestNixPathAfterInstall(t *testing.T) {
+	bin := nixInstantiate(t)
+	_, files := generateCase(t, "", Machine{RAMBytes: 4 << 30})
+	path := writeTemp(t, "configuration.nix", files.Configs[0].Data)
+	c := nixEvalModule(t, bin, path)
+	nix, _ := c["nix"].(map[string]any)
+	np, _ := nix["nixPath"].(map[string]any)
+	want := []any{
+		"nixpkgs=/nix/var/nix/profiles/per-user/root/channels/nixos",
+		"nixpkgs=" + testNixpkgsPath,
+		"nixos-config=" + ConfigurationFile,
+		"/nix/var/nix/profiles/per-user/root/channels",
+	}
+	if got, _ := json.Marshal(np["content"]); np["priority"] != float64(1000) || string(got) != mustJSON(want) {
+		t.Errorf("nix.nixPath = %s, want lib.mkDefault %s", mustJSON(np), mustJSON(want))
+	}
+	sys, _ := c["system"].(map[string]any)
+	dc, _ := sys["defaultChannel"].(map[string]any)
+	if dc["priority"] != float64(1000) || dc["content"] != "https://nixos.org/channels/nixos-26.05" || ChannelURL("26.05") != dc["content"] {
+		t.Errorf("system.defaultChannel = %s", mustJSON(dc))
+	}
+	// The store path is named without a copy: builtins.storePath gives the
+	// same path (a "${pkgs.path}" would copy it to /nix/store/HASH-HASH-source),
+	// and a nixpkgs outside the store (-I nixpkgs=~/nixpkgs) is taken as it is.
+	for _, tc := range []struct{ pkgsPath, want string }{
+		{testNixpkgsPath, testNixpkgsPath},
+		{"/home/pi/nixpkgs", "/home/pi/nixpkgs"},
+	} {
+		expr := `let m = import ` + path + ` { config = { }; modulesPath = "/m";
+		  lib = { mkDefault = x: x; hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p; };
+		  pkgs = { linuxPackages = null; path = ` + NixString(tc.pkgsPath) + `; }; };
+		in builtins.elemAt m.nix.nixPath 1`
+		out, err := runNix(t, bin, "--eval", "--strict", "--json", "-E", expr)
+		if err != nil || string(bytes.TrimSpace(out)) != mustJSON("nixpkgs="+tc.want) {
+			t.Errorf("pkgs.path %s: nixPath entry %s, %v; want nixpkgs=%s", tc.pkgsPath, out, err, tc.want)
+		}
+	}
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
 }

@@ -70,6 +70,16 @@ var declaredIn = map[string]string{
 	"nix.settings.cores":                 "nixos/modules/config/nix.nix",
 
 	"system.stateVersion": "nixos/modules/misc/version.nix",
+
+	// nixos-rebuild after the install: nix.nixPath (listOf str) and the
+	// internal system.defaultChannel (str, seeds /root/.nix-channels through
+	// a tmpfiles rule) are both declared in nix-channel.nix.
+	"nix.nixPath": "nixos/modules/config/nix-channel.nix",
+
+	// documentation.nixos.enable: bool, default true (its options
+	// reference evaluates every option).
+	"documentation.nixos.enable": "nixos/modules/misc/documentation.nix",
+	"system.defaultChannel":      "nixos/modules/config/nix-channel.nix",
 }
 
 // removedOptions must never be set: removed (a failed assertion) or renamed
@@ -85,6 +95,8 @@ var removedOptions = []string{
 	"users.users.<name>.passwordFile",
 	"networking.wireless.environmentFile",
 	"sound.enable",
+	// renamed to documentation.man.cache.enable (documentation.nix).
+	"documentation.man.generateCaches",
 }
 
 // attrsOfNames are the options whose attribute names are entries (a file
@@ -98,6 +110,10 @@ func optionPaths(v map[string]any) []string {
 	walk = func(prefix string, v any) {
 		switch x := v.(type) {
 		case map[string]any:
+			if x["_type"] == "override" {
+				walk(prefix, x["content"]) // lib.mkDefault VALUE
+				return
+			}
 			for k, sub := range x {
 				p := k
 				if prefix != "" {

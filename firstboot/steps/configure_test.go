@@ -190,7 +190,7 @@ func TestConfigureWritesAndSkips(t *testing.T) {
 			t.Errorf("the log shows a secret:\n%s", logs)
 		}
 	}
-	if !strings.Contains(logs, "wrote /etc/nixos/secrets/wireless.conf (root-only, 0600)") {
+	if !strings.Contains(logs, "wrote "+nixos.WirelessFile+" (root-only, 0600)") {
 		t.Errorf("log:\n%s", logs)
 	}
 

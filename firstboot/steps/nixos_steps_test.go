@@ -299,6 +299,11 @@ func TestSystemOutOfMemory(t *testing.T) {
 			if h := engine.HintOf(err); !strings.Contains(h, `layout.swap_size = "8GiB"`) || !strings.Contains(h, "out of memory") {
 				t.Errorf("hint = %q", h)
 			}
+			// A 3.7 GiB Pi has the NixOS manual (the configuration leaves
+			// it out at 2 GiB or less): the hint says how to drop it.
+			if h := engine.HintOf(err); !strings.Contains(h, "documentation.nixos.enable = false in nixos.extra_module") || !strings.Contains(h, "Pis with 2GiB or less") {
+				t.Errorf("hint = %q", h)
+			}
 			if strings.Contains(err.Error(), `"action"`) {
 				t.Errorf("raw JSON in the error: %v", err)
 			}
@@ -566,4 +571,18 @@ func mustJSON(t *testing.T, v any) json.RawMessage {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// On a 1 GiB Pi the configuration already leaves the NixOS manual out: the
+// out-of-memory hint says so rather than asking for it.
+func TestSystemOutOfMemorySmallPi(t *testing.T) {
+	t.Parallel()
+	u := newNixUnit(t)
+	u.env.State.RAMBytes = 1 << 30
+	u.run.Fail(137, nixLog, "/usr/bin/nix", "build", "--file", nixpkgsPath+"/nixos", "--arg")
+	err := steps.NewSystem().Run(context.Background(), u.env)
+	h := engine.HintOf(err)
+	if err == nil || !strings.Contains(h, "the NixOS manual is already left out on a Pi with 2GiB or less") || strings.Contains(h, "documentation.nixos.enable = false in") {
+		t.Errorf("error %v, hint %q", err, h)
+	}
 }

@@ -129,6 +129,14 @@ func outOfMemoryError(env *engine.Env, err error) error {
 	swap := disk.EffectiveLayout(env.Config.Layout).SwapSize.Resolve(env.State.RAMBytes)
 	try := max(config.MinMemoryAndSwap-ram, 2*swap, 2*config.GiB)
 	try = (try + config.GiB - 1) / config.GiB * config.GiB
-	return engine.WithHint(fmt.Errorf("%w; the Pi has %s of memory and %s of swap", err, ram.Approx(), swap.Approx()),
-		fmt.Sprintf("Nix ran out of memory building NixOS: give it more swap, layout.swap_size = %q in nixpi/nixpi.toml (the SSD is partitioned again, so set target.wipe = true), then delete nixpi/FAILED", try.String()))
+	hint := fmt.Sprintf("Nix ran out of memory building NixOS: give it more swap, layout.swap_size = %q in nixpi/nixpi.toml (the SSD is partitioned again, so set target.wipe = true), then delete nixpi/FAILED", try.String())
+	// The NixOS manual's options reference evaluates every option: the
+	// generated configuration leaves it out on Pis of nixos.SmallPiRAM or
+	// less (hardware-configuration.nix), so only a bigger Pi still has it.
+	if ram > nixos.SmallPiRAM {
+		hint += "; or leave the NixOS manual out, which costs evaluation memory: documentation.nixos.enable = false in nixos.extra_module (or your flake), as nixpi does on Pis with " + nixos.SmallPiRAM.String() + " or less"
+	} else {
+		hint += " (the NixOS manual is already left out on a Pi with " + nixos.SmallPiRAM.String() + " or less)"
+	}
+	return engine.WithHint(fmt.Errorf("%w; the Pi has %s of memory and %s of swap", err, ram.Approx(), swap.Approx()), hint)
 }

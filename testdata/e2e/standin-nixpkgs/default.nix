@@ -73,6 +73,10 @@ in
 {
   inherit lib busybox runCommand writeText writeScript system;
 
+  # The stand-in's own source, as nixpkgs' pkgs.path is its own (a path
+  # value: in the store when fetched with fetchTarball, as on the Pi).
+  path = ./.;
+
   # The mainline kernel's layout: Image, dtbs/, lib/modules/VERSION.
   # standInBootable says whether Image is a real kernel (Debian's, copied by
   # the harness: not built here, and not the mainline nixpkgs one) with the

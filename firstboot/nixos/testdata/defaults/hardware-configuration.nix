@@ -12,31 +12,39 @@
 { config, lib, pkgs, modulesPath, ... }:
 
 {
-  nixpkgs.hostPlatform = "aarch64-linux";
+  # What nixpi sets here that a configuration may choose otherwise is
+  # lib.mkDefault, so your own setting (configuration.nix, a flake) wins
+  # without a conflict; lists (kernel parameters, modules) add to yours.
+  nixpkgs.hostPlatform = lib.mkDefault "aarch64-linux";
 
   # U-Boot reads extlinux/extlinux.conf from the FAT partition (/boot).
-  boot.loader.grub.enable = false;
-  boot.loader.generic-extlinux-compatible.enable = true;
+  boot.loader.grub.enable = lib.mkDefault false;
+  boot.loader.generic-extlinux-compatible.enable = lib.mkDefault true;
   # Each generation puts its kernel, initrd and device trees on the 500MiB FAT.
-  boot.loader.generic-extlinux-compatible.configurationLimit = 3;
+  boot.loader.generic-extlinux-compatible.configurationLimit = lib.mkDefault 3;
   # Only the Pi 4's device trees (4, 400, CM4), as nixos-hardware's
   # raspberry-pi/4 does: all of arm64's would take about 55 MB more each.
-  hardware.deviceTree.filter = "bcm2711-rpi-*.dtb";
+  hardware.deviceTree.filter = lib.mkDefault "bcm2711-rpi-*.dtb";
   # Early boot messages on the serial console and on HDMI (tty0, the last
   # console=, is /dev/console), as nixpkgs' sd-image-aarch64.nix sets them.
   boot.kernelParams = [ "console=ttyS0,115200n8" "console=ttyAMA0,115200n8" "console=tty0" "panic=10" ];
 
   # The mainline kernel, which the binary cache has (the vendor kernel is
   # compiled on the Pi for hours).
-  boot.kernelPackages = pkgs.linuxPackages;
+  # nixos-hardware's raspberry-pi-4 module sets its own (mkDefault too): with
+  # it, choose one with lib.mkForce.
+  boot.kernelPackages = lib.mkDefault pkgs.linuxPackages;
   # Stage 1 sees the USB disk only with these: the VL805 USB controller sits on
   # the Pi's PCIe bus and gets its firmware through reset-raspberrypi.
   boot.initrd.availableKernelModules = [ "xhci_pci" "usbhid" "usb_storage" "uas" "pcie_brcmstb" "reset-raspberrypi" "vc4" ];
   # The Pi has no TPM: stage 1 (systemd's, the default) must not need TPM
   # kernel modules. nixos-hardware's raspberry-pi/4 sets the same.
-  boot.initrd.systemd.tpm2.enable = false;
+  boot.initrd.systemd.tpm2.enable = lib.mkDefault false;
   # Firmware for the Pi's Wi-Fi and Bluetooth.
-  hardware.enableRedistributableFirmware = true;
+  hardware.enableRedistributableFirmware = lib.mkDefault true;
+  # On a Pi with 2 GiB of memory or less, nixpi adds here (the manual's
+  # options reference costs evaluation memory):
+  #   documentation.nixos.enable = lib.mkDefault false;
 
   # GPT: partition 1 FAT32 "boot", 2 swap "swap", 3 btrfs "root".
   fileSystems."/" = {

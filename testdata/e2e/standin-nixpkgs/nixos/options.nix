@@ -51,7 +51,20 @@ in
     serviceConfig = attrs;
   };
   nix.settings = mkOption { type = types.settings; default = { }; hasDefault = true; };
+  # nixos/modules/config/nix-channel.nix: the search path (NIX_PATH in
+  # /etc/set-environment) and the channel /root/.nix-channels starts with.
+  nix.nixPath = mkOption {
+    type = types.listOf;
+    default = [
+      "nixpkgs=/nix/var/nix/profiles/per-user/root/channels/nixos"
+      "nixos-config=/etc/nixos/configuration.nix"
+      "/nix/var/nix/profiles/per-user/root/channels"
+    ];
+    hasDefault = true;
+  };
+  system.defaultChannel = str "https://nixos.org/channels/nixos-unstable";
   system.stateVersion = str null;
+  documentation.nixos.enable = bool true;
   boot.loader.grub.enable = bool true;
   boot.loader.timeout = mkOption { type = types.int; default = 5; hasDefault = true; };
   boot.loader.generic-extlinux-compatible = {

@@ -39,7 +39,12 @@ let
     "stand-in-users" = concatMapStrings (n: let u = cfg.users.users.${n}; in
       "${n} normal=${if u.isNormalUser then "yes" else "no"} groups=${concatStringsSep "," u.extraGroups} hashedPasswordFile=${toString u.hashedPasswordFile}\n")
       (attrNames cfg.users.users);
-    "tmpfiles.d/00-nixos.conf" = concatMapStrings (r: r + "\n") cfg.systemd.tmpfiles.rules;
+    # nix-channel.nix adds the channel rule; NIX_PATH reaches shells and
+    # sudo through set-environment (environment.sessionVariables).
+    "tmpfiles.d/00-nixos.conf" = concatMapStrings (r: r + "\n")
+      (cfg.systemd.tmpfiles.rules ++ [ "f /root/.nix-channels - - - - ${cfg.system.defaultChannel} nixos\\n" ]);
+    "set-environment" = "# stand-in set-environment (test data for nixpi's QEMU run)\n"
+      + "export NIX_PATH=\"${concatStringsSep ":" cfg.nix.nixPath}\"\n";
   }
   // builtins.listToAttrs (map (n: { name = "ssh/authorized_keys.d/${n}"; value = concatMapStrings (k: k + "\n") cfg.users.users.${n}.openssh.authorizedKeys.keys; })
     (filter (n: cfg.users.users.${n}.openssh.authorizedKeys.keys != [ ]) (attrNames cfg.users.users)))
