@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -47,6 +48,8 @@ type Options struct {
 	Log          func(format string, args ...any)
 	// CommandLog receives every host command the harness runs (quoted argv).
 	CommandLog func(line string)
+	// MemoryMiB is the guest's memory; 0 means 2048 (a 2 GiB Pi 4).
+	MemoryMiB int
 }
 
 // E2E is a prepared run: a built card, and the harness to boot it.
@@ -139,7 +142,7 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 			MaxBoots:  8,
 			SSDSize:   16 << 30,
 			SSDSerial: "NIXPIE2ESSD0001",
-			MemoryMiB: 2048,
+			MemoryMiB: cmp.Or(opts.MemoryMiB, 2048),
 			CPUs:      2,
 		},
 		Inspector: &Inspector{Run: runner, Tools: tools, TempDir: opts.Dir},

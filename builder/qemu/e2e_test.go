@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,7 @@ func TestE2E(t *testing.T) {
 		StandIn:      "../../testdata/e2e/standin-nixpkgs",
 		DeviceBinary: device, Log: logf,
 		CommandLog: func(line string) { appendLine(filepath.Join(dir, "commands.log"), line) },
+		MemoryMiB:  memoryMiB(t),
 	})
 	if e != nil { // Prepare returns what it made even when it fails
 		defer e.Close()
@@ -169,4 +171,18 @@ func appendLine(path, line string) {
 	}
 	defer f.Close()
 	f.WriteString(line + "\n")
+}
+
+// memoryMiB is NIXPI_E2E_MEMORY, the guest's memory in MiB (e.g. 1024 for a
+// 1 GiB Pi 4); unset, the harness's default.
+func memoryMiB(t *testing.T) int {
+	v := os.Getenv("NIXPI_E2E_MEMORY")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 512 {
+		t.Fatalf("NIXPI_E2E_MEMORY=%q: want the guest's memory in MiB, at least 512 (e.g. 1024)", v)
+	}
+	return n
 }
