@@ -19,6 +19,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nixpi/nixpi/firstboot/termtext"
 )
 
 // FlashOptions is one `nixpi flash`.
@@ -198,9 +200,9 @@ func (d *Disk) claim(opts FlashOptions, logf func(string, ...any)) (*os.File, er
 		}
 		description := d.Describe()
 		for _, m := range unmount {
-			description += fmt.Sprintf("  mounted at %s: unmounted first (--unmount)\n", m)
+			description += fmt.Sprintf("  mounted at %q: unmounted first (--unmount)\n", m)
 		}
-		typed, err := opts.Confirm(description, d.Name)
+		typed, err := opts.Confirm(description, termtext.Line(d.Name))
 		if err != nil {
 			return nil, fmt.Errorf("confirmation: %w; %s was not changed", err, d.Path)
 		}
@@ -209,7 +211,7 @@ func (d *Disk) claim(opts FlashOptions, logf func(string, ...any)) (*os.File, er
 		}
 	}
 	for i := len(unmount) - 1; i >= 0; i-- { // the deepest first
-		logf("unmounting %s", unmount[i])
+		logf("unmounting %q", unmount[i])
 		if err := unix.Unmount(unmount[i], 0); err != nil {
 			return nil, fmt.Errorf("unmount %q: %w (close what uses it and try again); %s was not written", unmount[i], err, d.Path)
 		}

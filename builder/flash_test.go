@@ -424,7 +424,7 @@ func TestFlashUnmount(t *testing.T) {
 	opts := loopFlash(img, dev)
 	opts.Unmount, opts.Yes = true, false
 	opts.Confirm = func(description, name string) (string, error) {
-		if !strings.Contains(description, "mounted at "+mnt+": unmounted first") {
+		if !strings.Contains(description, fmt.Sprintf("mounted at %q: unmounted first", mnt)) {
 			t.Errorf("description %q does not say %s will be unmounted", description, mnt)
 		}
 		return name, nil

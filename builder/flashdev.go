@@ -11,6 +11,7 @@ import (
 
 	"github.com/nixpi/nixpi/firstboot/blockdev"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/termtext"
 )
 
 // Disk is a whole disk as sysfs describes it, for flash to judge and show:
@@ -20,38 +21,39 @@ type Disk struct {
 	Path string // as given
 }
 
-// String names the disk for messages: path, model and size.
+// String names the disk for messages: path, model and size. The path
+// (as given) and the model (sysfs: a device's own firmware says it, or a
+// loop device's backing file name) go through termtext.Line: neither may
+// drive the terminal or fake a line of the message.
 func (d *Disk) String() string {
-	model := d.Model
-	if model == "" {
-		model = "unknown model"
-	}
-	return fmt.Sprintf("%s (%s, %s)", d.Path, model, config.Size(d.Size).Approx())
+	return fmt.Sprintf("%s (%s, %s)", termtext.Line(d.Path), orUnknown(d.Model, "unknown model"), config.Size(d.Size).Approx())
 }
 
 // Describe is what flash shows before it asks: model, serial, size and
-// the current partitions.
+// the current partitions. Every field from sysfs is one escaped line
+// (termtext.Line), so the confirmation cannot be rewritten by a disk.
 func (d *Disk) Describe() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s, %d bytes (%s)", d.Path, orUnknown(d.Model), d.Size, config.Size(d.Size).Approx())
+	fmt.Fprintf(&b, "%s: %s, %d bytes (%s)", termtext.Line(d.Path), orUnknown(d.Model, "unknown"), d.Size, config.Size(d.Size).Approx())
 	if d.Bus != "" {
-		fmt.Fprintf(&b, ", on %s", d.Bus)
+		fmt.Fprintf(&b, ", on %s", termtext.Line(d.Bus))
 	}
-	fmt.Fprintf(&b, "\n  serial: %s\n", orUnknown(d.Serial))
+	fmt.Fprintf(&b, "\n  serial: %s\n", orUnknown(d.Serial, "unknown"))
 	if len(d.Partitions) == 0 {
 		b.WriteString("  partitions: none\n")
 	}
 	for _, p := range d.Partitions {
-		fmt.Fprintf(&b, "  partition /dev/%s: %s\n", p.Name, config.Size(p.Size).Approx())
+		fmt.Fprintf(&b, "  partition /dev/%s: %s\n", termtext.Line(p.Name), config.Size(p.Size).Approx())
 	}
 	return b.String()
 }
 
-func orUnknown(s string) string {
+// orUnknown is s escaped to one line, or unknown when sysfs says nothing.
+func orUnknown(s, unknown string) string {
 	if s == "" {
-		return "unknown"
+		return unknown
 	}
-	return s
+	return termtext.Line(s)
 }
 
 // ProbeDisk reads what sysfs (under root, "/" on a real system) knows of

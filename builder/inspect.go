@@ -1,16 +1,12 @@
 package builder
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"path"
 	"strings"
 	"time"
 
-	"github.com/nixpi/nixpi/builder/baseimage"
-	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/config"
@@ -76,7 +72,9 @@ type JournalSummary struct {
 	Skipped int `json:"skipped_lines"`
 	// Newer counts lines a later journal version wrote.
 	Newer int `json:"newer_lines,omitempty"`
-	Boots int `json:"boots"`
+	// TooLong says which lines were over journal.MaxLine, skipped.
+	TooLong []string `json:"too_long_lines,omitempty"`
+	Boots   int      `json:"boots"`
 	// Steps is each step's latest event, in the order steps first appear.
 	Steps []StepStatus `json:"steps"`
 	// Last is the most recent entry, formatted for people.
@@ -91,32 +89,17 @@ type StepStatus struct {
 	Hint  string `json:"hint,omitempty"`
 }
 
-// Inspect reads an image or card read-only. It fails only when the file
-// cannot be read at all; what it cannot make sense of goes into Problems.
+// Inspect reads an image or card read-only (OpenCard). It fails only when
+// the file is not a disk image at all; what it cannot make sense of goes
+// into Problems, among them what keeps the card from booting.
 func Inspect(imagePath string) (*Inspection, error) {
-	f, err := os.Open(imagePath)
-	if err != nil {
-		return nil, fmt.Errorf("open image: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
+	card, err := OpenCard(imagePath)
 	if err != nil {
 		return nil, err
 	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("%q is a directory, not an image", imagePath)
-	}
-	size := st.Size()
-	if !st.Mode().IsRegular() {
-		if size, err = f.Seek(0, 2); err != nil {
-			return nil, fmt.Errorf("size of %q: %w", imagePath, err)
-		}
-	}
-	in := &Inspection{Path: imagePath, Size: size}
-	table, err := baseimage.ReadTable(f)
-	if err != nil {
-		return nil, fmt.Errorf("%q: %w", imagePath, err)
-	}
+	defer card.Close()
+	table := card.Table
+	in := &Inspection{Path: imagePath, Size: card.Size}
 	in.Table = "mbr"
 	if in.DiskID = fmt.Sprintf("%08x", table.DiskID); table.GPT {
 		in.Table, in.DiskID = "gpt", "" // the GPT header holds the disk GUID; bytes 440-443 mean nothing
@@ -125,22 +108,18 @@ func Inspect(imagePath string) (*Inspection, error) {
 		in.Partitions = append(in.Partitions, PartitionRow{p.Index, fmt.Sprintf("0x%02x", p.Type), partitionTypeName(p.Type), p.Bootable, p.Start, p.Size})
 	}
 	if table.GPT {
-		in.Problems = append(in.Problems, "GPT partition table: Raspberry Pi OS images use MBR; the FAT partition is not examined")
+		in.Problems = append(in.Problems, card.FATErr.Error())
 		return in, nil
 	}
-	p1, ok := table.Partition(1)
-	if !ok || !baseimage.IsFAT(p1.Type) {
-		in.Problems = append(in.Problems, "partition 1 is not a FAT partition (type 0x0b, 0x0c or 0xef)")
+	if card.FAT == nil {
+		in.Problems = append(in.Problems, card.BootProblems(false)...)
 		return in, nil
 	}
-	if p1.End() > size {
-		in.Problems = append(in.Problems, fmt.Sprintf("partition 1 ends at byte %d, past the end of the image (%d bytes): the image is truncated", p1.End(), size))
-		return in, nil
-	}
-	in.FAT, err = inspectFAT(f, p1)
+	in.FAT, err = inspectFAT(card)
 	if err != nil {
 		in.Problems = append(in.Problems, err.Error())
 	}
+	in.Problems = append(in.Problems, card.BootProblems(in.FAT != nil && in.FAT.Retired != nil)...)
 	return in, nil
 }
 
@@ -169,16 +148,13 @@ func partitionTypeName(t byte) string {
 	return "unknown"
 }
 
-func inspectFAT(f *os.File, p1 baseimage.Partition) (*FATReport, error) {
-	fsys, err := fatfs.OpenReadOnly(f, p1.Start, p1.Size)
-	if err != nil {
-		return nil, fmt.Errorf("partition 1: %w", err)
-	}
+func inspectFAT(card *Card) (*FATReport, error) {
+	fsys := card.FAT
 	free, err := fsys.FreeBytes()
 	if err != nil {
 		return nil, fmt.Errorf("partition 1: %w", err)
 	}
-	r := &FATReport{Label: fsys.Label(), Size: p1.Size, Free: free}
+	r := &FATReport{Label: fsys.Label(), Size: card.Boot.Size, Free: free}
 	var problems []string
 	problem := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
@@ -198,7 +174,7 @@ func inspectFAT(f *os.File, p1 baseimage.Partition) (*FATReport, error) {
 		if !fsys.Exists(p) {
 			return nil, false
 		}
-		b, err := fsys.ReadFileAtMost(p, MaxCardFile)
+		b, err := card.ReadFile(p)
 		if err != nil {
 			problem("%v", err)
 			return nil, false
@@ -231,13 +207,13 @@ func inspectFAT(f *os.File, p1 baseimage.Partition) (*FATReport, error) {
 	}
 	if b, ok := readFile(bootFile(cardpath.Cmdline)); ok {
 		r.Cmdline = strings.TrimRight(string(b), "\r\n")
-	} else {
-		problem("no cmdline.txt on the FAT partition")
+	} else if r.Retired != nil {
+		problem("no cmdline.txt at the FAT's root or in %s", cardpath.Retired)
 	}
 	if b, ok := readFile(bootFile(cardpath.ConfigTxt)); ok {
 		r.Arm64, r.Arm64Line = bootfiles.Arm64Effective(string(b))
-	} else {
-		problem("no config.txt on the FAT partition")
+	} else if r.Retired != nil {
+		problem("no config.txt at the FAT's root or in %s", cardpath.Retired)
 	}
 
 	if entries, err := fsys.List(cardpath.Dir); err == nil {
@@ -256,8 +232,8 @@ func inspectFAT(f *os.File, p1 baseimage.Partition) (*FATReport, error) {
 		}
 	}
 	r.HookPresent = cmdlineHasHook(r.Cmdline, r.Manifest)
-	if b, ok := readFile(cardpath.Journal); ok {
-		j, err := journal.Read(bytes.NewReader(b))
+	if card.HasJournal() {
+		j, err := card.Journal()
 		if err != nil {
 			problem("%s: %v", cardpath.Journal, err)
 		} else {
@@ -269,10 +245,6 @@ func inspectFAT(f *os.File, p1 baseimage.Partition) (*FATReport, error) {
 	}
 	return r, nil
 }
-
-// MaxCardFile bounds every file inspect and report read from a card: the
-// journal and install log of a long install stay far below it.
-const MaxCardFile = 64 << 20
 
 // cmdlineHasHook says whether cmdline carries nixpi's hook for where the
 // manifest says the image mounts its FAT. Without a manifest, either place
@@ -307,6 +279,9 @@ func redactedConfig(data []byte) (shown string, secret bool, problem string) {
 
 func summarizeJournal(j *journal.Journal) *JournalSummary {
 	s := &JournalSummary{Entries: len(j.Entries), Skipped: j.Skipped, Newer: j.Newer}
+	for _, n := range j.TooLong {
+		s.TooLong = append(s.TooLong, journal.TooLongLine(n))
+	}
 	seen := map[string]int{}
 	boots := map[int]bool{}
 	for _, e := range j.Entries {

@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/firstboot/blockdev"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
@@ -29,21 +28,23 @@ func RestoreCard(imagePath string) (*retire.Restored, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	p1, err := cardFAT(f, imagePath)
+	card, err := readCard(f, imagePath, true)
 	if err != nil {
+		f.Close()
 		return nil, err
 	}
-	fsys, err := fatfs.Open(f, p1.Start, p1.Size)
+	fsys, err := card.NeedFAT()
 	if err != nil {
-		return nil, fmt.Errorf("%q partition 1: %w", imagePath, err)
+		card.Close()
+		return nil, err
 	}
 	r, err := retire.Restore(NewFATCard(fsys, time.Now()))
-	if cerr := fsys.Close(); cerr != nil {
-		err = errors.Join(err, cerr)
-	}
-	if serr := f.Sync(); serr != nil {
+	if serr := errors.Join(fsys.Close(), f.Sync()); serr != nil {
 		err = errors.Join(err, serr)
+	}
+	card.FAT = nil // closed above, before the sync
+	if cerr := card.Close(); cerr != nil {
+		err = errors.Join(err, cerr)
 	}
 	if errors.Is(err, retire.ErrNotRetired) {
 		return nil, fmt.Errorf("%q: %w (no %s on its FAT): nixpi did not retire this card, so there is nothing to restore; nothing was changed", imagePath, retire.ErrNotRetired, cardpath.RetiredManifest)
@@ -107,20 +108,6 @@ func openCard(root, path string) (*os.File, error) {
 		return nil, fmt.Errorf("open %q: %w", path, err)
 	}
 	return f, nil
-}
-
-// cardFAT finds a Raspberry Pi card's FAT boot partition: partition 1 of an
-// MBR table.
-func cardFAT(f *os.File, name string) (baseimage.Partition, error) {
-	table, err := baseimage.ReadTable(f)
-	if err != nil {
-		return baseimage.Partition{}, fmt.Errorf("%q: %w: is it a Raspberry Pi card or card image?", name, err)
-	}
-	p1, err := table.CardFAT()
-	if err != nil {
-		return baseimage.Partition{}, fmt.Errorf("%q: %w: it is not a Raspberry Pi OS card", name, err)
-	}
-	return p1, nil
 }
 
 // FATCard is a retire.Card on a FAT opened with fatfs. fatfs has no rename,

@@ -17,10 +17,12 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/builder/buildertest"
 	"github.com/nixpi/nixpi/builder/fixture"
 	"github.com/nixpi/nixpi/firstboot/eeprom"
 	"github.com/nixpi/nixpi/firstboot/journal"
+	"github.com/nixpi/nixpi/firstboot/retire"
 )
 
 // hostileText is what a card can carry to take over the terminal that
@@ -473,5 +475,72 @@ func TestFlashBaseRefusesHostileConfig(t *testing.T) {
 	assertNoRawHostile(t, "flash --base", r.stdout+r.stderr, "")
 	if prefixSum(t, dev, 64<<20) != blank {
 		t.Errorf("flash --base wrote %s for a config it refuses", dev)
+	}
+}
+
+// TestFlashPromptEscapesTheDisk: the confirmation shows sysfs fields, and
+// a loop device's model is its backing file's name, which anyone who can
+// name a file chooses. Named with every hostile string, it reaches the
+// prompt and the refusals escaped, each value on its line.
+func TestFlashPromptEscapesTheDisk(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for losetup (CI runs as root)")
+	}
+	dir := t.TempDir()
+	base := writeTestFixture(t, dir, fixture.Options{})
+	cfg := writeTestFile(t, filepath.Join(dir, "nixpi.toml"), buildTestConfig)
+	// A file name holds any byte but NUL and '/'.
+	file := filepath.Join(t.TempDir(), strings.ReplaceAll(hostileAll, "\x00", ""))
+	if err := os.WriteFile(file, nil, 0o600); err != nil || os.Truncate(file, 64<<20) != nil {
+		t.Fatal("create device file", err)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", file).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
+	env := deviceBinariesEnv(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--allow-non-removable"}, "Type " + filepath.Base(dev)},
+		{nil, "is not removable"},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := append([]string{"flash", "--base", base.Path, "--config", cfg, dev}, c.args...)
+		code := run(context.Background(), args, strings.NewReader("not-the-name\n"), &stdout, &stderr, func(k string) string { return env[k] })
+		got := stdout.String() + stderr.String()
+		if code != exitFailure || !strings.Contains(got, c.want) || !strings.Contains(got, `loop device of `) || !strings.Contains(got, `busy\nINSTALL COMPLETE`) {
+			t.Errorf("flash %v: exit %d, want 1, %q and the backing file escaped:\n%s", c.args, code, c.want, got)
+		}
+		assertNoRawHostile(t, "flash "+strings.Join(c.args, " "), got, "")
+	}
+}
+
+// restore-card and inspect show a retired card's retired.json (its boot
+// order) escaped, on its line.
+func TestRetiredCardTextIsEscaped(t *testing.T) {
+	t.Parallel()
+	img := cardImage(t, map[string][]byte{"journal.jsonl": []byte(`{"v":1,"step":"done","event":"done","time":"2026-11-25T03:00:00Z","boot":2}` + "\n")})
+	const start, size = 8192 * 512, 64<<20 - 8192*512
+	withCardFAT(t, img, start, size, func(c *builder.FATCard) {
+		for name, data := range map[string]string{"start4.elf": "s4", "config.txt": "[all]\n", "cmdline.txt": "root=PARTUUID=x-02\n"} {
+			if err := c.WriteFile(name, []byte(data)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := retire.Retire(c, hostileAll, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for _, args := range [][]string{{"inspect", img}, {"restore-card", img}} {
+		r := runNixpiEnv(t, nil, args...)
+		if r.code != exitOK || !strings.Contains(r.stdout, `busy\nINSTALL COMPLETE`) {
+			t.Errorf("%s: exit %d, lacks the boot order escaped:\n%s%s", args[0], r.code, r.stdout, r.stderr)
+		}
+		assertNoRawHostile(t, args[0], r.stdout+r.stderr, "")
 	}
 }

@@ -165,6 +165,9 @@ func printInspection(w io.Writer, in *builder.Inspection) {
 				fmt.Fprintf(w, ", %d line(s) from a newer nixpi", j.Newer)
 			}
 			fmt.Fprintln(w, " (nixpi report prints it all)")
+			for _, l := range j.TooLong {
+				fmt.Fprintf(w, "  %s\n", one(l))
+			}
 			for _, s := range j.Steps {
 				line := fmt.Sprintf("  %-12s %s", one(s.Step), one(s.Event))
 				if s.Msg != "" {

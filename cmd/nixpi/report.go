@@ -6,16 +6,14 @@ import (
 	"fmt"
 	"io"
 	iofs "io/fs"
-	"os"
 	"strings"
 
 	"github.com/spf13/pflag"
 
 	"github.com/nixpi/nixpi/builder"
-	"github.com/nixpi/nixpi/builder/baseimage"
-	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/journal"
+	"github.com/nixpi/nixpi/firstboot/termtext"
 )
 
 func reportFlags(showLog, raw *bool) *pflag.FlagSet {
@@ -45,41 +43,60 @@ func runReport(c *cli, args []string) int {
 	if err := checkImageArg(path); err != nil {
 		return c.fail(fmt.Errorf("report: %w", err))
 	}
-	card, err := readCardJournal(path)
+	card, err := builder.OpenCard(path)
 	if err != nil {
+		return c.fail(fmt.Errorf("report: %w", err))
+	}
+	defer card.Close()
+	if _, err := card.NeedFAT(); err != nil {
 		return c.fail(fmt.Errorf("report: %w", err))
 	}
 	if *raw {
 		// As they are for a program reading a pipe; escaped on a terminal,
 		// where the card's bytes would drive it.
+		data, err := card.ReadFile(cardpath.Journal)
+		if err != nil {
+			return c.fail(fmt.Errorf("report: %w", noJournal(path, err)))
+		}
 		out := c.rawStdout
 		if c.stdoutTerminal {
 			out = c.stdout
 		}
-		if _, err := out.Write(card.journal); err != nil {
+		if _, err := out.Write(data); err != nil {
 			return c.fail(fmt.Errorf("report: %w", err))
 		}
 		return exitOK
 	}
-	j, err := journal.Read(bytes.NewReader(card.journal))
+	j, err := card.Journal()
 	if err != nil {
-		return c.fail(fmt.Errorf("report: %q: %w", path, err))
+		return c.fail(fmt.Errorf("report: %w", noJournal(path, err)))
 	}
 	// Everything shown comes from the card; c.stdout escapes it, and each
 	// journal entry and hand-over value stays on its line (journal).
 	var out bytes.Buffer
-	fmt.Fprintf(&out, "card: %s, partition %d, %s\n", path, card.partition, cardpath.Journal)
+	fmt.Fprintf(&out, "card: %s, partition %d, %s\n", termtext.Line(path), card.Boot.Index, cardpath.Journal)
 	if err := journal.Print(&out, j); err != nil {
 		return c.fail(err)
 	}
 	if ho := journal.LastHandOver(j); ho != nil {
 		fmt.Fprintf(&out, "\n%s\n\nhand-over:\n%s\n", ho.ConfirmLine(), strings.Join(ho.Report(), "\n"))
 	}
-	if len(card.failed) > 0 {
-		fmt.Fprintf(&out, "\n%s:\n%s", cardpath.Failed, card.failed)
+	// A file the Pi wrote is shown whole, after its header, as it is
+	// (c.stdout escapes it); one the card lacks or cannot give is said so.
+	if failed, err := card.ReadFile(cardpath.Failed); err == nil && len(failed) > 0 {
+		fmt.Fprintf(&out, "\n%s:\n%s", cardpath.Failed, failed)
+	} else if err != nil && !errors.Is(err, iofs.ErrNotExist) {
+		fmt.Fprintf(&out, "\n%s: unreadable: %s\n", cardpath.Failed, termtext.Line(err.Error()))
 	}
 	if *showLog {
-		fmt.Fprintf(&out, "\n%s:\n%s", cardpath.Log, card.log)
+		log, err := card.ReadFile(cardpath.Log)
+		if errors.Is(err, iofs.ErrNotExist) {
+			fmt.Fprintf(&out, "\n%s: not on the card\n", cardpath.Log)
+		} else if err != nil {
+			fmt.Fprintf(&out, "\n%s: unreadable: %s\n", cardpath.Log, termtext.Line(err.Error()))
+		} else {
+			fmt.Fprintf(&out, "\n%s:\n%s", cardpath.Log, log)
+		}
 	}
 	if _, err := c.stdout.Write(out.Bytes()); err != nil {
 		return c.fail(fmt.Errorf("report: %w", err))
@@ -90,51 +107,11 @@ func runReport(c *cli, args []string) int {
 	return exitOK
 }
 
-// cardFiles is what the Pi wrote to the card's FAT partition.
-type cardFiles struct {
-	partition int
-	journal   []byte
-	log       []byte
-	failed    []byte
-}
-
-// readCardJournal finds the FAT partition holding nixpi/journal.jsonl in an
-// image or on a card, opened read-only so nothing on it changes. It reads
-// the partition table and the FAT as inspect does.
-func readCardJournal(path string) (*cardFiles, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+// noJournal explains a card without a journal: the Pi has not run the
+// install from it.
+func noJournal(path string, err error) error {
+	if errors.Is(err, iofs.ErrNotExist) {
+		return fmt.Errorf("%q has no %s on its FAT partition: the Pi has not started the install from this card yet (boot the Pi with it first)", path, cardpath.Journal)
 	}
-	defer f.Close()
-	table, err := baseimage.ReadTable(f)
-	if err != nil {
-		return nil, fmt.Errorf("%q: is it a card or card image? %w", path, err)
-	}
-	if table.GPT {
-		return nil, fmt.Errorf("%q has a GPT partition table: a Raspberry Pi OS card has an MBR one", path)
-	}
-	fatSeen := false
-	for _, p := range table.Partitions {
-		fs, err := fatfs.OpenReadOnly(f, p.Start, p.Size)
-		if err != nil {
-			continue
-		}
-		fatSeen = true
-		data, err := fs.ReadFileAtMost(cardpath.Journal, builder.MaxCardFile)
-		if errors.Is(err, iofs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%q partition %d: %w", path, p.Index, err)
-		}
-		card := &cardFiles{partition: p.Index, journal: data}
-		card.log, _ = fs.ReadFileAtMost(cardpath.Log, builder.MaxCardFile)
-		card.failed, _ = fs.ReadFileAtMost(cardpath.Failed, builder.MaxCardFile)
-		return card, nil
-	}
-	if !fatSeen {
-		return nil, fmt.Errorf("%q has no FAT partition: is it a Raspberry Pi card?", path)
-	}
-	return nil, fmt.Errorf("%q has no %s on its FAT partition: the Pi has not started the install from this card yet", path, cardpath.Journal)
+	return fmt.Errorf("%q: %w", path, err)
 }

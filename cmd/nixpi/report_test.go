@@ -206,3 +206,27 @@ func TestReportReadsToolMadeFAT(t *testing.T) {
 		t.Errorf("exit %d\n%s\n%s", code, stdout, stderr)
 	}
 }
+
+// A 20 MB journal line (damage, or a card made to stop report) is named
+// and skipped; report and inspect still show every other entry.
+func TestReportAndInspectSkipATooLongLine(t *testing.T) {
+	t.Parallel()
+	jsonl, _ := piJournal(t)
+	lines := strings.SplitAfter(string(jsonl), "\n")
+	long := append([]byte(lines[0]), strings.Repeat("x", 20<<20)+"\n"...)
+	long = append(long, strings.Join(lines[1:], "")...)
+	img := cardImage(t, map[string][]byte{"journal.jsonl": long})
+	code, stdout, stderr := runCLI("report", img)
+	if code != exitOK {
+		t.Fatalf("report: exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"journal line 2 is longer than 1048576 bytes (1 MiB), skipped", "preflight  done", "arm64      skip"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q:\n%s", want, stdout)
+		}
+	}
+	code, stdout, _ = runCLI("inspect", img)
+	if !strings.Contains(stdout, "journal line 2 is longer than") || !strings.Contains(stdout, "install journal:") {
+		t.Errorf("inspect: exit %d, lacks the long line or the journal:\n%s", code, stdout)
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
+	"github.com/nixpi/nixpi/firstboot/termtext"
 )
 
 func restoreCardFlags() *pflag.FlagSet {
@@ -35,11 +36,17 @@ func runRestoreCard(c *cli, args []string) int {
 	if err != nil {
 		return c.fail(fmt.Errorf("restore-card: %w", err))
 	}
-	fmt.Fprintf(c.stdout, "%s: %d boot files back at the root from %s/", path, len(r.Moved), cardpath.Retired)
+	// The names and the boot order come from the card's retired.json: one
+	// escaped line each (termtext), as every value from a card.
+	fmt.Fprintf(c.stdout, "%s: %d boot files back at the root from %s/", termtext.Line(path), len(r.Moved), cardpath.Retired)
 	if len(r.Removed) > 0 {
-		fmt.Fprintf(c.stdout, "; removed the staged EEPROM update (%s)", strings.Join(r.Removed, " "))
+		removed := make([]string, len(r.Removed))
+		for i, n := range r.Removed {
+			removed[i] = termtext.Line(n)
+		}
+		fmt.Fprintf(c.stdout, "; removed the staged EEPROM update (%s)", strings.Join(removed, " "))
 	}
 	fmt.Fprintln(c.stdout)
-	fmt.Fprintf(c.stdout, "the card boots Raspberry Pi OS again; the Pi's bootloader keeps BOOT_ORDER %s, so with this card in it boots the card first when the order tries SD first.\n", r.Manifest.BootOrder)
+	fmt.Fprintf(c.stdout, "the card boots Raspberry Pi OS again; the Pi's bootloader keeps BOOT_ORDER %s, so with this card in it boots the card first when the order tries SD first.\n", termtext.Line(r.Manifest.BootOrder))
 	return exitOK
 }

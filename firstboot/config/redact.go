@@ -27,7 +27,9 @@ var assignmentRE = regexp.MustCompile(`(?m)(?:^|[\s.{,])(` +
 
 // secretValue is where a file sets a secret key, and what it says.
 type secretValue struct {
-	start, end int // the value's bytes in the file
+	key        string // as TOML reads it: "psk", "password_hash"
+	keyStart   int    // the key's first byte as written
+	start, end int    // the value's bytes in the file
 	// values are the value as written (without its quotes) and as TOML
 	// reads it, when they differ: an error may quote either.
 	values []string
@@ -37,6 +39,41 @@ type secretValue struct {
 	firstLine, lastLine int
 }
 
+// IsSecretKey says whether key (a key's last part as TOML reads it, after
+// its quotes and escapes) holds a secret.
+func IsSecretKey(key string) bool { return slices.Contains(secretKeyNames, key) }
+
+// SecretAssignment is where a config's text sets a secret key, found
+// however TOML spells the key ("psk", 'psk', "p\u0073k", wlan."psk", in an
+// inline table) and in a file that does not parse (torn, hand-edited).
+type SecretAssignment struct {
+	Key string // as TOML reads it: "psk" or "password_hash"
+	// LineStart says the key is the first thing on its line (a plain
+	// KEY = VALUE line, not a dotted key or an inline table).
+	LineStart bool
+	// FirstLine and LastLine (from 1) are the lines the value spans.
+	FirstLine, LastLine int
+	// Values are the value as written (without its quotes) and as TOML
+	// reads it, when they differ.
+	Values []string
+}
+
+// SecretAssignments finds every secret key the text of a config sets: the
+// one recognition redaction, ChangeDigest and the Pi's scrub share.
+func SecretAssignments(data []byte) []SecretAssignment {
+	var out []SecretAssignment
+	for _, s := range secretValues(data) {
+		lineStart := bytes.LastIndexByte(data[:s.keyStart], '\n') + 1
+		out = append(out, SecretAssignment{
+			Key:       s.key,
+			LineStart: len(bytes.TrimLeft(data[lineStart:s.keyStart], " \t")) == 0,
+			FirstLine: s.firstLine, LastLine: s.lastLine,
+			Values: slices.Clone(s.values),
+		})
+	}
+	return out
+}
+
 // secretValues finds every value written for a secret key. An unquoted one
 // is not TOML and runs to the end of its line: all of it may be the secret.
 func secretValues(data []byte) []secretValue {
@@ -44,7 +81,7 @@ func secretValues(data []byte) []secretValue {
 	prevEnd := 0
 	for _, m := range assignmentRE.FindAllSubmatchIndex(data, -1) {
 		start, end := m[4], m[5]
-		if start < prevEnd || !slices.Contains(secretKeyNames, keyName(string(data[m[2]:m[3]]))) {
+		if start < prevEnd || !IsSecretKey(keyName(string(data[m[2]:m[3]]))) {
 			continue
 		}
 		raw := string(data[start:end])
@@ -53,7 +90,7 @@ func secretValues(data []byte) []secretValue {
 			raw = string(data[start:end])
 		}
 		prevEnd = end
-		s := secretValue{start: start, end: end, text: string(data[start:lineEnd(data, end)])}
+		s := secretValue{key: keyName(string(data[m[2]:m[3]])), keyStart: m[2], start: start, end: end, text: string(data[start:lineEnd(data, end)])}
 		s.firstLine = 1 + bytes.Count(data[:start], []byte("\n"))
 		s.lastLine = s.firstLine + strings.Count(raw, "\n")
 		add := func(v string) {

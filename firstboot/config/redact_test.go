@@ -130,3 +130,18 @@ func TestChangeDigestIgnoresSecretsHoweverSpelled(t *testing.T) {
 		}
 	}
 }
+
+// SecretAssignments names each secret key as TOML reads it, where it is
+// and whether it starts its line, however the key is spelled.
+func TestSecretAssignments(t *testing.T) {
+	t.Parallel()
+	data := "schema = 1\n[wlan]\n  \"p\\u0073k\" = \"a b c d\"\n[[users]]\nname = \"x\"\n'password_hash' = \"\"\"\nh1\nh2\"\"\"\nwlan.\"psk\" = \"e f\"\n"
+	var got []string
+	for _, a := range SecretAssignments([]byte(data)) {
+		got = append(got, fmt.Sprintf("%s %v %d-%d %q", a.Key, a.LineStart, a.FirstLine, a.LastLine, a.Values))
+	}
+	want := []string{`psk true 3-3 ["a b c d"]`, `password_hash true 6-8 ["h1\nh2"]`, `psk false 9-9 ["e f"]`}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -166,33 +166,71 @@ type Journal struct {
 	// Newer counts lines a later journal version wrote in a shape this
 	// reader does not know (not torn: whole JSON objects).
 	Newer int
+	// TooLong are the numbers (from 1) of the lines longer than MaxLine,
+	// skipped unread: no Pi writes one, and the rest is still read.
+	TooLong []int
 }
 
-// Read parses journal lines. Lines that do not parse are counted, not fatal.
+// MaxLine bounds one journal line. The journal is read line by line, so a
+// damaged or hostile card's long line costs at most this much memory and
+// is reported on its own; the lines around it still count.
+const MaxLine = 1 << 20
+
+// TooLongLine is how a line over MaxLine is reported.
+func TooLongLine(n int) string {
+	return fmt.Sprintf("journal line %d is longer than %d bytes (1 MiB), skipped: no Pi writes such a line, so the card is damaged or was written by something else", n, MaxLine)
+}
+
+// Read parses journal lines. Lines that do not parse, or are longer than
+// MaxLine, are counted, not fatal; only a read error is.
 func Read(r io.Reader) (*Journal, error) {
 	j := &Journal{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64*1024), 16<<20)
-	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
-			continue
-		}
-		var e Entry
-		if err := json.Unmarshal(line, &e); err != nil || e.Step == "" || e.Event == "" {
-			if isNewer(line) {
-				j.Newer++
-			} else {
-				j.Skipped++
+	br := bufio.NewReaderSize(r, 64*1024)
+	var buf []byte
+	for n := 1; ; n++ {
+		buf = buf[:0]
+		tooLong := false
+		var err error
+		for {
+			var chunk []byte
+			chunk, err = br.ReadSlice('\n')
+			size := len(buf) + len(bytes.TrimSuffix(chunk, []byte("\n")))
+			if !tooLong && size > MaxLine {
+				tooLong, buf = true, buf[:0]
 			}
-			continue
+			if !tooLong {
+				buf = append(buf, chunk...)
+			}
+			if !errors.Is(err, bufio.ErrBufferFull) {
+				break
+			}
 		}
-		j.Entries = append(j.Entries, e)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("journal: line %d: %w", n, err)
+		}
+		if tooLong {
+			j.TooLong = append(j.TooLong, n)
+		} else if line := bytes.TrimSpace(buf); len(line) > 0 {
+			j.add(line)
+		}
+		if err != nil { // io.EOF
+			return j, nil
+		}
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("journal: %w", err)
+}
+
+// add takes one line that fits.
+func (j *Journal) add(line []byte) {
+	var e Entry
+	if err := json.Unmarshal(line, &e); err != nil || e.Step == "" || e.Event == "" {
+		if isNewer(line) {
+			j.Newer++
+		} else {
+			j.Skipped++
+		}
+		return
 	}
-	return j, nil
+	j.Entries = append(j.Entries, e)
 }
 
 // isNewer says whether line is a whole JSON object whose "v" is a version
@@ -294,7 +332,7 @@ func Print(w io.Writer, j *Journal) error {
 	case len(j.Entries) > 0:
 	case j.Skipped > 0:
 		fmt.Fprintf(bw, "no journal entry could be read: %d line(s) are not journal lines: the file is damaged or not a nixpi journal\n", j.Skipped)
-	case j.Newer == 0:
+	case j.Newer == 0 && len(j.TooLong) == 0:
 		fmt.Fprintln(bw, "journal is empty: the Pi has not started the install yet")
 	}
 	for _, e := range j.Entries {
@@ -302,6 +340,9 @@ func Print(w io.Writer, j *Journal) error {
 	}
 	if j.Skipped > 0 && len(j.Entries) > 0 {
 		fmt.Fprintf(bw, "(%d unreadable line(s) skipped: a power cut can tear the last line written)\n", j.Skipped)
+	}
+	for _, n := range j.TooLong {
+		fmt.Fprintf(bw, "(%s)\n", TooLongLine(n))
 	}
 	if j.Newer > 0 {
 		fmt.Fprintf(bw, "(%d line(s) skipped that a newer nixpi wrote, journal version > %d: read the card with a newer nixpi)\n", j.Newer, Version)

@@ -3,6 +3,7 @@ package journal
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -278,5 +279,51 @@ func TestPrintAndHandOverKeepOneLine(t *testing.T) {
 	}
 	if !strings.Contains(text, `FAILED: busy\nINSTALL COMPLETE: NixOS runs from the SSD\x1b[2J`) || !strings.Contains(text, `retired    busy\nINSTALL`) {
 		t.Errorf("values not shown escaped:\n%s", text)
+	}
+}
+
+// A line longer than MaxLine (a 20 MB one, from damage or a hostile card)
+// is skipped and named by its number; the lines around it are still read,
+// and so is a line of exactly MaxLine bytes.
+func TestReadBoundsEachLineNotTheFile(t *testing.T) {
+	t.Parallel()
+	entry := func(step string) string {
+		return `{"v":1,"step":"` + step + `","event":"done","time":"2026-11-25T01:00:00Z","boot":1}` + "\n"
+	}
+	padded := entry("exact")
+	padded = padded[:len(padded)-2] + `,"x":"` + strings.Repeat("y", MaxLine-len(padded)-6) + `"}` + "\n"
+	if len(padded) != MaxLine+1 {
+		t.Fatalf("test line is %d bytes, want %d", len(padded), MaxLine+1)
+	}
+	data := entry("before") + strings.Repeat("x", 20<<20) + "\n" + entry("after") + padded + strings.Repeat("z", MaxLine+1)
+	j, err := Read(strings.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	for _, e := range j.Entries {
+		steps = append(steps, e.Step)
+	}
+	if strings.Join(steps, " ") != "before after exact" || fmt.Sprint(j.TooLong) != "[2 5]" || j.Skipped != 0 {
+		t.Errorf("steps %v, too long %v, skipped %d; want before after exact, [2 5], 0", steps, j.TooLong, j.Skipped)
+	}
+	var out strings.Builder
+	if err := Print(&out, j); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"journal line 2 is longer than 1048576 bytes (1 MiB), skipped", "journal line 5 is longer", "after"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("Print lacks %q:\n%s", want, out.String())
+		}
+	}
+	// Only too-long lines: not "empty", which would say the Pi never started.
+	j, err = Read(strings.NewReader(strings.Repeat("x", 2*MaxLine)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	Print(&out, j)
+	if strings.Contains(out.String(), "journal is empty") || !strings.Contains(out.String(), "journal line 1 is longer") {
+		t.Errorf("a journal of one long line prints:\n%s", out.String())
 	}
 }

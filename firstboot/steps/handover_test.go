@@ -689,3 +689,67 @@ func TestScrubCopiesManifestAndPSKAsSSID(t *testing.T) {
 		t.Error("not scrubbed")
 	}
 }
+
+// escapeSecretKeys spells the config's secret keys as TOML escapes them
+// ("p\u0073k"), which reads the same: the scrub must know them all the same.
+func escapeSecretKeys(t *testing.T, h *handoverEnv) []byte {
+	t.Helper()
+	path := h.Path(filepath.Join(h.BootDir, cardpath.Config))
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	escaped := strings.NewReplacer("psk = ", `"p\u0073k" = `, "password_hash = ", `"password\u005fhash" = `).Replace(string(orig))
+	if escaped == string(orig) || !strings.Contains(escaped, `"p\u0073k" = `) {
+		t.Fatalf("no secret key to escape in:\n%s", orig)
+	}
+	if _, err := config.Parse(cardpath.Config, []byte(escaped)); err != nil {
+		t.Fatalf("escaped config does not parse: %v", err)
+	}
+	h.put(t, filepath.Join(h.BootDir, cardpath.Config), escaped)
+	return []byte(escaped)
+}
+
+// Escaped keys are scrubbed by the line edit (the rest of the file stays
+// as it was), as config recognises them.
+func TestScrubEscapedKeys(t *testing.T) {
+	t.Parallel()
+	h := newHandoverEnv(t, "0xf41", shippedBootloaderConfig, "2023-01-11")
+	escaped := escapeSecretKeys(t, h)
+	h.put(t, filepath.Join(h.BootDir, cardpath.Config), "# kept: the owner's note\n"+string(escaped))
+	if err := NewScrub().Run(context.Background(), h.Env); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(h.Path(filepath.Join(h.BootDir, cardpath.Config)))
+	for _, secret := range []string{"correct horse battery", h.Config.Users[0].PasswordHash.Reveal()} {
+		if strings.Contains(string(got), secret) {
+			t.Errorf("the scrubbed config still holds a secret:\n%s", got)
+		}
+	}
+	for _, want := range []string{"# kept: the owner's note", "# psk removed by nixpi", "# password_hash removed by nixpi"} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("scrubbed config lacks %q (written canonically instead of line by line?):\n%s", want, got)
+		}
+	}
+}
+
+// After a power cut tore a config whose keys are escaped, the rerun still
+// finds its secrets' values, and with them an editor's copy to remove.
+func TestScrubTornEscapedKeys(t *testing.T) {
+	t.Parallel()
+	h := newHandoverEnv(t, "0xf41", shippedBootloaderConfig, "2023-01-11")
+	card := h.Path(h.BootDir)
+	escaped := escapeSecretKeys(t, h)
+	cutAt(t, h.Env, "scrub: wrote "+cardpath.ConfigScrubbed, func() error { return NewScrub().Run(context.Background(), h.Env) })
+	h.CrashPoint = nil
+	// What is left does not parse; the copy an editor left beside it holds
+	// the Wi-Fi key.
+	h.put(t, filepath.Join(h.BootDir, cardpath.Config), string(escaped)+"\n[torn")
+	h.put(t, filepath.Join(h.BootDir, cardpath.Dir, "nixpi.toml.bak"), "[wlan]\npsk = \"correct horse battery\"\n")
+	if err := NewScrub().Run(context.Background(), h.Env); err != nil {
+		t.Fatal(err)
+	}
+	if in := cardHolds(t, card, "correct horse battery"); len(in) > 0 {
+		t.Errorf("the Wi-Fi key is still in %v", in)
+	}
+}

@@ -182,12 +182,12 @@ func secretsOfTorn(card string, scrubbed []byte) ([]string, error) {
 	if cfg, err := config.Parse(cardpath.Config, data); err == nil {
 		return secretValues(cfg), nil
 	}
-	// Torn: nothing to parse; the copies are found by the lines' values.
+	// Torn: nothing to parse; the copies are found by the values of the
+	// secret keys config recognises in what is left, however spelled.
 	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if m := secretRE.FindStringSubmatch(line); m != nil {
-			_, v, _ := strings.Cut(line, "=")
-			if v = strings.Trim(strings.TrimSpace(v), `"'`); v != "" && !bytes.Contains(scrubbed, []byte(v)) {
+	for _, a := range config.SecretAssignments(data) {
+		for _, v := range a.Values {
+			if !bytes.Contains(scrubbed, []byte(v)) && !slices.Contains(out, v) {
 				out = append(out, v)
 			}
 		}
@@ -310,10 +310,7 @@ func logins(cfg *config.Config) []string {
 	return out
 }
 
-var (
-	tableRE  = regexp.MustCompile(`^\s*\[\[?\s*([A-Za-z_."]+?)\s*\]\]?\s*(#.*)?$`)
-	secretRE = regexp.MustCompile(`^(\s*)["']?(password_hash|psk)["']?\s*=`)
-)
+var tableRE = regexp.MustCompile(`^\s*\[\[?\s*([A-Za-z_."]+?)\s*\]\]?\s*(#.*)?$`)
 
 // scrubConfig rewrites the config's text: each secret line becomes a note,
 // and a [[users]] entry whose only login was a password hash is commented
@@ -363,11 +360,30 @@ func scrubConfig(cfg *config.Config, data []byte) ([]byte, error) {
 }
 
 func scrubLines(cfg *config.Config, data []byte) []byte {
+	// The lines that set a secret, as config recognises its key however
+	// TOML spells it ("p\u0073k" too): the first line of each, and the
+	// lines a multi-line value continues on.
+	first := map[int]config.SecretAssignment{}
+	continued := map[int]bool{}
+	for _, a := range config.SecretAssignments(data) {
+		if !a.LineStart {
+			continue // a dotted key or an inline table: written canonically instead
+		}
+		first[a.FirstLine] = a
+		for n := a.FirstLine + 1; n <= a.LastLine; n++ {
+			continued[n] = true
+		}
+	}
 	lines := strings.SplitAfter(string(data), "\n")
 	var out strings.Builder
 	table, user := "", -1
-	commentOut := false
-	for _, line := range lines {
+	commentOut, dropping := false, false
+	for i, line := range lines {
+		n := i + 1
+		if dropping && continued[n] {
+			continue
+		}
+		dropping = false
 		if m := tableRE.FindStringSubmatch(line); m != nil {
 			table = m[1]
 			commentOut = false
@@ -380,10 +396,12 @@ func scrubLines(cfg *config.Config, data []byte) []byte {
 				}
 			}
 		}
-		if m := secretRE.FindStringSubmatch(line); m != nil && (m[2] == "psk" && table == "wlan" || m[2] == "password_hash" && table == "users") {
+		if a, ok := first[n]; ok && (a.Key == "psk" && table == "wlan" || a.Key == "password_hash" && table == "users") {
 			if !commentOut {
-				fmt.Fprintf(&out, "%s# %s %s\n", m[1], m[2], scrubNote)
+				indent := line[:len(line)-len(strings.TrimLeft(line, " \t"))]
+				fmt.Fprintf(&out, "%s# %s %s\n", indent, a.Key, scrubNote)
 			}
+			dropping = true
 			continue
 		}
 		if commentOut && strings.TrimSpace(line) != "" {
