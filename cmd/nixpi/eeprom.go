@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"time"
 
@@ -135,7 +134,7 @@ func (c *cli) eepromConfig(args []string) int {
 	}
 	if !writing {
 		if a.out != "" {
-			if sameFile(a.out, imagePath) {
+			if same, _ := builder.SamePath(a.out, imagePath); same {
 				return c.fail(fmt.Errorf("eeprom config: --out %q is IMAGE itself and would be replaced by its config: to change the image, pass --config or --set too", a.out))
 			}
 			return c.writeOut("config", a.out, im.Config(), a.force, builder.Input{What: "IMAGE", Path: imagePath})
@@ -239,12 +238,6 @@ func (c *cli) eepromDigest(args []string) int {
 // signature, a key): an EEPROM file holds at most eeprom.MaxFileSize bytes,
 // and the bound leaves room for SetConfig to say how much too large one is.
 const maxEepromFile = 64 << 10
-
-func sameFile(a, b string) bool {
-	fa, errA := os.Stat(a)
-	fb, errB := os.Stat(b)
-	return errA == nil && errB == nil && os.SameFile(fa, fb)
-}
 
 func loadImage(path string) (*eeprom.Image, error) {
 	data, err := inputfile.Read(path, "a bootloader EEPROM image (a Pi 4's is 512 KiB)", eeprom.MaxImageSize)
