@@ -40,17 +40,16 @@ func runEeprom(c *cli, args []string) int {
 	if len(args) == 0 {
 		return c.eepromUsage("eeprom needs a subcommand: config or digest")
 	}
-	switch sub, rest := args[0], args[1:]; sub {
-	case "config":
-		return c.eepromConfig(rest)
-	case "digest":
-		return c.eepromDigest(rest)
+	switch args[0] {
 	case "-h", "--help", "help":
 		fmt.Fprint(c.stdout, eepromUsage)
 		return exitOK
-	default:
-		return c.eepromUsage(fmt.Sprintf("unknown eeprom subcommand %q", sub))
 	}
+	sub, ok := findSubcommand("eeprom", args[0])
+	if !ok {
+		return c.eepromUsage(fmt.Sprintf("unknown eeprom subcommand %q (it has %s)", args[0], subcommandNames("eeprom")))
+	}
+	return sub.run(c, args[1:])
 }
 
 func (c *cli) eepromUsage(msg string) int {
