@@ -106,6 +106,9 @@ func (c *cli) eepromConfig(args []string) int {
 		if err != nil {
 			return c.fail(usagef("eeprom config --set: %w", err))
 		}
+		if w := eeprom.UnknownKeyWarning(s.Key); w != "" {
+			fmt.Fprintf(c.stderr, "nixpi: warning: eeprom config --set: %s\n", w)
+		}
 		settings = append(settings, s)
 	}
 	signing := a.digest != "" || a.pubkey != ""
@@ -161,6 +164,9 @@ func (c *cli) eepromConfig(args []string) int {
 		sig, err := inputfile.Read(a.digest, "a bootconf.sig", maxEepromFile)
 		if err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
+		}
+		if err := eeprom.CheckSig(sig, cfg); err != nil {
+			return c.fail(fmt.Errorf("eeprom config: --digest %q is not for --config %q: %w; sign the config you pass (rpi-eeprom-digest -k KEY -i %s -o SIG), or pass the config it signs", a.digest, a.config, err, a.config))
 		}
 		if err := im.SetFile(eeprom.BootconfSig, sig); err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %q: %w", imagePath, err))
