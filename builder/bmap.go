@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -87,29 +88,94 @@ func mapImage(r io.ReaderAt, name string, size int64, data []Range, skipZeros bo
 			}
 		}
 	}
-	add(0, 512)
-	if t, err := baseimage.ReadTable(r); err == nil && !t.GPT {
-		for _, p := range t.Partitions {
-			if p.End() > size {
-				continue // not ours to judge: nothing of it is on the image
+	needed, err := filesystemRanges(r, name, size)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range needed {
+		add(n.Start, n.End)
+	}
+	return mergeRanges(found), nil
+}
+
+// neededRange is a range of an image that a card's partition table or
+// one of its filesystems is read from, zero or not, and what reads it.
+type neededRange struct {
+	Range
+	what string
+}
+
+// filesystemRanges is the part of MappedRanges' rule that does not look
+// at the image's bytes as data: the MBR, and of every partition of an MBR
+// table that the image holds whole, the FAT's reserved sectors, FATs and
+// allocated clusters, or the blocks the ext4 bitmaps mark in use. A card
+// lacking any of them reads whatever the card held before there.
+func filesystemRanges(r io.ReaderAt, name string, size int64) ([]neededRange, error) {
+	needed := []neededRange{{Range{0, min(512, size)}, "the partition table"}}
+	t, err := baseimage.ReadTable(r)
+	if err != nil || t.GPT {
+		return needed, nil
+	}
+	for _, p := range t.Partitions {
+		if p.End() > size {
+			continue // not ours to judge: nothing of it is on the image
+		}
+		var rs [][2]int64
+		what := fmt.Sprintf("partition %d's FAT", p.Index)
+		switch {
+		case baseimage.IsFAT(p.Type):
+			if rs, err = fatfs.AllocatedRanges(r, p.Start); err != nil {
+				return nil, fmt.Errorf("map %q: partition %d: %w", name, p.Index, err)
 			}
-			var rs [][2]int64
-			switch {
-			case baseimage.IsFAT(p.Type):
-				if rs, err = fatfs.AllocatedRanges(r, p.Start); err != nil {
-					return nil, fmt.Errorf("map %q: partition %d: %w", name, p.Index, err)
-				}
-			default:
-				if rs, _, err = ext4Allocated(r, p.Start, p.Size); err != nil {
-					return nil, fmt.Errorf("map %q: partition %d: %w", name, p.Index, err)
-				}
+		default:
+			what = fmt.Sprintf("partition %d's ext4", p.Index)
+			if rs, _, err = ext4Allocated(r, p.Start, p.Size); err != nil {
+				return nil, fmt.Errorf("map %q: partition %d: %w", name, p.Index, err)
 			}
-			for _, r := range rs {
-				add(r[0], min(r[1], p.End()))
+		}
+		for _, r := range rs {
+			if end := min(r[1], p.End()); r[0] < end {
+				needed = append(needed, neededRange{Range{r[0], end}, what})
 			}
 		}
 	}
-	return mergeRanges(found), nil
+	return needed, nil
+}
+
+// checkBmapCovers refuses a bmap of the image r (named image) that leaves out bytes its
+// partition table or filesystems are read from (filesystemRanges): flashed
+// from it, a card would hold the old card's bytes there, a card without a
+// boot partition from a bmap of the MBR only, and its read-back would still
+// pass, since it checks only what the bmap maps.
+func checkBmapCovers(r io.ReaderAt, image, bmap string, size int64, ranges []MappedRange) error {
+	needed, err := filesystemRanges(r, image, size)
+	if err != nil {
+		return err
+	}
+	for _, n := range needed {
+		if gap, ok := firstGap(n.Range, ranges); ok {
+			return fmt.Errorf("bmap %q does not map bytes %d-%d, which %s is read from: a card flashed from it would keep the old card's bytes there (a bmap of the MBR only gives a card with no boot partition); rebuild the image with nixpi build, which writes a complete .bmap, or remove %q to flash the image's data ranges",
+				bmap, gap.Start, gap.End, n.what, bmap)
+		}
+	}
+	return nil
+}
+
+// firstGap is the first part of need that no range of have (sorted,
+// apart) covers.
+func firstGap(need Range, have []MappedRange) (Range, bool) {
+	pos := need.Start
+	i := sort.Search(len(have), func(i int) bool { return have[i].End > pos })
+	for ; i < len(have) && pos < need.End; i++ {
+		if have[i].Start > pos {
+			return Range{pos, min(have[i].Start, need.End)}, true
+		}
+		pos = have[i].End
+	}
+	if pos < need.End {
+		return Range{pos, need.End}, true
+	}
+	return Range{}, false
 }
 
 func isZeroBlock(p []byte) bool { return len(p) == 0 || p[0] == 0 && bytes.Equal(p[1:], p[:len(p)-1]) }

@@ -93,7 +93,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Config == "" {
 		return nil, fmt.Errorf("no install config: pass --config nixpi.toml (`nixpi config init > nixpi.toml` writes an example)")
 	}
-	if err := checkOutput(opts.Out, opts.Base, opts.Force); err != nil {
+	if err := checkOutput(opts); err != nil {
 		return nil, err
 	}
 	if opts.DeviceBinary == nil {

@@ -36,8 +36,8 @@ func writeCard(ctx context.Context, f *os.File, base *baseimage.Base, files card
 }
 
 func writeCardFiles(ctx context.Context, fsys *fatfs.FS, base *baseimage.Base, files cardFiles) error {
-	if fsys.Exists(cardpath.Dir) {
-		return fmt.Errorf("the base already has a nixpi/ directory on its boot partition: it is a nixpi card, not a stock image; build from the original Raspberry Pi OS image")
+	if err := refuseNixpiCard(fsys); err != nil {
+		return err
 	}
 	m := files.manifest
 	epoch, from, err := buildEpoch(files.epoch, fsys)
@@ -88,6 +88,17 @@ func writeCardFiles(ctx context.Context, fsys *fatfs.FS, base *baseimage.Base, f
 	}
 	if err := fsys.WriteFile(cardpath.Manifest, manifest, fatTime); err != nil {
 		return fmt.Errorf("boot partition: write %s: %w", cardpath.Manifest, err)
+	}
+	return nil
+}
+
+// refuseNixpiCard refuses a base whose boot partition carries nixpi
+// already: a card made from it would hold two installs' files, or a
+// retired card's. Build and flash --base (before its first write) both
+// ask it.
+func refuseNixpiCard(fsys *fatfs.FS) error {
+	if fsys.Exists(cardpath.Dir) {
+		return fmt.Errorf("the base already has a nixpi/ directory on its boot partition: it is a nixpi card, not a stock image; build from the original Raspberry Pi OS image")
 	}
 	return nil
 }

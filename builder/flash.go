@@ -263,13 +263,17 @@ func checkImageSum(image *flashImage) error {
 }
 
 // flashRanges is what to write: the ranges of the bmap when there is
-// one, else every range of the image that is not a hole, and the blocks
+// one (refused unless they cover what the card's partition table and
+// filesystems are read from), else every range of the image that is not a hole, and the blocks
 // its FAT and ext4 filesystems may read though they are holes in the
 // image (MappedRanges' rule, without skipping zero data).
 func flashRanges(img *os.File, bmap string, size int64) ([]MappedRange, bool, error) {
 	if bmap != "" {
 		ranges, err := ReadBmap(bmap, size)
 		if err == nil {
+			if err := checkBmapCovers(img, img.Name(), bmap, size, ranges); err != nil {
+				return nil, false, err
+			}
 			return ranges, true, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {

@@ -733,3 +733,83 @@ func requireMappedEqual(t *testing.T, want, got string, ranges []MappedRange, wh
 		}
 	}
 }
+
+// TestFlashRefusesBeforeWriting: what flash can know is wrong before its
+// first write is refused then, the disk as it was: a --sha256 the image
+// does not have (also with a .bmap, whose range hashes check only what is
+// written), a .bmap that leaves out what the card's filesystems read (the
+// MBR only), and, building onto the disk, a base that is a nixpi card
+// already or a --sha256 the base does not have.
+func TestFlashRefusesBeforeWriting(t *testing.T) {
+	t.Parallel()
+	img, size := builtCard(t)
+	wrong := strings.Repeat("ab", 32)
+	mbrOnly := filepath.Join(t.TempDir(), "card.img")
+	sh(t, "cp", "--sparse=always", img, mbrOnly)
+	f, err := os.Open(mbrOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := EncodeBmap(f, size, []Range{{0, BmapBlockSize}})
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, mbrOnly+".bmap", b)
+	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
+	build := func(base, sha string) Options {
+		o := testOptions(t, base, filepath.Join(t.TempDir(), "unused.img"))
+		o.SHA256 = sha
+		return o
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(dev string) error
+		want []string
+	}{
+		{"--sha256 with a .bmap", func(dev string) error {
+			o := loopFlash(img, dev)
+			o.SHA256 = wrong
+			_, err := Flash(context.Background(), o)
+			return err
+		}, []string{"checksum mismatch", wrong, "--sha256"}},
+		{"--sha256 without a .bmap", func(dev string) error {
+			plain := filepath.Join(t.TempDir(), "card.img")
+			sh(t, "cp", "--sparse=always", img, plain)
+			o := loopFlash(plain, dev)
+			o.SHA256 = wrong
+			_, err := Flash(context.Background(), o)
+			return err
+		}, []string{"checksum mismatch", wrong}},
+		{"a bmap of the MBR only", func(dev string) error {
+			_, err := Flash(context.Background(), loopFlash(mbrOnly, dev))
+			return err
+		}, []string{fmt.Sprintf("bmap %q does not map bytes ", mbrOnly+".bmap"), "partition 1's FAT", "rebuild the image with nixpi build", "or remove"}},
+		{"--base that is a nixpi card", func(dev string) error {
+			_, _, err := BuildAndFlash(context.Background(), build(img, ""), loopFlash("", dev))
+			return err
+		}, []string{"already has a nixpi/ directory", "DEV was not changed"}},
+		{"--base with a --sha256 it does not have", func(dev string) error {
+			_, _, err := BuildAndFlash(context.Background(), build(base, wrong), loopFlash("", dev))
+			return err
+		}, []string{"checksum mismatch", wrong}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dev := loopDevice(t, size, true)
+			before := fileSum(t, dev, size)
+			err := tc.run(dev)
+			for _, want := range tc.want {
+				want = strings.ReplaceAll(want, "DEV", dev)
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("%v, want an error saying %q", err, want)
+				}
+			}
+			if errors.Is(err, ErrCardIncomplete) {
+				t.Errorf("refused after writing: %v", err)
+			}
+			if fileSum(t, dev, size) != before {
+				t.Errorf("the refusal changed %s", dev)
+			}
+		})
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nixpi/nixpi/assets"
 	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/builder/source"
 )
 
@@ -56,6 +57,13 @@ func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Res
 		return nil, nil, err
 	}
 	defer src.Close()
+	if build.SHA256 != "" {
+		// Asked for, so compared before the disk is written (a local
+		// base; a URL is read once, and compared as it is).
+		if _, err := src.VerifyFirst(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
 	dev, err := disk.claim(flash, logf)
 	if err != nil {
 		return nil, nil, err
@@ -280,7 +288,9 @@ func (s *streamedImage) flush() error {
 	if n%s.disk.LogicalBlock != 0 || off%s.disk.LogicalBlock != 0 {
 		return fmt.Errorf("the image's bytes %d-%d do not fall on the %d-byte blocks of %s: is the base a disk image?", off, off+n, s.disk.LogicalBlock, s.disk.Path)
 	}
-	s.started = true
+	if err := s.start(); err != nil {
+		return err
+	}
 	s.jobs <- streamJob{s.buf[:n], off}
 	s.buf = <-s.free
 	if last := len(s.written) - 1; last >= 0 && s.written[last].End == off {
@@ -288,6 +298,30 @@ func (s *streamedImage) flush() error {
 	} else {
 		s.written = append(s.written, Range{off, off + n})
 	}
+	return nil
+}
+
+// start comes before every write to the disk, and checks, before the
+// first, the boot partition in head, whole by then (the decoder writes in
+// order, and the disk takes only what comes after head): a base that is
+// not one a card is made from, one that carries nixpi already included,
+// is refused with the disk unchanged, as Build refuses it.
+func (s *streamedImage) start() error {
+	if s.started {
+		return nil
+	}
+	base, err := baseimage.InspectBoot(s.head)
+	if err != nil {
+		return fmt.Errorf("%w; %s was not changed", err, s.disk.Path)
+	}
+	fsys, err := fatfs.OpenReadOnly(s.head, base.Boot.Start, base.Boot.Size)
+	if err != nil {
+		return fmt.Errorf("base image: boot partition: %w; %s was not changed", err, s.disk.Path)
+	}
+	if err := refuseNixpiCard(fsys); err != nil {
+		return fmt.Errorf("%w; %s was not changed", err, s.disk.Path)
+	}
+	s.started = true
 	return nil
 }
 
@@ -428,7 +462,9 @@ func (s *streamedImage) writeRanges(ctx context.Context, ranges []Range, from, t
 			if _, err := (view{s: s}).ReadAt(b, off); err != nil {
 				return fmt.Errorf("read the image at byte %d: %w", off, err)
 			}
-			s.started = true
+			if err := s.start(); err != nil {
+				return err
+			}
 			if err := s.writeChunk(b, off, false); err != nil {
 				return err
 			}

@@ -21,7 +21,8 @@ type flashImage struct {
 // openFlashImage takes IMAGE as build takes a base: a path or http(s)
 // URL, raw or compressed, checked against --sha256 or IMAGE.sha256. A
 // local raw image is used in place; anything else is decoded, sparsely,
-// into a temporary file in tempDir (removed by remove).
+// into a temporary file in tempDir (removed by remove), and checked as it
+// is. A --sha256 is compared before anything is written, always.
 func openFlashImage(ctx context.Context, opts FlashOptions, logf func(string, ...any)) (*flashImage, error) {
 	src, err := source.Open(ctx, opts.Image, source.Options{SHA256: opts.SHA256, TempDir: opts.TempDir, Log: opts.Log})
 	if err != nil {
@@ -29,7 +30,16 @@ func openFlashImage(ctx context.Context, opts FlashOptions, logf func(string, ..
 	}
 	defer src.Close()
 	if src.Format == source.Raw && !source.IsURL(opts.Image) {
-		return &flashImage{path: opts.Image, bmap: opts.Image + ".bmap", sha256: src.Checksum, checksumOrigin: src.ChecksumOrigin, remove: func() {}}, nil
+		img := &flashImage{path: opts.Image, bmap: opts.Image + ".bmap", sha256: src.Checksum, checksumOrigin: src.ChecksumOrigin, remove: func() {}}
+		if opts.SHA256 != "" {
+			// Asked for: compared before the disk is written, whatever
+			// else (a .bmap's range hashes) checks the bytes written.
+			if _, err := src.VerifyFirst(ctx); err != nil {
+				return nil, fmt.Errorf("image: %w", err)
+			}
+			img.sha256 = ""
+		}
+		return img, nil
 	}
 	tmp, err := os.CreateTemp(opts.TempDir, ".nixpi-flash-*.img")
 	if err != nil {

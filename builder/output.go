@@ -33,15 +33,8 @@ func CheckOutput(out string, force bool, inputs ...Input) error {
 	if out == "" {
 		return errors.New("no output path: pass --out OUT")
 	}
-	for _, in := range inputs {
-		if in.Path == "" || source.IsURL(in.Path) {
-			continue // nothing local to overwrite
-		}
-		if same, err := samePath(out, in.Path); err != nil {
-			return err
-		} else if same {
-			return fmt.Errorf("output %q is %s: nixpi never overwrites its input, choose another --out", out, in.What)
-		}
+	if err := notAnInput(out, "", inputs); err != nil {
+		return err
 	}
 	dir := filepath.Dir(out)
 	if st, err := os.Stat(dir); err != nil {
@@ -65,9 +58,49 @@ func CheckOutput(out string, force bool, inputs ...Input) error {
 	return nil
 }
 
-// checkOutput is CheckOutput for a build's OUT.
-func checkOutput(out, base string, force bool) error {
-	return CheckOutput(out, force, Input{"the base image", base})
+// notAnInput refuses out when it is one of inputs (URLs are skipped:
+// nothing local to overwrite). beside, when set, says out is a file
+// written beside --out (OUT.sha256).
+func notAnInput(out, beside string, inputs []Input) error {
+	for _, in := range inputs {
+		if in.Path == "" || source.IsURL(in.Path) {
+			continue
+		}
+		if same, err := SamePath(out, in.Path); err != nil {
+			return err
+		} else if same {
+			if beside != "" {
+				return fmt.Errorf("output %q, written beside --out %q, is %s: nixpi never overwrites its input, choose another --out", out, beside, in.What)
+			}
+			return fmt.Errorf("output %q is %s: nixpi never overwrites its input, choose another --out", out, in.What)
+		}
+	}
+	return nil
+}
+
+// inputs are the files a build reads: the base, the checksum file beside
+// it, and the config.
+func (o Options) inputs() []Input {
+	return []Input{
+		{"the base image", o.Base},
+		{"the base image's checksum file", o.Base + ".sha256"},
+		{"the install config", o.Config},
+	}
+}
+
+// checkOutput is CheckOutput for a build's OUT, and neither OUT nor a
+// file written beside it (OUT.sha256, OUT.bmap) is one of its inputs.
+func checkOutput(opts Options) error {
+	inputs := opts.inputs()
+	if err := CheckOutput(opts.Out, opts.Force, inputs...); err != nil {
+		return err
+	}
+	for _, ext := range []string{".sha256", ".bmap"} { // Commit's, Build's
+		if err := notAnInput(opts.Out+ext, opts.Out, inputs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WriteFile writes a small output (not a card) by the same rules as OUT:
@@ -90,9 +123,10 @@ func WriteFile(path string, data []byte, force bool) error {
 	return p.install(force)
 }
 
-// samePath says whether a and b name the same file: equal absolute paths,
-// or (both existing) the same inode, which catches links and bind mounts.
-func samePath(a, b string) (bool, error) {
+// SamePath says whether a and b name the same file: the same inode
+// (device and number) when both exist, which catches hard and symbolic
+// links and bind mounts, else equal cleaned absolute paths.
+func SamePath(a, b string) (bool, error) {
 	absA, err := filepath.Abs(a)
 	if err != nil {
 		return false, err

@@ -45,12 +45,59 @@ func TestCheckOutput(t *testing.T) {
 		{"url base", existing, "https://example.org/base.img.xz", true, ""},
 		{"empty", "", base, false, "--out"},
 	} {
-		err := checkOutput(tc.out, tc.base, tc.force)
+		err := checkOutput(Options{Out: tc.out, Base: tc.base, Force: tc.force})
 		if tc.wantErr == "" && err != nil {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 		if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 			t.Errorf("%s: error = %v, want %q", tc.name, err, tc.wantErr)
+		}
+	}
+}
+
+// TestCheckOutputNeverAnInput: neither OUT nor what is written beside it
+// (OUT.sha256, OUT.bmap) may be the base, its checksum file or the config,
+// however they are named: by path, through a link, or not existing yet.
+func TestCheckOutputNeverAnInput(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.img")
+	config := filepath.Join(dir, "nixpi.toml")
+	for _, p := range []string{base, base + ".sha256", config} {
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	configLink := filepath.Join(dir, "link.toml")
+	if err := os.Symlink(config, configLink); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(config, filepath.Join(dir, "alias.bmap")); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, out, base, config, want string
+	}{
+		{"OUT is the config", config, base, config, `output "` + config + `" is the install config`},
+		{"OUT is a link to the config", configLink, base, config, "is the install config"},
+		{"OUT is the config spelled differently", filepath.Join(sub, "..", "nixpi.toml"), base, config, "is the install config"},
+		{"OUT is the base's checksum file", base + ".sha256", base, config, "is the base image's checksum file"},
+		{"OUT.sha256 is the config", filepath.Join(dir, "nixpi"), base, filepath.Join(dir, "nixpi.sha256"), `output "` + filepath.Join(dir, "nixpi.sha256") + `", written beside --out`},
+		{"OUT.sha256 is the base", filepath.Join(dir, "card"), filepath.Join(dir, "card.sha256"), config, "is the base image"},
+		{"OUT.bmap is the config, not there yet", filepath.Join(dir, "new"), base, filepath.Join(dir, "new.bmap"), "is the install config"},
+		{"OUT.bmap is a link to the config", filepath.Join(dir, "alias"), base, config, "is the install config"},
+		{"none of them", filepath.Join(dir, "card.img"), base, config, ""},
+	} {
+		err := checkOutput(Options{Out: tc.out, Base: tc.base, Config: tc.config, Force: true})
+		if tc.want == "" && err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "choose another --out")) {
+			t.Errorf("%s: error = %v, want %q and how to go on", tc.name, err, tc.want)
 		}
 	}
 }

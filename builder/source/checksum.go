@@ -3,9 +3,12 @@ package source
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"path"
 	"path/filepath"
 	"strings"
@@ -92,4 +95,23 @@ func baseName(name string) string {
 		return path.Base(name)
 	}
 	return filepath.Base(name)
+}
+
+// VerifyFirst compares a local input with its expected checksum now, in
+// one read of it, for a caller that writes as it decodes (onto a disk) and
+// must refuse a wrong input before its first write. It says whether it
+// compared: a URL, which is read once, is compared as WriteTo or Stream
+// read it, and an input with no expected checksum is not.
+func (s *Source) VerifyFirst(ctx context.Context) (bool, error) {
+	if s.Checksum == "" || s.file == nil {
+		return false, nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, contextReader{ctx, io.NewSectionReader(s.file, 0, s.Size)}); err != nil {
+		return false, fmt.Errorf("read %q to check its sha256: %w", s.Name, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != s.Checksum {
+		return false, &ChecksumError{Name: s.Name, Expected: s.Checksum, Origin: s.ChecksumOrigin, Got: got}
+	}
+	return true, nil
 }

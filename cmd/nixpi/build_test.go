@@ -340,6 +340,14 @@ func TestBuildBadInput(t *testing.T) {
 		{name: "unknown timezone", base: bases.good, config: "schema = 1\n[system]\ntimezone = \"Europe/Atlantis\"\n", code: 1, wantMsg: []string{"nixpi.toml:3", "not in the IANA tz database"}},
 		{name: "bad SOURCE_DATE_EPOCH", base: bases.good, env: map[string]string{"SOURCE_DATE_EPOCH": "yesterday"}, code: 1, wantMsg: []string{"SOURCE_DATE_EPOCH", "yesterday"}},
 		{name: "OUT is SRC", base: "OUT", extra: []string{"--force"}, code: 1, wantMsg: []string{"is the base image"}},
+		{name: "OUT is the config", base: bases.good, code: 1, wantMsg: []string{"nixpi.toml\" is the install config", "choose another --out"},
+			setup: func(t *testing.T, dir string) []string {
+				return []string{"--out", filepath.Join(dir, "nixpi.toml"), "--force"}
+			}},
+		{name: "OUT.sha256 is the config", base: bases.good, code: 1, wantMsg: []string{"card.img.sha256\", written beside --out", "is the install config"},
+			setup: func(t *testing.T, dir string) []string {
+				return []string{"--config", writeTestFile(t, filepath.Join(dir, "card.img.sha256"), buildTestConfig)}
+			}},
 		{name: "OUT exists", base: bases.good, code: 1, wantMsg: []string{"already exists", "--force"},
 			setup: func(t *testing.T, dir string) []string {
 				writeTestFile(t, filepath.Join(dir, "card.img"), "precious")

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -37,6 +38,85 @@ func TestHelpEveryCommand(t *testing.T) {
 		if code, stdout, _ := runCLI(args...); code != exitOK || stdout != "nixpi "+assets.Version+"\n" {
 			t.Errorf("nixpi %s: exit %d, %q", strings.Join(args, " "), code, stdout)
 		}
+	}
+}
+
+// nixpi help takes a COMMAND and, for a command that has them, one of its
+// SUBCOMMANDs: anything else is a usage error, not some command's help.
+func TestHelpRefusesExtraArguments(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"help", "build", "extra"}, `build has no subcommands, so "extra" is not one`},
+		{[]string{"help", "config", "frobnicate"}, `config has no subcommand "frobnicate": it has init, check or nixos`},
+		{[]string{"help", "config", "nixos", "extra"}, `unexpected "extra"`},
+		{[]string{"help", "eeprom", "config", "digest"}, `unexpected "digest"`},
+	} {
+		code, stdout, stderr := runCLI(tc.args...)
+		if code != exitUsage || stdout != "" || !strings.Contains(stderr, tc.want) {
+			t.Errorf("nixpi %s: exit %d, stdout %q, stderr %q; want exit 2 saying %q", strings.Join(tc.args, " "), code, stdout, stderr, tc.want)
+		}
+	}
+	for _, args := range [][]string{{"help", "build", "--help"}, {"help", "config", "nixos"}, {"help", "-h", "flash"}} {
+		if code, stdout, _ := runCLI(args...); code != exitOK || !strings.Contains(stdout, "usage: nixpi") {
+			t.Errorf("nixpi %s: exit %d, want the help", strings.Join(args, " "), code)
+		}
+	}
+	for _, args := range [][]string{{"config", "frobnicate"}, {"eeprom", "frobnicate"}, {"completion", "frobnicate"}} {
+		if code, _, stderr := runCLI(args...); code != exitUsage || !strings.Contains(stderr, `"frobnicate"`) {
+			t.Errorf("nixpi %s: exit %d, %q; want a usage error", strings.Join(args, " "), code, stderr)
+		}
+	}
+}
+
+// The completion scripts offer what the command table holds, every
+// subcommand and flag of it, and the table is what the commands accept:
+// each command dispatches its subcommands through it, and each flag the
+// table lists for a (sub)command is parsed by it.
+func TestCompletionMatchesCommands(t *testing.T) {
+	t.Parallel()
+	_, bash, _ := runCLI("completion", "bash")
+	_, fish, _ := runCLI("completion", "fish")
+	flagged := 0
+	for name, cmd := range commandTable() {
+		type target struct {
+			words []string
+			flags func() *pflag.FlagSet
+		}
+		targets := []target{{[]string{name}, cmd.flags}}
+		for _, sub := range cmd.subcommands {
+			targets = append(targets, target{[]string{name, sub.name}, sub.flags})
+			if !strings.Contains(fish, "'__nixpi_needs_sub "+name+"' -a "+sub.name+"\n") {
+				t.Errorf("the fish completion does not offer %s %s", name, sub.name)
+			}
+		}
+		for _, tg := range targets {
+			if tg.flags == nil {
+				continue
+			}
+			tg.flags().VisitAll(func(f *pflag.Flag) {
+				flagged++
+				if !strings.Contains(bash, "--"+f.Name) {
+					t.Errorf("the bash completion lacks %s --%s", strings.Join(tg.words, " "), f.Name)
+				}
+				arg := "--" + f.Name
+				if f.NoOptDefVal == "" {
+					arg += "=x"
+				}
+				args := append(slices.Clone(tg.words), arg, "--help")
+				if code, _, stderr := runCLI(args...); code != exitOK {
+					t.Errorf("nixpi %s: exit %d, %q: the command does not take a flag its completion offers", strings.Join(args, " "), code, stderr)
+				}
+			})
+		}
+	}
+	if flagged < 30 {
+		t.Errorf("only %d flags in the command table", flagged)
+	}
+	if !strings.Contains(bash, "nixos) [[ $COMP_CWORD -gt 2 ]] && words=\"--help --force --out\"") {
+		t.Errorf("the bash completion lacks config nixos and its flags:\n%s", bash)
 	}
 }
 
@@ -118,12 +198,14 @@ complete_ nixpi eeprom ""
 complete_ nixpi eeprom config --s
 complete_ nixpi build --ba
 complete_ nixpi build card.img
+complete_ nixpi config ""
+complete_ nixpi config nixos --o
 `
 	out, err := exec.Command("bash", "-c", probe, "bash", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("bash: %v\n%s", err, out)
 	}
-	want := "complete -o default -F _nixpi nixpi\ninspect\nconfig digest --help\n--set\n--base\n\n"
+	want := "complete -o default -F _nixpi nixpi\ninspect\nconfig digest --help\n--set\n--base\n\ninit check nixos --help\n--out\n"
 	if string(out) != want {
 		t.Errorf("bash completion:\n%s\nwant:\n%s", out, want)
 	}

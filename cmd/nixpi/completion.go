@@ -26,16 +26,27 @@ func runCompletion(c *cli, args []string) int {
 		return exitOK
 	}
 	if len(args) != 1 {
-		fmt.Fprintf(c.stderr, "nixpi: completion needs one shell: bash, zsh or fish\n%s", completionUsage)
+		fmt.Fprintf(c.stderr, "nixpi: completion needs one shell: %s\n%s", subcommandNames("completion"), completionUsage)
 		return exitUsage
 	}
-	write, ok := map[string]func(io.Writer, []completionEntry){"bash": writeBash, "zsh": writeZsh, "fish": writeFish}[args[0]]
+	shell, ok := findSubcommand("completion", args[0])
 	if !ok {
-		fmt.Fprintf(c.stderr, "nixpi: completion: unknown shell %q: bash, zsh or fish\n%s", args[0], completionUsage)
+		fmt.Fprintf(c.stderr, "nixpi: completion: unknown shell %q: %s\n%s", args[0], subcommandNames("completion"), completionUsage)
 		return exitUsage
 	}
-	write(c.stdout, completionEntries())
-	return exitOK
+	return shell.run(c, nil)
+}
+
+// completionFor is the completion subcommand of one shell's writer.
+func completionFor(write func(io.Writer, []completionEntry)) func(*cli, []string) int {
+	return func(c *cli, args []string) int {
+		if wantsHelp(args) {
+			fmt.Fprint(c.stdout, completionUsage)
+			return exitOK
+		}
+		write(c.stdout, completionEntries())
+		return exitOK
+	}
 }
 
 // completionEntry is what a script completes for one command: its

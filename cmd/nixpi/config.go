@@ -36,27 +36,25 @@ func runConfig(c *cli, args []string) int {
 	if len(args) == 0 {
 		return c.configUsage("config needs a subcommand")
 	}
-	switch sub, rest := args[0], args[1:]; sub {
-	case "init":
-		if wantsHelp(rest) {
-			fmt.Fprint(c.stdout, configUsage)
-			return exitOK
-		}
-		if len(rest) != 0 {
-			return c.configUsage("config init takes no arguments; redirect its output: nixpi config init > nixpi.toml")
-		}
-		_, err := c.stdout.Write(config.Example())
-		if err != nil {
-			return c.fail(fmt.Errorf("config init: %w", err))
-		}
-		return exitOK
-	case "check":
-		return c.configCheck(rest)
-	case "nixos":
-		return c.configNixos(rest)
-	default:
-		return c.configUsage(fmt.Sprintf("unknown config subcommand %q", sub))
+	sub, ok := findSubcommand("config", args[0])
+	if !ok {
+		return c.configUsage(fmt.Sprintf("unknown config subcommand %q (it has %s)", args[0], subcommandNames("config")))
 	}
+	return sub.run(c, args[1:])
+}
+
+func (c *cli) configInit(args []string) int {
+	if wantsHelp(args) {
+		fmt.Fprint(c.stdout, configUsage)
+		return exitOK
+	}
+	if len(args) != 0 {
+		return c.configUsage("config init takes no arguments; redirect its output: nixpi config init > nixpi.toml")
+	}
+	if _, err := c.stdout.Write(config.Example()); err != nil {
+		return c.fail(fmt.Errorf("config init: %w", err))
+	}
+	return exitOK
 }
 
 func (c *cli) configUsage(msg string) int {

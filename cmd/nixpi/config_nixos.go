@@ -77,11 +77,17 @@ Pi writes (password hashes, the Wi-Fi key) are named, never shown.
 flags:
 `
 
-func (c *cli) configNixos(args []string) int {
+func configNixosFlags(out *string, force *bool) *pflag.FlagSet {
 	flags := pflag.NewFlagSet("config nixos", pflag.ContinueOnError)
+	flags.StringVar(out, "out", "", "write the files into this directory (created if missing) instead of printing them")
+	flags.BoolVar(force, "force", false, "replace files already in DIR")
+	return flags
+}
+
+func (c *cli) configNixos(args []string) int {
+	out, force := new(string), new(bool)
+	flags := configNixosFlags(out, force)
 	flags.SetOutput(io.Discard)
-	out := flags.String("out", "", "write the files into `DIR` (created if missing) instead of printing them")
-	force := flags.Bool("force", false, "replace files already in DIR")
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprint(c.stdout, configNixosUsage+flags.FlagUsages())

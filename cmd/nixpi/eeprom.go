@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"time"
 
@@ -41,17 +40,16 @@ func runEeprom(c *cli, args []string) int {
 	if len(args) == 0 {
 		return c.eepromUsage("eeprom needs a subcommand: config or digest")
 	}
-	switch sub, rest := args[0], args[1:]; sub {
-	case "config":
-		return c.eepromConfig(rest)
-	case "digest":
-		return c.eepromDigest(rest)
+	switch args[0] {
 	case "-h", "--help", "help":
 		fmt.Fprint(c.stdout, eepromUsage)
 		return exitOK
-	default:
-		return c.eepromUsage(fmt.Sprintf("unknown eeprom subcommand %q", sub))
 	}
+	sub, ok := findSubcommand("eeprom", args[0])
+	if !ok {
+		return c.eepromUsage(fmt.Sprintf("unknown eeprom subcommand %q (it has %s)", args[0], subcommandNames("eeprom")))
+	}
+	return sub.run(c, args[1:])
 }
 
 func (c *cli) eepromUsage(msg string) int {
@@ -108,6 +106,9 @@ func (c *cli) eepromConfig(args []string) int {
 		if err != nil {
 			return c.fail(usagef("eeprom config --set: %w", err))
 		}
+		if w := eeprom.UnknownKeyWarning(s.Key); w != "" {
+			fmt.Fprintf(c.stderr, "nixpi: warning: eeprom config --set: %s\n", w)
+		}
 		settings = append(settings, s)
 	}
 	signing := a.digest != "" || a.pubkey != ""
@@ -135,7 +136,7 @@ func (c *cli) eepromConfig(args []string) int {
 	}
 	if !writing {
 		if a.out != "" {
-			if sameFile(a.out, imagePath) {
+			if same, _ := builder.SamePath(a.out, imagePath); same {
 				return c.fail(fmt.Errorf("eeprom config: --out %q is IMAGE itself and would be replaced by its config: to change the image, pass --config or --set too", a.out))
 			}
 			return c.writeOut("config", a.out, im.Config(), a.force, builder.Input{What: "IMAGE", Path: imagePath})
@@ -163,6 +164,9 @@ func (c *cli) eepromConfig(args []string) int {
 		sig, err := inputfile.Read(a.digest, "a bootconf.sig", maxEepromFile)
 		if err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %w", err))
+		}
+		if err := eeprom.CheckSig(sig, cfg); err != nil {
+			return c.fail(fmt.Errorf("eeprom config: --digest %q is not for --config %q: %w; sign the config you pass (rpi-eeprom-digest -k KEY -i %s -o SIG), or pass the config it signs", a.digest, a.config, err, a.config))
 		}
 		if err := im.SetFile(eeprom.BootconfSig, sig); err != nil {
 			return c.fail(fmt.Errorf("eeprom config: %q: %w", imagePath, err))
@@ -239,12 +243,6 @@ func (c *cli) eepromDigest(args []string) int {
 // signature, a key): an EEPROM file holds at most eeprom.MaxFileSize bytes,
 // and the bound leaves room for SetConfig to say how much too large one is.
 const maxEepromFile = 64 << 10
-
-func sameFile(a, b string) bool {
-	fa, errA := os.Stat(a)
-	fb, errB := os.Stat(b)
-	return errA == nil && errB == nil && os.SameFile(fa, fb)
-}
 
 func loadImage(path string) (*eeprom.Image, error) {
 	data, err := inputfile.Read(path, "a bootloader EEPROM image (a Pi 4's is 512 KiB)", eeprom.MaxImageSize)

@@ -219,6 +219,10 @@ func TestEepromErrors(t *testing.T) {
 	if err := os.WriteFile(huge, make([]byte, eeprom.MaxImageSize+1), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	otherConfig := filepath.Join(t.TempDir(), "bootconf.txt")
+	if err := os.WriteFile(otherConfig, append(mustRead(t, filepath.Join(signed, "bootconf.txt")), "BOOT_UART=1\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(dir, "out")
 	cases := []struct {
 		name string
@@ -255,6 +259,13 @@ func TestEepromErrors(t *testing.T) {
 		{"config is a FIFO", nil, []string{"config", img, "--config", mkfifo(t, filepath.Join(t.TempDir(), "bootconf.txt")), "--out", out}, 1, "is a FIFO"},
 		{"image too large", nil, []string{"config", huge}, 1, "is too large"},
 		{"out dir missing", nil, []string{"config", img, "--set", "BOOT_ORDER=0xf41", "--out", filepath.Join(dir, "no", "out")}, 1, "write"},
+		{"escape in a value", nil, []string{"config", img, "--set", "TFTP_PREFIX_STR=a\x1b[2Jb", "--out", out}, 2, "the value holds a control character (U+001B)"},
+		{"NUL in a value", nil, []string{"config", img, "--set", "TFTP_PREFIX_STR=a\x00b", "--out", out}, 2, "a NUL (U+0000)"},
+		{"newline in a value", nil, []string{"config", img, "--set", "TFTP_PREFIX_STR=a\nBOOT_ORDER=0x1", "--out", out}, 2, "a line break (U+000A)"},
+		{"tab in a value", nil, []string{"config", img, "--set", "TFTP_PREFIX_STR=a\tb", "--out", out}, 2, "a tab (U+0009)"},
+		{"control character in a key", nil, []string{"config", img, "--set", "BOOT\x1b_ORDER=0xf41", "--out", out}, 2, "may contain only letters"},
+		{"digest of another config", nil, []string{"config", filepath.Join(signed, "pieeprom-signed.bin"), "--config", otherConfig, "--digest", filepath.Join(signed, "bootconf.sig"), "--out", out}, 1, "is not for --config"},
+		{"digest that is no sig", nil, []string{"config", filepath.Join(signed, "pieeprom-signed.bin"), "--config", filepath.Join(signed, "bootconf.txt"), "--digest", filepath.Join(signed, "public.pem"), "--out", out}, 1, "not a .sig made by rpi-eeprom-digest"},
 	}
 	for _, c := range cases {
 		code, stdout, stderr := runEepromCLI(c.env, c.args...)
@@ -345,6 +356,29 @@ func TestEepromHelp(t *testing.T) {
 		code, stdout, _ := runEepromCLI(nil, args...)
 		if code != 0 || !strings.Contains(stdout, "nixpi eeprom config IMAGE") {
 			t.Errorf("%v: exit %d, stdout %q", args, code, stdout)
+		}
+	}
+}
+
+// --set warns about a key the Pi 4 bootloader does not know, naming the
+// key it differs from in case only, and still writes the image (a newer
+// bootloader may know it); a known key gets no warning.
+func TestEepromSetWarnsOnUnknownKey(t *testing.T) {
+	t.Parallel()
+	data := eepromData(t)
+	img := filepath.Join(data, "images", "pieeprom-2022-11-25.bin")
+	for _, tc := range []struct{ set, want string }{
+		{"boot_order=0xf41", "boot_order is not a Pi 4 bootloader setting: the bootloader's names are case-sensitive, and it ignores boot_order; did you mean BOOT_ORDER?"},
+		{"BOOT_ORDR=0xf41", "BOOT_ORDR is not a setting Raspberry Pi documents for the Pi 4 bootloader"},
+		{"BOOT_UART=1", ""},
+	} {
+		out := filepath.Join(t.TempDir(), "out.bin")
+		code, _, stderr := runEepromCLI(nil, "config", img, "--set", tc.set, "--out", out)
+		if code != exitOK {
+			t.Errorf("--set %s: exit %d, %q", tc.set, code, stderr)
+		}
+		if tc.want == "" && stderr != "" || tc.want != "" && !strings.Contains(stderr, "warning: eeprom config --set: "+tc.want) {
+			t.Errorf("--set %s: stderr %q, want %q", tc.set, stderr, tc.want)
 		}
 	}
 }

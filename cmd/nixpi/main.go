@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -55,13 +56,38 @@ type command struct {
 	// flags returns the command's flags (nil: none), the same FlagSet run
 	// parses, so completion offers exactly what is accepted.
 	flags func() *pflag.FlagSet
-	// subcommands, when the command has any (eeprom config, config check).
+	// subcommands, when the command has any (eeprom config, config check):
+	// the command dispatches on them (runSubcommand), so help and the
+	// completion scripts know exactly the subcommands that exist.
 	subcommands []subcommand
 }
 
 type subcommand struct {
 	name  string
+	run   func(c *cli, args []string) int
 	flags func() *pflag.FlagSet // nil: none
+}
+
+// findSubcommand is the subcommand of cmd (in the command table) named name.
+func findSubcommand(cmd, name string) (subcommand, bool) {
+	for _, sub := range commandTable()[cmd].subcommands {
+		if sub.name == name {
+			return sub, true
+		}
+	}
+	return subcommand{}, false
+}
+
+// subcommandNames lists cmd's subcommands for messages: "init, check or nixos".
+func subcommandNames(cmd string) string {
+	var names []string
+	for _, sub := range commandTable()[cmd].subcommands {
+		names = append(names, sub.name)
+	}
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 // commandTable is a function rather than a variable because help and
@@ -71,16 +97,19 @@ func commandTable() map[string]command {
 		"build":   {"write a self-installing card image from a Raspberry Pi OS image", runBuild, func() *pflag.FlagSet { return buildFlags(new(builder.Options), new(bool)) }, nil},
 		"flash":   {"write a card image onto an SD card, safely and verified", runFlash, func() *pflag.FlagSet { return flashFlags(new(builder.FlashOptions), new(builder.Options)) }, nil},
 		"inspect": {"show what is on an image or card (partitions, hook, config, journal)", runInspect, func() *pflag.FlagSet { return inspectFlags(new(bool)) }, nil},
-		"config":  {"write an example install config (init) or check one (check)", runConfig, nil, []subcommand{{"init", nil}, {"check", nil}}},
+		"config": {"write an example install config (init), check one (check), or show the NixOS files it makes (nixos)", runConfig, nil, []subcommand{
+			{"init", (*cli).configInit, nil},
+			{"check", (*cli).configCheck, nil},
+			{"nixos", (*cli).configNixos, func() *pflag.FlagSet { return configNixosFlags(new(string), new(bool)) }}}},
 		"eeprom": {"read or change a Pi 4 bootloader EEPROM image's config", runEeprom, nil, []subcommand{
-			{"config", func() *pflag.FlagSet { return eepromConfigFlags(new(eepromConfigArgs)) }},
-			{"digest", func() *pflag.FlagSet { return eepromDigestFlags(new(eepromDigestArgs)) }}}},
+			{"config", (*cli).eepromConfig, func() *pflag.FlagSet { return eepromConfigFlags(new(eepromConfigArgs)) }},
+			{"digest", (*cli).eepromDigest, func() *pflag.FlagSet { return eepromDigestFlags(new(eepromDigestArgs)) }}}},
 		"report":       {"print the install journal the Pi wrote to a card", runReport, func() *pflag.FlagSet { return reportFlags(new(bool), new(bool)) }, nil},
 		"restore-card": {"make a card the install retired bootable again", runRestoreCard, restoreCardFlags, nil},
 		"test":         {"boot a built card under QEMU with a USB disk and check the install (--qemu)", runTest, func() *pflag.FlagSet { return testFlags(new(testArgs)) }, nil},
 		"version":      {"print the nixpi version (also: nixpi --version)", runVersion, nil, nil},
 		"help":         {"show a command's help: nixpi help COMMAND [SUBCOMMAND]", runHelp, nil, nil},
-		"completion":   {"print a shell completion script: nixpi completion bash|zsh|fish", runCompletion, nil, []subcommand{{"bash", nil}, {"zsh", nil}, {"fish", nil}}},
+		"completion":   {"print a shell completion script: nixpi completion bash|zsh|fish", runCompletion, nil, []subcommand{{"bash", completionFor(writeBash), nil}, {"zsh", completionFor(writeZsh), nil}, {"fish", completionFor(writeFish), nil}}},
 	}
 }
 
@@ -134,8 +163,11 @@ func (c *cli) usage(w io.Writer) {
 }
 
 // runHelp is `nixpi help [COMMAND [SUBCOMMAND]]`: the command's --help.
+// Anything else after COMMAND, a SUBCOMMAND it does not have included, is
+// a usage error, not help for something else.
 func runHelp(c *cli, args []string) int {
-	if len(args) == 0 || wantsHelp(args) {
+	args = slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == "-h" || a == "--help" })
+	if len(args) == 0 {
 		c.usage(c.stdout)
 		return exitOK
 	}
@@ -143,7 +175,18 @@ func runHelp(c *cli, args []string) int {
 	if !ok {
 		return c.fail(usagef("help: unknown command %q (nixpi help lists them)", args[0]))
 	}
-	return cmd.run(c, append(slices.Clone(args[1:]), "--help"))
+	switch {
+	case len(args) == 1:
+	case len(cmd.subcommands) == 0:
+		return c.fail(usagef("help: %s has no subcommands, so %q is not one: run nixpi help %s", args[0], args[1], args[0]))
+	case len(args) > 2:
+		return c.fail(usagef("help: unexpected %q: run nixpi help %s %s", args[2], args[0], args[1]))
+	default:
+		if _, ok := findSubcommand(args[0], args[1]); !ok {
+			return c.fail(usagef("help: %s has no subcommand %q: it has %s", args[0], args[1], subcommandNames(args[0])))
+		}
+	}
+	return cmd.run(c, append(args[1:], "--help"))
 }
 
 // wantsHelp says whether args ask for help, for commands without flags.

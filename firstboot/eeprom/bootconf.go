@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+
+	"github.com/nixpi/nixpi/firstboot/termtext"
 )
 
 // Setting is one KEY=VALUE line of bootconf.txt.
@@ -34,13 +36,27 @@ func (s Setting) Validate() error {
 			return fmt.Errorf("setting key %q may contain only letters, digits and '_' (bootloader keys look like BOOT_ORDER)", s.Key)
 		}
 	}
-	if strings.ContainsAny(s.Value, "\r\n\x00") {
-		return fmt.Errorf("setting %s: the value must be one line", s.Key)
+	for _, r := range s.Value {
+		if r == '\t' || r == '\n' || termtext.Unsafe(r) {
+			return fmt.Errorf("setting %s: the value holds %s (%U): it must be one line of printable text", s.Key, controlName(r), r)
+		}
 	}
 	if s.Key == "BOOT_ORDER" {
 		return ValidateBootOrder(s.Value)
 	}
 	return nil
+}
+
+func controlName(r rune) string {
+	switch r {
+	case 0:
+		return "a NUL"
+	case '\n', '\r':
+		return "a line break"
+	case '\t':
+		return "a tab"
+	}
+	return "a control character"
 }
 
 // pi4BootModes are the BOOT_ORDER nibbles Raspberry Pi documents for the

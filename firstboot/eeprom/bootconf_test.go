@@ -1,6 +1,10 @@
 package eeprom
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -131,5 +135,73 @@ func TestHasAndLookup(t *testing.T) {
 		if got := Has(cfg, s); got != want {
 			t.Errorf("Has(%s) = %v, want %v", s, got, want)
 		}
+	}
+}
+
+// Every key in the bootconf.txt of Raspberry Pi's released Pi 4 images is
+// one KnownKey knows, and a key spelt in another case is not.
+func TestKnownKeysCoverReleasedConfigs(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join("..", "..", "..", "shared", "testdata", "rpi-eeprom", "configs")
+	configs, err := filepath.Glob(filepath.Join(dir, "bootconf-*.txt"))
+	if err != nil || len(configs) == 0 {
+		t.Skipf("no released configs in %s", dir)
+	}
+	for _, path := range configs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			key, _, ok := strings.Cut(strings.TrimSpace(line), "=")
+			if !ok || strings.HasPrefix(key, "#") {
+				continue
+			}
+			if !KnownKey(key) {
+				t.Errorf("%s: %s is not a known key", filepath.Base(path), key)
+			}
+		}
+	}
+	for _, key := range []string{"boot_order", "Boot_Order", "BOOT_ORDERS", ""} {
+		if KnownKey(key) || UnknownKeyWarning(key) == "" {
+			t.Errorf("KnownKey(%q) = true", key)
+		}
+	}
+	if w := UnknownKeyWarning("wake_on_gpio"); !strings.Contains(w, "did you mean WAKE_ON_GPIO?") {
+		t.Errorf("warning for wake_on_gpio: %q", w)
+	}
+}
+
+func TestCheckSig(t *testing.T) {
+	t.Parallel()
+	cfg := []byte("[all]\nBOOT_ORDER=0xf41\n")
+	sum := sha256.Sum256(cfg)
+	good := hex.EncodeToString(sum[:])
+	for _, tc := range []struct {
+		sig, want string
+	}{
+		{good + "\n", ""},
+		{good + "\nts: 1700000000\nrsa2048: " + strings.Repeat("ab", 256) + "\n", ""},
+		{strings.ToUpper(good) + "\n", ""},
+		{strings.Repeat("0", 64) + "\nts: 1\n", "it signs sha256 " + strings.Repeat("0", 64) + ", the config's is " + good},
+		{"ts: 1\n" + good + "\n", "not a .sig"},
+		{"", "not a .sig"},
+	} {
+		err := CheckSig([]byte(tc.sig), cfg)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("CheckSig(%q): %v, want %q", tc.sig, err, tc.want)
+		}
+	}
+}
+
+func TestParseSettingRefusesControlCharacters(t *testing.T) {
+	t.Parallel()
+	for _, kv := range []string{"A=x\x00", "A=x\ny", "A=x\ry", "A=\x1b[31m", "A=x\ty", "A=\x7f", "A=\u202e", "A=\u0085", "A\x00=1", "A\n=1"} {
+		if _, err := ParseSetting(kv); err == nil {
+			t.Errorf("ParseSetting(%q) accepted it", kv)
+		}
+	}
+	if _, err := ParseSetting("NETCONSOLE=6665@169.254.1.1/,6666@/"); err != nil {
+		t.Errorf("a printable value: %v", err)
 	}
 }
