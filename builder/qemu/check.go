@@ -103,7 +103,7 @@ func (h *Harness) CheckHookBoot(ctx context.Context, hb *HookBoot, rootFiles fun
 // step done, in order within each boot, the service running in every boot
 // after the hook, and no step done or skipped ever started again (the
 // read-only preflight checks run on every boot by design).
-func (h *Harness) CheckInstall(in *Install, cut *Cut) Problems {
+func (h *Harness) CheckInstall(in *Install, cuts []*Cut) Problems {
 	var p Problems
 	if !in.Finished {
 		p.addf("%s: the service did not finish (hand the Pi over to the SSD, or report all steps done)", in.Name)
@@ -188,10 +188,10 @@ func (h *Harness) CheckInstall(in *Install, cut *Cut) Problems {
 	if h.SSDBoots && in.HandedOver && !in.NixOSFrom(SourceUSB) {
 		p.addf("%s: the card was retired, but NixOS never came up on the SSD from a USB boot", in.Name)
 	}
-	if cut != nil {
-		p = append(p, checkCut(in, cut)...)
+	for i, cut := range cuts {
+		p = append(p, checkCut(in, i, cut)...)
 	}
-	p = append(p, checkFormatsOnce(in, cut)...)
+	p = append(p, checkFormatsOnce(in, cuts)...)
 	return p
 }
 
@@ -199,7 +199,7 @@ func (h *Harness) CheckInstall(in *Install, cut *Cut) Problems {
 // filesystem was made twice, unless the power was cut inside the format
 // step: an interrupted step is redone from its start, and may remake what
 // it cannot prove complete (a FAT whose mkfs.fat was cut looks whole).
-func checkFormatsOnce(in *Install, cut *Cut) Problems {
+func checkFormatsOnce(in *Install, cuts []*Cut) Problems {
 	var p Problems
 	counts := map[string]int{}
 	var order []string
@@ -220,11 +220,11 @@ func checkFormatsOnce(in *Install, cut *Cut) Problems {
 	if len(order) == 0 {
 		p.addf("%s: install.log records no mkfs or mkswap command", in.Name)
 	}
+	allowed := 1
+	if slices.ContainsFunc(cuts, func(c *Cut) bool { return c.Step == "format" }) {
+		allowed = 2
+	}
 	for _, argv := range order {
-		allowed := 1
-		if cut != nil && cut.Step == "format" {
-			allowed = 2
-		}
 		if counts[argv] > allowed {
 			p.addf("%s: %q ran %d times: a filesystem made in a finished step was made again", in.Name, argv, counts[argv])
 		}
@@ -232,12 +232,13 @@ func checkFormatsOnce(in *Install, cut *Cut) Problems {
 	return p
 }
 
-// checkCut checks that the power cut landed inside the step (it started in
-// the cut boot and did not finish there) and that a later boot redid it.
-func checkCut(in *Install, cut *Cut) Problems {
+// checkCut checks that the i-th power cut landed inside its step (it
+// started before the cut and did not finish in that boot) and that a later
+// boot redid it. Each step is cut at most once.
+func checkCut(in *Install, i int, cut *Cut) Problems {
 	var p Problems
-	if in.CutBoot == 0 {
-		p.addf("%s: the power was never cut", in.Name)
+	if i >= len(in.Cuts) {
+		p.addf("%s: the power was never cut (%s)", in.Name, cut)
 		return p
 	}
 	var startedInCut, doneInCut, redone bool

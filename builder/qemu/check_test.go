@@ -125,7 +125,7 @@ func TestCheckCut(t *testing.T) {
 	log := goodLog + "run: /usr/sbin/mkfs.btrfs -f -L root /dev/sda3\n"
 
 	in := install(t, interrupted, log)
-	in.CutBoot = 1
+	in.Cuts = []CutDone{{Boot: 1}}
 	os.WriteFile(in.Boots[1].Console, []byte("nixpi:   format was interrupted in boot 1; redoing it from its start\n"), 0o644)
 	// fullRun(2) restarts target and partition, which finished in boot 1;
 	// a real resume skips them, so only format may appear twice.
@@ -134,22 +134,22 @@ func TestCheckCut(t *testing.T) {
 			in.Journal.Entries[i].Event = journal.Skip
 		}
 	}
-	if p := h.CheckInstall(in, cut); len(p) != 0 {
+	if p := h.CheckInstall(in, []*Cut{cut}); len(p) != 0 {
 		t.Errorf("a good resume has problems: %v", p)
 	}
 	// Redoing the interrupted format step may remake the FAT; a cut in
 	// partition may not.
 	in.InstallLog += "run: /usr/sbin/mkfs.fat -F 32 -n boot /dev/sda1\n"
-	if p := h.CheckInstall(in, cut); len(p) != 0 {
+	if p := h.CheckInstall(in, []*Cut{cut}); len(p) != 0 {
 		t.Errorf("remaking the FAT in the interrupted format step is reported: %v", p)
 	}
-	if p := strings.Join(h.CheckInstall(in, &Cut{Step: "partition", At: "sgdisk"}), "\n"); !strings.Contains(p, "ran 2 times") {
+	if p := strings.Join(h.CheckInstall(in, []*Cut{{Step: "partition", At: "sgdisk"}}), "\n"); !strings.Contains(p, "ran 2 times") {
 		t.Errorf("a FAT made twice around a cut in partition is not reported: %q", p)
 	}
 
 	missed := install(t, append(fullRun(1), fullRun(2)...), log)
-	missed.CutBoot = 1
-	p := strings.Join(h.CheckInstall(missed, cut), "\n")
+	missed.Cuts = []CutDone{{Boot: 1}}
+	p := strings.Join(h.CheckInstall(missed, []*Cut{cut}), "\n")
 	for _, want := range []string{"finished in the boot that was cut", "no console says step format was interrupted"} {
 		if !strings.Contains(p, want) {
 			t.Errorf("problems %q do not include %q", p, want)

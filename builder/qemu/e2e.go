@@ -516,7 +516,11 @@ func (e *E2E) TrialNotConfirmed(ctx context.Context, name string, from *Snapshot
 	var in *Install
 	err = e.Phase("scenario "+name, func() error {
 		var err error
-		in, err = e.RunInstall(ctx, name, "", InstallOptions{From: snap, Cut: cut})
+		opts := InstallOptions{From: snap}
+		if cut != nil {
+			opts.Cuts = []*Cut{cut}
+		}
+		in, err = e.RunInstall(ctx, name, "", opts)
 		return err
 	})
 	if err != nil {
@@ -598,20 +602,27 @@ func (e *E2E) checkHandOver(ctx context.Context, in *Install, hookedCard string)
 	return e.CheckHandOver(ctx, in, hookedCard, want)
 }
 
-// PowerCut runs the install with one power cut and compares the SSD with
-// the uninterrupted run's.
-func (e *E2E) PowerCut(ctx context.Context, hookedCard string, cut *Cut, reference *Reference) (Problems, error) {
-	name := "power-cut-" + cut.Step
+// PowerCuts runs one install that loses power once in each cut's step, in
+// turn (each boot resumes what the cut before left, and is cut again
+// further on), and compares the SSD with the uninterrupted run's. One
+// install for all the cuts: each full install with its hand-over costs
+// about eight minutes under emulation.
+func (e *E2E) PowerCuts(ctx context.Context, hookedCard string, cuts []*Cut, reference *Reference) (Problems, error) {
+	steps := make([]string, len(cuts))
+	for i, c := range cuts {
+		steps[i] = c.Step
+	}
+	name := "power-cuts-" + strings.Join(steps, "-")
 	var in *Install
 	err := e.Phase("scenario "+name, func() error {
 		var err error
-		in, err = e.RunInstall(ctx, name, hookedCard, InstallOptions{MakeSSD: e.BlankSSD, Cut: cut})
+		in, err = e.RunInstall(ctx, name, hookedCard, InstallOptions{MakeSSD: e.BlankSSD, Cuts: cuts})
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	p := e.CheckInstall(in, cut)
+	p := e.CheckInstall(in, cuts)
 	p = append(p, e.checkHandOver(ctx, in, hookedCard)...)
 	spec, layout, err := e.checkLayout(ctx, in)
 	p = append(p, layout...)

@@ -119,6 +119,8 @@ func TestE2E(t *testing.T) {
 	} else {
 		t.Logf("trial scenarios: not in NIXPI_E2E_ONLY, skipped")
 	}
+	// One install, cut in each of these steps in turn.
+	var cuts []*Cut
 	for _, cut := range []*Cut{
 		// While sgdisk writes the new table (wipefs already ran).
 		{Step: "partition", At: "run: /usr/sbin/sgdisk --clear"},
@@ -131,7 +133,10 @@ func TestE2E(t *testing.T) {
 			t.Logf("power cut in %s: not in NIXPI_E2E_ONLY, skipped", cut.Step)
 			continue
 		}
-		p, err := e.PowerCut(ctx, hb.Card, cut, reference)
+		cuts = append(cuts, cut)
+	}
+	if len(cuts) > 0 {
+		p, err := e.PowerCuts(ctx, hb.Card, cuts, reference)
 		report(t, p)
 		if err != nil {
 			t.Error(err)

@@ -178,6 +178,12 @@ type Cut struct {
 	Source BootSource
 }
 
+// CutDone is where a Cut happened: the boot and the console line.
+type CutDone struct {
+	Boot int
+	Line string
+}
+
 func (c *Cut) String() string {
 	if c.Step == "" {
 		return fmt.Sprintf("power cut in a %s boot at %q", c.Source, c.At)
@@ -218,10 +224,8 @@ type Install struct {
 	// Snapshot is the Pi when the guest first asked for a tryboot
 	// (InstallOptions.SnapshotDir).
 	Snapshot *Snapshot
-	// CutBoot is the boot in which the power was cut (0: none).
-	CutBoot int
-	// CutLine is the console line at which the power was cut.
-	CutLine string
+	// Cuts are the power cuts that happened, in InstallOptions.Cuts' order.
+	Cuts    []CutDone
 	Journal *journal.Journal
 	// InstallLog is nixpi/install.log from the card: every command the
 	// service ran, as "run: ARGV".
@@ -285,8 +289,10 @@ const (
 type InstallOptions struct {
 	// MakeSSD prepares the SSD image; nil: a blank one.
 	MakeSSD func(path string) error
-	// Cut, when set, cuts the power once.
-	Cut *Cut
+	// Cuts cut the power once each, in this order: a cut is armed once
+	// the one before it has happened, so one install can be cut in
+	// several steps, each resumed from what the cuts before left.
+	Cuts []*Cut
 	// Bystanders are attached beside the SSD as more USB disks.
 	Bystanders []USBDisk
 	// EEPROM is the bootloader the Pi starts with (nil: Harness.EEPROM),
@@ -370,8 +376,6 @@ func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, opts 
 	}
 	vm := h.vm(dir, in.Card, in.SSD)
 	vm.Bystanders = opts.Bystanders
-	cut := opts.Cut
-	cutDone := cut == nil
 	defer func() { in.EEPROM = pi.EEPROM }()
 	for n := 1; n <= h.MaxBoots; n++ {
 		plan, err := pi.PowerOn(ctx, n)
@@ -425,10 +429,9 @@ func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, opts 
 			if m := stepHeader.FindStringSubmatch(line); m != nil {
 				current = m[1]
 			}
-			if !cutDone && cut.matches(plan.Source, current, line) {
-				cutDone = true
-				in.CutBoot, in.CutLine = n, strings.TrimSpace(line)
-				h.logf("%s: cutting the power in boot %d at %q", name, n, in.CutLine)
+			if next := len(in.Cuts); next < len(opts.Cuts) && opts.Cuts[next].matches(plan.Source, current, line) {
+				in.Cuts = append(in.Cuts, CutDone{Boot: n, Line: strings.TrimSpace(line)})
+				h.logf("%s: cutting the power in boot %d at %q (%s)", name, n, strings.TrimSpace(line), opts.Cuts[next])
 				return PowerCut
 			}
 			// systemd shortens "nixpi-firstboot.service - description" in
@@ -503,8 +506,8 @@ func (h *Harness) RunInstall(ctx context.Context, name, hookedCard string, opts 
 	if !in.Finished && !in.Failed {
 		return in, fmt.Errorf("%s: the service neither finished nor failed, and NixOS did not come up on the SSD, within %d boots (consoles in %s)", name, h.MaxBoots, dir)
 	}
-	if !cutDone {
-		return in, fmt.Errorf("%s: %s never happened: no such console line", name, cut)
+	if n := len(in.Cuts); n < len(opts.Cuts) {
+		return in, fmt.Errorf("%s: %s never happened: no such console line", name, opts.Cuts[n])
 	}
 	in.Journal = j
 	log, err := card.ReadFile(ctx, cardpath.Log)
