@@ -18,21 +18,21 @@ import (
 	"github.com/nixpi/nixpi/firstboot/journal"
 )
 
-// target picks the USB disk to install onto and records its identity. It
+// targetStep picks the USB disk to install onto and records its identity. It
 // only reads: every later step works on the disk recorded here and refuses a
 // disk whose identity no longer matches.
-type target struct{}
+type targetStep struct{}
 
 // NewTarget returns the step that chooses the target disk.
-func NewTarget() engine.Step { return target{} }
+func NewTarget() engine.Step { return targetStep{} }
 
-func (target) Name() string    { return "target" }
-func (target) Needs() []string { return nil }
-func (target) Describe() string {
+func (targetStep) Name() string    { return "target" }
+func (targetStep) Needs() []string { return nil }
+func (targetStep) Describe() string {
 	return "choose the USB disk to install onto (refusing any disk it may not wipe)"
 }
 
-func (target) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
+func (targetStep) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 	if env.State == nil || env.State.Target == nil {
 		return false, "no target disk chosen yet", nil
 	}
@@ -53,7 +53,7 @@ func (target) Probe(ctx context.Context, env *engine.Env) (bool, string, error) 
 	return true, fmt.Sprintf("target disk %s already chosen", describeDisk(dev, env.State.Target.ByID)), nil
 }
 
-func (target) Run(ctx context.Context, env *engine.Env) error {
+func (targetStep) Run(ctx context.Context, env *engine.Env) error {
 	if env.State == nil {
 		return errors.New("target: no state to record the disk in")
 	}
