@@ -1,7 +1,6 @@
 package baseimage
 
 import (
-	"io/fs"
 	"strings"
 	"testing"
 
@@ -44,15 +43,7 @@ func TestPi4Kernel(t *testing.T) {
 		{"include under [pi5] ignored", "[pi5]\ninclude extra.txt\n", []string{"kernel8.img"}, "kernel8.img", false},
 	}
 	for _, tc := range cases {
-		read := func(name string) (string, error) {
-			switch name {
-			case "config.txt":
-				return tc.config, nil
-			case "extra.txt":
-				return "kernel=included.img\n", nil
-			}
-			return "", fs.ErrNotExist
-		}
+		read := bootfiles.Files{"config.txt": tc.config, "extra.txt": "kernel=included.img\n"}.Read
 		got, fromConfig := pi4Kernel(read, has(tc.files...))
 		if got != tc.want || fromConfig != tc.fromConfig {
 			t.Errorf("%s: got %q (config %v), want %q (config %v)", tc.name, got, fromConfig, tc.want, tc.fromConfig)
@@ -154,7 +145,7 @@ func FuzzPi4Kernel(f *testing.F) {
 	f.Add("[pi4]\nkernel=u-boot.bin\n[all]\narm_64bit=1\n")
 	f.Add("kernel=\n[")
 	f.Fuzz(func(t *testing.T, config string) {
-		name, fromConfig := pi4Kernel(bootfiles.OneFile("config.txt", config), func(string) bool { return true })
+		name, fromConfig := pi4Kernel(bootfiles.Files{"config.txt": config}.Read, func(string) bool { return true })
 		if !fromConfig && name != "kernel8.img" {
 			t.Errorf("default kernel %q", name)
 		}

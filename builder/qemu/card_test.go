@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 )
 
 func TestGuestCmdline(t *testing.T) {
@@ -79,15 +79,7 @@ func TestParseConfigTxt(t *testing.T) {
 		{"[tryboot] ignored otherwise", "kernel=a.img\n[tryboot]\nkernel=t.img\ncmdline=trial.txt\n[all]\n", false, files("a.img", "")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			read := func(name string) (string, error) {
-				switch name {
-				case "config.txt":
-					return tc.in, nil
-				case "extra.txt":
-					return "kernel=included.img\ninitramfs initramfs8 followkernel\n", nil
-				}
-				return "", fs.ErrNotExist
-			}
+			read := bootfiles.Files{"config.txt": tc.in, "extra.txt": "kernel=included.img\ninitramfs initramfs8 followkernel\n"}.Read
 			if got := ParseConfigTxt(read, "config.txt", tc.tryboot); got != tc.want {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}

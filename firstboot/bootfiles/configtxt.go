@@ -84,16 +84,18 @@ func (f filters) clone() filters {
 // gives it (config.txt itself, or NAME in `include NAME`).
 type ReadFile func(name string) (string, error)
 
-// OneFile is a boot partition holding only text, as name: for a config.txt
-// whose includes are not at hand (they then count as missing, which the
+// Files is a boot partition held in memory, by name: for a config.txt
+// whose includes are not at hand (a name it lacks is missing, which the
 // firmware skips too).
-func OneFile(name, text string) ReadFile {
-	return func(n string) (string, error) {
-		if n != name {
-			return "", fs.ErrNotExist
-		}
-		return text, nil
+type Files map[string]string
+
+// Read is Files as a ReadFile.
+func (f Files) Read(name string) (string, error) {
+	text, ok := f[name]
+	if !ok {
+		return "", fs.ErrNotExist
 	}
+	return text, nil
 }
 
 // Setting is one line of config.txt, or of a file it includes, that sets
@@ -225,7 +227,7 @@ func splitLines(text string) []string {
 // [all], [pi4] or before any filter) is non-zero. line is the 1-based line of
 // that setting, 0 when no setting applies.
 func Arm64Effective(configTxt string) (on bool, line int) {
-	for _, s := range (Pi4{}).Settings(OneFile(cardpath.ConfigTxt, configTxt), cardpath.ConfigTxt) {
+	for _, s := range (Pi4{}).Settings(Files{cardpath.ConfigTxt: configTxt}.Read, cardpath.ConfigTxt) {
 		if s.Key == Arm64Key {
 			on, line = nonZero(s.Value), s.Line
 		}
@@ -238,7 +240,7 @@ func Arm64Effective(configTxt string) (on bool, line int) {
 // before any filter), and whether there is one: what the firmware loads for
 // kernel= or armstub=.
 func Pi4Value(configTxt, key string) (string, bool) {
-	return Pi4{}.Value(OneFile(cardpath.ConfigTxt, configTxt), cardpath.ConfigTxt, key)
+	return Pi4{}.Value(Files{cardpath.ConfigTxt: configTxt}.Read, cardpath.ConfigTxt, key)
 }
 
 func nonZero(v string) bool {
@@ -255,7 +257,7 @@ func SetArm64(configTxt string) (string, bool) {
 	if on, _ := Arm64Effective(configTxt); on {
 		return configTxt, false
 	}
-	read := OneFile(cardpath.ConfigTxt, configTxt)
+	read := Files{cardpath.ConfigTxt: configTxt}.Read
 	lines := splitLines(configTxt)
 	rewrote := false
 	for _, s := range (Pi4{}).Settings(read, cardpath.ConfigTxt) {

@@ -147,7 +147,7 @@ func FuzzSetArm64(f *testing.F) {
 			t.Fatalf("lines lost: %q -> %q", in, out)
 		}
 		rewritten := map[int]bool{}
-		for _, s := range (Pi4{}).Settings(OneFile("config.txt", in), "config.txt") {
+		for _, s := range (Pi4{}).Settings(Files{"config.txt": in}.Read, "config.txt") {
 			if s.Key == Arm64Key {
 				rewritten[s.index] = true
 			}
