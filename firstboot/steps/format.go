@@ -180,26 +180,3 @@ func createSubvolumes(ctx context.Context, env *engine.Env, nodes map[int]string
 	}
 	return nil
 }
-
-// partitionedDisk is the recorded target disk, its plan and the verified
-// nodes of its partitions, refusing when the table on it is not the planned
-// one (the partition step comes first).
-func partitionedDisk(ctx context.Context, env *engine.Env) (*disk.Device, *disk.Plan, map[int]string, error) {
-	d, plan, err := diskAndPlan(ctx, env)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	table, _, err := disk.ReadTable(ctx, env.Run, env.Tools, d.DevPath())
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if diff := plan.Compare(table); diff != "" {
-		return nil, nil, nil, engine.WithHint(fmt.Errorf("the partition table on %q is not the planned one: %s", d.DevPath(), diff),
-			"run the partition step first")
-	}
-	nodes, err := partitionNodes(env, d.DevPath(), plan)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return d, plan, nodes, nil
-}

@@ -218,19 +218,6 @@ func missingPartitionNode(env *engine.Env, dev string, plan *disk.Plan) string {
 	return ""
 }
 
-// diskAndPlan finds the recorded target disk on this boot and plans its layout.
-func diskAndPlan(ctx context.Context, env *engine.Env) (*disk.Device, *disk.Plan, error) {
-	d, err := recordedDisk(ctx, env)
-	if err != nil {
-		return nil, nil, err
-	}
-	plan, err := planFor(env, d)
-	if err != nil {
-		return nil, nil, fmt.Errorf("plan the layout of %q: %w", d.DevPath(), err)
-	}
-	return d, plan, nil
-}
-
 func describePlan(plan *disk.Plan) string {
 	var parts []string
 	for _, p := range plan.Parts {
