@@ -11,7 +11,7 @@ OUT ?= out
 DEMO_PACKAGES := e2fsprogs dosfstools mtools fdisk util-linux xz-utils
 TEST_PACKAGES := $(DEMO_PACKAGES) gdisk btrfs-progs exfatprogs zstd gzip zip unzip python3 \
 	qemu-user-static qemu-system-arm binfmt-support mmdebstrap arch-test debian-archive-keyring \
-	nix-bin busybox-static cryptsetup-bin zsh fish bmap-tools dmsetup
+	nix-bin busybox-static cryptsetup-bin zsh fish bmap-tools dmsetup git
 
 DEVICE_BINS := assets/device/nixpi-firstboot-linux-arm64 assets/device/nixpi-firstboot-linux-arm
 
@@ -48,8 +48,9 @@ demo: fixture
 	bin/nixpi build --base $(OUT)/base-trixie-arm64.img --config $(OUT)/nixpi.toml --out $(OUT)/nixpi-card.img --force
 	bin/nixpi inspect $(OUT)/nixpi-card.img
 
-# Every test: unit and loop-device tests (root), then the QEMU end-to-end run.
-test: deps-test unit race e2e
+# Every test: lint first (it takes seconds), unit and loop-device tests (root),
+# then the QEMU end-to-end run.
+test: deps-test lint unit race e2e
 
 # NIXPI_REQUIRE_NIX: the generated NixOS configurations must be parsed and
 # evaluated by a real nix-instantiate (nix-bin), not skipped.
@@ -83,8 +84,12 @@ FUZZTIME ?= 30s
 fuzz:
 	GO=$(GO) ./.ci/fuzz $(FUZZTIME)
 
+# gofmt over the files git tracks (git is in TEST_PACKAGES), go vet, and
+# staticcheck at a pinned version, which `go run` fetches through the Go
+# module proxy: nothing to install by hand.
 lint:
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	@files=$$(git ls-files '*.go') && test -n "$$files" || { echo "lint: no Go files from git ls-files (not a git checkout?)"; exit 1; }; \
+	unformatted=$$(gofmt -l $$files); test -z "$$unformatted" || { echo "$$unformatted"; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 

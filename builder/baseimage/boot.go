@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/nixpi/nixpi/builder/fatfs"
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 )
 
 // inspectBoot checks partition 1 is FAT32 and holds what a Pi 4 boots:
@@ -77,7 +79,11 @@ func inspectBoot(r io.ReaderAt, b *Base) error {
 	}
 	b.Cmdline = string(cmdline)
 
-	kernel, fromConfig := pi4Kernel(b.ConfigTxt, exists)
+	readText := func(name string) (string, error) {
+		data, _, err := read(name)
+		return string(data), err
+	}
+	kernel, fromConfig := pi4Kernel(readText, exists)
 	if !exists(kernel) {
 		if fromConfig {
 			return fmt.Errorf("%w: config.txt says kernel=%s but that file is not on the boot partition", ErrNoKernel, kernel)
@@ -88,30 +94,12 @@ func inspectBoot(r io.ReaderAt, b *Base) error {
 	return nil
 }
 
-// pi4Kernel says which kernel file a Pi 4 boots with this config.txt: the
-// last kernel= in a section that applies to a Pi 4 ([all], [pi4], or before
-// any section), else kernel8.img (what current firmware prefers on a Pi 4,
-// and what arm_64bit=1 selects), else kernel7l.img.
-func pi4Kernel(configTxt string, exists func(string) bool) (name string, fromConfig bool) {
-	applies := true
-	for _, line := range strings.Split(configTxt, "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]") {
-			section := strings.ToLower(strings.TrimSpace(line[1 : len(line)-1]))
-			applies = section == "all" || section == "pi4"
-			continue
-		}
-		if !applies {
-			continue
-		}
-		if key, value, ok := strings.Cut(line, "="); ok && strings.TrimSpace(key) == "kernel" {
-			name, fromConfig = strings.TrimSpace(value), true
-		}
-	}
-	if fromConfig {
+// pi4Kernel says which kernel file a Pi 4 boots with the config.txt read
+// reads: the last kernel= a Pi 4 applies (bootfiles decides which),
+// else kernel8.img (what current firmware prefers on a Pi 4, and what
+// arm_64bit=1 selects), else kernel7l.img.
+func pi4Kernel(read bootfiles.ReadFile, exists func(string) bool) (name string, fromConfig bool) {
+	if name, ok := (bootfiles.Pi4{}).Value(read, cardpath.ConfigTxt, "kernel"); ok {
 		return strings.TrimLeft(name, "/"), true
 	}
 	if !exists("kernel8.img") && exists("kernel7l.img") {

@@ -3,6 +3,8 @@ package baseimage
 import (
 	"strings"
 	"testing"
+
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 )
 
 func TestPi4Kernel(t *testing.T) {
@@ -34,9 +36,15 @@ func TestPi4Kernel(t *testing.T) {
 		{"commented out", "#kernel=x.img\n", []string{"kernel8.img"}, "kernel8.img", false},
 		{"spaces and leading slash", "  kernel = /boot.img  \n", nil, "boot.img", true},
 		{"CRLF", "[pi4]\r\nkernel=crlf.img\r\n", nil, "crlf.img", true},
+		// This copy once took the last section header alone: a [pi4] after
+		// [HDMI:0] combines with it, so not every Pi 4 boots hdmi.img.
+		{"pi4 under an HDMI filter is not certain", "[HDMI:0]\n[pi4]\nkernel=hdmi.img\n", []string{"kernel8.img"}, "kernel8.img", false},
+		{"kernel= in an included file", "[all]\ninclude extra.txt\n", nil, "included.img", true},
+		{"include under [pi5] ignored", "[pi5]\ninclude extra.txt\n", []string{"kernel8.img"}, "kernel8.img", false},
 	}
 	for _, tc := range cases {
-		got, fromConfig := pi4Kernel(tc.config, has(tc.files...))
+		read := bootfiles.Files{"config.txt": tc.config, "extra.txt": "kernel=included.img\n"}.Read
+		got, fromConfig := pi4Kernel(read, has(tc.files...))
 		if got != tc.want || fromConfig != tc.fromConfig {
 			t.Errorf("%s: got %q (config %v), want %q (config %v)", tc.name, got, fromConfig, tc.want, tc.fromConfig)
 		}
@@ -137,7 +145,7 @@ func FuzzPi4Kernel(f *testing.F) {
 	f.Add("[pi4]\nkernel=u-boot.bin\n[all]\narm_64bit=1\n")
 	f.Add("kernel=\n[")
 	f.Fuzz(func(t *testing.T, config string) {
-		name, fromConfig := pi4Kernel(config, func(string) bool { return true })
+		name, fromConfig := pi4Kernel(bootfiles.Files{"config.txt": config}.Read, func(string) bool { return true })
 		if !fromConfig && name != "kernel8.img" {
 			t.Errorf("default kernel %q", name)
 		}

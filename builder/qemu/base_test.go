@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -134,7 +135,7 @@ func TestBaseLayoutAssemble(t *testing.T) {
 	if card.Boot.Offset != 8<<20 {
 		t.Errorf("FAT at %d, want 8 MiB", card.Boot.Offset)
 	}
-	files := ParseConfigTxt(base.ConfigTxt, false)
+	files := ParseConfigTxt(bootfiles.Files{"config.txt": base.ConfigTxt}.Read, "config.txt", false)
 	for name, want := range map[string]string{files.Kernel: "kernel image", files.Initrd: "initramfs image", "start4.elf": "start4", "bcm2711-rpi-4-b.dtb": "dtb"} {
 		got, err := card.ReadFile(context.Background(), name)
 		if err != nil || string(got) != want {

@@ -9,7 +9,6 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -57,53 +57,30 @@ type BootFiles struct {
 	Cmdline string // the file with the kernel command line
 }
 
-// ParseConfigTxt finds what a Pi 4 running a 64-bit kernel loads: kernel=,
+// ParseConfigTxt finds what a Pi 4 running a 64-bit kernel loads from the
+// config file name (config.txt, or tryboot.txt when the firmware reads it
+// because of the tryboot flag, which makes [tryboot] hold): kernel=,
 // initramfs FILE followkernel, auto_initramfs=1 (kernel8.img ->
-// initramfs8), armstub=, cmdline=. Only the sections a Pi 4 applies ([all],
-// [pi4], and lines before any section; [tryboot] too when the firmware
-// reads the file because of the tryboot flag) count; the last setting
-// wins, as in the firmware.
-func ParseConfigTxt(configTxt string, tryboot bool) BootFiles {
+// initramfs8), armstub=, cmdline=. Which lines a Pi 4 applies, includes
+// followed, is bootfiles' to say; the last setting wins, as in the
+// firmware.
+func ParseConfigTxt(read bootfiles.ReadFile, name string, tryboot bool) BootFiles {
 	files := BootFiles{Cmdline: "cmdline.txt"}
 	auto := false
-	applies := true
-	sc := bufio.NewScanner(strings.NewReader(configTxt))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = strings.TrimSpace(line[:i])
-		}
-		if line == "" {
-			continue
-		}
-		if strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]") {
-			section := strings.ToLower(line[1 : len(line)-1])
-			applies = section == "all" || section == "pi4" || (tryboot && section == "tryboot")
-			continue
-		}
-		if !applies {
-			continue
-		}
-		if rest, ok := strings.CutPrefix(line, "initramfs "); ok {
-			if f := strings.Fields(rest); len(f) > 0 {
+	for _, s := range (bootfiles.Pi4{Tryboot: tryboot}).Settings(read, name) {
+		switch s.Key {
+		case "initramfs":
+			if f := strings.Fields(s.Value); len(f) > 0 {
 				files.Initrd = f[0]
 			}
-			continue
-		}
-		key, value, ok := strings.Cut(line, "=")
-		if !ok {
-			continue
-		}
-		value = strings.TrimSpace(value)
-		switch strings.TrimSpace(key) {
 		case "kernel":
-			files.Kernel = value
+			files.Kernel = s.Value
 		case "armstub":
-			files.Armstub = value
+			files.Armstub = s.Value
 		case "cmdline":
-			files.Cmdline = value
+			files.Cmdline = s.Value
 		case "auto_initramfs":
-			auto = value == "1"
+			auto = s.Value == "1"
 		}
 	}
 	if files.Kernel == "" {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/nixpi/nixpi/builder/baseimage"
+	"github.com/nixpi/nixpi/firstboot/bootfiles"
 )
 
 func TestGuestCmdline(t *testing.T) {
@@ -60,7 +61,13 @@ func TestParseConfigTxt(t *testing.T) {
 		{"stock bookworm", "dtparam=audio=on\nauto_initramfs=1\narm_64bit=1\n[cm4]\notg_mode=1\n[all]\n", false, files("kernel8.img", "initramfs8")},
 		{"no initramfs", "arm_64bit=1\n", false, files("kernel8.img", "")},
 		{"explicit kernel and initramfs", "kernel=vmlinuz-6.1\ninitramfs initrd.img-6.1 followkernel\n", false, files("vmlinuz-6.1", "initrd.img-6.1")},
-		{"other models' sections ignored", "[pi5]\nkernel=kernel_2712.img\n[pi4]\nkernel=k4.img # comment\n[all]\n", false, files("k4.img", "")},
+		{"other models' sections ignored", "[pi5]\nkernel=kernel_2712.img\n[pi4]\nkernel=k4.img\n[all]\n", false, files("k4.img", "")},
+		// This copy once cut values at '#' and took the last section header
+		// alone. The firmware has comments only at the start of a line, and
+		// [tryboot] then [pi4] are both in force until [all].
+		{"no comment after a value", "kernel=k4.img # comment\n", false, files("k4.img # comment", "")},
+		{"a model filter keeps [tryboot]", "kernel=a.img\n[tryboot]\n[pi4]\nkernel=t.img\n[all]\n", false, files("a.img", "")},
+		{"an include is followed", "kernel=a.img\ninclude extra.txt\n", false, files("included.img", "initramfs8")},
 		{"last setting wins", "kernel=a.img\n[all]\nkernel=b.img\nauto_initramfs=1\n", false, files("b.img", "")},
 		{"auto initramfs follows kernel name", "kernel=kernel_2712.img\nauto_initramfs=1\n", false, files("kernel_2712.img", "initramfs_2712")},
 		{"the SSD's, with U-Boot and the armstub", "[pi4]\nkernel=u-boot-rpi4.bin\nenable_gic=1\narmstub=armstub8-gic.bin\n[all]\narm_64bit=1\n", false,
@@ -72,7 +79,8 @@ func TestParseConfigTxt(t *testing.T) {
 		{"[tryboot] ignored otherwise", "kernel=a.img\n[tryboot]\nkernel=t.img\ncmdline=trial.txt\n[all]\n", false, files("a.img", "")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := ParseConfigTxt(tc.in, tc.tryboot); got != tc.want {
+			read := bootfiles.Files{"config.txt": tc.in, "extra.txt": "kernel=included.img\ninitramfs initramfs8 followkernel\n"}.Read
+			if got := ParseConfigTxt(read, "config.txt", tc.tryboot); got != tc.want {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})

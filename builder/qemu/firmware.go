@@ -376,7 +376,14 @@ func firmwareBoot(ctx context.Context, source BootSource, where string, fat *Car
 	if why != "" {
 		return noBoot("%s", why)
 	}
-	files := ParseConfigTxt(string(text), tryboot)
+	readFAT := func(name string) (string, error) {
+		if name == configName {
+			return string(text), nil
+		}
+		data, err := fat.ReadFile(ctx, name)
+		return string(data), err
+	}
+	files := ParseConfigTxt(readFAT, configName, tryboot)
 	if files.Armstub != "" {
 		if _, why, err := readNonEmpty(ctx, fat, files.Armstub); err != nil {
 			return nil, err

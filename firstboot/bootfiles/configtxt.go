@@ -1,8 +1,12 @@
 package bootfiles
 
 import (
+	"io/fs"
+	"maps"
 	"strconv"
 	"strings"
+
+	"github.com/nixpi/nixpi/firstboot/cardpath"
 )
 
 // Arm64Key is the config.txt setting that makes the firmware boot the
@@ -61,30 +65,113 @@ func (f filters) unconditional() bool {
 }
 
 // forPi4: a setting here applies to a Raspberry Pi 4 whatever its HDMI,
-// EDID, GPIO or serial number.
-func (f filters) forPi4() bool {
-	return !f.none && len(f.conditional) == 0 && (f.model == "" || f.model == "pi4")
-}
-
-// setting is one key=value line; value is at [valueStart, valueEnd) in line.
-type setting struct {
-	lineNo               int // 1-based
-	line                 int // index into the file's lines
-	key, value           string
-	valueStart, valueEnd int
-	forPi4               bool
-}
-
-// parseConfigTxt splits text into lines (each with its line ending) and
-// finds every setting with the filters in force where it is, plus the
-// filters in force at the end of the file.
-func parseConfigTxt(text string) (lines []string, settings []setting, end filters) {
-	lines = strings.SplitAfter(text, "\n")
-	if lines[len(lines)-1] == "" {
-		lines = lines[:len(lines)-1]
+// EDID, GPIO or serial number; with tryboot, the [tryboot] filter holds.
+func (f filters) forPi4(tryboot bool) bool {
+	conditions := len(f.conditional)
+	if tryboot && f.conditional["tryboot"] {
+		conditions--
 	}
+	return !f.none && conditions == 0 && (f.model == "" || f.model == "pi4")
+}
+
+// clone is f, not sharing its map with f.
+func (f filters) clone() filters {
+	f.conditional = maps.Clone(f.conditional)
+	return f
+}
+
+// ReadFile reads a file of the boot partition by the name config.txt
+// gives it (config.txt itself, or NAME in `include NAME`).
+type ReadFile func(name string) (string, error)
+
+// Files is a boot partition held in memory, by name: for a config.txt
+// whose includes are not at hand (a name it lacks is missing, which the
+// firmware skips too).
+type Files map[string]string
+
+// Read is Files as a ReadFile.
+func (f Files) Read(name string) (string, error) {
+	text, ok := f[name]
+	if !ok {
+		return "", fs.ErrNotExist
+	}
+	return text, nil
+}
+
+// Setting is one line of config.txt, or of a file it includes, that sets
+// something: key=value, or `initramfs FILE [followkernel]` (Key
+// "initramfs", Value what follows the name). Key and Value are trimmed of
+// the spaces around them.
+type Setting struct {
+	File       string // the file the line is in, as config.txt names it
+	Line       int    // 1-based
+	Key, Value string
+
+	index                int // into the file's lines
+	valueStart, valueEnd int // Value's bytes in the line
+	filters              filters
+}
+
+// Pi4 is the Raspberry Pi 4 whose reading of config.txt Pi4.Settings gives.
+type Pi4 struct {
+	// Tryboot: the firmware reads the file because of the tryboot flag
+	// (a reboot with '0 tryboot'), so [tryboot] holds.
+	Tryboot bool
+	// Maybe counts too what may take effect on some Pi 4 family board (a
+	// 400, a CM4) or under a condition nixpi cannot see (HDMI, EDID, GPIO,
+	// a serial number); without it, only what every Pi 4B applies counts.
+	Maybe bool
+}
+
+// maxIncludeDepth bounds include chains (a file including itself).
+const maxIncludeDepth = 8
+
+// Settings are the settings of the config file name (read through read)
+// that the Pi applies, in the order the firmware reads them: an include
+// puts the included file's lines in its place, under the filters in force
+// there, and a missing file is skipped. The last setting of a key wins.
+func (p Pi4) Settings(read ReadFile, name string) []Setting {
+	var out []Setting
 	var f filters
-	for i, raw := range lines {
+	walkConfig(read, name, 0, &f, func(s Setting) {
+		if p.applies(s.filters) {
+			out = append(out, s)
+		}
+	})
+	return out
+}
+
+// Value is the value of the last key= setting the Pi applies, and whether
+// there is one.
+func (p Pi4) Value(read ReadFile, name, key string) (string, bool) {
+	value, found := "", false
+	for _, s := range p.Settings(read, name) {
+		if s.Key == key {
+			value, found = s.Value, true
+		}
+	}
+	return value, found
+}
+
+func (p Pi4) applies(f filters) bool {
+	if p.Maybe {
+		return f.mayApplyToPi4()
+	}
+	return f.forPi4(p.Tryboot)
+}
+
+// walkConfig calls visit for every setting of file name in order, with
+// the filters in force where it is (f, which the file's sections change),
+// and goes into every include whose filters may apply to a Pi 4.
+func walkConfig(read ReadFile, name string, depth int, f *filters, visit func(Setting)) {
+	if depth > maxIncludeDepth {
+		return
+	}
+	text, err := read(name)
+	if err != nil {
+		return
+	}
+	for i, raw := range splitLines(text) {
 		content := strings.TrimRight(raw, "\r\n")
 		trimmed := strings.TrimSpace(content)
 		switch {
@@ -93,23 +180,46 @@ func parseConfigTxt(text string) (lines []string, settings []setting, end filter
 			if end := strings.IndexByte(trimmed, ']'); end > 0 {
 				f.apply(trimmed[1:end])
 			}
+		case hasDirective(trimmed, "include"):
+			if f.mayApplyToPi4() {
+				walkConfig(read, strings.TrimSpace(trimmed[len("include"):]), depth+1, f, visit)
+			}
 		default:
 			key, value, ok := strings.Cut(content, "=")
-			if !ok {
-				continue
-			}
 			valueStart := len(key) + 1
+			if !ok {
+				if !hasDirective(trimmed, "initramfs") {
+					continue
+				}
+				// The one setting without '=' (the firmware's own quirk).
+				lead := len(content) - len(strings.TrimLeft(content, " \t"))
+				key, value = "initramfs", content[lead+len("initramfs"):]
+				valueStart = lead + len("initramfs")
+			}
 			valueStart += len(value) - len(strings.TrimLeft(value, " \t"))
 			value = strings.Trim(value, " \t")
-			settings = append(settings, setting{
-				lineNo: i + 1, line: i,
-				key: strings.TrimSpace(key), value: value,
-				valueStart: valueStart, valueEnd: valueStart + len(value),
-				forPi4: f.forPi4(),
+			visit(Setting{
+				File: name, Line: i + 1, Key: strings.TrimSpace(key), Value: value,
+				index: i, valueStart: valueStart, valueEnd: valueStart + len(value),
+				filters: f.clone(),
 			})
 		}
 	}
-	return lines, settings, f
+}
+
+// hasDirective: line is `word ARGUMENT`.
+func hasDirective(line, word string) bool {
+	rest, ok := strings.CutPrefix(line, word)
+	return ok && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "\t"))
+}
+
+// splitLines splits text into lines, each with its line ending.
+func splitLines(text string) []string {
+	lines := strings.SplitAfter(text, "\n")
+	if lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	return lines
 }
 
 // Arm64Effective reports whether config.txt switches a Raspberry Pi 4 to
@@ -117,10 +227,9 @@ func parseConfigTxt(text string) (lines []string, settings []setting, end filter
 // [all], [pi4] or before any filter) is non-zero. line is the 1-based line of
 // that setting, 0 when no setting applies.
 func Arm64Effective(configTxt string) (on bool, line int) {
-	_, settings, _ := parseConfigTxt(configTxt)
-	for _, s := range settings {
-		if s.key == Arm64Key && s.forPi4 {
-			on, line = nonZero(s.value), s.lineNo
+	for _, s := range (Pi4{}).Settings(Files{cardpath.ConfigTxt: configTxt}.Read, cardpath.ConfigTxt) {
+		if s.Key == Arm64Key {
+			on, line = nonZero(s.Value), s.Line
 		}
 	}
 	return on, line
@@ -131,14 +240,7 @@ func Arm64Effective(configTxt string) (on bool, line int) {
 // before any filter), and whether there is one: what the firmware loads for
 // kernel= or armstub=.
 func Pi4Value(configTxt, key string) (string, bool) {
-	_, settings, _ := parseConfigTxt(configTxt)
-	value, found := "", false
-	for _, s := range settings {
-		if s.key == key && s.forPi4 {
-			value, found = s.value, true
-		}
-	}
-	return value, found
+	return Pi4{}.Value(Files{cardpath.ConfigTxt: configTxt}.Read, cardpath.ConfigTxt, key)
 }
 
 func nonZero(v string) bool {
@@ -155,12 +257,13 @@ func SetArm64(configTxt string) (string, bool) {
 	if on, _ := Arm64Effective(configTxt); on {
 		return configTxt, false
 	}
-	lines, settings, end := parseConfigTxt(configTxt)
+	read := Files{cardpath.ConfigTxt: configTxt}.Read
+	lines := splitLines(configTxt)
 	rewrote := false
-	for _, s := range settings {
-		if s.key == Arm64Key && s.forPi4 {
-			raw := lines[s.line]
-			lines[s.line] = raw[:s.valueStart] + "1" + raw[s.valueEnd:]
+	for _, s := range (Pi4{}).Settings(read, cardpath.ConfigTxt) {
+		if s.Key == Arm64Key && s.File == cardpath.ConfigTxt {
+			raw := lines[s.index]
+			lines[s.index] = raw[:s.valueStart] + "1" + raw[s.valueEnd:]
 			rewrote = true
 		}
 	}
@@ -175,7 +278,7 @@ func SetArm64(configTxt string) (string, bool) {
 	if out != "" && !strings.HasSuffix(out, "\n") {
 		out += eol
 	}
-	if !end.unconditional() {
+	if !endFilters(read, cardpath.ConfigTxt).unconditional() {
 		out += "[all]" + eol
 	}
 	return out + Arm64Key + "=1" + eol, true
@@ -194,55 +297,26 @@ func (f filters) mayApplyToPi4() bool {
 	return strings.HasPrefix(f.model, "board-type")
 }
 
-// maxIncludeDepth bounds include chains (a file including itself).
-const maxIncludeDepth = 8
-
 // EEPROMWriteProtected finds an eeprom_write_protect=1 that may take
 // effect on a Pi 4: in config.txt or a file it includes (include NAME,
 // read through readFile), in any section but [none] and other boards'
 // ([pi5] does not apply to a Pi 4). The bootloader then sets the EEPROM's
 // write-protect bits, and with the /WP pin low (which Linux cannot see)
 // recovery.bin cannot flash. where is "FILE line N".
-func EEPROMWriteProtected(readFile func(name string) (string, error), name string) (on bool, where string) {
-	return writeProtected(readFile, name, 0)
-}
-
-func writeProtected(readFile func(string) (string, error), name string, depth int) (bool, string) {
-	if depth > maxIncludeDepth {
-		return false, ""
-	}
-	text, err := readFile(name)
-	if err != nil {
-		return false, ""
-	}
-	var f filters
-	on, where := false, ""
-	for i, raw := range strings.SplitAfter(text, "\n") {
-		trimmed := strings.TrimSpace(strings.TrimRight(raw, "\r\n"))
-		switch {
-		case trimmed == "" || trimmed[0] == '#':
-		case trimmed[0] == '[':
-			if end := strings.IndexByte(trimmed, ']'); end > 0 {
-				f.apply(trimmed[1:end])
-			}
-		case strings.HasPrefix(trimmed, "include ") || strings.HasPrefix(trimmed, "include\t"):
-			if !f.mayApplyToPi4() {
-				continue
-			}
-			inc := strings.TrimSpace(trimmed[len("include"):])
-			if ok, w := writeProtected(readFile, inc, depth+1); ok {
-				on, where = true, w
-			}
-		default:
-			key, value, ok := strings.Cut(trimmed, "=")
-			if ok && strings.TrimSpace(key) == "eeprom_write_protect" && f.mayApplyToPi4() {
-				// The last assignment wins, but one that may apply is enough
-				// to make the update unsafe to count on.
-				if nonZero(strings.TrimSpace(value)) {
-					on, where = true, name+" line "+strconv.Itoa(i+1)
-				}
-			}
+func EEPROMWriteProtected(readFile ReadFile, name string) (on bool, where string) {
+	for _, s := range (Pi4{Maybe: true}).Settings(readFile, name) {
+		// The last assignment wins, but one that may apply is enough to
+		// make the update unsafe to count on.
+		if s.Key == "eeprom_write_protect" && nonZero(s.Value) {
+			on, where = true, s.File+" line "+strconv.Itoa(s.Line)
 		}
 	}
 	return on, where
+}
+
+// endFilters are the filters in force at the end of file name.
+func endFilters(read ReadFile, name string) filters {
+	var f filters
+	walkConfig(read, name, 0, &f, func(Setting) {})
+	return f
 }

@@ -142,15 +142,14 @@ func FuzzSetArm64(f *testing.F) {
 		}
 		// Every input line survives in order; only arm_64bit lines that
 		// apply to a Pi 4 may differ, and only their value.
-		inLines, inSettings, _ := parseConfigTxt(in)
-		outLines, _, _ := parseConfigTxt(out)
+		inLines, outLines := splitLines(in), splitLines(out)
 		if len(outLines) < len(inLines) {
 			t.Fatalf("lines lost: %q -> %q", in, out)
 		}
 		rewritten := map[int]bool{}
-		for _, s := range inSettings {
-			if s.key == Arm64Key && s.forPi4 {
-				rewritten[s.line] = true
+		for _, s := range (Pi4{}).Settings(Files{"config.txt": in}.Read, "config.txt") {
+			if s.Key == Arm64Key {
+				rewritten[s.index] = true
 			}
 		}
 		for i, l := range inLines {

@@ -349,41 +349,36 @@ func afterHandOver(steps []Step) []Step {
 
 func (e *Engine) runStep(ctx context.Context, step Step) (Outcome, error) {
 	name := step.Name()
-	last, seen := e.j.Last(name)
-	if seen && last.Event == journal.Reboot && last.BootID == e.bootID {
+	r := e.resumeOf(ctx, step)
+	switch r.action {
+	case resumeAwaitReboot:
 		e.say("  %s is waiting for the reboot it requested; nothing more to do in this boot", name)
 		return RebootRequested, nil
-	}
-	if seen && last.Event == journal.Start {
-		e.say("  %s was interrupted in boot %d; redoing it from its start", name, last.Boot)
-	} else {
-		done, why, err := step.Probe(ctx, e.Env)
-		if err != nil {
-			return e.failOrInterrupt(ctx, name, fmt.Errorf("%s: check: %w", name, err))
+	case resumeRedo:
+		e.say("  %s was interrupted in boot %d; redoing it from its start", name, r.last.Boot)
+	case resumeCheckFailed:
+		return e.failOrInterrupt(ctx, name, fmt.Errorf("%s: check: %w", name, r.err))
+	case resumeSkip:
+		e.say("  %s: %s, skipping", name, r.why)
+		if err := e.append(name, journal.Skip, r.why, "", ""); err != nil {
+			return e.fail(name, err)
 		}
-		if done {
-			e.say("  %s: %s, skipping", name, why)
-			if err := e.append(name, journal.Skip, why, "", ""); err != nil {
-				return e.fail(name, err)
-			}
-			return Finished, nil
+		return Finished, nil
+	case resumeRebootNotTaken:
+		if reporter, ok := step.(NotTakenReporter); ok {
+			return e.fail(name, reporter.NotTaken(e.Env, r.last.Boot, r.why))
 		}
-		if seen && last.Event == journal.Reboot {
-			// Never reboot-loop: one reboot per request.
-			if r, ok := step.(NotTakenReporter); ok {
-				return e.fail(name, r.NotTaken(e.Env, last.Boot, why))
-			}
-			return e.fail(name, WithHint(
-				fmt.Errorf("%s: still not in effect after the reboot requested in boot %d (%s)", name, last.Boot, why),
-				"the change made before the reboot did not take effect; see "+cardpath.Log+" on the card"))
-		}
-		e.say("  %s: %s", name, why)
+		return e.fail(name, WithHint(
+			fmt.Errorf("%s: still not in effect after the reboot requested in boot %d (%s)", name, r.last.Boot, r.why),
+			"the change made before the reboot did not take effect; see "+cardpath.Log+" on the card"))
+	case resumeRun:
+		e.say("  %s: %s", name, r.why)
 	}
 	if err := e.append(name, journal.Start, "", "", ""); err != nil {
 		return e.fail(name, err)
 	}
 	e.Env.rebootWhy, e.Env.tryboot = "", false
-	e.Env.Redo = seen && last.Event == journal.Start
+	e.Env.Redo = r.action == resumeRedo
 	err := step.Run(ctx, e.Env)
 	e.Env.Redo = false
 	if err != nil {
@@ -663,20 +658,18 @@ func (e *Engine) Plan(ctx context.Context, only []string, w io.Writer) error {
 // planStep says what Run would do with step. The probe runs first, so the
 // commands it logs come before the step's line.
 func (e *Engine) planStep(ctx context.Context, step Step) string {
-	last, seen := e.j.Last(step.Name())
-	if seen && last.Event == journal.Start {
-		return fmt.Sprintf("interrupted in boot %d, would redo from its start", last.Boot)
-	}
-	done, why, err := step.Probe(ctx, e.Env)
-	switch {
-	case err != nil:
-		return fmt.Sprintf("check failed: %v", err)
-	case done:
-		return fmt.Sprintf("done, would skip (%s)", why)
-	case seen && last.Event == journal.Reboot && last.BootID != e.bootID:
-		return fmt.Sprintf("still not in effect after the reboot requested in boot %d (%s): would stop with a failure", last.Boot, why)
-	case seen && last.Event == journal.Reboot:
+	r := e.resumeOf(ctx, step)
+	switch r.action {
+	case resumeAwaitReboot:
 		return "waiting for the reboot it requested"
+	case resumeRedo:
+		return fmt.Sprintf("interrupted in boot %d, would redo from its start", r.last.Boot)
+	case resumeCheckFailed:
+		return fmt.Sprintf("check failed: %v", r.err)
+	case resumeSkip:
+		return fmt.Sprintf("done, would skip (%s)", r.why)
+	case resumeRebootNotTaken:
+		return fmt.Sprintf("still not in effect after the reboot requested in boot %d (%s): would stop with a failure", r.last.Boot, r.why)
 	}
-	return fmt.Sprintf("would run (%s)", why)
+	return fmt.Sprintf("would run (%s)", r.why)
 }

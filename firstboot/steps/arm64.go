@@ -17,19 +17,19 @@ import (
 // 64-bit is what Nix needs: it ships no armv7 binaries.
 const arm64Arch = "aarch64"
 
-type arm64 struct{}
+type arm64Step struct{}
 
 // NewArm64 switches the Pi to the 64-bit kernel: arm_64bit=1 in the [all]
 // section of the card's config.txt, then a reboot.
-func NewArm64() engine.Step { return arm64{} }
+func NewArm64() engine.Step { return arm64Step{} }
 
-func (arm64) Name() string    { return "arm64" }
-func (arm64) Needs() []string { return nil }
-func (arm64) Describe() string {
+func (arm64Step) Name() string    { return "arm64" }
+func (arm64Step) Needs() []string { return nil }
+func (arm64Step) Describe() string {
 	return "switching to the 64-bit kernel, which Nix needs (one reboot if the Pi runs a 32-bit kernel)"
 }
 
-func (arm64) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
+func (arm64Step) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 	arch, err := kernelArch(ctx, env)
 	if err != nil {
 		return false, "", err
@@ -40,7 +40,7 @@ func (arm64) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 	return false, fmt.Sprintf("the kernel is %s, not aarch64", arch), nil
 }
 
-func (arm64) Run(ctx context.Context, env *engine.Env) error {
+func (arm64Step) Run(ctx context.Context, env *engine.Env) error {
 	// Redone after a power cut that came after the write but before the
 	// reboot was recorded, this boot may already be the 64-bit one.
 	arch, err := kernelArch(ctx, env)

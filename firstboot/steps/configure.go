@@ -18,15 +18,15 @@ import (
 	"github.com/nixpi/nixpi/firstboot/nixos"
 )
 
-// configure writes the NixOS configuration onto the mounted SSD:
+// configureStep writes the NixOS configuration onto the mounted SSD:
 // /mnt/etc/nixos/configuration.nix (unless nixos.flake is set),
 // hardware-configuration.nix, and the root-only secret files they name. A
 // file the user edited on the SSD is never overwritten: the step keeps the
 // sha256 of every version it wrote, and replaces only those.
-type configure struct{}
+type configureStep struct{}
 
 // NewConfigure returns the step that writes /etc/nixos on the SSD.
-func NewConfigure() engine.Step { return configure{} }
+func NewConfigure() engine.Step { return configureStep{} }
 
 // configureStateFile records the sha256 of each file version configure
 // wrote (under installRoot). Root-only: hashes of secret files would let
@@ -36,9 +36,9 @@ const configureStateFile = "/var/lib/nixpi/configure.json"
 // keptVersions bounds the hashes kept per file.
 const keptVersions = 16
 
-func (configure) Name() string    { return "configure" }
-func (configure) Needs() []string { return []string{"mount"} }
-func (configure) Describe() string {
+func (configureStep) Name() string    { return "configure" }
+func (configureStep) Needs() []string { return []string{"mount"} }
+func (configureStep) Describe() string {
 	return "write /etc/nixos (configuration.nix, hardware-configuration.nix, root-only secrets) onto the SSD"
 }
 
@@ -195,7 +195,7 @@ func requireNewSystemMounted(env *engine.Env) error {
 	return nil
 }
 
-func (configure) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
+func (configureStep) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 	if err := requireNewSystemMounted(env); err != nil {
 		return false, err.Error(), nil
 	}
@@ -223,7 +223,7 @@ func (configure) Probe(ctx context.Context, env *engine.Env) (bool, string, erro
 	return true, "/etc/nixos already written", nil
 }
 
-func (configure) Run(ctx context.Context, env *engine.Env) error {
+func (configureStep) Run(ctx context.Context, env *engine.Env) error {
 	if err := requireNewSystemMounted(env); err != nil {
 		return err
 	}

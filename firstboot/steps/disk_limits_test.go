@@ -7,43 +7,13 @@ package steps_test
 
 import (
 	"context"
-	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/engine"
 	"github.com/nixpi/nixpi/firstboot/steps"
-	"github.com/nixpi/nixpi/firstboot/system"
 )
-
-// reshape rewrites the SSD (/dev/sda) in the unit's lsblk output: its size
-// in bytes and its logical sector size (0 keeps them), and resizes the
-// file standing in for it.
-func (u *diskUnit) reshape(t *testing.T, size, logSec int64) {
-	t.Helper()
-	var out map[string][]map[string]any
-	if err := json.Unmarshal([]byte(u.lsblk.Stdout), &out); err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range out["blockdevices"] {
-		if d["name"] == "sda" {
-			if size > 0 {
-				d["size"] = size
-			}
-			if logSec > 0 {
-				d["log-sec"] = logSec
-			}
-		}
-	}
-	data, err := json.Marshal(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.lsblk.Stdout = string(data)
-	u.sized(t, data)
-}
 
 func TestDiskTargetRefusesUnbootableDisks(t *testing.T) {
 	t.Parallel()
@@ -91,14 +61,7 @@ func TestDiskTargetRefusesUnbootableDisks(t *testing.T) {
 			if hint := engine.HintOf(err); !strings.HasPrefix(hint, tc.hint) {
 				t.Errorf("hint = %q, want it to start with %q", hint, tc.hint)
 			}
-			if u.env.State.Target != nil {
-				t.Errorf("State.Target = %+v after a refusal", u.env.State.Target)
-			}
-			for _, c := range u.run.Calls() {
-				if filepath.Base(c[0]) != "lsblk" {
-					t.Errorf("a refusal ran %q; only lsblk may run before the disk is judged", system.QuoteArgv(c))
-				}
-			}
+			u.assertRefusedUntouched(t)
 		})
 	}
 }

@@ -80,6 +80,47 @@ func newDiskUnit(t *testing.T, lsblkFile, mountinfoFile string) *diskUnit {
 	return u
 }
 
+// reshape rewrites the SSD (/dev/sda) in the unit's lsblk output: its size
+// in bytes and its logical sector size (0 keeps them), and resizes the
+// file standing in for it.
+func (u *diskUnit) reshape(t *testing.T, size, logSec int64) {
+	t.Helper()
+	var out map[string][]map[string]any
+	if err := json.Unmarshal([]byte(u.lsblk.Stdout), &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range out["blockdevices"] {
+		if d["name"] == "sda" {
+			if size > 0 {
+				d["size"] = size
+			}
+			if logSec > 0 {
+				d["log-sec"] = logSec
+			}
+		}
+	}
+	data, err := json.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.lsblk.Stdout = string(data)
+	u.sized(t, data)
+}
+
+// assertRefusedUntouched checks a refusal by the target step left the disk
+// alone: nothing recorded, nothing run but lsblk.
+func (u *diskUnit) assertRefusedUntouched(t *testing.T) {
+	t.Helper()
+	if u.env.State.Target != nil {
+		t.Errorf("State.Target = %+v after a refusal", u.env.State.Target)
+	}
+	for _, c := range u.run.Calls() {
+		if filepath.Base(c[0]) != "lsblk" {
+			t.Errorf("a refusal ran %q; only lsblk may run before the disk is judged", system.QuoteArgv(c))
+		}
+	}
+}
+
 // sized makes the files standing in for the whole disks lsblk lists as
 // large as lsblk says, all zeros (sparse): the blank rule reads them. And
 // sysfs shows the disks and their partitions by the numbers lsblk gives,
@@ -320,14 +361,7 @@ func TestDiskTargetRefusals(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %v\nwant it to contain %s", err, tc.want)
 			}
-			if u.env.State.Target != nil {
-				t.Errorf("State.Target = %+v after a refusal", u.env.State.Target)
-			}
-			for _, c := range u.run.Calls() {
-				if filepath.Base(c[0]) != "lsblk" {
-					t.Errorf("a refusal ran %q; only lsblk may run before the disk is judged", system.QuoteArgv(c))
-				}
-			}
+			u.assertRefusedUntouched(t)
 		})
 	}
 }

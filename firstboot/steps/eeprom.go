@@ -19,7 +19,6 @@ import (
 	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/eeprom"
 	"github.com/nixpi/nixpi/firstboot/engine"
-	"github.com/nixpi/nixpi/firstboot/journal"
 )
 
 // MinUSBBootVersion is the BUILD_TIMESTAMP of pieeprom-2020-09-03.bin
@@ -315,14 +314,6 @@ func (s eepromStep) Run(ctx context.Context, env *engine.Env) error {
 	// the order back in the next boot.
 	env.RequestReboot("let the boot ROM flash the bootloader update, then read " + want.String() + " back")
 	return nil
-}
-
-// handOver returns the state's hand-over record, creating it.
-func handOver(env *engine.Env) *journal.HandOver {
-	if env.State.HandOver == nil {
-		env.State.HandOver = &journal.HandOver{}
-	}
-	return env.State.HandOver
 }
 
 func currentOrder(bl bootloader) string {

@@ -13,25 +13,25 @@ import (
 	"github.com/nixpi/nixpi/firstboot/engine"
 )
 
-// format makes the filesystems: FAT32 boot with a volume id fixed from the
+// formatStep makes the filesystems: FAT32 boot with a volume id fixed from the
 // config, swap, and a btrfs (or ext4) root with its subvolumes. A filesystem
 // already there with the planned type, label and UUID is kept.
-type format struct{}
+type formatStep struct{}
 
 // NewFormat returns the step that makes the filesystems.
-func NewFormat() engine.Step { return format{} }
+func NewFormat() engine.Step { return formatStep{} }
 
 // btrfsTopDir is where the format step mounts the btrfs top level to create
 // subvolumes (under Root).
 const btrfsTopDir = "/run/nixpi/btrfs-top"
 
-func (format) Name() string    { return "format" }
-func (format) Needs() []string { return []string{"partition", "packages"} }
-func (format) Describe() string {
+func (formatStep) Name() string    { return "format" }
+func (formatStep) Needs() []string { return []string{"partition", "packages"} }
+func (formatStep) Describe() string {
 	return "make the filesystems: FAT32 boot, swap, root (with btrfs subvolumes)"
 }
 
-func (format) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
+func (formatStep) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 	d, plan, nodes, err := partitionedDisk(ctx, env)
 	if err != nil {
 		return false, err.Error(), nil
@@ -54,7 +54,7 @@ func (format) Probe(ctx context.Context, env *engine.Env) (bool, string, error) 
 	return true, fmt.Sprintf("filesystems on %q already made as planned", d.DevPath()), nil
 }
 
-func (format) Run(ctx context.Context, env *engine.Env) error {
+func (formatStep) Run(ctx context.Context, env *engine.Env) error {
 	_, plan, nodes, err := partitionedDisk(ctx, env)
 	if err != nil {
 		return err
@@ -179,27 +179,4 @@ func createSubvolumes(ctx context.Context, env *engine.Env, nodes map[int]string
 		return fmt.Errorf("unmount %q: %w", dir, err)
 	}
 	return nil
-}
-
-// partitionedDisk is the recorded target disk, its plan and the verified
-// nodes of its partitions, refusing when the table on it is not the planned
-// one (the partition step comes first).
-func partitionedDisk(ctx context.Context, env *engine.Env) (*disk.Device, *disk.Plan, map[int]string, error) {
-	d, plan, err := diskAndPlan(ctx, env)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	table, _, err := disk.ReadTable(ctx, env.Run, env.Tools, d.DevPath())
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if diff := plan.Compare(table); diff != "" {
-		return nil, nil, nil, engine.WithHint(fmt.Errorf("the partition table on %q is not the planned one: %s", d.DevPath(), diff),
-			"run the partition step first")
-	}
-	nodes, err := partitionNodes(env, d.DevPath(), plan)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return d, plan, nodes, nil
 }

@@ -1,6 +1,9 @@
 package steps
 
-import "github.com/nixpi/nixpi/firstboot/engine"
+import (
+	"github.com/nixpi/nixpi/firstboot/engine"
+	"github.com/nixpi/nixpi/firstboot/journal"
+)
 
 // HandOver returns the steps that hand the Pi over from the card to the SSD,
 // in order; they go after verify, once NixOS is installed and checked on the
@@ -19,4 +22,12 @@ func HandOver() []engine.Step {
 // NixOS, against the card's journal.
 func NixOSSteps() []string {
 	return []string{"trial", "confirm", "scrub", "retire", "done", "reboot"}
+}
+
+// handOver returns the state's hand-over record, creating it.
+func handOver(env *engine.Env) *journal.HandOver {
+	if env.State.HandOver == nil {
+		env.State.HandOver = &journal.HandOver{}
+	}
+	return env.State.HandOver
 }

@@ -15,20 +15,20 @@ import (
 	"github.com/nixpi/nixpi/firstboot/engine"
 )
 
-// mount mounts the new system at /mnt as the original recipe does (root,
+// mountStep mounts the new system at /mnt as the original recipe does (root,
 // /mnt/boot, and for btrfs /mnt/nix and /mnt/home from subvolumes) and turns
 // the swap on, so the install (and nixos-generate-config) sees it all.
-type mount struct{}
+type mountStep struct{}
 
 // NewMount returns the step that mounts the new system at /mnt.
-func NewMount() engine.Step { return mount{} }
+func NewMount() engine.Step { return mountStep{} }
 
 // installRoot is where the new system is mounted (under Root).
 const installRoot = "/mnt"
 
-func (mount) Name() string    { return "mount" }
-func (mount) Needs() []string { return []string{"format"} }
-func (mount) Describe() string {
+func (mountStep) Name() string    { return "mount" }
+func (mountStep) Needs() []string { return []string{"format"} }
+func (mountStep) Describe() string {
 	return "mount the new system at /mnt and turn its swap on"
 }
 
@@ -83,7 +83,7 @@ func mountPlan(env *engine.Env, nodes map[int]string, plan *disk.Plan) (mounts [
 	return mounts, swap
 }
 
-func (mount) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
+func (mountStep) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 	_, plan, nodes, err := partitionedDisk(ctx, env)
 	if err != nil {
 		return false, err.Error(), nil
@@ -111,7 +111,7 @@ func (mount) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 	return true, fmt.Sprintf("new system already mounted at %s", installRoot), nil
 }
 
-func (mount) Run(ctx context.Context, env *engine.Env) error {
+func (mountStep) Run(ctx context.Context, env *engine.Env) error {
 	_, plan, nodes, err := partitionedDisk(ctx, env)
 	if err != nil {
 		return err

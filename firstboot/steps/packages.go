@@ -90,20 +90,20 @@ func packagesOf(tools []Tool) []string {
 	return pkgs
 }
 
-type packages struct{}
+type packagesStep struct{}
 
 // NewPackages installs the disk tools the image lacks with apt-get
 // (Raspberry Pi OS Lite has no mkfs.btrfs). With every tool present it
 // touches neither apt nor the network.
-func NewPackages() engine.Step { return packages{} }
+func NewPackages() engine.Step { return packagesStep{} }
 
-func (packages) Name() string    { return "packages" }
-func (packages) Needs() []string { return nil }
-func (packages) Describe() string {
+func (packagesStep) Name() string    { return "packages" }
+func (packagesStep) Needs() []string { return nil }
+func (packagesStep) Describe() string {
 	return "making sure the tools to partition and format the SSD are installed"
 }
 
-func (packages) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
+func (packagesStep) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 	missing := missingTools(env)
 	if len(missing) == 0 {
 		return true, "all disk tools are installed", nil
@@ -111,7 +111,7 @@ func (packages) Probe(ctx context.Context, env *engine.Env) (bool, string, error
 	return false, "missing " + describeTools(missing), nil
 }
 
-func (packages) Run(ctx context.Context, env *engine.Env) error {
+func (packagesStep) Run(ctx context.Context, env *engine.Env) error {
 	missing := missingTools(env)
 	if len(missing) == 0 {
 		return nil

@@ -13,21 +13,21 @@ import (
 	"github.com/nixpi/nixpi/firstboot/engine"
 )
 
-// partition writes the planned table onto the recorded target disk: GPT
+// partitionStep writes the planned table onto the recorded target disk: GPT
 // (EF00 boot, 8200 swap, 8300 root) by default, MBR on request, with every
 // GUID derived from the config and the disk's identity.
-type partition struct{}
+type partitionStep struct{}
 
 // NewPartition returns the step that partitions the target disk.
-func NewPartition() engine.Step { return partition{} }
+func NewPartition() engine.Step { return partitionStep{} }
 
-func (partition) Name() string    { return "partition" }
-func (partition) Needs() []string { return []string{"target"} }
-func (partition) Describe() string {
+func (partitionStep) Name() string    { return "partition" }
+func (partitionStep) Needs() []string { return []string{"target"} }
+func (partitionStep) Describe() string {
 	return "partition the target disk: boot (FAT32), swap, root"
 }
 
-func (partition) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
+func (partitionStep) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 	if env.State == nil || env.State.Target == nil {
 		return false, "no target disk chosen yet", nil
 	}
@@ -48,7 +48,7 @@ func (partition) Probe(ctx context.Context, env *engine.Env) (bool, string, erro
 	return true, fmt.Sprintf("%q already partitioned as planned (%s, disk id %s)", d.DevPath(), plan.Table, plan.DiskID), nil
 }
 
-func (partition) Run(ctx context.Context, env *engine.Env) error {
+func (partitionStep) Run(ctx context.Context, env *engine.Env) error {
 	d, plan, err := diskAndPlan(ctx, env)
 	if err != nil {
 		return err
@@ -216,19 +216,6 @@ func missingPartitionNode(env *engine.Env, dev string, plan *disk.Plan) string {
 		return err.Error()
 	}
 	return ""
-}
-
-// diskAndPlan finds the recorded target disk on this boot and plans its layout.
-func diskAndPlan(ctx context.Context, env *engine.Env) (*disk.Device, *disk.Plan, error) {
-	d, err := recordedDisk(ctx, env)
-	if err != nil {
-		return nil, nil, err
-	}
-	plan, err := planFor(env, d)
-	if err != nil {
-		return nil, nil, fmt.Errorf("plan the layout of %q: %w", d.DevPath(), err)
-	}
-	return d, plan, nil
 }
 
 func describePlan(plan *disk.Plan) string {

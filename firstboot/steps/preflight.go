@@ -75,25 +75,25 @@ func (r *Report) Blocking() []Finding {
 	return out
 }
 
-type preflight struct{}
+type preflightStep struct{}
 
 // NewPreflight checks the machine read-only: Pi model, memory, power supply,
 // bootloader, kernel architecture, clock and network.
-func NewPreflight() engine.Step { return preflight{} }
+func NewPreflight() engine.Step { return preflightStep{} }
 
-func (preflight) Name() string    { return "preflight" }
-func (preflight) Needs() []string { return nil }
-func (preflight) Describe() string {
+func (preflightStep) Name() string    { return "preflight" }
+func (preflightStep) Needs() []string { return nil }
+func (preflightStep) Describe() string {
 	return "checking the Pi (model, memory, power supply, bootloader, kernel, clock, network); changes nothing"
 }
 
 // Probe never reports done: the checks are cheap and the machine may have
 // changed (another power supply, another SSD) since the last boot.
-func (preflight) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
+func (preflightStep) Probe(ctx context.Context, env *engine.Env) (bool, string, error) {
 	return false, "checks run on every boot", nil
 }
 
-func (preflight) Run(ctx context.Context, env *engine.Env) error {
+func (preflightStep) Run(ctx context.Context, env *engine.Env) error {
 	r := Check(ctx, env)
 	for _, f := range r.Findings {
 		env.Logf("%-8s %-10s %s", f.Severity, f.Check, f.Msg)
