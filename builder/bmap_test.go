@@ -5,80 +5,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/nixpi/nixpi/builder/buildertest"
 	"github.com/nixpi/nixpi/builder/fixture"
 )
-
-// loopDevice attaches a new file of size bytes (zeros, or random bytes
-// when random) to a loop device, detached at cleanup. It skips without
-// root.
-func loopDevice(t *testing.T, size int64, random bool) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for losetup (CI runs as root)")
-	}
-	file := filepath.Join(t.TempDir(), "card.dev")
-	if random {
-		sh(t, "head", "-c", strconv.FormatInt(size, 10), "/dev/urandom", ">", file)
-	} else if err := os.WriteFile(file, nil, 0o600); err != nil || os.Truncate(file, size) != nil {
-		t.Fatal("create device file", err)
-	}
-	dev := sh(t, "losetup", "--find", "--show", "--partscan", file)
-	t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
-	return dev
-}
-
-// sh runs argv (">" FILE redirects stdout) and returns its trimmed stdout.
-func sh(t *testing.T, argv ...string) string {
-	t.Helper()
-	var out *os.File
-	for i, a := range argv {
-		if a == ">" {
-			f, err := os.Create(argv[i+1])
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			out, argv = f, argv[:i]
-			break
-		}
-	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if out != nil {
-		cmd.Stdout = out
-	}
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%q: %v\n%s%s", argv, err, stdout.String(), stderr.String())
-	}
-	return strings.TrimSpace(stdout.String())
-}
-
-// fileSum is the sha256 of the first n bytes of path (all of it when it
-// is shorter).
-func fileSum(t *testing.T, path string, n int64) [32]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.CopyN(h, f, n); err != nil && err != io.EOF {
-		t.Fatal(err)
-	}
-	var s [32]byte
-	copy(s[:], h.Sum(nil))
-	return s
-}
 
 // buildBmapCard builds a card (and its .bmap) from base, or from a new
 // fixture when base is empty, into a new directory.
@@ -140,16 +75,16 @@ func TestBmapToolCopiesCard(t *testing.T) {
 	}
 	out := buildBmapCard(t, "")
 	st, _ := os.Stat(out)
-	dev := loopDevice(t, st.Size(), false)
-	sh(t, "bmaptool", "copy", "--bmap", out+".bmap", out, dev)
-	if fileSum(t, dev, st.Size()) != fileSum(t, out, st.Size()) {
+	dev := buildertest.LoopDevice(t, st.Size(), false)
+	buildertest.Sh(t, "bmaptool", "copy", "--bmap", out+".bmap", out, dev)
+	if buildertest.FileSum(t, dev, st.Size()) != buildertest.FileSum(t, out, st.Size()) {
 		t.Errorf("bmaptool copy onto zeroed %s does not equal the image", dev)
 	}
 
 	// The other way: nixpi reads bmaptool's bmap, and ours maps every
 	// block bmaptool's does (and the zero metadata it leaves out).
 	theirs := filepath.Join(t.TempDir(), "theirs.bmap")
-	sh(t, "bmaptool", "create", "--output", theirs, out)
+	buildertest.Sh(t, "bmaptool", "create", "--output", theirs, out)
 	their, err := ReadBmap(theirs, st.Size())
 	if err != nil {
 		t.Fatal(err)

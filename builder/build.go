@@ -8,26 +8,21 @@
 // temporary file, the atomic rename), copy.go (decompress and verify the
 // base), identify.go (validate it), device.go (pick the device binary),
 // epoch.go (the time every file carries), payload.go (payload.cpio),
-// fat.go (the FAT edits), manifest.go. early.go writes the FAT while the
-// base is still decoded, when it can (Result.Early says whether it did);
-// hash.go hashes the image. inspect.go reads a card back.
+// finish.go (CardFinish: the one sequence that makes a copied base a card,
+// and the warnings about the base), fat.go (the FAT edits), manifest.go.
+// early.go writes the FAT while the base is still decoded, when it can
+// (Result.Early says whether it did); hash.go hashes the image. inspect.go
+// reads a card back.
 package builder
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"reflect"
-	"strings"
 	"time"
 
 	"github.com/google/renameio/v2"
 
-	"github.com/nixpi/nixpi/assets"
 	"github.com/nixpi/nixpi/builder/baseimage"
-	"github.com/nixpi/nixpi/builder/source"
-	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/configcheck"
 )
 
@@ -87,35 +82,23 @@ type Result struct {
 // Build writes opts.Out. On any error, or when ctx is cancelled, nothing is
 // left behind: no Out, no temporary file.
 func Build(ctx context.Context, opts Options) (*Result, error) {
-	if opts.Base == "" {
-		return nil, fmt.Errorf("no base image: pass --base with a Raspberry Pi OS image path or URL")
-	}
-	if opts.Config == "" {
-		return nil, fmt.Errorf("no install config: pass --config nixpi.toml (`nixpi config init > nixpi.toml` writes an example)")
+	if err := checkCardInputs(opts); err != nil {
+		return nil, err
 	}
 	if err := checkOutput(opts); err != nil {
 		return nil, err
 	}
-	if opts.DeviceBinary == nil {
-		opts.DeviceBinary = assets.DeviceBinary
-	}
-	logf := func(format string, args ...any) {
-		if opts.Log != nil {
-			opts.Log(fmt.Sprintf(format, args...))
-		}
-	}
-
-	cfg, files, err := readCardInputs(opts, logf)
+	logf := func(format string, args ...any) { logTo(opts, format, args...) }
+	card, err := NewCardFinish(opts)
 	if err != nil {
 		return nil, err
 	}
-	m := files.manifest
 
 	for _, line := range removeLeftovers(opts.Out) {
 		logf("%s", line)
 	}
 	mode := modeShared
-	if carriesSecret(cfg) {
+	if card.Private() {
 		mode = modePrivate
 	}
 	out, err := createPending(opts.Out, mode)
@@ -124,30 +107,21 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer out.Discard()
 
-	early := newEarlyCard(out, files, opts, logf)
+	early := newEarlyCard(out, card, opts, logf)
 
 	logf("copying base image %s", opts.Base)
-	src, err := openBase(ctx, opts, early.baseHashed)
+	src, err := card.OpenBase(ctx, early.baseHashed)
 	if err != nil {
 		return nil, err
 	}
 	defer src.Close()
-	if src.Checksum == "" {
-		warnf(opts, "%s", unverifiedWarning(opts.Base))
-	}
 	// While the base is decoded front to back, the boot partition can be
 	// written as soon as it is final and the hash can follow the decoder.
 	early = early.start(ctx, src)
-	copied, err := src.WriteTo(ctx, out.file)
-	if err == nil {
-		err = ctx.Err()
-	}
+	copied, err := card.CopyBase(ctx, src, out.file)
 	if err != nil {
 		early.finish(nil, "")
 		return nil, err
-	}
-	if src.Checksum == "" {
-		warnf(opts, "the unverified base's sha256 is %s: compare it with the one its publisher lists", copied.InputSHA256)
 	}
 	facts, used, err := early.finish(func() (*baseimage.Base, error) {
 		facts, err := identifyBase(ctx, out.file)
@@ -159,20 +133,11 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Out: opts.Out, Decoder: copied.Decoder, Early: used, Private: mode == modePrivate}
+	res := &Result{Out: opts.Out, Decoder: copied.Decoder, Early: used, Private: card.Private()}
 	if used == EarlyUsed {
-		m, res.SHA256 = early.manifest, early.sum
-	} else {
-		m.Base = ManifestBase{SHA256: copied.InputSHA256, Format: copied.Format.String(), Arch: facts.Arch, BootDir: facts.FATMount}
-		if files.binary, err = deviceBinary(opts.DeviceBinary, facts.Arch); err != nil {
-			return nil, err
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if err := writeCard(ctx, out.file, facts, files); err != nil {
-			return nil, err
-		}
+		res.Manifest, res.SHA256 = early.manifest, early.sum
+	} else if res.Manifest, err = card.Finish(ctx, out.file, facts, copied.InputSHA256, copied.Format); err != nil {
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -191,76 +156,5 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err := renameio.WriteFile(opts.Out+".bmap", bmap, mode.Perm()&0o644); err != nil {
 		return nil, fmt.Errorf("write %q: %w", opts.Out+".bmap", err)
 	}
-	res.Manifest = m
 	return res, nil
-}
-
-// readCardInputs reads and checks the config, first: it is the cheapest
-// input to get wrong. It returns the card's files so far, and its manifest
-// to fill in.
-func readCardInputs(opts Options, logf func(format string, args ...any)) (*config.Config, cardFiles, error) {
-	if opts.Config == "" {
-		return nil, cardFiles{}, fmt.Errorf("no install config: pass --config nixpi.toml (`nixpi config init > nixpi.toml` writes an example)")
-	}
-	cfg, raw, canonical, err := readConfig(opts, logf)
-	if err != nil {
-		return nil, cardFiles{}, err
-	}
-	m := &Manifest{NixpiVersion: assets.Version, Config: ManifestInput{SHA256: sha256Hex(raw)}}
-	return cfg, cardFiles{epoch: opts.Epoch, config: canonical, manifest: m}, nil
-}
-
-// readConfig reads the install config and checks it as the Pi will
-// (configcheck), so a card never carries a config the Pi refuses after
-// wiping the SSD. It returns it as given, and canonical (what goes onto the
-// card).
-func readConfig(opts Options, logf func(format string, args ...any)) (cfg *config.Config, raw, canonical []byte, err error) {
-	path := opts.Config
-	raw, err = config.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, nil, fmt.Errorf("read config: %w (`nixpi config init > nixpi.toml` writes an example to start from)", err)
-	}
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read config: %w", err)
-	}
-	// Not cancelled with the build: parsing takes milliseconds, and a
-	// Ctrl-C reaches nix-instantiate through the terminal all the same.
-	res, err := configcheck.Check(context.Background(), path, raw, opts.NixParser)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("config: %w", err)
-	}
-	cfg = res.Config
-	if res.ModuleParsedBy != "" && !opts.NixParser.ByNix() {
-		warnf(opts, "nixos.extra_module was checked by nixpi's own bracket check only, not parsed by Nix (no nix-instantiate on PATH): a syntax error it misses stops the install on the Pi; install Nix (apt-get install nix-bin) to have it parsed before the card is written")
-	}
-	for _, w := range cfg.Warnings() {
-		logf("warning: %s", w)
-	}
-	if canonical, err = config.Encode(cfg); err != nil {
-		return nil, nil, nil, fmt.Errorf("config: encode: %w", err)
-	}
-	return cfg, raw, canonical, nil
-}
-
-func warnf(opts Options, format string, args ...any) {
-	if opts.Warn != nil {
-		opts.Warn(fmt.Sprintf(format, args...))
-	}
-}
-
-// unverifiedWarning says that nothing checks base, what that risks and how
-// to verify it.
-func unverifiedWarning(base string) string {
-	risk, https := "a damaged or substituted file would go unnoticed", ""
-	if source.IsURL(base) && strings.EqualFold(base[:len("http:")], "http:") {
-		risk, https = "it comes over plain http, so anyone between you and the server can change it unnoticed", ", and use https"
-	}
-	return fmt.Sprintf("nothing verifies the base image %s (no --sha256, no %s.sha256 beside it): %s; "+
-		"pass --sha256 with the checksum its publisher lists (Raspberry Pi publishes one beside every image)%s", base, base, risk, https)
-}
-
-// carriesSecret says whether cfg holds a secret (a Wi-Fi key, a password
-// hash): redacting it changes it.
-func carriesSecret(cfg *config.Config) bool {
-	return !reflect.DeepEqual(cfg, cfg.Redacted())
 }

@@ -34,16 +34,12 @@ import (
 // later. Anything unexpected here just ends the prediction; identifying the
 // whole image reports what is wrong with it.
 type earlyCard struct {
-	out          *pendingOutput
-	files        cardFiles
-	deviceBinary func(goarch string) ([]byte, error)
-	baseSHA256   chan string // the input's digest, once known
-	// For the early card's own manifest (Build goes on filling in its own).
-	format       string // of the base
-	nixpiVersion string
-	config       ManifestInput
-	predict      func(*baseimage.Base) rootGuess
-	logf         func(format string, args ...any)
+	out        *pendingOutput
+	card       *CardFinish
+	baseSHA256 chan string   // the input's digest, once known
+	format     source.Format // of the base
+	predict    func(*baseimage.Base) rootGuess
+	logf       func(format string, args ...any)
 
 	decoded chan struct{} // closed by finish: the decoder is done
 	cancel  context.CancelFunc
@@ -92,9 +88,8 @@ func predictRoot(b *baseimage.Base) rootGuess {
 }
 
 // newEarlyCard prepares the early card for out; start runs it.
-func newEarlyCard(out *pendingOutput, files cardFiles, opts Options, logf func(format string, args ...any)) *earlyCard {
-	e := &earlyCard{out: out, files: files, deviceBinary: opts.DeviceBinary, baseSHA256: make(chan string, 1),
-		nixpiVersion: files.manifest.NixpiVersion, config: files.manifest.Config, predict: opts.predictRoot, logf: logf}
+func newEarlyCard(out *pendingOutput, card *CardFinish, opts Options, logf func(format string, args ...any)) *earlyCard {
+	e := &earlyCard{out: out, card: card, baseSHA256: make(chan string, 1), predict: opts.predictRoot, logf: logf}
 	if e.predict == nil {
 		e.predict = predictRoot
 	}
@@ -121,7 +116,7 @@ func (e *earlyCard) start(ctx context.Context, src *source.Source) *earlyCard {
 	if src.Checksum != "" {
 		e.baseHashed(src.Checksum)
 	}
-	e.format = src.Format.String()
+	e.format = src.Format
 	ctx, e.cancel = context.WithCancel(ctx)
 	e.decoded, e.done = make(chan struct{}), make(chan struct{})
 	go func() {
@@ -203,23 +198,12 @@ func (e *earlyCard) run(ctx context.Context, decoded <-chan struct{}) error {
 			return ctx.Err()
 		}
 	}
-	binary, err := deviceBinary(e.deviceBinary, guess.Arch)
-	if err != nil {
-		return err
-	}
 	e.guess = guess
 	if e.snapshot, err = snapshotRegion(e.out, guess.Boot); err != nil {
 		return err
 	}
 	base.Boot, base.Arch, base.FATMount = guess.Boot, guess.Arch, guess.FATMount
-	e.manifest = &Manifest{
-		NixpiVersion: e.nixpiVersion,
-		Config:       e.config,
-		Base:         ManifestBase{SHA256: guess.BaseSHA256, Format: e.format, Arch: guess.Arch, BootDir: guess.FATMount},
-	}
-	files := e.files
-	files.binary, files.manifest = binary, e.manifest
-	if err := writeCard(ctx, f, base, files); err != nil {
+	if e.manifest, err = e.card.Finish(ctx, f, base, guess.BaseSHA256, e.format); err != nil {
 		return err
 	}
 	hasher, err := newImageHasher(f.Name())

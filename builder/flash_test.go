@@ -46,9 +46,9 @@ func TestFlashZeroedDeviceEqualsImage(t *testing.T) {
 			if !bmap {
 				// The same image without its .bmap: its data ranges are written.
 				image = filepath.Join(t.TempDir(), "copy.img")
-				sh(t, "cp", "--sparse=always", img, image)
+				buildertest.Sh(t, "cp", "--sparse=always", img, image)
 			}
-			dev := loopDevice(t, size+4<<20, false)
+			dev := buildertest.LoopDevice(t, size+4<<20, false)
 			res, err := Flash(context.Background(), loopFlash(image, dev))
 			if err != nil {
 				t.Fatal(err)
@@ -60,7 +60,7 @@ func TestFlashZeroedDeviceEqualsImage(t *testing.T) {
 			if res.Discarded <= 0 || res.Written+res.Discarded > size {
 				t.Errorf("flash discarded %d bytes and wrote %d of %d, want the gaps discarded", res.Discarded, res.Written, size)
 			}
-			if fileSum(t, dev, size) != fileSum(t, img, size) {
+			if buildertest.FileSum(t, dev, size) != buildertest.FileSum(t, img, size) {
 				t.Errorf("%s after flash does not equal the image", dev)
 			}
 		})
@@ -83,9 +83,9 @@ func TestFlashOverOldData(t *testing.T) {
 			image := img
 			if !bmap {
 				image = filepath.Join(t.TempDir(), "copy.img")
-				sh(t, "cp", "--sparse=always", img, image)
+				buildertest.Sh(t, "cp", "--sparse=always", img, image)
 			}
-			dev := loopDevice(t, size, true)
+			dev := buildertest.LoopDevice(t, size, true)
 			// A loop device's discard zeroes: the old data must stay, as
 			// on a card whose discard does not.
 			opts := loopFlash(image, dev)
@@ -105,12 +105,12 @@ func TestFlashOverOldData(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, p := range table.Partitions {
-				part := sh(t, "losetup", "--find", "--show", "--read-only", "--offset", strconv.FormatInt(p.Start, 10), "--sizelimit", strconv.FormatInt(p.Size, 10), dev)
+				part := buildertest.Sh(t, "losetup", "--find", "--show", "--read-only", "--offset", strconv.FormatInt(p.Start, 10), "--sizelimit", strconv.FormatInt(p.Size, 10), dev)
 				t.Cleanup(func() { exec.Command("losetup", "--detach", part).Run() })
 				if baseimage.IsFAT(p.Type) {
-					sh(t, "fsck.fat", "-n", part)
+					buildertest.Sh(t, "fsck.fat", "-n", part)
 				} else {
-					sh(t, "e2fsck", "-fn", part)
+					buildertest.Sh(t, "e2fsck", "-fn", part)
 				}
 			}
 		})
@@ -123,14 +123,14 @@ func TestFlashOverOldData(t *testing.T) {
 func TestFlashCompressedAndChecked(t *testing.T) {
 	t.Parallel()
 	img, size := builtCard(t)
-	sh(t, "xz", "-T0", "-1", "-k", img)
-	dev := loopDevice(t, size, false)
+	buildertest.Sh(t, "xz", "-T0", "-1", "-k", img)
+	dev := buildertest.LoopDevice(t, size, false)
 	res, err := Flash(context.Background(), loopFlash(img+".xz", dev))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.FromBmap || fileSum(t, dev, size) != fileSum(t, img, size) {
-		t.Errorf("flash of %s.xz: from bmap %v; the device equals the image: %v", img, res.FromBmap, fileSum(t, dev, size) == fileSum(t, img, size))
+	if !res.FromBmap || buildertest.FileSum(t, dev, size) != buildertest.FileSum(t, img, size) {
+		t.Errorf("flash of %s.xz: from bmap %v; the device equals the image: %v", img, res.FromBmap, buildertest.FileSum(t, dev, size) == buildertest.FileSum(t, img, size))
 	}
 	leftovers, _ := filepath.Glob(filepath.Join(os.TempDir(), ".nixpi-flash-*.img"))
 	for _, l := range leftovers {
@@ -140,7 +140,7 @@ func TestFlashCompressedAndChecked(t *testing.T) {
 	}
 
 	damaged := filepath.Join(t.TempDir(), "card.img")
-	sh(t, "cp", "--sparse=always", img, damaged)
+	buildertest.Sh(t, "cp", "--sparse=always", img, damaged)
 	if err := os.WriteFile(damaged+".sha256", []byte(strings.Repeat("ab", 32)+"  card.img\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestFlashCompressedAndChecked(t *testing.T) {
 	}
 
 	// With a .bmap its range hashes check what is written.
-	sh(t, "cp", img+".bmap", damaged+".bmap")
+	buildertest.Sh(t, "cp", img+".bmap", damaged+".bmap")
 	os.Remove(damaged + ".sha256")
 	ranges, err := ReadBmap(damaged+".bmap", size)
 	if err != nil {
@@ -195,47 +195,47 @@ func TestFlashRefusals(t *testing.T) {
 	t.Parallel()
 	img, size := builtCard(t)
 	// A device that holds a card already, so it has partitions.
-	card := loopDevice(t, size, false)
-	sh(t, "dd", "if="+img, "of="+card, "bs=4M", "conv=fsync", "status=none")
-	sh(t, "blockdev", "--rereadpt", card)
+	card := buildertest.LoopDevice(t, size, false)
+	buildertest.Sh(t, "dd", "if="+img, "of="+card, "bs=4M", "conv=fsync", "status=none")
+	buildertest.Sh(t, "blockdev", "--rereadpt", card)
 	waitFor(t, card, card+"p1")
-	small := loopDevice(t, size-4<<20, false)
-	mounted := loopDevice(t, size, false)
-	sh(t, "dd", "if="+img, "of="+mounted, "bs=4M", "conv=fsync", "status=none")
-	sh(t, "blockdev", "--rereadpt", mounted)
+	small := buildertest.LoopDevice(t, size-4<<20, false)
+	mounted := buildertest.LoopDevice(t, size, false)
+	buildertest.Sh(t, "dd", "if="+img, "of="+mounted, "bs=4M", "conv=fsync", "status=none")
+	buildertest.Sh(t, "blockdev", "--rereadpt", mounted)
 	waitFor(t, mounted, mounted+"p2")
 	mnt := t.TempDir()
-	sh(t, "mount", "-t", "ext4", "-o", "ro,noload", mounted+"p2", mnt)
+	buildertest.Sh(t, "mount", "-t", "ext4", "-o", "ro,noload", mounted+"p2", mnt)
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	// Swap in use: the kernel writes it whenever it likes, flash must not.
-	swap := loopDevice(t, 64<<20, false)
-	sh(t, "mkswap", swap)
-	sh(t, "swapon", swap)
+	swap := buildertest.LoopDevice(t, 64<<20, false)
+	buildertest.Sh(t, "mkswap", swap)
+	buildertest.Sh(t, "swapon", swap)
 	t.Cleanup(func() { exec.Command("swapoff", swap).Run() })
 	// Held: device-mapper built on the disk (as LVM or dm-crypt would be).
-	held := loopDevice(t, size, true)
+	held := buildertest.LoopDevice(t, size, true)
 	holder, heldRoot := heldBy(t, held, size)
 	// Read by a loop device whose filesystem is mounted: the loop driver
 	// claims nothing, so only the loop devices' records tell.
-	backing := loopDevice(t, size, false)
-	sh(t, "dd", "if="+img, "of="+backing, "bs=4M", "conv=fsync", "status=none")
-	over := sh(t, "losetup", "--find", "--show", "--partscan", "--read-only", backing)
+	backing := buildertest.LoopDevice(t, size, false)
+	buildertest.Sh(t, "dd", "if="+img, "of="+backing, "bs=4M", "conv=fsync", "status=none")
+	over := buildertest.Sh(t, "losetup", "--find", "--show", "--partscan", "--read-only", backing)
 	t.Cleanup(func() { exec.Command("losetup", "--detach", over).Run() })
 	waitFor(t, over, over+"p2")
 	overMnt := t.TempDir()
-	sh(t, "mount", "-t", "ext4", "-o", "ro,noload", over+"p2", overMnt)
+	buildertest.Sh(t, "mount", "-t", "ext4", "-o", "ro,noload", over+"p2", overMnt)
 	t.Cleanup(func() { exec.Command("umount", overMnt).Run() })
 	// Two loop devices stacked on a partition, the top one mounted.
-	stacked := loopDevice(t, size, false)
-	sh(t, "dd", "if="+img, "of="+stacked, "bs=4M", "conv=fsync", "status=none")
-	sh(t, "blockdev", "--rereadpt", stacked)
+	stacked := buildertest.LoopDevice(t, size, false)
+	buildertest.Sh(t, "dd", "if="+img, "of="+stacked, "bs=4M", "conv=fsync", "status=none")
+	buildertest.Sh(t, "blockdev", "--rereadpt", stacked)
 	waitFor(t, stacked, stacked+"p2")
-	lower := sh(t, "losetup", "--find", "--show", "--read-only", stacked+"p2")
+	lower := buildertest.Sh(t, "losetup", "--find", "--show", "--read-only", stacked+"p2")
 	t.Cleanup(func() { exec.Command("losetup", "--detach", lower).Run() })
-	upper := sh(t, "losetup", "--find", "--show", "--read-only", lower)
+	upper := buildertest.Sh(t, "losetup", "--find", "--show", "--read-only", lower)
 	t.Cleanup(func() { exec.Command("losetup", "--detach", upper).Run() })
 	upperMnt := t.TempDir()
-	sh(t, "mount", "-t", "ext4", "-o", "ro,noload", upper, upperMnt)
+	buildertest.Sh(t, "mount", "-t", "ext4", "-o", "ro,noload", upper, upperMnt)
 	t.Cleanup(func() { exec.Command("umount", upperMnt).Run() })
 
 	for _, tc := range []struct {
@@ -274,7 +274,7 @@ func TestFlashRefusals(t *testing.T) {
 		}, "it is in use"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := fileSum(t, tc.dev, size-4<<20)
+			before := buildertest.FileSum(t, tc.dev, size-4<<20)
 			opts := loopFlash(img, tc.dev)
 			if tc.opts != nil {
 				tc.opts(&opts)
@@ -286,7 +286,7 @@ func TestFlashRefusals(t *testing.T) {
 			if errors.Is(err, ErrCardIncomplete) {
 				t.Errorf("a refusal says the card is incomplete: %v", err)
 			}
-			if fileSum(t, tc.dev, size-4<<20) != before {
+			if buildertest.FileSum(t, tc.dev, size-4<<20) != before {
 				t.Errorf("refusal changed %s", tc.dev)
 			}
 		})
@@ -302,7 +302,7 @@ func heldBy(t *testing.T, dev string, size int64) (holder, root string) {
 	t.Helper()
 	if _, err := exec.LookPath("dmsetup"); err == nil && exists("/sys/class/misc/device-mapper") {
 		name := fmt.Sprintf("nixpi-flash-test-%d-%s", os.Getpid(), filepath.Base(dev))
-		sh(t, "dmsetup", "create", name, "--table", fmt.Sprintf("0 %d linear %s 0", size/512, dev))
+		buildertest.Sh(t, "dmsetup", "create", name, "--table", fmt.Sprintf("0 %d linear %s 0", size/512, dev))
 		t.Cleanup(func() { exec.Command("dmsetup", "remove", "--retry", name).Run() })
 		holders, err := os.ReadDir("/sys/class/block/" + filepath.Base(dev) + "/holders")
 		if err != nil || len(holders) != 1 {
@@ -367,13 +367,13 @@ func TestFlashFaults(t *testing.T) {
 
 	t.Run("write error", func(t *testing.T) {
 		dir := t.TempDir()
-		sh(t, "mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(mapped/2, 10), "nixpi-flash-test", dir)
+		buildertest.Sh(t, "mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(mapped/2, 10), "nixpi-flash-test", dir)
 		t.Cleanup(func() { exec.Command("umount", dir).Run() })
 		file := filepath.Join(dir, "card.dev")
 		if err := os.WriteFile(file, nil, 0o600); err != nil || os.Truncate(file, size) != nil {
 			t.Fatal("create device file", err)
 		}
-		dev := sh(t, "losetup", "--find", "--show", file)
+		dev := buildertest.Sh(t, "losetup", "--find", "--show", file)
 		t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
 		_, err := Flash(context.Background(), loopFlash(img, dev))
 		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "write "+strconv.Quote(dev)+" at byte ") {
@@ -383,8 +383,8 @@ func TestFlashFaults(t *testing.T) {
 	})
 
 	t.Run("lost data", func(t *testing.T) {
-		dev := loopDevice(t, size, false)
-		backing := strings.TrimSpace(sh(t, "cat", "/sys/class/block/"+filepath.Base(dev)+"/loop/backing_file"))
+		dev := buildertest.LoopDevice(t, size, false)
+		backing := strings.TrimSpace(buildertest.Sh(t, "cat", "/sys/class/block/"+filepath.Base(dev)+"/loop/backing_file"))
 		bad := ranges[len(ranges)/2].Start + 100
 		opts := loopFlash(img, dev)
 		opts.Progress = func(phase string, done, total int64) {
@@ -414,12 +414,12 @@ func TestFlashFaults(t *testing.T) {
 func TestFlashUnmount(t *testing.T) {
 	t.Parallel()
 	img, size := builtCard(t)
-	dev := loopDevice(t, size, false)
-	sh(t, "dd", "if="+img, "of="+dev, "bs=4M", "conv=fsync", "status=none")
-	sh(t, "blockdev", "--rereadpt", dev)
+	dev := buildertest.LoopDevice(t, size, false)
+	buildertest.Sh(t, "dd", "if="+img, "of="+dev, "bs=4M", "conv=fsync", "status=none")
+	buildertest.Sh(t, "blockdev", "--rereadpt", dev)
 	waitFor(t, dev, dev+"p2")
 	mnt := t.TempDir()
-	sh(t, "mount", "-t", "ext4", "-o", "ro,noload", dev+"p2", mnt)
+	buildertest.Sh(t, "mount", "-t", "ext4", "-o", "ro,noload", dev+"p2", mnt)
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	opts := loopFlash(img, dev)
 	opts.Unmount, opts.Yes = true, false
@@ -435,7 +435,7 @@ func TestFlashUnmount(t *testing.T) {
 	if info, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(info), " "+mnt+" ") {
 		t.Errorf("%s is still mounted", mnt)
 	}
-	if fileSum(t, dev, size) != fileSum(t, img, size) {
+	if buildertest.FileSum(t, dev, size) != buildertest.FileSum(t, img, size) {
 		t.Errorf("%s after flash --unmount does not equal the image", dev)
 	}
 }
@@ -443,7 +443,7 @@ func TestFlashUnmount(t *testing.T) {
 func TestFlashInterrupted(t *testing.T) {
 	t.Parallel()
 	img, size := builtCard(t)
-	dev := loopDevice(t, size, false)
+	dev := buildertest.LoopDevice(t, size, false)
 	ctx, cancel := context.WithCancel(context.Background())
 	opts := loopFlash(img, dev)
 	opts.Progress = func(phase string, done, total int64) { cancel() }
@@ -501,7 +501,7 @@ func TestFlashRefusesRootDisk(t *testing.T) {
 func TestFlashBaseEqualsBuildThenFlash(t *testing.T) {
 	t.Parallel()
 	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
-	sh(t, "xz", "-T0", "-1", "-k", base)
+	buildertest.Sh(t, "xz", "-T0", "-1", "-k", base)
 	// A root go-diskfs cannot read is read by debugfs, off the disk.
 	old := writeFixture(t, fixture.Options{Layout: fixture.LayoutBullseye, Arch: fixture.ArchArmhf, FATSize: fixture.MinFATSize, RootFeatures: []string{"^metadata_csum"}}).Path
 	for name, b := range map[string]string{"raw": base, "xz": base + ".xz", "debugfs": old} {
@@ -513,11 +513,11 @@ func TestFlashBaseEqualsBuildThenFlash(t *testing.T) {
 				t.Fatal(err)
 			}
 			size := st.Size()
-			separate := loopDevice(t, size, false)
+			separate := buildertest.LoopDevice(t, size, false)
 			if _, err := Flash(context.Background(), loopFlash(img, separate)); err != nil {
 				t.Fatal(err)
 			}
-			oneGo := loopDevice(t, size, true)
+			oneGo := buildertest.LoopDevice(t, size, true)
 			// Old data in the gaps: only the mapped blocks can equal.
 			tmp := t.TempDir()
 			opts := testOptions(t, b, filepath.Join(t.TempDir(), "unused.img"))
@@ -554,7 +554,7 @@ func TestFlashBaseEqualsBuildThenFlash(t *testing.T) {
 				t.Errorf("discarded %d bytes, want the %d between the mapped ranges", res.Discarded, gaps)
 			}
 			// A loop device's discard zeroes: the whole card equals.
-			if fileSum(t, oneGo, size) != fileSum(t, separate, size) {
+			if buildertest.FileSum(t, oneGo, size) != buildertest.FileSum(t, separate, size) {
 				t.Errorf("build and flash in one go wrote a card other than build, then flash")
 			}
 		})
@@ -629,19 +629,19 @@ func TestFlashBaseFaults(t *testing.T) {
 	}
 
 	t.Run("too small", func(t *testing.T) {
-		dev := loopDevice(t, size-4<<20, true)
-		before := fileSum(t, dev, size)
+		dev := buildertest.LoopDevice(t, size-4<<20, true)
+		before := buildertest.FileSum(t, dev, size)
 		_, _, err := BuildAndFlash(context.Background(), opts(t), loopFlash("", dev))
 		if err == nil || errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "smaller than the image") || !strings.Contains(err.Error(), dev+" was not changed") {
 			t.Errorf("build and flash onto a disk smaller than the image: %v, want it refused, unchanged", err)
 		}
-		if fileSum(t, dev, size) != before {
+		if buildertest.FileSum(t, dev, size) != before {
 			t.Errorf("the refusal changed %s", dev)
 		}
 	})
 
 	t.Run("interrupted", func(t *testing.T) {
-		dev := loopDevice(t, size, false)
+		dev := buildertest.LoopDevice(t, size, false)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		o := opts(t)
@@ -658,13 +658,13 @@ func TestFlashBaseFaults(t *testing.T) {
 
 	t.Run("write error", func(t *testing.T) {
 		dir := t.TempDir()
-		sh(t, "mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(16<<20, 10), "nixpi-flash-test", dir)
+		buildertest.Sh(t, "mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(16<<20, 10), "nixpi-flash-test", dir)
 		t.Cleanup(func() { exec.Command("umount", dir).Run() })
 		file := filepath.Join(dir, "card.dev")
 		if err := os.WriteFile(file, nil, 0o600); err != nil || os.Truncate(file, size) != nil {
 			t.Fatal("create device file", err)
 		}
-		dev := sh(t, "losetup", "--find", "--show", file)
+		dev := buildertest.Sh(t, "losetup", "--find", "--show", file)
 		t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
 		_, _, err := BuildAndFlash(context.Background(), opts(t), loopFlash("", dev))
 		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "write "+strconv.Quote(dev)+" at byte ") {
@@ -673,8 +673,8 @@ func TestFlashBaseFaults(t *testing.T) {
 	})
 
 	t.Run("lost data", func(t *testing.T) {
-		dev := loopDevice(t, size, false)
-		backing := strings.TrimSpace(sh(t, "cat", "/sys/class/block/"+filepath.Base(dev)+"/loop/backing_file"))
+		dev := buildertest.LoopDevice(t, size, false)
+		backing := strings.TrimSpace(buildertest.Sh(t, "cat", "/sys/class/block/"+filepath.Base(dev)+"/loop/backing_file"))
 		flash := loopFlash("", dev)
 		f, err := os.Open(base)
 		if err != nil {
@@ -745,7 +745,7 @@ func TestFlashRefusesBeforeWriting(t *testing.T) {
 	img, size := builtCard(t)
 	wrong := strings.Repeat("ab", 32)
 	mbrOnly := filepath.Join(t.TempDir(), "card.img")
-	sh(t, "cp", "--sparse=always", img, mbrOnly)
+	buildertest.Sh(t, "cp", "--sparse=always", img, mbrOnly)
 	f, err := os.Open(mbrOnly)
 	if err != nil {
 		t.Fatal(err)
@@ -775,7 +775,7 @@ func TestFlashRefusesBeforeWriting(t *testing.T) {
 		}, []string{"checksum mismatch", wrong, "--sha256"}},
 		{"--sha256 without a .bmap", func(dev string) error {
 			plain := filepath.Join(t.TempDir(), "card.img")
-			sh(t, "cp", "--sparse=always", img, plain)
+			buildertest.Sh(t, "cp", "--sparse=always", img, plain)
 			o := loopFlash(plain, dev)
 			o.SHA256 = wrong
 			_, err := Flash(context.Background(), o)
@@ -795,8 +795,8 @@ func TestFlashRefusesBeforeWriting(t *testing.T) {
 		}, []string{"checksum mismatch", wrong}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dev := loopDevice(t, size, true)
-			before := fileSum(t, dev, size)
+			dev := buildertest.LoopDevice(t, size, true)
+			before := buildertest.FileSum(t, dev, size)
 			err := tc.run(dev)
 			for _, want := range tc.want {
 				want = strings.ReplaceAll(want, "DEV", dev)
@@ -807,7 +807,7 @@ func TestFlashRefusesBeforeWriting(t *testing.T) {
 			if errors.Is(err, ErrCardIncomplete) {
 				t.Errorf("refused after writing: %v", err)
 			}
-			if fileSum(t, dev, size) != before {
+			if buildertest.FileSum(t, dev, size) != before {
 				t.Errorf("the refusal changed %s", dev)
 			}
 		})

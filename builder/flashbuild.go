@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nixpi/nixpi/assets"
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/builder/source"
@@ -32,27 +31,16 @@ import (
 // never whole in one place to hash).
 func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Result, *FlashResult, error) {
 	logf := flash.logf
-	buildLogf := func(format string, args ...any) {
-		if build.Log != nil {
-			build.Log(fmt.Sprintf(format, args...))
-		}
-	}
 	disk, err := probeFlashDisk(flash)
 	if err != nil {
 		return nil, nil, err
 	}
-	if build.Base == "" {
-		return nil, nil, fmt.Errorf("no base image: pass --base with a Raspberry Pi OS image path or URL")
-	}
-	if build.DeviceBinary == nil {
-		build.DeviceBinary = assets.DeviceBinary
-	}
-	cfg, files, err := readCardInputs(build, buildLogf)
+	card, err := NewCardFinish(build)
 	if err != nil {
 		return nil, nil, err
 	}
-	buildLogf("copying base image %s", build.Base)
-	src, err := openBase(ctx, build, nil)
+	logTo(build, "copying base image %s", build.Base)
+	src, err := card.OpenBase(ctx, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -74,14 +62,14 @@ func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Res
 		return nil, nil, err
 	}
 	defer img.close()
-	built, res, err := img.build(ctx, build, flash, src, files, logf)
+	built, res, err := img.build(ctx, card, flash, src, logf)
 	if err != nil {
 		if img.started {
 			return nil, nil, flashFailed(ctx, err)
 		}
 		return nil, nil, err
 	}
-	built.Private = carriesSecret(cfg)
+	built.Private = card.Private()
 	return built, res, nil
 }
 
@@ -479,13 +467,10 @@ func (s *streamedImage) writeRanges(ctx context.Context, ranges []Range, from, t
 
 // build streams src onto the disk, then completes the card as Build does
 // (identify, the FAT edit) and writes, discards and verifies as Flash does.
-func (s *streamedImage) build(ctx context.Context, opts Options, flash FlashOptions, src *source.Source, files cardFiles, logf func(string, ...any)) (*Result, *FlashResult, error) {
-	if src.Checksum == "" {
-		warnf(opts, "%s", unverifiedWarning(opts.Base))
-	}
-	logf("building the card onto %s as %s is decoded", s.disk, opts.Base)
+func (s *streamedImage) build(ctx context.Context, card *CardFinish, flash FlashOptions, src *source.Source, logf func(string, ...any)) (*Result, *FlashResult, error) {
+	logf("building the card onto %s as %s is decoded", s.disk, src.Name)
 	start := time.Now()
-	copied, err := src.Stream(ctx, s)
+	copied, err := card.CopyBase(ctx, src, s)
 	if err == nil {
 		err = s.flush()
 	}
@@ -497,9 +482,6 @@ func (s *streamedImage) build(ctx context.Context, opts Options, flash FlashOpti
 	}
 	if err != nil {
 		return nil, nil, err
-	}
-	if src.Checksum == "" {
-		warnf(opts, "the unverified base's sha256 is %s: compare it with the one its publisher lists", copied.InputSHA256)
 	}
 	// The blocks a filesystem may read hold the image's bytes before the
 	// root is read off the disk, by go-diskfs here or by debugfs there:
@@ -522,12 +504,8 @@ func (s *streamedImage) build(ctx context.Context, opts Options, flash FlashOpti
 	if facts.Boot.End() > s.headEnd {
 		return nil, nil, fmt.Errorf("base image: the boot partition ends at byte %d, after the partition table said", facts.Boot.End())
 	}
-	m := files.manifest
-	m.Base = ManifestBase{SHA256: copied.InputSHA256, Format: copied.Format.String(), Arch: facts.Arch, BootDir: facts.FATMount}
-	if files.binary, err = deviceBinary(opts.DeviceBinary, facts.Arch); err != nil {
-		return nil, nil, err
-	}
-	if err := writeCard(ctx, s.head, facts, files); err != nil {
+	m, err := card.Finish(ctx, s.head, facts, copied.InputSHA256, copied.Format)
+	if err != nil {
 		return nil, nil, err
 	}
 	if ranges, err = s.mapped(); err != nil {
