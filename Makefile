@@ -59,9 +59,9 @@ unit:
 	NIXPI_REQUIRE_NIX=1 $(GO) test -count=1 -timeout 30m ./...
 
 # The race detector over the packages that run goroutines: the build's
-# decoder, hasher, writeback ticker and early card; the service's engine,
-# consoles, LED and status page.
-RACE_PACKAGES := ./builder/ ./builder/source/... ./firstboot/engine/ ./firstboot/progress/ \
+# decoder, hasher, writeback ticker and early card; flash's writer, reader
+# and read-back hashers; the service's engine, consoles, LED and status page.
+RACE_PACKAGES := ./builder/ ./builder/flash/ ./builder/source/... ./firstboot/engine/ ./firstboot/progress/ \
 	./firstboot/statuspage/ ./firstboot/network/
 race:
 	$(GO) test -race -count=1 -timeout 30m $(RACE_PACKAGES)

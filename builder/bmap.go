@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -41,27 +40,29 @@ type MappedRange struct {
 // left out is one no filesystem reads: free space, or a gap between
 // partitions that is zero in the image.
 func MappedRanges(f *os.File, size int64) ([]Range, error) {
-	return mappedRanges(f, size, true)
+	data, err := DataRanges(f, size)
+	if err != nil {
+		return nil, err
+	}
+	return MapImage(f, f.Name(), size, data, true)
 }
 
-// mappedRanges is MappedRanges; without skipZeros every data range of f
-// is mapped whole, zero blocks and all (what flash writes without a bmap:
-// an image that is not nixpi's may hold a filesystem it cannot read).
-func mappedRanges(f *os.File, size int64, skipZeros bool) ([]Range, error) {
+// DataRanges is where f's first size bytes hold data, not holes.
+func DataRanges(f *os.File, size int64) ([]Range, error) {
 	var data []Range
 	err := source.WalkData(f, 0, size, func(start, end int64) error {
 		data = append(data, Range{start, end})
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return mapImage(f, f.Name(), size, data, skipZeros)
+	return data, err
 }
 
-// mapImage is mappedRanges of the image named name, read through r, whose
-// bytes outside the data ranges (sorted) are holes.
-func mapImage(r io.ReaderAt, name string, size int64, data []Range, skipZeros bool) ([]Range, error) {
+// MapImage is the mapped ranges of the image named name, read through r,
+// whose bytes outside the data ranges (sorted) are holes: MappedRanges'
+// rule, and without skipZeros every data range whole, zero blocks and all
+// (what flash writes without a bmap: an image that is not nixpi's may hold
+// a filesystem it cannot read).
+func MapImage(r io.ReaderAt, name string, size int64, data []Range, skipZeros bool) ([]Range, error) {
 	var found []Range
 	add := func(start, end int64) {
 		start = start / BmapBlockSize * BmapBlockSize
@@ -88,30 +89,30 @@ func mapImage(r io.ReaderAt, name string, size int64, data []Range, skipZeros bo
 			}
 		}
 	}
-	needed, err := filesystemRanges(r, name, size)
+	needed, err := FilesystemRanges(r, name, size)
 	if err != nil {
 		return nil, err
 	}
 	for _, n := range needed {
 		add(n.Start, n.End)
 	}
-	return mergeRanges(found), nil
+	return MergeRanges(found), nil
 }
 
-// neededRange is a range of an image that a card's partition table or
+// NeededRange is a range of an image that a card's partition table or
 // one of its filesystems is read from, zero or not, and what reads it.
-type neededRange struct {
+type NeededRange struct {
 	Range
-	what string
+	What string
 }
 
-// filesystemRanges is the part of MappedRanges' rule that does not look
+// FilesystemRanges is the part of MappedRanges' rule that does not look
 // at the image's bytes as data: the MBR, and of every partition of an MBR
 // table that the image holds whole, the FAT's reserved sectors, FATs and
 // allocated clusters, or the blocks the ext4 bitmaps mark in use. A card
 // lacking any of them reads whatever the card held before there.
-func filesystemRanges(r io.ReaderAt, name string, size int64) ([]neededRange, error) {
-	needed := []neededRange{{Range{0, min(512, size)}, "the partition table"}}
+func FilesystemRanges(r io.ReaderAt, name string, size int64) ([]NeededRange, error) {
+	needed := []NeededRange{{Range{0, min(512, size)}, "the partition table"}}
 	t, err := baseimage.ReadTable(r)
 	if err != nil || t.GPT {
 		return needed, nil
@@ -135,53 +136,17 @@ func filesystemRanges(r io.ReaderAt, name string, size int64) ([]neededRange, er
 		}
 		for _, r := range rs {
 			if end := min(r[1], p.End()); r[0] < end {
-				needed = append(needed, neededRange{Range{r[0], end}, what})
+				needed = append(needed, NeededRange{Range{r[0], end}, what})
 			}
 		}
 	}
 	return needed, nil
 }
 
-// checkBmapCovers refuses a bmap of the image r (named image) that leaves out bytes its
-// partition table or filesystems are read from (filesystemRanges): flashed
-// from it, a card would hold the old card's bytes there, a card without a
-// boot partition from a bmap of the MBR only, and its read-back would still
-// pass, since it checks only what the bmap maps.
-func checkBmapCovers(r io.ReaderAt, image, bmap string, size int64, ranges []MappedRange) error {
-	needed, err := filesystemRanges(r, image, size)
-	if err != nil {
-		return err
-	}
-	for _, n := range needed {
-		if gap, ok := firstGap(n.Range, ranges); ok {
-			return fmt.Errorf("bmap %q does not map bytes %d-%d, which %s is read from: a card flashed from it would keep the old card's bytes there (a bmap of the MBR only gives a card with no boot partition); rebuild the image with nixpi build, which writes a complete .bmap, or remove %q to flash the image's data ranges",
-				bmap, gap.Start, gap.End, n.what, bmap)
-		}
-	}
-	return nil
-}
-
-// firstGap is the first part of need that no range of have (sorted,
-// apart) covers.
-func firstGap(need Range, have []MappedRange) (Range, bool) {
-	pos := need.Start
-	i := sort.Search(len(have), func(i int) bool { return have[i].End > pos })
-	for ; i < len(have) && pos < need.End; i++ {
-		if have[i].Start > pos {
-			return Range{pos, min(have[i].Start, need.End)}, true
-		}
-		pos = have[i].End
-	}
-	if pos < need.End {
-		return Range{pos, need.End}, true
-	}
-	return Range{}, false
-}
-
 func isZeroBlock(p []byte) bool { return len(p) == 0 || p[0] == 0 && bytes.Equal(p[1:], p[:len(p)-1]) }
 
-// mergeRanges sorts rs and merges the ones that overlap or touch.
-func mergeRanges(rs []Range) []Range {
+// MergeRanges sorts rs and merges the ones that overlap or touch.
+func MergeRanges(rs []Range) []Range {
 	slices.SortFunc(rs, func(a, b Range) int { return int(min(max(a.Start-b.Start, -1), 1)) })
 	var out []Range
 	for _, r := range rs {

@@ -18,35 +18,11 @@ import (
 	"github.com/nixpi/nixpi/firstboot/config"
 )
 
-// testConfig is a config with secrets, so tests can check they stay on the
-// card only.
-const testConfig = `schema = 1
+// testConfig is buildertest.Config: a config with secrets, so tests can
+// check they stay on the card only.
+const testConfig = buildertest.Config
 
-[target]
-disk = "auto"
-wipe = true
-
-[system]
-hostname = "nixpi-test"
-
-[[users]]
-name = "pi"
-password_hash = "$6$nixpitestsalt$Ox3xYwg3145wMsgZFHZgixeRVLgOmF0QLp0v9eluE20LSrGE5LcTX1aJ3wa5xuTwj9FE93qAQ5HzS4F420yot1"
-
-[wlan]
-ssid = "home"
-psk = "SECRET-PSK-do-not-print"
-country = "DE"
-`
-
-func writeConfig(t *testing.T, dir string) string {
-	t.Helper()
-	p := filepath.Join(dir, "nixpi.toml")
-	if err := os.WriteFile(p, []byte(testConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+func writeConfig(t *testing.T, dir string) string { return buildertest.WriteConfig(t, dir) }
 
 func testOptions(t *testing.T, base, out string) Options {
 	return Options{

@@ -36,7 +36,7 @@ func writeCard(ctx context.Context, f *os.File, base *baseimage.Base, files card
 }
 
 func writeCardFiles(ctx context.Context, fsys *fatfs.FS, base *baseimage.Base, files cardFiles) error {
-	if err := refuseNixpiCard(fsys); err != nil {
+	if err := RefuseNixpiCard(fsys); err != nil {
 		return err
 	}
 	m := files.manifest
@@ -92,11 +92,11 @@ func writeCardFiles(ctx context.Context, fsys *fatfs.FS, base *baseimage.Base, f
 	return nil
 }
 
-// refuseNixpiCard refuses a base whose boot partition carries nixpi
+// RefuseNixpiCard refuses a base whose boot partition fsys carries nixpi
 // already: a card made from it would hold two installs' files, or a
 // retired card's. Build and flash --base (before its first write) both
 // ask it.
-func refuseNixpiCard(fsys *fatfs.FS) error {
+func RefuseNixpiCard(fsys *fatfs.FS) error {
 	if fsys.Exists(cardpath.Dir) {
 		return fmt.Errorf("the base already has a nixpi/ directory on its boot partition: it is a nixpi card, not a stock image; build from the original Raspberry Pi OS image")
 	}

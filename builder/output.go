@@ -244,7 +244,7 @@ func (p *pendingOutput) Commit(sum string, force bool) (string, error) {
 	go func() { synced <- f.Sync() }()
 	var hashErr error
 	if sum == "" {
-		sum, hashErr = hashFile(f)
+		sum, hashErr = HashFile(f)
 	}
 	if err := <-synced; err != nil {
 		return "", fmt.Errorf("sync %q: %w", f.Name(), err)
@@ -276,8 +276,9 @@ func (p *pendingOutput) install(force bool) error {
 	return syncDir(filepath.Dir(p.final))
 }
 
-// hashFile is the sha256 of the whole of f, in hex.
-func hashFile(f *os.File) (string, error) {
+// HashFile is the sha256 of the whole of f, in hex; its holes' zeros are
+// hashed from memory, not read.
+func HashFile(f *os.File) (string, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return "", err

@@ -11,7 +11,7 @@
 // version and size, so reruns only measure. Targets (issue 2): time ratio
 // <= 1.15 with hashing included, peak RSS <= 64 MiB. With -nixpi and as
 // root it then flashes the built card onto a loop device with dd,
-// bmaptool copy and nixpi flash (issue 13; flash.go).
+// bmaptool copy and nixpi flash (issue 13; this package's flash.go).
 package main
 
 import (

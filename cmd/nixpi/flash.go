@@ -10,11 +10,12 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nixpi/nixpi/builder"
+	"github.com/nixpi/nixpi/builder/flash"
 	"github.com/nixpi/nixpi/builder/source"
 	"github.com/nixpi/nixpi/firstboot/config"
 )
 
-func flashFlags(opts *builder.FlashOptions, build *builder.Options) *pflag.FlagSet {
+func flashFlags(opts *flash.Options, build *builder.Options) *pflag.FlagSet {
 	flags := pflag.NewFlagSet("flash", pflag.ContinueOnError)
 	flags.StringVar(&build.Base, "base", "", "build the card from this Raspberry Pi OS image (as nixpi build --base) straight onto DEVICE, in one pass with no image on disk; no IMAGE then")
 	flags.StringVar(&build.Config, "config", "", "with --base: the install config (nixpi.toml)")
@@ -28,7 +29,7 @@ func flashFlags(opts *builder.FlashOptions, build *builder.Options) *pflag.FlagS
 }
 
 func runFlash(c *cli, args []string) int {
-	var opts builder.FlashOptions
+	var opts flash.Options
 	var build builder.Options
 	flags := flashFlags(&opts, &build)
 	usage := func(w io.Writer) {
@@ -78,10 +79,10 @@ func runFlash(c *cli, args []string) int {
 			opts.Progress = func(phase string, done, total int64) { bars[phase](done, total) }
 		}
 	}
-	var res *builder.FlashResult
+	var res *flash.Result
 	var err error
 	if build.Base == "" {
-		res, err = builder.Flash(c.ctx, opts)
+		res, err = flash.Write(c.ctx, opts)
 	} else {
 		if err := buildEnvironment(c, &build); err != nil {
 			return c.fail(fmt.Errorf("flash: %w", err))
@@ -89,10 +90,10 @@ func runFlash(c *cli, args []string) int {
 		build.SHA256, opts.SHA256 = opts.SHA256, ""
 		build.Log = func(msg string) { fmt.Fprintln(c.stderr, "nixpi flash: build:", msg) }
 		build.Warn = func(msg string) { fmt.Fprintln(c.stderr, "nixpi flash: warning:", msg) }
-		_, res, err = builder.BuildAndFlash(c.ctx, build, opts)
+		_, res, err = flash.Build(c.ctx, build, opts)
 	}
 	if err != nil {
-		if errors.Is(err, builder.ErrCardIncomplete) {
+		if errors.Is(err, flash.ErrCardIncomplete) {
 			return c.fail(fmt.Errorf("flash: %s: %w", opts.Device, err))
 		}
 		if c.ctx.Err() != nil {

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/nixpi/nixpi/builder"
+	"github.com/nixpi/nixpi/builder/flash"
 	"github.com/nixpi/nixpi/firstboot/termtext"
 )
 
@@ -95,7 +96,7 @@ func subcommandNames(cmd string) string {
 func commandTable() map[string]command {
 	return map[string]command{
 		"build":   {"write a self-installing card image from a Raspberry Pi OS image", runBuild, func() *pflag.FlagSet { return buildFlags(new(builder.Options), new(bool)) }, nil},
-		"flash":   {"write a card image onto an SD card, safely and verified", runFlash, func() *pflag.FlagSet { return flashFlags(new(builder.FlashOptions), new(builder.Options)) }, nil},
+		"flash":   {"write a card image onto an SD card, safely and verified", runFlash, func() *pflag.FlagSet { return flashFlags(new(flash.Options), new(builder.Options)) }, nil},
 		"inspect": {"show what is on an image or card (partitions, hook, config, journal)", runInspect, func() *pflag.FlagSet { return inspectFlags(new(bool)) }, nil},
 		"config": {"write an example install config (init), check one (check), or show the NixOS files it makes (nixos)", runConfig, nil, []subcommand{
 			{"init", (*cli).configInit, nil},

@@ -1,4 +1,4 @@
-package builder
+package flash
 
 import (
 	"errors"
@@ -56,10 +56,10 @@ func orUnknown(s, unknown string) string {
 	return termtext.Line(s)
 }
 
-// ProbeDisk reads what sysfs (under root, "/" on a real system) knows of
+// probeDisk reads what sysfs (under root, "/" on a real system) knows of
 // the block device at path. It refuses a path that is not a block device
 // or is a partition, naming the disk to pass instead.
-func ProbeDisk(root, path string) (*Disk, error) {
+func probeDisk(root, path string) (*Disk, error) {
 	bd, err := blockdev.ProbeNode(root, path)
 	var part *blockdev.PartitionError
 	switch {

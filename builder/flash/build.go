@@ -1,4 +1,4 @@
-package builder
+package flash
 
 import (
 	"context"
@@ -13,33 +13,38 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/builder/source"
+	"github.com/nixpi/nixpi/firstboot/config"
 )
 
-// BuildAndFlash builds a card from build.Base and build.Config, as Build
-// does, straight onto flash.Device, in one pass over the base: the card
-// equals what `nixpi build` then `nixpi flash` writes. The disk is checked
-// and claimed (confirmation, exclusive open) before the base is decoded, so
-// a refusal costs no build and changes nothing. Only the image's first
-// bytes, up to the end of its boot partition (the partition table and the
-// FAT the build edits), are kept on the workstation, in a sparse temporary
-// file in flash.TempDir; the rest goes onto the disk as it is decoded. An
-// error after the first write wraps ErrCardIncomplete. build.Out, Force
-// and flash.Image are not used; Result.SHA256 stays empty (the image is
-// never whole in one place to hash).
-func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Result, *FlashResult, error) {
-	logf := flash.logf
-	disk, err := probeFlashDisk(flash)
+// Build builds a card from build.Base and build.Config, as builder.Build
+// does, straight onto opts.Device, in one pass over the base: the card
+// equals what `nixpi build` then `nixpi flash` writes (builder.CardFinish
+// finishes both). The disk is checked and claimed (confirmation, exclusive
+// open) before the base is decoded, so a refusal costs no build and
+// changes nothing. Only the image's first bytes, up to the end of its boot
+// partition (the partition table and the FAT the build edits), are kept on
+// the workstation, in a sparse temporary file in opts.TempDir; the rest
+// goes onto the disk as it is decoded. An error after the first write
+// wraps ErrCardIncomplete. build.Out, build.Force and opts.Image are not
+// used; the builder.Result's SHA256 stays empty (the image is never whole
+// in one place to hash).
+func Build(ctx context.Context, build builder.Options, opts Options) (*builder.Result, *Result, error) {
+	logf := opts.logf
+	disk, err := probeFlashDisk(opts)
 	if err != nil {
 		return nil, nil, err
 	}
-	card, err := NewCardFinish(build)
+	card, err := builder.NewCardFinish(build)
 	if err != nil {
 		return nil, nil, err
 	}
-	logTo(build, "copying base image %s", build.Base)
+	if build.Log != nil {
+		build.Log("copying base image " + build.Base)
+	}
 	src, err := card.OpenBase(ctx, nil)
 	if err != nil {
 		return nil, nil, err
@@ -52,17 +57,17 @@ func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Res
 			return nil, nil, err
 		}
 	}
-	dev, err := disk.claim(flash, logf)
+	dev, err := disk.claim(opts, logf)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer dev.Close()
-	img, err := newStreamedImage(disk, dev, flash.TempDir)
+	img, err := newStreamedImage(disk, dev, opts.TempDir)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer img.close()
-	built, res, err := img.build(ctx, card, flash, src, logf)
+	built, res, err := img.build(ctx, card, opts, src, logf)
 	if err != nil {
 		if img.started {
 			return nil, nil, flashFailed(ctx, err)
@@ -77,8 +82,8 @@ func BuildAndFlash(ctx context.Context, build Options, flash FlashOptions) (*Res
 // it (opts.Unmount leaves its mounts for after the confirmation) or when
 // it is not removable without opts.AllowNonRemovable. With Unmount the
 // disk's own mounts (never /) are left for after the confirmation.
-func probeFlashDisk(opts FlashOptions) (*Disk, error) {
-	disk, err := ProbeDisk(opts.rootDir(), opts.Device)
+func probeFlashDisk(opts Options) (*Disk, error) {
+	disk, err := probeDisk(opts.rootDir(), opts.Device)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +96,7 @@ func probeFlashDisk(opts FlashOptions) (*Disk, error) {
 	return disk, nil
 }
 
-// streamedImage is the card image of BuildAndFlash as the base is decoded
+// streamedImage is the card image of Build as the base is decoded
 // into it (a source.Sink) and then read to identify, edit and map it.
 // Bytes below headEnd are kept in head, a sparse temporary file; the rest
 // go onto the disk in large aligned direct writes and are read back from
@@ -110,7 +115,7 @@ type streamedImage struct {
 	buf     []byte // aligned; pending bytes [bufOff, bufOff+bufLen)
 	bufOff  int64
 	bufLen  int
-	written []Range // the data on the disk at and after headEnd, in order
+	written []builder.Range // the data on the disk at and after headEnd, in order
 
 	// While the base is decoded a writer goroutine writes what flush
 	// hands it, so the decoding goes on meanwhile; it owns chunks and
@@ -255,7 +260,7 @@ func (s *streamedImage) findHeadEnd() error {
 	}
 	for _, p := range table.Partitions {
 		if p.End() > s.disk.Size {
-			return fmt.Errorf("refusing %s: it is smaller than the image (%d bytes, the image's partition %d ends at byte %d): use a card of at least %s; %s was not changed", s.disk, s.disk.Size, p.Index, p.End(), humanSize(p.End()), s.disk.Path)
+			return fmt.Errorf("refusing %s: it is smaller than the image (%d bytes, the image's partition %d ends at byte %d): use a card of at least %s; %s was not changed", s.disk, s.disk.Size, p.Index, p.End(), config.Size(p.End()).Approx(), s.disk.Path)
 		}
 	}
 	s.headEnd = (boot.End() + headAlign - 1) / headAlign * headAlign
@@ -284,7 +289,7 @@ func (s *streamedImage) flush() error {
 	if last := len(s.written) - 1; last >= 0 && s.written[last].End == off {
 		s.written[last].End = off + n
 	} else {
-		s.written = append(s.written, Range{off, off + n})
+		s.written = append(s.written, builder.Range{Start: off, End: off + n})
 	}
 	return nil
 }
@@ -293,7 +298,7 @@ func (s *streamedImage) flush() error {
 // first, the boot partition in head, whole by then (the decoder writes in
 // order, and the disk takes only what comes after head): a base that is
 // not one a card is made from, one that carries nixpi already included,
-// is refused with the disk unchanged, as Build refuses it.
+// is refused with the disk unchanged, as builder.Build refuses it.
 func (s *streamedImage) start() error {
 	if s.started {
 		return nil
@@ -306,7 +311,7 @@ func (s *streamedImage) start() error {
 	if err != nil {
 		return fmt.Errorf("base image: boot partition: %w; %s was not changed", err, s.disk.Path)
 	}
-	if err := refuseNixpiCard(fsys); err != nil {
+	if err := builder.RefuseNixpiCard(fsys); err != nil {
 		return fmt.Errorf("%w; %s was not changed", err, s.disk.Path)
 	}
 	s.started = true
@@ -403,29 +408,25 @@ func (v view) ReadAt(p []byte, off int64) (int, error) {
 	return done, nil
 }
 
-// mapped is the image's mapped ranges (MappedRanges' rule): the head's
+// mapped is the image's mapped ranges (builder.MappedRanges' rule): the head's
 // data scanned for zero blocks, the disk's data (all of it data: the
 // decoder left out zero pages) and what the filesystems may read.
-func (s *streamedImage) mapped() ([]Range, error) {
-	var headData []Range
-	err := source.WalkData(s.head, 0, s.headEnd, func(start, end int64) error {
-		headData = append(headData, Range{start, end})
-		return nil
-	})
+func (s *streamedImage) mapped() ([]builder.Range, error) {
+	headData, err := builder.DataRanges(s.head, s.headEnd)
 	if err != nil {
 		return nil, err
 	}
-	ranges, err := mapImage(view{s: s}, s.disk.Path, s.size, headData, true)
+	ranges, err := builder.MapImage(view{s: s}, s.disk.Path, s.size, headData, true)
 	if err != nil {
 		return nil, err
 	}
-	return mergeRanges(append(ranges, s.written...)), nil
+	return builder.MergeRanges(append(ranges, s.written...)), nil
 }
 
 // writeRanges writes onto the disk the parts of ranges in [from, to) that
 // are not there yet: the head's bytes, and zeros where the disk's data
 // leaves gaps.
-func (s *streamedImage) writeRanges(ctx context.Context, ranges []Range, from, to int64, progress func(string, int64, int64)) error {
+func (s *streamedImage) writeRanges(ctx context.Context, ranges []builder.Range, from, to int64, progress func(string, int64, int64)) error {
 	for _, r := range ranges {
 		start, end := max(r.Start, from), min(r.End, to)
 		for off := start; off < end; {
@@ -465,9 +466,10 @@ func (s *streamedImage) writeRanges(ctx context.Context, ranges []Range, from, t
 	return nil
 }
 
-// build streams src onto the disk, then completes the card as Build does
-// (identify, the FAT edit) and writes, discards and verifies as Flash does.
-func (s *streamedImage) build(ctx context.Context, card *CardFinish, flash FlashOptions, src *source.Source, logf func(string, ...any)) (*Result, *FlashResult, error) {
+// build streams src onto the disk, then completes the card as
+// builder.Build does (identify, card.Finish) and writes, discards and
+// verifies as Write does.
+func (s *streamedImage) build(ctx context.Context, card *builder.CardFinish, opts Options, src *source.Source, logf func(string, ...any)) (*builder.Result, *Result, error) {
 	logf("building the card onto %s as %s is decoded", s.disk, src.Name)
 	start := time.Now()
 	copied, err := card.CopyBase(ctx, src, s)
@@ -490,7 +492,7 @@ func (s *streamedImage) build(ctx context.Context, card *CardFinish, flash Flash
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := s.writeRanges(ctx, ranges, s.headEnd, s.size, flash.Progress); err != nil {
+	if err := s.writeRanges(ctx, ranges, s.headEnd, s.size, opts.Progress); err != nil {
 		return nil, nil, err
 	}
 	if err := s.dev.Sync(); err != nil {
@@ -511,28 +513,28 @@ func (s *streamedImage) build(ctx context.Context, card *CardFinish, flash Flash
 	if ranges, err = s.mapped(); err != nil {
 		return nil, nil, err
 	}
-	if err := s.writeRanges(ctx, ranges, 0, s.headEnd, flash.Progress); err != nil {
+	if err := s.writeRanges(ctx, ranges, 0, s.headEnd, opts.Progress); err != nil {
 		return nil, nil, err
 	}
-	mapped := make([]MappedRange, len(ranges))
+	mapped := make([]builder.MappedRange, len(ranges))
 	for i, r := range ranges {
-		mapped[i] = MappedRange{Range: r}
+		mapped[i] = builder.MappedRange{Range: r}
 	}
-	res := &FlashResult{Disk: s.disk, Written: s.total, Ranges: len(ranges)}
-	if !flash.NoDiscard {
+	res := &Result{Disk: s.disk, Written: s.total, Ranges: len(ranges)}
+	if !opts.NoDiscard {
 		res.Discarded = discardGaps(s.disk, s.dev, mapped, s.size)
 	}
 	if err := s.dev.Sync(); err != nil {
 		return nil, nil, fmt.Errorf("sync %q: %w", s.disk.Path, err)
 	}
 	res.Write = time.Since(start)
-	built := &Result{Decoder: copied.Decoder, Manifest: m, Early: EarlyNone}
-	if flash.NoVerify {
+	built := &builder.Result{Decoder: copied.Decoder, Manifest: m, Early: builder.EarlyNone}
+	if opts.NoVerify {
 		return built, res, nil
 	}
 	start = time.Now()
 	sort.Slice(s.chunks, func(i, j int) bool { return s.chunks[i].off < s.chunks[j].off })
-	if err := verifyChunks(ctx, view{s: s, expected: true}, s.disk, s.chunks, res.Written, flash.Progress); err != nil {
+	if err := verifyChunks(ctx, view{s: s, expected: true}, s.disk, s.chunks, res.Written, opts.Progress); err != nil {
 		return nil, nil, err
 	}
 	res.Verify, res.Verified = time.Since(start), true

@@ -1,4 +1,4 @@
-package builder
+package flash
 
 import (
 	"context"
@@ -7,23 +7,27 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/builder/buildertest"
 	"github.com/nixpi/nixpi/builder/fixture"
 )
 
-// loopFlash is the FlashOptions of a test: a loop device needs
+// loopFlash is the Options of a test: a loop device needs
 // --allow-non-removable, and nobody types.
-func loopFlash(img, dev string) FlashOptions {
-	return FlashOptions{Image: img, Device: dev, Yes: true, AllowNonRemovable: true}
+func loopFlash(img, dev string) Options {
+	return Options{Image: img, Device: dev, Yes: true, AllowNonRemovable: true}
 }
 
 // builtCard is one card and its .bmap, built once for the flash tests.
@@ -49,7 +53,7 @@ func TestFlashZeroedDeviceEqualsImage(t *testing.T) {
 				buildertest.Sh(t, "cp", "--sparse=always", img, image)
 			}
 			dev := buildertest.LoopDevice(t, size+4<<20, false)
-			res, err := Flash(context.Background(), loopFlash(image, dev))
+			res, err := Write(context.Background(), loopFlash(image, dev))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -74,7 +78,7 @@ func TestFlashZeroedDeviceEqualsImage(t *testing.T) {
 func TestFlashOverOldData(t *testing.T) {
 	t.Parallel()
 	img, size := builtCard(t)
-	ranges, err := ReadBmap(img+".bmap", size)
+	ranges, err := builder.ReadBmap(img+".bmap", size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +94,7 @@ func TestFlashOverOldData(t *testing.T) {
 			// on a card whose discard does not.
 			opts := loopFlash(image, dev)
 			opts.NoDiscard = true
-			res, err := Flash(context.Background(), opts)
+			res, err := Write(context.Background(), opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,7 +129,7 @@ func TestFlashCompressedAndChecked(t *testing.T) {
 	img, size := builtCard(t)
 	buildertest.Sh(t, "xz", "-T0", "-1", "-k", img)
 	dev := buildertest.LoopDevice(t, size, false)
-	res, err := Flash(context.Background(), loopFlash(img+".xz", dev))
+	res, err := Write(context.Background(), loopFlash(img+".xz", dev))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +148,7 @@ func TestFlashCompressedAndChecked(t *testing.T) {
 	if err := os.WriteFile(damaged+".sha256", []byte(strings.Repeat("ab", 32)+"  card.img\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Flash(context.Background(), loopFlash(damaged, dev))
+	_, err = Write(context.Background(), loopFlash(damaged, dev))
 	if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "is damaged: its sha256 is") {
 		t.Errorf("flash of an image that does not match its .sha256: %v, want it named damaged and the card incomplete", err)
 	}
@@ -152,7 +156,7 @@ func TestFlashCompressedAndChecked(t *testing.T) {
 	// With a .bmap its range hashes check what is written.
 	buildertest.Sh(t, "cp", img+".bmap", damaged+".bmap")
 	os.Remove(damaged + ".sha256")
-	ranges, err := ReadBmap(damaged+".bmap", size)
+	ranges, err := builder.ReadBmap(damaged+".bmap", size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +170,7 @@ func TestFlashCompressedAndChecked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Flash(context.Background(), loopFlash(damaged, dev))
+	_, err = Write(context.Background(), loopFlash(damaged, dev))
 	if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), fmt.Sprintf("does not match its .bmap in bytes %d-%d", last.Start, last.End)) {
 		t.Errorf("flash of an image changed after its .bmap: %v, want the range named and the card incomplete", err)
 	}
@@ -241,20 +245,20 @@ func TestFlashRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		dev  string
-		opts func(*FlashOptions)
+		opts func(*Options)
 		want string
 	}{
 		{"partition", card + "p1", nil, `is partition 1 of "` + card + `": flash writes a whole disk, pass ` + card},
 		{"mounted", mounted, nil, `p2" is mounted at "` + mnt + `" (umount "` + mnt + `" first, or pass --unmount)`},
 		{"too small", small, nil, "smaller than the image"},
 		{"swap", swap, nil, fmt.Sprintf("%q is active swap (swapoff %q first)", swap, swap)},
-		{"held", held, func(o *FlashOptions) { o.Root = heldRoot }, fmt.Sprintf("%q is held by %q", held, "/dev/"+holder)},
+		{"held", held, func(o *Options) { o.Root = heldRoot }, fmt.Sprintf("%q is held by %q", held, "/dev/"+holder)},
 		{"backing a mounted loop device", backing, nil, fmt.Sprintf("%q is the backing file of loop device %q (detach it first: losetup --detach %q); %q (on %q) is mounted at %q",
 			backing, over, over, over+"p2", backing, overMnt)},
 		{"stacked loop devices", stacked, nil, fmt.Sprintf("%q is the backing file of loop device %q (detach it first: losetup --detach %q); %q (on %q) is the backing file of loop device %q (detach it first: losetup --detach %q); %q (on %q) is mounted at %q",
 			stacked+"p2", lower, lower, lower, stacked+"p2", upper, upper, upper, lower, upperMnt)},
-		{"non-removable", card, func(o *FlashOptions) { o.AllowNonRemovable = false }, "not removable"},
-		{"not confirmed", card, func(o *FlashOptions) {
+		{"non-removable", card, func(o *Options) { o.AllowNonRemovable = false }, "not removable"},
+		{"not confirmed", card, func(o *Options) {
 			o.Yes = false
 			o.Confirm = func(description, name string) (string, error) {
 				if !strings.Contains(description, "partition /dev/"+filepath.Base(card)+"p1") {
@@ -263,9 +267,9 @@ func TestFlashRefusals(t *testing.T) {
 				return "sda", nil
 			}
 		}, `confirmation "sda" is not "` + filepath.Base(card) + `"`},
-		{"no confirmation possible", card, func(o *FlashOptions) { o.Yes = false }, "no confirmation"},
+		{"no confirmation possible", card, func(o *Options) { o.Yes = false }, "no confirmation"},
 		{"not a device", img, nil, "is not a block device"},
-		{"open exclusively", card, func(*FlashOptions) {
+		{"open exclusively", card, func(*Options) {
 			f, err := os.OpenFile(card, os.O_RDONLY|syscall.O_EXCL, 0)
 			if err != nil {
 				t.Fatal(err)
@@ -279,7 +283,7 @@ func TestFlashRefusals(t *testing.T) {
 			if tc.opts != nil {
 				tc.opts(&opts)
 			}
-			_, err := Flash(context.Background(), opts)
+			_, err := Write(context.Background(), opts)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("flash %s: %v, want an error saying %q", tc.dev, err, tc.want)
 			}
@@ -356,7 +360,7 @@ func writeFile(t *testing.T, path string, data []byte) {
 func TestFlashFaults(t *testing.T) {
 	t.Parallel()
 	img, size := builtCard(t)
-	ranges, err := ReadBmap(img+".bmap", size)
+	ranges, err := builder.ReadBmap(img+".bmap", size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +379,7 @@ func TestFlashFaults(t *testing.T) {
 		}
 		dev := buildertest.Sh(t, "losetup", "--find", "--show", file)
 		t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
-		_, err := Flash(context.Background(), loopFlash(img, dev))
+		_, err := Write(context.Background(), loopFlash(img, dev))
 		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "write "+strconv.Quote(dev)+" at byte ") {
 			t.Fatalf("flash onto %s, which fails after %d of %d bytes: %v, want the write error, its byte and that the card is incomplete", dev, mapped/2, mapped, err)
 		}
@@ -401,7 +405,7 @@ func TestFlashFaults(t *testing.T) {
 				t.Error(err)
 			}
 		}
-		_, err := Flash(context.Background(), opts)
+		_, err := Write(context.Background(), opts)
 		want := fmt.Sprintf("verify: %s differs from the image at byte %d", dev, bad)
 		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), want) {
 			t.Fatalf("flash onto %s changed at byte %d after writing: %v, want %q and that the card is incomplete", dev, bad, err, want)
@@ -429,7 +433,7 @@ func TestFlashUnmount(t *testing.T) {
 		}
 		return name, nil
 	}
-	if _, err := Flash(context.Background(), opts); err != nil {
+	if _, err := Write(context.Background(), opts); err != nil {
 		t.Fatal(err)
 	}
 	if info, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(info), " "+mnt+" ") {
@@ -447,7 +451,7 @@ func TestFlashInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	opts := loopFlash(img, dev)
 	opts.Progress = func(phase string, done, total int64) { cancel() }
-	_, err := Flash(ctx, opts)
+	_, err := Write(ctx, opts)
 	if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "interrupted") {
 		t.Fatalf("flash cancelled after the first write: %v, want interrupted, the card is incomplete", err)
 	}
@@ -481,7 +485,7 @@ func TestFlashRefusesRootDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, unmount := range []bool{false, true} {
-		_, err = Flash(context.Background(), FlashOptions{Image: img, Device: disk, AllowNonRemovable: true, Unmount: unmount,
+		_, err = Write(context.Background(), Options{Image: img, Device: disk, AllowNonRemovable: true, Unmount: unmount,
 			Confirm: func(description, name string) (string, error) {
 				t.Errorf("flash asked to confirm the root disk %s: its checks let it through", disk)
 				return "", errors.New("refused by the test")
@@ -514,7 +518,7 @@ func TestFlashBaseEqualsBuildThenFlash(t *testing.T) {
 			}
 			size := st.Size()
 			separate := buildertest.LoopDevice(t, size, false)
-			if _, err := Flash(context.Background(), loopFlash(img, separate)); err != nil {
+			if _, err := Write(context.Background(), loopFlash(img, separate)); err != nil {
 				t.Fatal(err)
 			}
 			oneGo := buildertest.LoopDevice(t, size, true)
@@ -524,7 +528,7 @@ func TestFlashBaseEqualsBuildThenFlash(t *testing.T) {
 			flash := loopFlash("", oneGo)
 			flash.TempDir = tmp
 			peak := watchSize(t, tmp)
-			built, res, err := BuildAndFlash(context.Background(), opts, flash)
+			built, res, err := Build(context.Background(), opts, flash)
 			held := peak()
 			if err != nil {
 				t.Fatal(err)
@@ -539,7 +543,7 @@ func TestFlashBaseEqualsBuildThenFlash(t *testing.T) {
 			if left, _ := os.ReadDir(tmp); len(left) != 0 {
 				t.Errorf("%s holds %v after build and flash, want nothing", tmp, left)
 			}
-			ranges, err := ReadBmap(img+".bmap", size)
+			ranges, err := builder.ReadBmap(img+".bmap", size)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -561,7 +565,7 @@ func TestFlashBaseEqualsBuildThenFlash(t *testing.T) {
 	}
 	// A refused disk costs no build.
 	flash := loopFlash("", base)
-	if _, _, err := BuildAndFlash(context.Background(), testOptions(t, base, filepath.Join(t.TempDir(), "unused.img")), flash); err == nil || !strings.Contains(err.Error(), "is not a block device") {
+	if _, _, err := Build(context.Background(), testOptions(t, base, filepath.Join(t.TempDir(), "unused.img")), flash); err == nil || !strings.Contains(err.Error(), "is not a block device") {
 		t.Errorf("build and flash onto a file: %v, want it refused", err)
 	}
 }
@@ -619,10 +623,12 @@ func TestFlashBaseFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	size := st.Size()
-	opts := func(t *testing.T) Options { return testOptions(t, base, filepath.Join(t.TempDir(), "unused.img")) }
+	opts := func(t *testing.T) builder.Options {
+		return testOptions(t, base, filepath.Join(t.TempDir(), "unused.img"))
+	}
 	// The boot partition's temporary file goes here, not where another
 	// test looks for leftovers.
-	loopFlash := func(img, dev string) FlashOptions {
+	loopFlash := func(img, dev string) Options {
 		o := loopFlash(img, dev)
 		o.TempDir = t.TempDir()
 		return o
@@ -631,7 +637,7 @@ func TestFlashBaseFaults(t *testing.T) {
 	t.Run("too small", func(t *testing.T) {
 		dev := buildertest.LoopDevice(t, size-4<<20, true)
 		before := buildertest.FileSum(t, dev, size)
-		_, _, err := BuildAndFlash(context.Background(), opts(t), loopFlash("", dev))
+		_, _, err := Build(context.Background(), opts(t), loopFlash("", dev))
 		if err == nil || errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "smaller than the image") || !strings.Contains(err.Error(), dev+" was not changed") {
 			t.Errorf("build and flash onto a disk smaller than the image: %v, want it refused, unchanged", err)
 		}
@@ -650,7 +656,7 @@ func TestFlashBaseFaults(t *testing.T) {
 				cancel()
 			}
 		}
-		_, _, err := BuildAndFlash(ctx, o, loopFlash("", dev))
+		_, _, err := Build(ctx, o, loopFlash("", dev))
 		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "interrupted") {
 			t.Errorf("build and flash cancelled while the root was written: %v, want interrupted, the card is incomplete", err)
 		}
@@ -666,7 +672,7 @@ func TestFlashBaseFaults(t *testing.T) {
 		}
 		dev := buildertest.Sh(t, "losetup", "--find", "--show", file)
 		t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
-		_, _, err := BuildAndFlash(context.Background(), opts(t), loopFlash("", dev))
+		_, _, err := Build(context.Background(), opts(t), loopFlash("", dev))
 		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), "write "+strconv.Quote(dev)+" at byte ") {
 			t.Errorf("build and flash onto %s, which fails after 16 MiB: %v, want the write error, its byte and that the card is incomplete", dev, err)
 		}
@@ -681,7 +687,7 @@ func TestFlashBaseFaults(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		ranges, err := MappedRanges(f, size)
+		ranges, err := builder.MappedRanges(f, size)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -704,7 +710,7 @@ func TestFlashBaseFaults(t *testing.T) {
 				t.Error(err)
 			}
 		}
-		_, _, err = BuildAndFlash(context.Background(), opts(t), flash)
+		_, _, err = Build(context.Background(), opts(t), flash)
 		want := fmt.Sprintf("verify: %s differs from what was written at byte %d,", dev, bad/4096*4096)
 		if !errors.Is(err, ErrCardIncomplete) || !strings.Contains(err.Error(), want) {
 			t.Errorf("build and flash onto %s changed before the read-back: %v, want %q and that the card is incomplete", dev, err, want)
@@ -715,7 +721,7 @@ func TestFlashBaseFaults(t *testing.T) {
 
 // requireMappedEqual stops the test at the first range the bmap maps whose
 // bytes in got differ from those in want.
-func requireMappedEqual(t *testing.T, want, got string, ranges []MappedRange, what string) {
+func requireMappedEqual(t *testing.T, want, got string, ranges []builder.MappedRange, what string) {
 	t.Helper()
 	a, err := os.Open(want)
 	if err != nil {
@@ -750,14 +756,14 @@ func TestFlashRefusesBeforeWriting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := EncodeBmap(f, size, []Range{{0, BmapBlockSize}})
+	b, err := builder.EncodeBmap(f, size, []builder.Range{{Start: 0, End: builder.BmapBlockSize}})
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, mbrOnly+".bmap", b)
 	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
-	build := func(base, sha string) Options {
+	build := func(base, sha string) builder.Options {
 		o := testOptions(t, base, filepath.Join(t.TempDir(), "unused.img"))
 		o.SHA256 = sha
 		return o
@@ -770,7 +776,7 @@ func TestFlashRefusesBeforeWriting(t *testing.T) {
 		{"--sha256 with a .bmap", func(dev string) error {
 			o := loopFlash(img, dev)
 			o.SHA256 = wrong
-			_, err := Flash(context.Background(), o)
+			_, err := Write(context.Background(), o)
 			return err
 		}, []string{"checksum mismatch", wrong, "--sha256"}},
 		{"--sha256 without a .bmap", func(dev string) error {
@@ -778,19 +784,19 @@ func TestFlashRefusesBeforeWriting(t *testing.T) {
 			buildertest.Sh(t, "cp", "--sparse=always", img, plain)
 			o := loopFlash(plain, dev)
 			o.SHA256 = wrong
-			_, err := Flash(context.Background(), o)
+			_, err := Write(context.Background(), o)
 			return err
 		}, []string{"checksum mismatch", wrong}},
 		{"a bmap of the MBR only", func(dev string) error {
-			_, err := Flash(context.Background(), loopFlash(mbrOnly, dev))
+			_, err := Write(context.Background(), loopFlash(mbrOnly, dev))
 			return err
 		}, []string{fmt.Sprintf("bmap %q does not map bytes ", mbrOnly+".bmap"), "partition 1's FAT", "rebuild the image with nixpi build", "or remove"}},
 		{"--base that is a nixpi card", func(dev string) error {
-			_, _, err := BuildAndFlash(context.Background(), build(img, ""), loopFlash("", dev))
+			_, _, err := Build(context.Background(), build(img, ""), loopFlash("", dev))
 			return err
 		}, []string{"already has a nixpi/ directory", "DEV was not changed"}},
 		{"--base with a --sha256 it does not have", func(dev string) error {
-			_, _, err := BuildAndFlash(context.Background(), build(base, wrong), loopFlash("", dev))
+			_, _, err := Build(context.Background(), build(base, wrong), loopFlash("", dev))
 			return err
 		}, []string{"checksum mismatch", wrong}},
 	} {
@@ -811,5 +817,93 @@ func TestFlashRefusesBeforeWriting(t *testing.T) {
 				t.Errorf("the refusal changed %s", dev)
 			}
 		})
+	}
+}
+
+// warnings collects builder.Options.Warn messages, from any goroutine.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) warn(msg string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.msgs = append(w.msgs, msg)
+}
+
+// TestFlashBaseFinishesAsBuild builds one unverified xz base, with a
+// config whose extra_module only nixpi's bracket check reads, with `nixpi
+// build` (its early card) and onto a disk with `flash --base`: the disk
+// holds the card's bytes, and both say the same warnings, each once, the
+// one about the base before the disk is claimed.
+func TestFlashBaseFinishesAsBuild(t *testing.T) {
+	t.Parallel()
+	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
+	buildertest.Sh(t, "xz", "-T2", "-0", "-k", base)
+	xz := base + ".xz"
+	dir := t.TempDir()
+	config := filepath.Join(dir, "module.toml")
+	writeFile(t, config, []byte(buildertest.Config+"\n[nixos]\nextra_module = \"{ ... }: { }\"\n"))
+	options := func(out string, w *warnings) builder.Options {
+		o := testOptions(t, xz, out)
+		o.Config, o.Warn = config, w.warn
+		return o
+	}
+	built := &warnings{}
+	card := filepath.Join(dir, "card.img")
+	res, err := builder.Build(context.Background(), options(card, built))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Early != builder.EarlyUsed {
+		t.Errorf("nixpi build: early card %q, want %q", res.Early, builder.EarlyUsed)
+	}
+	st, err := os.Stat(card)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := buildertest.LoopDevice(t, st.Size(), false)
+	flashed := &warnings{}
+	opts := loopFlash("", dev)
+	opts.TempDir = t.TempDir()
+	var before []string
+	opts.Yes, opts.Confirm = false, func(description, name string) (string, error) {
+		flashed.mu.Lock()
+		before = slices.Clone(flashed.msgs)
+		flashed.mu.Unlock()
+		return name, nil
+	}
+	got, _, err := Build(context.Background(), options(filepath.Join(dir, "unused.img"), flashed), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"nixos.extra_module was checked by nixpi's own bracket check only",
+		"nothing verifies the base image " + xz + " (no --sha256, no " + xz + ".sha256 beside it)",
+		"the unverified base's sha256 is " + buildertest.FileSHA256(t, xz) + ":",
+	}
+	for what, w := range map[string]*warnings{"nixpi build": built, "flash --base": flashed} {
+		if len(w.msgs) != len(want) {
+			t.Errorf("%s: warnings %q, want %d", what, w.msgs, len(want))
+			continue
+		}
+		for i := range want {
+			if !strings.HasPrefix(w.msgs[i], want[i]) {
+				t.Errorf("%s: warning %d is %q, want it to start %q", what, i, w.msgs[i], want[i])
+			}
+		}
+	}
+	if !slices.Equal(built.msgs, flashed.msgs) {
+		t.Errorf("flash --base warns\n%q\nnixpi build\n%q", flashed.msgs, built.msgs)
+	}
+	if len(before) != 2 || !strings.HasPrefix(before[1], want[1]) {
+		t.Errorf("warnings before the confirmation: %q, want the config's and the base's", before)
+	}
+	if !reflect.DeepEqual(got.Manifest, res.Manifest) {
+		t.Errorf("flash --base manifest\n%+v\nnixpi build's\n%+v", got.Manifest, res.Manifest)
+	}
+	if buildertest.FileSum(t, dev, st.Size()) != buildertest.FileSum(t, card, st.Size()) {
+		t.Errorf("flash --base wrote a card other than nixpi build's")
 	}
 }

@@ -1,4 +1,4 @@
-package builder
+package flash
 
 import (
 	"context"
@@ -23,7 +23,7 @@ type flashImage struct {
 // local raw image is used in place; anything else is decoded, sparsely,
 // into a temporary file in tempDir (removed by remove), and checked as it
 // is. A --sha256 is compared before anything is written, always.
-func openFlashImage(ctx context.Context, opts FlashOptions, logf func(string, ...any)) (*flashImage, error) {
+func openFlashImage(ctx context.Context, opts Options, logf func(string, ...any)) (*flashImage, error) {
 	src, err := source.Open(ctx, opts.Image, source.Options{SHA256: opts.SHA256, TempDir: opts.TempDir, Log: opts.Log})
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)

@@ -1,4 +1,15 @@
-package builder
+// Package flash writes a card onto an SD card, safely and verified: the
+// disk is judged by the block-device model the Pi's disk steps use
+// (firstboot/blockdev) and claimed exclusively before the first write, only
+// the image's mapped ranges are written, and they are read back. Write
+// puts a built image onto the disk (`nixpi flash IMAGE DEVICE`); Build
+// builds the card onto it in one pass over the base (`nixpi flash --base`),
+// finished by builder.CardFinish as `nixpi build` finishes it.
+//
+// flash.go is Write and the writing and read-back both use, disk.go the
+// disk (what it is, whether it is in use, the claim), image.go IMAGE made
+// ready to write, bmap.go which ranges to write, build.go Build.
+package flash
 
 import (
 	"context"
@@ -20,13 +31,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nixpi/nixpi/builder"
+	"github.com/nixpi/nixpi/firstboot/config"
 	"github.com/nixpi/nixpi/firstboot/termtext"
 )
 
-// FlashOptions is one `nixpi flash`.
-type FlashOptions struct {
+// Options is one `nixpi flash`.
+type Options struct {
 	// Image is the card image: a path or http(s) URL, raw or compressed,
-	// as Options.Base.
+	// as builder.Options.Base.
 	Image string
 	// SHA256 is Image's expected sha256 (as given, compressed); when
 	// empty, Image.sha256 is used if there is one.
@@ -60,8 +73,8 @@ type FlashOptions struct {
 	Log      func(msg string)
 }
 
-// FlashResult is a finished flash.
-type FlashResult struct {
+// Result is a finished flash.
+type Result struct {
 	Disk     *Disk
 	FromBmap bool  // the ranges came from IMAGE.bmap
 	Written  int64 // bytes written
@@ -74,13 +87,13 @@ type FlashResult struct {
 	Verified  bool
 }
 
-func (o FlashOptions) logf(format string, args ...any) {
+func (o Options) logf(format string, args ...any) {
 	if o.Log != nil {
 		o.Log(fmt.Sprintf(format, args...))
 	}
 }
 
-func (o FlashOptions) rootDir() string {
+func (o Options) rootDir() string {
 	if o.Root == "" {
 		return "/"
 	}
@@ -94,12 +107,12 @@ var ErrCardIncomplete = errors.New("the card is incomplete: do not boot it, flas
 // card sees few, long requests.
 const flashChunk = 8 << 20
 
-// Flash writes opts.Image onto opts.Device after checking that the device
+// Write writes opts.Image onto opts.Device after checking that the device
 // is a disk nixpi may overwrite; it writes only the image's mapped ranges,
 // syncs, then reads back and compares them. Any refusal happens before the
 // device is opened for writing. An error after the first write wraps
 // ErrCardIncomplete.
-func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
+func Write(ctx context.Context, opts Options) (*Result, error) {
 	logf := opts.logf
 	disk, err := probeFlashDisk(opts)
 	if err != nil {
@@ -121,7 +134,7 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 	}
 	size := st.Size()
 	if disk.Size < size {
-		return nil, fmt.Errorf("refusing %s: it is smaller than the image (%d bytes, the image %d): use a card of at least %s", disk, disk.Size, size, humanSize(size))
+		return nil, fmt.Errorf("refusing %s: it is smaller than the image (%d bytes, the image %d): use a card of at least %s", disk, disk.Size, size, config.Size(size).Approx())
 	}
 	if size%disk.LogicalBlock != 0 {
 		return nil, fmt.Errorf("image %q is %d bytes, not a whole number of the disk's %d-byte blocks: is it a disk image?", opts.Image, size, disk.LogicalBlock)
@@ -140,11 +153,11 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 		return nil, err
 	}
 	defer dev.Close()
-	res := &FlashResult{Disk: disk, FromBmap: fromBmap, Ranges: len(ranges)}
+	res := &Result{Disk: disk, FromBmap: fromBmap, Ranges: len(ranges)}
 	for _, r := range ranges {
 		res.Written += r.End - r.Start
 	}
-	logf("writing %s of %s onto %s (%d ranges, from %s)", humanSize(res.Written), humanSize(size), disk, len(ranges), map[bool]string{true: "the .bmap", false: "the image's data ranges"}[fromBmap])
+	logf("writing %s of %s onto %s (%d ranges, from %s)", config.Size(res.Written).Approx(), config.Size(size).Approx(), disk, len(ranges), map[bool]string{true: "the .bmap", false: "the image's data ranges"}[fromBmap])
 	// What is written is checked against the bmap's range hashes as it is
 	// read; without them, the image's own sha256 is checked while it is
 	// written (the hashing and the writing use different resources).
@@ -186,7 +199,7 @@ func Flash(ctx context.Context, opts FlashOptions) (*FlashResult, error) {
 // filesystems with opts.Unmount and checks again, then opens the disk
 // exclusively, for direct writes: from then to the end nobody mounts or
 // partitions it while it is written. Nothing is written here.
-func (d *Disk) claim(opts FlashOptions, logf func(string, ...any)) (*os.File, error) {
+func (d *Disk) claim(opts Options, logf func(string, ...any)) (*os.File, error) {
 	var unmount []string
 	if opts.Unmount {
 		var err error
@@ -232,7 +245,7 @@ func flashFailed(ctx context.Context, err error) error {
 }
 
 // allHashed says whether every range carries the image's hash.
-func allHashed(ranges []MappedRange) bool {
+func allHashed(ranges []builder.MappedRange) bool {
 	for _, r := range ranges {
 		if r.SHA256 == "" {
 			return false
@@ -252,7 +265,7 @@ func checkImageSum(image *flashImage) error {
 		return err
 	}
 	defer f.Close()
-	sum, err := hashFile(f)
+	sum, err := builder.HashFile(f)
 	if err != nil {
 		return err
 	}
@@ -262,40 +275,11 @@ func checkImageSum(image *flashImage) error {
 	return nil
 }
 
-// flashRanges is what to write: the ranges of the bmap when there is
-// one (refused unless they cover what the card's partition table and
-// filesystems are read from), else every range of the image that is not a hole, and the blocks
-// its FAT and ext4 filesystems may read though they are holes in the
-// image (MappedRanges' rule, without skipping zero data).
-func flashRanges(img *os.File, bmap string, size int64) ([]MappedRange, bool, error) {
-	if bmap != "" {
-		ranges, err := ReadBmap(bmap, size)
-		if err == nil {
-			if err := checkBmapCovers(img, img.Name(), bmap, size, ranges); err != nil {
-				return nil, false, err
-			}
-			return ranges, true, nil
-		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return nil, false, err
-		}
-	}
-	rs, err := mappedRanges(img, size, false)
-	if err != nil {
-		return nil, false, err
-	}
-	ranges := make([]MappedRange, len(rs))
-	for i, r := range rs {
-		ranges[i] = MappedRange{Range: r}
-	}
-	return ranges, false, nil
-}
-
 // discardGaps tells a disk that can discard that the image's unmapped
 // blocks are free, so the card need not keep its old data there: nothing
 // reads them, and a card with fewer blocks in use writes faster. A disk
 // that cannot, or a discard that fails, changes nothing that matters.
-func discardGaps(disk *Disk, dev *os.File, ranges []MappedRange, size int64) int64 {
+func discardGaps(disk *Disk, dev *os.File, ranges []builder.MappedRange, size int64) int64 {
 	if limit := disk.Attr("queue/discard_max_bytes"); limit == "0" || limit == "" {
 		return 0
 	}
@@ -358,7 +342,7 @@ func alignedBuffer(n int) ([]byte, error) {
 // writeRanges copies ranges from img to dev in chunks, reading the next
 // chunk while the last is written. A range's bmap checksum is checked
 // against the image as it is read.
-func writeRanges(ctx context.Context, img, dev *os.File, ranges []MappedRange, total int64, progress func(string, int64, int64)) ([]chunk, error) {
+func writeRanges(ctx context.Context, img, dev *os.File, ranges []builder.MappedRange, total int64, progress func(string, int64, int64)) ([]chunk, error) {
 	type filled struct {
 		c   chunk
 		buf []byte
