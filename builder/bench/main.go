@@ -342,29 +342,38 @@ func ensureBase(ctx context.Context, c config) (string, error) {
 	}
 	fmt.Printf("generating %s (once; cached) ...\n", base)
 	start := time.Now()
-	raw := filepath.Join(c.cache, "base.img.tmp")
-	defer os.Remove(raw)
+	// A directory of its own, so that two benches generating at once do
+	// not write the same files; the rename below is the one that counts.
+	work, err := os.MkdirTemp(c.cache, "generate-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(work)
+	raw := filepath.Join(work, "base.img")
 	if _, err := fixture.WriteContext(ctx, raw, fixture.Options{
 		Fill:     c.fillMiB * mib,
 		RootSize: c.rootMiB * mib,
-		TempDir:  c.cache,
+		TempDir:  work,
 	}); err != nil {
 		return "", err
 	}
 	fmt.Printf("  fixture written in %s; compressing with xz -T0 ...\n", time.Since(start).Round(time.Second))
-	tmp := base + ".tmp"
-	defer os.Remove(tmp)
+	tmp := filepath.Join(work, name)
 	if err := xzCompress(ctx, raw, tmp, c.xzLevel); err != nil {
+		return "", err
+	}
+	sum, err := sha256File(tmp)
+	if err != nil {
+		return "", err
+	}
+	sidecar := filepath.Join(work, name+".sha256")
+	if err := os.WriteFile(sidecar, []byte(sum+"  "+name+"\n"), 0o644); err != nil {
 		return "", err
 	}
 	if err := os.Rename(tmp, base); err != nil {
 		return "", err
 	}
-	sum, err := sha256File(base)
-	if err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(base+".sha256", []byte(sum+"  "+name+"\n"), 0o644); err != nil {
+	if err := os.Rename(sidecar, base+".sha256"); err != nil {
 		return "", err
 	}
 	fmt.Printf("  done in %s\n", time.Since(start).Round(time.Second))
