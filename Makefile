@@ -4,6 +4,9 @@ SHELL := /bin/bash
 GO ?= go
 # Reproducible binaries: no paths, no VCS stamp, no build id.
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags='-s -w -buildid='
+# The device binaries cmd/nixpi embeds, from the tree in the current directory.
+BUILD_DEVICE_ARM64 := GOOS=linux GOARCH=arm64 $(GOBUILD) -o assets/device/nixpi-firstboot-linux-arm64 ./cmd/nixpi-firstboot
+BUILD_DEVICE_ARM := GOOS=linux GOARCH=arm GOARM=7 $(GOBUILD) -o assets/device/nixpi-firstboot-linux-arm ./cmd/nixpi-firstboot
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 OUT ?= out
 
@@ -22,9 +25,9 @@ device: $(DEVICE_BINS)
 # Always rebuilt (go's cache makes it cheap) so the embedded binaries match the source.
 .PHONY: $(DEVICE_BINS)
 assets/device/nixpi-firstboot-linux-arm64:
-	GOOS=linux GOARCH=arm64 $(GOBUILD) -o $@ ./cmd/nixpi-firstboot
+	$(BUILD_DEVICE_ARM64)
 assets/device/nixpi-firstboot-linux-arm:
-	GOOS=linux GOARCH=arm GOARM=7 $(GOBUILD) -o $@ ./cmd/nixpi-firstboot
+	$(BUILD_DEVICE_ARM)
 
 build: device
 	$(GOBUILD) -o bin/nixpi ./cmd/nixpi
@@ -69,13 +72,36 @@ race:
 e2e: build deps-test
 	NIXPI_E2E=1 NIXPI_BIN=$(CURDIR)/bin/nixpi $(GO) test -count=1 -v -timeout 100m -run 'TestE2E' ./builder/qemu/
 
+# The build `make bench` holds bin/nixpi to: a98e3fc, the last main before
+# issue 21's refactors (the binary the issue measured as today's), pinned so
+# that every run compares with the same code; move it when a release is cut.
+# It is built with GOBUILD, as `make build` builds, in a temporary directory
+# from `git archive`, which leaves the work tree and the index alone.
+# BENCH_BASELINE= times bin/nixpi alone.
+BENCH_BASELINE ?= a98e3fc026509318a1c0d846ab5232d894e176f2
+# Runs; with a baseline, pairs, and the guard decides on their median.
+BENCH_RUNS ?= 4
+
 # Build time against `xz -T0 -dc` of the same >= 1 GiB base, and peak RSS,
-# from one run (the base is generated once and cached in /var/tmp/nixpi-bench);
-# and the time of the disk blank check on a sparse 2 TiB loop device (root).
+# from one run (the base is generated once and cached in /var/tmp/nixpi-bench),
+# each run a pair with the baseline's build: exit 1 when bin/nixpi's median
+# is over 1.10x the baseline's; and the time of the disk blank check on a
+# sparse 2 TiB loop device (root).
 bench: build deps-test
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./builder/fatfs/ ./builder/fixture/
 	$(GO) test -run '^$$' -bench BlankCheck -benchtime 1x ./firstboot/disk/
-	NIXPI_BIN=$(CURDIR)/bin/nixpi $(GO) run ./builder/bench -runs 3
+ifeq ($(BENCH_BASELINE),)
+	NIXPI_BIN=$(CURDIR)/bin/nixpi $(GO) run ./builder/bench -runs $(BENCH_RUNS)
+else
+	@set -e; \
+	commit=$$(git rev-parse --verify --quiet '$(BENCH_BASELINE)^{commit}') || \
+		{ echo "bench: BENCH_BASELINE=$(BENCH_BASELINE) names no commit here: fetch it, name another (BENCH_BASELINE=main~5), or set BENCH_BASELINE= to time bin/nixpi alone"; exit 1; }; \
+	tmp=$$(mktemp -d /tmp/nixpi-baseline.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "bench: baseline $$commit, built in $$tmp"; \
+	git archive "$$commit" | tar -x -C "$$tmp"; \
+	(cd "$$tmp" && $(BUILD_DEVICE_ARM64) && $(BUILD_DEVICE_ARM) && $(GOBUILD) -o bin/nixpi ./cmd/nixpi); \
+	NIXPI_BIN=$(CURDIR)/bin/nixpi $(GO) run ./builder/bench -runs $(BENCH_RUNS) -baseline "$$tmp/bin/nixpi"
+endif
 
 # Every fuzz target for FUZZTIME with one worker: executions per second per
 # target, and the inputs found kept in testdata/fuzz (the default `go test`

@@ -5,6 +5,13 @@
 //	go run ./builder/bench                      # builder/source pipeline only
 //	go run ./builder/bench -nixpi bin/nixpi     # the whole `nixpi build`
 //	NIXPI_BIN=bin/nixpi go run ./builder/bench  # same
+//	go run ./builder/bench -nixpi bin/nixpi -baseline /tmp/old/nixpi -runs 4
+//
+// With -baseline, each run is a pair: the two binaries build the same
+// base one after the other, in the order flipped every pair, each beside
+// the same run's xz; the bench prints the ratios new/baseline and fails
+// (exit 1) when their median is over guardLimit (guard.go). `make bench`
+// builds the baseline from BENCH_BASELINE.
 //
 // The base (about 1.7 GiB, xz -T0 in 24 MiB blocks like the official
 // images) is generated once and cached under -cache, keyed by generator
@@ -47,6 +54,7 @@ const (
 
 type config struct {
 	nixpi       string // bin/nixpi to run `build`; "" = builder/source only
+	baseline    string // a second nixpi to alternate with nixpi; "" = none
 	buildConfig string // nixpi.toml for `nixpi build`; "" = `nixpi config init`
 	cache       string
 	fillMiB     int64
@@ -69,6 +77,7 @@ func main() {
 
 	var c config
 	flag.StringVar(&c.nixpi, "nixpi", os.Getenv("NIXPI_BIN"), "nixpi binary to time `build` with (default $NIXPI_BIN; empty: time builder/source only)")
+	flag.StringVar(&c.baseline, "baseline", "", "with -nixpi: another nixpi binary to alternate with it on the same base, -runs pairs; exit 1 when -nixpi's median is over 1.10x the baseline's")
 	flag.StringVar(&c.buildConfig, "config", "", "config for nixpi build (default: the output of `nixpi config init`)")
 	flag.StringVar(&c.cache, "cache", "/var/tmp/nixpi-bench", "directory for the generated base and the output")
 	flag.Int64Var(&c.fillMiB, "fill", 1150, "MiB of realistic content in the root filesystem")
@@ -86,7 +95,7 @@ func main() {
 		}
 		return
 	}
-	if flag.NArg() != 0 || c.runs < 1 || c.flashOnly && c.nixpi == "" {
+	if flag.NArg() != 0 || c.runs < 1 || c.flashOnly && c.nixpi == "" || c.baseline != "" && (c.nixpi == "" || c.flashOnly) {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -151,8 +160,18 @@ func bench(ctx context.Context, c config) error {
 		return benchFlash(ctx, c, out)
 	}
 	contenders := []contender{{"xz -T0 -dc > /dev/null", []string{"xz", "-T0", "-dc", base}, false}}
+	// The two nixpi builds of a -baseline run, by index into contenders.
+	newBuild, baseBuild := -1, -1
 	if c.nixpi != "" {
 		contenders = append(contenders, contender{"nixpi build", build, true})
+		newBuild = len(contenders) - 1
+		if c.baseline != "" {
+			baseArgv := slices.Clone(build)
+			baseArgv[0] = c.baseline
+			contenders = append(contenders, contender{"nixpi build (baseline)", baseArgv, true})
+			baseBuild = len(contenders) - 1
+			fmt.Printf("baseline: %s; new: %s; load average before the runs: %s\n", c.baseline, c.nixpi, loadAverage())
+		}
 	} else {
 		contenders = append(contenders, contender{"builder/source (default decoder)",
 			[]string{self, "-decode", base, "-out", out}, true})
@@ -163,8 +182,10 @@ func bench(ctx context.Context, c config) error {
 	}
 
 	results := make([][]measurement, len(contenders))
+	var loads []string // after each run
 	for run := range c.runs {
-		for i, ct := range contenders {
+		for _, i := range runOrder(run, len(contenders), newBuild, baseBuild) {
+			ct := contenders[i]
 			if ct.out {
 				os.Remove(out)
 			}
@@ -176,6 +197,7 @@ func bench(ctx context.Context, c config) error {
 			fmt.Printf("run %d: %-42s %7.2f s wall %7.2f s cpu  peak RSS %6.1f MiB (main process %6.1f MiB)%s\n", run+1, ct.name,
 				m.wall.Seconds(), m.cpu.Seconds(), float64(m.maxRSS)/float64(mib), float64(m.selfRSS)/float64(mib), m.stats.describe())
 		}
+		loads = append(loads, loadAverage())
 	}
 
 	floor := median(results[0])
@@ -198,15 +220,53 @@ func bench(ctx context.Context, c config) error {
 		fmt.Printf("  peak RSS: %.1f MiB (target <= %d MiB: %s); any xz-utils child included, the larger: %.1f MiB\n",
 			float64(m.selfRSS)/float64(mib), targetRSS/mib, status(m.selfRSS <= targetRSS), float64(m.maxRSS)/float64(mib))
 	}
+	var guardErr error // returned after the flash bench, so every figure is printed
+	if baseBuild >= 0 {
+		v, err := reportPairs(c, results[0], results[newBuild], results[baseBuild], loads)
+		if err != nil {
+			return err
+		}
+		guardErr = v.err(c.baseline)
+	}
 	if c.nixpi != "" {
 		// The last contender may have left a bare base in out: flash a card.
 		os.Remove(out)
 		if _, err := measure(ctx, build); err != nil {
 			return fmt.Errorf("nixpi build for the flash bench: %w", err)
 		}
-		return benchFlash(ctx, c, out)
+		if err := benchFlash(ctx, c, out); err != nil {
+			return err
+		}
 	}
-	return nil
+	return guardErr
+}
+
+// reportPairs prints each pair of a -baseline run with the load average
+// after it, and the ratios' median and range, and returns the verdict.
+func reportPairs(c config, floor, newBuild, baseBuild []measurement, loads []string) (guardVerdict, error) {
+	walls := func(ms []measurement) []time.Duration {
+		var d []time.Duration
+		for _, m := range ms {
+			d = append(d, m.wall)
+		}
+		return d
+	}
+	v, err := judge(walls(newBuild), walls(baseBuild), guardLimit)
+	if err != nil {
+		return guardVerdict{}, err
+	}
+	fmt.Printf("\nnew %s against baseline %s, pairs on the same base:\n", c.nixpi, c.baseline)
+	for i := range v.ratios {
+		first := "new first"
+		if baselineFirst(i) {
+			first = "baseline first"
+		}
+		fmt.Printf("pair %d (%s): new %.2f s, baseline %.2f s, xz %.2f s: new/baseline %.3f, new/xz %.3f, baseline/xz %.3f; load average after: %s\n",
+			i+1, first, newBuild[i].wall.Seconds(), baseBuild[i].wall.Seconds(), floor[i].wall.Seconds(), v.ratios[i],
+			ratio(newBuild[i].wall, floor[i].wall), ratio(baseBuild[i].wall, floor[i].wall), loads[i])
+	}
+	fmt.Println(v.summary())
+	return v, nil
 }
 
 // measure runs argv, stdout to /dev/null unless it is our own child (which
@@ -342,29 +402,38 @@ func ensureBase(ctx context.Context, c config) (string, error) {
 	}
 	fmt.Printf("generating %s (once; cached) ...\n", base)
 	start := time.Now()
-	raw := filepath.Join(c.cache, "base.img.tmp")
-	defer os.Remove(raw)
+	// A directory of its own, so that two benches generating at once do
+	// not write the same files; the rename below is the one that counts.
+	work, err := os.MkdirTemp(c.cache, "generate-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(work)
+	raw := filepath.Join(work, "base.img")
 	if _, err := fixture.WriteContext(ctx, raw, fixture.Options{
 		Fill:     c.fillMiB * mib,
 		RootSize: c.rootMiB * mib,
-		TempDir:  c.cache,
+		TempDir:  work,
 	}); err != nil {
 		return "", err
 	}
 	fmt.Printf("  fixture written in %s; compressing with xz -T0 ...\n", time.Since(start).Round(time.Second))
-	tmp := base + ".tmp"
-	defer os.Remove(tmp)
+	tmp := filepath.Join(work, name)
 	if err := xzCompress(ctx, raw, tmp, c.xzLevel); err != nil {
+		return "", err
+	}
+	sum, err := sha256File(tmp)
+	if err != nil {
+		return "", err
+	}
+	sidecar := filepath.Join(work, name+".sha256")
+	if err := os.WriteFile(sidecar, []byte(sum+"  "+name+"\n"), 0o644); err != nil {
 		return "", err
 	}
 	if err := os.Rename(tmp, base); err != nil {
 		return "", err
 	}
-	sum, err := sha256File(base)
-	if err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(base+".sha256", []byte(sum+"  "+name+"\n"), 0o644); err != nil {
+	if err := os.Rename(sidecar, base+".sha256"); err != nil {
 		return "", err
 	}
 	fmt.Printf("  done in %s\n", time.Since(start).Round(time.Second))
