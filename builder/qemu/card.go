@@ -20,6 +20,7 @@ import (
 
 	"github.com/nixpi/nixpi/builder/baseimage"
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
+	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -200,7 +201,7 @@ func gptPartition1(r io.ReaderAt) (Partition, error) {
 		return Partition{}, fmt.Errorf("read GPT partition 1: %w", err)
 	}
 	typ := guidString(entry[:16])
-	if typ != typeESP && typ != typeBasicData {
+	if typ != disk.GPTTypeESP && typ != typeBasicData {
 		return Partition{}, fmt.Errorf("GPT partition 1 has type %s, not a FAT one (EFI system or basic data): %w", typ, fs.ErrNotExist)
 	}
 	first := int64(binary.LittleEndian.Uint64(entry[32:40]))
@@ -231,6 +232,15 @@ func (c *Card) ReadFile(ctx context.Context, name string) ([]byte, error) {
 func (c *Card) CopyOut(ctx context.Context, name, dest string) error {
 	if _, err := c.run.Output(ctx, c.t.Mcopy, "-n", "-o", "-i", c.image(), "::"+name, dest); err != nil {
 		return c.fileError(name, err)
+	}
+	return nil
+}
+
+// CopyIn copies src on the host to name on the FAT partition, replacing
+// what is there (a person editing the card's files on a computer).
+func (c *Card) CopyIn(ctx context.Context, src, name string) error {
+	if _, err := c.run.Output(ctx, c.t.Mcopy, "-n", "-o", "-i", c.image(), src, "::"+name); err != nil {
+		return fmt.Errorf("copy %s onto the FAT partition of %q: %w", name, c.Path, err)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/journal"
 )
 
@@ -20,13 +21,6 @@ import (
 type Problems []string
 
 func (p *Problems) addf(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
-
-// GPT partition type GUIDs (sgdisk's EF00, 8200, 8300).
-const (
-	typeESP   = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-	typeSwap  = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
-	typeLinux = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
-)
 
 // The systemd.run= hook runs as the transient kernel-command-line.service.
 // systemd shortens "name - description" in the middle to fit the console
@@ -277,56 +271,36 @@ func checkCut(in *Install, i int, cut *Cut) Problems {
 // checks, and what a reboot undoes (the mounts under /mnt, the network).
 var perBootSteps = map[string]bool{"preflight": true, "mount": true, "network": true, "verify": true}
 
-// CheckSSD checks the SSD against what the config asks for: the table,
-// sizes, types, names and labels, the filesystems, the btrfs subvolumes and
-// a clean FAT.
-func CheckSSD(spec *DiskSpec, cfg *config.Config, swapBytes int64) Problems {
+// CheckSSD checks the SSD against the layout the disk steps plan for the
+// config on this disk (disk.NewPlan, as the partition and format steps
+// call it): the table of either kind, its disk id, every partition's extent,
+// type, GUID and name, the filesystem, label and UUID the format step makes
+// on it, the btrfs subvolumes, and a clean FAT.
+func CheckSSD(spec *DiskSpec, plan *disk.Plan) Problems {
 	var p Problems
-	l := cfg.Layout
-	if l.Table != "gpt" {
-		p.addf("the e2e check knows only GPT layouts, the config asks for %q", l.Table)
+	if diff := plan.Compare(spec.Table()); diff != "" {
+		p.addf("the SSD's partition table is not the planned one (%s): %s:\n%s", plan.Table, diff, spec)
 		return p
 	}
-	type want struct {
-		typ, fs, label string
-		size           int64 // 0: the rest of the disk
-	}
-	wants := []want{{typeESP, "vfat", l.BootLabel, int64(l.BootSize)}}
-	if swapBytes > 0 {
-		wants = append(wants, want{typeSwap, "swap", l.SwapLabel, swapBytes})
-	}
-	wants = append(wants, want{typeLinux, l.RootFS, l.RootLabel, 0})
-	if len(spec.Partitions) != len(wants) {
-		p.addf("the SSD has %d partitions, want %d:\n%s", len(spec.Partitions), len(wants), spec)
-		return p
-	}
-	for i, w := range wants {
+	for i, want := range plan.Parts {
 		got := spec.Partitions[i]
-		if got.Number != i+1 {
-			p.addf("partition %d is numbered %d", i+1, got.Number)
+		if got.Number != want.Number {
+			p.addf("partition %d (%s) is numbered %d", want.Number, want.Role, got.Number)
 		}
-		if !strings.EqualFold(got.TypeGUID, w.typ) {
-			p.addf("partition %d has type %s, want %s", got.Number, got.TypeGUID, w.typ)
+		if got.FSType != want.FSType {
+			p.addf("partition %d (%s) holds %q, want %s", want.Number, want.Role, got.FSType, want.FSType)
 		}
-		if got.FSType != w.fs {
-			p.addf("partition %d holds %q, want %s", got.Number, got.FSType, w.fs)
+		if got.Label != want.Label {
+			p.addf("partition %d (%s) is labelled %q, want %q", want.Number, want.Role, got.Label, want.Label)
 		}
-		if got.Label != w.label {
-			p.addf("partition %d is labelled %q, want %q", got.Number, got.Label, w.label)
-		}
-		if w.size != 0 && got.Bytes() != w.size {
-			p.addf("partition %d has %d bytes, want %d", got.Number, got.Bytes(), w.size)
-		}
-		if got.UUID == "" {
-			p.addf("partition %d's filesystem has no UUID", got.Number)
+		if !strings.EqualFold(got.FSUUID, want.FSUUID) {
+			p.addf("partition %d (%s) has filesystem UUID %q, want %s", want.Number, want.Role, got.FSUUID, want.FSUUID)
 		}
 	}
-	if l.RootFS == "btrfs" {
-		wantSubs := slices.Clone(l.Subvolumes)
-		slices.Sort(wantSubs)
-		if !slices.Equal(spec.Subvolumes, wantSubs) {
-			p.addf("btrfs subvolumes %v, want %v", spec.Subvolumes, wantSubs)
-		}
+	wantSubs := slices.Clone(plan.Subvolumes)
+	slices.Sort(wantSubs)
+	if !slices.Equal(spec.Subvolumes, wantSubs) {
+		p.addf("btrfs subvolumes %v, want %v", spec.Subvolumes, wantSubs)
 	}
 	if spec.FATCheck != "clean" {
 		p.addf("fsck.fat -n on the boot partition: %s", spec.FATCheck)
@@ -335,10 +309,10 @@ func CheckSSD(spec *DiskSpec, cfg *config.Config, swapBytes int64) Problems {
 }
 
 // CheckMounts checks, from the commands in install.log, that the service
-// mounted what the config asks for under /mnt (the guest's mounts cannot be
-// seen from the host after power-off): each btrfs subvolume at its path,
-// the boot partition at /mnt/boot, and the swap turned on.
-func CheckMounts(in *Install, cfg *config.Config, swapBytes int64) Problems {
+// mounted what the plan lays out under /mnt (the guest's mounts cannot be
+// seen from the host after power-off): the root (each btrfs subvolume at
+// its path), the boot partition at /mnt/boot, and the swap turned on.
+func CheckMounts(in *Install, plan *disk.Plan) Problems {
 	var p Problems
 	var runs []string
 	for _, line := range strings.Split(in.InstallLog, "\n") {
@@ -370,18 +344,20 @@ func CheckMounts(in *Install, cfg *config.Config, swapBytes int64) Problems {
 		}
 		return false
 	}
-	if cfg.Layout.RootFS == "btrfs" {
-		for _, m := range cfg.Layout.SubvolumeMounts() {
+	if root := plan.Part(disk.RoleRoot); root.FSType == config.FSBtrfs {
+		for _, m := range (config.Layout{Subvolumes: plan.Subvolumes}).SubvolumeMounts() {
 			target := filepath.Join("/mnt", m.Path)
 			if !ran("mount", "subvol="+m.Subvolume, target) {
 				p.addf("%s: install.log shows no mount of subvolume %s at %s", in.Name, m.Subvolume, target)
 			}
 		}
+	} else if !ran("mount", "-t", root.FSType, "/mnt") {
+		p.addf("%s: install.log shows no mount of the %s root at /mnt", in.Name, root.FSType)
 	}
 	if !ran("mount", "/mnt/boot") {
 		p.addf("%s: install.log shows no mount of the boot partition at /mnt/boot", in.Name)
 	}
-	if swapBytes > 0 && !ran("swapon") {
+	if plan.Part(disk.RoleSwap) != nil && !ran("swapon") {
 		p.addf("%s: install.log shows no swapon", in.Name)
 	}
 	return p
@@ -581,29 +557,30 @@ func (in *Inspector) withCardRoot(ctx context.Context, card string, fn func(mnt 
 // WithInstalledSSD shows fn an installed SSD as the installed system sees
 // it: root is its root filesystem (or subvolumes) mounted read-only, boot
 // the FAT's files (copied out with mtools: this host's kernel may have no
-// vfat). spec names the partitions (by label, as the config gives them).
-// It needs root.
-func (in *Inspector) WithInstalledSSD(ctx context.Context, img string, spec *DiskSpec, l config.Layout, fn func(root, boot string) error) error {
+// vfat). The plan names the partitions (by number, in either table). It
+// needs root.
+func (in *Inspector) WithInstalledSSD(ctx context.Context, img string, spec *DiskSpec, plan *disk.Plan, fn func(root, boot string) error) error {
 	t := in.Tools
 	var bootPart *PartSpec
+	wantBoot, wantRoot := plan.Part(disk.RoleBoot), plan.Part(disk.RoleRoot)
 	rootN := 0
 	for i, p := range spec.Partitions {
-		switch p.Label {
-		case l.BootLabel:
+		switch p.Number {
+		case wantBoot.Number:
 			bootPart = &spec.Partitions[i]
-		case l.RootLabel:
+		case wantRoot.Number:
 			rootN = p.Number
 		}
 	}
 	if bootPart == nil || rootN == 0 {
-		return fmt.Errorf("the SSD has no partition labelled %q or %q:\n%s", l.BootLabel, l.RootLabel, spec)
+		return fmt.Errorf("the SSD has no partition %d (boot) or %d (root):\n%s", wantBoot.Number, wantRoot.Number, spec)
 	}
 	boot, err := os.MkdirTemp(in.TempDir, "ssd-boot-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(boot)
-	fat := fmt.Sprintf("%s@@%d", img, bootPart.FirstLBA*512)
+	fat := fmt.Sprintf("%s@@%d", img, bootPart.Start*spec.SectorSize)
 	// mcopy fails on an empty FAT ("::*" not found): then boot stays empty
 	// and the checks say what is missing.
 	if _, err := run(ctx, in.Run, t.Mcopy, "-s", "-n", "-i", fat, "::*", boot+"/"); err != nil && !strings.Contains(err.Error(), `"::*" not found`) {
@@ -637,13 +614,13 @@ func (in *Inspector) WithInstalledSSD(ctx context.Context, img string, spec *Dis
 		mounted = append(mounted, at)
 		return nil
 	}
-	if l.RootFS == config.FSBtrfs {
-		for _, m := range l.SubvolumeMounts() {
+	if wantRoot.FSType == config.FSBtrfs {
+		for _, m := range (config.Layout{Subvolumes: plan.Subvolumes}).SubvolumeMounts() {
 			if err := mount("btrfs", "ro,subvol="+m.Subvolume, filepath.Join(mnt, m.Path)); err != nil {
 				return err
 			}
 		}
-	} else if err := mount(l.RootFS, "ro,noload", mnt); err != nil {
+	} else if err := mount(wantRoot.FSType, "ro,noload", mnt); err != nil {
 		return err
 	}
 	return fn(mnt, boot)

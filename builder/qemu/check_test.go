@@ -12,6 +12,7 @@ import (
 
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/journal"
 )
 
@@ -157,64 +158,167 @@ func TestCheckCut(t *testing.T) {
 	}
 }
 
-func goodSpec() *DiskSpec {
-	return &DiskSpec{
-		DiskGUID: "47817817-091B-8154-A80A-8194E57769A3",
-		Partitions: []PartSpec{
-			{Number: 1, FirstLBA: 2048, LastLBA: 1026047, TypeGUID: typeESP, FSType: "vfat", Label: "boot", UUID: "DE54-988E"},
-			{Number: 2, FirstLBA: 1026048, LastLBA: 1550335, TypeGUID: typeSwap, FSType: "swap", Label: "swap", UUID: "3304ad37"},
-			{Number: 3, FirstLBA: 1550336, LastLBA: 33552383, TypeGUID: typeLinux, FSType: "btrfs", Label: "root", UUID: "53fb4001"},
-		},
-		Subvolumes: []string{"@", "@home", "@nix"},
-		FATCheck:   "clean",
+// layoutCase is one layout a config can ask for, with the memory the
+// service found (swap = "ram" follows it).
+type layoutCase struct {
+	name string
+	toml string
+}
+
+// everyLayout is every layout the config accepts: both tables, both root
+// filesystems, swap of a size, of the memory's and none, and the minimal
+// config (every [layout] key left to its default).
+func everyLayout() []layoutCase {
+	var cases []layoutCase
+	for _, table := range []string{"gpt", "mbr"} {
+		for _, fs := range []string{"btrfs", "ext4"} {
+			for _, swap := range []string{"256MiB", "0", "ram"} {
+				cases = append(cases, layoutCase{
+					name: fmt.Sprintf("%s %s swap %s", table, fs, swap),
+					toml: fmt.Sprintf("schema = 1\n[layout]\ntable = %q\nroot_fs = %q\nswap_size = %q\n", table, fs, swap),
+				})
+			}
+		}
+	}
+	return append(cases, layoutCase{"minimal config", "schema = 1\n"})
+}
+
+const testRAM = 2047 << 20
+
+// plannedFor is the plan the disk steps make for the case's config on the
+// harness's 16 GiB SSD.
+func plannedFor(t *testing.T, tc layoutCase) *disk.Plan {
+	t.Helper()
+	cfg, err := config.Parse("nixpi.toml", []byte(tc.toml))
+	if err != nil {
+		t.Fatalf("%s: %v", tc.name, err)
+	}
+	rec := &journal.Disk{Dev: "/dev/sda", Serial: "NIXPIE2ESSD0001", Size: 16 << 30, IDSeed: "00112233445566778899aabbccddeeff"}
+	plan, err := disk.NewPlan(cfg.Layout, testRAM, disk.RecordedIdentity(rec), 512)
+	if err != nil {
+		t.Fatalf("%s: %v", tc.name, err)
+	}
+	return plan
+}
+
+// installedSpec is what the Inspector reads from an SSD the disk steps
+// made as planned: sfdisk's view of the table (upper-case GUIDs for GPT;
+// type codes and no names or GUIDs for MBR), blkid's of the filesystems.
+func installedSpec(plan *disk.Plan) *DiskSpec {
+	spec := &DiskSpec{Label: "gpt", ID: strings.ToUpper(plan.DiskID), SectorSize: plan.SectorSize, FATCheck: "clean"}
+	if plan.Table == config.TableMBR {
+		spec.Label, spec.ID = "dos", plan.DiskID
+	}
+	for _, p := range plan.Parts {
+		tp := disk.TablePart{Node: fmt.Sprintf("/dev/loop0p%d", p.Number), Start: p.Start, Size: p.Sectors}
+		if plan.Table == config.TableGPT {
+			tp.Type, tp.UUID, tp.Name = p.GPTType, strings.ToUpper(p.GUID), p.Name
+		} else {
+			tp.Type = p.MBRType
+		}
+		uuid := p.FSUUID
+		if p.FSType == "vfat" {
+			uuid = strings.ToUpper(uuid)
+		}
+		spec.Partitions = append(spec.Partitions, PartSpec{Number: p.Number, TablePart: tp, FSType: p.FSType, Label: p.Label, FSUUID: uuid})
+	}
+	spec.Subvolumes = slices.Sorted(slices.Values(plan.Subvolumes))
+	return spec
+}
+
+// TestCheckSSDEveryLayout: for every layout the config accepts, the SSD
+// the disk steps make passes, and each way it can be wrong is reported.
+func TestCheckSSDEveryLayout(t *testing.T) {
+	t.Parallel()
+	for _, tc := range everyLayout() {
+		plan := plannedFor(t, tc)
+		if p := CheckSSD(installedSpec(plan), plan); len(p) != 0 {
+			t.Errorf("%s: the planned layout has problems: %v", tc.name, p)
+		}
+		root := len(plan.Parts) - 1
+		otherTable := "dos"
+		if plan.Table == config.TableMBR {
+			otherTable = "gpt"
+		}
+		mutations := []struct {
+			name   string
+			change func(*DiskSpec)
+			want   string
+		}{
+			{"other table", func(d *DiskSpec) { d.Label = otherTable }, "partition table is " + otherTable},
+			{"other disk id", func(d *DiskSpec) { d.ID = "0x0badcafe" }, "disk identifier is 0x0badcafe"},
+			{"root label", func(d *DiskSpec) { d.Partitions[root].Label = "nixos" }, `labelled "nixos", want "root"`},
+			{"boot too small", func(d *DiskSpec) { d.Partitions[0].Size -= 2048 }, "partition 1: sectors"},
+			{"unformatted root", func(d *DiskSpec) { d.Partitions[root].FSType = "" }, `holds "", want ` + plan.Parts[root].FSType},
+			{"other root UUID", func(d *DiskSpec) { d.Partitions[root].FSUUID = "53fb4001" }, `filesystem UUID "53fb4001"`},
+			{"dirty FAT", func(d *DiskSpec) { d.FATCheck = "Dirty bit is set" }, "fsck.fat"},
+			{"a partition missing", func(d *DiskSpec) { d.Partitions = d.Partitions[:root] }, fmt.Sprintf("%d partitions, want %d", root, root+1)},
+			{"boot type", func(d *DiskSpec) {
+				d.Partitions[0].Type = map[string]string{"gpt": disk.GPTTypeLinux, "mbr": "83"}[plan.Table]
+			}, "partition 1: type"},
+		}
+		if plan.Part(disk.RoleRoot).FSType == config.FSBtrfs {
+			mutations = append(mutations, struct {
+				name   string
+				change func(*DiskSpec)
+				want   string
+			}{"missing subvolume", func(d *DiskSpec) { d.Subvolumes = []string{"@", "@nix"} }, "btrfs subvolumes"})
+		} else {
+			mutations = append(mutations, struct {
+				name   string
+				change func(*DiskSpec)
+				want   string
+			}{"btrfs where ext4 is planned", func(d *DiskSpec) { d.Subvolumes = []string{"@"} }, "btrfs subvolumes [@], want []"})
+		}
+		for _, m := range mutations {
+			spec := installedSpec(plan)
+			m.change(spec)
+			if p := strings.Join(CheckSSD(spec, plan), "\n"); !strings.Contains(p, m.want) {
+				t.Errorf("%s, %s: problems %q do not include %q", tc.name, m.name, p, m.want)
+			}
+		}
 	}
 }
 
-func TestCheckSSD(t *testing.T) {
+// TestPlannedLayouts: the plans the checks compare with are the layouts
+// the configs ask for (the table, swap present or not, the root's
+// filesystem), so a check never passes by comparing with the wrong one.
+func TestPlannedLayouts(t *testing.T) {
 	t.Parallel()
-	cfg, err := config.Load("../../testdata/e2e/nixpi.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p := CheckSSD(goodSpec(), cfg, 256<<20); len(p) != 0 {
-		t.Errorf("the expected layout has problems: %v", p)
-	}
-	for _, tc := range []struct {
-		name   string
-		change func(*DiskSpec)
-		want   string
-	}{
-		{"wrong label", func(d *DiskSpec) { d.Partitions[2].Label = "nixos" }, `labelled "nixos", want "root"`},
-		{"swap too small", func(d *DiskSpec) { d.Partitions[1].LastLBA -= 2048 }, "partition 2 has"},
-		{"missing subvolume", func(d *DiskSpec) { d.Subvolumes = []string{"@", "@nix"} }, "btrfs subvolumes"},
-		{"unformatted root", func(d *DiskSpec) { d.Partitions[2].FSType = "" }, `partition 3 holds ""`},
-		{"dirty FAT", func(d *DiskSpec) { d.FATCheck = "Dirty bit is set" }, "fsck.fat"},
-		{"no swap partition", func(d *DiskSpec) { d.Partitions = d.Partitions[:2] }, "has 2 partitions, want 3"},
-		{"wrong type", func(d *DiskSpec) { d.Partitions[0].TypeGUID = typeLinux }, "partition 1 has type"},
-	} {
-		spec := goodSpec()
-		tc.change(spec)
-		if p := strings.Join(CheckSSD(spec, cfg, 256<<20), "\n"); !strings.Contains(p, tc.want) {
-			t.Errorf("%s: problems %q do not include %q", tc.name, p, tc.want)
+	for _, tc := range everyLayout() {
+		plan := plannedFor(t, tc)
+		cfg, _ := config.Parse("nixpi.toml", []byte(tc.toml))
+		l := cfg.Layout
+		if plan.Table != l.Table || plan.Part(disk.RoleRoot).FSType != l.RootFS {
+			t.Errorf("%s: plan %s root %s", tc.name, plan.Table, plan.Part(disk.RoleRoot).FSType)
+		}
+		swap := plan.Part(disk.RoleSwap)
+		if wantSwap := l.SwapSize.RAM || l.SwapSize.Bytes > 0; (swap != nil) != wantSwap {
+			t.Errorf("%s: swap partition %v, want one: %v", tc.name, swap, wantSwap)
 		}
 	}
+}
+
+func TestCompareSpecs(t *testing.T) {
+	t.Parallel()
+	plan := plannedFor(t, everyLayout()[0])
 	// Each install draws its own IDs: they may differ, the layout may not.
-	other := goodSpec()
-	other.DiskGUID, other.Partitions[0].UniqueGUID, other.Partitions[2].UUID = "other", "other", "other"
-	if p := CompareSpecs("cut", other, goodSpec()); len(p) != 0 {
+	other := installedSpec(plan)
+	other.ID, other.Partitions[0].UUID, other.Partitions[2].FSUUID = "other", "other", "other"
+	if p := CompareSpecs("cut", other, installedSpec(plan)); len(p) != 0 {
 		t.Errorf("specs that differ only in their IDs are reported: %v", p)
 	}
-	other = goodSpec()
+	other = installedSpec(plan)
 	other.Partitions[2].Label = "different"
-	if p := CompareSpecs("cut", other, goodSpec()); len(p) != 1 {
+	if p := CompareSpecs("cut", other, installedSpec(plan)); len(p) != 1 {
 		t.Errorf("a different root label was not reported: %v", p)
 	}
-	other = goodSpec()
-	other.Partitions[1].LastLBA++
-	if p := CompareSpecs("cut", other, goodSpec()); len(p) != 1 {
+	other = installedSpec(plan)
+	other.Partitions[1].Size++
+	if p := CompareSpecs("cut", other, installedSpec(plan)); len(p) != 1 {
 		t.Errorf("a different swap size was not reported: %v", p)
 	}
-	if p := CompareSpecs("cut", goodSpec(), goodSpec()); len(p) != 0 {
+	if p := CompareSpecs("cut", installedSpec(plan), installedSpec(plan)); len(p) != 0 {
 		t.Errorf("equal specs differ: %v", p)
 	}
 }
@@ -242,25 +346,41 @@ func TestCheckRefusal(t *testing.T) {
 
 func TestCheckMounts(t *testing.T) {
 	t.Parallel()
-	cfg, err := config.Load("../../testdata/e2e/nixpi.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := `run: /usr/bin/mount -t btrfs -o subvol=@ /dev/sda3 /mnt
+	btrfs := `run: /usr/bin/mount -t btrfs -o subvol=@ /dev/sda3 /mnt
 run: /usr/bin/mount -t btrfs -o subvol=@nix /dev/sda3 /mnt/nix
 run: /usr/bin/mount -t btrfs -o subvol=@home /dev/sda3 /mnt/home
 run: /usr/sbin/swapon /dev/sda2
 run: /usr/bin/mount -t vfat /dev/sda1 /mnt/boot
 `
-	if p := CheckMounts(&Install{Name: "t", InstallLog: log}, cfg, 256<<20); len(p) != 0 {
-		t.Errorf("a complete mount log has problems: %v", p)
-	}
-	partial := strings.Replace(log, "subvol=@nix /dev/sda3 /mnt/nix", "subvol=@nix /dev/sda3 /mnt/elsewhere", 1)
-	partial = strings.Replace(partial, "run: /usr/sbin/swapon /dev/sda2\n", "", 1)
-	p := strings.Join(CheckMounts(&Install{Name: "t", InstallLog: partial}, cfg, 256<<20), "\n")
-	for _, want := range []string{"no mount of subvolume @nix at /mnt/nix", "no swapon"} {
-		if !strings.Contains(p, want) {
-			t.Errorf("problems %q do not include %q", p, want)
+	ext4 := "run: /usr/bin/mount -t ext4 /dev/sda2 /mnt\nrun: /usr/bin/mount -t vfat /dev/sda1 /mnt/boot\n"
+	for _, tc := range everyLayout() {
+		plan := plannedFor(t, tc)
+		swap := plan.Part(disk.RoleSwap) != nil
+		log := btrfs
+		if plan.Part(disk.RoleRoot).FSType == config.FSExt4 {
+			log = ext4
+			if swap {
+				log += "run: /usr/sbin/swapon /dev/sda2\n"
+			}
+		}
+		if p := CheckMounts(&Install{Name: "t", InstallLog: log}, plan); len(p) != 0 {
+			t.Errorf("%s: a complete mount log has problems: %v", tc.name, p)
+		}
+		partial := strings.Replace(log, "subvol=@nix /dev/sda3 /mnt/nix", "subvol=@nix /dev/sda3 /mnt/elsewhere", 1)
+		partial = strings.Replace(partial, "-t ext4 /dev/sda2 /mnt\n", "-t ext4 /dev/sda2 /mnt/elsewhere\n", 1)
+		partial = strings.Replace(partial, "run: /usr/sbin/swapon /dev/sda2\n", "", 1)
+		p := strings.Join(CheckMounts(&Install{Name: "t", InstallLog: partial}, plan), "\n")
+		wants := []string{"no mount of subvolume @nix at /mnt/nix"}
+		if log == ext4 || strings.HasPrefix(log, ext4) {
+			wants = []string{"no mount of the ext4 root at /mnt"}
+		}
+		if swap {
+			wants = append(wants, "no swapon")
+		}
+		for _, want := range wants {
+			if !strings.Contains(p, want) {
+				t.Errorf("%s: problems %q do not include %q", tc.name, p, want)
+			}
 		}
 	}
 }

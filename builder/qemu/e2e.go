@@ -13,6 +13,7 @@ import (
 	"github.com/nixpi/nixpi/builder"
 	"github.com/nixpi/nixpi/firstboot/cardpath"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/eeprom"
 	"github.com/nixpi/nixpi/firstboot/journal"
 	"github.com/nixpi/nixpi/firstboot/nixos"
@@ -67,6 +68,11 @@ type E2E struct {
 	// Bootloader are the bootloader files the default base carries
 	// (BaseRecipe.Bootloader), which the hand-over checks compare with.
 	Bootloader []BaseFile
+	// base is the base image the card was built from, and deviceBinary
+	// Options.DeviceBinary: what a scenario with its own config builds
+	// its card from.
+	base         string
+	deviceBinary func(goarch string) ([]byte, error)
 	// Bystander: the uninterrupted scenario attaches a third USB disk with
 	// data beside the card and the SSD, which must stay byte-identical (the
 	// config must pick the SSD by identity, not "auto").
@@ -120,7 +126,7 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 	}
 	runner := system.ExecRunner{Log: opts.CommandLog}
 	tools := DefaultTools()
-	if err := Check(tools.QemuSystem, tools.Mcopy, tools.Mtype, tools.Sgdisk, tools.Blkid, tools.Btrfs, tools.FsckFAT, tools.Losetup, tools.Mount); err != nil {
+	if err := Check(tools.QemuSystem, tools.Mcopy, tools.Mtype, tools.Sgdisk, tools.Sfdisk, tools.Blkid, tools.Btrfs, tools.FsckFAT, tools.Losetup, tools.Mount); err != nil {
 		return nil, err
 	}
 	cfg, err := config.Load(opts.Config)
@@ -182,6 +188,7 @@ func Prepare(ctx context.Context, opts Options) (*E2E, error) {
 			return e, err
 		}
 	}
+	e.base, e.deviceBinary = base, opts.DeviceBinary
 	if e.EEPROM, err = e.Inspector.BaseEEPROM(ctx, base); err != nil {
 		return e, err
 	}
@@ -264,7 +271,8 @@ func (e *E2E) serveStandIn(ctx context.Context, opts Options, base string) error
 
 // WithStandInPins puts the stand-in's pins and cache into a config's
 // [nixos] table, in place of any the config sets itself (the example config
-// names cache.nixos.org, which the guest cannot reach).
+// names cache.nixos.org, which the guest cannot reach). A config without a
+// [nixos] table (every key of it has a default) gets one at its end.
 func WithStandInPins(toml string, srv *StandInServer, s *StandIn) (string, error) {
 	pins := fmt.Sprintf("# Written by the e2e harness: the stand-in nixpkgs (test data) and its empty cache.\n"+
 		"nixpkgs_url = %q\nnixpkgs_rev = %q\nnixpkgs_sha256 = %q\nsubstituters = [%q]\ntrusted_public_keys = [%q]\n",
@@ -274,11 +282,17 @@ func WithStandInPins(toml string, srv *StandInServer, s *StandIn) (string, error
 	inNixOS, found, inArray := false, false, false
 	for _, line := range strings.SplitAfter(toml, "\n") {
 		trimmed := strings.TrimSpace(line)
-		if strings.HasPrefix(trimmed, "[") && !inArray {
-			inNixOS = trimmed == "[nixos]"
+		if name, ok := tableHeader(trimmed); ok && !inArray {
+			inNixOS = name == "nixos"
 			out.WriteString(line)
 			if inNixOS {
+				if found {
+					return "", fmt.Errorf("two [nixos] tables (the config is not valid TOML; run nixpi config check)")
+				}
 				found = true
+				if !strings.HasSuffix(line, "\n") {
+					out.WriteString("\n")
+				}
 				out.WriteString(pins)
 			}
 			continue
@@ -298,34 +312,59 @@ func WithStandInPins(toml string, srv *StandInServer, s *StandIn) (string, error
 		out.WriteString(line)
 	}
 	if !found {
-		return "", fmt.Errorf("no [nixos] table to put the stand-in's pins in")
+		text := out.String()
+		if text != "" && !strings.HasSuffix(text, "\n") {
+			text += "\n"
+		}
+		return text + "\n[nixos]\n" + pins, nil
 	}
 	return out.String(), nil
+}
+
+// tableHeader is the name of the table a TOML line opens ("[ nixos ] #
+// pins" opens nixos); an array of tables ("[[users]]") is named with its
+// brackets, so it is never nixos but still ends the table before it.
+func tableHeader(line string) (name string, ok bool) {
+	if !strings.HasPrefix(line, "[") {
+		return "", false
+	}
+	if strings.HasPrefix(line, "[[") {
+		return line, true
+	}
+	header, _, closed := strings.Cut(line[1:], "]")
+	if !closed {
+		return "", false
+	}
+	return strings.TrimSpace(header), true
 }
 
 // BlankSSD makes a new, empty SSD.
 func (e *E2E) BlankSSD(path string) error { return NewBlankDisk(path, e.SSDSize) }
 
-// SwapBytes is the swap size the config asks for on this run's guest:
-// swap = "ram" means the memory the service found (preflight records it in
-// the journal's state), which is a little less than QEMU's -m.
-func (e *E2E) SwapBytes(in *Install) (int64, error) {
-	sw := e.Config.Layout.SwapSize
-	if !sw.RAM {
-		return int64(sw.Bytes), nil
-	}
+// planOf is the layout the disk steps planned for cfg on this run's SSD:
+// disk.NewPlan with the journal's record of the disk and of the memory, as
+// the partition and format steps call it. With swap = "ram" the recorded
+// memory is checked against the guest's first: a wrong reading would plan
+// the wrong swap on both sides.
+func (e *E2E) planOf(in *Install, cfg *config.Config, sectorSize int64) (*disk.Plan, error) {
 	if in.Journal == nil {
-		return 0, fmt.Errorf("%s: no journal to read the memory size from", in.Name)
+		return nil, fmt.Errorf("%s: no journal to read the target disk and the memory size from", in.Name)
 	}
 	state, err := in.Journal.CurrentState()
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", in.Name, err)
+		return nil, fmt.Errorf("%s: %w", in.Name, err)
 	}
-	vm := int64(e.MemoryMiB) << 20
-	if state.RAMBytes <= vm*3/4 || state.RAMBytes > vm {
-		return 0, fmt.Errorf("%s: the service found %d bytes of memory on a guest with %d MiB", in.Name, state.RAMBytes, e.MemoryMiB)
+	if state.Target == nil {
+		return nil, fmt.Errorf("%s: the journal records no target disk", in.Name)
 	}
-	return int64(sw.Resolve(state.RAMBytes)), nil
+	if vm := int64(e.MemoryMiB) << 20; cfg.Layout.SwapSize.RAM && (state.RAMBytes <= vm*3/4 || state.RAMBytes > vm) {
+		return nil, fmt.Errorf("%s: the service found %d bytes of memory on a guest with %d MiB", in.Name, state.RAMBytes, e.MemoryMiB)
+	}
+	plan, err := disk.NewPlan(cfg.Layout, state.RAMBytes, disk.RecordedIdentity(state.Target), sectorSize)
+	if err != nil {
+		return nil, fmt.Errorf("%s: plan the layout as the disk steps do: %w", in.Name, err)
+	}
+	return plan, nil
 }
 
 // Reference is what the uninterrupted run left on its SSD, for the
@@ -338,31 +377,32 @@ type Reference struct {
 	Trial *Snapshot
 }
 
-// checkLayout checks a finished run's SSD against the config.
-func (e *E2E) checkLayout(ctx context.Context, in *Install) (*DiskSpec, Problems, error) {
-	swap, err := e.SwapBytes(in)
-	if err != nil {
-		return nil, nil, err
-	}
-	p := CheckMounts(in, e.Config, swap)
+// checkLayout checks a finished run's SSD against the layout the disk
+// steps plan for cfg.
+func (e *E2E) checkLayout(ctx context.Context, in *Install, cfg *config.Config) (*DiskSpec, *disk.Plan, Problems, error) {
 	spec, err := e.Inspector.Inspect(ctx, in.SSD)
 	if err != nil {
-		return nil, p, err
+		return nil, nil, nil, err
 	}
-	return spec, append(p, CheckSSD(spec, e.Config, swap)...), nil
+	plan, err := e.planOf(in, cfg, spec.SectorSize)
+	if err != nil {
+		return spec, nil, nil, err
+	}
+	p := CheckMounts(in, plan)
+	return spec, plan, append(p, CheckSSD(spec, plan)...), nil
 }
 
-// secrets are the config's secret values, which no log, journal or store
-// file may contain.
-func (e *E2E) secrets() []string {
+// configSecrets are the config's secret values, which no log, journal or
+// store file may contain.
+func configSecrets(cfg *config.Config) []string {
 	var s []string
-	for _, u := range e.Config.Users {
+	for _, u := range cfg.Users {
 		if h := u.PasswordHash.Reveal(); h != "" {
 			s = append(s, h)
 		}
 	}
-	if e.Config.WLAN != nil && e.Config.WLAN.PSK.Reveal() != "" {
-		s = append(s, e.Config.WLAN.PSK.Reveal())
+	if cfg.WLAN != nil && cfg.WLAN.PSK.Reveal() != "" {
+		s = append(s, cfg.WLAN.PSK.Reveal())
 	}
 	return s
 }
@@ -371,7 +411,7 @@ func (e *E2E) secrets() []string {
 // nixpkgs): the SSD mounted read-only as the system sees it, the journal,
 // install.log and consoles free of secrets, and the guest's use of the
 // stand-in server.
-func (e *E2E) checkNixOS(ctx context.Context, in *Install, spec *DiskSpec) (*InstalledSpec, Problems, error) {
+func (e *E2E) checkNixOS(ctx context.Context, in *Install, cfg *config.Config, spec *DiskSpec, plan *disk.Plan) (*InstalledSpec, Problems, error) {
 	if e.StandIn == nil {
 		return nil, nil, nil
 	}
@@ -383,10 +423,10 @@ func (e *E2E) checkNixOS(ctx context.Context, in *Install, spec *DiskSpec) (*Ins
 	if state.SystemPath == "" {
 		p.addf("%s: the journal records no built system (state system_path)", in.Name)
 	}
-	want := NixOSWant{Hostname: e.Config.System.Hostname, SystemPath: state.SystemPath, NixpkgsRev: e.StandIn.Rev,
-		Channel: nixos.ChannelURL(e.Config.NixOS.Release), Firmware: StandInFirmware, Secrets: e.secrets(), NixInstantiate: e.Tools.NixInstantiate, Run: e.Run}
+	want := NixOSWant{Hostname: cfg.System.Hostname, SystemPath: state.SystemPath, NixpkgsRev: e.StandIn.Rev,
+		Channel: nixos.ChannelURL(cfg.NixOS.Release), Firmware: StandInFirmware, Secrets: configSecrets(cfg), NixInstantiate: e.Tools.NixInstantiate, Run: e.Run}
 	var installed *InstalledSpec
-	err = e.Inspector.WithInstalledSSD(ctx, in.SSD, spec, e.Config.Layout, func(root, boot string) error {
+	err = e.Inspector.WithInstalledSSD(ctx, in.SSD, spec, plan, func(root, boot string) error {
 		for _, s := range CheckNixOSRoot(ctx, root, boot, want) {
 			p.addf("%s: %s", in.Name, s)
 		}
@@ -456,7 +496,7 @@ func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*Reference,
 		}
 		e.logf("uninterrupted: the card's journal, step by step:\n%s", steps.String())
 	}
-	p = append(p, e.checkHandOver(ctx, in, hookedCard)...)
+	p = append(p, e.checkHandOver(ctx, in, hookedCard, e.Config)...)
 	for _, d := range bystanders {
 		if sum, err := SHA256File(d.Path); err != nil || sum != bystanderSum {
 			p.addf("uninterrupted: the third USB disk (serial %s) changed: sha256 %s, was %s (%v)", d.Serial, sum, bystanderSum, err)
@@ -472,13 +512,13 @@ func (e *E2E) Uninterrupted(ctx context.Context, hookedCard string) (*Reference,
 			return nil, p, err
 		}
 	}
-	spec, layout, err := e.checkLayout(ctx, in)
+	spec, plan, layout, err := e.checkLayout(ctx, in, e.Config)
 	p = append(p, layout...)
 	if err != nil {
 		return nil, p, err
 	}
 	e.logf("uninterrupted: SSD:\n%s", spec)
-	installed, nixos, err := e.checkNixOS(ctx, in, spec)
+	installed, nixos, err := e.checkNixOS(ctx, in, e.Config, spec, plan)
 	p = append(p, nixos...)
 	if err != nil {
 		return nil, p, err
@@ -563,7 +603,7 @@ func (e *E2E) CheckTrialNotConfirmed(ctx context.Context, in *Install) Problems 
 	if _, err := card.ReadFile(ctx, cardpath.RetiredManifest); err == nil {
 		p.addf("%s: the card has %s: something was retired", in.Name, cardpath.RetiredManifest)
 	}
-	if toml, err := card.ReadFile(ctx, cardpath.Config); err != nil || (len(e.secrets()) > 0 && len(CheckNoSecrets(map[string]string{"c": string(toml)}, e.secrets())) == 0) {
+	if toml, err := card.ReadFile(ctx, cardpath.Config); err != nil || (len(configSecrets(e.Config)) > 0 && len(CheckNoSecrets(map[string]string{"c": string(toml)}, configSecrets(e.Config))) == 0) {
 		p.addf("%s: the card's config lost its secrets before NixOS confirmed: a retry could not install with them (%v)", in.Name, err)
 	}
 	return p
@@ -583,15 +623,15 @@ func (e *E2E) BreakExtlinux(ctx context.Context) func(ssd string) error {
 
 // checkHandOver checks the card after the hand-over when the config's
 // boot order retires it (tries the SD card before USB).
-func (e *E2E) checkHandOver(ctx context.Context, in *Install, hookedCard string) Problems {
-	order := e.Config.Boot.BootOrder
+func (e *E2E) checkHandOver(ctx context.Context, in *Install, hookedCard string, cfg *config.Config) Problems {
+	order := cfg.Boot.BootOrder
 	if order == "" {
 		order = config.Default().Boot.BootOrder
 	}
 	if !eeprom.SDBeforeUSB(order) {
 		return nil
 	}
-	want := HandOverWant{BootOrder: order, Secrets: e.secrets(), Address: e.GuestForward != ""}
+	want := HandOverWant{BootOrder: order, Secrets: configSecrets(cfg), Address: e.GuestForward != ""}
 	for _, f := range e.Bootloader {
 		if f.Name == cardpath.Recovery {
 			want.Recovery = f.Src
@@ -623,13 +663,13 @@ func (e *E2E) PowerCuts(ctx context.Context, hookedCard string, cuts []*Cut, ref
 		return nil, err
 	}
 	p := e.CheckInstall(in, cuts)
-	p = append(p, e.checkHandOver(ctx, in, hookedCard)...)
-	spec, layout, err := e.checkLayout(ctx, in)
+	p = append(p, e.checkHandOver(ctx, in, hookedCard, e.Config)...)
+	spec, plan, layout, err := e.checkLayout(ctx, in, e.Config)
 	p = append(p, layout...)
 	if err != nil {
 		return p, err
 	}
-	installed, nixos, err := e.checkNixOS(ctx, in, spec)
+	installed, nixos, err := e.checkNixOS(ctx, in, e.Config, spec, plan)
 	p = append(p, nixos...)
 	if err != nil {
 		return p, err
@@ -638,6 +678,107 @@ func (e *E2E) PowerCuts(ctx context.Context, hookedCard string, cuts []*Cut, ref
 		p = append(p, CompareSpecs(name, spec, reference.Disk)...)
 		if installed != nil && reference.NixOS != nil {
 			p = append(p, CompareInstalled(name, installed, reference.NixOS)...)
+		}
+	}
+	return p, nil
+}
+
+// OtherConfig installs with another config through the whole flow, to a
+// confirmed NixOS booting from the SSD, and checks the SSD against what the
+// disk steps plan for that config (e.g. an MBR with an ext4 root and no
+// swap). configPath is the config as a user writes it: the harness adds
+// the stand-in's pins, and the card is built with it by nixpi build.
+//
+// The run starts from a copy of the hooked card with the new build's
+// config and manifest in place of its own (the hook boot is the same for
+// every config, and costs minutes under emulation): what a person does who
+// writes another nixpi.toml onto the card before the second boot.
+func (e *E2E) OtherConfig(ctx context.Context, name, hookedCard, configPath string) (Problems, error) {
+	if e.StandIn == nil {
+		return nil, fmt.Errorf("%s: needs the stand-in nixpkgs (Options.StandIn)", name)
+	}
+	dir := filepath.Join(e.Dir, name+"-card")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	tmpl, err := os.ReadFile(configPath)
+	if err != nil {
+		return nil, err
+	}
+	text, err := WithStandInPins(string(tmpl), e.Server, e.StandIn)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", configPath, err)
+	}
+	cfgPath := filepath.Join(dir, "nixpi.toml")
+	if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
+		return nil, err
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	card := filepath.Join(dir, "card.img")
+	err = e.Phase("nixpi build "+name, func() error {
+		built := filepath.Join(dir, "built.img")
+		defer os.Remove(built)
+		defer os.Remove(built + ".sha256")
+		if _, err := builder.Build(ctx, builder.Options{Base: e.base, Config: cfgPath, Out: built, DeviceBinary: e.deviceBinary,
+			Log: func(msg string) { e.logf("  %s", msg) }}); err != nil {
+			return err
+		}
+		if err := CopySparseFile(hookedCard, card); err != nil {
+			return err
+		}
+		from, err := OpenCard(built, e.Run, e.Tools)
+		if err != nil {
+			return err
+		}
+		to, err := OpenCard(card, e.Run, e.Tools)
+		if err != nil {
+			return err
+		}
+		for _, f := range []string{cardpath.Config, cardpath.Manifest} {
+			local := filepath.Join(dir, filepath.Base(f))
+			if err := from.CopyOut(ctx, f, local); err != nil {
+				return err
+			}
+			if err := to.CopyIn(ctx, local, f); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var in *Install
+	err = e.Phase("scenario "+name, func() error {
+		var err error
+		in, err = e.RunInstall(ctx, name, card, InstallOptions{MakeSSD: e.BlankSSD})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := e.CheckInstall(in, nil)
+	p = append(p, e.checkHandOver(ctx, in, card, cfg)...)
+	spec, plan, layout, err := e.checkLayout(ctx, in, cfg)
+	p = append(p, layout...)
+	if err != nil {
+		return p, err
+	}
+	e.logf("%s: SSD:\n%s", name, spec)
+	_, nixos, err := e.checkNixOS(ctx, in, cfg, spec, plan)
+	p = append(p, nixos...)
+	if err != nil {
+		return p, err
+	}
+	if !in.NixOSFrom(SourceUSB) {
+		p.addf("%s: NixOS never came up from the SSD as a USB boot after the hand-over (the stand-in needs the base image's kernel to boot: %v)", name, e.SSDBoots)
+	}
+	for _, b := range in.Boots {
+		if b.Source != SourceCard {
+			e.logf("%s: boot %d from %s (%s), %s after %s:\n%s", name, b.N, b.Source, b.Via, b.End, b.Duration.Round(100*time.Millisecond), standInLines(b))
 		}
 	}
 	return p, nil

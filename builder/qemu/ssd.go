@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
 
@@ -21,13 +23,27 @@ import (
 // what the end-state assertions and the interrupted-versus-uninterrupted
 // comparison look at.
 type DiskSpec struct {
-	DiskGUID   string
+	// Label is the table's kind as sfdisk names it ("gpt" or "dos"), ID the
+	// GPT disk GUID or "0x" and the MBR disk identifier.
+	Label      string
+	ID         string
+	SectorSize int64
 	Partitions []PartSpec
 	// Subvolumes are the btrfs subvolume paths on the root partition.
 	Subvolumes []string
-	// FATCheck is fsck.fat -n's verdict on the first partition when it is
-	// FAT ("clean", or what it printed).
+	// FATCheck is fsck.fat -n's verdict on the first FAT partition
+	// ("clean", or what it printed).
 	FATCheck string
+}
+
+// Table is the partition table as the disk steps read it back (sfdisk
+// --json), for disk.Plan.Compare.
+func (s *DiskSpec) Table() *disk.Table {
+	t := &disk.Table{Label: s.Label, ID: s.ID, SectorSize: s.SectorSize}
+	for _, p := range s.Partitions {
+		t.Partitions = append(t.Partitions, p.TablePart)
+	}
+	return t
 }
 
 // withoutIDs is the spec with the disk's, partitions' and filesystems'
@@ -35,45 +51,46 @@ type DiskSpec struct {
 // seed kept in its journal), so two installs agree on everything else.
 func (s *DiskSpec) withoutIDs() *DiskSpec {
 	c := *s
-	c.DiskGUID = ""
+	c.ID = ""
 	c.Partitions = make([]PartSpec, len(s.Partitions))
 	for i, p := range s.Partitions {
-		p.UniqueGUID, p.UUID = "", ""
+		p.UUID, p.FSUUID = "", ""
 		c.Partitions[i] = p
 	}
 	return &c
 }
 
-// PartSpec is one GPT partition and the filesystem on it.
+// PartSpec is one partition as sfdisk reads it and the filesystem on it as
+// blkid probes it.
 type PartSpec struct {
-	Number     int
-	FirstLBA   int64
-	LastLBA    int64
-	TypeGUID   string
-	UniqueGUID string
-	Name       string
-	FSType     string // blkid TYPE
-	Label      string // blkid LABEL
-	UUID       string // blkid UUID
+	Number int
+	disk.TablePart
+	FSType string // blkid TYPE
+	Label  string // blkid LABEL
+	FSUUID string // blkid UUID
 }
 
 // Bytes is the partition's size.
-func (p PartSpec) Bytes() int64 { return (p.LastLBA - p.FirstLBA + 1) * 512 }
+func (p PartSpec) Bytes(sectorSize int64) int64 { return p.Size * sectorSize }
 
 // String renders the spec for diffs in test failures.
 func (d *DiskSpec) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "disk guid %s\n", d.DiskGUID)
+	fmt.Fprintf(&b, "%s disk id %s, %d-byte sectors\n", d.Label, d.ID, d.SectorSize)
 	for _, p := range d.Partitions {
-		fmt.Fprintf(&b, "  p%d %d-%d type %s guid %s name %q fs %s label %q uuid %s\n",
-			p.Number, p.FirstLBA, p.LastLBA, p.TypeGUID, p.UniqueGUID, p.Name, p.FSType, p.Label, p.UUID)
+		boot := ""
+		if p.Bootable {
+			boot = " bootable"
+		}
+		fmt.Fprintf(&b, "  p%d %d+%d type %s%s uuid %s name %q fs %s label %q fs uuid %s\n",
+			p.Number, p.Start, p.Size, p.Type, boot, p.UUID, p.Name, p.FSType, p.Label, p.FSUUID)
 	}
 	fmt.Fprintf(&b, "  subvolumes %v\n  fsck.fat: %s\n", d.Subvolumes, d.FATCheck)
 	return b.String()
 }
 
 // Inspector reads disk images through loop devices (read-only) with the
-// real tools: sgdisk, blkid, btrfs, fsck.fat.
+// real tools: sfdisk, sgdisk, blkid, btrfs, fsck.fat.
 type Inspector struct {
 	Run   system.Runner
 	Tools Tools
@@ -81,7 +98,9 @@ type Inspector struct {
 	TempDir string
 }
 
-// Inspect attaches img read-only and describes it. It needs root.
+// Inspect attaches img read-only and describes it: the table as the disk
+// steps read it (sfdisk --json, either kind), verified by the table's own
+// tool, and what is on each partition. It needs root.
 func (in *Inspector) Inspect(ctx context.Context, img string) (*DiskSpec, error) {
 	t := in.Tools
 	out, err := run(ctx, in.Run, t.Losetup, "--find", "--show", "--read-only", "--partscan", img)
@@ -91,29 +110,29 @@ func (in *Inspector) Inspect(ctx context.Context, img string) (*DiskSpec, error)
 	loop := strings.TrimSpace(out)
 	defer run(context.WithoutCancel(ctx), in.Run, t.Losetup, "--detach", loop)
 
-	if _, err := run(ctx, in.Run, t.Sgdisk, "--verify", loop); err != nil {
+	dump, err := in.Run.Output(ctx, t.Sfdisk, "--json", loop)
+	if err != nil {
 		return nil, fmt.Errorf("partition table of %q: %w", img, err)
 	}
-	table, err := run(ctx, in.Run, t.Sgdisk, "--print", loop)
+	table, err := disk.ParseSfdisk(dump)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("partition table of %q: %w", img, err)
 	}
-	spec := &DiskSpec{}
-	numbers, guid, err := parseSgdiskPrint(table)
-	if err != nil {
-		return nil, fmt.Errorf("sgdisk --print %s: %w", loop, err)
+	// sgdisk checks a GPT's CRCs and backup; sfdisk an MBR's overlaps.
+	verify := []string{t.Sfdisk, "--verify", loop}
+	if table.Label == "gpt" {
+		verify = []string{t.Sgdisk, "--verify", loop}
 	}
-	spec.DiskGUID = guid
-	for _, n := range numbers {
-		info, err := run(ctx, in.Run, t.Sgdisk, "--info="+strconv.Itoa(n), loop)
+	if _, err := run(ctx, in.Run, verify...); err != nil {
+		return nil, fmt.Errorf("partition table of %q: %w", img, err)
+	}
+	spec := &DiskSpec{Label: table.Label, ID: table.ID, SectorSize: cmp.Or(table.SectorSize, 512)}
+	for _, tp := range table.Partitions {
+		n, err := partitionNumber(loop, tp.Node)
 		if err != nil {
 			return nil, err
 		}
-		p, err := parseSgdiskInfo(info)
-		if err != nil {
-			return nil, fmt.Errorf("sgdisk --info=%d %s: %w", n, loop, err)
-		}
-		p.Number = n
+		p := PartSpec{Number: n, TablePart: tp}
 		dev := fmt.Sprintf("%sp%d", loop, n)
 		if err := waitForNode(ctx, in, loop, dev); err != nil {
 			return nil, err
@@ -122,7 +141,7 @@ func (in *Inspector) Inspect(ctx context.Context, img string) (*DiskSpec, error)
 		probe, err := in.Run.Output(ctx, t.Blkid, "--probe", "--output", "export", dev)
 		if err == nil {
 			kv := parseExport(string(probe))
-			p.FSType, p.Label, p.UUID = kv["TYPE"], kv["LABEL"], kv["UUID"]
+			p.FSType, p.Label, p.FSUUID = kv["TYPE"], kv["LABEL"], kv["UUID"]
 		}
 		spec.Partitions = append(spec.Partitions, p)
 	}
@@ -147,6 +166,16 @@ func (in *Inspector) Inspect(ctx context.Context, img string) (*DiskSpec, error)
 		}
 	}
 	return spec, nil
+}
+
+// partitionNumber is the number in a partition node sfdisk names
+// ("/dev/loop3p2" of "/dev/loop3" is 2).
+func partitionNumber(disk, node string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimPrefix(strings.TrimPrefix(node, disk), "p"))
+	if err != nil || n < 1 || !strings.HasPrefix(node, disk) {
+		return 0, fmt.Errorf("sfdisk names partition %q, not a partition of %q", node, disk)
+	}
+	return n, nil
 }
 
 // waitForNode waits for the kernel to create a partition's device node,
@@ -193,82 +222,6 @@ func parseSubvolumeList(out string) []string {
 	}
 	sort.Strings(subs)
 	return subs
-}
-
-// parseSgdiskPrint returns the partition numbers and the disk GUID.
-func parseSgdiskPrint(out string) ([]int, string, error) {
-	// On a disk without a GPT, sgdisk makes one up in memory and prints
-	// that ("Creating new GPT entries in memory.", "converting MBR to GPT
-	// format in memory").
-	if strings.Contains(out, "in memory") {
-		return nil, "", fmt.Errorf("no GPT on the disk")
-	}
-	var numbers []int
-	guid := ""
-	inTable := false
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, "Disk identifier (GUID): "); ok {
-			guid = strings.TrimSpace(v)
-			continue
-		}
-		if strings.HasPrefix(line, "Number") {
-			inTable = true
-			continue
-		}
-		if !inTable {
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		n, err := strconv.Atoi(f[0])
-		if err != nil {
-			return nil, "", fmt.Errorf("unexpected table line %q", line)
-		}
-		numbers = append(numbers, n)
-	}
-	if guid == "" {
-		return nil, "", fmt.Errorf("no GPT disk identifier (is there a GPT at all?)")
-	}
-	return numbers, guid, nil
-}
-
-// parseSgdiskInfo reads `sgdisk --info=N`.
-func parseSgdiskInfo(out string) (PartSpec, error) {
-	var p PartSpec
-	var err error
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		key, value, ok := strings.Cut(sc.Text(), ": ")
-		if !ok {
-			continue
-		}
-		switch key {
-		case "Partition GUID code":
-			p.TypeGUID, _, _ = strings.Cut(value, " ")
-		case "Partition unique GUID":
-			p.UniqueGUID = strings.TrimSpace(value)
-		case "First sector":
-			first, _, _ := strings.Cut(value, " ")
-			if p.FirstLBA, err = strconv.ParseInt(first, 10, 64); err != nil {
-				return p, fmt.Errorf("first sector %q: %w", value, err)
-			}
-		case "Last sector":
-			last, _, _ := strings.Cut(value, " ")
-			if p.LastLBA, err = strconv.ParseInt(last, 10, 64); err != nil {
-				return p, fmt.Errorf("last sector %q: %w", value, err)
-			}
-		case "Partition name":
-			p.Name = strings.Trim(value, "'")
-		}
-	}
-	if p.TypeGUID == "" || p.LastLBA == 0 {
-		return p, fmt.Errorf("no partition type or extent in %q", out)
-	}
-	return p, nil
 }
 
 // parseExport reads blkid's KEY=value lines.

@@ -1,71 +1,90 @@
 package qemu
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/nixpi/nixpi/firstboot/disk"
+	"github.com/nixpi/nixpi/firstboot/system"
 )
 
-// TestParseSgdiskOutput parses what the real sgdisk prints for a table it
-// wrote into a plain file (no root needed).
-func TestParseSgdiskOutput(t *testing.T) {
+// TestInspectBothTables: the Inspector reads a GPT and an MBR SSD the way
+// the disk steps read theirs back (sfdisk --json), with the filesystems on
+// them, through a real loop device. It needs root.
+func TestInspectBothTables(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("sgdisk"); err != nil {
-		t.Skip("sgdisk not installed (apt-get install -y gdisk)")
+	tools := DefaultTools()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop devices)")
 	}
-	img := filepath.Join(t.TempDir(), "ssd.img")
-	if err := NewBlankDisk(img, 2<<30); err != nil {
-		t.Fatal(err)
+	if err := Check(tools.Sgdisk, tools.Sfdisk, tools.MkfsFAT, tools.MkfsExt4, tools.FsckFAT, tools.Blkid, tools.Losetup); err != nil {
+		t.Skip(err)
 	}
-	sgdisk := func(args ...string) string {
+	cmd := func(name string, args ...string) {
 		t.Helper()
-		out, err := exec.Command("sgdisk", append(args, img)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("sgdisk %v: %v: %s", args, err, out)
+		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v: %s", name, args, err, out)
 		}
-		return string(out)
 	}
-	sgdisk("--disk-guid=11111111-2222-3333-4444-555555555555",
-		"--new=1:2048:+500M", "--typecode=1:EF00", "--change-name=1:boot", "--partition-guid=1:AAAAAAAA-0000-0000-0000-000000000001",
-		"--new=2:0:+256M", "--typecode=2:8200", "--change-name=2:swap",
-		"--new=3:0:0", "--typecode=3:8300", "--change-name=3:root")
+	for _, table := range []string{"gpt", "dos"} {
+		img := filepath.Join(t.TempDir(), table+".img")
+		if err := NewBlankDisk(img, 256<<20); err != nil {
+			t.Fatal(err)
+		}
+		if table == "gpt" {
+			cmd(tools.Sgdisk, "--disk-guid=11111111-2222-3333-4444-555555555555",
+				"--new=1:2048:+64M", "--typecode=1:EF00", "--change-name=1:boot", "--partition-guid=1:AAAAAAAA-0000-0000-0000-000000000001",
+				"--new=2:0:0", "--typecode=2:8300", "--change-name=2:root", img)
+		} else {
+			script := "label: dos\nlabel-id: 0x0badcafe\nstart=2048, size=131072, type=c\nstart=133120, type=83\n"
+			c := exec.Command(tools.Sfdisk, img)
+			c.Stdin = strings.NewReader(script)
+			if out, err := c.CombinedOutput(); err != nil {
+				t.Fatalf("sfdisk: %v: %s", err, out)
+			}
+		}
+		cmd(tools.MkfsFAT, "-F", "32", "-n", "boot", "-i", "DE54988E", "--offset=2048", img, "65536")
+		cmd(tools.MkfsExt4, "-q", "-F", "-L", "root", "-U", "53fb4001-0000-4000-8000-000000000001", "-E", fmt.Sprintf("offset=%d", 133120*512), img, "64M")
+		in := &Inspector{Run: system.ExecRunner{}, Tools: tools, TempDir: t.TempDir()}
+		spec, err := in.Inspect(context.Background(), img)
+		if err != nil {
+			t.Fatalf("%s: %v", table, err)
+		}
+		if spec.Label != table || spec.SectorSize != 512 || len(spec.Partitions) != 2 || spec.FATCheck != "clean" {
+			t.Fatalf("%s: spec:\n%s", table, spec)
+		}
+		boot, root := spec.Partitions[0], spec.Partitions[1]
+		if boot.Number != 1 || boot.Start != 2048 || boot.Size != 131072 || boot.FSType != "vfat" || boot.Label != "boot" || boot.FSUUID != "DE54-988E" {
+			t.Errorf("%s: boot partition %+v", table, boot)
+		}
+		if root.Number != 2 || root.Start != 133120 || root.FSType != "ext4" || root.Label != "root" || root.FSUUID != "53fb4001-0000-4000-8000-000000000001" {
+			t.Errorf("%s: root partition %+v", table, root)
+		}
+		want := map[string][4]string{
+			"gpt": {"11111111-2222-3333-4444-555555555555", disk.GPTTypeESP, "AAAAAAAA-0000-0000-0000-000000000001", "boot"},
+			"dos": {"0x0badcafe", "c", "", ""},
+		}[table]
+		if got := [4]string{spec.ID, boot.Type, boot.UUID, boot.Name}; !strings.EqualFold(fmt.Sprint(got), fmt.Sprint(want)) {
+			t.Errorf("%s: disk id, boot type, GUID, name %q, want %q", table, got, want)
+		}
+	}
+}
 
-	numbers, guid, err := parseSgdiskPrint(sgdisk("--print"))
-	if err != nil {
-		t.Fatal(err)
+func TestPartitionNumber(t *testing.T) {
+	t.Parallel()
+	if n, err := partitionNumber("/dev/loop3", "/dev/loop3p12"); n != 12 || err != nil {
+		t.Errorf("got %d, %v", n, err)
 	}
-	if guid != "11111111-2222-3333-4444-555555555555" || !reflect.DeepEqual(numbers, []int{1, 2, 3}) {
-		t.Errorf("parseSgdiskPrint = %v, %q", numbers, guid)
-	}
-	p, err := parseSgdiskInfo(sgdisk("--info=1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := PartSpec{FirstLBA: 2048, LastLBA: 2048 + 500*2048 - 1, TypeGUID: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
-		UniqueGUID: "AAAAAAAA-0000-0000-0000-000000000001", Name: "boot"}
-	if p != want {
-		t.Errorf("parseSgdiskInfo = %+v, want %+v", p, want)
-	}
-	if p.Bytes() != 500<<20 {
-		t.Errorf("Bytes() = %d, want 500 MiB", p.Bytes())
-	}
-	p, err = parseSgdiskInfo(sgdisk("--info=2"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.TypeGUID != "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F" || p.Name != "swap" || p.Bytes() != 256<<20 {
-		t.Errorf("swap partition = %+v", p)
-	}
-
-	blank := filepath.Join(t.TempDir(), "blank.img")
-	if err := NewBlankDisk(blank, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	out, _ := exec.Command("sgdisk", "--print", blank).CombinedOutput()
-	if _, _, err := parseSgdiskPrint(string(out)); err == nil {
-		t.Errorf("a blank disk parsed as GPT: %s", out)
+	for _, node := range []string{"/dev/loop30p1", "/dev/loop4p1", "/dev/loop3", "/dev/loop3px"} {
+		if n, err := partitionNumber("/dev/loop3", node); err == nil {
+			t.Errorf("%s: got %d, want an error", node, n)
+		}
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/disk"
 	"github.com/nixpi/nixpi/firstboot/nixos"
 	"github.com/nixpi/nixpi/firstboot/system"
 )
@@ -435,8 +436,32 @@ func TestE2EConfigWithStandInPins(t *testing.T) {
 	if len(cfg.Users) != 1 || cfg.Users[0].PasswordHash.Reveal() == "" {
 		t.Errorf("the e2e config has no user with a password hash for the secret checks: %+v", cfg.Users)
 	}
-	if _, err := WithStandInPins("schema = 1\n", srv, s); err == nil {
-		t.Error("a config without [nixos] got pins")
+	// A minimal config has no [nixos] table: it gets one. A header with
+	// spaces and a comment is the same table; [[users]] after it ends it.
+	for _, tc := range []struct{ name, toml string }{
+		{"minimal", "schema = 1"},
+		{"no [nixos], other tables", "schema = 1\n[layout]\ntable = \"mbr\"\n[[users]]\nname = \"pi\"\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPi8Cfb9gHxNv7hFLbK40R+hjPROPOPZel90DcLcndG0 e2e@host\"]\n"},
+		{"a spaced header with a comment", "schema = 1\n[ nixos ]  # the release\nrelease = \"26.05\"\nsubstituters = [\"https://cache.nixos.org\"]\n[[users]]\nname = \"pi\"\nssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPi8Cfb9gHxNv7hFLbK40R+hjPROPOPZel90DcLcndG0 e2e@host\"]\n"},
+	} {
+		text, err := WithStandInPins(tc.toml, srv, s)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		cfg, err := config.Parse("nixpi.toml", []byte(text))
+		if err != nil {
+			t.Errorf("%s: the config with the pins does not parse: %v\n%s", tc.name, err, text)
+			continue
+		}
+		if cfg.NixOS.NixpkgsRev != s.Rev || !slices.Equal(cfg.NixOS.Substituters, []string{srv.CacheURL()}) || cfg.NixOS.Release != "26.05" {
+			t.Errorf("%s: pins %+v\n%s", tc.name, cfg.NixOS, text)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	if _, err := WithStandInPins("[nixos]\n[nixos]\n", srv, s); err == nil {
+		t.Error("a config with two [nixos] tables got pins")
 	}
 }
 
@@ -491,10 +516,11 @@ func installedSSDView(t *testing.T, root string, want NixOSWant) *InstalledSpec 
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.Default()
-	cfg.Layout.Subvolumes = []string{"@", "@nix", "@home"}
+	// The partitions as the plan names them, by number.
+	plan := &disk.Plan{Table: config.TableGPT, Subvolumes: []string{"@", "@nix", "@home"}, Parts: []disk.Part{
+		{Number: 1, Role: disk.RoleBoot, FSType: "vfat"}, {Number: 2, Role: disk.RoleSwap, FSType: "swap"}, {Number: 3, Role: disk.RoleRoot, FSType: config.FSBtrfs}}}
 	var got *InstalledSpec
-	err = in.WithInstalledSSD(ctx, img, spec, cfg.Layout, func(r, boot string) error {
+	err = in.WithInstalledSSD(ctx, img, spec, plan, func(r, boot string) error {
 		if p := CheckNixOSRoot(ctx, r, boot, want); len(p) > 0 {
 			t.Errorf("the install on an SSD image fails the checks:\n%s", strings.Join(p, "\n"))
 		}
@@ -689,14 +715,17 @@ func TestStandInPartUUID(t *testing.T) {
 	if out, err := exec.Command(tools.Sgdisk, "-n1:2048:+8M", "-t1:EF00", "-n2:0:+8M", "-n3:0:0", gpt).CombinedOutput(); err != nil {
 		t.Fatalf("sgdisk: %v: %s", err, out)
 	}
-	for n := 1; n <= 3; n++ {
-		info, _ := exec.Command(tools.Sgdisk, fmt.Sprintf("--info=%d", n), gpt).Output()
-		p, err := parseSgdiskInfo(string(info))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := partuuid(gpt, n); got != strings.ToLower(p.UniqueGUID) {
-			t.Errorf("GPT partition %d: %s, sgdisk says %s", n, got, p.UniqueGUID)
+	dump, err := exec.Command(tools.Sfdisk, "--json", gpt).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := disk.ParseSfdisk(dump)
+	if err != nil || len(table.Partitions) != 3 {
+		t.Fatalf("sfdisk --json: %v, %s", err, dump)
+	}
+	for i, p := range table.Partitions {
+		if got := partuuid(gpt, i+1); got != strings.ToLower(p.UUID) {
+			t.Errorf("GPT partition %d: %s, sfdisk says %s", i+1, got, p.UUID)
 		}
 	}
 	mbr := filepath.Join(t.TempDir(), "mbr.img")

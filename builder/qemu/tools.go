@@ -27,6 +27,7 @@ type Tools struct {
 	MkfsExt4      string // e2fsprogs
 	Debugfs       string // e2fsprogs
 	Sgdisk        string // gdisk
+	Sfdisk        string // fdisk (util-linux)
 	Blkid         string // util-linux
 	Losetup       string // util-linux
 	Partx         string // util-linux
@@ -57,6 +58,7 @@ func DefaultTools() Tools {
 		MkfsExt4:       "/usr/sbin/mkfs.ext4",
 		Debugfs:        "/usr/sbin/debugfs",
 		Sgdisk:         "/usr/sbin/sgdisk",
+		Sfdisk:         "/usr/sbin/sfdisk",
 		Blkid:          "/usr/sbin/blkid",
 		Losetup:        "/usr/sbin/losetup",
 		Partx:          "/usr/bin/partx",
@@ -82,6 +84,7 @@ var debianPackage = map[string]string{
 	"mkfs.ext4":           "e2fsprogs",
 
 	"sgdisk":          "gdisk",
+	"sfdisk":          "fdisk",
 	"btrfs":           "btrfs-progs",
 	"nix-hash":        "nix-bin",
 	"nix-instantiate": "nix-bin",

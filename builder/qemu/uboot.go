@@ -7,6 +7,8 @@ import (
 	"path"
 	"strconv"
 	"strings"
+
+	"github.com/nixpi/nixpi/builder/baseimage"
 )
 
 // Extlinux is an extlinux.conf as U-Boot's pxe parser (boot/pxe_utils.c)
@@ -179,6 +181,12 @@ func ubootBoot(ctx context.Context, plan *BootPlan, started string, dev bootDevi
 			tried = append(tried, fmt.Sprintf("%s: %v", d.name, err))
 			continue
 		}
+		if why, err := ubootSkipsPartition1(fat.Path); err != nil {
+			return nil, err
+		} else if why != "" {
+			tried = append(tried, d.name+": "+why)
+			continue
+		}
 		for _, confPath := range extlinuxPaths {
 			text, why, err := readNonEmpty(ctx, fat, confPath)
 			if err != nil {
@@ -218,6 +226,40 @@ func ubootBoot(ctx context.Context, plan *BootPlan, started string, dev bootDevi
 	}
 	plan.NoBoot = fmt.Sprintf("%s started U-Boot, which found nothing to boot: %s", started, strings.Join(tried, "; "))
 	return plan, nil
+}
+
+// ubootSkipsPartition1 says why U-Boot's boot scan would not look at
+// partition 1 of the MBR disk image at path, or "" when it would. Its
+// distro boot (scan_dev_for_boot_part: "part list -bootable", else
+// partition 1) and bootstd (bootdev_find_in_blk: first_bootable) alike scan
+// only the bootable partitions when there are any, and partition 1 when
+// there are none; on an MBR a partition is bootable with the active flag
+// (0x80) or type 0xef (disk/part_dos.c, get_bootable). Which partition a
+// GPT's scan takes is not modelled: its partition 1 is the ESP, bootable by
+// type, and the emulation reads only partition 1.
+func ubootSkipsPartition1(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	table, err := baseimage.ReadTable(f)
+	if err != nil || table.GPT {
+		return "", nil // OpenSSDBoot/OpenCard already read the partition
+	}
+	var bootable []string
+	for _, p := range table.Partitions {
+		if p.Bootable || p.Type == 0xef {
+			if p.Index == 1 {
+				return "", nil
+			}
+			bootable = append(bootable, strconv.Itoa(p.Index))
+		}
+	}
+	if len(bootable) == 0 {
+		return "", nil
+	}
+	return fmt.Sprintf("U-Boot scans only the bootable partitions (MBR active flag or type 0xef): %s, not partition 1 with the FAT", strings.Join(bootable, ", ")), nil
 }
 
 // loadLabel does what U-Boot's label_boot does before it jumps: the initrd,

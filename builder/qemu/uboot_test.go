@@ -3,6 +3,7 @@ package qemu
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -127,5 +128,50 @@ func TestUBootFallsBack(t *testing.T) {
 				t.Errorf("notes %q, want %q", notes, tc.note)
 			}
 		})
+	}
+}
+
+// TestUBootScansBootablePartitions: on an MBR, U-Boot's boot scan takes
+// partition 1 when no partition is bootable or it is, and skips the disk's
+// FAT on partition 1 when only others are (the active flag, or type 0xef);
+// the tables are written by the real sfdisk.
+func TestUBootScansBootablePartitions(t *testing.T) {
+	t.Parallel()
+	sfdisk := DefaultTools().Sfdisk
+	if _, err := exec.LookPath(sfdisk); err != nil {
+		t.Skip("sfdisk not installed (apt-get install fdisk)")
+	}
+	for _, tc := range []struct {
+		name, parts, skip string
+	}{
+		{"none bootable: partition 1", "start=2048, size=8192, type=c\nstart=10240, type=83\n", ""},
+		{"partition 1 bootable", "start=2048, size=8192, type=c, bootable\nstart=10240, type=83\n", ""},
+		{"both bootable: partition 1 first", "start=2048, size=8192, type=c, bootable\nstart=10240, type=83, bootable\n", ""},
+		{"only partition 2 bootable", "start=2048, size=8192, type=c\nstart=10240, type=83, bootable\n", "bootable partitions (MBR active flag or type 0xef): 2, not partition 1"},
+		{"partition 2 an EFI system partition", "start=2048, size=8192, type=c\nstart=10240, type=ef\n", ": 2, not partition 1"},
+	} {
+		img := filepath.Join(t.TempDir(), "ssd.img")
+		if err := NewBlankDisk(img, 32<<20); err != nil {
+			t.Fatal(err)
+		}
+		c := exec.Command(sfdisk, "--no-reread", img)
+		c.Stdin = strings.NewReader("label: dos\n" + tc.parts)
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("%s: sfdisk: %v: %s", tc.name, err, out)
+		}
+		why, err := ubootSkipsPartition1(img)
+		if err != nil || (tc.skip == "") != (why == "") || !strings.Contains(why, tc.skip) {
+			t.Errorf("%s: %q (%v), want %q", tc.name, why, err, tc.skip)
+		}
+	}
+	gpt := filepath.Join(t.TempDir(), "gpt.img")
+	NewBlankDisk(gpt, 32<<20)
+	c := exec.Command(sfdisk, "--no-reread", gpt)
+	c.Stdin = strings.NewReader("label: gpt\nstart=2048, size=8192, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\nstart=10240, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n")
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk gpt: %v: %s", err, out)
+	}
+	if why, err := ubootSkipsPartition1(gpt); why != "" || err != nil {
+		t.Errorf("a GPT with the ESP first: %q (%v)", why, err)
 	}
 }

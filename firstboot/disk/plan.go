@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/nixpi/nixpi/firstboot/config"
+	"github.com/nixpi/nixpi/firstboot/journal"
 )
 
 // Partition roles, in disk order.
@@ -46,6 +47,13 @@ type Identity struct {
 	// Seed is the installation's own part of every derived ID (see
 	// journal.Disk.IDSeed); "" derives the IDs as installs before it did.
 	Seed string
+}
+
+// RecordedIdentity is the identity of the disk the journal recorded as the
+// target: what every step after target plans the layout with, and what a
+// reader of the journal (the QEMU harness) plans it with to check the disk.
+func RecordedIdentity(r *journal.Disk) Identity {
+	return Identity{ByID: r.ByID, Serial: r.Serial, Size: r.Size, Seed: r.IDSeed}
 }
 
 // Part is one planned partition and the filesystem that goes on it.

@@ -83,6 +83,9 @@ type TablePart struct {
 	Type  string `json:"type"`
 	UUID  string `json:"uuid"`
 	Name  string `json:"name"`
+	// Bootable is the MBR's active flag (0x80), which U-Boot's boot scan
+	// prefers; sfdisk reports it for MBR only.
+	Bootable bool `json:"bootable,omitempty"`
 }
 
 // ParseSfdisk parses `sfdisk --json` output.

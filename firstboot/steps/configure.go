@@ -141,7 +141,7 @@ func configureDisk(env *engine.Env, layout config.Layout) (nixos.Disk, error) {
 		return d, engine.WithHint(errors.New("configure: no target disk is recorded, and the configuration names its partitions by their PARTUUIDs"),
 			"run the disk steps first (target, partition, format, mount), or the whole install")
 	}
-	ids, err := disk.PartUUIDs(layout, env.State.RAMBytes, identityOfRecord(env.State.Target))
+	ids, err := disk.PartUUIDs(layout, env.State.RAMBytes, disk.RecordedIdentity(env.State.Target))
 	if err != nil {
 		return d, fmt.Errorf("configure: %w", err)
 	}

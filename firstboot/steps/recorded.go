@@ -110,7 +110,7 @@ func notRecordedContent(ctx context.Context, env *engine.Env, d *disk.Device, re
 	if err != nil {
 		return "", err
 	}
-	plan, err := disk.NewPlan(env.Config.Layout, ramBytes(env), identityOfRecord(rec), d.SectorSize())
+	plan, err := disk.NewPlan(env.Config.Layout, ramBytes(env), disk.RecordedIdentity(rec), d.SectorSize())
 	if err != nil {
 		return "", fmt.Errorf("plan the layout of %q: %w", d.DevPath(), err)
 	}
@@ -154,10 +154,6 @@ func selectionChanged(env *engine.Env, rec *journal.Disk) bool {
 	return false
 }
 
-func identityOfRecord(r *journal.Disk) disk.Identity {
-	return disk.Identity{ByID: r.ByID, Serial: r.Serial, Size: r.Size, Seed: r.IDSeed}
-}
-
 func describeRecord(r *journal.Disk) string {
 	var parts []string
 	if r.Model != "" {
@@ -177,7 +173,7 @@ func describeRecord(r *journal.Disk) string {
 
 // planFor is the layout plan for the recorded target disk.
 func planFor(env *engine.Env, d *disk.Device) (*disk.Plan, error) {
-	return disk.NewPlan(env.Config.Layout, ramBytes(env), identityOfRecord(env.State.Target), d.SectorSize())
+	return disk.NewPlan(env.Config.Layout, ramBytes(env), disk.RecordedIdentity(env.State.Target), d.SectorSize())
 }
 
 // diskAndPlan finds the recorded target disk on this boot and plans its layout.
