@@ -13,17 +13,20 @@ const module = "github.com/nixpi/nixpi/"
 // reads what they write (journal, card, disks) through the contract
 // packages, never by linking them.
 var deviceService = []string{
-	"firstboot/engine", "firstboot/steps", "firstboot/disk", "firstboot/network",
+	"firstboot/engine", "firstboot/steps", "firstboot/network",
 	"firstboot/progress", "firstboot/hook", "firstboot/statuspage",
 }
 
 // contract are the packages both sides share: what the card holds, how
 // the journal, the config and the boot files are written, and the
-// block-device model both sides judge a disk by.
+// block-device model both sides judge a disk by, and the disk plan (firstboot/disk:
+// `nixpi test --qemu` checks an installed SSD against the plan the Pi's steps made,
+// not a second reading of the layout).
 var contract = []string{
 	"firstboot/cardpath", "firstboot/config", "firstboot/journal", "firstboot/bootfiles",
 	"firstboot/nixos", "firstboot/inputfile", "firstboot/retire", "firstboot/configcheck",
-	"firstboot/termtext", "firstboot/blockdev",
+	"firstboot/termtext", "firstboot/blockdev", "firstboot/disk", "firstboot/eeprom",
+	"firstboot/system",
 }
 
 // goListDeps is `go list -deps` of pkgs, for goos/goarch.
