@@ -42,7 +42,7 @@ func runTest(c *cli, args []string) int {
 		fmt.Fprintln(w, "\nBuilds a card from IMAGE with FILE, boots it in qemu-system-aarch64 with a blank 16 GiB USB")
 		fmt.Fprintln(w, "disk as the SSD, and checks that the hook installs the service, that the service prepares")
 		fmt.Fprintln(w, "the disk as FILE asks, and that the card's journal records it. Needs root and the")
-		fmt.Fprintln(w, "Debian packages qemu-system-arm mtools gdisk btrfs-progs dosfstools (and mmdebstrap")
+		fmt.Fprintln(w, "Debian packages qemu-system-arm mtools gdisk fdisk btrfs-progs dosfstools (and mmdebstrap")
 		fmt.Fprintln(w, "qemu-user-static for the default base). Takes several minutes. IMAGE's kernel and")
 		fmt.Fprintln(w, "initramfs must boot on QEMU's virt machine with the card as a virtio disk.")
 		fmt.Fprintln(w, "\nenvironment:")
@@ -64,7 +64,7 @@ func runTest(c *cli, args []string) int {
 			"pass --bootloader DIR (a checkout of github.com/raspberrypi/rpi-eeprom: its firmware-2711/default), or --base with a Raspberry Pi OS image"))
 	}
 	if os.Geteuid() != 0 {
-		return c.fail(errors.New("test: needs root: it attaches the SSD image through a loop device and mounts its btrfs to check it (run it with sudo)"))
+		return c.fail(errors.New("test: needs root: it attaches the SSD image through a loop device and mounts its filesystems to check them (run it with sudo)"))
 	}
 
 	dir := a.workDir
