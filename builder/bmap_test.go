@@ -20,7 +20,7 @@ import (
 func buildBmapCard(t *testing.T, base string) string {
 	t.Helper()
 	if base == "" {
-		base = writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
+		base = buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
 	}
 	out := filepath.Join(t.TempDir(), "card.img")
 	if _, err := Build(context.Background(), testOptions(t, base, out)); err != nil {
@@ -31,7 +31,7 @@ func buildBmapCard(t *testing.T, base string) string {
 
 func TestBmapReproducibleAndReadable(t *testing.T) {
 	t.Parallel()
-	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
+	base := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
 	a := buildBmapCard(t, base)
 	b := buildBmapCard(t, base)
 	bmapA, err := os.ReadFile(a + ".bmap")

@@ -46,7 +46,7 @@ func TestBuildLayouts(t *testing.T) {
 	} {
 		t.Run(string(tc.layout)+"-"+string(tc.arch), func(t *testing.T) {
 			t.Parallel()
-			img := writeFixture(t, fixture.Options{Layout: tc.layout, Arch: tc.arch})
+			img := buildertest.WriteFixture(t, fixture.Options{Layout: tc.layout, Arch: tc.arch})
 			out := filepath.Join(t.TempDir(), "card.img")
 			res, err := Build(context.Background(), testOptions(t, img.Path, out))
 			if err != nil {
@@ -74,7 +74,7 @@ func TestBuildLayouts(t *testing.T) {
 
 func TestBuildReproducible(t *testing.T) {
 	t.Parallel()
-	img := writeFixture(t, fixture.Options{Layout: fixture.LayoutTrixie, Arch: fixture.ArchArmhf, FATSize: fixture.MinFATSize})
+	img := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutTrixie, Arch: fixture.ArchArmhf, FATSize: fixture.MinFATSize})
 	dir := t.TempDir()
 	// build returns OUT's sha256 as Build computed it; CheckCard checks
 	// that digest against the file on the first build.
@@ -126,7 +126,7 @@ func TestBuildReproducible(t *testing.T) {
 
 func TestBuildCompressedBaseWithSidecar(t *testing.T) {
 	t.Parallel()
-	img := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArm64, FATSize: fixture.MinFATSize})
+	img := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArm64, FATSize: fixture.MinFATSize})
 	xzPath := xzWithSidecar(t, img.Path)
 	sum, err := os.ReadFile(xzPath + ".sha256")
 	if err != nil {
@@ -145,7 +145,7 @@ func TestBuildCompressedBaseWithSidecar(t *testing.T) {
 
 func TestBuildCancelledLeavesNothing(t *testing.T) {
 	t.Parallel()
-	img := writeFixture(t, fixture.Options{FATSize: fixture.MinFATSize})
+	img := buildertest.WriteFixture(t, fixture.Options{FATSize: fixture.MinFATSize})
 	out := filepath.Join(t.TempDir(), "card.img")
 	ctx, cancel := context.WithCancel(context.Background())
 	opts := testOptions(t, img.Path, out)
@@ -194,7 +194,7 @@ func assertSameFile(t *testing.T, a, b string) {
 
 func TestBuildFullBootPartition(t *testing.T) {
 	t.Parallel()
-	img := writeFixture(t, fixture.Options{FATSize: fixture.MinFATSize})
+	img := buildertest.WriteFixture(t, fixture.Options{FATSize: fixture.MinFATSize})
 	// Fill the boot partition with mtools until 6 MiB are left: less than
 	// the device binary twice.
 	filler := filepath.Join(t.TempDir(), "filler")

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nixpi/nixpi/builder/buildertest"
 	"github.com/nixpi/nixpi/builder/fixture"
 )
 
@@ -27,7 +28,7 @@ func zeroAt(t *testing.T, path string, off, n int64) {
 // says so with fs.ErrNotExist; a stock image boots.
 func TestOpenCard(t *testing.T) {
 	t.Parallel()
-	img := writeFixture(t, fixture.Options{})
+	img := buildertest.WriteFixture(t, fixture.Options{})
 	card, err := OpenCard(img.Path)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +75,7 @@ func TestInspectSaysWhyACardCannotBoot(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			img := writeFixture(t, c.opts)
+			img := buildertest.WriteFixture(t, c.opts)
 			if c.spoil != nil {
 				c.spoil(t, img)
 			}

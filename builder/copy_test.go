@@ -19,7 +19,7 @@ import (
 // this machine may not reach the internet.
 func TestBuildFromURL(t *testing.T) {
 	t.Parallel()
-	img := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize})
+	img := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize})
 	if out, err := exec.Command("xz", "-T2", "-0", "-k", img.Path).CombinedOutput(); err != nil {
 		t.Fatalf("xz: %v\n%s", err, out)
 	}

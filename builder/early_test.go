@@ -100,7 +100,7 @@ func TestEarlyCardMatchesOrdinaryBuild(t *testing.T) {
 	} {
 		t.Run(string(tc.layout)+"-"+string(tc.arch), func(t *testing.T) {
 			t.Parallel()
-			img := writeFixture(t, fixture.Options{Layout: tc.layout, Arch: tc.arch, FATSize: fixture.MinFATSize})
+			img := buildertest.WriteFixture(t, fixture.Options{Layout: tc.layout, Arch: tc.arch, FATSize: fixture.MinFATSize})
 			xzPath := xzWithSidecar(t, img.Path)
 			dir := t.TempDir()
 
@@ -185,7 +185,7 @@ func TestEarlyCardMatchesOrdinaryBuild(t *testing.T) {
 // write the card the ordinary way, the same bytes as an early card.
 func TestEarlyCardFailureFallsBack(t *testing.T) {
 	t.Parallel()
-	img := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArm64, FATSize: fixture.MinFATSize})
+	img := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArm64, FATSize: fixture.MinFATSize})
 	xzPath := xzWithSidecar(t, img.Path)
 	dir := t.TempDir()
 
@@ -243,7 +243,7 @@ func TestPredictRoot(t *testing.T) {
 		for _, arch := range []fixture.Arch{fixture.ArchArm64, fixture.ArchArmhf} {
 			t.Run(string(layout)+"-"+string(arch), func(t *testing.T) {
 				t.Parallel()
-				img := writeFixture(t, fixture.Options{Layout: layout, Arch: arch, FATSize: fixture.MinFATSize})
+				img := buildertest.WriteFixture(t, fixture.Options{Layout: layout, Arch: arch, FATSize: fixture.MinFATSize})
 				f, err := os.Open(img.Path)
 				if err != nil {
 					t.Fatal(err)

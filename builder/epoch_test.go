@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixpi/nixpi/builder/buildertest"
 	"github.com/nixpi/nixpi/builder/fatfs"
 	"github.com/nixpi/nixpi/builder/fixture"
 )
@@ -13,7 +14,7 @@ func TestBuildEpoch(t *testing.T) {
 	t.Parallel()
 	// A base whose newest boot file is from the fixture's epoch, with one
 	// file made newer in a subdirectory: the walk must find it.
-	img := writeFixture(t, fixture.Options{FATSize: fixture.MinFATSize})
+	img := buildertest.WriteFixture(t, fixture.Options{FATSize: fixture.MinFATSize})
 	f, err := os.OpenFile(img.Path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)

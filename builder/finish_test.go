@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -16,37 +15,24 @@ import (
 	"github.com/nixpi/nixpi/builder/fixture"
 )
 
-// warnings collects Options.Warn messages, from any goroutine.
-type warnings struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warnings) warn(msg string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = append(w.msgs, msg)
-}
-
-// AssertOnce fails t unless each of want starts exactly one message and
+// assertOnce fails t unless each of want starts exactly one message and
 // no other message came.
-func (w *warnings) assertOnce(t *testing.T, path string, want ...string) {
+func assertOnce(t *testing.T, w *buildertest.Warnings, path string, want ...string) {
 	t.Helper()
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	msgs := w.Msgs()
 	for _, p := range want {
 		n := 0
-		for _, m := range w.msgs {
+		for _, m := range msgs {
 			if strings.HasPrefix(m, p) {
 				n++
 			}
 		}
 		if n != 1 {
-			t.Errorf("%s: %d warnings start %q, want one; all of them:\n%s", path, n, p, strings.Join(w.msgs, "\n"))
+			t.Errorf("%s: %d warnings start %q, want one; all of them:\n%s", path, n, p, strings.Join(msgs, "\n"))
 		}
 	}
-	if len(w.msgs) != len(want) {
-		t.Errorf("%s: %d warnings, want %d:\n%s", path, len(w.msgs), len(want), strings.Join(w.msgs, "\n"))
+	if len(msgs) != len(want) {
+		t.Errorf("%s: %d warnings, want %d:\n%s", path, len(msgs), len(want), strings.Join(msgs, "\n"))
 	}
 }
 
@@ -58,7 +44,7 @@ func (w *warnings) assertOnce(t *testing.T, path string, want ...string) {
 // early card and the ordinary one are the same sequence (CardFinish.Finish).
 func TestCardFinishWarnsOncePerPath(t *testing.T) {
 	t.Parallel()
-	img := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArm64, FATSize: fixture.MinFATSize})
+	img := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArm64, FATSize: fixture.MinFATSize})
 	buildertest.Sh(t, "xz", "-T2", "-0", "--block-size=8MiB", "-k", img.Path)
 	xzPath := img.Path + ".xz"
 	dir := t.TempDir()
@@ -94,8 +80,8 @@ func TestCardFinishWarnsOncePerPath(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := testOptions(t, tc.base, filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".img"))
 			opts.Config = config
-			w := &warnings{}
-			opts.Warn = w.warn
+			w := &buildertest.Warnings{}
+			opts.Warn = w.Warn
 			if tc.tweak != nil {
 				tc.tweak(&opts)
 			}
@@ -106,7 +92,7 @@ func TestCardFinishWarnsOncePerPath(t *testing.T) {
 			if res.Early != tc.early {
 				t.Errorf("early card %q, want %q", res.Early, tc.early)
 			}
-			w.assertOnce(t, tc.name,
+			assertOnce(t, w, tc.name,
 				"nixos.extra_module was checked by nixpi's own bracket check only",
 				"nothing verifies the base image "+tc.base+" (no --sha256, no "+tc.base+".sha256 beside it)",
 				"the unverified base's sha256 is "+buildertest.FileSHA256(t, tc.base)+":")

@@ -1,7 +1,6 @@
 package builder
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -18,18 +17,9 @@ import (
 	"github.com/nixpi/nixpi/firstboot/bootfiles"
 )
 
-func writeFixture(t *testing.T, opts fixture.Options) *fixture.Image {
-	t.Helper()
-	img, err := fixture.WriteContext(context.Background(), filepath.Join(t.TempDir(), "base.img"), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
 func TestInspectStockImage(t *testing.T) {
 	t.Parallel()
-	img := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArmhf})
+	img := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArmhf})
 	in, err := Inspect(img.Path)
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +80,7 @@ func assertFATUsageMatchesFsck(t *testing.T, image string, p fixture.Partition, 
 // the redaction does not know.
 func TestInspectUnparsableConfigIsNotShown(t *testing.T) {
 	t.Parallel()
-	img := writeFixture(t, fixture.Options{FATSize: fixture.MinFATSize})
+	img := buildertest.WriteFixture(t, fixture.Options{FATSize: fixture.MinFATSize})
 	local := filepath.Join(t.TempDir(), "nixpi.toml")
 	secret := "hunter2-wifi-secret"
 	if err := os.WriteFile(local, []byte("schema = 1\n[wlan]\nssid = \"x\"\npassphrase = \""+secret+"\"\n"), 0o644); err != nil {

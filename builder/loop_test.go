@@ -23,7 +23,7 @@ func TestBuiltCardOnLoopDevice(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for losetup and mount (CI runs as root)")
 	}
-	img := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize})
+	img := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize})
 	out := filepath.Join(t.TempDir(), "card.img")
 	if _, err := Build(context.Background(), testOptions(t, img.Path, out)); err != nil {
 		t.Fatal(err)

@@ -28,7 +28,7 @@ import (
 // buildCard builds a card from a generated Raspberry Pi OS-shaped base.
 func buildCard(t *testing.T) (string, fixture.Partition) {
 	t.Helper()
-	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArm64, FATSize: fixture.MinFATSize})
+	base := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, Arch: fixture.ArchArm64, FATSize: fixture.MinFATSize})
 	out := filepath.Join(t.TempDir(), "card.img")
 	if _, err := Build(context.Background(), testOptions(t, base.Path, out)); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // LoopDevice attaches a new file of size bytes (zeros, or random bytes
@@ -74,4 +75,22 @@ func FileSum(t testing.TB, path string, n int64) [32]byte {
 	var s [32]byte
 	copy(s[:], h.Sum(nil))
 	return s
+}
+
+// WaitPartition waits until path, a partition node of dev that udev makes,
+// exists, asking the kernel to reread dev's table if it is slow.
+func WaitPartition(t testing.TB, dev, path string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if i == 50 {
+			t.Fatalf("%s did not appear", path)
+		}
+		if i == 5 {
+			exec.Command("partx", "--update", dev).Run()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -176,23 +175,6 @@ func TestFlashCompressedAndChecked(t *testing.T) {
 	}
 }
 
-// waitFor waits until path exists (a partition node udev makes).
-func waitFor(t *testing.T, dev, path string) {
-	t.Helper()
-	for i := 0; ; i++ {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		if i == 50 {
-			t.Fatalf("%s did not appear", path)
-		}
-		if i == 5 {
-			exec.Command("partx", "--update", dev).Run()
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // TestFlashRefusals checks that every refusal names what it found and
 // leaves the device as it was.
 func TestFlashRefusals(t *testing.T) {
@@ -202,12 +184,12 @@ func TestFlashRefusals(t *testing.T) {
 	card := buildertest.LoopDevice(t, size, false)
 	buildertest.Sh(t, "dd", "if="+img, "of="+card, "bs=4M", "conv=fsync", "status=none")
 	buildertest.Sh(t, "blockdev", "--rereadpt", card)
-	waitFor(t, card, card+"p1")
+	buildertest.WaitPartition(t, card, card+"p1")
 	small := buildertest.LoopDevice(t, size-4<<20, false)
 	mounted := buildertest.LoopDevice(t, size, false)
 	buildertest.Sh(t, "dd", "if="+img, "of="+mounted, "bs=4M", "conv=fsync", "status=none")
 	buildertest.Sh(t, "blockdev", "--rereadpt", mounted)
-	waitFor(t, mounted, mounted+"p2")
+	buildertest.WaitPartition(t, mounted, mounted+"p2")
 	mnt := t.TempDir()
 	buildertest.Sh(t, "mount", "-t", "ext4", "-o", "ro,noload", mounted+"p2", mnt)
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
@@ -225,7 +207,7 @@ func TestFlashRefusals(t *testing.T) {
 	buildertest.Sh(t, "dd", "if="+img, "of="+backing, "bs=4M", "conv=fsync", "status=none")
 	over := buildertest.Sh(t, "losetup", "--find", "--show", "--partscan", "--read-only", backing)
 	t.Cleanup(func() { exec.Command("losetup", "--detach", over).Run() })
-	waitFor(t, over, over+"p2")
+	buildertest.WaitPartition(t, over, over+"p2")
 	overMnt := t.TempDir()
 	buildertest.Sh(t, "mount", "-t", "ext4", "-o", "ro,noload", over+"p2", overMnt)
 	t.Cleanup(func() { exec.Command("umount", overMnt).Run() })
@@ -233,7 +215,7 @@ func TestFlashRefusals(t *testing.T) {
 	stacked := buildertest.LoopDevice(t, size, false)
 	buildertest.Sh(t, "dd", "if="+img, "of="+stacked, "bs=4M", "conv=fsync", "status=none")
 	buildertest.Sh(t, "blockdev", "--rereadpt", stacked)
-	waitFor(t, stacked, stacked+"p2")
+	buildertest.WaitPartition(t, stacked, stacked+"p2")
 	lower := buildertest.Sh(t, "losetup", "--find", "--show", "--read-only", stacked+"p2")
 	t.Cleanup(func() { exec.Command("losetup", "--detach", lower).Run() })
 	upper := buildertest.Sh(t, "losetup", "--find", "--show", "--read-only", lower)
@@ -421,7 +403,7 @@ func TestFlashUnmount(t *testing.T) {
 	dev := buildertest.LoopDevice(t, size, false)
 	buildertest.Sh(t, "dd", "if="+img, "of="+dev, "bs=4M", "conv=fsync", "status=none")
 	buildertest.Sh(t, "blockdev", "--rereadpt", dev)
-	waitFor(t, dev, dev+"p2")
+	buildertest.WaitPartition(t, dev, dev+"p2")
 	mnt := t.TempDir()
 	buildertest.Sh(t, "mount", "-t", "ext4", "-o", "ro,noload", dev+"p2", mnt)
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
@@ -504,10 +486,10 @@ func TestFlashRefusesRootDisk(t *testing.T) {
 // the image, and nothing at the end.
 func TestFlashBaseEqualsBuildThenFlash(t *testing.T) {
 	t.Parallel()
-	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
+	base := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
 	buildertest.Sh(t, "xz", "-T0", "-1", "-k", base)
 	// A root go-diskfs cannot read is read by debugfs, off the disk.
-	old := writeFixture(t, fixture.Options{Layout: fixture.LayoutBullseye, Arch: fixture.ArchArmhf, FATSize: fixture.MinFATSize, RootFeatures: []string{"^metadata_csum"}}).Path
+	old := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBullseye, Arch: fixture.ArchArmhf, FATSize: fixture.MinFATSize, RootFeatures: []string{"^metadata_csum"}}).Path
 	for name, b := range map[string]string{"raw": base, "xz": base + ".xz", "debugfs": old} {
 		t.Run(name, func(t *testing.T) {
 			// The manifest names the base as given: build from the same.
@@ -617,7 +599,7 @@ func watchSize(t *testing.T, dir string) func() int64 {
 // say the card is incomplete.
 func TestFlashBaseFaults(t *testing.T) {
 	t.Parallel()
-	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
+	base := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
 	st, err := os.Stat(base)
 	if err != nil {
 		t.Fatal(err)
@@ -762,7 +744,7 @@ func TestFlashRefusesBeforeWriting(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, mbrOnly+".bmap", b)
-	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
+	base := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
 	build := func(base, sha string) builder.Options {
 		o := testOptions(t, base, filepath.Join(t.TempDir(), "unused.img"))
 		o.SHA256 = sha
@@ -820,18 +802,6 @@ func TestFlashRefusesBeforeWriting(t *testing.T) {
 	}
 }
 
-// warnings collects builder.Options.Warn messages, from any goroutine.
-type warnings struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warnings) warn(msg string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = append(w.msgs, msg)
-}
-
 // TestFlashBaseFinishesAsBuild builds one unverified xz base, with a
 // config whose extra_module only nixpi's bracket check reads, with `nixpi
 // build` (its early card) and onto a disk with `flash --base`: the disk
@@ -839,18 +809,18 @@ func (w *warnings) warn(msg string) {
 // one about the base before the disk is claimed.
 func TestFlashBaseFinishesAsBuild(t *testing.T) {
 	t.Parallel()
-	base := writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
+	base := buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
 	buildertest.Sh(t, "xz", "-T2", "-0", "-k", base)
 	xz := base + ".xz"
 	dir := t.TempDir()
 	config := filepath.Join(dir, "module.toml")
 	writeFile(t, config, []byte(buildertest.Config+"\n[nixos]\nextra_module = \"{ ... }: { }\"\n"))
-	options := func(out string, w *warnings) builder.Options {
+	options := func(out string, w *buildertest.Warnings) builder.Options {
 		o := testOptions(t, xz, out)
-		o.Config, o.Warn = config, w.warn
+		o.Config, o.Warn = config, w.Warn
 		return o
 	}
-	built := &warnings{}
+	built := &buildertest.Warnings{}
 	card := filepath.Join(dir, "card.img")
 	res, err := builder.Build(context.Background(), options(card, built))
 	if err != nil {
@@ -864,14 +834,12 @@ func TestFlashBaseFinishesAsBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	dev := buildertest.LoopDevice(t, st.Size(), false)
-	flashed := &warnings{}
+	flashed := &buildertest.Warnings{}
 	opts := loopFlash("", dev)
 	opts.TempDir = t.TempDir()
 	var before []string
 	opts.Yes, opts.Confirm = false, func(description, name string) (string, error) {
-		flashed.mu.Lock()
-		before = slices.Clone(flashed.msgs)
-		flashed.mu.Unlock()
+		before = flashed.Msgs()
 		return name, nil
 	}
 	got, _, err := Build(context.Background(), options(filepath.Join(dir, "unused.img"), flashed), opts)
@@ -883,19 +851,19 @@ func TestFlashBaseFinishesAsBuild(t *testing.T) {
 		"nothing verifies the base image " + xz + " (no --sha256, no " + xz + ".sha256 beside it)",
 		"the unverified base's sha256 is " + buildertest.FileSHA256(t, xz) + ":",
 	}
-	for what, w := range map[string]*warnings{"nixpi build": built, "flash --base": flashed} {
-		if len(w.msgs) != len(want) {
-			t.Errorf("%s: warnings %q, want %d", what, w.msgs, len(want))
+	for what, w := range map[string]*buildertest.Warnings{"nixpi build": built, "flash --base": flashed} {
+		if len(w.Msgs()) != len(want) {
+			t.Errorf("%s: warnings %q, want %d", what, w.Msgs(), len(want))
 			continue
 		}
 		for i := range want {
-			if !strings.HasPrefix(w.msgs[i], want[i]) {
-				t.Errorf("%s: warning %d is %q, want it to start %q", what, i, w.msgs[i], want[i])
+			if !strings.HasPrefix(w.Msgs()[i], want[i]) {
+				t.Errorf("%s: warning %d is %q, want it to start %q", what, i, w.Msgs()[i], want[i])
 			}
 		}
 	}
-	if !slices.Equal(built.msgs, flashed.msgs) {
-		t.Errorf("flash --base warns\n%q\nnixpi build\n%q", flashed.msgs, built.msgs)
+	if !slices.Equal(built.Msgs(), flashed.Msgs()) {
+		t.Errorf("flash --base warns\n%q\nnixpi build\n%q", flashed.Msgs(), built.Msgs())
 	}
 	if len(before) != 2 || !strings.HasPrefix(before[1], want[1]) {
 		t.Errorf("warnings before the confirmation: %q, want the config's and the base's", before)

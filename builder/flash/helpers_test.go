@@ -10,15 +10,6 @@ import (
 	"github.com/nixpi/nixpi/builder/fixture"
 )
 
-func writeFixture(t *testing.T, opts fixture.Options) *fixture.Image {
-	t.Helper()
-	img, err := fixture.WriteContext(context.Background(), filepath.Join(t.TempDir(), "base.img"), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
 // testOptions builds out from base with buildertest's config and device
 // binaries.
 func testOptions(t *testing.T, base, out string) builder.Options {
@@ -35,7 +26,7 @@ func testOptions(t *testing.T, base, out string) builder.Options {
 func buildBmapCard(t *testing.T, base string) string {
 	t.Helper()
 	if base == "" {
-		base = writeFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
+		base = buildertest.WriteFixture(t, fixture.Options{Layout: fixture.LayoutBookworm, FATSize: fixture.MinFATSize}).Path
 	}
 	out := filepath.Join(t.TempDir(), "card.img")
 	if _, err := builder.Build(context.Background(), testOptions(t, base, out)); err != nil {
